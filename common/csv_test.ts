@@ -15,7 +15,11 @@ Deno.test("numbers are written in plain decimal, never with an exponent", () => 
 
 Deno.test("CSV rows round-trip through csv-parse with quoting where needed", () => {
   const text = toCsv(
-    [{ domain: "Gutenberg (PG-19)", layer: 0, share: 0.125 }, { domain: 'say "hi", ok', layer: 31, share: 1e-7 }],
+    [{ domain: "Gutenberg (PG-19)", layer: 0, share: 0.125 }, {
+      domain: 'say "hi", ok',
+      layer: 31,
+      share: 1e-7,
+    }],
     ["domain", "layer", "share"],
   );
   assert.deepEqual(parse(text, { columns: true }), [

@@ -19,7 +19,11 @@ const CONFIG = {
 
 /** Compiles a Vega-Lite spec and renders it to a standalone SVG document. */
 export async function renderSvg(spec: VegaLiteSpec): Promise<string> {
-  const full = { $schema: "https://vega.github.io/schema/vega-lite/v6.json", config: CONFIG, ...spec };
+  const full = {
+    $schema: "https://vega.github.io/schema/vega-lite/v6.json",
+    config: CONFIG,
+    ...spec,
+  };
   const compiled = vegaLite.compile(full as unknown as vegaLite.TopLevelSpec).spec;
   const view = new vega.View(vega.parse(compiled), { renderer: "none" });
   try {

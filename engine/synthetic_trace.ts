@@ -57,7 +57,10 @@ function resolve(options: SyntheticOptions): Resolved {
     topK: options.topK ?? 2,
     numLayers: options.numLayers ?? 4,
     domains: options.domains ??
-      [{ name: "ArXiv", docs: 20 }, { name: "Github", docs: 20 }, { name: "PubMed Abstracts", docs: 20 }],
+      [{ name: "ArXiv", docs: 20 }, { name: "Github", docs: 20 }, {
+        name: "PubMed Abstracts",
+        docs: 20,
+      }],
     tokensPerDoc: options.tokensPerDoc ?? 100,
     stickiness: options.stickiness ?? 0,
     probs: options.probs ?? false,
@@ -171,7 +174,7 @@ function makeDoc(docId: number, domain: string, o: Resolved, rng: Rng): TraceDoc
       for (let j = 0; j < k; j++) {
         weights[base + j] = distribution[experts[base + j]!]! / topMass;
       }
-      if (probs) for (let e = 0; e < E; e++) probs[(t * M + l) * E + e] = distribution[e]!;
+      if (probs) { for (let e = 0; e < E; e++) probs[(t * M + l) * E + e] = distribution[e]!; }
     }
     if (spec) {
       for (let l = 0; l < M; l++) {

@@ -186,7 +186,9 @@ export function validateManifest(json: unknown, where: string): Manifest {
   const numExperts = model.num_experts as number;
   const topK = model.top_k as number;
   if (numExperts < 1 || numExperts >= NO_EXPERT) {
-    throw new DataError(`${where} field "model.num_experts" must be in 1..65534, got ${numExperts}.`);
+    throw new DataError(
+      `${where} field "model.num_experts" must be in 1..65534, got ${numExperts}.`,
+    );
   }
   if (topK < 1 || topK > numExperts) {
     throw new DataError(
@@ -276,7 +278,12 @@ export class TraceWriter {
   #completed: Set<number>;
   #closed = false;
 
-  private constructor(dir: string, manifest: Manifest, rowsPerShard: number, completed: Set<number>) {
+  private constructor(
+    dir: string,
+    manifest: Manifest,
+    rowsPerShard: number,
+    completed: Set<number>,
+  ) {
     this.dir = dir;
     this.#manifest = manifest;
     this.shape = rowShape(manifest);
@@ -493,7 +500,11 @@ export function encodeShard(docs: readonly TraceDoc[], shape: RowShape): Uint8Ar
   const field = (name: string) => schema.fields.find((f) => f.name === name)!.type;
   const list = (name: string, values: Uint16Array | Float32Array) => {
     const type = field(name) as arrow.FixedSizeList;
-    const child = arrow.makeData({ type: type.children[0]!.type, length: values.length, data: values });
+    const child = arrow.makeData({
+      type: type.children[0]!.type,
+      length: values.length,
+      data: values,
+    });
     return arrow.makeData({ type, length: rows, nullCount: 0, child });
   };
   const children: arrow.Data[] = [
@@ -611,7 +622,9 @@ export class TraceReader {
       bytes = await Deno.readFile(path);
     } catch (error) {
       if (error instanceof Deno.errors.NotFound) {
-        throw new DataError(`Shard ${shard.file} listed in ${this.dir}/manifest.json does not exist.`);
+        throw new DataError(
+          `Shard ${shard.file} listed in ${this.dir}/manifest.json does not exist.`,
+        );
       }
       throw new DataError(`Cannot read shard ${path}: ${messageOf(error)}.`);
     }
@@ -676,7 +689,9 @@ function decodeShard(
   const flat = <T extends Typed>(name: string, ctor: TypedCtor<T>, want: arrow.DataType): T => {
     const vector = column(name);
     if (String(vector.type) !== String(want)) {
-      throw new DataError(`Shard ${path} column "${name}" has type ${vector.type}, expected ${want}.`);
+      throw new DataError(
+        `Shard ${path} column "${name}" has type ${vector.type}, expected ${want}.`,
+      );
     }
     return concatValues(vector, ctor, rows);
   };
@@ -782,7 +797,9 @@ function dictionary(
   }
   const data = vector.data[0]!;
   const names = (data.dictionary?.toArray() ?? []) as string[];
-  const raw = data.values as ArrayLike<number> & { subarray(a: number, b: number): ArrayLike<number> };
+  const raw = data.values as ArrayLike<number> & {
+    subarray(a: number, b: number): ArrayLike<number>;
+  };
   const codes = Int32Array.from(raw.subarray(data.offset, data.offset + rows));
   for (let i = 0; i < rows; i++) {
     if (codes[i]! < 0 || codes[i]! >= names.length) {

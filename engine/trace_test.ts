@@ -1,5 +1,10 @@
 import assert from "node:assert/strict";
-import { syntheticCapture, syntheticDocs, syntheticModel, writeSyntheticTrace } from "./synthetic_trace.ts";
+import {
+  syntheticCapture,
+  syntheticDocs,
+  syntheticModel,
+  writeSyntheticTrace,
+} from "./synthetic_trace.ts";
 import { readManifest, type TraceDoc, TraceReader, TraceWriter } from "./trace.ts";
 import { DataError } from "../common/errors.ts";
 
@@ -7,7 +12,10 @@ const OPTIONS = {
   numExperts: 8,
   topK: 2,
   numLayers: 3,
-  domains: [{ name: "ArXiv", docs: 20 }, { name: "Github", docs: 20 }, { name: "EuroParl", docs: 20 }],
+  domains: [{ name: "ArXiv", docs: 20 }, { name: "Github", docs: 20 }, {
+    name: "EuroParl",
+    docs: 20,
+  }],
   tokensPerDoc: 37,
   probs: true,
   lookahead: 2,
@@ -86,7 +94,10 @@ Deno.test("opening an existing trace without resume refuses to overwrite it", as
     (e) => e instanceof DataError && /already holds a trace/.test(e.message),
   );
   await assert.rejects(
-    () => TraceWriter.open(dir, { ...init, model: { ...init.model, num_experts: 16 } }, { resume: true }),
+    () =>
+      TraceWriter.open(dir, { ...init, model: { ...init.model, num_experts: 16 } }, {
+        resume: true,
+      }),
     (e) => e instanceof DataError && /model.num_experts is 8, this run has 16/.test(e.message),
   );
   await Deno.remove(dir, { recursive: true });
@@ -131,12 +142,17 @@ Deno.test("the reader names the fault in a damaged trace", async (t) => {
   });
   await t.step("column of the wrong type", async () => {
     const msg = await damaged(async (dir) => {
-      const { tableFromIPC, tableToIPC, Table, vectorFromArray, Float64 } = await import("apache-arrow");
+      const { tableFromIPC, tableToIPC, Table, vectorFromArray, Float64 } = await import(
+        "apache-arrow"
+      );
       const path = `${dir}/shards/00000.arrow`;
       const table = tableFromIPC(await Deno.readFile(path));
       const columns: Record<string, unknown> = {};
       for (const f of table.schema.fields) columns[f.name] = table.getChild(f.name);
-      columns.pos = vectorFromArray(Array.from({ length: table.numRows }, (_, i) => i), new Float64());
+      columns.pos = vectorFromArray(
+        Array.from({ length: table.numRows }, (_, i) => i),
+        new Float64(),
+      );
       await Deno.writeFile(path, tableToIPC(new Table(columns as never), "file"));
     });
     assert.match(msg, /column "pos" has type Float64, expected Uint32\.$/);

@@ -1,0 +1,10 @@
+/** The `analyze` command. Not built yet: it says so and exits 1. */
+import { notBuiltYet } from "../common/errors.ts";
+
+// deno-lint-ignore require-await
+export async function analyzeCommand(
+  _trace: string,
+  _flags: Record<string, unknown>,
+): Promise<void> {
+  notBuiltYet("analyze");
+}

@@ -1,0 +1,26 @@
+/** `moetrace bench NAME`: dispatches to the benchmark of one part. */
+import { UsageError } from "../common/errors.ts";
+
+export interface BenchOptions {
+  /** Print results as JSON instead of a table. */
+  json: boolean;
+  /** engine only: write a calibrated hardware JSON here. */
+  calibrate?: string;
+}
+
+export async function benchCommand(which: string, flags: Record<string, unknown>): Promise<void> {
+  const options: BenchOptions = { json: flags.json === true };
+  if (typeof flags.calibrate === "string") options.calibrate = flags.calibrate;
+  switch (which) {
+    case "trace":
+      return (await import("./trace_bench.ts")).benchTrace(options);
+    case "analysis":
+      return (await import("../analysis/bench.ts")).benchAnalysis(options);
+    case "cache":
+      return (await import("../cache/bench.ts")).benchCache(options);
+    case "engine":
+      return (await import("../engine/bench.ts")).benchEngine(options);
+    default:
+      throw new UsageError(`bench takes engine, cache, analysis or trace, got "${which}".`);
+  }
+}

@@ -1,0 +1,416 @@
+/**
+ * The moetrace command line (DESIGN.md "Command line"): parses arguments and
+ * dispatches to one module per command. Every flag, its default and its help
+ * live in COMMANDS below, so `--help` and parsing cannot disagree.
+ *
+ * Exit status: 0 done, 1 bad data or runtime failure, 2 bad usage. A user
+ * mistake is one sentence on stderr, never a stack trace.
+ */
+import { parseArgs } from "node:util";
+import { isUserError, UsageError } from "./common/errors.ts";
+import { TOOL_VERSION } from "./engine/trace.ts";
+
+type FlagKind = "string" | "int" | "number" | "boolean" | "list" | "int-list";
+
+interface FlagSpec {
+  kind: FlagKind;
+  help: string;
+  /** Shown in --help and used when the flag is absent; undefined means required or off. */
+  default?: string | number | boolean;
+  required?: boolean;
+  /** Smallest accepted value for int/number flags. */
+  min?: number;
+  /** Accepted values for string flags. */
+  choices?: readonly string[];
+  /** Placeholder shown in help. */
+  value?: string;
+}
+
+interface CommandSpec {
+  summary: string;
+  /** Name of the positional argument, if the command takes one. */
+  positional?: { name: string; help: string; optional?: boolean };
+  flags: Record<string, FlagSpec>;
+  run: (positional: string | undefined, flags: Record<string, unknown>) => Promise<void>;
+}
+
+export type ParsedFlags = Record<string, unknown>;
+
+const COMMANDS: Record<string, CommandSpec> = {
+  capture: {
+    summary: "Run a model over a corpus and log every router decision to a trace.",
+    flags: {
+      model: {
+        kind: "string",
+        required: true,
+        value: "DIR",
+        help: "Hugging Face MoE checkpoint directory.",
+      },
+      corpus: {
+        kind: "string",
+        required: true,
+        value: "PATH",
+        help: "Pile JSONL, .jsonl.zst, or a folder of text files (one domain per sub-folder).",
+      },
+      out: {
+        kind: "string",
+        required: true,
+        value: "TRACE",
+        help: "Trace directory to write (resumed if it exists).",
+      },
+      domains: { kind: "list", value: "A,B", help: "Only these domains (default: all)." },
+      "docs-per-domain": {
+        kind: "int",
+        min: 1,
+        value: "N",
+        help: "Seeded sample of N documents per domain (default: all).",
+      },
+      "max-tokens": {
+        kind: "int",
+        min: 1,
+        default: 512,
+        value: "N",
+        help: "Tokens per document, the rest cut.",
+      },
+      "batch-tokens": {
+        kind: "int",
+        min: 1,
+        default: 2048,
+        value: "N",
+        help: "Tokens per forward batch.",
+      },
+      probs: { kind: "boolean", default: false, help: "Also store the full router distribution." },
+      lookahead: {
+        kind: "int",
+        min: 0,
+        default: 0,
+        value: "D",
+        help: "Store the speculative picks of layers l+1..l+D.",
+      },
+      seed: { kind: "int", min: 0, default: 0, value: "S", help: "Seed for document sampling." },
+    },
+    run: async (_p, f) => (await import("./engine/capture.ts")).captureCommand(f),
+  },
+  generate: {
+    summary: "Generate from prompts and log the router decisions of prompt and generated tokens.",
+    flags: {
+      model: {
+        kind: "string",
+        required: true,
+        value: "DIR",
+        help: "Hugging Face MoE checkpoint directory.",
+      },
+      prompts: {
+        kind: "string",
+        required: true,
+        value: "FILE",
+        help: 'Text file, one prompt per line (or JSONL with "prompt").',
+      },
+      out: { kind: "string", required: true, value: "TRACE", help: "Trace directory to write." },
+      chat: {
+        kind: "boolean",
+        default: false,
+        help: "Wrap each prompt in the model's chat template.",
+      },
+      "max-new-tokens": {
+        kind: "int",
+        min: 1,
+        default: 64,
+        value: "N",
+        help: "Tokens to generate per prompt.",
+      },
+      temperature: {
+        kind: "number",
+        min: 0,
+        default: 0,
+        value: "T",
+        help: "Sampling temperature; 0 is greedy.",
+      },
+      seed: { kind: "int", min: 0, default: 0, value: "S", help: "Sampling seed." },
+      offload: {
+        kind: "string",
+        value: "POLICY:CAPACITY",
+        help: "Keep experts in host memory with this many GPU slots per layer.",
+      },
+      prefetch: {
+        kind: "string",
+        default: "none",
+        choices: ["none", "speculative"],
+        help: "Prefetch for --offload.",
+      },
+    },
+    run: async (_p, f) => (await import("./engine/generate.ts")).generateCommand(f),
+  },
+  import: {
+    summary: "Convert an interchange JSONL router log (PyTorch, vLLM, SGLang) into a trace.",
+    positional: { name: "FILE", help: "Interchange JSONL file (see README)." },
+    flags: {
+      out: { kind: "string", required: true, value: "TRACE", help: "Trace directory to write." },
+    },
+    run: async (p, f) => (await import("./engine/import_jsonl.ts")).importCommand(p!, f),
+  },
+  inspect: {
+    summary: "One-screen summary of a trace or a model directory.",
+    positional: { name: "TRACE|MODEL", help: "Trace directory or checkpoint directory." },
+    flags: {},
+    run: async (p) => (await import("./engine/inspect.ts")).inspectCommand(p!),
+  },
+  analyze: {
+    summary: "Routing statistics per domain and layer with confidence intervals, as CSV and SVG.",
+    positional: { name: "TRACE", help: "Trace directory." },
+    flags: {
+      out: { kind: "string", required: true, value: "DIR", help: "Output directory." },
+      bootstrap: {
+        kind: "int",
+        min: 0,
+        default: 1000,
+        value: "N",
+        help: "Document-level bootstrap resamples (0: none).",
+      },
+      seed: {
+        kind: "int",
+        min: 0,
+        default: 0,
+        value: "S",
+        help: "Bootstrap and permutation seed.",
+      },
+    },
+    run: async (p, f) => (await import("./analysis/analyze.ts")).analyzeCommand(p!, f),
+  },
+  simulate: {
+    summary: "Replay a trace through expert caches and prefetchers; predict offload latency.",
+    positional: { name: "TRACE", help: "Trace directory." },
+    flags: {
+      out: { kind: "string", required: true, value: "DIR", help: "Output directory." },
+      policy: {
+        kind: "list",
+        default: "lru,lfu,belady",
+        value: "LIST",
+        help: "Cache policies: lru, fifo, lfu, lfru, random, belady, swap, pinned.",
+      },
+      capacity: {
+        kind: "list",
+        default: "auto",
+        value: "LIST",
+        help: "Experts per layer (per-layer) or in all (global); auto: k..E.",
+      },
+      prefetch: {
+        kind: "list",
+        default: "none",
+        value: "LIST",
+        help: "Prefetchers: none, speculative, speculative:D, markov, oracle.",
+      },
+      hardware: {
+        kind: "list",
+        default: "pcie4",
+        value: "NAME|FILE",
+        help: "Hardware presets or JSON files.",
+      },
+      dtype: {
+        kind: "list",
+        default: "bf16",
+        value: "NAME",
+        help: "Expert storage: fp32, fp16, bf16, int8, int4, q3, q2.",
+      },
+      budget: {
+        kind: "string",
+        default: "per-layer",
+        choices: ["per-layer", "global"],
+        help: "Capacity per layer or shared by all layers.",
+      },
+      seed: { kind: "int", min: 0, default: 0, value: "S", help: "Seed for the random policy." },
+    },
+    run: async (p, f) => (await import("./cache/simulate.ts")).simulateCommand(p!, f),
+  },
+  report: {
+    summary: "Assemble analysis and simulation outputs into one self-contained HTML report.",
+    flags: {
+      analysis: { kind: "string", required: true, value: "DIR", help: "Output of analyze." },
+      simulation: { kind: "string", required: true, value: "DIR", help: "Output of simulate." },
+      out: { kind: "string", required: true, value: "FILE.html", help: "Report file." },
+    },
+    run: async (_p, f) => (await import("./report/report.ts")).reportCommand(f),
+  },
+  bench: {
+    summary: "Benchmarks that print figures and ratios measured side by side.",
+    positional: { name: "engine|cache|analysis|trace", help: "What to measure." },
+    flags: {
+      json: { kind: "boolean", default: false, help: "Print results as JSON." },
+      calibrate: {
+        kind: "string",
+        value: "FILE",
+        help: "engine only: write a hardware JSON for simulate --hardware.",
+      },
+    },
+    run: async (p, f) => (await import("./bench/bench.ts")).benchCommand(p!, f),
+  },
+};
+
+function usage(): string {
+  const width = Math.max(...Object.keys(COMMANDS).map((c) => c.length));
+  return [
+    `moetrace ${TOOL_VERSION}: how Mixture-of-Experts models route tokens, and what it costs to offload experts.`,
+    "",
+    "Usage: moetrace <command> [options]",
+    "",
+    "Commands:",
+    ...Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(width)}  ${c.summary}`),
+    "",
+    "Run `moetrace <command> --help` for a command's options. Exit status: 0 done, 1 bad data, 2 bad usage.",
+  ].join("\n");
+}
+
+function commandUsage(name: string, spec: CommandSpec): string {
+  const lines = [
+    `Usage: moetrace ${name}${spec.positional ? ` ${spec.positional.name}` : ""} [options]`,
+    "",
+    spec.summary,
+    "",
+  ];
+  if (spec.positional) lines.push(`  ${spec.positional.name}: ${spec.positional.help}`, "");
+  lines.push("Options:");
+  for (const [flag, f] of Object.entries(spec.flags)) {
+    const left = `  --${flag}${f.kind === "boolean" ? "" : ` ${f.value ?? "VALUE"}`}`;
+    const extra = f.required
+      ? " (required)"
+      : f.default !== undefined
+      ? ` (default: ${f.default})`
+      : "";
+    const choices = f.choices ? ` One of: ${f.choices.join(", ")}.` : "";
+    lines.push(`${left.padEnd(34)} ${f.help}${choices}${extra}`);
+  }
+  lines.push(`  --help                           Show this help.`);
+  return lines.join("\n");
+}
+
+/** Parses a command's arguments into typed flags; throws UsageError on any mistake. */
+export function parseCommand(
+  name: string,
+  argv: string[],
+): { positional: string | undefined; flags: ParsedFlags; help: boolean } {
+  const spec = COMMANDS[name];
+  if (!spec) {
+    throw new UsageError(`Unknown command "${name}"; run \`moetrace --help\` for the list.`);
+  }
+  const options: Record<string, { type: "string" | "boolean" }> = { help: { type: "boolean" } };
+  for (const [flag, f] of Object.entries(spec.flags)) {
+    options[flag] = { type: f.kind === "boolean" ? "boolean" : "string" };
+  }
+  let parsed;
+  try {
+    parsed = parseArgs({ args: argv, options, allowPositionals: true, strict: true });
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    const unknown = /Unknown option '([^']+)'/.exec(message);
+    if (unknown) {
+      throw new UsageError(
+        `Unknown option ${unknown[1]} for ${name}; run \`moetrace ${name} --help\`.`,
+      );
+    }
+    const missing = /Option '([^']+?)(?: <value>)?' argument missing/.exec(message);
+    if (missing) throw new UsageError(`Option ${missing[1]} of ${name} needs a value.`);
+    throw new UsageError(`${message.replace(/\.$/, "")} (in ${name}).`);
+  }
+  const values = parsed.values as Record<string, string | boolean | undefined>;
+  if (values.help) return { positional: undefined, flags: {}, help: true };
+  const positionals = parsed.positionals;
+  if (spec.positional) {
+    if (positionals.length === 0 && !spec.positional.optional) {
+      throw new UsageError(
+        `${name} needs a ${spec.positional.name} argument; run \`moetrace ${name} --help\`.`,
+      );
+    }
+    if (positionals.length > 1) {
+      throw new UsageError(
+        `${name} takes one ${spec.positional.name} argument, got ${positionals.length}.`,
+      );
+    }
+  } else if (positionals.length > 0) {
+    throw new UsageError(`${name} takes no positional arguments, got "${positionals[0]}".`);
+  }
+  const flags: ParsedFlags = {};
+  for (const [flag, f] of Object.entries(spec.flags)) {
+    const raw = values[flag] ?? (f.default !== undefined ? String(f.default) : undefined);
+    if (raw === undefined) {
+      if (f.required) throw new UsageError(`${name} needs --${flag} ${f.value ?? "VALUE"}.`);
+      continue;
+    }
+    flags[flag] = convertFlag(name, flag, f, raw);
+  }
+  return { positional: positionals[0], flags, help: false };
+}
+
+function convertFlag(command: string, flag: string, f: FlagSpec, raw: string | boolean): unknown {
+  if (f.kind === "boolean") return raw === true || raw === "true";
+  const text = String(raw);
+  const number = (part: string, integer: boolean) => {
+    const value = Number(part);
+    if (part.trim() === "" || !Number.isFinite(value) || (integer && !Number.isInteger(value))) {
+      throw new UsageError(
+        `--${flag} of ${command} must be ${integer ? "an integer" : "a number"}, got "${part}".`,
+      );
+    }
+    if (f.min !== undefined && value < f.min) {
+      throw new UsageError(`--${flag} of ${command} must be at least ${f.min}, got ${value}.`);
+    }
+    return value;
+  };
+  switch (f.kind) {
+    case "int":
+      return number(text, true);
+    case "number":
+      return number(text, false);
+    case "list":
+    case "int-list": {
+      const parts = text.split(",").map((s) => s.trim()).filter((s) => s !== "");
+      if (parts.length === 0) {
+        throw new UsageError(`--${flag} of ${command} needs at least one value.`);
+      }
+      return f.kind === "list" ? parts : parts.map((p) => number(p, true));
+    }
+    default:
+      if (f.choices && !f.choices.includes(text)) {
+        throw new UsageError(
+          `--${flag} of ${command} must be one of ${f.choices.join(", ")}, got "${text}".`,
+        );
+      }
+      return text;
+  }
+}
+
+/** Runs the CLI and returns the exit status. */
+export async function main(argv: string[]): Promise<number> {
+  try {
+    const [name, ...rest] = argv;
+    if (name === undefined || name === "--help" || name === "-h" || name === "help") {
+      console.log(usage());
+      return name === undefined ? 2 : 0;
+    }
+    if (name === "--version" || name === "-V") {
+      console.log(`moetrace ${TOOL_VERSION}`);
+      return 0;
+    }
+    const { positional, flags, help } = parseCommand(name, rest);
+    const spec = COMMANDS[name]!;
+    if (help) {
+      console.log(commandUsage(name, spec));
+      return 0;
+    }
+    await spec.run(positional, flags);
+    return 0;
+  } catch (error) {
+    if (isUserError(error)) {
+      console.error(`moetrace: ${error.message}`);
+      return error.exitCode;
+    }
+    if (error instanceof Deno.errors.NotCapable || error instanceof Deno.errors.PermissionDenied) {
+      console.error(`moetrace: permission refused: ${error.message.split("\n")[0]}`);
+      return 1;
+    }
+    throw error;
+  }
+}
+
+if (import.meta.main) {
+  Deno.exit(await main(Deno.args));
+}

@@ -1,0 +1,7 @@
+/** The `report` command. Not built yet: it says so and exits 1. */
+import { notBuiltYet } from "../common/errors.ts";
+
+// deno-lint-ignore require-await
+export async function reportCommand(_flags: Record<string, unknown>): Promise<void> {
+  notBuiltYet("report");
+}
