@@ -309,6 +309,14 @@ export function parseCommand(
     }
     const missing = /Option '([^']+?)(?: <value>)?' argument missing/.exec(message);
     if (missing) throw new UsageError(`Option ${missing[1]} of ${name} needs a value.`);
+    const ambiguous = /Option '([^']+?)' argument is ambiguous/.exec(message);
+    if (ambiguous) {
+      throw new UsageError(
+        `Option ${ambiguous[1]} of ${name} got a value starting with "-"; write it as ${
+          ambiguous[1]
+        }=VALUE.`,
+      );
+    }
     throw new UsageError(`${message.replace(/\.$/, "")} (in ${name}).`);
   }
   const values = parsed.values as Record<string, string | boolean | undefined>;

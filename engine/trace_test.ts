@@ -119,7 +119,12 @@ Deno.test("the reader names the fault in a damaged trace", async (t) => {
     }
     throw new Error("the damaged trace was read without complaint");
   }
-  const editManifest = (edit: (m: Record<string, any>) => void) => async (dir: string) => {
+  type ManifestJson = {
+    format: string;
+    model: { top_k: number };
+    shards: { rows: number; docs: number }[];
+  };
+  const editManifest = (edit: (m: ManifestJson) => void) => async (dir: string) => {
     const m = JSON.parse(await Deno.readTextFile(`${dir}/manifest.json`));
     edit(m);
     await Deno.writeTextFile(`${dir}/manifest.json`, JSON.stringify(m));
@@ -129,11 +134,11 @@ Deno.test("the reader names the fault in a damaged trace", async (t) => {
     assert.match(msg, /^Shard shards\/00001.arrow listed in .*manifest.json does not exist\.$/);
   });
   await t.step("wrong row count", async () => {
-    const msg = await damaged(editManifest((m) => m.shards[0].rows += 1));
+    const msg = await damaged(editManifest((m) => m.shards[0]!.rows += 1));
     assert.match(msg, /has 74 rows but the manifest says 75\.$/);
   });
   await t.step("wrong document count", async () => {
-    const msg = await damaged(editManifest((m) => m.shards[0].docs = 3));
+    const msg = await damaged(editManifest((m) => m.shards[0]!.docs = 3));
     assert.match(msg, /holds 2 documents but the manifest says 3\.$/);
   });
   await t.step("column of the wrong length", async () => {
