@@ -1,0 +1,194 @@
+/**
+ * Corpus readers for `capture`: Pile JSONL (`.jsonl`), Zstandard-compressed
+ * Pile JSONL (`.jsonl.zst`, as the Pile's `val.jsonl.zst`), or a folder of
+ * text files with one sub-folder per domain.
+ *
+ * Every document gets a stable id: its ordinal position in the corpus (line
+ * order for JSONL, sorted path order for folders). Resumed captures skip
+ * documents by that id, so the selection must be deterministic: filtering by
+ * `domains` and a seeded per-domain sample (`docsPerDomain`, reservoir
+ * sampling in one pass) depend only on the corpus and the seed.
+ */
+import { Decompress } from "fzstd";
+import { DataError, messageOf } from "../common/errors.ts";
+import { readLines } from "../common/lines.ts";
+import { Rng } from "../common/random.ts";
+
+export interface CorpusDoc {
+  /** Ordinal position in the corpus: the trace's `doc` id. */
+  id: number;
+  domain: string;
+  text: string;
+}
+
+export interface CorpusOptions {
+  /** Keep only these domains (default: all). */
+  domains?: string[];
+  /** Keep a seeded sample of this many documents per domain (default: all). */
+  docsPerDomain?: number;
+  /** Seed of the sample (default 0). */
+  seed?: number;
+}
+
+/** Reads the corpus at `path` with the selection in `options`, in corpus order. */
+export async function* readCorpus(
+  path: string,
+  options: CorpusOptions = {},
+): AsyncGenerator<CorpusDoc> {
+  const wanted = options.domains ? new Set(options.domains) : null;
+  const all = readRaw(path);
+  const selected = (async function* () {
+    for await (const doc of all) if (!wanted || wanted.has(doc.domain)) yield doc;
+  })();
+  if (options.docsPerDomain === undefined) {
+    yield* selected;
+    return;
+  }
+  const sample = await sampleByDomain(selected, options.docsPerDomain, options.seed ?? 0);
+  yield* sample;
+}
+
+/** A uniform sample of `n` documents per domain (reservoir sampling), returned in corpus order. */
+async function sampleByDomain(
+  docs: AsyncIterable<CorpusDoc>,
+  n: number,
+  seed: number,
+): Promise<CorpusDoc[]> {
+  const reservoirs = new Map<string, { seen: number; kept: CorpusDoc[]; rng: Rng }>();
+  for await (const doc of docs) {
+    let r = reservoirs.get(doc.domain);
+    if (!r) {
+      // One generator per domain, seeded by seed and domain name, so a domain's
+      // sample does not change when other domains are added or filtered out.
+      r = { seen: 0, kept: [], rng: new Rng(seed ^ hashString(doc.domain)) };
+      reservoirs.set(doc.domain, r);
+    }
+    r.seen++;
+    if (r.kept.length < n) r.kept.push(doc);
+    else {
+      const j = r.rng.int(r.seen);
+      if (j < n) r.kept[j] = doc;
+    }
+  }
+  return [...reservoirs.values()].flatMap((r) => r.kept).sort((a, b) => a.id - b.id);
+}
+
+function hashString(text: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193) >>> 0;
+  return h;
+}
+
+async function* readRaw(path: string): AsyncGenerator<CorpusDoc> {
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.stat(path);
+  } catch (error) {
+    throw new DataError(`Cannot read the corpus ${path}: ${messageOf(error)}.`);
+  }
+  if (info.isDirectory) yield* readFolder(path);
+  else if (path.endsWith(".zst")) {
+    const file = await Deno.open(path);
+    yield* readPileJsonl(path, file.readable.pipeThrough(zstdStream(path)));
+  } else if (path.endsWith(".jsonl") || path.endsWith(".json")) {
+    yield* readPileJsonl(path, (await Deno.open(path)).readable);
+  } else {
+    throw new DataError(
+      `The corpus ${path} must be a .jsonl or .jsonl.zst file or a folder of text files.`,
+    );
+  }
+}
+
+/** Pile JSONL: `{"text": "...", "meta": {"pile_set_name": "..."}}` per line. */
+async function* readPileJsonl(
+  path: string,
+  stream: ReadableStream<Uint8Array>,
+): AsyncGenerator<CorpusDoc> {
+  let id = 0;
+  let lastLine = 0;
+  try {
+    for await (const { line, number } of readLines(path, stream)) {
+      lastLine = number;
+      if (line.trim() === "") continue;
+      let json: unknown;
+      try {
+        json = JSON.parse(line);
+      } catch (error) {
+        throw new DataError(`${path} line ${number} is not valid JSON: ${messageOf(error)}.`);
+      }
+      const record = json as { text?: unknown; meta?: { pile_set_name?: unknown } };
+      if (typeof json !== "object" || json === null || typeof record.text !== "string") {
+        throw new DataError(`${path} line ${number} has no string field "text".`);
+      }
+      const domain = record.meta?.pile_set_name;
+      if (typeof domain !== "string") {
+        throw new DataError(`${path} line ${number} has no string field "meta.pile_set_name".`);
+      }
+      yield { id: id++, domain, text: record.text };
+    }
+  } catch (error) {
+    if (error instanceof TypeError) {
+      throw new DataError(`${path} line ${lastLine + 1} is not valid UTF-8.`);
+    }
+    throw error;
+  }
+}
+
+/** A folder whose sub-folders are domains, each holding text files (sorted by name). */
+async function* readFolder(path: string): AsyncGenerator<CorpusDoc> {
+  const domains: string[] = [];
+  for await (const entry of Deno.readDir(path)) if (entry.isDirectory) domains.push(entry.name);
+  if (domains.length === 0) {
+    throw new DataError(`The corpus folder ${path} has no sub-folders; expected one per domain.`);
+  }
+  domains.sort();
+  let id = 0;
+  const decoder = new TextDecoder("utf-8", { fatal: true });
+  for (const domain of domains) {
+    const files: string[] = [];
+    for await (const entry of Deno.readDir(`${path}/${domain}`)) {
+      if (entry.isFile && !entry.name.startsWith(".")) files.push(entry.name);
+    }
+    files.sort();
+    for (const name of files) {
+      const file = `${path}/${domain}/${name}`;
+      let text: string;
+      try {
+        text = decoder.decode(await Deno.readFile(file));
+      } catch (error) {
+        throw new DataError(
+          error instanceof TypeError
+            ? `${file} is not valid UTF-8 text.`
+            : `Cannot read ${file}: ${messageOf(error)}.`,
+        );
+      }
+      yield { id: id++, domain, text };
+    }
+  }
+}
+
+/** Decompresses a Zstandard stream chunk by chunk (fzstd's streaming API). */
+function zstdStream(path: string): TransformStream<Uint8Array, Uint8Array> {
+  let decompressor: Decompress;
+  return new TransformStream({
+    start(controller) {
+      decompressor = new Decompress((chunk) => controller.enqueue(chunk));
+    },
+    transform(chunk) {
+      try {
+        decompressor.push(chunk);
+      } catch (error) {
+        throw new DataError(`${path} is not valid Zstandard data: ${messageOf(error)}.`);
+      }
+    },
+    flush() {
+      try {
+        decompressor.push(new Uint8Array(0), true);
+      } catch (error) {
+        throw new DataError(
+          `${path} is truncated or not valid Zstandard data: ${messageOf(error)}.`,
+        );
+      }
+    },
+  });
+}

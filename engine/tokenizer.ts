@@ -1,0 +1,125 @@
+/**
+ * A checkpoint's tokenizer (tokenizer.json through @huggingface/tokenizers)
+ * and chat template (tokenizer_config.json through @huggingface/jinja).
+ *
+ * Chat text rendered by a template already starts with the BOS token, so it is
+ * encoded without special tokens, as transformers' apply_chat_template does:
+ * otherwise the prompt would carry two BOS tokens.
+ */
+import { Tokenizer } from "@huggingface/tokenizers";
+import { Template } from "@huggingface/jinja";
+import { DataError, messageOf } from "../common/errors.ts";
+
+export interface ChatMessage {
+  role: "system" | "user" | "assistant";
+  content: string;
+}
+
+export class TextTokenizer {
+  readonly #tokenizer: Tokenizer;
+  readonly #config: Record<string, unknown>;
+  readonly #pieces = new Map<number, string>();
+  readonly #dir: string;
+  /** Ids that end generation (eos_token). */
+  readonly stopIds: number[];
+
+  private constructor(dir: string, tokenizer: Tokenizer, config: Record<string, unknown>) {
+    this.#dir = dir;
+    this.#tokenizer = tokenizer;
+    this.#config = config;
+    const eos = tokenText(config.eos_token);
+    const eosId = eos === undefined ? undefined : tokenizer.token_to_id(eos);
+    this.stopIds = eosId === undefined ? [] : [eosId];
+  }
+
+  /** Reads DIR/tokenizer.json and DIR/tokenizer_config.json (optional). */
+  static async load(dir: string): Promise<TextTokenizer> {
+    const json = await readJson(`${dir}/tokenizer.json`, true);
+    const config = (await readJson(`${dir}/tokenizer_config.json`, false)) ?? {};
+    try {
+      return new TextTokenizer(dir, new Tokenizer(json, config), config);
+    } catch (error) {
+      throw new DataError(`${dir}/tokenizer.json cannot be loaded: ${messageOf(error)}.`);
+    }
+  }
+
+  /** Token ids of `text`; with `addSpecialTokens` (default true) the BOS the tokenizer adds. */
+  encode(text: string, addSpecialTokens = true): Uint32Array {
+    return Uint32Array.from(
+      this.#tokenizer.encode(text, { add_special_tokens: addSpecialTokens }).ids,
+    );
+  }
+
+  decode(ids: ArrayLike<number>): string {
+    return this.#tokenizer.decode(Array.from(ids), { skip_special_tokens: false });
+  }
+
+  /** The text of one token (cached; ids past the tokenizer's vocabulary print as <id>). */
+  piece(id: number): string {
+    let text = this.#pieces.get(id);
+    if (text === undefined) {
+      text = this.#tokenizer.id_to_token(id) === undefined ? `<${id}>` : this.decode([id]);
+      this.#pieces.set(id, text);
+    }
+    return text;
+  }
+
+  get hasChatTemplate(): boolean {
+    return typeof this.#config.chat_template === "string";
+  }
+
+  /** Renders `messages` through the chat template and encodes them (no second BOS). */
+  encodeChat(messages: ChatMessage[]): Uint32Array {
+    const source = this.#config.chat_template;
+    if (typeof source !== "string") {
+      throw new DataError(
+        `${this.#dir}/tokenizer_config.json has no "chat_template"; drop --chat or add one.`,
+      );
+    }
+    let text: string;
+    try {
+      text = new Template(source).render({
+        messages,
+        add_generation_prompt: true,
+        bos_token: tokenText(this.#config.bos_token) ?? "",
+        eos_token: tokenText(this.#config.eos_token) ?? "",
+      });
+    } catch (error) {
+      throw new DataError(
+        `The chat template in ${this.#dir}/tokenizer_config.json failed: ${messageOf(error)}.`,
+      );
+    }
+    return this.encode(text, false);
+  }
+}
+
+/** A special token given as a string or as {"content": "..."}. */
+function tokenText(value: unknown): string | undefined {
+  if (typeof value === "string") return value;
+  if (typeof value === "object" && value !== null && "content" in value) {
+    const content = (value as { content: unknown }).content;
+    return typeof content === "string" ? content : undefined;
+  }
+  return undefined;
+}
+
+async function readJson(path: string, required: true): Promise<Record<string, unknown>>;
+async function readJson(path: string, required: false): Promise<Record<string, unknown> | null>;
+async function readJson(path: string, required: boolean): Promise<Record<string, unknown> | null> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound && !required) return null;
+    throw new DataError(`Cannot read ${path}: ${messageOf(error)}.`);
+  }
+  try {
+    const json = JSON.parse(text);
+    if (typeof json !== "object" || json === null || Array.isArray(json)) {
+      throw new Error("expected a JSON object");
+    }
+    return json;
+  } catch (error) {
+    throw new DataError(`${path} is not valid JSON: ${messageOf(error)}.`);
+  }
+}
