@@ -403,6 +403,17 @@ function describeMismatch(existing: Manifest, fresh: Manifest): string | null {
       }`;
     }
   }
+  // Settings that select or cut documents must match too, or a resumed run
+  // would mix two different selections in one trace.
+  const before = existing.capture.settings ?? {};
+  const now = fresh.capture.settings ?? {};
+  for (const key of new Set([...Object.keys(before), ...Object.keys(now)])) {
+    if (JSON.stringify(before[key]) !== JSON.stringify(now[key])) {
+      return `its capture.settings.${key} is ${JSON.stringify(before[key])}, this run has ${
+        JSON.stringify(now[key])
+      }`;
+    }
+  }
   return null;
 }
 
