@@ -1,0 +1,256 @@
+/**
+ * The single streaming pass: reads each batch once and adds every token to
+ * its document's vector (DocLayout) and its bucket's vector (BucketLayout),
+ * plus first-choice counts per token id (vocabulary specialisation) and a few
+ * sample documents for the token colouring. Nothing here grows with the
+ * number of tokens: memory is O(documents × DocLayout.size + domains ×
+ * buckets × BucketLayout.size + distinct token ids × M × E).
+ *
+ * Documents never span batches (engine/trace.ts), and every sum is taken per
+ * document in trace order, so the result does not depend on how the trace is
+ * sharded.
+ */
+import type { TraceBatch } from "../engine/trace.ts";
+import { BucketLayout, type Dims, DocLayout } from "./layout.ts";
+
+export interface AccumulateOptions {
+  /** Upper bound on buckets per domain (default 100). */
+  maxBuckets?: number;
+  /** Lower bound on buckets per domain when memory is tight (default 10). */
+  minBuckets?: number;
+  /** Cells (u32) all bucket tables may use together, before the lower bound (default 2^23). */
+  bucketCells?: number;
+  /** Sample documents kept per domain for the token colouring (default 2). */
+  sampleDocs?: number;
+  /** Tokens kept per sample document (default 160). */
+  sampleTokens?: number;
+  /** Indices on the trace's layer axis whose first choices are kept for samples (default first, middle, last). */
+  sampleLayers?: number[];
+}
+
+/** A document kept for the token colouring. */
+export interface SampleDoc {
+  doc: number;
+  pieces: string[];
+  /** [sampleLayers.length, tokens] first-choice expert. */
+  first: Uint16Array[];
+}
+
+/** Everything the pass learnt about one domain. */
+export class DomainData {
+  readonly name: string;
+  readonly layout: DocLayout;
+  /** [docs, DocLayout.size] one row per document, in trace order. */
+  docVectors: Float32Array;
+  docs = 0;
+  /** Document ids, in trace order. */
+  docIds: number[] = [];
+  /** [buckets, BucketLayout.size] */
+  readonly bucketVectors: Uint32Array;
+  readonly buckets: number;
+  /** token id → [M, E] first-choice counts. */
+  readonly vocab = new Map<number, Uint32Array>();
+  readonly samples: SampleDoc[] = [];
+
+  constructor(name: string, layout: DocLayout, bucketLayout: BucketLayout, buckets: number) {
+    this.name = name;
+    this.layout = layout;
+    this.docVectors = new Float32Array(16 * layout.size);
+    this.buckets = buckets;
+    this.bucketVectors = new Uint32Array(buckets * bucketLayout.size);
+  }
+
+  /** Row `d` of the document vectors. */
+  docVector(d: number): Float32Array {
+    const n = this.layout.size;
+    return this.docVectors.subarray(d * n, (d + 1) * n);
+  }
+
+  /** Buckets that hold at least one document. */
+  get usedBuckets(): number {
+    return Math.min(this.docs, this.buckets);
+  }
+
+  appendDoc(id: number, vector: Float64Array): void {
+    const n = this.layout.size;
+    if ((this.docs + 1) * n > this.docVectors.length) {
+      const grown = new Float32Array(this.docVectors.length * 2);
+      grown.set(this.docVectors);
+      this.docVectors = grown;
+    }
+    this.docVectors.set(vector, this.docs * n);
+    this.docIds.push(id);
+    this.docs++;
+  }
+}
+
+/** Streams batches into per-document and per-bucket sufficient statistics. */
+export class Accumulator {
+  readonly dims: Dims;
+  readonly layout: DocLayout;
+  readonly bucketLayout: BucketLayout;
+  readonly buckets: number;
+  readonly domains: DomainData[] = [];
+  readonly sampleLayers: number[];
+  #byName = new Map<string, DomainData>();
+  #sampleDocs: number;
+  #sampleTokens: number;
+  /** [M, E] sequence number + 1 of the last row that chose e at layer l. */
+  #marks: Float64Array;
+  #seq = 0;
+  #scratch: Float64Array;
+  #top: Float64Array;
+
+  constructor(dims: Dims, domainNames: readonly string[], options: AccumulateOptions = {}) {
+    this.dims = dims;
+    this.layout = new DocLayout(dims);
+    this.bucketLayout = new BucketLayout(dims);
+    const maxBuckets = options.maxBuckets ?? 100;
+    const minBuckets = options.minBuckets ?? 10;
+    const cells = options.bucketCells ?? 2 ** 23;
+    const fit = Math.floor(cells / (Math.max(1, domainNames.length) * this.bucketLayout.size));
+    this.buckets = Math.max(minBuckets, Math.min(maxBuckets, fit));
+    this.#sampleDocs = options.sampleDocs ?? 2;
+    this.#sampleTokens = options.sampleTokens ?? 160;
+    const M = dims.layers;
+    this.sampleLayers = options.sampleLayers ??
+      [...new Set([0, Math.floor((M - 1) / 2), M - 1])];
+    this.#marks = new Float64Array(M * dims.experts);
+    this.#scratch = new Float64Array(this.layout.size);
+    this.#top = new Float64Array(dims.topK + 1);
+    for (const name of domainNames) this.domain(name);
+  }
+
+  /** The domain called `name`, created on first sight. */
+  domain(name: string): DomainData {
+    let data = this.#byName.get(name);
+    if (!data) {
+      data = new DomainData(name, this.layout, this.bucketLayout, this.buckets);
+      this.#byName.set(name, data);
+      this.domains.push(data);
+    }
+    return data;
+  }
+
+  get tokens(): number {
+    return this.domains.reduce((n, d) => {
+      let t = 0;
+      for (let i = 0; i < d.docs; i++) t += d.docVectors[i * this.layout.size + this.layout.tokens]!;
+      return n + t;
+    }, 0);
+  }
+
+  /** Adds one batch; documents in it are complete (they never span batches). */
+  addBatch(batch: TraceBatch): void {
+    const codeToDomain = batch.domainNames.map((n) => this.domain(n));
+    let start = 0;
+    while (start < batch.rows) {
+      let end = start + 1;
+      while (end < batch.rows && batch.doc[end] === batch.doc[start]) end++;
+      this.#addDocument(batch, start, end, codeToDomain[batch.domainCodes[start]!]!);
+      start = end;
+    }
+  }
+
+  #addDocument(batch: TraceBatch, start: number, end: number, domain: DomainData): void {
+    const { layers: M, experts: E, topK: k } = this.dims;
+    const L = this.layout;
+    const B = this.bucketLayout;
+    const v = this.#scratch;
+    v.fill(0);
+    const bucket = domain.bucketVectors.subarray(
+      (domain.docs % this.buckets) * B.size,
+      (domain.docs % this.buckets + 1) * B.size,
+    );
+    const experts = batch.experts;
+    const probs = this.dims.probs ? batch.probs : null;
+    const marks = this.#marks;
+    const pairIndex = B.pairIndex;
+    const top = this.#top;
+    const mk = M * k;
+    const kk = k + 1;
+    let sample: SampleDoc | null = null;
+    if (domain.samples.length < this.#sampleDocs) {
+      const n = Math.min(this.#sampleTokens, end - start);
+      sample = {
+        doc: batch.doc[start]!,
+        pieces: Array.from(batch.pieceCodes.subarray(start, start + n), (c) => batch.pieceNames[c]!),
+        first: this.sampleLayers.map((l) => {
+          const out = new Uint16Array(n);
+          for (let t = 0; t < n; t++) out[t] = experts[(start + t) * mk + l * k]!;
+          return out;
+        }),
+      };
+      domain.samples.push(sample);
+    }
+    for (let r = start; r < end; r++) {
+      const seq = ++this.#seq;
+      const paired = r > start;
+      v[L.tokens]! += 1;
+      if (paired) v[L.pairs]! += 1;
+      bucket[B.tokens]! += 1;
+      const token = batch.token[r]!;
+      let vocab = domain.vocab.get(token);
+      if (!vocab) {
+        vocab = new Uint32Array(M * E);
+        domain.vocab.set(token, vocab);
+      }
+      let previousFirst = -1;
+      for (let l = 0; l < M; l++) {
+        const base = r * mk + l * k;
+        const le = l * E;
+        const e0 = experts[base]!;
+        v[L.first + le + e0]! += 1;
+        if (k > 1) v[L.second + le + experts[base + 1]!]! += 1;
+        vocab[le + e0]! += 1;
+        let shared = 0;
+        for (let j = 0; j < k; j++) {
+          const e = experts[base + j]!;
+          v[L.any + le + e]! += 1;
+          bucket[B.any + le + e]! += 1;
+          if (marks[le + e] === seq) shared++;
+          marks[le + e] = seq + 1;
+          for (let i = 0; i < j; i++) {
+            bucket[B.coact + l * B.pairCount + pairIndex[experts[base + i]! * E + e]!]! += 1;
+          }
+        }
+        if (paired) {
+          if (experts[base - mk] === e0) v[L.sameFirst + l]! += 1;
+          v[L.overlap + l * kk + shared]! += 1;
+        }
+        if (l > 0) bucket[B.flow + ((l - 1) * E + previousFirst) * E + e0]! += 1;
+        previousFirst = e0;
+        if (probs) {
+          const pb = (r * M + l) * E;
+          // Entropy and the k+1 largest probabilities (top[] kept sorted descending).
+          let h = 0;
+          top.fill(-1);
+          for (let e = 0; e < E; e++) {
+            const p = probs[pb + e]!;
+            if (p > 0) h -= p * Math.log(p);
+            if (p > top[k]!) {
+              let i = k;
+              while (i > 0 && top[i - 1]! < p) {
+                top[i] = top[i - 1]!;
+                i--;
+              }
+              top[i] = p;
+            }
+          }
+          let mass = 0;
+          for (let j = 0; j < k; j++) mass += top[j]!;
+          v[L.entropy + l]! += h;
+          v[L.topMass + l]! += mass;
+          v[L.margin + l]! += k < E ? top[k - 1]! - top[k]! : top[k - 1]!;
+          if (paired) {
+            let kept = 0;
+            const prev = base - mk;
+            for (let j = 0; j < k; j++) kept += probs[pb + experts[prev + j]!]!;
+            v[L.leave + l]! += 1 - kept;
+          }
+        }
+      }
+    }
+    domain.appendDoc(batch.doc[start]!, v);
+  }
+}

@@ -1,0 +1,89 @@
+/**
+ * token_colouring.html: an HTML fragment (no <html>/<head>, inline styles
+ * only, no scripts) that colours each token of a few sample documents per
+ * domain by its first-choice expert at a few layers, like Mixtral's Figure 8.
+ */
+import type { AnalysisResult } from "./run.ts";
+
+/** Ten clearly different colours for E ≤ 10 (Tableau 10), evenly spaced hues beyond. */
+const TABLEAU = [
+  "#4e79a7",
+  "#f28e2b",
+  "#e15759",
+  "#76b7b2",
+  "#59a14f",
+  "#edc948",
+  "#b07aa1",
+  "#ff9da7",
+  "#9c755f",
+  "#bab0ac",
+];
+
+export function expertColour(e: number, E: number): string {
+  if (E <= TABLEAU.length) return TABLEAU[e]!;
+  const hue = Math.round((360 * e) / E);
+  const light = 62 + 14 * (e % 2);
+  return `hsl(${hue}, 70%, ${light}%)`;
+}
+
+export function escapeHtml(text: string): string {
+  return text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(
+    /"/g,
+    "&quot;",
+  );
+}
+
+/** A token's text as shown: byte-level BPE markers made visible as space and newline. */
+function showPiece(piece: string): string {
+  return piece.replace(/Ġ/g, " ").replace(/Ċ/g, "↵\n").replace(/▁/g, " ");
+}
+
+export function tokenColouringHtml(result: AnalysisResult): string {
+  const E = result.dims.experts;
+  const moe = result.manifest.model.moe_layers;
+  const layers = result.sampleLayers.map((l) => moe[l]!);
+  const out: string[] = [];
+  out.push(
+    `<div style="font-family: Helvetica, Arial, sans-serif; font-size: 14px; line-height: 1.6;">`,
+  );
+  out.push(
+    `<p style="margin: 0 0 8px 0;">Each token is coloured by the expert its router chose first at MoE layer ${
+      layers.join(", ")
+    }; hover a token for its expert. Runs of one colour show consecutive tokens kept on the same expert.</p>`,
+  );
+  out.push(`<div style="margin: 0 0 12px 0;">`);
+  for (let e = 0; e < E; e++) {
+    out.push(
+      `<span style="display: inline-block; margin: 0 6px 4px 0; padding: 0 6px; border-radius: 3px; background: ${
+        expertColour(e, E)
+      }; color: #000;">expert ${e}</span>`,
+    );
+  }
+  out.push(`</div>`);
+  for (const { domain, docs } of result.samples) {
+    for (const doc of docs) {
+      result.sampleLayers.forEach((_, i) => {
+        out.push(
+          `<div style="margin: 0 0 14px 0;"><div style="font-weight: bold; margin: 0 0 4px 0;">${
+            escapeHtml(domain)
+          } · document ${doc.doc} · layer ${layers[i]}</div>`,
+        );
+        out.push(
+          `<div style="white-space: pre-wrap; word-break: break-word; border: 1px solid #ddd; padding: 6px; font-family: Menlo, Consolas, monospace; font-size: 13px;">`,
+        );
+        const first = doc.first[i]!;
+        doc.pieces.forEach((piece, t) => {
+          const e = first[t]!;
+          out.push(
+            `<span title="expert ${e}" style="background: ${expertColour(e, E)}; color: #000;">${
+              escapeHtml(showPiece(piece))
+            }</span>`,
+          );
+        });
+        out.push(`</div></div>`);
+      });
+    }
+  }
+  out.push(`</div>`);
+  return out.join("\n") + "\n";
+}
