@@ -9,7 +9,7 @@
  *   Without "weights" every chosen expert gets 1/k; without "pieces" a
  *   token's piece is its id in decimal.
  *
- * The trace is built in a temporary directory beside --out and renamed when
+ * The trace is built in `<out>.partial` beside --out and renamed when
  * every line has been read, so a malformed line leaves no partial output.
  */
 import { DataError, messageOf } from "../common/errors.ts";
@@ -40,7 +40,8 @@ export async function importJsonl(
   } catch (error) {
     throw new DataError(`Cannot read ${file}: ${messageOf(error)}.`);
   }
-  const staging = `${out}.tmp-${Deno.pid}`;
+  const staging = `${out}.partial`;
+  await Deno.remove(staging, { recursive: true }).catch(() => {});
   let writer: TraceWriter | null = null;
   let header: Header | null = null;
   let docs = 0;

@@ -1,0 +1,85 @@
+/**
+ * Least privilege: `deno task moetrace` runs each command with reads limited
+ * to the project and its inputs and writes limited to its output, and the
+ * runtime refuses anything else.
+ */
+import assert from "node:assert/strict";
+import { resolve } from "node:path";
+import { denoArgs, permissionsFor } from "../moetrace.ts";
+
+const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
+
+Deno.test("each command writes only to its output", () => {
+  const analyze = permissionsFor("analyze", "trace", { out: "out/a" });
+  assert.deepEqual(analyze.write, [resolve("out/a")]);
+  assert.ok(analyze.read.includes(resolve("trace")));
+  assert.deepEqual(permissionsFor("inspect", "t", {}).write, []);
+  const capture = permissionsFor("capture", undefined, { model: "m", corpus: "c.jsonl", out: "t" });
+  assert.deepEqual(capture.write, [resolve("t")]);
+  assert.deepEqual(
+    new Set(capture.read),
+    new Set([ROOT, resolve("m"), resolve("c.jsonl"), resolve("t")]),
+  );
+  assert.deepEqual(
+    permissionsFor("report", undefined, { analysis: "a", simulation: "s", out: "r/x.html" }).write,
+    [
+      resolve("r"),
+    ],
+  );
+});
+
+Deno.test("a write outside --out is refused by the runtime", async () => {
+  const dir = await Deno.makeTempDir();
+  const probe = `${dir}/probe.ts`;
+  await Deno.writeTextFile(
+    probe,
+    `for (const path of Deno.args) {
+       try { Deno.writeTextFileSync(path, "x"); console.log("wrote " + path); }
+       catch (e) { console.log("refused " + path + " " + e.name); }
+     }`,
+  );
+  await Deno.mkdir(`${dir}/out`);
+  const args = denoArgs(permissionsFor("analyze", `${dir}/trace`, { out: `${dir}/out` }), []);
+  // The same flags, running the probe instead of main.ts.
+  const flags = args.slice(0, -1).concat(probe).map((
+    a,
+  ) => (a.startsWith("--allow-read=") ? `${a},${dir}` : a));
+  const { stdout } = await new Deno.Command(Deno.execPath(), {
+    args: [...flags, `${dir}/out/inside.txt`, `${dir}/outside.txt`, `${ROOT}/escaped.txt`],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const lines = new TextDecoder().decode(stdout).trim().split("\n");
+  assert.deepEqual(lines, [
+    `wrote ${dir}/out/inside.txt`,
+    `refused ${dir}/outside.txt NotCapable`,
+    `refused ${ROOT}/escaped.txt NotCapable`,
+  ]);
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("the launcher runs a real command within those permissions", async () => {
+  const dir = await Deno.makeTempDir();
+  await Deno.writeTextFile(
+    `${dir}/log.jsonl`,
+    '{"moetrace_import": 1, "num_layers": 1, "num_experts": 4, "top_k": 2}\n{"domain": "A", "tokens": [1, 2], "experts": [[[0, 1]], [[2, 3]]]}\n',
+  );
+  const { code, stderr } = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-run",
+      "--allow-read",
+      "--allow-env=TMPDIR",
+      `${ROOT}/moetrace.ts`,
+      "import",
+      `${dir}/log.jsonl`,
+      "--out",
+      `${dir}/trace`,
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.equal(code, 0, new TextDecoder().decode(stderr));
+  assert.ok((await Deno.stat(`${dir}/trace/manifest.json`)).isFile);
+  await Deno.remove(dir, { recursive: true });
+});
