@@ -1,0 +1,235 @@
+/**
+ * Every formula checked against a trace of five tokens worked out on paper.
+ *
+ * E = 4 experts, k = 2, M = 2 MoE layers (model layers 1 and 3), probs stored.
+ * Router distribution of every token: 0.4 to its first choice, 0.3 to its
+ * second, then 0.2 and 0.1 to the two others in increasing expert order.
+ *
+ *   doc 0 (domain A), tokens 5 6 5      doc 1 (domain B), tokens 5 7
+ *   layer 1: (0,1) (0,2) (3,2)          layer 1: (1,0) (2,3)
+ *   layer 3: (1,2) (2,1) (2,3)          layer 3: (3,0) (0,3)
+ */
+import assert from "node:assert/strict";
+import { TraceReader, TraceWriter } from "../engine/trace.ts";
+import { ALL, runAnalysis } from "./run.ts";
+import { choose, overlapProbability } from "./estimates.ts";
+import type { CsvRow } from "../common/csv.ts";
+
+const E = 4;
+const K = 2;
+const M = 2;
+
+/** [T, M, k] experts → [T, M, E] probabilities by the rule above. */
+function probsFor(experts: number[][][]): Float32Array {
+  const out = new Float32Array(experts.length * M * E);
+  experts.forEach((layers, t) =>
+    layers.forEach((chosen, l) => {
+      const base = (t * M + l) * E;
+      out[base + chosen[0]!] = 0.4;
+      out[base + chosen[1]!] = 0.3;
+      const rest = [0, 1, 2, 3].filter((e) => !chosen.includes(e));
+      out[base + rest[0]!] = 0.2;
+      out[base + rest[1]!] = 0.1;
+    })
+  );
+  return out;
+}
+
+async function handTrace(dir: string): Promise<void> {
+  const writer = await TraceWriter.open(dir, {
+    model: {
+      name: "hand",
+      family: "synthetic",
+      num_layers: 4,
+      moe_layers: [1, 3],
+      num_experts: E,
+      top_k: K,
+      num_shared_experts: 0,
+      hidden_size: 8,
+      expert_params: 10,
+      dtype: "float32",
+    },
+    capture: {
+      corpus: "hand",
+      domains: ["A", "B"],
+      mode: "teacher-forced",
+      lookahead: 0,
+      probs: true,
+      seed: 0,
+      tool_version: "test",
+    },
+  });
+  const docs: [number, string, number[], number[][][]][] = [
+    [0, "A", [5, 6, 5], [[[0, 1], [1, 2]], [[0, 2], [2, 1]], [[3, 2], [2, 3]]]],
+    [1, "B", [5, 7], [[[1, 0], [3, 0]], [[2, 3], [0, 3]]]],
+  ];
+  for (const [doc, domain, tokens, experts] of docs) {
+    await writer.add({
+      doc,
+      domain,
+      tokens: Uint32Array.from(tokens),
+      pieces: tokens.map((t) => `t${t}`),
+      experts: Uint16Array.from(experts.flat(2)),
+      weights: new Float32Array(tokens.length * M * K).fill(0.5),
+      probs: probsFor(experts),
+    });
+  }
+  await writer.close();
+}
+
+function find(rows: CsvRow[], where: CsvRow): CsvRow {
+  const hit = rows.filter((r) => Object.entries(where).every(([k, v]) => r[k] === v));
+  assert.equal(hit.length, 1, `one row for ${JSON.stringify(where)}, got ${hit.length}`);
+  return hit[0]!;
+}
+
+function near(actual: unknown, expected: number, what: string): void {
+  assert.ok(
+    typeof actual === "number" && Math.abs(actual - expected) < 1e-6,
+    `${what}: got ${actual}, expected ${expected}`,
+  );
+}
+
+Deno.test("baselines: overlap ≥ 1 is 46.4% for E = 8, k = 2; hypergeometric sums to 1", () => {
+  near(1 - overlapProbability(8, 2, 0), 1 - 15 / 28, "1 − C(6,2)/C(8,2)");
+  assert.equal((100 * (1 - choose(6, 2) / choose(8, 2))).toFixed(1), "46.4");
+  let total = 0;
+  for (let j = 0; j <= 8; j++) total += overlapProbability(64, 8, j);
+  near(total, 1, "Σ_j P(overlap = j), E = 64, k = 8");
+});
+
+Deno.test("every statistic matches its value worked out on paper", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await handTrace(dir);
+    const result = await runAnalysis(await TraceReader.open(dir), {
+      bootstrap: 0,
+      seed: 0,
+      minTokenCount: 2,
+    });
+    const t = result.tables;
+    const share = (layer: number, domain: string, choice: string, expert: number) =>
+      find(t.expert_shares!, { layer, domain, choice, expert }).share;
+
+    // Shares, domain A, layer 1: first choices 0 0 3 → [2/3, 0, 0, 1/3];
+    // second 1 2 2 → [0, 1/3, 2/3, 0]; top-k counts [2, 1, 2, 1] of kT = 6.
+    near(share(1, "A", "first", 0), 2 / 3, "first share e0");
+    near(share(1, "A", "first", 3), 1 / 3, "first share e3");
+    near(share(1, "A", "second", 2), 2 / 3, "second share e2");
+    near(share(1, "A", "top_k", 0), 2 / 6, "top-k share e0");
+    near(share(1, "A", "top_k", 1), 1 / 6, "top-k share e1");
+    near(share(1, "A", "token_fraction", 2), 2 / 3, "token fraction e2");
+    // All, layer 1: first choices 0 0 3 1 2 → [0.4, 0.2, 0.2, 0.2].
+    near(share(1, ALL, "first", 0), 0.4, "all first share e0");
+    near(share(1, ALL, "first", 2), 0.2, "all first share e2");
+    assert.equal(find(t.expert_shares!, { layer: 1, domain: ALL, choice: "first", expert: 0 }).baseline, 0.25);
+    assert.equal(find(t.expert_shares!, { layer: 1, domain: ALL, choice: "token_fraction", expert: 0 }).baseline, 0.5);
+
+    // Repetition, A layer 1: pairs (0,1)→(0,2): same first, overlap {0};
+    // (0,2)→(3,2): different first, overlap {2}. → 1/2 and 2/2.
+    const rep = (layer: number, domain: string, statistic: string) =>
+      find(t.repetition!, { layer, domain, statistic });
+    near(rep(1, "A", "first_choice_repeat").value, 1 / 2, "A first repeat l1");
+    near(rep(1, "A", "set_overlap").value, 1, "A set overlap l1");
+    // A layer 3: (1,2)→(2,1) overlap 2, first differs; (2,1)→(2,3) overlap 1, first same.
+    near(rep(3, "A", "first_choice_repeat").value, 1 / 2, "A first repeat l3");
+    // All layer 1 adds doc 1's pair (1,0)→(2,3): overlap 0, first differs → 1/3 and 2/3.
+    near(rep(1, ALL, "first_choice_repeat").value, 1 / 3, "all first repeat l1");
+    near(rep(1, ALL, "set_overlap").value, 2 / 3, "all set overlap l1");
+    assert.equal(rep(1, ALL, "set_overlap").n_pairs, 3);
+    near(rep(1, ALL, "set_overlap").baseline as number, 1 - 1 / 6, "1 − C(2,2)/C(4,2)");
+
+    // Overlap distribution, A layer 3: overlaps 2 and 1 → [0, 1/2, 1/2]; all layer 1: [1/3, 2/3, 0].
+    const ov = (layer: number, domain: string, overlap: number) =>
+      find(t.overlap_distribution!, { layer, domain, overlap }).proportion;
+    near(ov(3, "A", 0), 0, "A l3 overlap 0");
+    near(ov(3, "A", 1), 0.5, "A l3 overlap 1");
+    near(ov(3, "A", 2), 0.5, "A l3 overlap 2");
+    near(ov(1, ALL, 0), 1 / 3, "all l1 overlap 0");
+    near(find(t.overlap_distribution!, { layer: 1, domain: ALL, overlap: 2 }).baseline as number, 1 / 6, "C(2,2)C(2,0)/C(4,2)");
+
+    // CoSMoEs, A layer 1: replacements (2−1)+(2−1) = 2 over 2 pairs.
+    // ex_rep = 2/(2·2) = 0.5; h_norm = 2/(2·min(2,2)) = 0.5.
+    // l_norm: pair 1 keeps p_t1(0)+p_t1(1) = 0.4+0.2 → leaves 0.4; pair 2 keeps
+    // p_t2(0)+p_t2(2) = 0.2+0.3 → leaves 0.5; mean 0.45. bies = 0.5·0.45 = 0.225.
+    // delta_uniform: |1/3−1/4|,|1/6−1/4|,.. all 1/12 → 100/12.
+    const cos = (layer: number, domain: string, statistic: string) =>
+      find(t.cosmoes!, { layer, domain, statistic }).value;
+    near(cos(1, "A", "ex_rep"), 0.5, "ex_rep");
+    near(cos(1, "A", "h_norm"), 0.5, "h_norm");
+    near(cos(1, "A", "l_norm"), 0.45, "l_norm");
+    near(cos(1, "A", "bies"), 0.225, "bies");
+    near(cos(1, "A", "delta_uniform"), 100 / 12, "delta_uniform");
+    // A layer 3: replacements 0 + 1 → ex_rep 1/4; leaves 0.3 and 0.5 → l_norm 0.4; bies 0.1;
+    // top-k counts [0,2,3,1] → |−1/4|+|1/12|+|1/4|+|−1/12| = 2/3, /4 → 100/6.
+    near(cos(3, "A", "ex_rep"), 0.25, "ex_rep l3");
+    near(cos(3, "A", "l_norm"), 0.4, "l_norm l3");
+    near(cos(3, "A", "bies"), 0.1, "bies l3");
+    near(cos(3, "A", "delta_uniform"), 100 / 6, "delta_uniform l3");
+    // All layer 1: replacements 1+1+2 = 4 over 3 pairs → 2/3; doc 1 leaves 1 − (0.2+0.1) = 0.7.
+    near(cos(1, ALL, "ex_rep"), 2 / 3, "all ex_rep");
+    near(cos(1, ALL, "l_norm"), 1.6 / 3, "all l_norm");
+
+    // Load balance, A layer 1: shares [1/3,1/6,1/3,1/6] → entropy (2/3)log2 3 + (1/3)log2 6;
+    // max_vio (2 − 1.5)/1.5; router entropy H(.4,.3,.2,.1); top-k mass .7; margin .3 − .2.
+    const load = (layer: number, domain: string, statistic: string) =>
+      find(t.load_balance!, { layer, domain, statistic }).value;
+    near(load(1, "A", "share_entropy"), (2 / 3) * Math.log2(3) + (1 / 3) * Math.log2(6), "entropy");
+    near(load(1, "A", "max_vio"), 1 / 3, "max_vio");
+    near(load(3, "A", "max_vio"), 1, "max_vio l3 (3 − 1.5)/1.5");
+    const h = -[0.4, 0.3, 0.2, 0.1].reduce((s, p) => s + p * Math.log2(p), 0);
+    near(load(1, ALL, "router_entropy"), h, "router entropy");
+    near(load(1, ALL, "topk_mass"), 0.7, "top-k mass");
+    near(load(1, ALL, "topk_margin"), 0.1, "top-k margin");
+
+    // Co-activation, all layer 1: sets {0,1} {0,2} {3,2} {1,0} {2,3}.
+    // N(0) = 3, N(0,1) = 2, N(0,2) = 1, N(0,3) = 0; N(2) = 3, N(2,3) = 2.
+    const co = (expert_i: number, expert_j: number) =>
+      find(t.coactivation!, { layer: 1, domain: ALL, expert_i, expert_j });
+    near(co(0, 1).coactivation, 2 / 3, "N(0,1)/N(0)");
+    near(co(0, 2).coactivation, 1 / 3, "N(0,2)/N(0)");
+    near(co(0, 3).coactivation, 0, "N(0,3)/N(0)");
+    near(co(2, 3).coactivation, 2 / 3, "N(2,3)/N(2)");
+    near(co(0, 1).baseline as number, 1 / 3, "(k−1)/(E−1)");
+    near(co(0, 1).lift as number, 2, "lift");
+    assert.equal(co(0, 1).n_ij, 2);
+    assert.equal(co(0, 1).n_i, 3);
+
+    // Flow, all, layer 1 → 3 first choices: 0→1, 0→2, 3→2 (doc 0), 1→3, 2→0 (doc 1).
+    // MI = 0.2·[2 log2 2.5 + log2 1.25 + 2 log2 5] bits.
+    near(
+      find(t.flow_information!, { layer: 1, domain: ALL }).mutual_information,
+      0.2 * (2 * Math.log2(2.5) + Math.log2(1.25) + 2 * Math.log2(5)),
+      "mutual information",
+    );
+    near(find(t.layer_flow!, { layer: 1, domain: ALL, expert_from: 0, expert_to: 1 }).probability, 0.5, "P(1 | 0)");
+    assert.equal(find(t.layer_flow!, { layer: 1, domain: ALL, expert_from: 3, expert_to: 2 }).count, 1);
+
+    // Vocabulary (min count 2): token 5 in A at layer 1 goes to 0 and 3 → 1/2;
+    // in all (three times: 0, 3, 1) → 1/3. Token 6 and 7 are seen once and skipped.
+    const voc = (layer: number, domain: string) =>
+      find(t.vocabulary_specialisation!, { layer, domain });
+    near(voc(1, "A").mean_specialisation, 1 / 2, "A vocab");
+    assert.equal(voc(1, "A").n_token_ids, 1);
+    near(voc(3, ALL).mean_specialisation, 1 / 3, "all vocab l3: 1, 2, 3");
+
+    // JSD, layer 1: p = [1/3,1/6,1/3,1/6] (A), q = [1/4]·4 (B), m = [7,5,7,5]/24.
+    const p = [1 / 3, 1 / 6, 1 / 3, 1 / 6];
+    const m = [7 / 24, 5 / 24, 7 / 24, 5 / 24];
+    const jsd = 0.5 * p.reduce((s, x, i) => s + x * Math.log2(x / m[i]!), 0) +
+      0.5 * m.reduce((s, mi) => s + 0.25 * Math.log2(0.25 / mi), 0);
+    near(jsd, 0.020721, "paper value of the JSD"); // 0.5·(0.021121 + 0.020321)
+    const div = find(t.domain_divergence!, { layer: 1, domain_a: "A", domain_b: "B" });
+    near(div.jsd, jsd, "jsd");
+    // One document each: every permutation is the split itself or its mirror → p = 1.
+    assert.equal(div.p_value, 1);
+
+    // Totals.
+    assert.deepEqual(result.domains, [
+      { name: "A", n_docs: 1, n_tokens: 3 },
+      { name: "B", n_docs: 1, n_tokens: 2 },
+    ]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
