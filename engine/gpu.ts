@@ -1,0 +1,290 @@
+/**
+ * The WebGPU context every kernel receives: device, a buffer pool that counts
+ * bytes against the device limits, a pipeline cache keyed by program name and
+ * variant (never by runtime shapes), and a `Recorder` that collects dispatches
+ * with their uniforms into one arena so that a whole forward pass is one
+ * compute pass and one submit.
+ *
+ * Binding convention of every kernel: binding 0 is its uniform block, then
+ * the storage buffers in the order the kernel lists them.
+ */
+import { DataError, messageOf } from "../common/errors.ts";
+
+export interface GpuContext {
+  readonly device: GPUDevice;
+  /** Largest storage binding and largest buffer, in bytes (from the adapter). */
+  readonly maxBinding: number;
+  readonly maxBuffer: number;
+  readonly pool: BufferPool;
+  readonly pipelines: Map<string, GPUComputePipeline>;
+  /** Whether the device has `shader-f16`. */
+  readonly hasF16: boolean;
+  /** Adapter description, for benchmark output. */
+  readonly adapterName: string;
+}
+
+/** Creates a device with the adapter's own limits; no adapter is a DataError naming the fix. */
+export async function createGpuContext(): Promise<GpuContext> {
+  const gpu = (globalThis.navigator as { gpu?: GPU }).gpu;
+  let adapter: GPUAdapter | null = null;
+  try {
+    adapter = gpu ? await gpu.requestAdapter({ powerPreference: "high-performance" }) : null;
+  } catch (error) {
+    throw new DataError(
+      `Requesting a WebGPU adapter failed (${
+        messageOf(error)
+      }); install a GPU driver, or on Linux \`apt-get install mesa-vulkan-drivers\` for a software one.`,
+    );
+  }
+  if (adapter === null) {
+    throw new DataError(
+      "No WebGPU adapter is available; install a GPU driver with Vulkan, Metal or DirectX 12 support, or on Linux run `apt-get install mesa-vulkan-drivers` for a software one.",
+    );
+  }
+  const hasF16 = adapter.features.has("shader-f16");
+  const l = adapter.limits;
+  const device = await adapter.requestDevice({
+    requiredFeatures: hasF16 ? ["shader-f16"] : [],
+    requiredLimits: {
+      maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
+      maxBufferSize: l.maxBufferSize,
+      maxStorageBuffersPerShaderStage: l.maxStorageBuffersPerShaderStage,
+      maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize,
+      maxComputeInvocationsPerWorkgroup: l.maxComputeInvocationsPerWorkgroup,
+      maxComputeWorkgroupSizeX: l.maxComputeWorkgroupSizeX,
+      maxComputeWorkgroupsPerDimension: l.maxComputeWorkgroupsPerDimension,
+    },
+  });
+  device.addEventListener("uncapturederror", (event) => {
+    // A WebGPU validation error is a bug in the engine, never the user's: make it loud.
+    console.error(`WebGPU error: ${(event as GPUUncapturedErrorEvent).error.message}`);
+  });
+  const maxBinding = Math.min(l.maxStorageBufferBindingSize, l.maxBufferSize);
+  const info = (adapter as { info?: GPUAdapterInfo }).info;
+  return {
+    device,
+    maxBinding,
+    maxBuffer: l.maxBufferSize,
+    pool: new BufferPool(device, maxBinding),
+    pipelines: new Map(),
+    hasF16,
+    adapterName: info?.description || info?.vendor || "unknown adapter",
+  };
+}
+
+/** All GPU buffers come from here; it refuses bindings over the device limit and counts bytes. */
+export class BufferPool {
+  #device: GPUDevice;
+  #maxBinding: number;
+  #live = new Set<GPUBuffer>();
+  bytes = 0;
+  peakBytes = 0;
+
+  constructor(device: GPUDevice, maxBinding: number) {
+    this.#device = device;
+    this.#maxBinding = maxBinding;
+  }
+
+  /** A storage buffer (copy src/dst too), size rounded up to 16 bytes. */
+  storage(label: string, bytes: number): GPUBuffer {
+    return this.create(
+      label,
+      bytes,
+      GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC,
+    );
+  }
+
+  create(label: string, bytes: number, usage: number): GPUBuffer {
+    const size = Math.max(16, Math.ceil(bytes / 16) * 16);
+    if (size > this.#maxBinding) {
+      throw new DataError(
+        `GPU buffer ${label} needs ${size} bytes, more than the device's ${this.#maxBinding}-byte binding limit; lower the batch size.`,
+      );
+    }
+    const buffer = this.#device.createBuffer({ label, size, usage });
+    this.#live.add(buffer);
+    this.bytes += size;
+    this.peakBytes = Math.max(this.peakBytes, this.bytes);
+    return buffer;
+  }
+
+  /** A storage buffer holding `data`. */
+  upload(label: string, data: ArrayBufferView): GPUBuffer {
+    const buffer = this.storage(label, data.byteLength);
+    this.#device.queue.writeBuffer(
+      buffer,
+      0,
+      data.buffer as ArrayBuffer,
+      data.byteOffset,
+      data.byteLength,
+    );
+    return buffer;
+  }
+
+  release(buffer: GPUBuffer): void {
+    if (!this.#live.delete(buffer)) return;
+    this.bytes -= buffer.size;
+    buffer.destroy();
+  }
+
+  releaseAll(): void {
+    for (const b of [...this.#live]) this.release(b);
+  }
+}
+
+/** A compiled program: the cache key names the kernel and its variant, never runtime shapes. */
+export function pipeline(ctx: GpuContext, key: string, wgsl: () => string): GPUComputePipeline {
+  let p = ctx.pipelines.get(key);
+  if (p === undefined) {
+    const module = ctx.device.createShaderModule({ label: key, code: wgsl() });
+    p = ctx.device.createComputePipeline({
+      label: key,
+      layout: "auto",
+      compute: { module, entryPoint: "main" },
+    });
+    ctx.pipelines.set(key, p);
+  }
+  return p;
+}
+
+interface Dispatch {
+  pipeline: GPUComputePipeline;
+  buffers: GPUBuffer[];
+  uniformOffset: number;
+  uniformBytes: number;
+  workgroups: [number, number, number];
+}
+
+/**
+ * Collects dispatches; `finish()` writes the uniform arena once and creates the
+ * bind groups, after which `encode()` can be called any number of times (a decode
+ * step re-encodes the same recording with new token positions in storage).
+ */
+export class Recorder {
+  readonly ctx: GpuContext;
+  #dispatches: Dispatch[] = [];
+  #arena = new ArrayBuffer(1 << 16);
+  #used = 0;
+  #uniform: GPUBuffer | null = null;
+  #groups: GPUBindGroup[] = [];
+  readonly #align: number;
+
+  constructor(ctx: GpuContext) {
+    this.ctx = ctx;
+    this.#align = Math.max(256, ctx.device.limits.minUniformBufferOffsetAlignment);
+  }
+
+  get size(): number {
+    return this.#dispatches.length;
+  }
+
+  /** Adds one dispatch; `uniforms` are u32/i32/f32 words given as [value, type] or plain u32. */
+  dispatch(
+    pipeline: GPUComputePipeline,
+    uniforms: readonly (number | { f32: number })[],
+    buffers: GPUBuffer[],
+    workgroups: [number, number?, number?],
+  ): void {
+    const [x, y = 1, z = 1] = workgroups;
+    if (x === 0 || y === 0 || z === 0) return;
+    const limit = this.ctx.device.limits.maxComputeWorkgroupsPerDimension;
+    if (x > limit || y > limit || z > limit) {
+      throw new Error(
+        `Dispatch ${pipeline.label} of [${x}, ${y}, ${z}] workgroups exceeds ${limit} per dimension.`,
+      );
+    }
+    const bytes = Math.max(16, Math.ceil(uniforms.length * 4 / 16) * 16);
+    const offset = Math.ceil(this.#used / this.#align) * this.#align;
+    if (offset + bytes > this.#arena.byteLength) {
+      const bigger = new ArrayBuffer(Math.max(this.#arena.byteLength * 2, offset + bytes));
+      new Uint8Array(bigger).set(new Uint8Array(this.#arena));
+      this.#arena = bigger;
+    }
+    const view = new DataView(this.#arena, offset, bytes);
+    uniforms.forEach((u, i) => {
+      if (typeof u === "number") view.setUint32(i * 4, u >>> 0, true);
+      else view.setFloat32(i * 4, u.f32, true);
+    });
+    this.#used = offset + bytes;
+    this.#dispatches.push({
+      pipeline,
+      buffers,
+      uniformOffset: offset,
+      uniformBytes: bytes,
+      workgroups: [x, y, z],
+    });
+  }
+
+  finish(): this {
+    const device = this.ctx.device;
+    this.#uniform = device.createBuffer({
+      label: "uniform arena",
+      size: Math.max(256, Math.ceil(this.#used / 16) * 16),
+      usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+    });
+    device.queue.writeBuffer(this.#uniform, 0, this.#arena, 0, Math.ceil(this.#used / 4) * 4);
+    this.#groups = this.#dispatches.map((d) =>
+      device.createBindGroup({
+        layout: d.pipeline.getBindGroupLayout(0),
+        entries: [
+          {
+            binding: 0,
+            resource: { buffer: this.#uniform!, offset: d.uniformOffset, size: d.uniformBytes },
+          },
+          ...d.buffers.map((buffer, i) => ({ binding: i + 1, resource: { buffer } })),
+        ],
+      })
+    );
+    return this;
+  }
+
+  /** Encodes every dispatch, in order, into one compute pass. */
+  encode(encoder: GPUCommandEncoder): void {
+    if (this.#uniform === null) throw new Error("Recorder.encode before finish");
+    const pass = encoder.beginComputePass();
+    this.#dispatches.forEach((d, i) => {
+      pass.setPipeline(d.pipeline);
+      pass.setBindGroup(0, this.#groups[i]!);
+      pass.dispatchWorkgroups(...d.workgroups);
+    });
+    pass.end();
+  }
+
+  destroy(): void {
+    this.#uniform?.destroy();
+    this.#uniform = null;
+  }
+}
+
+/** Copies byte ranges of GPU buffers out with one mapAsync. */
+export async function readBack(
+  ctx: GpuContext,
+  parts: { buffer: GPUBuffer; offset?: number; bytes: number }[],
+  before?: (encoder: GPUCommandEncoder) => void,
+): Promise<ArrayBuffer[]> {
+  const device = ctx.device;
+  const offsets: number[] = [];
+  let total = 0;
+  for (const p of parts) {
+    offsets.push(total);
+    total += Math.ceil(p.bytes / 4) * 4;
+  }
+  const staging = device.createBuffer({
+    label: "readback",
+    size: Math.max(16, total),
+    usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+  });
+  const encoder = device.createCommandEncoder();
+  before?.(encoder);
+  parts.forEach((p, i) => {
+    const bytes = Math.ceil(p.bytes / 4) * 4;
+    if (bytes > 0) encoder.copyBufferToBuffer(p.buffer, p.offset ?? 0, staging, offsets[i]!, bytes);
+  });
+  device.queue.submit([encoder.finish()]);
+  await staging.mapAsync(GPUMapMode.READ);
+  const mapped = staging.getMappedRange();
+  const out = parts.map((p, i) => mapped.slice(offsets[i]!, offsets[i]! + p.bytes));
+  staging.unmap();
+  staging.destroy();
+  return out;
+}

@@ -1,0 +1,124 @@
+/**
+ * After the fused q|k|v projection: optional q/k RMSNorm (over the whole
+ * projection, OLMoE, or per head, Qwen3), optional clamp to ±clip_qkv (OLMoE,
+ * after the norms), RoPE on q and k (Hugging Face's rotate_half convention,
+ * pairs (i, i + d/2), cos/sin from a table computed on the CPU), then q to its
+ * buffer and k, v into the layer's KV store at row `info[t].kv_row`.
+ * One invocation per token.
+ */
+import { pipeline, type Recorder } from "../gpu.ts";
+
+export interface QkvPrepareArgs {
+  /** [T, (nq + 2 nkv) d] */
+  qkv: GPUBuffer;
+  /** [positions, d/2, 2] cos, sin */
+  rope: GPUBuffer;
+  info: GPUBuffer;
+  q: GPUBuffer;
+  kCache: GPUBuffer;
+  vCache: GPUBuffer;
+  qNorm?: GPUBuffer;
+  kNorm?: GPUBuffer;
+  tokens: number;
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  eps: number;
+  /** 0 = no clamp. */
+  clip: number;
+}
+
+export function qkvPrepare(
+  rec: Recorder,
+  a: QkvPrepareArgs,
+  norm: "none" | "whole" | "per_head",
+): void {
+  const clip = a.clip > 0;
+  const p = pipeline(rec.ctx, `qkv_prepare:${norm}:${clip ? "clip" : ""}`, () => wgsl(norm, clip));
+  const buffers = [a.qkv, a.rope, a.info, a.q, a.kCache, a.vCache];
+  if (norm !== "none") buffers.push(a.qNorm!, a.kNorm!);
+  rec.dispatch(
+    p,
+    [a.tokens, a.numHeads, a.numKvHeads, a.headDim, { f32: a.eps }, { f32: a.clip }],
+    buffers,
+    [Math.ceil(a.tokens / 64)],
+  );
+}
+
+function wgsl(norm: "none" | "whole" | "per_head", clip: boolean): string {
+  const normBindings = norm === "none" ? "" : `
+@group(0) @binding(7) var<storage, read> qn: array<f32>;
+@group(0) @binding(8) var<storage, read> kn: array<f32>;`;
+  // value(i) of q (which = 0) or k (which = 1) head h, element i, after norm and clamp
+  const normExpr = norm === "none"
+    ? "v"
+    : norm === "whole"
+    ? "select(kn[h * p.d + i], qn[h * p.d + i], which == 0u) * (v * inv)"
+    : "select(kn[i], qn[i], which == 0u) * (v * inv)";
+  return /* wgsl */ `
+struct Params { T: u32, nq: u32, nkv: u32, d: u32, eps: f32, clip: f32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> qkv: array<f32>;
+@group(0) @binding(2) var<storage, read> rope: array<f32>;
+@group(0) @binding(3) var<storage, read> info: array<u32>;
+@group(0) @binding(4) var<storage, read_write> q: array<f32>;
+@group(0) @binding(5) var<storage, read_write> kc: array<f32>;
+@group(0) @binding(6) var<storage, read_write> vc: array<f32>;
+${normBindings}
+
+fn value(base: u32, which: u32, h: u32, i: u32, inv: f32) -> f32 {
+  let v = qkv[base + h * p.d + i];
+  var r = ${normExpr};
+  ${clip ? "r = clamp(r, -p.clip, p.clip);" : ""}
+  return r;
+}
+
+fn inv_rms(start: u32, len: u32) -> f32 {
+  var ss = 0.0;
+  for (var i = 0u; i < len; i++) { let v = qkv[start + i]; ss += v * v; }
+  return inverseSqrt(ss / f32(len) + p.eps);
+}
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let t = gid.x;
+  if (t >= p.T) { return; }
+  let width = (p.nq + 2u * p.nkv) * p.d;
+  let row = t * width;
+  let pos = info[t * 4u];
+  let kv_row = info[t * 4u + 1u];
+  let half = p.d / 2u;
+  let rope_base = pos * p.d;
+  for (var which = 0u; which < 2u; which++) {
+    let heads = select(p.nkv, p.nq, which == 0u);
+    let base = row + select(p.nq * p.d, 0u, which == 0u);
+    var inv = 1.0;
+    ${norm === "whole" ? "inv = inv_rms(base, heads * p.d);" : ""}
+    for (var h = 0u; h < heads; h++) {
+      ${norm === "per_head" ? "inv = inv_rms(base + h * p.d, p.d);" : ""}
+      for (var i = 0u; i < half; i++) {
+        let c = rope[rope_base + 2u * i];
+        let s = rope[rope_base + 2u * i + 1u];
+        let x1 = value(base, which, h, i, inv);
+        let x2 = value(base, which, h, i + half, inv);
+        let o1 = x1 * c - x2 * s;
+        let o2 = x2 * c + x1 * s;
+        if (which == 0u) {
+          q[t * p.nq * p.d + h * p.d + i] = o1;
+          q[t * p.nq * p.d + h * p.d + i + half] = o2;
+        } else {
+          kc[kv_row * p.nkv * p.d + h * p.d + i] = o1;
+          kc[kv_row * p.nkv * p.d + h * p.d + i + half] = o2;
+        }
+      }
+    }
+  }
+  let vbase = row + (p.nq + p.nkv) * p.d;
+  for (var i = 0u; i < p.nkv * p.d; i++) {
+    var v = qkv[vbase + i];
+    ${clip ? "v = clamp(v, -p.clip, p.clip);" : ""}
+    vc[kv_row * p.nkv * p.d + i] = v;
+  }
+}
+`;
+}

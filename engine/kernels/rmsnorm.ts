@@ -1,0 +1,43 @@
+/**
+ * RMSNorm over rows: y[r, :] = w ⊙ (x[r0 + r, :] · 1/sqrt(mean(x²) + eps)),
+ * in f32 as Hugging Face's RMSNorm computes it. One invocation per row.
+ */
+import { pipeline, type Recorder } from "../gpu.ts";
+
+export interface RmsNormArgs {
+  x: GPUBuffer;
+  weight: GPUBuffer;
+  y: GPUBuffer;
+  rows: number;
+  n: number;
+  eps: number;
+  /** First input row (output rows start at 0). */
+  inRowOffset?: number;
+}
+
+export function rmsnorm(rec: Recorder, a: RmsNormArgs): void {
+  const p = pipeline(rec.ctx, "rmsnorm", () => WGSL);
+  rec.dispatch(p, [a.rows, a.n, a.inRowOffset ?? 0, { f32: a.eps }], [a.x, a.weight, a.y], [
+    Math.ceil(a.rows / 64),
+  ]);
+}
+
+const WGSL = /* wgsl */ `
+struct Params { rows: u32, n: u32, in_offset: u32, eps: f32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> w: array<f32>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let r = gid.x;
+  if (r >= p.rows) { return; }
+  let src = (p.in_offset + r) * p.n;
+  var ss = 0.0;
+  for (var i = 0u; i < p.n; i++) { let v = x[src + i]; ss += v * v; }
+  let inv = inverseSqrt(ss / f32(p.n) + p.eps);
+  let dst = r * p.n;
+  for (var i = 0u; i < p.n; i++) { y[dst + i] = w[i] * (x[src + i] * inv); }
+}
+`;

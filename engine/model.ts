@@ -1,0 +1,940 @@
+/**
+ * An MoE checkpoint on WebGPU, with every router decision logged on the GPU.
+ *
+ * API
+ * - `loadModel(dir, { maxBatchTokens })` validates the checkpoint
+ *   (checkpoint.ts), creates the device (a DataError naming the fix when there
+ *   is no adapter), uploads the weights (f32 on the GPU; f16/bf16 files are
+ *   widened on load) and allocates the run state once for `maxBatchTokens`
+ *   tokens (default 4096, lowered so that no activation exceeds one binding).
+ * - `route(sequences, { probs, lookahead })`: teacher-forced router logs.
+ *   Sequences are packed into passes of at most maxBatchTokens tokens, each
+ *   sequence from position 0 with its own keys and values; one readback per
+ *   pass, so a call whose sequences fit in maxBatchTokens reads back once. The
+ *   pass stops after the last MoE layer's router (nothing after it changes a
+ *   router decision), so no logits are computed.
+ * - `generate(prompt, options)`: prompt prefill, then a decode loop whose
+ *   token choice (sample.ts) writes the next token id into the GPU token
+ *   buffer: no readback per token; one at the end (or every 32 tokens when
+ *   `stopIds` are given, to stop early). The returned tokens include a stop
+ *   token that ended generation. prompt + maxNewTokens ≤ maxBatchTokens.
+ * - `logits(sequence)`: final logits [T, V] of one teacher-forced sequence.
+ *
+ * Router log definitions (per token t, MoE layer index m = position of layer l in `moe_layers`):
+ * - experts[t, m, :] the k experts layer l uses, in descending probability;
+ *   weights[t, m, :] the gate weights applied to their outputs (renormalised
+ *   top-k probabilities for mixtral and `norm_topk_prob` models, the raw
+ *   probabilities otherwise); probs[t, m, :] = softmax(router logits) in f32.
+ * - spec[t, m, d − 1, :]: the top-k of layer (l + d)'s router applied to the
+ *   input of layer l's router, i.e. post_attention_layernorm_l(h), where h is
+ *   the residual stream after layer l's attention — exactly the vector layer
+ *   l's own router sees. 65535 where layer l + d does not exist or has no MoE
+ *   block (counted in layers, not MoE layers).
+ *
+ * The forward (`recordForward`) reads as llama2.c's: embedding, then per layer
+ * RMSNorm → fused q|k|v → q/k norm, clamp, RoPE, KV store → attention → o_proj
+ * added to the residual → RMSNorm → router → grouped experts (+ shared expert)
+ * added to the residual, or a dense SwiGLU; final RMSNorm → lm_head.
+ */
+import { basename } from "node:path";
+import { DataError } from "../common/errors.ts";
+import type { ModelFacts } from "./trace.ts";
+import { type Checkpoint, expertNames, openCheckpoint, readFloat32 } from "./checkpoint.ts";
+import { expertParams, type ModelConfig, moeLayers } from "./config.ts";
+import { createGpuContext, type GpuContext, readBack, Recorder } from "./gpu.ts";
+import { embedding } from "./kernels/embedding.ts";
+import { rmsnorm } from "./kernels/rmsnorm.ts";
+import { matmul, matmulFlops, tileRows } from "./kernels/matmul.ts";
+import { qkvPrepare } from "./kernels/qkv_prepare.ts";
+import { attention, attentionFlops } from "./kernels/attention.ts";
+import { routerTopK } from "./kernels/router_topk.ts";
+import { maxTiles, moeGroup } from "./kernels/moe_group.ts";
+import { moeCombine } from "./kernels/moe_combine.ts";
+import { sample } from "./kernels/sample.ts";
+
+export interface RouterLog {
+  /** [T, M, k] chosen experts, first choice first. */
+  experts: Uint16Array;
+  /** [T, M, k] gate weights actually applied. */
+  weights: Float32Array;
+  /** [T, M, E] softmax of the router logits (when asked). */
+  probs?: Float32Array;
+  /** [T, M, D, k] top-k of layer l+d's router on layer l's router input; 65535 where l+d has no MoE layer. */
+  spec?: Uint16Array;
+}
+
+export interface RouteOptions {
+  probs: boolean;
+  lookahead: number;
+}
+
+export interface GenerateOptions extends RouteOptions {
+  maxNewTokens: number;
+  temperature: number;
+  seed: number;
+  stopIds?: number[];
+}
+
+export interface MoeModel {
+  readonly facts: ModelFacts;
+  readonly vocabSize: number;
+  readonly config: ModelConfig;
+  readonly maxBatchTokens: number;
+  route(sequences: Uint32Array[], options: RouteOptions): Promise<RouterLog[]>;
+  generate(
+    prompt: Uint32Array,
+    options: GenerateOptions,
+  ): Promise<{ tokens: Uint32Array; promptLength: number; log: RouterLog }>;
+  logits(sequence: Uint32Array): Promise<Float32Array>;
+  /** FLOPs of a forward over sequences of these lengths (`route`: up to the last router; else to logits of every token). */
+  flops(lengths: number[], upTo: "route" | "logits"): number;
+  destroy(): void;
+}
+
+// ---------------------------------------------------------------- weights
+
+/** Linear weights are stored transposed, [in, out], for matmul.ts. */
+interface ExpertChunk {
+  first: number; // first expert held
+  count: number;
+  w1: GPUBuffer; // [count, H, F]   gate projection (through SiLU)
+  w3: GPUBuffer; // [count, H, F]   up projection
+  w2: GPUBuffer; // [count, F, H]   down projection
+}
+
+interface LayerWeights {
+  attnNorm: GPUBuffer; // [H]
+  wqkv: GPUBuffer; // [H, (nq + 2 nkv) d]   q | k | v columns
+  bqkv?: GPUBuffer; // [(nq + 2 nkv) d]
+  qNorm?: GPUBuffer; // [nq d] (whole) or [d] (per head)
+  kNorm?: GPUBuffer; // [nkv d] or [d]
+  wo: GPUBuffer; // [nq d, H]
+  postNorm: GPUBuffer; // [H]
+  router?: GPUBuffer; // [H, E]
+  experts?: ExpertChunk[];
+  shared?: { w1: GPUBuffer; w3: GPUBuffer; w2: GPUBuffer; gate: GPUBuffer }; // [H, Fs] ×2, [Fs, H], [H, 1]
+  dense?: { w1: GPUBuffer; w3: GPUBuffer; w2: GPUBuffer }; // [H, Fd] ×2, [Fd, H]
+}
+
+interface Weights {
+  embed: { buffer: GPUBuffer; first: number; count: number }[]; // row chunks of [V, H]
+  layers: LayerWeights[];
+  norm: GPUBuffer; // [H]
+  lmHead: { buffer: GPUBuffer; first: number; count: number }[]; // column chunks of [H, V]
+  rope: GPUBuffer; // [positions, d/2, 2] cos, sin
+}
+
+/** [rows, cols] → [cols, rows]. */
+function transpose(m: Float32Array, rows: number, cols: number): Float32Array {
+  const out = new Float32Array(m.length);
+  for (let r = 0; r < rows; r++) {
+    for (let c = 0; c < cols; c++) out[c * rows + r] = m[r * cols + c]!;
+  }
+  return out;
+}
+
+/** a [m, r] @ b [r, n] on the CPU (weight-decomposed experts multiplied out on load). */
+function matmulCpu(
+  a: Float32Array,
+  b: Float32Array,
+  m: number,
+  r: number,
+  n: number,
+): Float32Array {
+  const out = new Float32Array(m * n);
+  for (let i = 0; i < m; i++) {
+    for (let j = 0; j < r; j++) {
+      const aij = a[i * r + j]!;
+      for (let c = 0; c < n; c++) out[i * n + c]! += aij * b[j * n + c]!;
+    }
+  }
+  return out;
+}
+
+/** HF default RoPE in f32: inv_freq = 1/θ^(2i/d); freq = pos·inv_freq; cos, sin of it. */
+function ropeTable(theta: number, d: number, positions: number): Float32Array {
+  const half = d / 2;
+  const inv = new Float32Array(half);
+  for (let i = 0; i < half; i++) {
+    inv[i] = Math.fround(1 / Math.fround(Math.pow(theta, Math.fround((2 * i) / d))));
+  }
+  const out = new Float32Array(positions * d);
+  for (let p = 0; p < positions; p++) {
+    for (let i = 0; i < half; i++) {
+      const f = Math.fround(p * inv[i]!);
+      out[p * d + 2 * i] = Math.cos(f);
+      out[p * d + 2 * i + 1] = Math.sin(f);
+    }
+  }
+  return out;
+}
+
+async function uploadWeights(ctx: GpuContext, ck: Checkpoint, positions: number): Promise<Weights> {
+  const c = ck.config;
+  const pool = ctx.pool;
+  const h = c.hiddenSize, d = c.headDim, q = c.numHeads * d, kv = c.numKvHeads * d;
+  const read = (name: string) => readFloat32(ck, name);
+  const linear = async (name: string, out: number, inp: number) =>
+    transpose(await read(name), out, inp);
+
+  const embedRows = await read("model.embed_tokens.weight");
+  const rowsPerChunk = Math.max(1, Math.floor(ctx.maxBinding / (h * 4)));
+  const embed = [];
+  for (let first = 0; first < c.vocabSize; first += rowsPerChunk) {
+    const count = Math.min(rowsPerChunk, c.vocabSize - first);
+    embed.push({
+      buffer: pool.upload(`embed ${first}`, embedRows.subarray(first * h, (first + count) * h)),
+      first,
+      count,
+    });
+  }
+  const names = expertNames(c);
+  const layers: LayerWeights[] = [];
+  for (let l = 0; l < c.numLayers; l++) {
+    const p = `model.layers.${l}.`;
+    const wq = await read(p + "self_attn.q_proj.weight");
+    const wk = await read(p + "self_attn.k_proj.weight");
+    const wv = await read(p + "self_attn.v_proj.weight");
+    const qkvRows = new Float32Array((q + 2 * kv) * h);
+    qkvRows.set(wq, 0);
+    qkvRows.set(wk, q * h);
+    qkvRows.set(wv, (q + kv) * h);
+    const layer: LayerWeights = {
+      attnNorm: pool.upload(`L${l} input norm`, await read(p + "input_layernorm.weight")),
+      wqkv: pool.upload(`L${l} qkv`, transpose(qkvRows, q + 2 * kv, h)),
+      wo: pool.upload(`L${l} o`, await linear(p + "self_attn.o_proj.weight", h, q)),
+      postNorm: pool.upload(`L${l} post norm`, await read(p + "post_attention_layernorm.weight")),
+    };
+    if (c.qkvBias) {
+      const b = new Float32Array(q + 2 * kv);
+      b.set(await read(p + "self_attn.q_proj.bias"), 0);
+      b.set(await read(p + "self_attn.k_proj.bias"), q);
+      b.set(await read(p + "self_attn.v_proj.bias"), q + kv);
+      layer.bqkv = pool.upload(`L${l} qkv bias`, b);
+    }
+    if (c.qkNorm !== "none") {
+      layer.qNorm = pool.upload(`L${l} q norm`, await read(p + "self_attn.q_norm.weight"));
+      layer.kNorm = pool.upload(`L${l} k norm`, await read(p + "self_attn.k_norm.weight"));
+    }
+    if (!c.isMoe[l]) {
+      const f = c.denseFfn;
+      layer.dense = {
+        w1: pool.upload(`L${l} dense gate`, await linear(p + "mlp.gate_proj.weight", f, h)),
+        w3: pool.upload(`L${l} dense up`, await linear(p + "mlp.up_proj.weight", f, h)),
+        w2: pool.upload(`L${l} dense down`, await linear(p + "mlp.down_proj.weight", h, f)),
+      };
+      layers.push(layer);
+      continue;
+    }
+    const b = p + names.block + ".";
+    layer.router = pool.upload(`L${l} router`, await linear(b + "gate.weight", c.numExperts, h));
+    const f = c.expertFfn, r = c.decomposedRank;
+    // One expert matrix, [out, in] on disk, as [in, out]; decomposed ones are u @ v.
+    const expertMatrix = async (e: number, which: string, out: number, inp: number) => {
+      const base = `${b}experts.${e}.${which}`;
+      const m = r === null
+        ? await read(base + ".weight")
+        : matmulCpu(await read(base + ".u"), await read(base + ".v"), out, r, inp);
+      return transpose(m, out, inp);
+    };
+    const perChunk = Math.max(1, Math.floor(ctx.maxBinding / (h * f * 4)));
+    layer.experts = [];
+    for (let first = 0; first < c.numExperts; first += perChunk) {
+      const count = Math.min(perChunk, c.numExperts - first);
+      const w1 = new Float32Array(count * h * f), w3 = new Float32Array(count * h * f);
+      const w2 = new Float32Array(count * h * f);
+      for (let i = 0; i < count; i++) {
+        w1.set(await expertMatrix(first + i, names.gate, f, h), i * h * f);
+        w3.set(await expertMatrix(first + i, names.up, f, h), i * h * f);
+        w2.set(await expertMatrix(first + i, names.down, h, f), i * h * f);
+      }
+      layer.experts.push({
+        first,
+        count,
+        w1: pool.upload(`L${l} experts ${first}+ gate`, w1),
+        w3: pool.upload(`L${l} experts ${first}+ up`, w3),
+        w2: pool.upload(`L${l} experts ${first}+ down`, w2),
+      });
+    }
+    if (c.sharedFfn > 0) {
+      const s = b + "shared_expert.", fs = c.sharedFfn;
+      layer.shared = {
+        w1: pool.upload(`L${l} shared gate`, await linear(s + "gate_proj.weight", fs, h)),
+        w3: pool.upload(`L${l} shared up`, await linear(s + "up_proj.weight", fs, h)),
+        w2: pool.upload(`L${l} shared down`, await linear(s + "down_proj.weight", h, fs)),
+        gate: pool.upload(`L${l} shared gate`, await read(b + "shared_expert_gate.weight")),
+      };
+    }
+    layers.push(layer);
+  }
+  const headName = c.tieEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight";
+  const head = await linear(headName, c.vocabSize, h); // [H, V]
+  const colsPerChunk = Math.max(4, Math.floor(ctx.maxBinding / (h * 4) / 4) * 4);
+  const lmHead = [];
+  for (let first = 0; first < c.vocabSize; first += colsPerChunk) {
+    const count = Math.min(colsPerChunk, c.vocabSize - first);
+    const part = new Float32Array(h * count);
+    for (let k = 0; k < h; k++) {
+      part.set(head.subarray(k * c.vocabSize + first, k * c.vocabSize + first + count), k * count);
+    }
+    lmHead.push({ buffer: pool.upload(`lm_head ${first}+`, part), first, count });
+  }
+  return {
+    embed,
+    layers,
+    norm: pool.upload("final norm", await read("model.norm.weight")),
+    lmHead,
+    rope: pool.upload("rope table", ropeTable(c.ropeTheta, d, positions)),
+  };
+}
+
+// ---------------------------------------------------------------- run state
+
+/** Buffers for one forward of up to `cap` tokens, allocated once. */
+interface RunState {
+  cap: number;
+  tokens: GPUBuffer; // [cap + 1] u32 token ids
+  info: GPUBuffer; // [cap, 4] u32: pos, kv_row, log_row, token_index
+  x: GPUBuffer; // [cap, H] residual stream
+  xn: GPUBuffer; // [cap, H] normalised
+  qkv: GPUBuffer; // [cap, (nq + 2 nkv) d]
+  q: GPUBuffer; // [cap, nq d]
+  att: GPUBuffer; // [cap, nq d]
+  kCache: GPUBuffer[]; // per layer [cap, nkv d]
+  vCache: GPUBuffer[];
+  routerLogits: GPUBuffer; // [cap, E]
+  choice: GPUBuffer; // [cap, k] u32
+  choiceWeight: GPUBuffer; // [cap, k]
+  rowToken: GPUBuffer; // [cap k] u32
+  rowWeight: GPUBuffer; // [cap k]
+  slotOf: GPUBuffer; // [cap k] u32
+  tiles: GPUBuffer; // [max tiles, 3] u32
+  hidden: GPUBuffer; // [cap k, F] expert activations (also dense and shared FFN [cap, F*])
+  expertOut: GPUBuffer; // [cap k, H]
+  sharedGate: GPUBuffer; // [cap]
+  logExperts: GPUBuffer; // [cap, M, k] u32
+  logWeights: GPUBuffer; // [cap, M, k]
+  logProbs: GPUBuffer | null; // [cap, M, E], allocated on first use
+  logSpec: GPUBuffer | null; // [cap, M, specD, k] u32
+  specD: number;
+  logits: GPUBuffer; // [1, V] (generate); logits() allocates its own
+}
+
+function allocateRunState(ctx: GpuContext, c: ModelConfig, cap: number): RunState {
+  const pool = ctx.pool;
+  const h = c.hiddenSize, d = c.headDim, k = c.topK, M = moeLayers(c).length;
+  const ffn = Math.max(k * c.expertFfn, c.denseFfn, c.sharedFfn);
+  const f32 = (label: string, n: number) => pool.storage(label, n * 4);
+  return {
+    cap,
+    tokens: f32("tokens", cap + 1),
+    info: f32("token info", cap * 4),
+    x: f32("x", cap * h),
+    xn: f32("xn", cap * h),
+    qkv: f32("qkv", cap * (c.numHeads + 2 * c.numKvHeads) * d),
+    q: f32("q", cap * c.numHeads * d),
+    att: f32("attention", cap * c.numHeads * d),
+    kCache: Array.from(
+      { length: c.numLayers },
+      (_, l) => f32(`k cache ${l}`, cap * c.numKvHeads * d),
+    ),
+    vCache: Array.from(
+      { length: c.numLayers },
+      (_, l) => f32(`v cache ${l}`, cap * c.numKvHeads * d),
+    ),
+    routerLogits: f32("router logits", cap * c.numExperts),
+    choice: f32("choice", cap * k),
+    choiceWeight: f32("choice weight", cap * k),
+    rowToken: f32("row token", cap * k),
+    rowWeight: f32("row weight", cap * k),
+    slotOf: f32("slot of", cap * k),
+    tiles: f32("tiles", 3 * maxTiles(cap * k, c.numExperts, 4)),
+    hidden: f32("ffn hidden", cap * ffn),
+    expertOut: f32("expert out", cap * k * h),
+    sharedGate: f32("shared gate", cap),
+    logExperts: f32("log experts", cap * M * k),
+    logWeights: f32("log weights", cap * M * k),
+    logProbs: null,
+    logSpec: null,
+    specD: 0,
+    logits: f32("logits row", c.vocabSize),
+  };
+}
+
+/** Largest token count whose activations fit one binding each. */
+function capForLimits(c: ModelConfig, maxBinding: number, wanted: number): number {
+  const M = Math.max(1, moeLayers(c).length);
+  const perToken = Math.max(
+    c.topK * Math.max(c.expertFfn, c.hiddenSize),
+    c.denseFfn,
+    c.sharedFfn,
+    (c.numHeads + 2 * c.numKvHeads) * c.headDim,
+    M * c.numExperts,
+    M * 8 * c.topK,
+  ) * 4;
+  return Math.max(1, Math.min(wanted, Math.floor(maxBinding / perToken), 65535));
+}
+
+// ---------------------------------------------------------------- forward
+
+interface ForwardPlan {
+  /** Tokens in this pass (rows of info). */
+  tokens: number;
+  /** Which logits to compute: none (route), the last row into state.logits, or every row into `allLogits`. */
+  logits: "none" | "last" | "all";
+  allLogits?: GPUBuffer;
+  probs: boolean;
+  lookahead: number;
+  /** Greedy/sampled next token written after the last row's logits. */
+  sample?: { temperature: number; seed: number };
+}
+
+/** Records the whole forward pass, embedding to logits, into `rec`. */
+function recordForward(
+  rec: Recorder,
+  c: ModelConfig,
+  w: Weights,
+  s: RunState,
+  plan: ForwardPlan,
+): void {
+  const T = plan.tokens, h = c.hiddenSize, d = c.headDim, k = c.topK;
+  const qkvWidth = (c.numHeads + 2 * c.numKvHeads) * d;
+  const moe = moeLayers(c);
+  const lastMoe = moe[moe.length - 1] ?? -1;
+  const rowGroups: 1 | 4 = T >= 16 ? 4 : 1;
+
+  for (const chunk of w.embed) {
+    embedding(rec, {
+      table: chunk.buffer,
+      tokens: s.tokens,
+      info: s.info,
+      x: s.x,
+      tokensCount: T,
+      hidden: h,
+      rowBase: chunk.first,
+      rowCount: chunk.count,
+    });
+  }
+  for (let l = 0; l < c.numLayers; l++) {
+    const L = w.layers[l]!;
+    // attention
+    rmsnorm(rec, { x: s.x, weight: L.attnNorm, y: s.xn, rows: T, n: h, eps: c.rmsEps });
+    matmul(rec, {
+      a: s.xn,
+      w: L.wqkv,
+      y: s.qkv,
+      rows: T,
+      n: qkvWidth,
+      k: h,
+      ...(L.bqkv ? { bias: L.bqkv } : {}),
+    }, { bias: L.bqkv !== undefined, rowGroups });
+    qkvPrepare(rec, {
+      qkv: s.qkv,
+      rope: w.rope,
+      info: s.info,
+      q: s.q,
+      kCache: s.kCache[l]!,
+      vCache: s.vCache[l]!,
+      ...(L.qNorm ? { qNorm: L.qNorm, kNorm: L.kNorm! } : {}),
+      tokens: T,
+      numHeads: c.numHeads,
+      numKvHeads: c.numKvHeads,
+      headDim: d,
+      eps: c.rmsEps,
+      clip: c.clipQkv ?? 0,
+    }, c.qkNorm);
+    attention(rec, {
+      q: s.q,
+      kCache: s.kCache[l]!,
+      vCache: s.vCache[l]!,
+      info: s.info,
+      out: s.att,
+      tokens: T,
+      numHeads: c.numHeads,
+      numKvHeads: c.numKvHeads,
+      headDim: d,
+      window: c.window[l] ?? null,
+    });
+    matmul(rec, { a: s.att, w: L.wo, y: s.x, rows: T, n: h, k: c.numHeads * d }, {
+      accumulate: true,
+      rowGroups,
+    });
+    // feed-forward
+    rmsnorm(rec, { x: s.x, weight: L.postNorm, y: s.xn, rows: T, n: h, eps: c.rmsEps });
+    if (L.dense) {
+      const f = c.denseFfn;
+      matmul(rec, { a: s.xn, w: L.dense.w1, w3: L.dense.w3, y: s.hidden, rows: T, n: f, k: h }, {
+        swiglu: true,
+        rowGroups,
+      });
+      matmul(rec, { a: s.hidden, w: L.dense.w2, y: s.x, rows: T, n: h, k: f }, {
+        accumulate: true,
+        rowGroups,
+      });
+      continue;
+    }
+    const m = moe.indexOf(l);
+    const route = {
+      info: s.info,
+      tokens: T,
+      numExperts: c.numExperts,
+      topK: k,
+      numMoe: moe.length,
+      moeIndex: m,
+      normalise: c.normTopK,
+    };
+    matmul(rec, { a: s.xn, w: L.router!, y: s.routerLogits, rows: T, n: c.numExperts, k: h }, {
+      rowGroups,
+    });
+    routerTopK(rec, { logits: s.routerLogits, ...route }, {
+      choice: s.choice,
+      choiceWeight: s.choiceWeight,
+      logExperts: s.logExperts,
+      logWeights: s.logWeights,
+      ...(plan.probs ? { logProbs: s.logProbs! } : {}),
+    });
+    for (let dd = 1; dd <= plan.lookahead; dd++) {
+      const target = w.layers[l + dd];
+      if (target?.router === undefined) continue; // stays 65535 (filled on readback)
+      matmul(
+        rec,
+        { a: s.xn, w: target.router, y: s.routerLogits, rows: T, n: c.numExperts, k: h },
+        { rowGroups },
+      );
+      routerTopK(rec, { logits: s.routerLogits, ...route }, {
+        logSpec: s.logSpec!,
+        lookahead: plan.lookahead,
+        distance: dd,
+      });
+    }
+    if (plan.logits === "none" && l === lastMoe) return; // nothing later changes a router decision
+    const tr = tileRows(rowGroups);
+    const tiles = maxTiles(T * k, c.numExperts, tr);
+    moeGroup(rec, {
+      choice: s.choice,
+      choiceWeight: s.choiceWeight,
+      rowToken: s.rowToken,
+      rowWeight: s.rowWeight,
+      slotOf: s.slotOf,
+      tiles: s.tiles,
+      tokens: T,
+      topK: k,
+      numExperts: c.numExperts,
+      tileRows: tr,
+    });
+    const f = c.expertFfn;
+    for (const e of L.experts!) {
+      const grouped = { tiles: s.tiles, rows: tiles, expertBase: e.first, expertCount: e.count };
+      matmul(rec, {
+        a: s.xn,
+        w: e.w1,
+        w3: e.w3,
+        y: s.hidden,
+        rowToken: s.rowToken,
+        n: f,
+        k: h,
+        ...grouped,
+      }, {
+        grouped: true,
+        gather: true,
+        swiglu: true,
+        rowGroups,
+      });
+      matmul(rec, {
+        a: s.hidden,
+        w: e.w2,
+        y: s.expertOut,
+        scale: s.rowWeight,
+        n: h,
+        k: f,
+        ...grouped,
+      }, {
+        grouped: true,
+        scale: "row",
+        rowGroups,
+      });
+    }
+    if (L.shared) {
+      const fs = c.sharedFfn;
+      matmul(rec, { a: s.xn, w: L.shared.gate, y: s.sharedGate, rows: T, n: 1, k: h }, {
+        rowGroups,
+      });
+      matmul(rec, { a: s.xn, w: L.shared.w1, w3: L.shared.w3, y: s.hidden, rows: T, n: fs, k: h }, {
+        swiglu: true,
+        rowGroups,
+      });
+      matmul(rec, {
+        a: s.hidden,
+        w: L.shared.w2,
+        y: s.x,
+        scale: s.sharedGate,
+        rows: T,
+        n: h,
+        k: fs,
+      }, {
+        scale: "sigmoid",
+        accumulate: true,
+        rowGroups,
+      });
+    }
+    moeCombine(rec, { y: s.expertOut, slotOf: s.slotOf, x: s.x, tokens: T, topK: k, hidden: h });
+  }
+  if (plan.logits === "none") return;
+  const rows = plan.logits === "all" ? T : 1;
+  rmsnorm(rec, {
+    x: s.x,
+    weight: w.norm,
+    y: s.xn,
+    rows,
+    n: h,
+    eps: c.rmsEps,
+    inRowOffset: plan.logits === "all" ? 0 : T - 1,
+  });
+  const out = plan.logits === "all" ? plan.allLogits! : s.logits;
+  for (const chunk of w.lmHead) {
+    matmul(rec, {
+      a: s.xn,
+      w: chunk.buffer,
+      y: out,
+      rows,
+      n: chunk.count,
+      k: h,
+      yStride: c.vocabSize,
+      yCol: chunk.first,
+    }, {
+      rowGroups: rows >= 16 ? 4 : 1,
+    });
+  }
+  if (plan.sample) {
+    sample(rec, {
+      logits: s.logits,
+      info: s.info,
+      tokens: s.tokens,
+      vocab: c.vocabSize,
+      row: T - 1,
+      ...plan.sample,
+    });
+  }
+}
+
+function forwardFlops(c: ModelConfig, lengths: number[], upTo: "route" | "logits"): number {
+  const h = c.hiddenSize, d = c.headDim, k = c.topK;
+  const T = lengths.reduce((a, b) => a + b, 0);
+  const moe = moeLayers(c);
+  const last = upTo === "route" ? (moe[moe.length - 1] ?? -1) : c.numLayers;
+  let flops = 0;
+  for (let l = 0; l < c.numLayers && l <= last; l++) {
+    flops += matmulFlops(T, (c.numHeads + 2 * c.numKvHeads) * d, h) +
+      matmulFlops(T, h, c.numHeads * d);
+    for (const n of lengths) {
+      for (let p = 0; p < n; p++) flops += attentionFlops(p, c.window[l] ?? null, c.numHeads, d);
+    }
+    if (!c.isMoe[l]) {
+      flops += 3 * matmulFlops(T, c.denseFfn, h);
+      continue;
+    }
+    flops += matmulFlops(T, c.numExperts, h);
+    if (l === last) break;
+    flops += 3 * matmulFlops(T * k, c.expertFfn, h);
+    if (c.sharedFfn > 0) flops += 3 * matmulFlops(T, c.sharedFfn, h) + matmulFlops(T, 1, h);
+  }
+  if (upTo === "logits") flops += matmulFlops(T, c.vocabSize, h);
+  return flops;
+}
+
+// ---------------------------------------------------------------- the model
+
+export async function describeCheckpoint(
+  dir: string,
+): Promise<Record<string, string | number | boolean>> {
+  const ck = await openCheckpoint(dir);
+  const c = ck.config;
+  let params = 0;
+  for (const info of ck.tensors.values()) params += info.shape.reduce((a, b) => a * b, 1);
+  return {
+    name: basename(dir),
+    family: c.family,
+    weight_decomposed: c.decomposedRank !== null,
+    layers: c.numLayers,
+    moe_layers: moeLayers(c).join(","),
+    experts: c.numExperts,
+    top_k: c.topK,
+    renormalised_topk: c.normTopK,
+    shared_expert_ffn: c.sharedFfn,
+    hidden_size: c.hiddenSize,
+    heads: c.numHeads,
+    kv_heads: c.numKvHeads,
+    head_dim: c.headDim,
+    expert_ffn: c.expertFfn,
+    vocab_size: c.vocabSize,
+    sliding_window: c.window.some((x) => x !== null)
+      ? String(c.window.map((x) => x ?? "full").join(","))
+      : "none",
+    parameters: params,
+    expert_params: expertParams(c),
+    dtype: ck.dtype,
+    files: ck.files.length,
+    bytes: ck.files.reduce((a, f) => a + f.bytes, 0),
+  };
+}
+
+export async function loadModel(
+  dir: string,
+  options: { maxBatchTokens?: number } = {},
+): Promise<MoeModel> {
+  const ck = await openCheckpoint(dir);
+  const c = ck.config;
+  if (c.topK > 64) {
+    throw new DataError(
+      `Field num_experts_per_tok in ${dir}/config.json is ${c.topK}, expected at most 64.`,
+    );
+  }
+  const ctx = await createGpuContext();
+  const cap = capForLimits(c, ctx.maxBinding, options.maxBatchTokens ?? 4096);
+  const weights = await uploadWeights(ctx, ck, Math.max(cap + 1, c.maxPositions));
+  const state = allocateRunState(ctx, c, cap);
+  const moe = moeLayers(c);
+  const M = moe.length, k = c.topK, E = c.numExperts;
+  const facts: ModelFacts = {
+    name: basename(dir),
+    family: c.family,
+    num_layers: c.numLayers,
+    moe_layers: moe,
+    num_experts: E,
+    top_k: k,
+    num_shared_experts: c.sharedFfn > 0 ? 1 : 0,
+    hidden_size: c.hiddenSize,
+    expert_params: expertParams(c),
+    dtype: ck.dtype,
+  };
+  const device = ctx.device;
+
+  const ensureLogs = (o: RouteOptions) => {
+    if (!Number.isInteger(o.lookahead) || o.lookahead < 0) {
+      throw new DataError(`Lookahead is ${o.lookahead}, expected a non-negative integer.`);
+    }
+    if (o.probs && state.logProbs === null) {
+      state.logProbs = ctx.pool.storage("log probs", cap * M * E * 4);
+    }
+    if (o.lookahead > state.specD) {
+      if (state.logSpec) ctx.pool.release(state.logSpec);
+      state.logSpec = ctx.pool.storage("log spec", cap * M * o.lookahead * k * 4);
+      state.specD = o.lookahead;
+    }
+  };
+  const writeInfo = (rows: number[][]) => {
+    const info = new Uint32Array(rows.length * 4);
+    rows.forEach((r, i) => info.set(r, i * 4));
+    device.queue.writeBuffer(state.info, 0, info);
+  };
+  /** Reads log rows [0, T) and splits them at the given row counts. */
+  const readLogs = async (T: number, o: RouteOptions, counts: number[]): Promise<RouterLog[]> => {
+    const D = o.lookahead;
+    const parts = [
+      { buffer: state.logExperts, bytes: T * M * k * 4 },
+      { buffer: state.logWeights, bytes: T * M * k * 4 },
+    ];
+    if (o.probs) parts.push({ buffer: state.logProbs!, bytes: T * M * E * 4 });
+    if (D > 0) parts.push({ buffer: state.logSpec!, bytes: T * M * D * k * 4 });
+    const data = await readBack(ctx, parts);
+    const experts = new Uint32Array(data[0]!);
+    const weightsAll = new Float32Array(data[1]!);
+    const probs = o.probs ? new Float32Array(data[2]!) : null;
+    const spec = D > 0 ? new Uint32Array(data[o.probs ? 3 : 2]!) : null;
+    const logs: RouterLog[] = [];
+    let row = 0;
+    for (const n of counts) {
+      const log: RouterLog = {
+        experts: Uint16Array.from(experts.subarray(row * M * k, (row + n) * M * k)),
+        weights: weightsAll.slice(row * M * k, (row + n) * M * k),
+      };
+      if (probs) log.probs = probs.slice(row * M * E, (row + n) * M * E);
+      if (spec) {
+        const out = new Uint16Array(n * M * D * k).fill(65535);
+        for (let t = 0; t < n; t++) {
+          for (let m = 0; m < M; m++) {
+            for (let dd = 1; dd <= D; dd++) {
+              if (!c.isMoe[moe[m]! + dd]) continue;
+              const src = (((row + t) * M + m) * D + dd - 1) * k;
+              out.set(spec.subarray(src, src + k), ((t * M + m) * D + dd - 1) * k);
+            }
+          }
+        }
+        log.spec = out;
+      }
+      logs.push(log);
+      row += n;
+    }
+    return logs;
+  };
+  const checkTokens = (seq: Uint32Array) => {
+    for (const id of seq) {
+      if (id >= c.vocabSize) {
+        throw new DataError(
+          `Token id ${id} is outside the vocabulary of ${dir} (${c.vocabSize} ids).`,
+        );
+      }
+    }
+  };
+  const submit = (rec: Recorder) => {
+    const encoder = device.createCommandEncoder();
+    rec.encode(encoder);
+    device.queue.submit([encoder.finish()]);
+  };
+
+  const model: MoeModel = {
+    facts,
+    vocabSize: c.vocabSize,
+    config: c,
+    maxBatchTokens: cap,
+
+    async route(sequences, o) {
+      ensureLogs(o);
+      const out: RouterLog[] = [];
+      let i = 0;
+      while (i < sequences.length) {
+        const batch: Uint32Array[] = [];
+        let total = 0;
+        while (i < sequences.length && total + sequences[i]!.length <= cap) {
+          total += sequences[i]!.length;
+          batch.push(sequences[i++]!);
+        }
+        if (batch.length === 0) {
+          throw new DataError(
+            `A sequence of ${
+              sequences[i]!.length
+            } tokens is longer than the engine's batch of ${cap} tokens; raise maxBatchTokens or cut the document.`,
+          );
+        }
+        const tokens = new Uint32Array(total);
+        const info: number[][] = [];
+        let off = 0;
+        for (const seq of batch) {
+          checkTokens(seq);
+          tokens.set(seq, off);
+          for (let p = 0; p < seq.length; p++) info.push([p, off + p, off + p, off + p]);
+          off += seq.length;
+        }
+        if (total === 0) {
+          for (const _ of batch) {
+            out.push({ experts: new Uint16Array(0), weights: new Float32Array(0) });
+          }
+          continue;
+        }
+        device.queue.writeBuffer(state.tokens, 0, tokens);
+        writeInfo(info);
+        const rec = new Recorder(ctx);
+        recordForward(rec, c, weights, state, {
+          tokens: total,
+          logits: "none",
+          probs: o.probs,
+          lookahead: o.lookahead,
+        });
+        rec.finish();
+        submit(rec);
+        out.push(...await readLogs(total, o, batch.map((b) => b.length)));
+        rec.destroy();
+      }
+      return out;
+    },
+
+    async logits(sequence) {
+      const T = sequence.length;
+      if (T === 0 || T > cap) {
+        throw new DataError(`Sequence has ${T} tokens, expected 1 to ${cap}.`);
+      }
+      checkTokens(sequence);
+      ensureLogs({ probs: false, lookahead: 0 });
+      const out = ctx.pool.storage("all logits", T * c.vocabSize * 4);
+      device.queue.writeBuffer(state.tokens, 0, new Uint32Array(sequence));
+      writeInfo(Array.from({ length: T }, (_, p) => [p, p, p, p]));
+      const rec = new Recorder(ctx);
+      recordForward(rec, c, weights, state, {
+        tokens: T,
+        logits: "all",
+        allLogits: out,
+        probs: false,
+        lookahead: 0,
+      });
+      rec.finish();
+      submit(rec);
+      const [data] = await readBack(ctx, [{ buffer: out, bytes: T * c.vocabSize * 4 }]);
+      rec.destroy();
+      ctx.pool.release(out);
+      return new Float32Array(data!);
+    },
+
+    async generate(prompt, o) {
+      const P = prompt.length;
+      if (P === 0) throw new DataError("The prompt is empty, expected at least one token.");
+      if (!Number.isInteger(o.maxNewTokens) || o.maxNewTokens < 0 || P + o.maxNewTokens > cap) {
+        throw new DataError(
+          `Prompt of ${P} tokens plus ${o.maxNewTokens} new tokens exceeds the engine's ${cap}-token context; lower max-new-tokens.`,
+        );
+      }
+      checkTokens(prompt);
+      ensureLogs(o);
+      const sampling = { temperature: Math.max(0, o.temperature), seed: o.seed };
+      device.queue.writeBuffer(state.tokens, 0, new Uint32Array(prompt));
+      writeInfo(Array.from({ length: P }, (_, p) => [p, p, p, p]));
+      const prefill = new Recorder(ctx);
+      const logitsPlan = o.maxNewTokens > 0 ? "last" as const : "none" as const;
+      recordForward(prefill, c, weights, state, {
+        tokens: P,
+        logits: logitsPlan,
+        probs: o.probs,
+        lookahead: o.lookahead,
+        ...(o.maxNewTokens > 0 ? { sample: sampling } : {}),
+      });
+      prefill.finish();
+      submit(prefill);
+      const decode = new Recorder(ctx);
+      recordForward(decode, c, weights, state, {
+        tokens: 1,
+        logits: "last",
+        probs: o.probs,
+        lookahead: o.lookahead,
+        sample: sampling,
+      });
+      decode.finish();
+      const stops = new Set(o.stopIds ?? []);
+      const checkEvery = stops.size > 0 ? 32 : Infinity;
+      let produced = 0; // generated tokens whose forward has run
+      let end = P + o.maxNewTokens;
+      while (produced < o.maxNewTokens) {
+        const pos = P + produced;
+        device.queue.writeBuffer(state.info, 0, new Uint32Array([pos, pos, pos, pos]));
+        submit(decode);
+        produced++;
+        if (produced % checkEvery === 0 && produced < o.maxNewTokens) {
+          const [ids] = await readBack(ctx, [{
+            buffer: state.tokens,
+            offset: P * 4,
+            bytes: produced * 4,
+          }]);
+          const hit = new Uint32Array(ids!).findIndex((id) => stops.has(id));
+          if (hit >= 0) {
+            end = P + hit + 1;
+            break;
+          }
+        }
+      }
+      const [ids] = await readBack(ctx, [{ buffer: state.tokens, bytes: (P + produced) * 4 }]);
+      const tokens = new Uint32Array(ids!);
+      const hit = tokens.subarray(P).findIndex((id) => stops.has(id));
+      if (hit >= 0) end = Math.min(end, P + hit + 1);
+      const [log] = await readLogs(end, o, [end]);
+      prefill.destroy();
+      decode.destroy();
+      return { tokens: tokens.slice(0, end), promptLength: P, log: log! };
+    },
+
+    flops: (lengths, upTo) => forwardFlops(c, lengths, upTo),
+
+    destroy() {
+      ctx.pool.releaseAll();
+      device.destroy();
+    },
+  };
+  return model;
+}
