@@ -14,6 +14,9 @@ export interface Figure {
   spec: VegaLiteSpec;
 }
 
+/** Integer ticks for a quantitative layer axis. */
+const LAYER_AXIS = { tickMinStep: 1, format: "d" };
+
 /** NaN → null so Vega sees missing values, not strings. */
 function clean(rows: readonly CsvRow[]): CsvRow[] {
   return rows.map((r) => {
@@ -103,7 +106,7 @@ export function buildFigures(result: AnalysisResult): Figure[] {
           {
             mark: { type: "line", point: true },
             encoding: {
-              x: { field: "layer", type: "quantitative", title: "MoE layer" },
+              x: { field: "layer", type: "quantitative", title: "MoE layer", axis: LAYER_AXIS },
               y: {
                 field: "value",
                 type: "quantitative",
@@ -195,7 +198,7 @@ export function buildFigures(result: AnalysisResult): Figure[] {
         {
           mark: { type: "errorband", opacity: 0.2 },
           encoding: {
-            x: { field: "layer", type: "quantitative", title: "MoE layer" },
+            x: { field: "layer", type: "quantitative", title: "MoE layer", axis: LAYER_AXIS },
             y: { field: "ci_low", type: "quantitative", title: "ExRep" },
             y2: { field: "ci_high" },
             color: { field: "domain", type: "nominal" },
@@ -238,7 +241,7 @@ export function buildFigures(result: AnalysisResult): Figure[] {
           {
             mark: { type: "line" },
             encoding: {
-              x: { field: "layer", type: "quantitative", title: "MoE layer" },
+              x: { field: "layer", type: "quantitative", title: "MoE layer", axis: LAYER_AXIS },
               y: { field: "jsd", type: "quantitative", title: "JSD (bits)" },
               color: { field: "domain", type: "nominal", title: "pair" },
             },
@@ -285,7 +288,7 @@ export function buildFigures(result: AnalysisResult): Figure[] {
           {
             mark: { type: "line", point: true },
             encoding: {
-              x: { field: "layer", type: "quantitative", title: "MoE layer (to the next)" },
+              x: { field: "layer", type: "quantitative", title: "MoE layer (to the next)", axis: LAYER_AXIS },
               y: { field: "mutual_information", type: "quantitative", title: "MI (bits)" },
               color: { field: "domain", type: "nominal" },
             },
