@@ -1,0 +1,100 @@
+/**
+ * A whole trace's routing held in memory as compact arrays, the input of the
+ * replay: decoded once, then replayed by every policy × capacity × prefetcher
+ * combination (1,000,000 tokens × 32 layers × top-2 is 128 MB of u16).
+ */
+import { DataError } from "../common/errors.ts";
+import { type Manifest, TraceReader } from "../engine/trace.ts";
+
+export interface AccessTrace {
+  /** T tokens, in trace order (documents one after another). */
+  tokens: number;
+  /** M MoE layers. */
+  layers: number;
+  /** E routed experts per layer. */
+  experts: number;
+  /** k experts chosen per token and layer. */
+  topK: number;
+  /** [T, M, k] chosen experts, first choice first. */
+  chosen: Uint16Array;
+  /** D, speculative lookahead of `spec` (0 when absent). */
+  lookahead: number;
+  /** [T, M, D, k] speculative picks, or null. */
+  spec: Uint16Array | null;
+  /** [T] document id of each token. */
+  doc: Uint32Array;
+}
+
+/** Reads every shard of the trace in `dir` into one AccessTrace. */
+export async function loadAccessTrace(
+  dir: string,
+  options: { spec?: boolean } = {},
+): Promise<{ trace: AccessTrace; manifest: Manifest }> {
+  const reader = await TraceReader.open(dir);
+  const { layers, topK, experts, lookahead } = reader.shape;
+  const rows = reader.rows;
+  const width = layers * topK;
+  if (rows * width > 2 ** 31 - 1) {
+    throw new DataError(
+      `${dir} holds ${rows} tokens × ${width} accesses, more than the simulator's limit of 2^31 accesses.`,
+    );
+  }
+  const wantSpec = (options.spec ?? true) && lookahead > 0;
+  const chosen = new Uint16Array(rows * width);
+  const spec = wantSpec ? new Uint16Array(rows * width * lookahead) : null;
+  const doc = new Uint32Array(rows);
+  let row = 0;
+  for await (const batch of reader.batches()) {
+    chosen.set(batch.experts, row * width);
+    if (spec && batch.spec) spec.set(batch.spec, row * width * lookahead);
+    doc.set(batch.doc, row);
+    row += batch.rows;
+  }
+  for (let i = 0; i < chosen.length; i++) {
+    if (chosen[i]! >= experts) {
+      const t = Math.floor(i / width);
+      throw new DataError(
+        `${dir} token ${t} layer ${
+          Math.floor((i % width) / topK)
+        } chose expert ${chosen[i]}, but the model has ${experts} experts.`,
+      );
+    }
+  }
+  return {
+    trace: { tokens: rows, layers, experts, topK, chosen, lookahead, spec, doc },
+    manifest: reader.manifest,
+  };
+}
+
+/** An AccessTrace from plain arrays (tests): `chosen[t][l]` lists layer l's experts for token t. */
+export function accessTraceOf(
+  chosen: number[][][],
+  shape: { experts: number; spec?: number[][][][] },
+): AccessTrace {
+  const tokens = chosen.length;
+  const layers = chosen[0]!.length;
+  const topK = chosen[0]![0]!.length;
+  const lookahead = shape.spec ? shape.spec[0]![0]!.length : 0;
+  const flat = new Uint16Array(chosen.flat(2));
+  if (flat.length !== tokens * layers * topK) throw new RangeError("ragged test trace");
+  return {
+    tokens,
+    layers,
+    experts: shape.experts,
+    topK,
+    chosen: flat,
+    lookahead,
+    spec: shape.spec ? new Uint16Array(shape.spec.flat(3)) : null,
+    doc: new Uint32Array(tokens),
+  };
+}
+
+/** Keys (layer × E + expert) accessed per layer and expert over the whole trace. */
+export function accessCounts(trace: AccessTrace): Float64Array {
+  const { layers: M, experts: E, topK: k, chosen } = trace;
+  const counts = new Float64Array(M * E);
+  for (let i = 0; i < chosen.length; i++) {
+    counts[(((i / k) | 0) % M) * E + chosen[i]!]!++;
+  }
+  return counts;
+}

@@ -1,0 +1,76 @@
+/**
+ * LFRU, frequency and recency mixed as in LRFU (Lee et al., IEEE Trans.
+ * Computers 2001): each key carries a combined recency-frequency value
+ * CRF = Σ over its demand accesses since it entered the cache of 2^(−age/H),
+ * where age is counted in tokens and H is the half-life (default 8 tokens).
+ * The victim has the smallest CRF now; ties go to the least recently used.
+ * H → 0 gives LRU, H → ∞ gives in-cache LFU. A prefetched key enters with
+ * CRF 0. Eviction scans the partition (O(capacity) per miss).
+ */
+import {
+  type CachePolicy,
+  checkPolicyOptions,
+  MemberLists,
+  NONE,
+  type PolicyOptions,
+  REFUSED,
+} from "../policy.ts";
+
+export const DEFAULT_HALF_LIFE_TOKENS = 8;
+
+export class LfruPolicy implements CachePolicy {
+  readonly name: string = "lfru";
+  readonly capacity: number;
+  #members: MemberLists;
+  #crf: Float64Array;
+  #last: Float64Array;
+  /** Half-life in access positions. */
+  #halfLife: number;
+
+  constructor(options: PolicyOptions) {
+    checkPolicyOptions("lfru", options);
+    this.capacity = options.capacity;
+    this.#members = new MemberLists(options.keys, options.partitionKeys, options.capacity);
+    this.#crf = new Float64Array(options.keys);
+    this.#last = new Float64Array(options.keys);
+    this.#halfLife = (options.halfLifeTokens ?? DEFAULT_HALF_LIFE_TOKENS) *
+      options.accessesPerToken;
+  }
+
+  has(key: number): boolean {
+    return this.#members.where[key]! >= 0;
+  }
+
+  hit(key: number, now: number): void {
+    this.#crf[key] = 1 + this.#crf[key]! * 2 ** ((this.#last[key]! - now) / this.#halfLife);
+    this.#last[key] = now;
+  }
+
+  admit(key: number, now: number, demand: boolean, guard: Uint8Array): number {
+    const m = this.#members;
+    const p = m.partitionOf(key);
+    let victim = NONE;
+    if (m.count[p]! >= this.capacity) {
+      const base = p * this.capacity;
+      let best = Infinity;
+      let bestLast = Infinity;
+      for (let i = 0; i < this.capacity; i++) {
+        const candidate = m.list[base + i]!;
+        if (guard[candidate] !== 0) continue;
+        const t = this.#last[candidate]!;
+        const value = this.#crf[candidate]! * 2 ** ((t - now) / this.#halfLife);
+        if (value < best || (value === best && t < bestLast)) {
+          best = value;
+          bestLast = t;
+          victim = candidate;
+        }
+      }
+      if (victim < 0) return REFUSED;
+      m.remove(victim);
+    }
+    m.add(key);
+    this.#crf[key] = demand ? 1 : 0;
+    this.#last[key] = now;
+    return victim;
+  }
+}

@@ -1,0 +1,64 @@
+/**
+ * Random: evict a uniformly random unguarded cached key (seeded `Rng`, so a
+ * run is reproducible). O(1) expected per miss.
+ */
+import { Rng } from "../../common/random.ts";
+import {
+  type CachePolicy,
+  checkPolicyOptions,
+  MemberLists,
+  NONE,
+  type PolicyOptions,
+  REFUSED,
+} from "../policy.ts";
+
+export class RandomPolicy implements CachePolicy {
+  readonly name: string = "random";
+  readonly capacity: number;
+  #members: MemberLists;
+  #rng: Rng;
+
+  constructor(options: PolicyOptions) {
+    checkPolicyOptions("random", options);
+    this.capacity = options.capacity;
+    this.#members = new MemberLists(options.keys, options.partitionKeys, options.capacity);
+    this.#rng = new Rng(options.seed ?? 0);
+  }
+
+  has(key: number): boolean {
+    return this.#members.where[key]! >= 0;
+  }
+
+  hit(_key: number, _now: number): void {}
+
+  admit(key: number, _now: number, _demand: boolean, guard: Uint8Array): number {
+    const m = this.#members;
+    const p = m.partitionOf(key);
+    let victim = NONE;
+    if (m.count[p]! >= this.capacity) {
+      const base = p * this.capacity;
+      // Rejection sampling: few keys are guarded, so a handful of draws suffice.
+      for (let tries = 0; tries < 32 && victim < 0; tries++) {
+        const candidate = m.list[base + this.#rng.int(this.capacity)]!;
+        if (guard[candidate] === 0) victim = candidate;
+      }
+      if (victim < 0) {
+        // Nearly everything is guarded: draw among the unguarded exactly.
+        let free = 0;
+        for (let i = 0; i < this.capacity; i++) if (guard[m.list[base + i]!] === 0) free++;
+        if (free === 0) return REFUSED;
+        let pick = this.#rng.int(free);
+        for (let i = 0; i < this.capacity; i++) {
+          const candidate = m.list[base + i]!;
+          if (guard[candidate] === 0 && pick-- === 0) {
+            victim = candidate;
+            break;
+          }
+        }
+      }
+      m.remove(victim);
+    }
+    m.add(key);
+    return victim;
+  }
+}

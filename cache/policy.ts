@@ -1,0 +1,210 @@
+/**
+ * The cache-policy interface (libCacheSim-style: one policy per file in
+ * `policies/`, the access loop written once in `expert_cache.ts`).
+ *
+ * A policy manages integer keys `0..keys-1`; moetrace uses
+ * `key = layer × E + expert`. Keys are grouped into partitions of
+ * `partitionKeys` consecutive keys: `E` for a per-layer budget (one partition
+ * per layer), `layers × E` for a global budget (one partition). Each partition
+ * holds at most `capacity` keys.
+ *
+ * A policy never allocates per access; all state lives in typed arrays sized
+ * at construction. `now` is the access position (the index of the access in
+ * the stream: (token × layers + layer) × k + rank for a trace); policies that
+ * need time (recency, decay, next use) read it, the others ignore it.
+ */
+
+/** Returned by `admit` when nothing had to be evicted. */
+export const NONE = -1;
+/** Returned by `admit` when the partition is full of guarded keys: the key was not inserted. */
+export const REFUSED = -2;
+
+export interface CachePolicy {
+  /** The policy's name as given to `--policy`. */
+  readonly name: string;
+  /** Keys one partition holds at most. */
+  readonly capacity: number;
+  /** True when `key` is cached. Changes nothing. */
+  has(key: number): boolean;
+  /** A demand access to a cached `key` at position `now`. */
+  hit(key: number, now: number): void;
+  /**
+   * Inserts `key` (not cached), first evicting one key of its partition when
+   * the partition is full. Keys with `guard[key] !== 0` are never evicted (the
+   * experts the current layer needs, and prefetches being issued together).
+   * `demand` is false for a prefetch. Returns the evicted key, `NONE` when no
+   * eviction was needed, or `REFUSED` when every candidate victim is guarded;
+   * then `key` was not inserted.
+   */
+  admit(key: number, now: number, demand: boolean, guard: Uint8Array): number;
+}
+
+/** Next-use oracle for offline policies (Belady): built from the whole access stream. */
+export interface FutureUses {
+  /** For every access position i, the position of the next access to the same key, or NEVER. */
+  next: Int32Array;
+  /** For every key, the position of its first access, or NEVER. */
+  first: Int32Array;
+}
+
+/** A position after every access. */
+export const NEVER = 0x7fffffff;
+
+export interface PolicyOptions {
+  /** Number of keys: layers × experts. */
+  keys: number;
+  /** Keys per partition: E for a per-layer budget, layers × E for a global one. */
+  partitionKeys: number;
+  /** Keys each partition may hold (≥ 1; the cache requires ≥ k). */
+  capacity: number;
+  /** E, experts per layer (swap keeps a per-layer selection whatever the budget). */
+  experts: number;
+  /** k, experts chosen per token and layer. */
+  topK: number;
+  /** Accesses per token, layers × k (lfru's half-life is in tokens). */
+  accessesPerToken: number;
+  /** random: seed (default 0). */
+  seed?: number;
+  /** belady: the whole access stream's next uses (offline only). */
+  future?: FutureUses;
+  /** pinned: accesses per key in a profile (the trace itself when simulating). */
+  counts?: ArrayLike<number>;
+  /** lfru: half-life of an access's weight, in tokens (default 8). */
+  halfLifeTokens?: number;
+}
+
+/**
+ * The keys of each partition as a dense list, so policies that scan their
+ * contents (lfu, lfru, belady, random) touch only cached keys.
+ */
+export class MemberLists {
+  /** [partitions × capacity] the cached keys of each partition, first `count[p]` valid. */
+  readonly list: Int32Array;
+  /** [partitions] */
+  readonly count: Int32Array;
+  /** [keys] index of the key in its partition's list, -1 when not cached. */
+  readonly where: Int32Array;
+  readonly capacity: number;
+  readonly partitionKeys: number;
+
+  constructor(keys: number, partitionKeys: number, capacity: number) {
+    const partitions = Math.ceil(keys / partitionKeys);
+    this.list = new Int32Array(partitions * capacity);
+    this.count = new Int32Array(partitions);
+    this.where = new Int32Array(keys).fill(-1);
+    this.capacity = capacity;
+    this.partitionKeys = partitionKeys;
+  }
+
+  has(key: number): boolean {
+    return this.where[key]! >= 0;
+  }
+
+  partitionOf(key: number): number {
+    return (key / this.partitionKeys) | 0;
+  }
+
+  isFull(partition: number): boolean {
+    return this.count[partition]! >= this.capacity;
+  }
+
+  add(key: number): void {
+    const p = (key / this.partitionKeys) | 0;
+    const n = this.count[p]!;
+    this.list[p * this.capacity + n] = key;
+    this.where[key] = n;
+    this.count[p] = n + 1;
+  }
+
+  remove(key: number): void {
+    const p = (key / this.partitionKeys) | 0;
+    const base = p * this.capacity;
+    const i = this.where[key]!;
+    const last = this.count[p]! - 1;
+    const moved = this.list[base + last]!;
+    this.list[base + i] = moved;
+    this.where[moved] = i;
+    this.where[key] = -1;
+    this.count[p] = last;
+  }
+}
+
+/**
+ * A doubly linked list per partition over Int32Arrays (intrusive: node = key;
+ * one sentinel per partition at index keys + partition). Head = most recent.
+ */
+export class KeyLists {
+  readonly prev: Int32Array;
+  readonly next: Int32Array;
+  readonly keys: number;
+  readonly partitionKeys: number;
+
+  constructor(keys: number, partitionKeys: number) {
+    const partitions = Math.ceil(keys / partitionKeys);
+    this.keys = keys;
+    this.partitionKeys = partitionKeys;
+    this.prev = new Int32Array(keys + partitions).fill(-1);
+    this.next = new Int32Array(keys + partitions).fill(-1);
+    for (let p = 0; p < partitions; p++) {
+      this.prev[keys + p] = keys + p;
+      this.next[keys + p] = keys + p;
+    }
+  }
+
+  sentinel(key: number): number {
+    return this.keys + ((key / this.partitionKeys) | 0);
+  }
+
+  pushFront(key: number): void {
+    const s = this.keys + ((key / this.partitionKeys) | 0);
+    const first = this.next[s]!;
+    this.prev[key] = s;
+    this.next[key] = first;
+    this.prev[first] = key;
+    this.next[s] = key;
+  }
+
+  unlink(key: number): void {
+    const p = this.prev[key]!;
+    const n = this.next[key]!;
+    this.next[p] = n;
+    this.prev[n] = p;
+    this.prev[key] = -1;
+    this.next[key] = -1;
+  }
+
+  moveToFront(key: number): void {
+    const s = this.keys + ((key / this.partitionKeys) | 0);
+    if (this.next[s] === key) return;
+    const p = this.prev[key]!;
+    const n = this.next[key]!;
+    this.next[p] = n;
+    this.prev[n] = p;
+    const first = this.next[s]!;
+    this.prev[key] = s;
+    this.next[key] = first;
+    this.prev[first] = key;
+    this.next[s] = key;
+  }
+
+  /** The least recent unguarded key of the partition of `key`, or -1. */
+  lastUnguarded(key: number, guard: Uint8Array): number {
+    const s = this.keys + ((key / this.partitionKeys) | 0);
+    let node = this.prev[s]!;
+    while (node !== s) {
+      if (guard[node] === 0) return node;
+      node = this.prev[node]!;
+    }
+    return -1;
+  }
+}
+
+/** Throws when options cannot make a working cache. */
+export function checkPolicyOptions(name: string, o: PolicyOptions): void {
+  if (!Number.isInteger(o.capacity) || o.capacity < 1) {
+    throw new RangeError(`${name}: capacity must be a positive integer, got ${o.capacity}.`);
+  }
+  if (o.keys % o.partitionKeys !== 0) {
+    throw new RangeError(`${name}: ${o.keys} keys do not split into partitions of ${o.partitionKeys}.`);
+  }
+}

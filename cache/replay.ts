@@ -1,0 +1,89 @@
+/**
+ * The replay: one policy, one prefetcher and any number of timing models over
+ * a whole AccessTrace, through the shared access loop (`ExpertCache`).
+ *
+ * Order of one step (token t, layer l): the router's k experts are accessed
+ * (hits, misses, evictions); the prefetcher observes them and predicts the
+ * steps d = 1 .. depth ahead (layer l + d of the same token, or for the oracle
+ * the first layers of the next token), which are prefetched; every timing
+ * model then advances through the step.
+ */
+import type { AccessTrace } from "./access_trace.ts";
+import { type Budget, type CacheStats, ExpertCache } from "./expert_cache.ts";
+import type { CachePolicy } from "./policy.ts";
+import type { Prefetcher } from "./prefetch/prefetcher.ts";
+import { type StepCosts, TimingModel } from "./timing.ts";
+
+/** Prediction quality per target layer and lookahead, counted against the trace. */
+export interface PrefetchAccuracy {
+  depth: number;
+  /** [M × depth], index target × depth + (d − 1): steps where a prediction for the target was asked. */
+  opportunities: Float64Array;
+  /** Experts predicted. */
+  predicted: Float64Array;
+  /** Predicted experts the target layer then chose. */
+  correct: Float64Array;
+}
+
+export interface ReplayOptions {
+  policy: CachePolicy;
+  budget: Budget;
+  prefetcher: Prefetcher | null;
+  /** One timing model runs per entry. */
+  costs: readonly StepCosts[];
+}
+
+export interface ReplayResult {
+  stats: CacheStats;
+  timings: TimingModel[];
+  accuracy: PrefetchAccuracy | null;
+  tokens: number;
+}
+
+export function replay(trace: AccessTrace, options: ReplayOptions): ReplayResult {
+  const { layers: M, experts: E, topK: k, chosen, tokens: T } = trace;
+  const cache = new ExpertCache(options.policy, { layers: M, experts: E, budget: options.budget });
+  const timings = options.costs.map((c) => new TimingModel(c, { layers: M, experts: E }));
+  const pf = options.prefetcher;
+  const depth = pf ? pf.depth : 0;
+  const accuracy: PrefetchAccuracy | null = pf
+    ? {
+      depth,
+      opportunities: new Float64Array(M * depth),
+      predicted: new Float64Array(M * depth),
+      correct: new Float64Array(M * depth),
+    }
+    : null;
+  const out = new Uint16Array(Math.max(k, 1));
+  const nTimings = timings.length;
+  for (let t = 0; t < T; t++) {
+    for (let l = 0; l < M; l++) {
+      const offset = (t * M + l) * k;
+      cache.access(l, chosen, offset, k);
+      if (pf !== null) {
+        pf.observe(t, l);
+        for (let d = 1; d <= depth; d++) {
+          // The target step may be a layer of the next token (oracle only).
+          const target = t * M + l + d;
+          if (target >= T * M) break;
+          const targetLayer = target % M;
+          const n = pf.predict(t, l, d, out);
+          const slot = targetLayer * depth + d - 1;
+          accuracy!.opportunities[slot]!++;
+          if (n === 0) continue;
+          accuracy!.predicted[slot]! += n;
+          const truth = target * k;
+          let hits = 0;
+          for (let i = 0; i < n; i++) {
+            for (let j = 0; j < k; j++) if (chosen[truth + j] === out[i]) hits++;
+          }
+          accuracy!.correct[slot]! += hits;
+          cache.prefetch(targetLayer, out, 0, n);
+        }
+      }
+      for (let i = 0; i < nTimings; i++) timings[i]!.step(l, cache, chosen, offset, k);
+    }
+    for (let i = 0; i < nTimings; i++) timings[i]!.endToken();
+  }
+  return { stats: cache.stats, timings, accuracy, tokens: T };
+}

@@ -1,0 +1,107 @@
+/**
+ * LRU miss-ratio curves for every capacity from one pass (Mattson et al.
+ * 1970): LRU is a stack policy, so an access hits in a cache of capacity c iff
+ * its stack distance (1 + the number of distinct keys of its partition used
+ * since its previous use) is at most c.
+ *
+ * With the expert cache's rule that a layer's k experts never evict each
+ * other, the k accesses of one router decision all take their distance from
+ * the stack as it was before the decision, and then move to the top in order
+ * (first choice first, so the last one ends on top). `expert_cache.ts` with
+ * LRU gives the same cache contents at every capacity ≥ k; the tests check
+ * the equality.
+ *
+ * Distances are counted with a Fenwick tree over each partition's own clock;
+ * when a clock runs out of room the live marks are renumbered in order.
+ */
+import type { AccessTrace } from "./access_trace.ts";
+import type { Budget } from "./expert_cache.ts";
+
+export interface StackDistances {
+  /** Keys per partition: the largest finite distance. */
+  maxDistance: number;
+  /** [M × (maxDistance + 1)]: count of accesses of layer l at distance d (index 0 unused). */
+  histogram: Float64Array;
+  /** [M] first accesses (infinite distance: a miss at every capacity). */
+  cold: Float64Array;
+  /** [M] accesses per layer. */
+  accesses: Float64Array;
+}
+
+export function lruStackDistances(trace: AccessTrace, budget: Budget): StackDistances {
+  const { layers: M, experts: E, topK: k, chosen, tokens: T } = trace;
+  const keys = M * E;
+  const P = budget === "global" ? keys : E;
+  const partitions = keys / P;
+  const W = Math.max(4 * P, 64, 4 * k);
+  const tree = new Int32Array(partitions * (W + 1));
+  const clock = new Int32Array(partitions);
+  const marked = new Int32Array(partitions);
+  const last = new Int32Array(keys).fill(-1);
+  const width = P + 1;
+  const histogram = new Float64Array(M * width);
+  const cold = new Float64Array(M);
+  const accesses = new Float64Array(M);
+  const depths = new Int32Array(k);
+
+  const add = (p: number, i: number, v: number) => {
+    const base = p * (W + 1);
+    for (let x = i + 1; x <= W; x += x & -x) tree[base + x]! += v;
+  };
+  // Marks at times ≤ i.
+  const prefix = (p: number, i: number) => {
+    const base = p * (W + 1);
+    let s = 0;
+    for (let x = i + 1; x > 0; x -= x & -x) s += tree[base + x]!;
+    return s;
+  };
+  const compact = (p: number) => {
+    const live: number[] = [];
+    for (let key = p * P; key < (p + 1) * P; key++) if (last[key]! >= 0) live.push(key);
+    live.sort((a, b) => last[a]! - last[b]!);
+    tree.fill(0, p * (W + 1), (p + 1) * (W + 1));
+    live.forEach((key, i) => {
+      last[key] = i;
+      add(p, i, 1);
+    });
+    clock[p] = live.length;
+  };
+
+  for (let t = 0; t < T; t++) {
+    for (let l = 0; l < M; l++) {
+      const offset = (t * M + l) * k;
+      const base = l * E;
+      const p = ((base) / P) | 0;
+      if (clock[p]! + k > W) compact(p);
+      for (let j = 0; j < k; j++) {
+        const key = base + chosen[offset + j]!;
+        const previous = last[key]!;
+        depths[j] = previous < 0 ? 0 : 1 + marked[p]! - prefix(p, previous);
+      }
+      for (let j = 0; j < k; j++) {
+        const key = base + chosen[offset + j]!;
+        const previous = last[key]!;
+        if (previous >= 0) add(p, previous, -1);
+        else marked[p]!++;
+        const now = clock[p]!++;
+        add(p, now, 1);
+        last[key] = now;
+        const d = depths[j]!;
+        if (d === 0) cold[l]!++;
+        else histogram[l * width + d]!++;
+      }
+      accesses[l]! += k;
+    }
+  }
+  return { maxDistance: P, histogram, cold, accesses };
+}
+
+/** Hits of layer l's accesses in an LRU cache of capacity c (per partition). */
+export function lruHits(sd: StackDistances, layer: number, capacity: number): number {
+  const width = sd.maxDistance + 1;
+  let hits = 0;
+  for (let d = 1; d <= Math.min(capacity, sd.maxDistance); d++) {
+    hits += sd.histogram[layer * width + d]!;
+  }
+  return hits;
+}

@@ -1,0 +1,352 @@
+/**
+ * The timing model: turns the cache's loads into time per token.
+ *
+ * One token runs the MoE layers in order. At layer l:
+ *
+ * 1. attention (and the router) take `attentionMs`; the router decides at the
+ *    end of it, at time `now`;
+ * 2. demand loads for the misses are put on the single transfer queue at
+ *    `now`, then the prefetches issued at this step (speculative picks are
+ *    known at layer l's MoE input, markov and oracle predictions once layer l
+ *    has chosen: the same instant). The queue is FIFO and serves one transfer
+ *    at a time; each takes `transferMs = latency + bytes / bandwidth` and
+ *    starts at max(issue time, end of the previous transfer);
+ * 3. the layer waits until every chosen expert is resident: stall =
+ *    max(0, latest ready time − now). A prefetched expert still in flight is
+ *    "used late" and costs part of a stall;
+ * 4. the k chosen experts compute, `expertMs` each.
+ *
+ * After the last layer `otherMs` (embeddings, norms, LM head, sampling) ends
+ * the token. Without prefetch the queue is always empty when the router
+ * decides, so the stall is exactly misses × transferMs.
+ *
+ * Expert sizes come from the manifest's `expert_params` and `--dtype`
+ * (`DTYPES`); link and compute numbers from `--hardware` (`HARDWARE_PRESETS`
+ * or a JSON file in the `Hardware` format, which `bench engine --calibrate`
+ * writes too).
+ */
+import { DataError, messageOf, UsageError } from "../common/errors.ts";
+import type { ModelFacts } from "../engine/trace.ts";
+import type { ExpertCache } from "./expert_cache.ts";
+
+// ---------------------------------------------------------------------------
+// Dtypes
+
+export interface DtypeInfo {
+  name: string;
+  /** Bits per weight including quantisation scales and zero points. */
+  bitsPerWeight: number;
+  description: string;
+}
+
+/**
+ * Storage formats for expert weights. Grouped formats store one fp16 scale (and
+ * for q3/q2 one fp16 zero point) per group; the overhead is included in
+ * bitsPerWeight. int8/int4 follow GPTQ/AWQ-style groups of 128 with an fp16
+ * scale; q3/q2 follow HQQ as used by Eliseev & Mazur (groups of 64, fp16 scale
+ * and zero point).
+ */
+export const DTYPES: Record<string, DtypeInfo> = {
+  fp32: { name: "fp32", bitsPerWeight: 32, description: "IEEE 754 single precision" },
+  fp16: { name: "fp16", bitsPerWeight: 16, description: "IEEE 754 half precision" },
+  bf16: { name: "bf16", bitsPerWeight: 16, description: "bfloat16" },
+  int8: {
+    name: "int8",
+    bitsPerWeight: 8 + 16 / 128,
+    description: "8-bit integers, one fp16 scale per group of 128 weights (8.125 bits/weight)",
+  },
+  int4: {
+    name: "int4",
+    bitsPerWeight: 4 + 16 / 128,
+    description: "4-bit integers, one fp16 scale per group of 128 weights (4.125 bits/weight)",
+  },
+  q3: {
+    name: "q3",
+    bitsPerWeight: 3 + 32 / 64,
+    description: "3-bit grouped quantisation, fp16 scale and zero per group of 64 (3.5 bits/weight)",
+  },
+  q2: {
+    name: "q2",
+    bitsPerWeight: 2 + 32 / 64,
+    description: "2-bit grouped quantisation, fp16 scale and zero per group of 64 (2.5 bits/weight)",
+  },
+};
+
+export function dtypeInfo(name: string): DtypeInfo {
+  const info = DTYPES[name];
+  if (!info) {
+    throw new UsageError(
+      `--dtype takes ${Object.keys(DTYPES).join(", ")}, got "${name}".`,
+    );
+  }
+  return info;
+}
+
+/** Bytes of one expert stored as `dtype`. */
+export function expertBytes(expertParams: number, dtype: DtypeInfo): number {
+  return Math.ceil(expertParams * dtype.bitsPerWeight / 8);
+}
+
+// ---------------------------------------------------------------------------
+// Hardware
+
+/**
+ * A machine, as a preset or a JSON file (`--hardware FILE`). Bandwidths are in
+ * GB/s of 10^9 bytes. The compute fields are optional: when `expert_ms` or
+ * `attention_ms_per_layer` is missing it is derived from the roofline of the
+ * device (`device_memory_gb_s`, `device_tflops`), see `stepCosts`.
+ */
+export interface Hardware {
+  name: string;
+  /** Host (or storage) → device bandwidth for expert uploads, GB/s. */
+  bandwidth_gb_s: number;
+  /** Fixed cost of one upload (launch, synchronisation, I/O request), µs. */
+  latency_us: number;
+  /** Attention + router time of one layer for one token, ms. */
+  attention_ms_per_layer?: number;
+  /** Compute time of one active expert for one token, ms. */
+  expert_ms?: number;
+  /** Time per token outside the MoE layers (embedding, LM head, sampling), ms; default 0. */
+  other_ms_per_token?: number;
+  /** Device memory bandwidth for the default compute model, GB/s. */
+  device_memory_gb_s?: number;
+  /** Device dense half-precision throughput for the default compute model, TFLOP/s. */
+  device_tflops?: number;
+  /** Where the numbers come from. */
+  source?: string;
+}
+
+const DESKTOP_GPU = {
+  device_memory_gb_s: 1008,
+  device_tflops: 165,
+};
+const DESKTOP_SOURCE =
+  "link: PCI-SIG x16 rate per direction; effective rate assumed 80% of it (typical pinned cudaMemcpy host→device); latency 10 µs per upload assumed; compute: RTX 4090 datasheet (1008 GB/s GDDR6X, 165 TFLOP/s dense FP16 tensor)";
+
+/** Built-in machines. Effective numbers are assumptions stated in `source`. */
+export const HARDWARE_PRESETS: Record<string, Hardware> = {
+  pcie3: { name: "pcie3", bandwidth_gb_s: 12.6, latency_us: 10, ...DESKTOP_GPU, source: `PCIe 3.0 x16, 15.75 GB/s; ${DESKTOP_SOURCE}` },
+  pcie4: { name: "pcie4", bandwidth_gb_s: 25.2, latency_us: 10, ...DESKTOP_GPU, source: `PCIe 4.0 x16, 31.5 GB/s; ${DESKTOP_SOURCE}` },
+  pcie5: { name: "pcie5", bandwidth_gb_s: 50.4, latency_us: 10, ...DESKTOP_GPU, source: `PCIe 5.0 x16, 63 GB/s; ${DESKTOP_SOURCE}` },
+  "nvlink-c2c": {
+    name: "nvlink-c2c",
+    bandwidth_gb_s: 450,
+    latency_us: 5,
+    device_memory_gb_s: 4000,
+    device_tflops: 989,
+    source:
+      "NVIDIA GH200 datasheet: NVLink-C2C 900 GB/s total, 450 GB/s per direction (used as is); latency 5 µs assumed; H100 HBM3 4 TB/s, 989 TFLOP/s dense BF16",
+  },
+  "phone-ufs": {
+    name: "phone-ufs",
+    bandwidth_gb_s: 4.2,
+    latency_us: 100,
+    device_memory_gb_s: 76.8,
+    device_tflops: 4,
+    source:
+      "UFS 4.0 sequential read 4.2 GB/s (Samsung UFS 4.0 announcement); 100 µs per read request assumed; compute: LPDDR5X-9600 on a 64-bit bus = 76.8 GB/s, 4 TFLOP/s FP16 mobile GPU/NPU assumed",
+  },
+  "phone-unified": {
+    name: "phone-unified",
+    bandwidth_gb_s: 38.4,
+    latency_us: 5,
+    device_memory_gb_s: 76.8,
+    device_tflops: 4,
+    source:
+      "Experts kept in the phone's unified LPDDR5X (76.8 GB/s) and copied into the accelerator's working set: a copy reads and writes, so half of 76.8 GB/s; 5 µs per copy assumed; compute as phone-ufs",
+  },
+};
+
+const HARDWARE_FIELDS: Record<string, "string" | "positive" | "nonnegative"> = {
+  name: "string",
+  bandwidth_gb_s: "positive",
+  latency_us: "nonnegative",
+  attention_ms_per_layer: "nonnegative",
+  expert_ms: "nonnegative",
+  other_ms_per_token: "nonnegative",
+  device_memory_gb_s: "positive",
+  device_tflops: "positive",
+  source: "string",
+};
+
+/** Checks a parsed hardware JSON; `where` names it in errors. */
+export function validateHardware(json: unknown, where: string): Hardware {
+  if (typeof json !== "object" || json === null || Array.isArray(json)) {
+    throw new DataError(`${where} must hold a JSON object.`);
+  }
+  const o = json as Record<string, unknown>;
+  for (const key of Object.keys(o)) {
+    if (!(key in HARDWARE_FIELDS)) {
+      throw new DataError(
+        `${where} has unknown field "${key}"; known fields are ${Object.keys(HARDWARE_FIELDS).join(", ")}.`,
+      );
+    }
+  }
+  for (const key of ["name", "bandwidth_gb_s", "latency_us"]) {
+    if (o[key] === undefined) throw new DataError(`${where} lacks the required field "${key}".`);
+  }
+  for (const [key, kind] of Object.entries(HARDWARE_FIELDS)) {
+    const value = o[key];
+    if (value === undefined) continue;
+    if (kind === "string") {
+      if (typeof value !== "string" || value === "") {
+        throw new DataError(`${where} field "${key}" must be a non-empty string, got ${JSON.stringify(value)}.`);
+      }
+    } else if (
+      typeof value !== "number" || !Number.isFinite(value) ||
+      (kind === "positive" ? value <= 0 : value < 0)
+    ) {
+      throw new DataError(
+        `${where} field "${key}" must be a ${kind === "positive" ? "positive" : "non-negative"} number, got ${JSON.stringify(value)}.`,
+      );
+    }
+  }
+  const hasCompute = o.expert_ms !== undefined && o.attention_ms_per_layer !== undefined;
+  const hasDevice = o.device_memory_gb_s !== undefined && o.device_tflops !== undefined;
+  if (!hasCompute && !hasDevice) {
+    throw new DataError(
+      `${where} needs either "expert_ms" and "attention_ms_per_layer" or "device_memory_gb_s" and "device_tflops" for compute times.`,
+    );
+  }
+  return o as unknown as Hardware;
+}
+
+/** A preset by name, or a hardware JSON file by path. */
+export async function loadHardware(nameOrPath: string): Promise<Hardware> {
+  const preset = HARDWARE_PRESETS[nameOrPath];
+  if (preset) return preset;
+  if (!nameOrPath.endsWith(".json") && !nameOrPath.includes("/")) {
+    throw new UsageError(
+      `--hardware takes ${Object.keys(HARDWARE_PRESETS).join(", ")} or a JSON file, got "${nameOrPath}".`,
+    );
+  }
+  let text: string;
+  try {
+    text = await Deno.readTextFile(nameOrPath);
+  } catch (error) {
+    throw new DataError(`Cannot read --hardware file ${nameOrPath}: ${messageOf(error)}.`);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (error) {
+    throw new DataError(`--hardware file ${nameOrPath} is not valid JSON: ${messageOf(error)}.`);
+  }
+  return validateHardware(json, `--hardware file ${nameOrPath}`);
+}
+
+// ---------------------------------------------------------------------------
+// Costs
+
+/** The per-step costs of one (hardware, dtype, model) combination. */
+export interface StepCosts {
+  expertBytes: number;
+  /** One upload: latency + bytes / bandwidth, ms. */
+  transferMs: number;
+  /** One active expert for one token, ms. */
+  expertMs: number;
+  attentionMs: number;
+  otherMs: number;
+}
+
+/**
+ * Costs for a model on a machine. The default compute model (when the
+ * hardware gives no measured times) is a roofline for batch-1 decoding: time =
+ * max(weight bytes / device memory bandwidth, 2 × params FLOPs / device
+ * throughput). Experts are read in `dtype`; attention is 4 × hidden² weights
+ * (q, k, v, o projections at full multi-head size; grouped-query attention
+ * has fewer) in 16-bit. KV-cache reads are ignored.
+ */
+export function stepCosts(hardware: Hardware, dtype: DtypeInfo, model: ModelFacts): StepCosts {
+  const bytes = expertBytes(model.expert_params, dtype);
+  const roofline = (weightBytes: number, params: number) =>
+    Math.max(
+      weightBytes / (hardware.device_memory_gb_s! * 1e9),
+      (2 * params) / (hardware.device_tflops! * 1e12),
+    ) * 1000;
+  const attentionParams = 4 * model.hidden_size * model.hidden_size;
+  return {
+    expertBytes: bytes,
+    transferMs: hardware.latency_us / 1000 + (bytes / (hardware.bandwidth_gb_s * 1e9)) * 1000,
+    expertMs: hardware.expert_ms ?? roofline(bytes, model.expert_params),
+    attentionMs: hardware.attention_ms_per_layer ?? roofline(2 * attentionParams, attentionParams),
+    otherMs: hardware.other_ms_per_token ?? 0,
+  };
+}
+
+// ---------------------------------------------------------------------------
+// The model
+
+/** Clock, transfer queue and per-layer time of one replay under one cost setting. */
+export class TimingModel {
+  readonly costs: StepCosts;
+  /** Compute clock, ms. */
+  now = 0;
+  /** When the transfer queue is next idle, ms. */
+  queueFree = 0;
+  /** [keys] when each expert's last upload completes, ms. */
+  readonly readyAt: Float64Array;
+  /** [M] stall ms summed over tokens. */
+  readonly stallMs: Float64Array;
+  /** [M] attention + stall + expert compute ms summed over tokens. */
+  readonly layerMs: Float64Array;
+  /** [M] prefetched experts first used while still in flight. */
+  readonly late: Float64Array;
+  tokens = 0;
+  #experts: number;
+
+  constructor(costs: StepCosts, shape: { layers: number; experts: number }) {
+    this.costs = costs;
+    this.#experts = shape.experts;
+    this.readyAt = new Float64Array(shape.layers * shape.experts);
+    this.stallMs = new Float64Array(shape.layers);
+    this.layerMs = new Float64Array(shape.layers);
+    this.late = new Float64Array(shape.layers);
+  }
+
+  /**
+   * One layer of one token, after `cache.access` for `chosen[offset..offset+count)`
+   * and the `cache.prefetch` calls of this step.
+   */
+  step(
+    layer: number,
+    cache: ExpertCache,
+    chosen: ArrayLike<number>,
+    offset: number,
+    count: number,
+  ): void {
+    const c = this.costs;
+    const readyAt = this.readyAt;
+    const now = this.now + c.attentionMs;
+    let free = this.queueFree;
+    for (let i = 0; i < cache.missCount; i++) {
+      free = (free > now ? free : now) + c.transferMs;
+      readyAt[cache.missKeys[i]!] = free;
+    }
+    for (let i = 0; i < cache.issuedCount; i++) {
+      free = (free > now ? free : now) + c.transferMs;
+      readyAt[cache.issuedKeys[i]!] = free;
+    }
+    this.queueFree = free;
+    for (let i = 0; i < cache.usedCount; i++) {
+      if (readyAt[cache.usedKeys[i]!]! > now) this.late[layer]!++;
+    }
+    let ready = now;
+    const base = layer * this.#experts;
+    for (let j = 0; j < count; j++) {
+      const r = readyAt[base + chosen[offset + j]!]!;
+      if (r > ready) ready = r;
+    }
+    const stall = ready - now;
+    const compute = count * c.expertMs;
+    this.stallMs[layer]! += stall;
+    this.layerMs[layer]! += c.attentionMs + stall + compute;
+    this.now = ready + compute;
+  }
+
+  /** Ends a token. */
+  endToken(): void {
+    this.now += this.costs.otherMs;
+    this.tokens++;
+  }
+}
