@@ -135,7 +135,9 @@ export class Accumulator {
   get tokens(): number {
     return this.domains.reduce((n, d) => {
       let t = 0;
-      for (let i = 0; i < d.docs; i++) t += d.docVectors[i * this.layout.size + this.layout.tokens]!;
+      for (let i = 0; i < d.docs; i++) {
+        t += d.docVectors[i * this.layout.size + this.layout.tokens]!;
+      }
       return n + t;
     }, 0);
   }
@@ -174,7 +176,10 @@ export class Accumulator {
       const n = Math.min(this.#sampleTokens, end - start);
       sample = {
         doc: batch.doc[start]!,
-        pieces: Array.from(batch.pieceCodes.subarray(start, start + n), (c) => batch.pieceNames[c]!),
+        pieces: Array.from(
+          batch.pieceCodes.subarray(start, start + n),
+          (c) => batch.pieceNames[c]!,
+        ),
         first: this.sampleLayers.map((l) => {
           const out = new Uint16Array(n);
           for (let t = 0; t < n; t++) out[t] = experts[(start + t) * mk + l * k]!;

@@ -15,11 +15,15 @@ export async function analyzeCommand(
 ): Promise<void> {
   const out = flags.out;
   if (typeof out !== "string" || out === "") {
-    throw new UsageError(`--out of analyze must name an output directory, got ${JSON.stringify(out)}.`);
+    throw new UsageError(
+      `--out of analyze must name an output directory, got ${JSON.stringify(out)}.`,
+    );
   }
   const bootstrap = flags.bootstrap ?? 1000;
   if (typeof bootstrap !== "number" || !Number.isInteger(bootstrap) || bootstrap < 0) {
-    throw new UsageError(`--bootstrap of analyze must be an integer ≥ 0, got ${JSON.stringify(bootstrap)}.`);
+    throw new UsageError(
+      `--bootstrap of analyze must be an integer ≥ 0, got ${JSON.stringify(bootstrap)}.`,
+    );
   }
   const seed = flags.seed ?? 0;
   if (typeof seed !== "number" || !Number.isInteger(seed) || seed < 0) {

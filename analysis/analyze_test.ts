@@ -73,10 +73,17 @@ function checkUniform(result: AnalysisResult, perDomainCoactivation: boolean): v
   // Percentile intervals of outcomes too rare to be seen (expected count < 10) collapse to
   // [0, 0]; those rows are judged by their count instead.
   const expected = (r: CsvRow) => (r.baseline as number) * (r.n_pairs as number);
-  checkCoverage("overlap_distribution", t.overlap_distribution!.filter((r) => expected(r) >= 10), 0.8);
+  checkCoverage(
+    "overlap_distribution",
+    t.overlap_distribution!.filter((r) => expected(r) >= 10),
+    0.8,
+  );
   for (const r of t.overlap_distribution!.filter((r) => expected(r) < 10)) {
     const seen = (r.proportion as number) * (r.n_pairs as number);
-    assert.ok(seen <= expected(r) + 5 * Math.sqrt(expected(r)) + 2, `rare overlap ${r.overlap}: ${seen} pairs`);
+    assert.ok(
+      seen <= expected(r) + 5 * Math.sqrt(expected(r)) + 2,
+      `rare overlap ${r.overlap}: ${seen} pairs`,
+    );
   }
   const unbiased = ["h_norm", "ex_rep", "l_norm", "bies"];
   checkCoverage("cosmoes", t.cosmoes!.filter((r) => unbiased.includes(r.statistic as string)), 0.8);
@@ -94,7 +101,10 @@ function checkUniform(result: AnalysisResult, perDomainCoactivation: boolean): v
       Math.abs((row.baseline as number) - centre) <= half * (2.576 / 1.96),
       `summary ${statistic}: ${row.value} [${row.ci_low}, ${row.ci_high}] vs ${row.baseline}`,
     );
-    assert.ok((row.ci_high as number) - (row.ci_low as number) < 0.02, `summary ${statistic} interval is tight`);
+    assert.ok(
+      (row.ci_high as number) - (row.ci_low as number) < 0.02,
+      `summary ${statistic} interval is tight`,
+    );
   }
   checkNearBaseline("delta_uniform", t.cosmoes!.filter((r) => r.statistic === "delta_uniform"));
   checkNearBaseline(
@@ -130,7 +140,9 @@ Deno.test("uniform E = 8, k = 2, 200,000 tokens: every estimate agrees with its 
     }, 200);
     assert.equal(result.totals.n_tokens, 200_000);
     checkUniform(result, true);
-    const overlap = result.tables.summary!.find((r) => r.domain === ALL && r.statistic === "set_overlap")!;
+    const overlap = result.tables.summary!.find((r) =>
+      r.domain === ALL && r.statistic === "set_overlap"
+    )!;
     assert.equal((100 * (overlap.baseline as number)).toFixed(1), "46.4");
   });
 });
@@ -206,7 +218,10 @@ Deno.test("uniform E = 64, k = 8, 200,000 tokens: every estimate agrees with its
   await withTemp(async (dir) => {
     const domains = [{ name: "A", docs: 200 }, { name: "B", docs: 200 }];
     await writeUniformTrace(`${dir}/trace`, 64, 8, 2, domains, 500, 12);
-    const result = await runAnalysis(await TraceReader.open(`${dir}/trace`), { bootstrap: 200, seed: 7 });
+    const result = await runAnalysis(await TraceReader.open(`${dir}/trace`), {
+      bootstrap: 200,
+      seed: 7,
+    });
     assert.equal(result.totals.n_tokens, 200_000);
     checkUniform(result, false);
   });
@@ -230,12 +245,21 @@ Deno.test("sticky traces: repetition rises as set, beyond its interval", async (
       const repeat = row("first_choice_repeat");
       values.push(repeat.value as number);
       if (stickiness > 0) {
-        assert.ok((repeat.ci_low as number) > (repeat.baseline as number), `repeat above 1/E at ${stickiness}`);
-        assert.ok((row("ex_rep").ci_high as number) < (row("ex_rep").baseline as number), "fewer replacements");
+        assert.ok(
+          (repeat.ci_low as number) > (repeat.baseline as number),
+          `repeat above 1/E at ${stickiness}`,
+        );
+        assert.ok(
+          (row("ex_rep").ci_high as number) < (row("ex_rep").baseline as number),
+          "fewer replacements",
+        );
       }
       // The first choice stays with probability s, or is redrawn and hits the old one by chance:
       // P(same) ≥ s + (1 − s)·(1/E)·(something ≥ 0); check it is at least s.
-      assert.ok((repeat.value as number) >= stickiness - 0.03, `repeat ${repeat.value} ≥ ${stickiness}`);
+      assert.ok(
+        (repeat.value as number) >= stickiness - 0.03,
+        `repeat ${repeat.value} ≥ ${stickiness}`,
+      );
     }
     assert.ok(values[0]! < values[1]! && values[1]! < values[2]!, `rising: ${values}`);
   });
@@ -256,14 +280,25 @@ Deno.test("results do not depend on shard boundaries or batching: byte-identical
     const outputs: Record<string, string>[] = [];
     for (const rowsPerShard of [50, 100_000]) {
       const result = await analyseSynthetic(`${dir}/${rowsPerShard}`, options, 50, rowsPerShard);
-      await writeAnalysis(result, `${dir}/${rowsPerShard}/out`, { bootstrap: 50, seed: 7, figures: false });
+      await writeAnalysis(result, `${dir}/${rowsPerShard}/out`, {
+        bootstrap: 50,
+        seed: 7,
+        figures: false,
+      });
       const files: Record<string, string> = {};
-      for (const name of [...Object.keys(COLUMNS).map((c) => `${c}.csv`), "README.md", "token_colouring.html"]) {
+      for (
+        const name of [
+          ...Object.keys(COLUMNS).map((c) => `${c}.csv`),
+          "README.md",
+          "token_colouring.html",
+        ]
+      ) {
         files[name] = await Deno.readTextFile(`${dir}/${rowsPerShard}/out/${name}`);
       }
       outputs.push(files);
     }
-    const shards = JSON.parse(await Deno.readTextFile(`${dir}/50/trace/manifest.json`)).shards.length;
+    const shards =
+      JSON.parse(await Deno.readTextFile(`${dir}/50/trace/manifest.json`)).shards.length;
     assert.ok(shards > 10, `the small-shard trace has many shards (${shards})`);
     for (const name of Object.keys(outputs[0]!)) {
       assert.ok(outputs[0]![name] === outputs[1]![name], `${name} is identical`);
@@ -331,14 +366,20 @@ Deno.test("permutation test: a planted domain difference is found, its absence i
     }, { rowsPerShard: 1000 });
     for (const doc of plantedDocs()) await writer.add(doc);
     await writer.close();
-    const result = await runAnalysis(await TraceReader.open(`${dir}/trace`), { bootstrap: 200, seed: 1 });
+    const result = await runAnalysis(await TraceReader.open(`${dir}/trace`), {
+      bootstrap: 200,
+      seed: 1,
+    });
     const rows = result.tables.domain_divergence!;
     assert.equal(rows.length, 2);
     const [layer0, layer1] = rows;
     assert.ok((layer1!.p_value as number) <= 0.01, `planted layer p = ${layer1!.p_value}`);
     assert.ok((layer1!.q_value as number) <= 0.02, `planted layer q = ${layer1!.q_value}`);
     assert.ok((layer1!.jsd as number) > (layer1!.ci_low as number), "JSD interval brackets it");
-    assert.ok((layer1!.ci_low as number) > (layer1!.baseline as number), "JSD interval above the null mean");
+    assert.ok(
+      (layer1!.ci_low as number) > (layer1!.baseline as number),
+      "JSD interval above the null mean",
+    );
     assert.ok((layer0!.p_value as number) > 0.05, `null layer p = ${layer0!.p_value}`);
     // The biased domain's top-k share of experts 0..3 at layer 1 is well above 4/8.
     const low = result.tables.expert_shares!.filter((r) =>
@@ -357,12 +398,20 @@ Deno.test("a trace without probs analyses: probs-only statistics absent, with a 
       stickiness: 0.4,
     });
     await analyzeCommand(`${dir}/trace`, { out: `${dir}/out`, bootstrap: 30, seed: 2 });
-    const result = await runAnalysis(await TraceReader.open(`${dir}/trace`), { bootstrap: 0, seed: 0 });
-    assert.ok(!result.tables.cosmoes!.some((r) => r.statistic === "l_norm" || r.statistic === "bies"));
+    const result = await runAnalysis(await TraceReader.open(`${dir}/trace`), {
+      bootstrap: 0,
+      seed: 0,
+    });
+    assert.ok(
+      !result.tables.cosmoes!.some((r) => r.statistic === "l_norm" || r.statistic === "bies"),
+    );
     assert.ok(!result.tables.load_balance!.some((r) => r.statistic === "router_entropy"));
     const note = result.tables.summary!.find((r) => r.statistic === "l_norm")!;
     assert.match(note.note as string, /no router distribution/);
-    assert.ok(result.tables.expert_shares!.every((r) => Number.isNaN(r.ci_low)), "no bootstrap, no intervals");
+    assert.ok(
+      result.tables.expert_shares!.every((r) => Number.isNaN(r.ci_low)),
+      "no bootstrap, no intervals",
+    );
 
     const files = new Set<string>();
     for await (const entry of Deno.readDir(`${dir}/out`)) files.add(entry.name);
@@ -406,7 +455,8 @@ Deno.test("user mistakes get one-sentence errors naming the path", async () => {
       analyzeCommand(`${dir}/missing`, { out: `${dir}/out`, bootstrap: 10, seed: 0 }),
       (error: unknown) =>
         error instanceof DataError &&
-        error.message === `${dir}/missing is not a trace: ${dir}/missing/manifest.json does not exist.`,
+        error.message ===
+          `${dir}/missing is not a trace: ${dir}/missing/manifest.json does not exist.`,
     );
     await Deno.writeTextFile(`${dir}/file`, "x");
     await assert.rejects(
@@ -418,7 +468,8 @@ Deno.test("user mistakes get one-sentence errors naming the path", async () => {
     await assert.rejects(
       analyzeCommand(`${dir}/missing`, { out: `${dir}/out`, bootstrap: -1, seed: 0 }),
       (error: unknown) =>
-        error instanceof UsageError && error.message === "--bootstrap of analyze must be an integer ≥ 0, got -1.",
+        error instanceof UsageError &&
+        error.message === "--bootstrap of analyze must be an integer ≥ 0, got -1.",
     );
   });
 });

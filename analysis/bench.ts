@@ -31,7 +31,9 @@ async function writeTrace(dir: string, docs: TraceDoc[], copies: number): Promis
 }
 
 /** Seconds of one streaming pass, and the peak RSS seen while it ran. */
-async function timePass(dir: string): Promise<{ seconds: number; peakMiB: number; tokens: number }> {
+async function timePass(
+  dir: string,
+): Promise<{ seconds: number; peakMiB: number; tokens: number }> {
   const reader = await TraceReader.open(dir);
   let peak = rssMiB();
   const timer = setInterval(() => peak = Math.max(peak, rssMiB()), 5);

@@ -99,7 +99,12 @@ export function clusterBootstrap(
 }
 
 /** Percentile intervals of each row of a [stats, B] matrix (NaN values dropped). */
-export function percentiles(matrix: Float32Array, stats: number, B: number, level: number): Intervals {
+export function percentiles(
+  matrix: Float32Array,
+  stats: number,
+  B: number,
+  level: number,
+): Intervals {
   const low = new Float64Array(stats).fill(NaN);
   const high = new Float64Array(stats).fill(NaN);
   const row = new Float64Array(B);
@@ -142,7 +147,12 @@ export function benjaminiHochberg(pValues: readonly number[]): number[] {
 }
 
 /** Jensen–Shannon divergence in bits between two count (or share) vectors, each normalised. */
-export function jensenShannon(a: ArrayLike<number>, b: ArrayLike<number>, from: number, n: number): number {
+export function jensenShannon(
+  a: ArrayLike<number>,
+  b: ArrayLike<number>,
+  from: number,
+  n: number,
+): number {
   let sa = 0;
   let sb = 0;
   for (let i = 0; i < n; i++) {

@@ -33,7 +33,13 @@ export type Emit = (family: Family, layer: number, key: number, value: number) =
 export const CHOICES = ["first", "second", "top_k", "token_fraction"] as const;
 export const REPETITION = ["first_choice_repeat", "set_overlap"] as const;
 export const COSMOES = ["h_norm", "ex_rep", "delta_uniform", "l_norm", "bies"] as const;
-export const LOAD = ["share_entropy", "max_vio", "router_entropy", "topk_mass", "topk_margin"] as const;
+export const LOAD = [
+  "share_entropy",
+  "max_vio",
+  "router_entropy",
+  "topk_mass",
+  "topk_margin",
+] as const;
 /** Statistics averaged over layers for summary.csv: [family, key]. */
 export const SUMMARY_KEYS: readonly (readonly [Family, number, string])[] = [
   [Family.Repetition, 0, "first_choice_repeat"],
@@ -75,7 +81,9 @@ export function evaluateDoc(v: ArrayLike<number>, L: DocLayout, emit: Emit): voi
   for (let l = 0; l < M; l++) {
     const le = l * E;
     for (let e = 0; e < E; e++) emit(Family.Share, l, e, v[L.first + le + e]! / T);
-    if (k > 1) for (let e = 0; e < E; e++) emit(Family.Share, l, E + e, v[L.second + le + e]! / T);
+    if (k > 1) {
+      for (let e = 0; e < E; e++) emit(Family.Share, l, E + e, v[L.second + le + e]! / T);
+    }
     for (let e = 0; e < E; e++) emit(Family.Share, l, 2 * E + e, v[L.any + le + e]! / (k * T));
     for (let e = 0; e < E; e++) emit(Family.Share, l, 3 * E + e, v[L.any + le + e]! / T);
 
@@ -258,8 +266,7 @@ export function docBaseline(
         return ((k * (1 - k / E)) / Math.min(k, E - k)) * (1 - k / E);
     }
   };
-  const load = (key: number): number =>
-    [sim.entropy, sim.maxVio, Math.log2(E), k / E, 0][key]!;
+  const load = (key: number): number => [sim.entropy, sim.maxVio, Math.log2(E), k / E, 0][key]!;
   return (family, key) => {
     switch (family) {
       case Family.Share:
@@ -290,9 +297,7 @@ export function docBaseline(
 export function bucketBaseline(dims: Dims, tokens: number): (family: Family) => number {
   const { experts: E, topK: k } = dims;
   return (family) =>
-    family === Family.Coactivation
-      ? (k - 1) / (E - 1)
-      : ((E - 1) ** 2) / (2 * tokens * Math.LN2);
+    family === Family.Coactivation ? (k - 1) / (E - 1) : ((E - 1) ** 2) / (2 * tokens * Math.LN2);
 }
 
 /**

@@ -122,8 +122,15 @@ Deno.test("every statistic matches its value worked out on paper", async () => {
     // All, layer 1: first choices 0 0 3 1 2 → [0.4, 0.2, 0.2, 0.2].
     near(share(1, ALL, "first", 0), 0.4, "all first share e0");
     near(share(1, ALL, "first", 2), 0.2, "all first share e2");
-    assert.equal(find(t.expert_shares!, { layer: 1, domain: ALL, choice: "first", expert: 0 }).baseline, 0.25);
-    assert.equal(find(t.expert_shares!, { layer: 1, domain: ALL, choice: "token_fraction", expert: 0 }).baseline, 0.5);
+    assert.equal(
+      find(t.expert_shares!, { layer: 1, domain: ALL, choice: "first", expert: 0 }).baseline,
+      0.25,
+    );
+    assert.equal(
+      find(t.expert_shares!, { layer: 1, domain: ALL, choice: "token_fraction", expert: 0 })
+        .baseline,
+      0.5,
+    );
 
     // Repetition, A layer 1: pairs (0,1)→(0,2): same first, overlap {0};
     // (0,2)→(3,2): different first, overlap {2}. → 1/2 and 2/2.
@@ -146,7 +153,11 @@ Deno.test("every statistic matches its value worked out on paper", async () => {
     near(ov(3, "A", 1), 0.5, "A l3 overlap 1");
     near(ov(3, "A", 2), 0.5, "A l3 overlap 2");
     near(ov(1, ALL, 0), 1 / 3, "all l1 overlap 0");
-    near(find(t.overlap_distribution!, { layer: 1, domain: ALL, overlap: 2 }).baseline as number, 1 / 6, "C(2,2)C(2,0)/C(4,2)");
+    near(
+      find(t.overlap_distribution!, { layer: 1, domain: ALL, overlap: 2 }).baseline as number,
+      1 / 6,
+      "C(2,2)C(2,0)/C(4,2)",
+    );
 
     // CoSMoEs, A layer 1: replacements (2−1)+(2−1) = 2 over 2 pairs.
     // ex_rep = 2/(2·2) = 0.5; h_norm = 2/(2·min(2,2)) = 0.5.
@@ -202,8 +213,15 @@ Deno.test("every statistic matches its value worked out on paper", async () => {
       0.2 * (2 * Math.log2(2.5) + Math.log2(1.25) + 2 * Math.log2(5)),
       "mutual information",
     );
-    near(find(t.layer_flow!, { layer: 1, domain: ALL, expert_from: 0, expert_to: 1 }).probability, 0.5, "P(1 | 0)");
-    assert.equal(find(t.layer_flow!, { layer: 1, domain: ALL, expert_from: 3, expert_to: 2 }).count, 1);
+    near(
+      find(t.layer_flow!, { layer: 1, domain: ALL, expert_from: 0, expert_to: 1 }).probability,
+      0.5,
+      "P(1 | 0)",
+    );
+    assert.equal(
+      find(t.layer_flow!, { layer: 1, domain: ALL, expert_from: 3, expert_to: 2 }).count,
+      1,
+    );
 
     // Vocabulary (min count 2): token 5 in A at layer 1 goes to 0 and 3 → 1/2;
     // in all (three times: 0, 3, 1) → 1/3. Token 6 and 7 are seen once and skipped.

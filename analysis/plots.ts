@@ -21,7 +21,9 @@ const LAYER_AXIS = { tickMinStep: 1, format: "d" };
 function clean(rows: readonly CsvRow[]): CsvRow[] {
   return rows.map((r) => {
     const out: CsvRow = {};
-    for (const [k, v] of Object.entries(r)) out[k] = typeof v === "number" && !Number.isFinite(v) ? null : v;
+    for (const [k, v] of Object.entries(r)) {
+      out[k] = typeof v === "number" && !Number.isFinite(v) ? null : v;
+    }
     return out;
   });
 }
@@ -143,7 +145,12 @@ export function buildFigures(result: AnalysisResult): Figure[] {
       encoding: {
         x: { field: "expert", type: "ordinal", title: "expert" },
         y: { field: "layer", type: "ordinal", title: "MoE layer" },
-        color: { field: "share", type: "quantitative", title: "share", scale: { scheme: "viridis" } },
+        color: {
+          field: "share",
+          type: "quantitative",
+          title: "share",
+          scale: { scheme: "viridis" },
+        },
         tooltip: [{ field: "share" }, { field: "ci_low" }, { field: "ci_high" }],
       },
     },
@@ -281,14 +288,25 @@ export function buildFigures(result: AnalysisResult): Figure[] {
       section: "flow",
       spec: {
         title: "Mutual information between consecutive layers' first choices",
-        data: { values: clean(domainRows(t.flow_information!, result).length > 0 ? domainRows(t.flow_information!, result) : t.flow_information!) },
+        data: {
+          values: clean(
+            domainRows(t.flow_information!, result).length > 0
+              ? domainRows(t.flow_information!, result)
+              : t.flow_information!,
+          ),
+        },
         width: 420,
         height: 220,
         layer: [
           {
             mark: { type: "line", point: true },
             encoding: {
-              x: { field: "layer", type: "quantitative", title: "MoE layer (to the next)", axis: LAYER_AXIS },
+              x: {
+                field: "layer",
+                type: "quantitative",
+                title: "MoE layer (to the next)",
+                axis: LAYER_AXIS,
+              },
               y: { field: "mutual_information", type: "quantitative", title: "MI (bits)" },
               color: { field: "domain", type: "nominal" },
             },

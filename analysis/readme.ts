@@ -13,7 +13,9 @@ Trace: model \`${model.name}\` (${model.family}), M = ${M} MoE layers (model ind
 ${model.moe_layers.join(", ")}), E = ${E} routed experts, top-k = ${k}; ${result.totals.n_docs}
 documents, ${result.totals.n_tokens} tokens, domains: ${
     result.domains.map((d) => `${d.name} (${d.n_docs} docs, ${d.n_tokens} tokens)`).join(", ")
-  }. Router distribution (\`probs\`) ${probs ? "present" : "absent: the statistics marked (probs) are not computed"}.
+  }. Router distribution (\`probs\`) ${
+    probs ? "present" : "absent: the statistics marked (probs) are not computed"
+  }.
 
 ${result.notes.map((n) => `- ${n}`).join("\n")}
 
@@ -82,7 +84,9 @@ The paper's exact equations were not available to us; these are the definitions 
 
 ### load_balance.csv
 Columns: as cosmoes.csv.
-- \`share_entropy\`: −Σ_e q_e log2 q_e with q_e = c_any(e)/(kT), bits (log2 E = ${Math.log2(E).toFixed(3)} is perfect balance).
+- \`share_entropy\`: −Σ_e q_e log2 q_e with q_e = c_any(e)/(kT), bits (log2 E = ${
+    Math.log2(E).toFixed(3)
+  } is perfect balance).
 - \`max_vio\`: (max_e c_any(e) − mean)/mean with mean = kT/E.
 - \`router_entropy\` (probs): mean over tokens of −Σ_e p_t(e) log2 p_t(e), bits; baseline log2 E.
 - \`topk_mass\` (probs): mean over tokens of the sum of the k largest probabilities; baseline k/E.

@@ -7,12 +7,17 @@
  */
 import type { CsvRow } from "../common/csv.ts";
 import type { Manifest, TraceReader } from "../engine/trace.ts";
-import { Accumulator, type AccumulateOptions, type DomainData, type SampleDoc } from "./accumulate.ts";
+import {
+  type AccumulateOptions,
+  Accumulator,
+  type DomainData,
+  type SampleDoc,
+} from "./accumulate.ts";
 import {
   benjaminiHochberg,
   type BootstrapResult,
-  type ClusterSet,
   clusterBootstrap,
+  type ClusterSet,
   jensenShannon,
   permutationTest,
   quantile,
@@ -46,7 +51,7 @@ export interface AnalysisOptions {
   minTokenCount?: number;
   /** Passed to the accumulator (buckets, samples). */
   accumulate?: AccumulateOptions;
-  /** Bootstrap matrices (statistics × resamples × row groups, f32) may hold this many cells (default 2^26). */
+  /** Bootstrap matrices (statistics × resamples × row groups, f32) may hold this many cells (default 2^25). */
   maxBootstrapCells?: number;
 }
 
@@ -110,7 +115,15 @@ interface Labelled {
   value: number;
 }
 
-function describe<L>(vector: Float64Array, layout: L, evaluate: (v: Float64Array, l: L, emit: (f: Family, layer: number, key: number, value: number) => void) => void): Labelled[] {
+function describe<L>(
+  vector: Float64Array,
+  layout: L,
+  evaluate: (
+    v: Float64Array,
+    l: L,
+    emit: (f: Family, layer: number, key: number, value: number) => void,
+  ) => void,
+): Labelled[] {
   const out: Labelled[] = [];
   evaluate(vector, layout, (family, layer, key, value) => out.push({ family, layer, key, value }));
   return out;
@@ -154,7 +167,7 @@ export async function runAnalysis(
     n_tokens: totals.reduce((n, t) => n + t.n_tokens, 0),
   };
   const groups = [...totals, corpus];
-  const maxCells = options.maxBootstrapCells ?? 2 ** 26;
+  const maxCells = options.maxBootstrapCells ?? 2 ** 25;
 
   // Document bootstrap.
   const docStats = countStatistics((v, emit) => evaluateDoc(v, L, emit), allDocSum);
@@ -167,7 +180,6 @@ export async function runAnalysis(
   const resampledShares = keepShares
     ? domains.map(() => new Float32Array(docResamples * M * E))
     : null;
-  const docOut = new Float64Array(docStats);
   let docBoot: BootstrapResult | null = null;
   if (docResamples > 0 && domains.length > 0) {
     docBoot = clusterBootstrap(
@@ -190,7 +202,6 @@ export async function runAnalysis(
       },
     );
   }
-  void docOut;
 
   // Bucket bootstrap (co-activation, flow information).
   const bucketSets: ClusterSet[] = domains.map((d) => ({
@@ -312,7 +323,9 @@ export async function runAnalysis(
             value: absent ? NaN : stat.value,
             ...(absent ? { ci_low: NaN, ci_high: NaN, baseline: NaN } : estimate),
             n_boot: absent ? 0 : nBoot,
-            note: absent ? "absent: the trace has no router distribution (probs)" : "mean over layers",
+            note: absent
+              ? "absent: the trace has no router distribution (probs)"
+              : "mean over layers",
           });
           break;
         }
@@ -392,7 +405,7 @@ export async function runAnalysis(
   for (const d of domains) {
     for (const [token, counts] of d.vocab) {
       const m = merged.get(token);
-      if (m) for (let i = 0; i < counts.length; i++) m[i]! += counts[i]!;
+      if (m) { for (let i = 0; i < counts.length; i++) m[i]! += counts[i]!; }
       else merged.set(token, Uint32Array.from(counts));
     }
   }
@@ -436,11 +449,13 @@ export async function runAnalysis(
   });
 
   // Domain divergence: JSD of top-k expert distributions, permutation test, BH.
-  const permutationsFor = (docs: number): number => {
+  // Permutations per pair: clamp(N, 99, 999), fewer when all pairs together would need more
+  // than about 2·10^10 additions (each permutation sums the smaller group's counts).
+  const pairCount = (domains.length * (domains.length - 1)) / 2;
+  const permutationsFor = (smaller: number): number => {
     const wanted = options.permutations ?? Math.max(99, Math.min(999, options.bootstrap));
-    // Keep each pair's cost near 2·10^9 additions at most.
-    const affordable = Math.floor(2e9 / Math.max(1, docs * M * E));
-    return Math.max(19, Math.min(wanted, affordable));
+    const affordable = Math.floor(2e10 / Math.max(1, pairCount * smaller * M * E));
+    return Math.max(Math.min(99, wanted), Math.min(wanted, affordable));
   };
   let permutationsUsed = 0;
   const divergence: CsvRow[] = [];
@@ -448,7 +463,7 @@ export async function runAnalysis(
     for (let b = a + 1; b < domains.length; b++) {
       const da = domains[a]!;
       const db = domains[b]!;
-      const P = permutationsFor(da.docs + db.docs);
+      const P = permutationsFor(Math.min(da.docs, db.docs));
       permutationsUsed = Math.max(permutationsUsed, P);
       const anyOf = (d: DomainData, i: number) =>
         d.docVectors.subarray(i * L.size + L.any, i * L.size + L.any + M * E);
@@ -499,7 +514,9 @@ export async function runAnalysis(
   const q = benjaminiHochberg(divergence.map((r) => r.p_value as number));
   divergence.forEach((r, i) => r.q_value = q[i]!);
   tables.domain_divergence = divergence;
-  if (domains.length < 2) notes.push("Domain divergence needs at least two domains; domain_divergence.csv has no rows.");
+  if (domains.length < 2) {
+    notes.push("Domain divergence needs at least two domains; domain_divergence.csv has no rows.");
+  }
   if (k < 2) notes.push("Co-activation needs top_k ≥ 2; coactivation.csv has no rows.");
   if (!perDomainBuckets) {
     notes.push(
@@ -507,10 +524,14 @@ export async function runAnalysis(
     );
   }
   if (docBoot && docResamples < options.bootstrap) {
-    notes.push(`The document bootstrap used ${docResamples} resamples (memory cap), not ${options.bootstrap}.`);
+    notes.push(
+      `The document bootstrap used ${docResamples} resamples (memory cap), not ${options.bootstrap}.`,
+    );
   }
   if (bucketBoot && bucketResamples < options.bootstrap) {
-    notes.push(`The bucket bootstrap used ${bucketResamples} resamples (memory cap), not ${options.bootstrap}.`);
+    notes.push(
+      `The bucket bootstrap used ${bucketResamples} resamples (memory cap), not ${options.bootstrap}.`,
+    );
   }
 
   return {

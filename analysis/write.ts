@@ -27,7 +27,17 @@ export const COLUMNS: Record<string, readonly string[]> = {
     "n_tokens",
     "n_boot",
   ],
-  repetition: ["layer", "domain", "statistic", "value", ...ESTIMATE, "n_docs", "n_tokens", "n_pairs", "n_boot"],
+  repetition: [
+    "layer",
+    "domain",
+    "statistic",
+    "value",
+    ...ESTIMATE,
+    "n_docs",
+    "n_tokens",
+    "n_pairs",
+    "n_boot",
+  ],
   overlap_distribution: [
     "layer",
     "domain",
@@ -39,7 +49,17 @@ export const COLUMNS: Record<string, readonly string[]> = {
     "n_pairs",
     "n_boot",
   ],
-  cosmoes: ["layer", "domain", "statistic", "value", ...ESTIMATE, "n_docs", "n_tokens", "n_pairs", "n_boot"],
+  cosmoes: [
+    "layer",
+    "domain",
+    "statistic",
+    "value",
+    ...ESTIMATE,
+    "n_docs",
+    "n_tokens",
+    "n_pairs",
+    "n_boot",
+  ],
   load_balance: [
     "layer",
     "domain",
@@ -115,7 +135,17 @@ export const COLUMNS: Record<string, readonly string[]> = {
     "n_tokens",
     "n_boot",
   ],
-  summary: ["statistic", "layer", "domain", "value", ...ESTIMATE, "n_docs", "n_tokens", "n_boot", "note"],
+  summary: [
+    "statistic",
+    "layer",
+    "domain",
+    "value",
+    ...ESTIMATE,
+    "n_docs",
+    "n_tokens",
+    "n_boot",
+    "note",
+  ],
 };
 
 export interface WriteOptions {
