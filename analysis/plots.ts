@@ -127,31 +127,42 @@ export function buildFigures(result: AnalysisResult): Figure[] {
     },
   });
 
-  const heat = clean(
-    t.expert_shares!.filter((r) => r.choice === "top_k" && r.domain === ALL),
-  );
+  const heat = clean(t.expert_shares!.filter((r) => r.choice === "top_k"));
   figures.push({
     file: "layer_expert_heatmap.svg",
     title: "Expert shares by layer",
     caption:
-      `Share of top-${k} assignments per expert (columns) and MoE layer (rows) over the whole corpus. Uniform routing gives the same colour everywhere (1/E); dark and bright cells are overused and underused experts.`,
+      `Share of top-${k} assignments per expert (columns) and MoE layer (rows), for the whole corpus ("all") and each domain. Uniform routing gives the same colour everywhere (1/E); bright and dark cells are overused and underused experts.`,
     section: "shares",
     spec: {
-      title: "Expert share by layer and expert (all domains)",
+      title: "Expert share by layer and expert",
       data: { values: heat },
-      width: Math.max(200, Math.min(640, E * 14)),
-      height: Math.max(120, Math.min(640, moe.length * 14)),
-      mark: "rect",
-      encoding: {
-        x: { field: "expert", type: "ordinal", title: "expert" },
-        y: { field: "layer", type: "ordinal", title: "MoE layer" },
-        color: {
-          field: "share",
-          type: "quantitative",
-          title: "share",
-          scale: { scheme: "viridis" },
+      facet: {
+        field: "domain",
+        type: "nominal",
+        title: null,
+        sort: [ALL, ...result.domains.map((d) => d.name)],
+      },
+      columns: 4,
+      spec: {
+        width: Math.max(120, Math.min(400, E * 10)),
+        height: Math.max(80, Math.min(400, moe.length * 10)),
+        mark: "rect",
+        encoding: {
+          x: {
+            field: "expert",
+            type: "ordinal",
+            title: "expert",
+            axis: E > 16 ? { values: [0, Math.floor(E / 2), E - 1] } : {},
+          },
+          y: { field: "layer", type: "ordinal", title: "MoE layer" },
+          color: {
+            field: "share",
+            type: "quantitative",
+            title: "share",
+            scale: { scheme: "viridis" },
+          },
         },
-        tooltip: [{ field: "share" }, { field: "ci_low" }, { field: "ci_high" }],
       },
     },
   });

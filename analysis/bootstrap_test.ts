@@ -1,0 +1,82 @@
+import assert from "node:assert/strict";
+import { Rng } from "../common/random.ts";
+import {
+  benjaminiHochberg,
+  clusterBootstrap,
+  jensenShannon,
+  permutationTest,
+  quantile,
+} from "./bootstrap.ts";
+
+Deno.test("Benjamini–Hochberg q-values match R's p.adjust(method = 'BH')", () => {
+  // Sorted p: 0.005, 0.01, 0.03, 0.04 → ·4/rank: 0.02, 0.02, 0.04, 0.04, then running minima
+  // from the top; R: p.adjust(c(0.01, 0.04, 0.03, 0.005), "BH") = 0.02 0.04 0.04 0.02.
+  const q = benjaminiHochberg([0.01, 0.04, 0.03, 0.005]);
+  q.forEach((x, i) =>
+    assert.ok(Math.abs(x - [0.02, 0.04, 0.04, 0.02][i]!) < 1e-12, `q[${i}] = ${x}`)
+  );
+  assert.deepEqual(benjaminiHochberg([1, 1]), [1, 1]);
+});
+
+Deno.test("quantile interpolates linearly (type 7)", () => {
+  assert.equal(quantile([1, 2, 3, 4], 0.25), 1.75);
+  assert.equal(quantile([1, 2, 3, 4], 0), 1);
+  assert.equal(quantile([1, 2, 3, 4], 1), 4);
+  assert.ok(Number.isNaN(quantile([], 0.5)));
+});
+
+Deno.test("Jensen–Shannon divergence: 0 for equal distributions, 1 bit for disjoint ones", () => {
+  assert.equal(jensenShannon([1, 1], [2, 2], 0, 2), 0);
+  assert.ok(Math.abs(jensenShannon([1, 0], [0, 5], 0, 2) - 1) < 1e-12);
+});
+
+Deno.test("cluster bootstrap: multiplicities sum to the cluster count, within each domain", () => {
+  // Vectors [value, 1]: the second entry of a resample counts its clusters.
+  const domainA = { count: 3, data: Float32Array.from([1, 1, 2, 1, 3, 1]) };
+  const domainB = { count: 1, data: Float32Array.from([10, 1]) };
+  const result = clusterBootstrap([domainA, domainB], 2, 2, (v, out) => {
+    out[0] = v[0]!;
+    out[1] = v[1]!;
+  }, { resamples: 400, seed: 3 });
+  const a = result.domains[0]!;
+  const b = result.domains[1]!;
+  assert.equal(a.low[1], 3);
+  assert.equal(a.high[1], 3);
+  assert.equal(result.all.low[1], 4);
+  assert.equal(result.all.high[1], 4);
+  // Sums of three draws from {1, 2, 3}: the 95% interval lies strictly inside [3, 9].
+  assert.ok(
+    a.low[0]! >= 3 && a.low[0]! < 6 && a.high[0]! > 6 && a.high[0]! <= 9,
+    `${a.low[0]}..${a.high[0]}`,
+  );
+  // A domain of one document has no sampling variation, and B is resampled within B only.
+  assert.equal(b.low[0], 10);
+  assert.equal(b.high[0], 10);
+  assert.equal(result.all.low[0]! - a.low[0]!, 10);
+});
+
+function countsOf(rng: Rng, E: number, tokens: number, bias: number): Float64Array {
+  const out = new Float64Array(E);
+  for (let t = 0; t < tokens; t++) out[rng.next() < bias ? 0 : rng.int(E)]!++;
+  return out;
+}
+
+Deno.test("permutation test: p-values roughly uniform under the null, tiny for a real difference", () => {
+  const rng = new Rng(42);
+  const E = 4;
+  const pValues: number[] = [];
+  for (let rep = 0; rep < 200; rep++) {
+    const docs = Array.from({ length: 16 }, () => countsOf(rng, E, 50, 0));
+    const test = permutationTest(8, 8, (d) => docs[d]!, 1, E, { permutations: 99, seed: rep });
+    pValues.push(test.pValue[0]!);
+  }
+  const mean = pValues.reduce((s, p) => s + p, 0) / pValues.length;
+  const small = pValues.filter((p) => p <= 0.05).length / pValues.length;
+  assert.ok(mean > 0.4 && mean < 0.6, `mean null p-value ${mean}`);
+  assert.ok(small < 0.1, `${small} of null p-values ≤ 0.05`);
+
+  const docs = Array.from({ length: 16 }, (_, d) => countsOf(rng, E, 50, d < 8 ? 0 : 0.3));
+  const test = permutationTest(8, 8, (d) => docs[d]!, 1, E, { permutations: 199, seed: 1 });
+  assert.equal(test.pValue[0], 1 / 200);
+  assert.ok(test.observed[0]! > 5 * test.nullMean[0]!);
+});
