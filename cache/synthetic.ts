@@ -16,8 +16,19 @@ export interface SyntheticAccessOptions {
   layers: number;
   experts: number;
   topK: number;
-  /** Default 0 (uniform). */
+  /** Probability that a slot reuses a recent expert (default 0: uniform). */
   stickiness?: number;
+  /**
+   * Which recent expert a sticky slot reuses (default "previous"):
+   * - "previous": the previous token's expert in the same slot (the law of
+   *   engine/synthetic_trace.ts). Under it every online policy has the same
+   *   expected hit rate: the previous selection is always cached and every
+   *   other pick is uniform, so which other experts are cached does not matter.
+   * - "geometric": an expert of the token r back, r ~ Geometric(1/2) (1 with
+   *   probability 1/2, 2 with 1/4, ...) within the document, any of its slots:
+   *   locality with memory, where recency-based policies pay off.
+   */
+  memory?: "previous" | "geometric";
   /** Tokens per document; stickiness restarts at each (default 1000). */
   tokensPerDoc?: number;
   /** D (default 0). */
@@ -30,6 +41,7 @@ export interface SyntheticAccessOptions {
 export function syntheticAccessTrace(o: SyntheticAccessOptions): AccessTrace {
   const { tokens: T, layers: M, experts: E, topK: k } = o;
   const stickiness = o.stickiness ?? 0;
+  const geometric = (o.memory ?? "previous") === "geometric";
   const perDoc = o.tokensPerDoc ?? 1000;
   const D = o.lookahead ?? 0;
   const accuracy = o.specAccuracy ?? 0.8;
@@ -51,9 +63,20 @@ export function syntheticAccessTrace(o: SyntheticAccessOptions): AccessTrace {
       const base = (t * M + l) * k;
       for (let j = 0; j < k; j++) {
         if (continues && stickiness > 0 && rng.next() < stickiness) {
-          const e = chosen[base - M * k + j]!;
-          chosen[base + j] = e;
-          taken[e] = 1;
+          let e: number;
+          if (geometric) {
+            let r = 1;
+            while (rng.next() < 0.5 && r < t % perDoc) r++;
+            e = chosen[base - r * M * k + rng.int(k)]!;
+          } else {
+            e = chosen[base - M * k + j]!;
+          }
+          if (taken[e] === 0) {
+            chosen[base + j] = e;
+            taken[e] = 1;
+          } else {
+            chosen[base + j] = NO_EXPERT;
+          }
         } else {
           chosen[base + j] = NO_EXPERT;
         }
