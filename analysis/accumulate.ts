@@ -26,6 +26,12 @@ export interface AccumulateOptions {
   sampleTokens?: number;
   /** Indices on the trace's layer axis whose first choices are kept for samples (default first, middle, last). */
   sampleLayers?: number[];
+  /**
+   * Cells (u32) the per-token-id tables may use (default 2^25). Past it the
+   * per-domain tables are merged into one corpus table; past it again, token
+   * ids not seen yet are no longer counted (`vocabularyDropped`).
+   */
+  vocabularyCells?: number;
 }
 
 /** A document kept for the token colouring. */
@@ -100,6 +106,12 @@ export class Accumulator {
   #seq = 0;
   #scratch: Float64Array;
   #top: Float64Array;
+  #vocabularyCells: number;
+  #vocabularyUsed = 0;
+  /** token id → [M, E] first-choice counts over all domains, once per-domain tables are given up. */
+  corpusVocabulary: Map<number, Uint32Array> | null = null;
+  /** Occurrences of token ids left uncounted because the tables were full. */
+  vocabularyDropped = 0;
 
   constructor(dims: Dims, domainNames: readonly string[], options: AccumulateOptions = {}) {
     this.dims = dims;
@@ -118,6 +130,7 @@ export class Accumulator {
     this.#marks = new Float64Array(M * dims.experts);
     this.#scratch = new Float64Array(this.layout.size);
     this.#top = new Float64Array(dims.topK + 1);
+    this.#vocabularyCells = options.vocabularyCells ?? 2 ** 25;
     for (const name of domainNames) this.domain(name);
   }
 
@@ -152,6 +165,37 @@ export class Accumulator {
       this.#addDocument(batch, start, end, codeToDomain[batch.domainCodes[start]!]!);
       start = end;
     }
+  }
+
+  /** The first-choice table of `token` (per domain, or for the corpus once memory is tight). */
+  #vocabularyTable(domain: DomainData, token: number): Uint32Array | null {
+    const width = this.dims.layers * this.dims.experts;
+    const tables = this.corpusVocabulary ?? domain.vocab;
+    const found = tables.get(token);
+    if (found) return found;
+    if (this.#vocabularyUsed + width > this.#vocabularyCells && !this.corpusVocabulary) {
+      // Give up per-domain tables: merge them into one corpus table.
+      const merged = new Map<number, Uint32Array>();
+      for (const d of this.domains) {
+        for (const [id, counts] of d.vocab) {
+          const m = merged.get(id);
+          if (m) { for (let i = 0; i < width; i++) m[i]! += counts[i]!; }
+          else merged.set(id, counts);
+        }
+        d.vocab.clear();
+      }
+      this.corpusVocabulary = merged;
+      this.#vocabularyUsed = merged.size * width;
+      return this.#vocabularyTable(domain, token);
+    }
+    if (this.#vocabularyUsed + width > this.#vocabularyCells) {
+      this.vocabularyDropped++;
+      return null;
+    }
+    const table = new Uint32Array(width);
+    tables.set(token, table);
+    this.#vocabularyUsed += width;
+    return table;
   }
 
   #addDocument(batch: TraceBatch, start: number, end: number, domain: DomainData): void {
@@ -195,11 +239,7 @@ export class Accumulator {
       if (paired) v[L.pairs]! += 1;
       bucket[B.tokens]! += 1;
       const token = batch.token[r]!;
-      let vocab = domain.vocab.get(token);
-      if (!vocab) {
-        vocab = new Uint32Array(M * E);
-        domain.vocab.set(token, vocab);
-      }
+      const vocab = this.#vocabularyTable(domain, token);
       let previousFirst = -1;
       for (let l = 0; l < M; l++) {
         const base = r * mk + l * k;
@@ -207,7 +247,7 @@ export class Accumulator {
         const e0 = experts[base]!;
         v[L.first + le + e0]! += 1;
         if (k > 1) v[L.second + le + experts[base + 1]!]! += 1;
-        vocab[le + e0]! += 1;
+        if (vocab) vocab[le + e0]! += 1;
         let shared = 0;
         for (let j = 0; j < k; j++) {
           const e = experts[base + j]!;

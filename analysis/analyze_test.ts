@@ -473,3 +473,33 @@ Deno.test("user mistakes get one-sentence errors naming the path", async () => {
     );
   });
 });
+
+Deno.test("token-id tables past their memory budget fall back to corpus rows, same values", async () => {
+  await withTemp(async (dir) => {
+    const M = 2;
+    const E = 8;
+    await writeSyntheticTrace(`${dir}/trace`, {
+      numLayers: M,
+      numExperts: E,
+      domains: [{ name: "A", docs: 10 }, { name: "B", docs: 10 }],
+      tokensPerDoc: 100,
+      vocabSize: 50,
+    });
+    const run = async (vocabularyCells?: number) =>
+      await runAnalysis(await TraceReader.open(`${dir}/trace`), {
+        bootstrap: 0,
+        seed: 0,
+        accumulate: vocabularyCells ? { vocabularyCells } : {},
+      });
+    const full = await run();
+    // Each domain sees all 50 ids (100 tables); the corpus needs 50: a budget of 70 merges.
+    const merged = await run(70 * M * E);
+    const rows = (r: AnalysisResult) => r.tables.vocabulary_specialisation!;
+    assert.deepEqual(rows(merged), rows(full).filter((r) => r.domain === ALL));
+    assert.ok(merged.notes.some((n) => /corpus only/.test(n)));
+    // A budget of 20 ids keeps counting those and drops the others' occurrences.
+    const tight = await run(20 * M * E);
+    assert.equal(rows(tight).filter((r) => r.domain === ALL)[0]!.n_token_ids, 20);
+    assert.ok(tight.notes.some((n) => /leaves out \d+ occurrences/.test(n)));
+  });
+});

@@ -304,12 +304,11 @@ export function bucketBaseline(dims: Dims, tokens: number): (family: Family) => 
  * Expected largest first-choice share of a token id seen n times under
  * uniform random routing: E[max_e N_e]/n, N ~ Multinomial(n, 1/E), by
  * simulation (exact draws up to n = 400, the Gaussian approximation above),
- * cached per n.
+ * seeded and cached per n.
  */
 export class VocabularyBaseline {
   #cache = new Map<number, number>();
   #E: number;
-  #rng = new Rng(777);
   #counts: Float64Array;
 
   constructor(E: number) {
@@ -322,17 +321,19 @@ export class VocabularyBaseline {
     if (cached !== undefined) return cached;
     const E = this.#E;
     const replicates = 200;
+    // Seeded by n, so a value does not depend on which others were asked for first.
+    const rng = new Rng(777 + n);
     let total = 0;
     for (let r = 0; r < replicates; r++) {
       const c = this.#counts;
       c.fill(0);
       if (n <= 400) {
-        for (let i = 0; i < n; i++) c[this.#rng.int(E)]!++;
+        for (let i = 0; i < n; i++) c[rng.int(E)]!++;
       } else {
         const sd = Math.sqrt((n * (1 / E) * (1 - 1 / E) * E) / Math.max(1, E - 1));
         let zbar = 0;
         for (let e = 0; e < E; e++) {
-          c[e] = this.#rng.normal();
+          c[e] = rng.normal();
           zbar += c[e]! / E;
         }
         for (let e = 0; e < E; e++) c[e] = n / E + sd * (c[e]! - zbar);

@@ -401,15 +401,30 @@ export async function runAnalysis(
   // Vocabulary specialisation.
   const minCount = options.minTokenCount ?? 10;
   const vocabBaseline = new VocabularyBaseline(E);
-  const merged = new Map<number, Uint32Array>();
-  for (const d of domains) {
-    for (const [token, counts] of d.vocab) {
-      const m = merged.get(token);
-      if (m) { for (let i = 0; i < counts.length; i++) m[i]! += counts[i]!; }
-      else merged.set(token, Uint32Array.from(counts));
+  const perDomainVocabulary = acc.corpusVocabulary === null;
+  let merged = acc.corpusVocabulary;
+  if (!merged) {
+    merged = new Map<number, Uint32Array>();
+    for (const d of domains) {
+      for (const [token, counts] of d.vocab) {
+        const m = merged.get(token);
+        if (m) { for (let i = 0; i < counts.length; i++) m[i]! += counts[i]!; }
+        else merged.set(token, Uint32Array.from(counts));
+      }
     }
   }
+  if (!perDomainVocabulary) {
+    notes.push(
+      "vocabulary_specialisation.csv holds the whole corpus only: per-domain token-id tables did not fit in memory.",
+    );
+  }
+  if (acc.vocabularyDropped > 0) {
+    notes.push(
+      `vocabulary_specialisation.csv leaves out ${acc.vocabularyDropped} occurrences of token ids first seen after the token-id tables were full.`,
+    );
+  }
   groups.forEach((group, g) => {
+    if (g < domains.length && !perDomainVocabulary) return;
     const vocab = g === domains.length ? merged : domains[g]!.vocab;
     for (let l = 0; l < M; l++) {
       let ids = 0;
