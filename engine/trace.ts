@@ -70,6 +70,29 @@ export interface ShardEntry {
   file: string;
   rows: number;
   docs: number;
+  /** File size in bytes (checked before decoding, when present). */
+  bytes?: number;
+  /**
+   * SHA-256 of the file's first FINGERPRINT_HEAD bytes and last
+   * FINGERPRINT_TAIL bytes, hex: they hold the Arrow schema, dictionaries,
+   * message headers and footer, whose corruption could make the Arrow decoder
+   * allocate without bound. Checked before decoding, when present.
+   */
+  fingerprint?: string;
+}
+
+export const FINGERPRINT_HEAD = 4 * 2 ** 20;
+export const FINGERPRINT_TAIL = 64 * 2 ** 10;
+
+/** The fingerprint of a shard's bytes (see ShardEntry.fingerprint). */
+export async function shardFingerprint(bytes: Uint8Array): Promise<string> {
+  const head = bytes.subarray(0, Math.min(bytes.length, FINGERPRINT_HEAD));
+  const tail = bytes.subarray(Math.max(head.length, bytes.length - FINGERPRINT_TAIL));
+  const joined = new Uint8Array(head.length + tail.length);
+  joined.set(head);
+  joined.set(tail, head.length);
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", joined));
+  return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 export interface Manifest {
@@ -231,11 +254,24 @@ export function validateManifest(json: unknown, where: string): Manifest {
   const shards = json.shards;
   if (!Array.isArray(shards)) throw new DataError(`${where} field "shards" must be a list.`);
   shards.forEach((shard, i) => {
-    if (!isObject(shard) || typeof shard.file !== "string" || shard.file === "") {
-      throw new DataError(`${where} field "shards[${i}].file" must be a file name.`);
+    if (
+      !isObject(shard) || typeof shard.file !== "string" || shard.file === "" ||
+      shard.file.startsWith("/") || /[\u0000-\u001f]/.test(shard.file)
+    ) {
+      throw new DataError(
+        `${where} field "shards[${i}].file" must be a file path relative to the trace, got ${
+          JSON.stringify(isObject(shard) ? shard.file : shard)
+        }.`,
+      );
     }
     requireCount(shard.rows, `${where} field "shards[${i}].rows"`, 0);
     requireCount(shard.docs, `${where} field "shards[${i}].docs"`, 0);
+    if (shard.bytes !== undefined) {
+      requireCount(shard.bytes, `${where} field "shards[${i}].bytes"`, 0);
+    }
+    if (shard.fingerprint !== undefined && typeof shard.fingerprint !== "string") {
+      throw new DataError(`${where} field "shards[${i}].fingerprint" must be a string.`);
+    }
   });
   return json as unknown as Manifest;
 }
@@ -369,7 +405,13 @@ export class TraceWriter {
     const file = `shards/${String(index).padStart(5, "0")}.arrow`;
     const bytes = encodeShard(this.#pending, this.shape);
     await writeFileAtomic(`${this.dir}/${file}`, bytes);
-    this.#manifest.shards.push({ file, rows: this.#pendingRows, docs: this.#pending.length });
+    this.#manifest.shards.push({
+      file,
+      rows: this.#pendingRows,
+      docs: this.#pending.length,
+      bytes: bytes.length,
+      fingerprint: await shardFingerprint(bytes),
+    });
     this.#manifest.capture.updated = new Date().toISOString();
     await writeManifest(this.dir, this.#manifest);
     for (const doc of this.#pending) this.#completed.add(doc.doc);
@@ -639,6 +681,16 @@ export class TraceReader {
       }
       throw new DataError(`Cannot read shard ${path}: ${messageOf(error)}.`);
     }
+    if (shard.bytes !== undefined && bytes.length !== shard.bytes) {
+      throw new DataError(
+        `Shard ${path} has ${bytes.length} bytes but the manifest says ${shard.bytes}; it is truncated or was changed.`,
+      );
+    }
+    if (shard.fingerprint !== undefined && (await shardFingerprint(bytes)) !== shard.fingerprint) {
+      throw new DataError(
+        `Shard ${path} does not match its fingerprint in the manifest; it is corrupted or was changed.`,
+      );
+    }
     let table: arrow.Table;
     try {
       table = arrow.tableFromIPC(bytes);
@@ -755,7 +807,7 @@ function decodeShard(
   if (shape.probs && !hasProbs) throw new DataError(`Shard ${path} has no column "probs".`);
   const hasSpec = table.getChild("spec") !== null;
   if (shape.lookahead > 0 && !hasSpec) throw new DataError(`Shard ${path} has no column "spec".`);
-  return {
+  const batch: TraceBatch = {
     rows,
     doc,
     domainCodes,
@@ -774,6 +826,49 @@ function decodeShard(
       ? list("spec", Uint16Array, mk * shape.lookahead, new arrow.Uint16())
       : null,
   };
+  checkLengths(batch, shape, path);
+  checkExpertIds(batch.experts, shape.experts, false, path, "experts");
+  if (batch.spec) checkExpertIds(batch.spec, shape.experts, true, path, "spec");
+  return batch;
+}
+
+/** Every column holds exactly rows × width values (a damaged buffer holds fewer). */
+function checkLengths(batch: TraceBatch, shape: RowShape, path: string): void {
+  const mk = shape.layers * shape.topK;
+  const expected: [string, ArrayLike<number> | null, number][] = [
+    ["pos", batch.pos, batch.rows],
+    ["token", batch.token, batch.rows],
+    ["phase", batch.phase, batch.rows],
+    ["experts", batch.experts, batch.rows * mk],
+    ["weights", batch.weights, batch.rows * mk],
+    ["probs", batch.probs, batch.rows * shape.layers * shape.experts],
+    ["spec", batch.spec, batch.rows * mk * shape.lookahead],
+  ];
+  for (const [name, values, length] of expected) {
+    if (values && values.length !== length) {
+      throw new DataError(
+        `Shard ${path} column "${name}" holds ${values.length} values, expected ${length}.`,
+      );
+    }
+  }
+}
+
+/** Expert ids index per-expert tables downstream: out-of-range ids are refused here. */
+function checkExpertIds(
+  ids: Uint16Array,
+  numExperts: number,
+  allowNone: boolean,
+  path: string,
+  name: string,
+): void {
+  for (let i = 0; i < ids.length; i++) {
+    const id = ids[i]!;
+    if (id >= numExperts && !(allowNone && id === NO_EXPERT)) {
+      throw new DataError(
+        `Shard ${path} column "${name}" holds expert id ${id}, but the model has ${numExperts} experts.`,
+      );
+    }
+  }
 }
 
 /** The values of a primitive column as one typed array (zero-copy when it is one chunk). */

@@ -5,7 +5,13 @@ import {
   syntheticModel,
   writeSyntheticTrace,
 } from "./synthetic_trace.ts";
-import { readManifest, type TraceDoc, TraceReader, TraceWriter } from "./trace.ts";
+import {
+  readManifest,
+  shardFingerprint,
+  type TraceDoc,
+  TraceReader,
+  TraceWriter,
+} from "./trace.ts";
 import { DataError } from "../common/errors.ts";
 
 const OPTIONS = {
@@ -122,13 +128,27 @@ Deno.test("the reader names the fault in a damaged trace", async (t) => {
   type ManifestJson = {
     format: string;
     model: { top_k: number };
-    shards: { rows: number; docs: number }[];
+    shards: { file: string; rows: number; docs: number; bytes?: number; fingerprint?: string }[];
   };
+  const editManifestAsync =
+    (edit: (m: ManifestJson, dir: string) => Promise<void>) => async (dir: string) => {
+      const m = JSON.parse(await Deno.readTextFile(`${dir}/manifest.json`));
+      await edit(m, dir);
+      await Deno.writeTextFile(`${dir}/manifest.json`, JSON.stringify(m));
+    };
   const editManifest = (edit: (m: ManifestJson) => void) => async (dir: string) => {
     const m = JSON.parse(await Deno.readTextFile(`${dir}/manifest.json`));
     edit(m);
     await Deno.writeTextFile(`${dir}/manifest.json`, JSON.stringify(m));
   };
+  /** Makes the manifest agree with the shards as they are now (a consistent but wrong trace). */
+  const refingerprint = editManifestAsync(async (m, dir) => {
+    for (const s of m.shards) {
+      const bytes = await Deno.readFile(`${dir}/${s.file}`);
+      s.bytes = bytes.length;
+      s.fingerprint = await shardFingerprint(bytes);
+    }
+  });
   await t.step("missing shard", async () => {
     const msg = await damaged((dir) => Deno.remove(`${dir}/shards/00001.arrow`));
     assert.match(msg, /^Shard shards\/00001.arrow listed in .*manifest.json does not exist\.$/);
@@ -159,14 +179,53 @@ Deno.test("the reader names the fault in a damaged trace", async (t) => {
         new Float64(),
       );
       await Deno.writeFile(path, tableToIPC(new Table(columns as never), "file"));
+      await refingerprint(dir);
     });
     assert.match(msg, /column "pos" has type Float64, expected Uint32\.$/);
+  });
+  await t.step("shard changed after the manifest was written", async () => {
+    const msg = await damaged(async (dir) => {
+      const path = `${dir}/shards/00000.arrow`;
+      const bytes = await Deno.readFile(path);
+      bytes[100] = bytes[100]! ^ 0xff;
+      await Deno.writeFile(path, bytes);
+    });
+    assert.match(
+      msg,
+      /00000\.arrow does not match its fingerprint in the manifest; it is corrupted or was changed\.$/,
+    );
+  });
+  await t.step("expert id out of range", async () => {
+    const msg = await damaged(async (dir) => {
+      const { tableFromIPC, tableToIPC } = await import("apache-arrow");
+      const path = `${dir}/shards/00000.arrow`;
+      const table = tableFromIPC(await Deno.readFile(path));
+      const experts = table.getChild("experts")!.data[0]!.children[0]!.values as Uint16Array;
+      experts[5] = 8;
+      await Deno.writeFile(path, tableToIPC(table, "file"));
+      await refingerprint(dir);
+    });
+    assert.match(msg, /column "experts" holds expert id 8, but the model has 8 experts\.$/);
   });
   await t.step("truncated shard", async () => {
     const msg = await damaged(async (dir) => {
       const path = `${dir}/shards/00000.arrow`;
       const bytes = await Deno.readFile(path);
       await Deno.writeFile(path, bytes.subarray(0, bytes.length >> 1));
+    });
+    assert.match(msg, /has \d+ bytes but the manifest says \d+; it is truncated or was changed\.$/);
+  });
+  await t.step("truncated shard in a trace without fingerprints", async () => {
+    const msg = await damaged(async (dir) => {
+      const path = `${dir}/shards/00000.arrow`;
+      const bytes = await Deno.readFile(path);
+      await Deno.writeFile(path, bytes.subarray(0, bytes.length >> 1));
+      await editManifest((m) => {
+        for (const s of m.shards) {
+          delete s.bytes;
+          delete s.fingerprint;
+        }
+      })(dir);
     });
     assert.match(msg, /is not a readable Arrow IPC file/);
   });

@@ -1,0 +1,22 @@
+/**
+ * The fuzz suite at test size: every target, seeded, a few hundred cases in
+ * all. `deno task fuzz` runs the same targets with many more cases.
+ */
+import assert from "node:assert/strict";
+import { fuzz } from "./fuzz.ts";
+import { allTargets } from "./targets.ts";
+
+const CASES_PER_TARGET = 60;
+
+Deno.test("fuzzed inputs either succeed or fail with one clean sentence", async (t) => {
+  for (const target of await allTargets()) {
+    await t.step(target.name, async () => {
+      const result = await fuzz(target, { cases: CASES_PER_TARGET, seed: 2026 });
+      console.log(
+        `  ${result.target}: ${result.cases} cases, ${result.succeeded} accepted, ${result.rejected} rejected cleanly`,
+      );
+      assert.deepEqual(result.findings, []);
+      assert.ok(result.rejected > 0, "the mutations reach the validation code");
+    });
+  }
+});

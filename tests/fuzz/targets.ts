@@ -1,0 +1,235 @@
+/**
+ * Fuzz targets: for each input moetrace accepts from strangers, a valid
+ * example, a way to mutate it, and the call that must either succeed or fail
+ * with one clean sentence.
+ */
+import { Rng } from "../../common/random.ts";
+import { readCorpus } from "../../engine/corpus.ts";
+import { importJsonl } from "../../engine/import_jsonl.ts";
+import { writeSyntheticTrace } from "../../engine/synthetic_trace.ts";
+import { TraceReader } from "../../engine/trace.ts";
+import { parseCommand } from "../../main.ts";
+import { type FuzzTarget, mutateBytes, mutateJson, pick } from "./fuzz.ts";
+
+const encoder = new TextEncoder();
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Mutates one line of a JSONL text, as JSON or as bytes. */
+function mutateJsonl(rng: Rng, lines: unknown[]): { text: Uint8Array; label: string } {
+  const index = rng.int(lines.length);
+  if (rng.next() < 0.6) {
+    const { value, label } = mutateJson(rng, lines[index]);
+    const copy = [...lines];
+    copy[index] = value;
+    return {
+      text: encoder.encode(copy.map((l) => JSON.stringify(l)).join("\n") + "\n"),
+      label: `line ${index + 1}: ${label}`,
+    };
+  }
+  const { bytes, label } = mutateBytes(
+    rng,
+    encoder.encode(lines.map((l) => JSON.stringify(l)).join("\n") + "\n"),
+  );
+  return { text: bytes, label };
+}
+
+export async function interchangeTarget(): Promise<FuzzTarget> {
+  const dir = await Deno.makeTempDir({ prefix: "moetrace-fuzz-import-" });
+  const rng = new Rng(99);
+  const lines: unknown[] = [{ moetrace_import: 1, num_layers: 2, num_experts: 6, top_k: 2 }];
+  for (let d = 0; d < 3; d++) {
+    const T = 2 + d;
+    lines.push({
+      domain: ["ArXiv", "Github", "EuroParl"][d],
+      tokens: Array.from({ length: T }, () => rng.int(100)),
+      experts: Array.from({ length: T }, () => [[0, 1], [2 + rng.int(2), 5]]),
+      weights: Array.from({ length: T }, () => [[0.7, 0.3], [0.5, 0.5]]),
+    });
+  }
+  return {
+    name: "interchange JSONL (import)",
+    make: async (caseRng, i) => {
+      const { text, label } = mutateJsonl(caseRng, lines);
+      const file = `${dir}/case${i}.jsonl`;
+      const out = `${dir}/case${i}-trace`;
+      await Deno.writeFile(file, text);
+      return {
+        label: `import ${label}`,
+        run: async () => {
+          await importJsonl(file, out);
+        },
+        clean: async () => !(await exists(out)) && !(await exists(`${out}.partial`)),
+      };
+    },
+    teardown: () => Deno.remove(dir, { recursive: true }),
+  };
+}
+
+export async function traceTarget(): Promise<FuzzTarget> {
+  const dir = await Deno.makeTempDir({ prefix: "moetrace-fuzz-trace-" });
+  const original = `${dir}/original`;
+  await writeSyntheticTrace(original, {
+    numLayers: 2,
+    numExperts: 4,
+    topK: 2,
+    tokensPerDoc: 8,
+    probs: true,
+    lookahead: 1,
+    domains: [{ name: "A", docs: 3 }, { name: "B", docs: 3 }],
+  }, { rowsPerShard: 20 });
+  const manifest = JSON.parse(await Deno.readTextFile(`${original}/manifest.json`));
+  const shards = manifest.shards.map((s: { file: string }) => s.file) as string[];
+  const shardBytes = await Promise.all(shards.map((f) => Deno.readFile(`${original}/${f}`)));
+  return {
+    name: "trace directory (reader)",
+    make: async (rng, i) => {
+      const copy = `${dir}/case${i}`;
+      await Deno.mkdir(`${copy}/shards`, { recursive: true });
+      let manifestValue: unknown = manifest;
+      const files: Uint8Array[] = shardBytes.map((b) => b);
+      let label: string;
+      const kind = rng.int(3);
+      if (kind === 0) {
+        const m = mutateJson(rng, manifest);
+        manifestValue = m.value;
+        label = `manifest: ${m.label}`;
+      } else if (kind === 1) {
+        const which = rng.int(files.length);
+        const m = mutateBytes(rng, files[which]!);
+        files[which] = m.bytes;
+        label = `${shards[which]}: ${m.label}`;
+      } else {
+        const which = rng.int(files.length);
+        files[which] = new Uint8Array(0);
+        label = `${shards[which]}: deleted`;
+      }
+      await Deno.writeTextFile(`${copy}/manifest.json`, JSON.stringify(manifestValue));
+      for (let s = 0; s < shards.length; s++) {
+        if (files[s]!.length > 0 || kind !== 2) {
+          await Deno.writeFile(`${copy}/${shards[s]}`, files[s]!);
+        }
+      }
+      return {
+        label,
+        run: async () => {
+          const reader = await TraceReader.open(copy);
+          for await (const _ of reader.documents()) { /* read every row */ }
+        },
+      };
+    },
+    teardown: () => Deno.remove(dir, { recursive: true }),
+  };
+}
+
+export async function pileTarget(): Promise<FuzzTarget> {
+  const dir = await Deno.makeTempDir({ prefix: "moetrace-fuzz-pile-" });
+  const source = new URL("../data/mini-pile.jsonl", import.meta.url).pathname;
+  const lines = (await Deno.readTextFile(source)).trim().split("\n").map((l) => JSON.parse(l));
+  const zst = await Deno.readFile(`${source}.zst`);
+  return {
+    name: "Pile JSONL and .jsonl.zst (corpus)",
+    make: async (rng, i) => {
+      let path: string;
+      let label: string;
+      if (rng.next() < 0.3) {
+        const m = mutateBytes(rng, zst);
+        path = `${dir}/case${i}.jsonl.zst`;
+        await Deno.writeFile(path, m.bytes);
+        label = `zst ${m.label}`;
+      } else {
+        const m = mutateJsonl(rng, lines);
+        path = `${dir}/case${i}.jsonl`;
+        await Deno.writeFile(path, m.text);
+        label = `jsonl ${m.label}`;
+      }
+      return {
+        label,
+        run: async () => {
+          for await (const _ of readCorpus(path)) { /* read every document */ }
+        },
+      };
+    },
+    teardown: () => Deno.remove(dir, { recursive: true }),
+  };
+}
+
+const COMMAND_WORDS = [
+  "capture",
+  "generate",
+  "import",
+  "inspect",
+  "analyze",
+  "simulate",
+  "report",
+  "bench",
+];
+const FLAG_WORDS = [
+  "--out",
+  "--model",
+  "--corpus",
+  "--max-tokens",
+  "--batch-tokens",
+  "--probs",
+  "--lookahead",
+  "--seed",
+  "--bootstrap",
+  "--policy",
+  "--capacity",
+  "--budget",
+  "--temperature",
+  "--chat",
+  "--json",
+  "--bogus",
+  "-x",
+  "--",
+  "--help",
+];
+const VALUE_WORDS = [
+  "1",
+  "0",
+  "-1",
+  "1e9",
+  "NaN",
+  "x",
+  "",
+  "lru,belady",
+  "2,4",
+  "per-layer",
+  "global",
+  "3.5",
+  "a b",
+];
+
+export function cliTarget(): FuzzTarget {
+  return {
+    name: "command-line flags (parse)",
+    // deno-lint-ignore require-await
+    make: async (rng) => {
+      const argv = [pick(rng, COMMAND_WORDS)];
+      const n = rng.int(7);
+      for (let j = 0; j < n; j++) {
+        argv.push(rng.next() < 0.5 ? pick(rng, FLAG_WORDS) : pick(rng, VALUE_WORDS));
+      }
+      return {
+        label: `moetrace ${argv.join(" ")}`,
+        // deno-lint-ignore require-await
+        run: async () => {
+          parseCommand(argv[0]!, argv.slice(1));
+        },
+      };
+    },
+  };
+}
+
+/** Every target, for the fuzz test and `deno task fuzz`. */
+export async function allTargets(): Promise<FuzzTarget[]> {
+  return [await interchangeTarget(), await traceTarget(), await pileTarget(), cliTarget()];
+}
