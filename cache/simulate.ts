@@ -1,10 +1,452 @@
-/** The `simulate` command. Not built yet: it says so and exits 1. */
-import { notBuiltYet } from "../common/errors.ts";
+/**
+ * `moetrace simulate TRACE --out DIR`: replays a trace through expert caches
+ * and prefetchers (every combination of the flag lists) and writes
+ * simulation.csv, miss_ratio_curve.csv, prefetch_accuracy.csv, SVG plots with
+ * figures.json, simulation.json and a README.md that documents all of them.
+ */
+import { writeFileAtomic } from "../common/atomic_write.ts";
+import { type CsvRow, writeCsv } from "../common/csv.ts";
+import { UsageError } from "../common/errors.ts";
+import { renderSvg } from "../common/plot.ts";
+import { type Manifest, TOOL_VERSION } from "../engine/trace.ts";
+import { type AccessTrace, loadAccessTrace } from "./access_trace.ts";
+import type { Budget } from "./expert_cache.ts";
+import { isPolicyName, POLICY_NAMES, type PolicyName } from "./policies/mod.ts";
+import { parsePrefetch, type PrefetchSpec } from "./prefetch/mod.ts";
+import { simulationFigures } from "./simulate_figures.ts";
+import { simulationReadme } from "./simulate_readme.ts";
+import { type CapacitySpec, capacityExperts, runSweep, type SweepResult, type SweepSettings } from "./sweep.ts";
+import { dtypeInfo, type Hardware, loadHardware } from "./timing.ts";
+import { lruHits } from "./stack_distance.ts";
 
-// deno-lint-ignore require-await
-export async function simulateCommand(
-  _trace: string,
-  _flags: Record<string, unknown>,
-): Promise<void> {
-  notBuiltYet("simulate");
+export const SIMULATION_COLUMNS = [
+  "policy",
+  "budget",
+  "capacity",
+  "capacity_spec",
+  "capacity_bytes",
+  "prefetch",
+  "dtype",
+  "hardware",
+  "layer",
+  "model_layer",
+  "n_docs",
+  "n_tokens",
+  "accesses",
+  "hits",
+  "misses",
+  "hit_rate",
+  "loads_per_token",
+  "bytes_per_token",
+  "prefetch_issued",
+  "prefetch_used",
+  "prefetch_late",
+  "prefetch_wasted_bytes",
+  "prefetch_precision",
+  "prefetch_recall",
+  "stall_ms_per_token",
+  "ms_per_token",
+  "tokens_per_s",
+] as const;
+
+export const MRC_COLUMNS = [
+  "policy",
+  "budget",
+  "capacity",
+  "layer",
+  "n_tokens",
+  "accesses",
+  "hits",
+  "misses",
+  "hit_rate",
+  "miss_ratio",
+] as const;
+
+export const ACCURACY_COLUMNS = [
+  "prefetch",
+  "layer",
+  "lookahead",
+  "n_tokens",
+  "opportunities",
+  "predicted",
+  "correct",
+  "precision",
+  "recall",
+] as const;
+
+const BYTE_UNITS: Record<string, number> = {
+  b: 1,
+  kb: 1e3,
+  mb: 1e6,
+  gb: 1e9,
+  tb: 1e12,
+  kib: 2 ** 10,
+  mib: 2 ** 20,
+  gib: 2 ** 30,
+  tib: 2 ** 40,
+};
+
+/** Parses `--capacity` values (validated against the model later). */
+export function parseCapacities(values: string[]): CapacitySpec[] | "auto" {
+  if (values.length === 1 && values[0] === "auto") return "auto";
+  return values.map((text) => {
+    if (/^\d+$/.test(text)) {
+      const experts = Number(text);
+      if (experts < 1) throw new UsageError(`--capacity values must be at least 1, got "${text}".`);
+      return { kind: "experts", experts, text };
+    }
+    const m = /^(\d+(?:\.\d+)?)\s*([a-z]+)$/i.exec(text);
+    const unit = m ? BYTE_UNITS[m[2]!.toLowerCase()] : undefined;
+    if (!m || unit === undefined) {
+      throw new UsageError(
+        `--capacity takes auto, expert counts or byte budgets such as 24GiB, got "${text}".`,
+      );
+    }
+    return { kind: "bytes", bytes: Math.floor(Number(m[1]) * unit), text };
+  });
+}
+
+export interface SimulateOptions {
+  out: string;
+  policy: string[];
+  capacity: string[];
+  prefetch: string[];
+  hardware: string[];
+  dtype: string[];
+  budget: Budget;
+  seed: number;
+}
+
+/** Reads and checks the flags main.ts parsed. */
+export async function simulateSettings(
+  flags: Record<string, unknown>,
+): Promise<{ out: string; raw: SimulateOptions; partial: Omit<SweepSettings, "capacities"> }> {
+  const list = (name: string, fallback: string[]): string[] => {
+    const v = flags[name];
+    if (v === undefined) return fallback;
+    if (Array.isArray(v)) return v.map(String);
+    return String(v).split(",").map((s) => s.trim()).filter((s) => s !== "");
+  };
+  const raw: SimulateOptions = {
+    out: String(flags.out),
+    policy: list("policy", ["lru", "lfu", "belady"]),
+    capacity: list("capacity", ["auto"]),
+    prefetch: list("prefetch", ["none"]),
+    hardware: list("hardware", ["pcie4"]),
+    dtype: list("dtype", ["bf16"]),
+    budget: (flags.budget ?? "per-layer") as Budget,
+    seed: typeof flags.seed === "number" ? flags.seed : 0,
+  };
+  if (raw.budget !== "per-layer" && raw.budget !== "global") {
+    throw new UsageError(`--budget takes per-layer or global, got "${raw.budget}".`);
+  }
+  const policies: PolicyName[] = [];
+  for (const p of raw.policy) {
+    if (!isPolicyName(p)) {
+      throw new UsageError(`--policy takes ${POLICY_NAMES.join(", ")}, got "${p}".`);
+    }
+    if (!policies.includes(p)) policies.push(p);
+  }
+  const prefetchers: PrefetchSpec[] = [];
+  for (const p of raw.prefetch) {
+    const spec = parsePrefetch(p);
+    if (!spec) {
+      throw new UsageError(
+        `--prefetch takes none, speculative, speculative:D, markov or oracle, got "${p}".`,
+      );
+    }
+    if (!prefetchers.some((q) => q.name === spec.name)) prefetchers.push(spec);
+  }
+  const dtypes = [...new Set(raw.dtype)].map(dtypeInfo);
+  const hardware: Hardware[] = [];
+  for (const h of [...new Set(raw.hardware)]) hardware.push(await loadHardware(h));
+  const names = hardware.map((h) => h.name);
+  if (new Set(names).size !== names.length) {
+    throw new UsageError(`--hardware lists two machines with the same name: ${names.join(", ")}.`);
+  }
+  return {
+    out: raw.out,
+    raw,
+    partial: { policies, prefetchers, dtypes, hardware, budget: raw.budget, seed: raw.seed },
+  };
+}
+
+/** Resolves `auto` and checks every capacity against the model. */
+export function resolveCapacities(
+  specs: CapacitySpec[] | "auto",
+  settings: Omit<SweepSettings, "capacities">,
+  manifest: Manifest,
+): CapacitySpec[] {
+  const { top_k: k, num_experts: E } = manifest.model;
+  const M = manifest.model.moe_layers.length;
+  const scale = settings.budget === "global" ? M : 1;
+  if (specs === "auto") {
+    return Array.from({ length: E - k + 1 }, (_, i) => {
+      const experts = (k + i) * scale;
+      return { kind: "experts" as const, experts, text: String(experts) };
+    });
+  }
+  for (const spec of specs) {
+    for (const dtype of settings.dtypes) {
+      const c = capacityExperts(spec, dtype, manifest.model, settings.budget, M);
+      if (c < k) {
+        const what = spec.kind === "bytes" ? ` (${c} experts of ${dtype.name}${settings.budget === "per-layer" ? " per layer" : ""})` : "";
+        throw new UsageError(
+          `--capacity "${spec.text}"${what} is below top_k (${k}): a layer's ${k} experts must fit at once.`,
+        );
+      }
+    }
+  }
+  return specs;
+}
+
+export async function simulateCommand(trace: string, flags: Record<string, unknown>): Promise<void> {
+  const { out, raw, partial } = await simulateSettings(flags);
+  const capacitySpecs = parseCapacities(raw.capacity);
+  const needSpec = partial.prefetchers.some((p) => p.kind === "speculative");
+  const started = performance.now();
+  const { trace: data, manifest } = await loadAccessTrace(trace, { spec: needSpec });
+  for (const p of partial.prefetchers) {
+    if (p.kind === "speculative" && data.lookahead < p.depth) {
+      throw new UsageError(
+        `--prefetch ${p.name} needs a trace captured with --lookahead ${p.depth} or more; ${trace} has lookahead ${data.lookahead}.`,
+      );
+    }
+  }
+  if (data.tokens === 0) throw new UsageError(`${trace} holds no tokens to simulate.`);
+  const settings: SweepSettings = {
+    ...partial,
+    capacities: resolveCapacities(capacitySpecs, partial, manifest),
+  };
+  const loaded = performance.now();
+  const result = runSweep(data, manifest.model, settings, (done, total) => {
+    if (Deno.stderr.isTerminal()) {
+      Deno.stderr.writeSync(new TextEncoder().encode(`\rsimulate: ${done}/${total} configurations`));
+    }
+  });
+  if (Deno.stderr.isTerminal()) console.error("");
+  const simulated = performance.now();
+  await writeSimulation(out, { traceDir: trace, manifest, trace: data, settings, result });
+  console.error(
+    `simulate: ${result.combinations.length} combinations (${result.replays} replays) over ${data.tokens} tokens in ${
+      ((simulated - loaded) / 1000).toFixed(1)
+    } s (trace read in ${((loaded - started) / 1000).toFixed(1)} s); written to ${out}`,
+  );
+}
+
+export interface SimulationOutput {
+  traceDir: string;
+  manifest: Manifest;
+  trace: AccessTrace;
+  settings: SweepSettings;
+  result: SweepResult;
+}
+
+/** The rows of simulation.csv: one per combination and layer, then `all`. */
+export function simulationRows(o: SimulationOutput): CsvRow[] {
+  const { trace, settings, result, manifest } = o;
+  const M = trace.layers;
+  const T = trace.tokens;
+  const k = trace.topK;
+  const nDocs = countDocs(trace.doc);
+  const rows: CsvRow[] = [];
+  for (const c of result.combinations) {
+    const bytes = c.costs.expertBytes;
+    const slots = settings.budget === "global" ? c.capacity : c.capacity * M;
+    const accuracy = result.accuracy.get(c.prefetch);
+    const base: CsvRow = {
+      policy: c.policy,
+      budget: settings.budget,
+      capacity: c.capacity,
+      capacity_spec: c.policy === "swap" ? "k" : c.capacityText,
+      capacity_bytes: slots * bytes,
+      prefetch: c.prefetch,
+      dtype: c.dtype,
+      hardware: c.hardware,
+      n_docs: nDocs,
+      n_tokens: T,
+    };
+    const metrics = (layers: number[]): CsvRow => {
+      const sum = (a: Float64Array) => layers.reduce((s, l) => s + a[l]!, 0);
+      const hits = sum(c.hits);
+      const misses = sum(c.misses);
+      const issued = sum(c.prefetchIssued);
+      const stall = sum(c.stallMs);
+      const all = layers.length === M;
+      const ms = all ? c.totalMs : sum(c.layerMs);
+      let precision = NaN;
+      let recall = NaN;
+      if (accuracy) {
+        let predicted = 0, correct = 0, opportunities = 0;
+        for (const l of layers) {
+          for (let d = 0; d < accuracy.depth; d++) {
+            predicted += accuracy.predicted[l * accuracy.depth + d]!;
+            correct += accuracy.correct[l * accuracy.depth + d]!;
+            opportunities += accuracy.opportunities[l * accuracy.depth + d]!;
+          }
+        }
+        precision = predicted > 0 ? correct / predicted : NaN;
+        recall = opportunities > 0 ? correct / (opportunities * k) : NaN;
+      }
+      return {
+        accesses: hits + misses,
+        hits,
+        misses,
+        hit_rate: hits / (hits + misses),
+        loads_per_token: (misses + issued) / T,
+        bytes_per_token: ((misses + issued) * bytes) / T,
+        prefetch_issued: issued,
+        prefetch_used: sum(c.prefetchUsed),
+        prefetch_late: sum(c.prefetchLate),
+        prefetch_wasted_bytes: sum(c.prefetchWasted) * bytes,
+        prefetch_precision: precision,
+        prefetch_recall: recall,
+        stall_ms_per_token: stall / T,
+        ms_per_token: ms / T,
+        tokens_per_s: all ? (1000 * T) / ms : NaN,
+      };
+    };
+    for (let l = 0; l < M; l++) {
+      rows.push({ ...base, layer: String(l), model_layer: manifest.model.moe_layers[l]!, ...metrics([l]) });
+    }
+    rows.push({
+      ...base,
+      layer: "all",
+      model_layer: "all",
+      ...metrics(Array.from({ length: M }, (_, l) => l)),
+    });
+  }
+  return rows;
+}
+
+/** LRU for every capacity from the stack distances, Belady at the simulated capacities. */
+export function missRatioRows(o: SimulationOutput): CsvRow[] {
+  const { trace, settings, result } = o;
+  const sd = result.stackDistances;
+  const M = trace.layers;
+  const rows: CsvRow[] = [];
+  const push = (policy: string, capacity: number, layer: string, accesses: number, hits: number) =>
+    rows.push({
+      policy,
+      budget: settings.budget,
+      capacity,
+      layer,
+      n_tokens: trace.tokens,
+      accesses,
+      hits,
+      misses: accesses - hits,
+      hit_rate: hits / accesses,
+      miss_ratio: (accesses - hits) / accesses,
+    });
+  for (let c = trace.topK; c <= sd.maxDistance; c++) {
+    let all = 0;
+    for (let l = 0; l < M; l++) {
+      const hits = lruHits(sd, l, c);
+      all += hits;
+      push("lru", c, String(l), sd.accesses[l]!, hits);
+    }
+    push("lru", c, "all", trace.chosen.length, all);
+  }
+  const seen = new Set<number>();
+  for (const c of result.combinations) {
+    if (c.policy !== "belady" || c.prefetch !== "none" || seen.has(c.capacity)) continue;
+    seen.add(c.capacity);
+    let all = 0;
+    for (let l = 0; l < M; l++) {
+      all += c.hits[l]!;
+      push("belady", c.capacity, String(l), c.hits[l]! + c.misses[l]!, c.hits[l]!);
+    }
+    push("belady", c.capacity, "all", trace.chosen.length, all);
+  }
+  return rows;
+}
+
+export function accuracyRows(o: SimulationOutput): CsvRow[] {
+  const rows: CsvRow[] = [];
+  for (const [name, a] of o.result.accuracy) {
+    for (let l = 0; l < o.trace.layers; l++) {
+      for (let d = 1; d <= a.depth; d++) {
+        const i = l * a.depth + d - 1;
+        const opportunities = a.opportunities[i]!;
+        if (opportunities === 0) continue;
+        rows.push({
+          prefetch: name,
+          layer: l,
+          lookahead: d,
+          n_tokens: o.trace.tokens,
+          opportunities,
+          predicted: a.predicted[i]!,
+          correct: a.correct[i]!,
+          precision: a.predicted[i]! > 0 ? a.correct[i]! / a.predicted[i]! : NaN,
+          recall: a.correct[i]! / (opportunities * o.trace.topK),
+        });
+      }
+    }
+  }
+  return rows;
+}
+
+function countDocs(doc: Uint32Array): number {
+  let n = 0;
+  for (let i = 0; i < doc.length; i++) if (i === 0 || doc[i] !== doc[i - 1]) n++;
+  return n;
+}
+
+export async function writeSimulation(out: string, o: SimulationOutput): Promise<void> {
+  await Deno.mkdir(out, { recursive: true });
+  const simRows = simulationRows(o);
+  const mrcRows = missRatioRows(o);
+  const accRows = accuracyRows(o);
+  await writeCsv(`${out}/simulation.csv`, simRows, SIMULATION_COLUMNS);
+  await writeCsv(`${out}/miss_ratio_curve.csv`, mrcRows, MRC_COLUMNS);
+  await writeCsv(`${out}/prefetch_accuracy.csv`, accRows, ACCURACY_COLUMNS);
+  const figures = simulationFigures(simRows, mrcRows, o);
+  for (const f of figures) await writeFileAtomic(`${out}/${f.file}`, await renderSvg(f.spec));
+  await writeFileAtomic(
+    `${out}/figures.json`,
+    JSON.stringify(figures.map(({ file, title, caption, section }) => ({ file, title, caption, section })), null, 2) + "\n",
+  );
+  await writeFileAtomic(`${out}/simulation.json`, JSON.stringify(simulationFacts(o), null, 2) + "\n");
+  await writeFileAtomic(`${out}/README.md`, simulationReadme(o, figures));
+}
+
+export function simulationFacts(o: SimulationOutput): Record<string, unknown> {
+  const { settings, manifest, trace } = o;
+  const costs: Record<string, unknown>[] = [];
+  const seen = new Set<string>();
+  for (const c of o.result.combinations) {
+    const key = `${c.dtype}|${c.hardware}`;
+    if (seen.has(key)) continue;
+    seen.add(key);
+    costs.push({
+      dtype: c.dtype,
+      hardware: c.hardware,
+      expert_bytes: c.costs.expertBytes,
+      transfer_ms: c.costs.transferMs,
+      expert_ms: c.costs.expertMs,
+      attention_ms_per_layer: c.costs.attentionMs,
+      other_ms_per_token: c.costs.otherMs,
+    });
+  }
+  return {
+    tool_version: TOOL_VERSION,
+    created: new Date().toISOString(),
+    trace: o.traceDir,
+    model: manifest.model,
+    capture: { corpus: manifest.capture.corpus, mode: manifest.capture.mode, lookahead: manifest.capture.lookahead },
+    totals: { n_tokens: trace.tokens, n_docs: countDocs(trace.doc), accesses: trace.chosen.length },
+    sweep: {
+      policy: settings.policies,
+      capacity: settings.capacities.map((c) => c.text),
+      prefetch: settings.prefetchers.map((p) => p.name),
+      dtype: settings.dtypes.map((d) => d.name),
+      hardware: settings.hardware.map((h) => h.name),
+      budget: settings.budget,
+      seed: settings.seed,
+    },
+    hardware: settings.hardware,
+    costs,
+    replays: o.result.replays,
+    combinations: o.result.combinations.length,
+  };
 }

@@ -1,0 +1,255 @@
+/** The README.md written beside the simulation outputs. */
+import type { SimulationFigure } from "./simulate_figures.ts";
+import type { SimulationOutput } from "./simulate.ts";
+import { DEFAULT_HALF_LIFE_TOKENS } from "./policies/mod.ts";
+import { DTYPES, expertBytes, HARDWARE_PRESETS } from "./timing.ts";
+
+function table(header: string[], rows: (string | number)[][]): string {
+  return [
+    `| ${header.join(" | ")} |`,
+    `| ${header.map(() => "---").join(" | ")} |`,
+    ...rows.map((r) => `| ${r.join(" | ")} |`),
+  ].join("\n");
+}
+
+export function simulationReadme(o: SimulationOutput, figures: SimulationFigure[]): string {
+  const { manifest, settings, trace } = o;
+  const m = manifest.model;
+  const costsSeen = new Set<string>();
+  const costRows: (string | number)[][] = [];
+  for (const c of o.result.combinations) {
+    const key = `${c.dtype}|${c.hardware}`;
+    if (costsSeen.has(key)) continue;
+    costsSeen.add(key);
+    costRows.push([
+      c.dtype,
+      c.hardware,
+      c.costs.expertBytes,
+      c.costs.transferMs.toPrecision(4),
+      c.costs.expertMs.toPrecision(4),
+      c.costs.attentionMs.toPrecision(4),
+      c.costs.otherMs.toPrecision(4),
+    ]);
+  }
+  const hardwareRows = settings.hardware.map((h) => [
+    h.name,
+    h.bandwidth_gb_s,
+    h.latency_us,
+    h.expert_ms ?? "roofline",
+    h.attention_ms_per_layer ?? "roofline",
+    h.other_ms_per_token ?? 0,
+    h.device_memory_gb_s ?? "",
+    h.device_tflops ?? "",
+    h.source ?? (HARDWARE_PRESETS[h.name] ? "" : "user file"),
+  ]);
+  const presetRows = Object.values(HARDWARE_PRESETS).map((h) => [
+    h.name,
+    h.bandwidth_gb_s,
+    h.latency_us,
+    h.device_memory_gb_s ?? "",
+    h.device_tflops ?? "",
+    h.source ?? "",
+  ]);
+  const dtypeRows = Object.values(DTYPES).map((d) => [
+    d.name,
+    d.bitsPerWeight,
+    expertBytes(m.expert_params, d),
+    d.description,
+  ]);
+  return `# Expert-cache simulation
+
+Made by \`moetrace simulate\` ${"(moetrace " + "0.1.0" + ")"} from the trace \`${o.traceDir}\`:
+model ${m.name} (${m.family}), ${m.moe_layers.length} MoE layers, E = ${m.num_experts} experts,
+top-${m.top_k}, ${m.expert_params} parameters per expert; ${trace.tokens} tokens.
+
+Sweep: policies ${settings.policies.join(", ")}; capacities ${
+    settings.capacities.map((c) => c.text).join(", ")
+  } (${settings.budget} budget); prefetch ${settings.prefetchers.map((p) => p.name).join(", ")};
+dtypes ${settings.dtypes.map((d) => d.name).join(", ")}; hardware ${
+    settings.hardware.map((h) => h.name).join(", ")
+  }; seed ${settings.seed}. Every combination is one set of rows.
+
+## Semantics
+
+- **Access stream.** Tokens in trace order (documents one after another, the
+  cache is not emptied between them); for each token the MoE layers in order;
+  at each layer the k chosen experts, first choice first. A cached item is one
+  expert of one layer. Caches start empty, so the first use of every expert is
+  a (cold) miss.
+- **One router decision at a time.** The k experts a layer needs are never
+  evicted to make room for each other: all k are guarded while they are
+  loaded, and stay guarded while the prefetches of the same step are issued.
+  A hit on an expert still being prefetched counts as a hit (and as a late
+  prefetch, see below).
+- **Budgets.** \`per-layer\`: each layer has its own cache of \`capacity\`
+  experts (capacity ≥ k). \`global\`: one cache of \`capacity\` experts shared by
+  all layers, evictions may cross layers. A byte capacity (\`24GiB\`) is turned
+  into experts of the run's dtype: floor(bytes / expert bytes) in all, split
+  equally over the layers for a per-layer budget. \`auto\` means every capacity
+  k..E per layer (global: M·k..M·E in steps of M).
+- **Policies** (one file each in \`cache/policies/\`):
+  - \`lru\`: evict the least recently used (a prefetch counts as a use).
+  - \`fifo\`: evict the oldest insertion; hits change nothing.
+  - \`lfu\`: smallest in-cache use count (1 on a demand load, 0 on a prefetch,
+    +1 per hit, forgotten on eviction); ties to the least recently used.
+  - \`lfru\`: LRFU (Lee et al. 2001): evict the smallest
+    CRF = Σ 2^(−age/H) over the key's accesses since it entered, age in tokens,
+    half-life H = ${DEFAULT_HALF_LIFE_TOKENS} tokens; H → 0 is LRU, H → ∞ is LFU.
+  - \`random\`: a uniformly random unguarded expert (seeded by \`--seed\`).
+  - \`belady\`: evict the expert whose next use is farthest (never used again
+    counts as farthest). Optimal without prefetch; it needs the whole trace
+    up front, so it is a bound, not something an engine can run.
+  - \`swap\` (CoSMoEs Eq. 8): each layer holds exactly its current selection of
+    k experts; when the selection changes the new experts are loaded. Capacity
+    is k per layer whatever \`--capacity\` says (its rows report capacity k, or
+    M·k under a global budget, and \`capacity_spec\` = \`k\`).
+  - \`pinned\`: the capacity − k most used experts of each layer (of all layers
+    under a global budget) are pinned, loaded on first use and never evicted;
+    k streaming slots serve the rest, LRU among them. "Most used" is counted
+    over this whole trace (an offline choice).
+  - At a capacity that holds every expert of a layer (every expert of the model
+    for a global budget) nothing is ever evicted and all policies give the
+    same rows; they are computed once.
+- **Prefetchers** (\`cache/prefetch/\`), asked once layer l's router has chosen,
+  for the steps d = 1..D ahead:
+  - \`speculative\` / \`speculative:D\`: the trace's \`spec\` column, the top-k of
+    layer l + d's router applied to the hidden state entering layer l's MoE
+    block (Eliseev & Mazur 2023); never across tokens.
+  - \`markov\`: transition counts from layer l's experts to layer l + 1's,
+    learned online from earlier tokens only; the k best-scoring experts with a
+    non-zero score.
+  - \`oracle\`: the true experts of the next step, including layer 0 of the next
+    token after the last layer (known in a teacher-forced trace): the bound.
+  A predicted expert already cached is not loaded again; otherwise it is
+  admitted like a demand load (same policy, the current layer's experts and
+  the other predictions of the step guarded; if only guarded experts could be
+  evicted the prefetch is dropped). Each loaded prefetch ends **used in time**
+  (resident when its layer's router asked for it), **used late** (still in
+  flight: a partial stall) or **wasted** (evicted before any use). Prefetches
+  still unused at the end of the trace are neither.
+- **LRU miss-ratio curve.** LRU is a stack policy, so one pass computing each
+  access's stack distance (all k accesses of a step measured on the stack as
+  it was before the step) gives its hits at every capacity at once;
+  \`cache/stack_distance_test.ts\` checks the equality with separate runs.
+  LRU rows without prefetch in \`simulation.csv\` come from that pass.
+
+## Timing model
+
+Per token, for each MoE layer l in order:
+
+1. attention and router take \`attention_ms_per_layer\`; the router decides at
+   the end of it (time *now*);
+2. demand loads for the misses go on the single FIFO transfer queue at *now*,
+   then the prefetches issued at this step. One transfer at a time; each takes
+   latency + expert bytes / bandwidth and starts when issued or when the
+   previous transfer ends, whichever is later;
+3. the layer waits until every chosen expert is resident (stall);
+4. the k chosen experts compute, \`expert_ms\` each.
+
+After the last layer, \`other_ms_per_token\` (embeddings, LM head, sampling).
+Without prefetch the queue is always idle when a router decides, so the
+stall is exactly misses × transfer time. \`ms_per_token\` = total simulated time
+/ tokens; \`tokens_per_s\` = 1000 / ms_per_token.
+
+**Default compute model.** When a hardware entry gives no measured
+\`expert_ms\` / \`attention_ms_per_layer\`, they come from a batch-1 roofline on
+the device: max(weight bytes / \`device_memory_gb_s\`, 2 × params /
+\`device_tflops\`). Experts are read in the run's dtype; attention is 4 × hidden²
+weights (full multi-head q, k, v, o; grouped-query attention has fewer) in
+16-bit; KV-cache reads are ignored.
+
+Costs used in this run (ms; bytes per expert):
+
+${table(["dtype", "hardware", "expert_bytes", "transfer_ms", "expert_ms", "attention_ms_per_layer", "other_ms_per_token"], costRows)}
+
+### Dtypes (bits per weight include quantisation scales)
+
+${table(["dtype", "bits_per_weight", `bytes per expert here (${m.expert_params} params)`, "format"], dtypeRows)}
+
+### Hardware in this run
+
+${table(["name", "bandwidth_gb_s", "latency_us", "expert_ms", "attention_ms_per_layer", "other_ms_per_token", "device_memory_gb_s", "device_tflops", "source"], hardwareRows)}
+
+### Hardware presets
+
+${table(["preset", "bandwidth_gb_s", "latency_us", "device_memory_gb_s", "device_tflops", "source"], presetRows)}
+
+Effective link rates (80% of the PCIe rate, per-transfer latencies) are
+assumptions, not measurements; calibrate a machine with a hardware JSON file:
+
+\`\`\`json
+{"name": "my-box", "bandwidth_gb_s": 24.1, "latency_us": 12,
+ "attention_ms_per_layer": 0.05, "expert_ms": 0.31, "other_ms_per_token": 1.2,
+ "source": "measured by moetrace bench engine --calibrate"}
+\`\`\`
+
+Required: \`name\`, \`bandwidth_gb_s\` (> 0, 10^9 bytes/s), \`latency_us\` (≥ 0), and
+either \`expert_ms\` + \`attention_ms_per_layer\` or \`device_memory_gb_s\` +
+\`device_tflops\`; optional \`other_ms_per_token\` (default 0) and \`source\`.
+
+## Files
+
+### simulation.csv
+
+One row per combination (policy × capacity × prefetch × dtype × hardware) and
+MoE layer, plus a row with \`layer\` = \`all\` for the whole model.
+
+${table(["column", "meaning"], [
+    ["policy", "cache policy"],
+    ["budget", "per-layer or global"],
+    ["capacity", "experts the cache holds: per layer (per-layer budget) or in all (global)"],
+    ["capacity_spec", "the --capacity value it came from (a count or a byte budget; k for swap)"],
+    ["capacity_bytes", "bytes of all cache slots: capacity × (layers for per-layer) × expert bytes"],
+    ["prefetch", "prefetcher (none, speculative, speculative:D, markov, oracle)"],
+    ["dtype", "expert storage format"],
+    ["hardware", "machine preset or file name"],
+    ["layer", "MoE layer index 0..M−1 in moe_layers order, or all"],
+    ["model_layer", "the layer's index in the whole model (moe_layers), or all"],
+    ["n_docs, n_tokens", "documents and tokens replayed"],
+    ["accesses", "expert accesses (tokens × k per layer)"],
+    ["hits, misses", "accesses found in cache / loaded on demand (misses = demand uploads)"],
+    ["hit_rate", "hits / accesses"],
+    ["loads_per_token", "uploads (demand + prefetch) per token"],
+    ["bytes_per_token", "uploaded bytes per token"],
+    ["prefetch_issued", "experts uploaded by prefetch"],
+    ["prefetch_used", "prefetched experts used before eviction (in time or late)"],
+    ["prefetch_late", "prefetched experts first used while still in flight"],
+    ["prefetch_wasted_bytes", "bytes of prefetched experts evicted unused"],
+    ["prefetch_precision", "predicted experts that the target layer chose / experts predicted (any lookahead)"],
+    ["prefetch_recall", "correctly predicted experts / (k × steps a prediction was asked for)"],
+    ["stall_ms_per_token", "time layers waited for uploads, per token"],
+    ["ms_per_token", "per layer: attention + stall + expert compute; all: whole token incl. other_ms"],
+    ["tokens_per_s", "1000 / ms_per_token (all rows only)"],
+  ])}
+
+Precision and recall are per target layer; \`prefetch_accuracy.csv\` splits them by lookahead.
+
+### miss_ratio_curve.csv
+
+${table(["column", "meaning"], [
+    ["policy", "lru (every capacity, from stack distances) or belady (the simulated capacities, no prefetch)"],
+    ["budget, capacity, layer, n_tokens", "as above"],
+    ["accesses, hits, misses", "counts"],
+    ["hit_rate, miss_ratio", "hits / accesses, misses / accesses"],
+  ])}
+
+### prefetch_accuracy.csv
+
+${table(["column", "meaning"], [
+    ["prefetch", "prefetcher"],
+    ["layer", "target layer of the prediction"],
+    ["lookahead", "d: predicted at layer − d (for the oracle's wrap to the next token, at the previous token's last layers)"],
+    ["opportunities", "steps at which a prediction for this layer and lookahead was asked"],
+    ["predicted", "experts predicted"],
+    ["correct", "of those, experts the target layer chose"],
+    ["precision, recall", "correct / predicted, correct / (k × opportunities)"],
+  ])}
+
+### Figures
+
+${figures.map((f) => `- \`${f.file}\`: ${f.title}. ${f.caption}`).join("\n")}
+
+\`figures.json\` lists them in display order; \`simulation.json\` holds the
+trace's model facts, the sweep settings, the hardware used and the costs.
+`;
+}
