@@ -88,6 +88,13 @@ const COMMANDS: Record<string, CommandSpec> = {
         help: "Store the speculative picks of layers l+1..l+D.",
       },
       seed: { kind: "int", min: 0, default: 0, value: "S", help: "Seed for document sampling." },
+      "shard-rows": {
+        kind: "int",
+        min: 1,
+        default: 16384,
+        value: "N",
+        help: "Tokens per trace shard: an interrupted capture redoes at most this many.",
+      },
     },
     run: async (_p, f) => (await import("./engine/capture.ts")).captureCommand(f),
   },
