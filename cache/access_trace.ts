@@ -40,8 +40,8 @@ export async function loadAccessTrace(
     );
   }
   const wantSpec = (options.spec ?? true) && lookahead > 0;
-  const chosen = new Uint16Array(rows * width);
-  const spec = wantSpec ? new Uint16Array(rows * width * lookahead) : null;
+  const chosen = sharedUint16(rows * width);
+  const spec = wantSpec ? sharedUint16(rows * width * lookahead) : null;
   const doc = new Uint32Array(rows);
   let row = 0;
   for await (const batch of reader.batches()) {
@@ -54,9 +54,9 @@ export async function loadAccessTrace(
     if (chosen[i]! >= experts) {
       const t = Math.floor(i / width);
       throw new DataError(
-        `${dir} token ${t} layer ${
-          Math.floor((i % width) / topK)
-        } chose expert ${chosen[i]}, but the model has ${experts} experts.`,
+        `${dir} token ${t} layer ${Math.floor((i % width) / topK)} chose expert ${
+          chosen[i]
+        }, but the model has ${experts} experts.`,
       );
     }
   }
@@ -64,6 +64,14 @@ export async function loadAccessTrace(
     trace: { tokens: rows, layers, experts, topK, chosen, lookahead, spec, doc },
     manifest: reader.manifest,
   };
+}
+
+/**
+ * A Uint16Array on a SharedArrayBuffer, so sweep workers read the trace
+ * without copying it.
+ */
+export function sharedUint16(length: number): Uint16Array {
+  return new Uint16Array(new SharedArrayBuffer(length * 2));
 }
 
 /** An AccessTrace from plain arrays (tests): `chosen[t][l]` lists layer l's experts for token t. */

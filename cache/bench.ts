@@ -1,8 +1,117 @@
-/** `moetrace bench cache`. Not built yet: it says so and exits 1. */
-import { notBuiltYet } from "../common/errors.ts";
+/**
+ * `moetrace bench cache`: the replay's speed on 1,000,000 tokens × 32 layers ×
+ * top-2 (E = 8, sticky routing, speculative picks with lookahead 1), generated
+ * in memory (cache/synthetic.ts) so the figures measure the simulator, not
+ * trace decoding (`bench trace` measures that).
+ *
+ * Targets (issue 6): ≥ 20,000,000 expert accesses/s for one LRU replay; a
+ * sweep of 8 policies × 7 capacities × 3 prefetchers (none, speculative,
+ * oracle) with one dtype and one machine in under 2 minutes.
+ */
 import type { BenchOptions } from "../bench/bench.ts";
+import { type Figure, medianSeconds, printFigures, rssMiB } from "../bench/measure.ts";
+import { syntheticModel } from "../engine/synthetic_trace.ts";
+import { policyOptions } from "./expert_cache.ts";
+import { createPolicy, POLICY_NAMES } from "./policies/mod.ts";
+import { parsePrefetch } from "./prefetch/mod.ts";
+import { replay } from "./replay.ts";
+import { lruStackDistances } from "./stack_distance.ts";
+import { runSweep } from "./sweep.ts";
+import { syntheticAccessTrace } from "./synthetic.ts";
+import { DTYPES, HARDWARE_PRESETS, stepCosts } from "./timing.ts";
 
-// deno-lint-ignore require-await
-export async function benchCache(_options: BenchOptions): Promise<void> {
-  notBuiltYet("bench cache");
+const TOKENS = Number(Deno.env.get("MOETRACE_BENCH_CACHE_TOKENS") ?? 1_000_000);
+const LAYERS = 32;
+const EXPERTS = 8;
+const TOP_K = 2;
+
+export async function benchCache(options: BenchOptions): Promise<void> {
+  const model = syntheticModel({ numLayers: LAYERS, numExperts: EXPERTS, topK: TOP_K });
+  const generateStart = performance.now();
+  const trace = syntheticAccessTrace({
+    tokens: TOKENS,
+    layers: LAYERS,
+    experts: EXPERTS,
+    topK: TOP_K,
+    stickiness: 0.5,
+    memory: "geometric",
+    lookahead: 1,
+    seed: 1,
+  });
+  const generateSeconds = (performance.now() - generateStart) / 1000;
+  const accesses = trace.chosen.length;
+  const costs = stepCosts(HARDWARE_PRESETS.pcie4!, DTYPES.bf16!, model);
+
+  // One LRU replay at capacity 4 per layer, with its timing model (fresh policy per repeat).
+  const lruSeconds = await medianSeconds(3, () => {
+    replay(trace, {
+      policy: createPolicy(
+        "lru",
+        policyOptions({ layers: LAYERS, experts: EXPERTS, topK: TOP_K, capacity: 4 }),
+      ),
+      budget: "per-layer",
+      prefetcher: null,
+      costs: [costs],
+    });
+  });
+  const stackSeconds = await medianSeconds(1, () => {
+    lruStackDistances(trace, "per-layer");
+  });
+
+  const sweepStart = performance.now();
+  const result = await runSweep(trace, model, {
+    policies: [...POLICY_NAMES],
+    capacities: Array.from({ length: 7 }, (_, i) => ({
+      kind: "experts" as const,
+      experts: i + 2,
+      text: String(i + 2),
+    })),
+    prefetchers: ["none", "speculative", "oracle"].map((p) => parsePrefetch(p)!),
+    dtypes: [DTYPES.bf16!],
+    hardware: [HARDWARE_PRESETS.pcie4!],
+    budget: "per-layer",
+    seed: 0,
+  }, {
+    onProgress: (done, total) => {
+      if (!options.json && Deno.stderr.isTerminal()) {
+        Deno.stderr.writeSync(new TextEncoder().encode(`\rsweep ${done}/${total}`));
+      }
+    },
+  });
+  const sweepSeconds = (performance.now() - sweepStart) / 1000;
+
+  const figures: Figure[] = [
+    { name: "trace generation", value: generateSeconds, unit: "s" },
+    {
+      name: "LRU replay",
+      value: accesses / lruSeconds / 1e6,
+      unit: "M accesses/s",
+      target: 20,
+      direction: "min",
+    },
+    {
+      name: "LRU stack distances (all capacities)",
+      value: accesses / stackSeconds / 1e6,
+      unit: "M accesses/s",
+    },
+    {
+      name:
+        `sweep 8 policies × 7 capacities × 3 prefetchers (${result.combinations.length} combinations, ${result.replays} replays)`,
+      value: sweepSeconds,
+      unit: "s",
+      target: 120,
+      direction: "max",
+    },
+    {
+      name: "sweep throughput",
+      value: (result.replays * accesses) / sweepSeconds / 1e6,
+      unit: "M accesses/s over replays",
+    },
+    { name: "peak RSS", value: rssMiB(), unit: "MiB" },
+  ];
+  printFigures(
+    `bench cache: ${TOKENS} tokens × ${LAYERS} layers × top-${TOP_K}, E = ${EXPERTS} (${accesses} accesses)`,
+    figures,
+    options.json,
+  );
 }

@@ -205,6 +205,8 @@ export function checkPolicyOptions(name: string, o: PolicyOptions): void {
     throw new RangeError(`${name}: capacity must be a positive integer, got ${o.capacity}.`);
   }
   if (o.keys % o.partitionKeys !== 0) {
-    throw new RangeError(`${name}: ${o.keys} keys do not split into partitions of ${o.partitionKeys}.`);
+    throw new RangeError(
+      `${name}: ${o.keys} keys do not split into partitions of ${o.partitionKeys}.`,
+    );
   }
 }

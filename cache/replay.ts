@@ -31,6 +31,8 @@ export interface ReplayOptions {
   prefetcher: Prefetcher | null;
   /** One timing model runs per entry. */
   costs: readonly StepCosts[];
+  /** Count prediction precision and recall (default true). */
+  accuracy?: boolean;
 }
 
 export interface ReplayResult {
@@ -46,7 +48,7 @@ export function replay(trace: AccessTrace, options: ReplayOptions): ReplayResult
   const timings = options.costs.map((c) => new TimingModel(c, { layers: M, experts: E }));
   const pf = options.prefetcher;
   const depth = pf ? pf.depth : 0;
-  const accuracy: PrefetchAccuracy | null = pf
+  const accuracy: PrefetchAccuracy | null = pf && (options.accuracy ?? true)
     ? {
       depth,
       opportunities: new Float64Array(M * depth),
@@ -65,19 +67,21 @@ export function replay(trace: AccessTrace, options: ReplayOptions): ReplayResult
         for (let d = 1; d <= depth; d++) {
           // The target step may be a layer of the next token (oracle only).
           const target = t * M + l + d;
-          if (target >= T * M) break;
+          if (target >= T * M || (l + d >= M && !pf.crossesTokens)) break;
           const targetLayer = target % M;
           const n = pf.predict(t, l, d, out);
-          const slot = targetLayer * depth + d - 1;
-          accuracy!.opportunities[slot]!++;
-          if (n === 0) continue;
-          accuracy!.predicted[slot]! += n;
-          const truth = target * k;
-          let hits = 0;
-          for (let i = 0; i < n; i++) {
-            for (let j = 0; j < k; j++) if (chosen[truth + j] === out[i]) hits++;
+          if (accuracy !== null) {
+            const slot = targetLayer * depth + d - 1;
+            accuracy.opportunities[slot]!++;
+            accuracy.predicted[slot]! += n;
+            const truth = target * k;
+            let hits = 0;
+            for (let i = 0; i < n; i++) {
+              for (let j = 0; j < k; j++) if (chosen[truth + j] === out[i]) hits++;
+            }
+            accuracy.correct[slot]! += hits;
           }
-          accuracy!.correct[slot]! += hits;
+          if (n === 0) continue;
           cache.prefetch(targetLayer, out, 0, n);
         }
       }

@@ -38,7 +38,8 @@ Deno.test("uniform routing: every online policy hits c/E, Belady strictly more",
   const steps = UNIFORM.tokens * UNIFORM.layers;
   for (const c of [2, 4, 6]) {
     const p = c / 8;
-    const tolerance = 4 * Math.sqrt(p * (1 - p) / steps) + (c * UNIFORM.layers) / UNIFORM.chosen.length;
+    const tolerance = 4 * Math.sqrt(p * (1 - p) / steps) +
+      (c * UNIFORM.layers) / UNIFORM.chosen.length;
     for (const name of ["lru", "fifo", "lfu", "lfru", "random", "pinned"] as const) {
       const rate = hitRate(UNIFORM, name, c);
       ok(Math.abs(rate - p) <= tolerance, `${name} c=${c}: ${rate} vs ${p} ± ${tolerance}`);
@@ -70,7 +71,10 @@ Deno.test("sticky routing: LRU beats FIFO and approaches Belady as stickiness gr
     // σ of one hit rate ≤ sqrt(0.25 / 40000) = 0.0025; the gaps are several times that.
     ok(lru > fifo + 0.005, `stickiness ${stickiness}: lru ${lru} vs fifo ${fifo}`);
     const gap = belady - lru;
-    ok(gap > 0 && gap < previousGap - 0.01, `stickiness ${stickiness}: gap ${gap} after ${previousGap}`);
+    ok(
+      gap > 0 && gap < previousGap - 0.01,
+      `stickiness ${stickiness}: gap ${gap} after ${previousGap}`,
+    );
     previousGap = gap;
   }
   ok(previousGap < 0.06, `at stickiness 0.95 LRU is within ${previousGap} of Belady`);
@@ -94,6 +98,9 @@ Deno.test("oracle prefetch with enough capacity and bandwidth never stalls after
     assertEquals([...result.stats.misses], [2, 0, 0, 0]);
     assertEquals(result.stats.prefetchWasted.reduce((a, b) => a + b), 0);
     const accuracy = result.accuracy!;
-    assertEquals(accuracy.correct.reduce((a, b) => a + b), accuracy.predicted.reduce((a, b) => a + b));
+    assertEquals(
+      accuracy.correct.reduce((a, b) => a + b),
+      accuracy.predicted.reduce((a, b) => a + b),
+    );
   }
 });

@@ -15,7 +15,13 @@ import { isPolicyName, POLICY_NAMES, type PolicyName } from "./policies/mod.ts";
 import { parsePrefetch, type PrefetchSpec } from "./prefetch/mod.ts";
 import { simulationFigures } from "./simulate_figures.ts";
 import { simulationReadme } from "./simulate_readme.ts";
-import { type CapacitySpec, capacityExperts, runSweep, type SweepResult, type SweepSettings } from "./sweep.ts";
+import {
+  capacityExperts,
+  type CapacitySpec,
+  runSweep,
+  type SweepResult,
+  type SweepSettings,
+} from "./sweep.ts";
 import { dtypeInfo, type Hardware, loadHardware } from "./timing.ts";
 import { lruHits } from "./stack_distance.ts";
 
@@ -190,7 +196,9 @@ export function resolveCapacities(
     for (const dtype of settings.dtypes) {
       const c = capacityExperts(spec, dtype, manifest.model, settings.budget, M);
       if (c < k) {
-        const what = spec.kind === "bytes" ? ` (${c} experts of ${dtype.name}${settings.budget === "per-layer" ? " per layer" : ""})` : "";
+        const what = spec.kind === "bytes"
+          ? ` (${c} experts of ${dtype.name}${settings.budget === "per-layer" ? " per layer" : ""})`
+          : "";
         throw new UsageError(
           `--capacity "${spec.text}"${what} is below top_k (${k}): a layer's ${k} experts must fit at once.`,
         );
@@ -200,7 +208,10 @@ export function resolveCapacities(
   return specs;
 }
 
-export async function simulateCommand(trace: string, flags: Record<string, unknown>): Promise<void> {
+export async function simulateCommand(
+  trace: string,
+  flags: Record<string, unknown>,
+): Promise<void> {
   const { out, raw, partial } = await simulateSettings(flags);
   const capacitySpecs = parseCapacities(raw.capacity);
   const needSpec = partial.prefetchers.some((p) => p.kind === "speculative");
@@ -219,10 +230,14 @@ export async function simulateCommand(trace: string, flags: Record<string, unkno
     capacities: resolveCapacities(capacitySpecs, partial, manifest),
   };
   const loaded = performance.now();
-  const result = runSweep(data, manifest.model, settings, (done, total) => {
-    if (Deno.stderr.isTerminal()) {
-      Deno.stderr.writeSync(new TextEncoder().encode(`\rsimulate: ${done}/${total} configurations`));
-    }
+  const result = await runSweep(data, manifest.model, settings, {
+    onProgress: (done, total) => {
+      if (Deno.stderr.isTerminal()) {
+        Deno.stderr.writeSync(
+          new TextEncoder().encode(`\rsimulate: ${done}/${total} configurations`),
+        );
+      }
+    },
   });
   if (Deno.stderr.isTerminal()) console.error("");
   const simulated = performance.now();
@@ -307,7 +322,12 @@ export function simulationRows(o: SimulationOutput): CsvRow[] {
       };
     };
     for (let l = 0; l < M; l++) {
-      rows.push({ ...base, layer: String(l), model_layer: manifest.model.moe_layers[l]!, ...metrics([l]) });
+      rows.push({
+        ...base,
+        layer: String(l),
+        model_layer: manifest.model.moe_layers[l]!,
+        ...metrics([l]),
+      });
     }
     rows.push({
       ...base,
@@ -404,9 +424,16 @@ export async function writeSimulation(out: string, o: SimulationOutput): Promise
   for (const f of figures) await writeFileAtomic(`${out}/${f.file}`, await renderSvg(f.spec));
   await writeFileAtomic(
     `${out}/figures.json`,
-    JSON.stringify(figures.map(({ file, title, caption, section }) => ({ file, title, caption, section })), null, 2) + "\n",
+    JSON.stringify(
+      figures.map(({ file, title, caption, section }) => ({ file, title, caption, section })),
+      null,
+      2,
+    ) + "\n",
   );
-  await writeFileAtomic(`${out}/simulation.json`, JSON.stringify(simulationFacts(o), null, 2) + "\n");
+  await writeFileAtomic(
+    `${out}/simulation.json`,
+    JSON.stringify(simulationFacts(o), null, 2) + "\n",
+  );
   await writeFileAtomic(`${out}/README.md`, simulationReadme(o, figures));
 }
 
@@ -433,7 +460,11 @@ export function simulationFacts(o: SimulationOutput): Record<string, unknown> {
     created: new Date().toISOString(),
     trace: o.traceDir,
     model: manifest.model,
-    capture: { corpus: manifest.capture.corpus, mode: manifest.capture.mode, lookahead: manifest.capture.lookahead },
+    capture: {
+      corpus: manifest.capture.corpus,
+      mode: manifest.capture.mode,
+      lookahead: manifest.capture.lookahead,
+    },
     totals: { n_tokens: trace.tokens, n_docs: countDocs(trace.doc), accesses: trace.chosen.length },
     sweep: {
       policy: settings.policies,

@@ -49,11 +49,25 @@ export function simulationFigures(
     spec: {
       width: 420,
       height: 260,
-      data: { values: clean(allRows.filter((r) => r.prefetch === basePrefetch && r.hardware === hardware)) },
+      data: {
+        values: clean(
+          allRows.filter((r) => r.prefetch === basePrefetch && r.hardware === hardware),
+        ),
+      },
       mark: { type: "line", point: true },
       encoding: {
-        x: { field: "capacity", type: "quantitative", title: `capacity (${unit})`, scale: { zero: false } },
-        y: { field: "hit_rate", type: "quantitative", title: "hit rate", scale: { domain: [0, 1] } },
+        x: {
+          field: "capacity",
+          type: "quantitative",
+          title: `capacity (${unit})`,
+          scale: { zero: false },
+        },
+        y: {
+          field: "hit_rate",
+          type: "quantitative",
+          title: "hit rate",
+          scale: { domain: [0, 1] },
+        },
         color: policyColor,
         strokeDash: dash,
       },
@@ -77,7 +91,9 @@ export function simulationFigures(
     },
   });
 
-  const capacities = [...new Set(allRows.filter((r) => r.policy !== "swap").map((r) => r.capacity as number))]
+  const capacities = [
+    ...new Set(allRows.filter((r) => r.policy !== "swap").map((r) => r.capacity as number)),
+  ]
     .sort((a, b) => a - b);
   const middle = capacities[Math.floor((capacities.length - 1) / 2)] ?? 0;
   figures.push({
@@ -90,15 +106,27 @@ export function simulationFigures(
       width: 420,
       height: 240,
       data: {
-        values: clean(simRows.filter((r) =>
-          r.layer !== "all" && r.dtype === dtype && r.hardware === hardware &&
-          r.prefetch === basePrefetch && (r.capacity === middle || r.policy === "swap")
-        ).map((r) => ({ ...r, layer: Number(r.layer) }))),
+        values: clean(
+          simRows.filter((r) =>
+            r.layer !== "all" && r.dtype === dtype && r.hardware === hardware &&
+            r.prefetch === basePrefetch && (r.capacity === middle || r.policy === "swap")
+          ).map((r) => ({ ...r, layer: Number(r.layer) })),
+        ),
       },
       mark: { type: "line", point: true },
       encoding: {
-        x: { field: "layer", type: "quantitative", title: "MoE layer", axis: { tickMinStep: 1, format: "d" } },
-        y: { field: "hit_rate", type: "quantitative", title: "hit rate", scale: { domain: [0, 1] } },
+        x: {
+          field: "layer",
+          type: "quantitative",
+          title: "MoE layer",
+          axis: { tickMinStep: 1, format: "d" },
+        },
+        y: {
+          field: "hit_rate",
+          type: "quantitative",
+          title: "hit rate",
+          scale: { domain: [0, 1] },
+        },
         color: policyColor,
         strokeDash: dash,
       },
@@ -117,8 +145,18 @@ export function simulationFigures(
       data: { values: clean(mrcRows.filter((r) => r.layer === "all")) },
       mark: { type: "line", point: true },
       encoding: {
-        x: { field: "capacity", type: "quantitative", title: `capacity (${unit})`, scale: { zero: false } },
-        y: { field: "miss_ratio", type: "quantitative", title: "miss ratio", scale: { domain: [0, 1] } },
+        x: {
+          field: "capacity",
+          type: "quantitative",
+          title: `capacity (${unit})`,
+          scale: { zero: false },
+        },
+        y: {
+          field: "miss_ratio",
+          type: "quantitative",
+          title: "miss ratio",
+          scale: { domain: [0, 1] },
+        },
         color: { field: "policy", type: "nominal" },
         strokeDash: dash,
       },
@@ -133,8 +171,18 @@ function msSpec(unit: string): VegaLiteSpec {
     height: 240,
     mark: { type: "line", point: true },
     encoding: {
-      x: { field: "capacity", type: "quantitative", title: `capacity (${unit})`, scale: { zero: false } },
-      y: { field: "ms_per_token", type: "quantitative", title: "ms per token", scale: { zero: true } },
+      x: {
+        field: "capacity",
+        type: "quantitative",
+        title: `capacity (${unit})`,
+        scale: { zero: false },
+      },
+      y: {
+        field: "ms_per_token",
+        type: "quantitative",
+        title: "ms per token",
+        scale: { zero: true },
+      },
       color: { field: "prefetch", type: "nominal", title: "prefetch" },
     },
   };

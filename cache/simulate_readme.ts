@@ -160,19 +160,57 @@ weights (full multi-head q, k, v, o; grouped-query attention has fewer) in
 
 Costs used in this run (ms; bytes per expert):
 
-${table(["dtype", "hardware", "expert_bytes", "transfer_ms", "expert_ms", "attention_ms_per_layer", "other_ms_per_token"], costRows)}
+${
+    table([
+      "dtype",
+      "hardware",
+      "expert_bytes",
+      "transfer_ms",
+      "expert_ms",
+      "attention_ms_per_layer",
+      "other_ms_per_token",
+    ], costRows)
+  }
 
 ### Dtypes (bits per weight include quantisation scales)
 
-${table(["dtype", "bits_per_weight", `bytes per expert here (${m.expert_params} params)`, "format"], dtypeRows)}
+${
+    table([
+      "dtype",
+      "bits_per_weight",
+      `bytes per expert here (${m.expert_params} params)`,
+      "format",
+    ], dtypeRows)
+  }
 
 ### Hardware in this run
 
-${table(["name", "bandwidth_gb_s", "latency_us", "expert_ms", "attention_ms_per_layer", "other_ms_per_token", "device_memory_gb_s", "device_tflops", "source"], hardwareRows)}
+${
+    table([
+      "name",
+      "bandwidth_gb_s",
+      "latency_us",
+      "expert_ms",
+      "attention_ms_per_layer",
+      "other_ms_per_token",
+      "device_memory_gb_s",
+      "device_tflops",
+      "source",
+    ], hardwareRows)
+  }
 
 ### Hardware presets
 
-${table(["preset", "bandwidth_gb_s", "latency_us", "device_memory_gb_s", "device_tflops", "source"], presetRows)}
+${
+    table([
+      "preset",
+      "bandwidth_gb_s",
+      "latency_us",
+      "device_memory_gb_s",
+      "device_tflops",
+      "source",
+    ], presetRows)
+  }
 
 Effective link rates (80% of the PCIe rate, per-transfer latencies) are
 assumptions, not measurements; calibrate a machine with a hardware JSON file:
@@ -194,56 +232,77 @@ either \`expert_ms\` + \`attention_ms_per_layer\` or \`device_memory_gb_s\` +
 One row per combination (policy × capacity × prefetch × dtype × hardware) and
 MoE layer, plus a row with \`layer\` = \`all\` for the whole model.
 
-${table(["column", "meaning"], [
-    ["policy", "cache policy"],
-    ["budget", "per-layer or global"],
-    ["capacity", "experts the cache holds: per layer (per-layer budget) or in all (global)"],
-    ["capacity_spec", "the --capacity value it came from (a count or a byte budget; k for swap)"],
-    ["capacity_bytes", "bytes of all cache slots: capacity × (layers for per-layer) × expert bytes"],
-    ["prefetch", "prefetcher (none, speculative, speculative:D, markov, oracle)"],
-    ["dtype", "expert storage format"],
-    ["hardware", "machine preset or file name"],
-    ["layer", "MoE layer index 0..M−1 in moe_layers order, or all"],
-    ["model_layer", "the layer's index in the whole model (moe_layers), or all"],
-    ["n_docs, n_tokens", "documents and tokens replayed"],
-    ["accesses", "expert accesses (tokens × k per layer)"],
-    ["hits, misses", "accesses found in cache / loaded on demand (misses = demand uploads)"],
-    ["hit_rate", "hits / accesses"],
-    ["loads_per_token", "uploads (demand + prefetch) per token"],
-    ["bytes_per_token", "uploaded bytes per token"],
-    ["prefetch_issued", "experts uploaded by prefetch"],
-    ["prefetch_used", "prefetched experts used before eviction (in time or late)"],
-    ["prefetch_late", "prefetched experts first used while still in flight"],
-    ["prefetch_wasted_bytes", "bytes of prefetched experts evicted unused"],
-    ["prefetch_precision", "predicted experts that the target layer chose / experts predicted (any lookahead)"],
-    ["prefetch_recall", "correctly predicted experts / (k × steps a prediction was asked for)"],
-    ["stall_ms_per_token", "time layers waited for uploads, per token"],
-    ["ms_per_token", "per layer: attention + stall + expert compute; all: whole token incl. other_ms"],
-    ["tokens_per_s", "1000 / ms_per_token (all rows only)"],
-  ])}
+${
+    table(["column", "meaning"], [
+      ["policy", "cache policy"],
+      ["budget", "per-layer or global"],
+      ["capacity", "experts the cache holds: per layer (per-layer budget) or in all (global)"],
+      ["capacity_spec", "the --capacity value it came from (a count or a byte budget; k for swap)"],
+      [
+        "capacity_bytes",
+        "bytes of all cache slots: capacity × (layers for per-layer) × expert bytes",
+      ],
+      ["prefetch", "prefetcher (none, speculative, speculative:D, markov, oracle)"],
+      ["dtype", "expert storage format"],
+      ["hardware", "machine preset or file name"],
+      ["layer", "MoE layer index 0..M−1 in moe_layers order, or all"],
+      ["model_layer", "the layer's index in the whole model (moe_layers), or all"],
+      ["n_docs, n_tokens", "documents and tokens replayed"],
+      ["accesses", "expert accesses (tokens × k per layer)"],
+      ["hits, misses", "accesses found in cache / loaded on demand (misses = demand uploads)"],
+      ["hit_rate", "hits / accesses"],
+      ["loads_per_token", "uploads (demand + prefetch) per token"],
+      ["bytes_per_token", "uploaded bytes per token"],
+      ["prefetch_issued", "experts uploaded by prefetch"],
+      ["prefetch_used", "prefetched experts used before eviction (in time or late)"],
+      ["prefetch_late", "prefetched experts first used while still in flight"],
+      ["prefetch_wasted_bytes", "bytes of prefetched experts evicted unused"],
+      [
+        "prefetch_precision",
+        "predicted experts that the target layer chose / experts predicted (any lookahead)",
+      ],
+      ["prefetch_recall", "correctly predicted experts / (k × steps a prediction was asked for)"],
+      ["stall_ms_per_token", "time layers waited for uploads, per token"],
+      [
+        "ms_per_token",
+        "per layer: attention + stall + expert compute; all: whole token incl. other_ms",
+      ],
+      ["tokens_per_s", "1000 / ms_per_token (all rows only)"],
+    ])
+  }
 
 Precision and recall are per target layer; \`prefetch_accuracy.csv\` splits them by lookahead.
 
 ### miss_ratio_curve.csv
 
-${table(["column", "meaning"], [
-    ["policy", "lru (every capacity, from stack distances) or belady (the simulated capacities, no prefetch)"],
-    ["budget, capacity, layer, n_tokens", "as above"],
-    ["accesses, hits, misses", "counts"],
-    ["hit_rate, miss_ratio", "hits / accesses, misses / accesses"],
-  ])}
+${
+    table(["column", "meaning"], [
+      [
+        "policy",
+        "lru (every capacity, from stack distances) or belady (the simulated capacities, no prefetch)",
+      ],
+      ["budget, capacity, layer, n_tokens", "as above"],
+      ["accesses, hits, misses", "counts"],
+      ["hit_rate, miss_ratio", "hits / accesses, misses / accesses"],
+    ])
+  }
 
 ### prefetch_accuracy.csv
 
-${table(["column", "meaning"], [
-    ["prefetch", "prefetcher"],
-    ["layer", "target layer of the prediction"],
-    ["lookahead", "d: predicted at layer − d (for the oracle's wrap to the next token, at the previous token's last layers)"],
-    ["opportunities", "steps at which a prediction for this layer and lookahead was asked"],
-    ["predicted", "experts predicted"],
-    ["correct", "of those, experts the target layer chose"],
-    ["precision, recall", "correct / predicted, correct / (k × opportunities)"],
-  ])}
+${
+    table(["column", "meaning"], [
+      ["prefetch", "prefetcher"],
+      ["layer", "target layer of the prediction"],
+      [
+        "lookahead",
+        "d: predicted at layer − d (for the oracle's wrap to the next token, at the previous token's last layers)",
+      ],
+      ["opportunities", "steps at which a prediction for this layer and lookahead was asked"],
+      ["predicted", "experts predicted"],
+      ["correct", "of those, experts the target layer chose"],
+      ["precision, recall", "correct / predicted, correct / (k × opportunities)"],
+    ])
+  }
 
 ### Figures
 

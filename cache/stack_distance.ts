@@ -71,7 +71,7 @@ export function lruStackDistances(trace: AccessTrace, budget: Budget): StackDist
     for (let l = 0; l < M; l++) {
       const offset = (t * M + l) * k;
       const base = l * E;
-      const p = ((base) / P) | 0;
+      const p = (base / P) | 0;
       if (clock[p]! + k > W) compact(p);
       for (let j = 0; j < k; j++) {
         const key = base + chosen[offset + j]!;

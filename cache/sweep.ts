@@ -84,6 +84,7 @@ export function capacityExperts(
 }
 
 interface Job {
+  id: number;
   /** The policy actually run. */
   run: PolicyName;
   capacity: number;
@@ -92,12 +93,91 @@ interface Job {
   targets: { policy: PolicyName; capacityText: string; dtype: DtypeInfo; hardware: Hardware }[];
 }
 
-export function runSweep(
+/** What a replay job needs besides the trace: sent to workers. */
+export interface JobSpec {
+  id: number;
+  run: PolicyName;
+  capacity: number;
+  prefetch: PrefetchSpec;
+  costs: StepCosts[];
+  /** Whether to count prediction accuracy (once per prefetcher is enough). */
+  accuracy: boolean;
+}
+
+export interface JobContext {
+  trace: AccessTrace;
+  budget: Budget;
+  seed: number;
+}
+
+export interface WorkerRequest {
+  context: JobContext;
+  jobs: JobSpec[];
+}
+
+export interface JobTiming {
+  late: Float64Array;
+  stallMs: Float64Array;
+  layerMs: Float64Array;
+  totalMs: number;
+}
+
+export interface JobResult {
+  id: number;
+  stats: CacheStats;
+  timings: JobTiming[];
+  accuracy: PrefetchAccuracy | null;
+}
+
+/** Runs one replay job; `memo` keeps Belady's next uses and pinned's counts between jobs. */
+export function runJob(
+  context: JobContext,
+  job: JobSpec,
+  memo: { future?: FutureUses; counts?: Float64Array },
+): JobResult {
+  const { trace, budget, seed } = context;
+  const options = policyOptions({
+    layers: trace.layers,
+    experts: trace.experts,
+    topK: trace.topK,
+    capacity: job.capacity,
+    budget,
+    seed,
+  });
+  if (job.run === "belady") options.future = memo.future ??= traceFutureUses(trace);
+  if (job.run === "pinned") options.counts = memo.counts ??= accessCounts(trace);
+  const none = job.prefetch.kind === "none";
+  const result = replay(trace, {
+    policy: createPolicy(job.run, options),
+    budget,
+    prefetcher: createPrefetcher(job.prefetch, trace),
+    // Without prefetch the timing is exact from the counts (noPrefetchTiming).
+    costs: none ? [] : job.costs,
+    accuracy: job.accuracy,
+  });
+  const timings = none
+    ? job.costs.map((c) => noPrefetchTiming(result.stats, c, trace))
+    : result.timings.map((t) => ({
+      late: t.late,
+      stallMs: t.stallMs,
+      layerMs: t.layerMs,
+      totalMs: t.now,
+    }));
+  return { id: job.id, stats: result.stats, timings, accuracy: result.accuracy };
+}
+
+export interface SweepOptions {
+  /** Worker threads (default: 2, or 0 to replay in this thread). */
+  workers?: number;
+  onProgress?: (done: number, total: number) => void;
+}
+
+export async function runSweep(
   trace: AccessTrace,
   model: ModelFacts,
   settings: SweepSettings,
-  onProgress?: (done: number, total: number) => void,
-): SweepResult {
+  sweepOptions: SweepOptions = {},
+): Promise<SweepResult> {
   const { layers: M, experts: E, topK: k } = trace;
   const partitionKeys = settings.budget === "global" ? M * E : E;
   const jobs = new Map<string, Job>();
@@ -116,7 +196,7 @@ export function runSweep(
             const key = `${run}|${capacity}|${prefetch.name}|${policy === "swap" ? "swap" : ""}`;
             let job = jobs.get(key);
             if (!job) {
-              job = { run, capacity, prefetch, targets: [] };
+              job = { id: jobs.size, run, capacity, prefetch, targets: [] };
               jobs.set(key, job);
             }
             job.targets.push({ policy, capacityText: spec.text, dtype, hardware });
@@ -126,55 +206,63 @@ export function runSweep(
     }
   }
   const stackDistances = lruStackDistances(trace, settings.budget);
-  let future: FutureUses | null = null;
-  let counts: Float64Array | null = null;
+  const all = [...jobs.values()];
+  const costsOf = (job: Job) => job.targets.map((t) => stepCosts(t.hardware, t.dtype, model));
+  const results = new Map<number, JobResult>();
+  // LRU without prefetch: every capacity from the stack distances.
+  const replayed: JobSpec[] = [];
+  const accuracyWanted = new Set<string>();
+  for (const job of all) {
+    if (job.run === "lru" && job.prefetch.kind === "none") {
+      const stats = lruStatsFromStack(stackDistances, job.capacity, M);
+      results.set(job.id, {
+        id: job.id,
+        stats,
+        timings: costsOf(job).map((c) => noPrefetchTiming(stats, c, trace)),
+        accuracy: null,
+      });
+    } else {
+      const accuracy = job.prefetch.kind !== "none" && !accuracyWanted.has(job.prefetch.name);
+      if (accuracy) accuracyWanted.add(job.prefetch.name);
+      replayed.push({
+        id: job.id,
+        run: job.run,
+        capacity: job.capacity,
+        prefetch: job.prefetch,
+        costs: costsOf(job),
+        accuracy,
+      });
+    }
+  }
+  let done = results.size;
+  const progress = () => sweepOptions.onProgress?.(done, all.length);
+  const context: JobContext = { trace, budget: settings.budget, seed: settings.seed };
+  const workers = Math.min(sweepOptions.workers ?? 2, replayed.length);
+  if (workers <= 0) {
+    const memo = {};
+    for (const job of replayed) {
+      results.set(job.id, runJob(context, job, memo));
+      done++;
+      progress();
+    }
+  } else {
+    const groups = assignToWorkers(replayed, workers);
+    await Promise.all(groups.map((group) =>
+      runInWorker({ context, jobs: group }, (result) => {
+        results.set(result.id, result);
+        done++;
+        progress();
+      })
+    ));
+  }
   const combinations: Combination[] = [];
   const accuracy = new Map<string, PrefetchAccuracy>();
-  let replays = 0;
-  let done = 0;
-  // Run jobs grouped by policy so each replay loop sees few policy classes.
-  const ordered = [...jobs.values()].sort((a, b) =>
-    a.run === b.run ? a.capacity - b.capacity : a.run < b.run ? -1 : 1
-  );
-  for (const job of ordered) {
-    const costs = job.targets.map((t) => stepCosts(t.hardware, t.dtype, model));
-    const fromStack = job.run === "lru" && job.prefetch.kind === "none";
-    let stats: CacheStats;
-    let perTarget: { late: Float64Array; stallMs: Float64Array; layerMs: Float64Array; totalMs: number }[];
-    if (fromStack) {
-      stats = lruStatsFromStack(stackDistances, job.capacity, M);
-      perTarget = costs.map((c) => noPrefetchTiming(stats, c, trace));
-    } else {
-      const options = policyOptions({
-        layers: M,
-        experts: E,
-        topK: k,
-        capacity: job.capacity,
-        budget: settings.budget,
-        seed: settings.seed,
-      });
-      if (job.run === "belady") options.future = future ??= traceFutureUses(trace);
-      if (job.run === "pinned") options.counts = counts ??= accessCounts(trace);
-      const result = replay(trace, {
-        policy: createPolicy(job.run, options),
-        budget: settings.budget,
-        prefetcher: createPrefetcher(job.prefetch, trace),
-        costs,
-      });
-      replays++;
-      stats = result.stats;
-      if (result.accuracy && !accuracy.has(job.prefetch.name)) {
-        accuracy.set(job.prefetch.name, result.accuracy);
-      }
-      perTarget = result.timings.map((t) => ({
-        late: t.late,
-        stallMs: t.stallMs,
-        layerMs: t.layerMs,
-        totalMs: t.now,
-      }));
-    }
+  for (const job of all) {
+    const result = results.get(job.id)!;
+    if (result.accuracy) accuracy.set(job.prefetch.name, result.accuracy);
+    const costs = costsOf(job);
     job.targets.forEach((target, i) => {
-      const timing = perTarget[i]!;
+      const timing = result.timings[i]!;
       combinations.push({
         policy: target.policy,
         capacity: job.capacity,
@@ -184,24 +272,81 @@ export function runSweep(
         hardware: target.hardware.name,
         costs: costs[i]!,
         tokens: trace.tokens,
-        hits: stats.hits,
-        misses: stats.misses,
-        prefetchIssued: stats.prefetchIssued,
-        prefetchUsed: stats.prefetchUsed,
+        hits: result.stats.hits,
+        misses: result.stats.misses,
+        prefetchIssued: result.stats.prefetchIssued,
+        prefetchUsed: result.stats.prefetchUsed,
         prefetchLate: timing.late,
-        prefetchWasted: stats.prefetchWasted,
+        prefetchWasted: result.stats.prefetchWasted,
         stallMs: timing.stallMs,
         layerMs: timing.layerMs,
         totalMs: timing.totalMs,
       });
     });
-    onProgress?.(++done, ordered.length);
   }
-  return { combinations, accuracy, stackDistances, replays };
+  combinations.sort((a, b) =>
+    settings.policies.indexOf(a.policy) - settings.policies.indexOf(b.policy) ||
+    a.capacity - b.capacity ||
+    settings.prefetchers.findIndex((p) => p.name === a.prefetch) -
+      settings.prefetchers.findIndex((p) => p.name === b.prefetch) ||
+    settings.dtypes.findIndex((d) => d.name === a.dtype) -
+      settings.dtypes.findIndex((d) => d.name === b.dtype) ||
+    settings.hardware.findIndex((h) => h.name === a.hardware) -
+      settings.hardware.findIndex((h) => h.name === b.hardware)
+  );
+  return { combinations, accuracy, stackDistances, replays: replayed.length };
+}
+
+/**
+ * Splits jobs over workers by policy, so each worker's replay loop meets few
+ * policy classes: policies sorted by job count, each to the least loaded worker.
+ */
+function assignToWorkers(jobs: JobSpec[], workers: number): JobSpec[][] {
+  const byPolicy = new Map<string, JobSpec[]>();
+  for (const job of jobs) {
+    const list = byPolicy.get(job.run) ?? [];
+    list.push(job);
+    byPolicy.set(job.run, list);
+  }
+  const groups: JobSpec[][] = Array.from({ length: workers }, () => []);
+  const load = new Array(workers).fill(0);
+  for (const list of [...byPolicy.values()].sort((a, b) => b.length - a.length)) {
+    const w = load.indexOf(Math.min(...load));
+    groups[w]!.push(...list);
+    load[w] += list.length;
+  }
+  return groups.filter((g) => g.length > 0);
+}
+
+function runInWorker(request: WorkerRequest, onResult: (r: JobResult) => void): Promise<void> {
+  const worker = new Worker(new URL("./sweep_worker.ts", import.meta.url).href, { type: "module" });
+  return new Promise<void>((resolve, reject) => {
+    worker.onmessage = (event) => {
+      const message = event.data;
+      if (message.kind === "result") onResult(message.result as JobResult);
+      else if (message.kind === "done") {
+        worker.terminate();
+        resolve();
+      } else {
+        worker.terminate();
+        reject(new Error(`sweep worker failed: ${message.message}`));
+      }
+    };
+    worker.onerror = (event) => {
+      event.preventDefault();
+      worker.terminate();
+      reject(new Error(`sweep worker failed: ${event.message}`));
+    };
+    worker.postMessage(request);
+  });
 }
 
 /** LRU counters at one capacity from the stack-distance histogram. */
-export function lruStatsFromStack(sd: StackDistances, capacity: number, layers: number): CacheStats {
+export function lruStatsFromStack(
+  sd: StackDistances,
+  capacity: number,
+  layers: number,
+): CacheStats {
   const hits = new Float64Array(layers);
   const misses = new Float64Array(layers);
   for (let l = 0; l < layers; l++) {

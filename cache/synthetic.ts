@@ -7,7 +7,7 @@
  * `specAccuracy`, else a uniform k-subset, as in the trace generator.
  */
 import { Rng } from "../common/random.ts";
-import type { AccessTrace } from "./access_trace.ts";
+import { type AccessTrace, sharedUint16 } from "./access_trace.ts";
 
 const NO_EXPERT = 65535;
 
@@ -46,8 +46,8 @@ export function syntheticAccessTrace(o: SyntheticAccessOptions): AccessTrace {
   const D = o.lookahead ?? 0;
   const accuracy = o.specAccuracy ?? 0.8;
   const rng = new Rng(o.seed ?? 0);
-  const chosen = new Uint16Array(T * M * k);
-  const spec = D > 0 ? new Uint16Array(T * M * D * k) : null;
+  const chosen = sharedUint16(T * M * k);
+  const spec = D > 0 ? sharedUint16(T * M * D * k) : null;
   const doc = new Uint32Array(T);
   const taken = new Uint8Array(E);
   const draw = (): number => {

@@ -63,12 +63,14 @@ export const DTYPES: Record<string, DtypeInfo> = {
   q3: {
     name: "q3",
     bitsPerWeight: 3 + 32 / 64,
-    description: "3-bit grouped quantisation, fp16 scale and zero per group of 64 (3.5 bits/weight)",
+    description:
+      "3-bit grouped quantisation, fp16 scale and zero per group of 64 (3.5 bits/weight)",
   },
   q2: {
     name: "q2",
     bitsPerWeight: 2 + 32 / 64,
-    description: "2-bit grouped quantisation, fp16 scale and zero per group of 64 (2.5 bits/weight)",
+    description:
+      "2-bit grouped quantisation, fp16 scale and zero per group of 64 (2.5 bits/weight)",
   },
 };
 
@@ -125,9 +127,27 @@ const DESKTOP_SOURCE =
 
 /** Built-in machines. Effective numbers are assumptions stated in `source`. */
 export const HARDWARE_PRESETS: Record<string, Hardware> = {
-  pcie3: { name: "pcie3", bandwidth_gb_s: 12.6, latency_us: 10, ...DESKTOP_GPU, source: `PCIe 3.0 x16, 15.75 GB/s; ${DESKTOP_SOURCE}` },
-  pcie4: { name: "pcie4", bandwidth_gb_s: 25.2, latency_us: 10, ...DESKTOP_GPU, source: `PCIe 4.0 x16, 31.5 GB/s; ${DESKTOP_SOURCE}` },
-  pcie5: { name: "pcie5", bandwidth_gb_s: 50.4, latency_us: 10, ...DESKTOP_GPU, source: `PCIe 5.0 x16, 63 GB/s; ${DESKTOP_SOURCE}` },
+  pcie3: {
+    name: "pcie3",
+    bandwidth_gb_s: 12.6,
+    latency_us: 10,
+    ...DESKTOP_GPU,
+    source: `PCIe 3.0 x16, 15.75 GB/s; ${DESKTOP_SOURCE}`,
+  },
+  pcie4: {
+    name: "pcie4",
+    bandwidth_gb_s: 25.2,
+    latency_us: 10,
+    ...DESKTOP_GPU,
+    source: `PCIe 4.0 x16, 31.5 GB/s; ${DESKTOP_SOURCE}`,
+  },
+  pcie5: {
+    name: "pcie5",
+    bandwidth_gb_s: 50.4,
+    latency_us: 10,
+    ...DESKTOP_GPU,
+    source: `PCIe 5.0 x16, 63 GB/s; ${DESKTOP_SOURCE}`,
+  },
   "nvlink-c2c": {
     name: "nvlink-c2c",
     bandwidth_gb_s: 450,
@@ -178,7 +198,9 @@ export function validateHardware(json: unknown, where: string): Hardware {
   for (const key of Object.keys(o)) {
     if (!(key in HARDWARE_FIELDS)) {
       throw new DataError(
-        `${where} has unknown field "${key}"; known fields are ${Object.keys(HARDWARE_FIELDS).join(", ")}.`,
+        `${where} has unknown field "${key}"; known fields are ${
+          Object.keys(HARDWARE_FIELDS).join(", ")
+        }.`,
       );
     }
   }
@@ -190,14 +212,18 @@ export function validateHardware(json: unknown, where: string): Hardware {
     if (value === undefined) continue;
     if (kind === "string") {
       if (typeof value !== "string" || value === "") {
-        throw new DataError(`${where} field "${key}" must be a non-empty string, got ${JSON.stringify(value)}.`);
+        throw new DataError(
+          `${where} field "${key}" must be a non-empty string, got ${JSON.stringify(value)}.`,
+        );
       }
     } else if (
       typeof value !== "number" || !Number.isFinite(value) ||
       (kind === "positive" ? value <= 0 : value < 0)
     ) {
       throw new DataError(
-        `${where} field "${key}" must be a ${kind === "positive" ? "positive" : "non-negative"} number, got ${JSON.stringify(value)}.`,
+        `${where} field "${key}" must be a ${
+          kind === "positive" ? "positive" : "non-negative"
+        } number, got ${JSON.stringify(value)}.`,
       );
     }
   }
@@ -217,7 +243,9 @@ export async function loadHardware(nameOrPath: string): Promise<Hardware> {
   if (preset) return preset;
   if (!nameOrPath.endsWith(".json") && !nameOrPath.includes("/")) {
     throw new UsageError(
-      `--hardware takes ${Object.keys(HARDWARE_PRESETS).join(", ")} or a JSON file, got "${nameOrPath}".`,
+      `--hardware takes ${
+        Object.keys(HARDWARE_PRESETS).join(", ")
+      } or a JSON file, got "${nameOrPath}".`,
     );
   }
   let text: string;

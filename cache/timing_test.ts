@@ -4,7 +4,14 @@ import { createPolicy } from "./policies/mod.ts";
 import { policyOptions } from "./expert_cache.ts";
 import { SpeculativePrefetcher } from "./prefetch/mod.ts";
 import { replay } from "./replay.ts";
-import { DTYPES, expertBytes, HARDWARE_PRESETS, loadHardware, stepCosts, validateHardware } from "./timing.ts";
+import {
+  DTYPES,
+  expertBytes,
+  HARDWARE_PRESETS,
+  loadHardware,
+  stepCosts,
+  validateHardware,
+} from "./timing.ts";
 import { syntheticModel } from "../engine/synthetic_trace.ts";
 
 const NO = 65535;
@@ -91,14 +98,23 @@ Deno.test("dtype sizes include the quantisation scales", () => {
 });
 
 Deno.test("hardware validation names the bad field", async () => {
-  const base = { name: "x", bandwidth_gb_s: 10, latency_us: 5, expert_ms: 1, attention_ms_per_layer: 1 };
+  const base = {
+    name: "x",
+    bandwidth_gb_s: 10,
+    latency_us: 5,
+    expert_ms: 1,
+    attention_ms_per_layer: 1,
+  };
   throws(() => validateHardware({ ...base, bandwidth_gb_s: 0 }, "f.json"), {
     message: 'f.json field "bandwidth_gb_s" must be a positive number, got 0.',
   });
   throws(() => validateHardware({ ...base, latency_us: "5" }, "f.json"), {
     message: 'f.json field "latency_us" must be a non-negative number, got "5".',
   });
-  throws(() => validateHardware({ ...base, bandwith_gb_s: 3 }, "f.json"), /unknown field "bandwith_gb_s"/);
+  throws(
+    () => validateHardware({ ...base, bandwith_gb_s: 3 }, "f.json"),
+    /unknown field "bandwith_gb_s"/,
+  );
   const { name: _name, ...nameless } = base;
   throws(() => validateHardware(nameless, "f.json"), {
     message: 'f.json lacks the required field "name".',

@@ -4,7 +4,7 @@
  * newest first where order matters).
  */
 import { deepStrictEqual as assertEquals, throws as assertThrows } from "node:assert";
-import { accessCounts, accessTraceOf, type AccessTrace } from "../access_trace.ts";
+import { accessCounts, type AccessTrace, accessTraceOf } from "../access_trace.ts";
 import { ExpertCache, policyOptions } from "../expert_cache.ts";
 import type { PolicyOptions } from "../policy.ts";
 import { createPolicy, type PolicyName, traceFutureUses } from "./mod.ts";
@@ -36,7 +36,9 @@ function run(
   const cache = new ExpertCache(createPolicy(name, options), trace);
   const k = trace.topK;
   for (let t = 0; t < trace.tokens; t++) {
-    for (let l = 0; l < trace.layers; l++) cache.access(l, trace.chosen, (t * trace.layers + l) * k, k);
+    for (let l = 0; l < trace.layers; l++) {
+      cache.access(l, trace.chosen, (t * trace.layers + l) * k, k);
+    }
   }
   const sum = (a: Float64Array) => a.reduce((x, y) => x + y, 0);
   return { hits: sum(cache.stats.hits), misses: sum(cache.stats.misses) };

@@ -25,7 +25,11 @@ export class SwapPolicy implements CachePolicy {
   #experts: number;
 
   constructor(options: PolicyOptions) {
-    checkPolicyOptions("swap", { ...options, capacity: options.topK, partitionKeys: options.experts });
+    checkPolicyOptions("swap", {
+      ...options,
+      capacity: options.topK,
+      partitionKeys: options.experts,
+    });
     this.capacity = options.topK;
     this.#experts = options.experts;
     this.#lists = new KeyLists(options.keys, options.experts);

@@ -12,6 +12,7 @@ import type { Prefetcher } from "./prefetcher.ts";
 export class MarkovPrefetcher implements Prefetcher {
   readonly name = "markov";
   readonly depth = 1;
+  readonly crossesTokens = false;
   /** [M − 1, E, E] transitions from layer l expert a to layer l + 1 expert b. */
   #counts: Float64Array;
   #scores: Float64Array;

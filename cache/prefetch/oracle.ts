@@ -10,6 +10,7 @@ import type { Prefetcher } from "./prefetcher.ts";
 export class OraclePrefetcher implements Prefetcher {
   readonly name = "oracle";
   readonly depth = 1;
+  readonly crossesTokens = true;
   #chosen: Uint16Array;
   #layers: number;
   #topK: number;

@@ -15,6 +15,8 @@ export interface Prefetcher {
   readonly name: string;
   /** Largest lookahead d it predicts. */
   readonly depth: number;
+  /** Whether it predicts past the last layer into the next token (only the oracle). */
+  readonly crossesTokens: boolean;
   /** Learns from the router decision of layer l for token t (the past only). */
   observe(t: number, l: number): void;
   /** Writes its prediction for the step d layers ahead into `out`; returns how many experts (0: none). */

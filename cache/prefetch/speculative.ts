@@ -12,6 +12,7 @@ const NO_EXPERT = 65535;
 export class SpeculativePrefetcher implements Prefetcher {
   readonly name: string;
   readonly depth: number;
+  readonly crossesTokens = false;
   #spec: Uint16Array;
   #layers: number;
   #topK: number;
