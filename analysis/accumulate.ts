@@ -14,11 +14,11 @@ import type { TraceBatch } from "../engine/trace.ts";
 import { BucketLayout, type Dims, DocLayout } from "./layout.ts";
 
 export interface AccumulateOptions {
-  /** Upper bound on buckets per domain (default 100). */
+  /** Upper bound on buckets per domain (default 100, and 400 / domains). */
   maxBuckets?: number;
-  /** Lower bound on buckets per domain when memory is tight (default 10). */
+  /** Lower bound on buckets per domain (default 20). */
   minBuckets?: number;
-  /** Cells (u32) all bucket tables may use together, before the lower bound (default 2^23). */
+  /** Cells (f64) all bucket tables may use together, before the lower bound (default 2^23). */
   bucketCells?: number;
   /** Sample documents kept per domain for the token colouring (default 2). */
   sampleDocs?: number;
@@ -51,8 +51,8 @@ export class DomainData {
   docs = 0;
   /** Document ids, in trace order. */
   docIds: number[] = [];
-  /** [buckets, BucketLayout.size] */
-  readonly bucketVectors: Uint32Array;
+  /** [buckets, BucketLayout.size] integer counts (f64: exact far beyond 2^24, and fast to sum). */
+  readonly bucketVectors: Float64Array;
   readonly buckets: number;
   /** token id → [M, E] first-choice counts. */
   readonly vocab = new Map<number, Uint32Array>();
@@ -63,7 +63,7 @@ export class DomainData {
     this.layout = layout;
     this.docVectors = new Float32Array(16 * layout.size);
     this.buckets = buckets;
-    this.bucketVectors = new Uint32Array(buckets * bucketLayout.size);
+    this.bucketVectors = new Float64Array(buckets * bucketLayout.size);
   }
 
   /** Row `d` of the document vectors. */
@@ -117,10 +117,14 @@ export class Accumulator {
     this.dims = dims;
     this.layout = new DocLayout(dims);
     this.bucketLayout = new BucketLayout(dims);
-    const maxBuckets = options.maxBuckets ?? 100;
-    const minBuckets = options.minBuckets ?? 10;
+    // Buckets per domain: at most maxBuckets, at most ~400 over all domains (the bucket
+    // bootstrap's cost grows with their number) and within bucketCells of memory, but
+    // never fewer than minBuckets.
+    const domains = Math.max(1, domainNames.length);
+    const maxBuckets = Math.min(options.maxBuckets ?? 100, Math.floor(400 / domains));
+    const minBuckets = options.minBuckets ?? 20;
     const cells = options.bucketCells ?? 2 ** 23;
-    const fit = Math.floor(cells / (Math.max(1, domainNames.length) * this.bucketLayout.size));
+    const fit = Math.floor(cells / (domains * this.bucketLayout.size));
     this.buckets = Math.max(minBuckets, Math.min(maxBuckets, fit));
     this.#sampleDocs = options.sampleDocs ?? 2;
     this.#sampleTokens = options.sampleTokens ?? 160;
@@ -143,6 +147,16 @@ export class Accumulator {
       this.domains.push(data);
     }
     return data;
+  }
+
+  /** Bytes of the statistics held (typed arrays of all domains and tables): what grows with the trace, if anything. */
+  get stateBytes(): number {
+    const width = this.dims.layers * this.dims.experts * 4;
+    let bytes = this.#marks.byteLength + this.#scratch.byteLength;
+    for (const d of this.domains) {
+      bytes += d.docVectors.byteLength + d.bucketVectors.byteLength + d.vocab.size * width;
+    }
+    return bytes + (this.corpusVocabulary?.size ?? 0) * width;
   }
 
   get tokens(): number {

@@ -43,6 +43,8 @@ export async function analyzeCommand(
   console.log(
     `Analysed ${result.totals.n_tokens} tokens in ${result.totals.n_docs} documents (${result.domains.length} domains); wrote ${out}/ (pass ${
       result.timing.pass.toFixed(1)
-    } s, bootstrap ${result.timing.bootstrap.toFixed(1)} s).`,
+    } s, bootstrap ${result.timing.bootstrap.toFixed(1)} s, permutations ${
+      result.timing.permutations.toFixed(1)
+    } s).`,
   );
 }

@@ -13,7 +13,7 @@ import { Rng } from "../common/random.ts";
 /** Clusters of one domain: `count` vectors of a common length, row after row in `data`. */
 export interface ClusterSet {
   count: number;
-  data: Float32Array | Uint32Array;
+  data: Float32Array | Float64Array;
 }
 
 /** Percentile interval bounds per statistic; NaN where undefined. */
@@ -73,13 +73,8 @@ export function clusterBootstrap(
       weights.fill(0, 0, n);
       for (let i = 0; i < n; i++) weights[rng.int(n)]!++;
       vector.fill(0);
-      for (let c = 0; c < n; c++) {
-        const w = weights[c]!;
-        if (w === 0) continue;
-        const x = set.data;
-        const at = c * size;
-        for (let i = 0; i < size; i++) vector[i]! += w * x[at + i]!;
-      }
+      if (set.data instanceof Float32Array) addRowsF32(vector, set.data, weights, n);
+      else addRowsF64(vector, set.data, weights, n);
       for (let i = 0; i < size; i++) all[i]! += vector[i]!;
       options.onResample?.(d, b, vector);
       const matrix = matrices[d];
@@ -96,6 +91,40 @@ export function clusterBootstrap(
     all: percentiles(allMatrix, statCount, B, level),
     resamples: B,
   };
+}
+
+// Two copies of one loop, so that each sees a single array type and stays fast.
+
+/** vector += Σ_c weights[c] · row c of data (rows of vector.length). */
+function addRowsF32(
+  vector: Float64Array,
+  data: Float32Array,
+  weights: Int32Array,
+  n: number,
+): void {
+  const size = vector.length;
+  for (let c = 0; c < n; c++) {
+    const w = weights[c]!;
+    if (w === 0) continue;
+    const at = c * size;
+    for (let i = 0; i < size; i++) vector[i]! += w * data[at + i]!;
+  }
+}
+
+/** vector += Σ_c weights[c] · row c of data (rows of vector.length). */
+function addRowsF64(
+  vector: Float64Array,
+  data: Float64Array,
+  weights: Int32Array,
+  n: number,
+): void {
+  const size = vector.length;
+  for (let c = 0; c < n; c++) {
+    const w = weights[c]!;
+    if (w === 0) continue;
+    const at = c * size;
+    for (let i = 0; i < size; i++) vector[i]! += w * data[at + i]!;
+  }
 }
 
 /** Percentile intervals of each row of a [stats, B] matrix (NaN values dropped). */
@@ -184,13 +213,13 @@ export interface PermutationResult {
 /**
  * Permutation test for a difference between two domains' expert
  * distributions, per layer: the documents of both are pooled and split at
- * random into groups of the original sizes. `counts(d)` gives document d's
- * [layers, experts] counts (d indexes the pooled list, group A first).
+ * random into groups of the original sizes. `pooled` holds one row of
+ * [layers, experts] counts per document, group A's documents first.
  */
 export function permutationTest(
   countA: number,
   countB: number,
-  counts: (d: number) => ArrayLike<number>,
+  pooled: Float32Array,
   layers: number,
   experts: number,
   options: { permutations: number; seed: number },
@@ -201,10 +230,10 @@ export function permutationTest(
   const groupA = new Float64Array(width);
   const groupB = new Float64Array(width);
   for (let d = 0; d < n; d++) {
-    const x = counts(d);
     for (let i = 0; i < width; i++) {
-      total[i]! += x[i]!;
-      if (d < countA) groupA[i]! += x[i]!;
+      const x = pooled[d * width + i]!;
+      total[i]! += x;
+      if (d < countA) groupA[i]! += x;
     }
   }
   const divergences = (out: Float64Array) => {
@@ -232,8 +261,8 @@ export function permutationTest(
     }
     groupA.fill(0);
     for (let i = 0; i < small; i++) {
-      const x = counts(order[i]!);
-      for (let c = 0; c < width; c++) groupA[c]! += x[c]!;
+      const at = order[i]! * width;
+      for (let c = 0; c < width; c++) groupA[c]! += pooled[at + c]!;
     }
     if (small !== countA) {
       // groupA holds countB documents: swap roles (JSD is symmetric).
