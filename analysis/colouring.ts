@@ -26,6 +26,16 @@ export function expertColour(e: number, E: number): string {
   return `hsl(${hue}, 70%, ${light}%)`;
 }
 
+/** Black or white text, whichever reads better on the expert's colour. */
+export function textColour(e: number, E: number): string {
+  const c = expertColour(e, E);
+  if (c.startsWith("#")) {
+    const [r, g, b] = [1, 3, 5].map((i) => parseInt(c.slice(i, i + 2), 16) / 255);
+    return 0.299 * r! + 0.587 * g! + 0.114 * b! < 0.5 ? "#fff" : "#000";
+  }
+  return "#000"; // the hsl() colours are light (62–76% lightness)
+}
+
 export function escapeHtml(text: string): string {
   return text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(
     /"/g,
@@ -56,7 +66,7 @@ export function tokenColouringHtml(result: AnalysisResult): string {
     out.push(
       `<span style="display: inline-block; margin: 0 6px 4px 0; padding: 0 6px; border-radius: 3px; background: ${
         expertColour(e, E)
-      }; color: #000;">expert ${e}</span>`,
+      }; color: ${textColour(e, E)};">expert ${e}</span>`,
     );
   }
   out.push(`</div>`);
@@ -75,9 +85,9 @@ export function tokenColouringHtml(result: AnalysisResult): string {
         doc.pieces.forEach((piece, t) => {
           const e = first[t]!;
           out.push(
-            `<span title="expert ${e}" style="background: ${expertColour(e, E)}; color: #000;">${
-              escapeHtml(showPiece(piece))
-            }</span>`,
+            `<span title="expert ${e}" style="background: ${expertColour(e, E)}; color: ${
+              textColour(e, E)
+            };">${escapeHtml(showPiece(piece))}</span>`,
           );
         });
         out.push(`</div></div>`);

@@ -17,8 +17,7 @@ documents, ${result.totals.n_tokens} tokens, domains: ${
     probs ? "present" : "absent: the statistics marked (probs) are not computed"
   }.
 
-${result.notes.map((n) => `- ${n}`).join("\n")}
-
+${result.notes.length > 0 ? `## Notes\n\n${result.notes.map((n) => `- ${n}`).join("\n")}\n` : ""}
 ## Conventions (all CSVs)
 
 - Tidy: one observation per row, snake_case columns, plain decimal numbers, empty cell = not defined.
@@ -32,12 +31,15 @@ ${result.notes.map((n) => `- ${n}`).join("\n")}
   sufficient statistics (counts) with those multiplicities; \`all\` rows sum the domains' resamples
   (stratified by domain). \`n_boot\`: resamples used (${r.documents} for document statistics).
   Co-activation and flow tables are too large to keep per document: documents are dealt in trace
-  order round-robin into ${result.buckets} buckets per domain and the bootstrap resamples buckets
-  (clusters of whole documents; ${r.buckets} resamples). Seeded by \`--seed\`.
+  order round-robin into at most ${result.buckets} buckets per domain (a domain with fewer
+  documents has one per bucket) and the bootstrap resamples buckets (clusters of whole documents;
+  ${r.buckets} resamples). Seeded by \`--seed\`. Outcomes too rare to be seen (expected count
+  below ~10, e.g. large overlaps when E ≫ k) get degenerate intervals such as [0, 0].
 - \`baseline\`: the value under uniform random, independent routing (each token's top-k an independent
   uniformly random k-subset), analytic where one exists; for plug-in statistics that are biased at
-  finite size (share entropy, MaxVio, ΔUniform, vocabulary specialisation) the expectation at the
-  row's token count by simulation; for router-probability statistics the uniform router's value.
+  finite size (share entropy, MaxVio, ΔUniform, vocabulary specialisation, mutual information)
+  the expectation at the row's token count by simulation (for mutual information, its
+  first-order bias); for router-probability statistics the uniform router's value.
   Note: for those biased plug-in statistics the bootstrap distribution is shifted by the same bias,
   so compare value with baseline, not the interval with the baseline.
 
