@@ -4,7 +4,7 @@
  * intervals and random baselines, written as tidy CSVs, SVG figures, an HTML
  * token colouring and a README documenting every column (issue 5).
  */
-import { UsageError } from "../common/errors.ts";
+import { DataError, UsageError } from "../common/errors.ts";
 import { TraceReader } from "../engine/trace.ts";
 import { runAnalysis } from "./run.ts";
 import { writeAnalysis } from "./write.ts";
@@ -38,6 +38,9 @@ export async function analyzeCommand(
     if (!(error instanceof Deno.errors.NotFound)) throw error;
   }
   const reader = await TraceReader.open(trace);
+  if (reader.rows === 0) {
+    throw new DataError(`The trace in ${trace} holds no tokens, so there is nothing to analyse.`);
+  }
   const result = await runAnalysis(reader, { bootstrap, seed });
   await writeAnalysis(result, out, { bootstrap, seed });
   console.log(

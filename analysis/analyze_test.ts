@@ -465,6 +465,14 @@ Deno.test("user mistakes get one-sentence errors naming the path", async () => {
         error instanceof UsageError &&
         error.message === `--out of analyze must be a directory, got the file "${dir}/file".`,
     );
+    await writeSyntheticTrace(`${dir}/empty`, { domains: [] });
+    await assert.rejects(
+      analyzeCommand(`${dir}/empty`, { out: `${dir}/out`, bootstrap: 10, seed: 0 }),
+      (error: unknown) =>
+        error instanceof DataError &&
+        error.message ===
+          `The trace in ${dir}/empty holds no tokens, so there is nothing to analyse.`,
+    );
     await assert.rejects(
       analyzeCommand(`${dir}/missing`, { out: `${dir}/out`, bootstrap: -1, seed: 0 }),
       (error: unknown) =>
