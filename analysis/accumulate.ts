@@ -279,37 +279,57 @@ export class Accumulator {
         }
         if (l > 0) bucket[B.flow + ((l - 1) * E + previousFirst) * E + e0]! += 1;
         previousFirst = e0;
-        if (probs) {
-          const pb = (r * M + l) * E;
-          // Entropy and the k+1 largest probabilities (top[] kept sorted descending).
-          let h = 0;
-          top.fill(-1);
-          for (let e = 0; e < E; e++) {
-            const p = probs[pb + e]!;
-            if (p > 0) h -= p * Math.log(p);
-            if (p > top[k]!) {
-              let i = k;
-              while (i > 0 && top[i - 1]! < p) {
-                top[i] = top[i - 1]!;
-                i--;
-              }
-              top[i] = p;
-            }
-          }
-          let mass = 0;
-          for (let j = 0; j < k; j++) mass += top[j]!;
-          v[L.entropy + l]! += h;
-          v[L.topMass + l]! += mass;
-          v[L.margin + l]! += k < E ? top[k - 1]! - top[k]! : top[k - 1]!;
-          if (paired) {
-            let kept = 0;
-            const prev = base - mk;
-            for (let j = 0; j < k; j++) kept += probs[pb + experts[prev + j]!]!;
-            v[L.leave + l]! += 1 - kept;
-          }
-        }
       }
+      if (probs) addRouterRow(probs, experts, r, paired, this.dims, L, v, top);
     }
     domain.appendDoc(batch.doc[start]!, v);
+  }
+}
+
+/**
+ * Router-distribution sums of one row (all layers): entropy (nats), mass of
+ * the k largest probabilities, the margin p_(k) − p_(k+1), and for a paired
+ * row the mass leaving the previous token's set. `top` is scratch of k + 1.
+ */
+function addRouterRow(
+  probs: Float32Array,
+  experts: Uint16Array,
+  r: number,
+  paired: boolean,
+  dims: Dims,
+  L: DocLayout,
+  v: Float64Array,
+  top: Float64Array,
+): void {
+  const { layers: M, experts: E, topK: k } = dims;
+  const mk = M * k;
+  for (let l = 0; l < M; l++) {
+    const pb = (r * M + l) * E;
+    // Entropy and the k+1 largest probabilities (top[] kept sorted descending).
+    let h = 0;
+    for (let j = 0; j <= k; j++) top[j] = -1;
+    for (let e = 0; e < E; e++) {
+      const p = probs[pb + e]!;
+      if (p > 0) h -= p * Math.log(p);
+      if (p > top[k]!) {
+        let i = k;
+        while (i > 0 && top[i - 1]! < p) {
+          top[i] = top[i - 1]!;
+          i--;
+        }
+        top[i] = p;
+      }
+    }
+    let mass = 0;
+    for (let j = 0; j < k; j++) mass += top[j]!;
+    v[L.entropy + l]! += h;
+    v[L.topMass + l]! += mass;
+    v[L.margin + l]! += k < E ? top[k - 1]! - top[k]! : top[k - 1]!;
+    if (paired) {
+      let kept = 0;
+      const prev = (r - 1) * mk + l * k;
+      for (let j = 0; j < k; j++) kept += probs[pb + experts[prev + j]!]!;
+      v[L.leave + l]! += 1 - kept;
+    }
   }
 }
