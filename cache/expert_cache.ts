@@ -146,30 +146,34 @@ export class ExpertCache {
     this.issuedCount = 0;
     this.evictedCount = 0;
     const policy = this.policy;
-    const stats = this.stats;
+    const position = this.position;
+    const prefetched = this.prefetched;
+    let hits = 0;
+    let misses = 0;
     for (let j = 0; j < count; j++) {
       const key = base + experts[offset + j]!;
-      const now = this.position + j;
       if (policy.has(key)) {
-        stats.hits[layer]!++;
-        policy.hit(key, now);
-        if (this.prefetched[key] === 1) {
-          this.prefetched[key] = 0;
-          stats.prefetchUsed[layer]!++;
+        hits++;
+        policy.hit(key, position + j);
+        if (prefetched[key] === 1) {
+          prefetched[key] = 0;
+          this.stats.prefetchUsed[layer]!++;
           this.usedKeys[this.usedCount++] = key;
         }
       } else {
-        const victim = policy.admit(key, now, true, guard);
+        const victim = policy.admit(key, position + j, true, guard);
         if (victim === REFUSED) {
           throw new RangeError(
             `${policy.name} cannot hold the ${count} experts layer ${layer} needs at once (capacity ${policy.capacity}).`,
           );
         }
         this.#placed(key, victim);
-        stats.misses[layer]!++;
-        this.missKeys[this.missCount++] = key;
+        this.missKeys[misses++] = key;
       }
     }
+    this.missCount = misses;
+    if (hits > 0) this.stats.hits[layer]! += hits;
+    if (misses > 0) this.stats.misses[layer]! += misses;
     this.position += count;
     return this.missCount;
   }

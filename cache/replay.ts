@@ -33,11 +33,18 @@ export interface ReplayOptions {
   costs: readonly StepCosts[];
   /** Count prediction precision and recall (default true). */
   accuracy?: boolean;
+  /**
+   * Timing models of the oracle prefetcher derived from this replay, which
+   * must have no prefetcher and a per-layer budget (see `oracleShadowStats`).
+   */
+  oracleCosts?: readonly StepCosts[];
 }
 
 export interface ReplayResult {
   stats: CacheStats;
   timings: TimingModel[];
+  /** Timing of the oracle prefetcher under each `oracleCosts` entry. */
+  oracleTimings: TimingModel[];
   accuracy: PrefetchAccuracy | null;
   tokens: number;
 }
@@ -58,6 +65,22 @@ export function replay(trace: AccessTrace, options: ReplayOptions): ReplayResult
     : null;
   const out = new Uint16Array(Math.max(k, 1));
   const nTimings = timings.length;
+  // Oracle shadow: with a per-layer budget the oracle's cache evolves exactly
+  // like the cache without prefetch (each layer's cache is only touched by
+  // its own accesses and by the prefetch of exactly those experts just
+  // before), so its uploads at step s are the misses of step s + 1 here,
+  // issued one step early. Each shadow step is taken once the next step's
+  // misses are known.
+  const shadows = (options.oracleCosts ?? []).map((c) =>
+    new TimingModel(c, { layers: M, experts: E })
+  );
+  if (shadows.length > 0 && (pf !== null || options.budget !== "per-layer")) {
+    throw new RangeError("oracle shadows need a per-layer replay without prefetch.");
+  }
+  const nShadows = shadows.length;
+  const previous = new Int32Array(Math.max(k, 1));
+  let previousCount = 0;
+  const nothing = new Int32Array(0);
   for (let t = 0; t < T; t++) {
     for (let l = 0; l < M; l++) {
       const offset = (t * M + l) * k;
@@ -86,8 +109,79 @@ export function replay(trace: AccessTrace, options: ReplayOptions): ReplayResult
         }
       }
       for (let i = 0; i < nTimings; i++) timings[i]!.step(l, cache, chosen, offset, k);
+      if (nShadows > 0) {
+        if (t > 0 || l > 0) {
+          // The previous step: demand loads only at the very first step; its
+          // prefetches are this step's misses; it used what was prefetched for it.
+          const first = t === 0 && l === 1 || (M === 1 && t === 1 && l === 0);
+          const pl = l === 0 ? M - 1 : l - 1;
+          const pOffset = offset - k;
+          for (let i = 0; i < nShadows; i++) {
+            const shadow = shadows[i]!;
+            shadow.stepWith(
+              pl,
+              first ? previous : nothing,
+              first ? previousCount : 0,
+              cache.missKeys,
+              cache.missCount,
+              first ? nothing : previous,
+              first ? 0 : previousCount,
+              chosen,
+              pOffset,
+              k,
+            );
+            if (pl === M - 1) shadow.endToken();
+          }
+        }
+        previousCount = cache.missCount;
+        for (let i = 0; i < previousCount; i++) previous[i] = cache.missKeys[i]!;
+      }
     }
     for (let i = 0; i < nTimings; i++) timings[i]!.endToken();
   }
-  return { stats: cache.stats, timings, accuracy, tokens: T };
+  if (nShadows > 0 && T > 0) {
+    const first = T === 1 && M === 1;
+    for (const shadow of shadows) {
+      shadow.stepWith(
+        M - 1,
+        first ? previous : nothing,
+        first ? previousCount : 0,
+        nothing,
+        0,
+        first ? nothing : previous,
+        first ? 0 : previousCount,
+        chosen,
+        (T * M - 1) * k,
+        k,
+      );
+      shadow.endToken();
+    }
+  }
+  return { stats: cache.stats, timings, oracleTimings: shadows, accuracy, tokens: T };
+}
+
+/**
+ * The oracle prefetcher's counters derived from a per-layer replay without
+ * prefetch: only the very first step's k experts are demand loads; every
+ * other miss becomes a prefetch issued one step early and used at once.
+ */
+export function oracleShadowStats(stats: CacheStats, topK: number): CacheStats {
+  const M = stats.hits.length;
+  const misses = new Float64Array(M);
+  misses[0] = topK;
+  const issued = new Float64Array(M);
+  const hits = new Float64Array(M);
+  for (let l = 0; l < M; l++) {
+    const accesses = stats.hits[l]! + stats.misses[l]!;
+    issued[l] = stats.misses[l]! - misses[l]!;
+    hits[l] = accesses - misses[l]!;
+  }
+  return {
+    hits,
+    misses,
+    evictions: stats.evictions,
+    prefetchIssued: issued,
+    prefetchUsed: issued,
+    prefetchWasted: new Float64Array(M),
+  };
 }

@@ -17,9 +17,16 @@ import { type Budget, type CacheStats, policyOptions } from "./expert_cache.ts";
 import type { FutureUses } from "./policy.ts";
 import { createPolicy, type PolicyName, traceFutureUses } from "./policies/mod.ts";
 import { createPrefetcher, type PrefetchSpec } from "./prefetch/mod.ts";
-import { type PrefetchAccuracy, replay } from "./replay.ts";
+import { oracleShadowStats, type PrefetchAccuracy, replay } from "./replay.ts";
 import { lruHits, lruStackDistances, type StackDistances } from "./stack_distance.ts";
-import { type DtypeInfo, expertBytes, type Hardware, type StepCosts, stepCosts } from "./timing.ts";
+import {
+  type DtypeInfo,
+  expertBytes,
+  type Hardware,
+  type StepCosts,
+  stepCosts,
+  type TimingModel,
+} from "./timing.ts";
 
 /** A capacity as given: a number of experts, or a byte budget. */
 export type CapacitySpec = { kind: "experts"; experts: number; text: string } | {
@@ -90,7 +97,16 @@ interface Job {
   capacity: number;
   prefetch: PrefetchSpec;
   /** The combinations it answers. */
-  targets: { policy: PolicyName; capacityText: string; dtype: DtypeInfo; hardware: Hardware }[];
+  targets: Target[];
+  /** Oracle-prefetch combinations answered by the same replay (per-layer, no prefetch). */
+  oracleTargets: Target[];
+}
+
+interface Target {
+  policy: PolicyName;
+  capacityText: string;
+  dtype: DtypeInfo;
+  hardware: Hardware;
 }
 
 /** What a replay job needs besides the trace: sent to workers. */
@@ -100,6 +116,8 @@ export interface JobSpec {
   capacity: number;
   prefetch: PrefetchSpec;
   costs: StepCosts[];
+  /** Oracle timings derived from this replay (prefetch none, per-layer budget). */
+  oracleCosts: StepCosts[];
   /** Whether to count prediction accuracy (once per prefetcher is enough). */
   accuracy: boolean;
 }
@@ -127,6 +145,7 @@ export interface JobResult {
   stats: CacheStats;
   timings: JobTiming[];
   accuracy: PrefetchAccuracy | null;
+  oracleTimings: JobTiming[];
 }
 
 /** Runs one replay job; `memo` keeps Belady's next uses and pinned's counts between jobs. */
@@ -154,16 +173,24 @@ export function runJob(
     // Without prefetch the timing is exact from the counts (noPrefetchTiming).
     costs: none ? [] : job.costs,
     accuracy: job.accuracy,
+    oracleCosts: job.oracleCosts,
+  });
+  const timing = (t: TimingModel): JobTiming => ({
+    late: t.late,
+    stallMs: t.stallMs,
+    layerMs: t.layerMs,
+    totalMs: t.now,
   });
   const timings = none
     ? job.costs.map((c) => noPrefetchTiming(result.stats, c, trace))
-    : result.timings.map((t) => ({
-      late: t.late,
-      stallMs: t.stallMs,
-      layerMs: t.layerMs,
-      totalMs: t.now,
-    }));
-  return { id: job.id, stats: result.stats, timings, accuracy: result.accuracy };
+    : result.timings.map(timing);
+  return {
+    id: job.id,
+    stats: result.stats,
+    timings,
+    accuracy: result.accuracy,
+    oracleTimings: result.oracleTimings.map(timing),
+  };
 }
 
 export interface SweepOptions {
@@ -180,6 +207,7 @@ export async function runSweep(
 ): Promise<SweepResult> {
   const { layers: M, experts: E, topK: k } = trace;
   const partitionKeys = settings.budget === "global" ? M * E : E;
+  const perLayer = settings.budget === "per-layer";
   const jobs = new Map<string, Job>();
   for (const policy of settings.policies) {
     for (const spec of settings.capacities) {
@@ -187,19 +215,32 @@ export async function runSweep(
         for (const dtype of settings.dtypes) {
           for (const hardware of settings.hardware) {
             let capacity = capacityExperts(spec, dtype, model, settings.budget, M);
-            let run: PolicyName = policy;
-            if (policy === "swap") capacity = settings.budget === "global" ? M * k : k;
-            else if (capacity >= partitionKeys) {
-              capacity = partitionKeys;
-              run = "lru";
-            }
-            const key = `${run}|${capacity}|${prefetch.name}|${policy === "swap" ? "swap" : ""}`;
+            if (policy === "swap") capacity = perLayer ? k : M * k;
+            else capacity = Math.min(capacity, partitionKeys);
+            // Per-layer oracle prefetch is derived from the replay without prefetch.
+            const shadow = prefetch.kind === "oracle" && perLayer;
+            const kind = shadow ? "none" : prefetch.kind;
+            const run = effectivePolicy(policy, capacity, kind, k, partitionKeys, perLayer);
+            const runPrefetch = shadow ? NO_PREFETCH : prefetch;
+            const key = `${run}|${capacity}|${runPrefetch.name}`;
             let job = jobs.get(key);
             if (!job) {
-              job = { id: jobs.size, run, capacity, prefetch, targets: [] };
+              job = {
+                id: jobs.size,
+                run,
+                capacity,
+                prefetch: runPrefetch,
+                targets: [],
+                oracleTargets: [],
+              };
               jobs.set(key, job);
             }
-            job.targets.push({ policy, capacityText: spec.text, dtype, hardware });
+            (shadow ? job.oracleTargets : job.targets).push({
+              policy,
+              capacityText: spec.text,
+              dtype,
+              hardware,
+            });
           }
         }
       }
@@ -207,19 +248,20 @@ export async function runSweep(
   }
   const stackDistances = lruStackDistances(trace, settings.budget);
   const all = [...jobs.values()];
-  const costsOf = (job: Job) => job.targets.map((t) => stepCosts(t.hardware, t.dtype, model));
+  const costsOf = (targets: Target[]) => targets.map((t) => stepCosts(t.hardware, t.dtype, model));
   const results = new Map<number, JobResult>();
-  // LRU without prefetch: every capacity from the stack distances.
+  // LRU without prefetch (and no oracle to derive): every capacity from the stack distances.
   const replayed: JobSpec[] = [];
   const accuracyWanted = new Set<string>();
   for (const job of all) {
-    if (job.run === "lru" && job.prefetch.kind === "none") {
+    if (job.run === "lru" && job.prefetch.kind === "none" && job.oracleTargets.length === 0) {
       const stats = lruStatsFromStack(stackDistances, job.capacity, M);
       results.set(job.id, {
         id: job.id,
         stats,
-        timings: costsOf(job).map((c) => noPrefetchTiming(stats, c, trace)),
+        timings: costsOf(job.targets).map((c) => noPrefetchTiming(stats, c, trace)),
         accuracy: null,
+        oracleTimings: [],
       });
     } else {
       const accuracy = job.prefetch.kind !== "none" && !accuracyWanted.has(job.prefetch.name);
@@ -229,7 +271,8 @@ export async function runSweep(
         run: job.run,
         capacity: job.capacity,
         prefetch: job.prefetch,
-        costs: costsOf(job),
+        costs: costsOf(job.targets),
+        oracleCosts: costsOf(job.oracleTargets),
         accuracy,
       });
     }
@@ -260,29 +303,36 @@ export async function runSweep(
   for (const job of all) {
     const result = results.get(job.id)!;
     if (result.accuracy) accuracy.set(job.prefetch.name, result.accuracy);
-    const costs = costsOf(job);
-    job.targets.forEach((target, i) => {
-      const timing = result.timings[i]!;
-      combinations.push({
-        policy: target.policy,
-        capacity: job.capacity,
-        capacityText: target.capacityText,
-        prefetch: job.prefetch.name,
-        dtype: target.dtype.name,
-        hardware: target.hardware.name,
-        costs: costs[i]!,
-        tokens: trace.tokens,
-        hits: result.stats.hits,
-        misses: result.stats.misses,
-        prefetchIssued: result.stats.prefetchIssued,
-        prefetchUsed: result.stats.prefetchUsed,
-        prefetchLate: timing.late,
-        prefetchWasted: result.stats.prefetchWasted,
-        stallMs: timing.stallMs,
-        layerMs: timing.layerMs,
-        totalMs: timing.totalMs,
+    const add = (targets: Target[], prefetch: string, stats: CacheStats, timings: JobTiming[]) => {
+      const costs = costsOf(targets);
+      targets.forEach((target, i) => {
+        const timing = timings[i]!;
+        combinations.push({
+          policy: target.policy,
+          capacity: job.capacity,
+          capacityText: target.capacityText,
+          prefetch,
+          dtype: target.dtype.name,
+          hardware: target.hardware.name,
+          costs: costs[i]!,
+          tokens: trace.tokens,
+          hits: stats.hits,
+          misses: stats.misses,
+          prefetchIssued: stats.prefetchIssued,
+          prefetchUsed: stats.prefetchUsed,
+          prefetchLate: timing.late,
+          prefetchWasted: stats.prefetchWasted,
+          stallMs: timing.stallMs,
+          layerMs: timing.layerMs,
+          totalMs: timing.totalMs,
+        });
       });
-    });
+    };
+    add(job.targets, job.prefetch.name, result.stats, result.timings);
+    if (job.oracleTargets.length > 0) {
+      add(job.oracleTargets, "oracle", oracleShadowStats(result.stats, k), result.oracleTimings);
+      if (!accuracy.has("oracle")) accuracy.set("oracle", oracleAccuracy(trace));
+    }
   }
   combinations.sort((a, b) =>
     settings.policies.indexOf(a.policy) - settings.policies.indexOf(b.policy) ||
@@ -339,6 +389,39 @@ function runInWorker(request: WorkerRequest, onResult: (r: JobResult) => void): 
     };
     worker.postMessage(request);
   });
+}
+
+const NO_PREFETCH: PrefetchSpec = { name: "none", kind: "none", depth: 0 };
+
+/**
+ * The policy a combination actually needs: every policy is LRU where none of
+ * them has a choice, i.e. when the capacity holds every key of a partition
+ * (nothing is ever evicted) or, without prefetch, when it equals k (the cache
+ * always holds exactly the last selection: every miss must evict an expert
+ * the step does not use, and exactly those are left). Swap is LRU at k per
+ * layer without prefetch.
+ */
+function effectivePolicy(
+  policy: PolicyName,
+  capacity: number,
+  prefetch: PrefetchSpec["kind"],
+  k: number,
+  partitionKeys: number,
+  perLayer: boolean,
+): PolicyName {
+  if (policy === "swap") return perLayer && prefetch === "none" ? "lru" : "swap";
+  if (capacity >= partitionKeys) return "lru";
+  if (capacity === k && prefetch === "none") return "lru";
+  return policy;
+}
+
+/** The oracle's prediction counts: always the k true experts of the next step. */
+export function oracleAccuracy(trace: AccessTrace): PrefetchAccuracy {
+  const { layers: M, tokens: T, topK: k } = trace;
+  const opportunities = new Float64Array(M);
+  for (let l = 0; l < M; l++) opportunities[l] = l === 0 ? Math.max(0, T - 1) : T;
+  const predicted = opportunities.map((n) => n * k);
+  return { depth: 1, opportunities, predicted, correct: predicted.slice() };
 }
 
 /** LRU counters at one capacity from the stack-distance histogram. */

@@ -343,21 +343,51 @@ export class TimingModel {
     offset: number,
     count: number,
   ): void {
+    this.stepWith(
+      layer,
+      cache.missKeys,
+      cache.missCount,
+      cache.issuedKeys,
+      cache.issuedCount,
+      cache.usedKeys,
+      cache.usedCount,
+      chosen,
+      offset,
+      count,
+    );
+  }
+
+  /**
+   * One step from explicit key lists: demand loads, then prefetches issued at
+   * this step, and the prefetched keys whose first use is this step.
+   */
+  stepWith(
+    layer: number,
+    demand: Int32Array,
+    demandCount: number,
+    issued: Int32Array,
+    issuedCount: number,
+    used: Int32Array,
+    usedCount: number,
+    chosen: ArrayLike<number>,
+    offset: number,
+    count: number,
+  ): void {
     const c = this.costs;
     const readyAt = this.readyAt;
     const now = this.now + c.attentionMs;
     let free = this.queueFree;
-    for (let i = 0; i < cache.missCount; i++) {
+    for (let i = 0; i < demandCount; i++) {
       free = (free > now ? free : now) + c.transferMs;
-      readyAt[cache.missKeys[i]!] = free;
+      readyAt[demand[i]!] = free;
     }
-    for (let i = 0; i < cache.issuedCount; i++) {
+    for (let i = 0; i < issuedCount; i++) {
       free = (free > now ? free : now) + c.transferMs;
-      readyAt[cache.issuedKeys[i]!] = free;
+      readyAt[issued[i]!] = free;
     }
     this.queueFree = free;
-    for (let i = 0; i < cache.usedCount; i++) {
-      if (readyAt[cache.usedKeys[i]!]! > now) this.late[layer]!++;
+    for (let i = 0; i < usedCount; i++) {
+      if (readyAt[used[i]!]! > now) this.late[layer]!++;
     }
     let ready = now;
     const base = layer * this.#experts;
