@@ -1,8 +1,137 @@
-/** `moetrace bench engine`. Not built yet: it says so and exits 1. */
-import { notBuiltYet } from "../common/errors.ts";
+/**
+ * `moetrace bench engine`: on one device, in one run,
+ * - the GFLOP/s of the engine's own matmul kernel (kernels/matmul.ts, the
+ *   prefill variant) on a 1024 × 1024 × 1024 problem;
+ * - prefill tokens/s and GFLOP/s of `route` (the capture path: 8 documents ×
+ *   256 tokens in one call, up to the last router) and of `logits` (one
+ *   512-token sequence, embedding to logits), FLOPs counted by `model.flops`;
+ * - decode tokens/s of `generate` (greedy, 128 new tokens after a 16-token
+ *   prompt, loop on the GPU): 128 / (time with 128 new − time with 0 new).
+ * Model: fixtures/models/tiny-moe when trained, else a random checkpoint of its
+ * shape (Mixtral, 4 layers, hidden 192, 8 experts top-2, vocab 4096) in a temp dir.
+ * Target: prefill GFLOP/s ≥ 50% of the matmul's.
+ */
 import type { BenchOptions } from "../bench/bench.ts";
+import { type Figure, medianSeconds, printFigures } from "../bench/measure.ts";
+import { createGpuContext, Recorder } from "./gpu.ts";
+import { matmul, matmulFlops } from "./kernels/matmul.ts";
+import { loadModel } from "./model.ts";
+import { writeRandomMixtral } from "./random_checkpoint.ts";
+import { Rng } from "../common/random.ts";
 
-// deno-lint-ignore require-await
-export async function benchEngine(_options: BenchOptions): Promise<void> {
-  notBuiltYet("bench engine");
+const TINY_MOE = new URL("../fixtures/models/tiny-moe/", import.meta.url).pathname;
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** GFLOP/s of the dense prefill matmul variant on an n × n × n problem. */
+export async function matmulGflops(
+  n: number,
+  repeats = 8,
+): Promise<{ gflops: number; adapter: string }> {
+  const ctx = await createGpuContext();
+  try {
+    const rng = new Rng(7);
+    const data = new Float32Array(n * n).map(() => rng.next() - 0.5);
+    const a = ctx.pool.upload("bench a", data), w = ctx.pool.upload("bench w", data);
+    const y = ctx.pool.storage("bench y", n * n * 4);
+    const rec = new Recorder(ctx);
+    for (let i = 0; i < repeats; i++) matmul(rec, { a, w, y, rows: n, n, k: n }, { rowGroups: 4 });
+    rec.finish();
+    const run = async () => {
+      const encoder = ctx.device.createCommandEncoder();
+      rec.encode(encoder);
+      ctx.device.queue.submit([encoder.finish()]);
+      await ctx.device.queue.onSubmittedWorkDone();
+    };
+    await run(); // compile and warm up
+    const seconds = await medianSeconds(3, run);
+    rec.destroy();
+    return { gflops: (repeats * matmulFlops(n, n, n)) / seconds / 1e9, adapter: ctx.adapterName };
+  } finally {
+    ctx.pool.releaseAll();
+    ctx.device.destroy();
+  }
+}
+
+export async function benchEngine(options: BenchOptions): Promise<void> {
+  Deno.env.set("XDG_RUNTIME_DIR", Deno.env.get("XDG_RUNTIME_DIR") ?? "/tmp");
+  let dir = TINY_MOE;
+  let temp: string | null = null;
+  if (!(await exists(`${TINY_MOE}model.safetensors`))) {
+    temp = await Deno.makeTempDir({ prefix: "moetrace-bench-" });
+    dir = temp;
+    await writeRandomMixtral(dir);
+  }
+  try {
+    const mm = await matmulGflops(1024);
+    const model = await loadModel(dir, { maxBatchTokens: 2048 });
+    const rng = new Rng(3);
+    const doc = (n: number) =>
+      Uint32Array.from({ length: n }, () => 3 + rng.int(model.vocabSize - 3));
+    const docs = Array.from({ length: 8 }, () => doc(256));
+    const lengths = docs.map((d) => d.length);
+    const route = () => model.route(docs, { probs: false, lookahead: 0 }).then(() => {});
+    await route();
+    const routeSeconds = await medianSeconds(3, route);
+    const long = doc(512);
+    const logits = () => model.logits(long).then(() => {});
+    await logits();
+    const logitsSeconds = await medianSeconds(3, logits);
+    const prompt = doc(16);
+    const gen = (n: number) => () =>
+      model.generate(prompt, {
+        maxNewTokens: n,
+        temperature: 0,
+        seed: 0,
+        probs: false,
+        lookahead: 0,
+      }).then(() => {});
+    await gen(8)();
+    const gen0 = await medianSeconds(3, gen(0));
+    const gen128 = await medianSeconds(3, gen(128));
+    const routeGflops = model.flops(lengths, "route") / routeSeconds / 1e9;
+    const logitsGflops = model.flops([512], "logits") / logitsSeconds / 1e9;
+    model.destroy();
+    const total = lengths.reduce((a, b) => a + b, 0);
+    const figures: Figure[] = [
+      { name: "matmul 1024³ (engine kernel)", value: mm.gflops, unit: "GFLOP/s" },
+      {
+        name: "prefill route 8×256 tokens",
+        value: total / routeSeconds,
+        unit: "tokens/s",
+        target: 1000,
+        direction: "min",
+      },
+      {
+        name: "prefill route GFLOP/s",
+        value: routeGflops,
+        unit: "GFLOP/s",
+        target: Number((0.5 * mm.gflops).toFixed(2)),
+        direction: "min",
+      },
+      { name: "prefill logits 512 tokens", value: 512 / logitsSeconds, unit: "tokens/s" },
+      { name: "prefill logits GFLOP/s", value: logitsGflops, unit: "GFLOP/s" },
+      {
+        name: "decode (greedy, GPU loop)",
+        value: 128 / Math.max(1e-9, gen128 - gen0),
+        unit: "tokens/s",
+      },
+    ];
+    printFigures(
+      `bench engine: ${
+        temp ? "random tiny-moe-shaped checkpoint" : "fixtures/models/tiny-moe"
+      } on ${mm.adapter}`,
+      figures,
+      options.json,
+    );
+  } finally {
+    if (temp) await Deno.remove(temp, { recursive: true });
+  }
 }

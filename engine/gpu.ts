@@ -53,6 +53,7 @@ export async function createGpuContext(): Promise<GpuContext> {
       maxComputeInvocationsPerWorkgroup: l.maxComputeInvocationsPerWorkgroup,
       maxComputeWorkgroupSizeX: l.maxComputeWorkgroupSizeX,
       maxComputeWorkgroupsPerDimension: l.maxComputeWorkgroupsPerDimension,
+      maxTextureDimension2D: l.maxTextureDimension2D,
     },
   });
   device.addEventListener("uncapturederror", (event) => {
@@ -77,6 +78,7 @@ export class BufferPool {
   #device: GPUDevice;
   #maxBinding: number;
   #live = new Set<GPUBuffer>();
+  #textures = new Set<GPUTexture>();
   bytes = 0;
   peakBytes = 0;
 
@@ -121,6 +123,33 @@ export class BufferPool {
     return buffer;
   }
 
+  /** An rgba32float texture of width × height texels (sampled by textureLoad, filled by copies). */
+  texture(
+    label: string,
+    width: number,
+    height: number,
+    data?: Float32Array,
+    storage = false,
+  ): GPUTexture {
+    const texture = this.#device.createTexture({
+      label,
+      size: [width, height],
+      format: "rgba32float",
+      usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.COPY_DST |
+        (storage ? GPUTextureUsage.STORAGE_BINDING : 0),
+    });
+    this.#textures.add(texture);
+    this.bytes += width * height * 16;
+    this.peakBytes = Math.max(this.peakBytes, this.bytes);
+    if (data) {
+      this.#device.queue.writeTexture({ texture }, data.buffer as ArrayBuffer, {
+        offset: data.byteOffset,
+        bytesPerRow: width * 16,
+      }, [width, height]);
+    }
+    return texture;
+  }
+
   release(buffer: GPUBuffer): void {
     if (!this.#live.delete(buffer)) return;
     this.bytes -= buffer.size;
@@ -129,6 +158,8 @@ export class BufferPool {
 
   releaseAll(): void {
     for (const b of [...this.#live]) this.release(b);
+    for (const t of this.#textures) t.destroy();
+    this.#textures.clear();
   }
 }
 
@@ -147,12 +178,27 @@ export function pipeline(ctx: GpuContext, key: string, wgsl: () => string): GPUC
   return p;
 }
 
+/** A storage buffer or a sampled texture view, bound in order after the uniforms. */
+export type Binding = GPUBuffer | GPUTextureView;
+
 interface Dispatch {
+  kind: "dispatch";
   pipeline: GPUComputePipeline;
-  buffers: GPUBuffer[];
+  buffers: Binding[];
   uniformOffset: number;
   uniformBytes: number;
   workgroups: [number, number, number];
+}
+
+/** A buffer → texture copy between compute passes (activations read through the texture unit). */
+interface Copy {
+  kind: "copy";
+  buffer: GPUBuffer;
+  offset: number;
+  bytesPerRow: number;
+  texture: GPUTexture;
+  width: number;
+  rows: number;
 }
 
 /**
@@ -162,11 +208,11 @@ interface Dispatch {
  */
 export class Recorder {
   readonly ctx: GpuContext;
-  #dispatches: Dispatch[] = [];
+  #dispatches: (Dispatch | Copy)[] = [];
   #arena = new ArrayBuffer(1 << 16);
   #used = 0;
   #uniform: GPUBuffer | null = null;
-  #groups: GPUBindGroup[] = [];
+  #groups: (GPUBindGroup | null)[] = [];
   readonly #align: number;
 
   constructor(ctx: GpuContext) {
@@ -182,7 +228,7 @@ export class Recorder {
   dispatch(
     pipeline: GPUComputePipeline,
     uniforms: readonly (number | { f32: number })[],
-    buffers: GPUBuffer[],
+    buffers: Binding[],
     workgroups: [number, number?, number?],
   ): void {
     const [x, y = 1, z = 1] = workgroups;
@@ -207,11 +253,30 @@ export class Recorder {
     });
     this.#used = offset + bytes;
     this.#dispatches.push({
+      kind: "dispatch",
       pipeline,
       buffers,
       uniformOffset: offset,
       uniformBytes: bytes,
       workgroups: [x, y, z],
+    });
+  }
+
+  /**
+   * Copies `rows` rows of `width` rgba32f texels (row stride = width·16 bytes, a
+   * multiple of 256) from the start of `buffer` into the top of `texture`, between
+   * compute passes: activations that matmul_tex.ts reads through the texture unit.
+   */
+  copyToTexture(buffer: GPUBuffer, texture: GPUTexture, width: number, rows: number): void {
+    if (rows === 0) return;
+    this.#dispatches.push({
+      kind: "copy",
+      buffer,
+      offset: 0,
+      bytesPerRow: width * 16,
+      texture,
+      width,
+      rows,
     });
   }
 
@@ -224,14 +289,17 @@ export class Recorder {
     });
     device.queue.writeBuffer(this.#uniform, 0, this.#arena, 0, Math.ceil(this.#used / 4) * 4);
     this.#groups = this.#dispatches.map((d) =>
-      device.createBindGroup({
+      d.kind === "copy" ? null : device.createBindGroup({
         layout: d.pipeline.getBindGroupLayout(0),
         entries: [
           {
             binding: 0,
             resource: { buffer: this.#uniform!, offset: d.uniformOffset, size: d.uniformBytes },
           },
-          ...d.buffers.map((buffer, i) => ({ binding: i + 1, resource: { buffer } })),
+          ...d.buffers.map((b, i) => ({
+            binding: i + 1,
+            resource: b instanceof GPUBuffer ? { buffer: b } : b,
+          })),
         ],
       })
     );
@@ -241,13 +309,24 @@ export class Recorder {
   /** Encodes every dispatch, in order, into one compute pass. */
   encode(encoder: GPUCommandEncoder): void {
     if (this.#uniform === null) throw new Error("Recorder.encode before finish");
-    const pass = encoder.beginComputePass();
+    let pass: GPUComputePassEncoder | null = null;
     this.#dispatches.forEach((d, i) => {
+      if (d.kind === "copy") {
+        pass?.end();
+        pass = null;
+        encoder.copyBufferToTexture(
+          { buffer: d.buffer, offset: d.offset, bytesPerRow: d.bytesPerRow },
+          { texture: d.texture },
+          [d.width, d.rows],
+        );
+        return;
+      }
+      pass ??= encoder.beginComputePass();
       pass.setPipeline(d.pipeline);
       pass.setBindGroup(0, this.#groups[i]!);
       pass.dispatchWorkgroups(...d.workgroups);
     });
-    pass.end();
+    (pass as GPUComputePassEncoder | null)?.end();
   }
 
   destroy(): void {

@@ -44,9 +44,17 @@ import { expertParams, type ModelConfig, moeLayers } from "./config.ts";
 import { createGpuContext, type GpuContext, readBack, Recorder } from "./gpu.ts";
 import { embedding } from "./kernels/embedding.ts";
 import { rmsnorm } from "./kernels/rmsnorm.ts";
-import { matmul, matmulFlops, tileRows } from "./kernels/matmul.ts";
+import {
+  matmul,
+  type MatmulArgs,
+  matmulFlops,
+  type MatmulVariant,
+  tileRows,
+} from "./kernels/matmul.ts";
+import { DECODE, matmulTex, PREFILL, texTileRows } from "./kernels/matmul_tex.ts";
 import { qkvPrepare } from "./kernels/qkv_prepare.ts";
 import { attention, attentionFlops } from "./kernels/attention.ts";
+import { kvTexture } from "./kernels/kv_texture.ts";
 import { routerTopK } from "./kernels/router_topk.ts";
 import { maxTiles, moeGroup } from "./kernels/moe_group.ts";
 import { moeCombine } from "./kernels/moe_combine.ts";
@@ -93,34 +101,72 @@ export interface MoeModel {
 
 // ---------------------------------------------------------------- weights
 
-/** Linear weights are stored transposed, [in, out], for matmul.ts. */
+/**
+ * A linear weight stored transposed, [in = K, out = N] (× experts), either as
+ * an rgba32f texture for matmul_tex.ts (K a multiple of 64, fits the texture
+ * limits) or as a storage buffer for matmul.ts.
+ */
+interface Linear {
+  k: number;
+  n: number;
+  view?: GPUTextureView; // [experts·K, ceil(N/4)] texels
+  buffer?: GPUBuffer; // [experts, K, N]
+}
+
+/** Whether activations with row length k go through textures (256-byte rows). */
+function texturePath(k: number): boolean {
+  return k % 64 === 0;
+}
+
+function uploadLinear(
+  ctx: GpuContext,
+  label: string,
+  data: Float32Array,
+  k: number,
+  n: number,
+  experts = 1,
+  allowTexture = true,
+): Linear {
+  const width = Math.ceil(n / 4), height = experts * k;
+  const maxTex = ctx.device.limits.maxTextureDimension2D;
+  if (allowTexture && texturePath(k) && width <= maxTex && height <= maxTex) {
+    let texels = data;
+    if (n % 4 !== 0) {
+      texels = new Float32Array(height * width * 4);
+      for (let r = 0; r < height; r++) texels.set(data.subarray(r * n, (r + 1) * n), r * width * 4);
+    }
+    return { k, n, view: ctx.pool.texture(label, width, height, texels).createView() };
+  }
+  return { k, n, buffer: ctx.pool.upload(label, data) };
+}
+
 interface ExpertChunk {
   first: number; // first expert held
   count: number;
-  w1: GPUBuffer; // [count, H, F]   gate projection (through SiLU)
-  w3: GPUBuffer; // [count, H, F]   up projection
-  w2: GPUBuffer; // [count, F, H]   down projection
+  w1: Linear; // [count, H, F]   gate projection (through SiLU)
+  w3: Linear; // [count, H, F]   up projection
+  w2: Linear; // [count, F, H]   down projection
 }
 
 interface LayerWeights {
   attnNorm: GPUBuffer; // [H]
-  wqkv: GPUBuffer; // [H, (nq + 2 nkv) d]   q | k | v columns
+  wqkv: Linear; // [H, (nq + 2 nkv) d]   q | k | v columns
   bqkv?: GPUBuffer; // [(nq + 2 nkv) d]
   qNorm?: GPUBuffer; // [nq d] (whole) or [d] (per head)
   kNorm?: GPUBuffer; // [nkv d] or [d]
-  wo: GPUBuffer; // [nq d, H]
+  wo: Linear; // [nq d, H]
   postNorm: GPUBuffer; // [H]
-  router?: GPUBuffer; // [H, E]
+  router?: Linear; // [H, E]
   experts?: ExpertChunk[];
-  shared?: { w1: GPUBuffer; w3: GPUBuffer; w2: GPUBuffer; gate: GPUBuffer }; // [H, Fs] ×2, [Fs, H], [H, 1]
-  dense?: { w1: GPUBuffer; w3: GPUBuffer; w2: GPUBuffer }; // [H, Fd] ×2, [Fd, H]
+  shared?: { w1: Linear; w3: Linear; w2: Linear; gate: Linear }; // [H, Fs] ×2, [Fs, H], [H, 1]
+  dense?: { w1: Linear; w3: Linear; w2: Linear }; // [H, Fd] ×2, [Fd, H]
 }
 
 interface Weights {
   embed: { buffer: GPUBuffer; first: number; count: number }[]; // row chunks of [V, H]
   layers: LayerWeights[];
   norm: GPUBuffer; // [H]
-  lmHead: { buffer: GPUBuffer; first: number; count: number }[]; // column chunks of [H, V]
+  lmHead: { w: Linear; first: number; count: number }[]; // column chunks of [H, V]
   rope: GPUBuffer; // [positions, d/2, 2] cos, sin
 }
 
@@ -201,8 +247,8 @@ async function uploadWeights(ctx: GpuContext, ck: Checkpoint, positions: number)
     qkvRows.set(wv, (q + kv) * h);
     const layer: LayerWeights = {
       attnNorm: pool.upload(`L${l} input norm`, await read(p + "input_layernorm.weight")),
-      wqkv: pool.upload(`L${l} qkv`, transpose(qkvRows, q + 2 * kv, h)),
-      wo: pool.upload(`L${l} o`, await linear(p + "self_attn.o_proj.weight", h, q)),
+      wqkv: uploadLinear(ctx, `L${l} qkv`, transpose(qkvRows, q + 2 * kv, h), h, q + 2 * kv),
+      wo: uploadLinear(ctx, `L${l} o`, await linear(p + "self_attn.o_proj.weight", h, q), q, h),
       postNorm: pool.upload(`L${l} post norm`, await read(p + "post_attention_layernorm.weight")),
     };
     if (c.qkvBias) {
@@ -219,15 +265,28 @@ async function uploadWeights(ctx: GpuContext, ck: Checkpoint, positions: number)
     if (!c.isMoe[l]) {
       const f = c.denseFfn;
       layer.dense = {
-        w1: pool.upload(`L${l} dense gate`, await linear(p + "mlp.gate_proj.weight", f, h)),
-        w3: pool.upload(`L${l} dense up`, await linear(p + "mlp.up_proj.weight", f, h)),
-        w2: pool.upload(`L${l} dense down`, await linear(p + "mlp.down_proj.weight", h, f)),
+        w1: uploadLinear(
+          ctx,
+          `L${l} dense gate`,
+          await linear(p + "mlp.gate_proj.weight", f, h),
+          h,
+          f,
+        ),
+        w3: uploadLinear(ctx, `L${l} dense up`, await linear(p + "mlp.up_proj.weight", f, h), h, f),
+        w2: uploadLinear(
+          ctx,
+          `L${l} dense down`,
+          await linear(p + "mlp.down_proj.weight", h, f),
+          f,
+          h,
+        ),
       };
       layers.push(layer);
       continue;
     }
     const b = p + names.block + ".";
-    layer.router = pool.upload(`L${l} router`, await linear(b + "gate.weight", c.numExperts, h));
+    const routerT = await linear(b + "gate.weight", c.numExperts, h);
+    layer.router = uploadLinear(ctx, `L${l} router`, routerT, h, c.numExperts);
     const f = c.expertFfn, r = c.decomposedRank;
     // One expert matrix, [out, in] on disk, as [in, out]; decomposed ones are u @ v.
     const expertMatrix = async (e: number, which: string, out: number, inp: number) => {
@@ -237,7 +296,16 @@ async function uploadWeights(ctx: GpuContext, ck: Checkpoint, positions: number)
         : matmulCpu(await read(base + ".u"), await read(base + ".v"), out, r, inp);
       return transpose(m, out, inp);
     };
-    const perChunk = Math.max(1, Math.floor(ctx.maxBinding / (h * f * 4)));
+    // Experts use textures only when all three matrices can (one tile size for the group).
+    const maxTex = ctx.device.limits.maxTextureDimension2D;
+    const expertTex = texturePath(h) && texturePath(f) && Math.max(h, f) <= maxTex;
+    const perChunk = Math.max(
+      1,
+      Math.min(
+        Math.floor(ctx.maxBinding / (h * f * 4)),
+        expertTex ? Math.floor(maxTex / Math.max(h, f)) : Infinity,
+      ),
+    );
     layer.experts = [];
     for (let first = 0; first < c.numExperts; first += perChunk) {
       const count = Math.min(perChunk, c.numExperts - first);
@@ -251,18 +319,36 @@ async function uploadWeights(ctx: GpuContext, ck: Checkpoint, positions: number)
       layer.experts.push({
         first,
         count,
-        w1: pool.upload(`L${l} experts ${first}+ gate`, w1),
-        w3: pool.upload(`L${l} experts ${first}+ up`, w3),
-        w2: pool.upload(`L${l} experts ${first}+ down`, w2),
+        w1: uploadLinear(ctx, `L${l} experts ${first}+ gate`, w1, h, f, count, expertTex),
+        w3: uploadLinear(ctx, `L${l} experts ${first}+ up`, w3, h, f, count, expertTex),
+        w2: uploadLinear(ctx, `L${l} experts ${first}+ down`, w2, f, h, count, expertTex),
       });
     }
     if (c.sharedFfn > 0) {
       const s = b + "shared_expert.", fs = c.sharedFfn;
       layer.shared = {
-        w1: pool.upload(`L${l} shared gate`, await linear(s + "gate_proj.weight", fs, h)),
-        w3: pool.upload(`L${l} shared up`, await linear(s + "up_proj.weight", fs, h)),
-        w2: pool.upload(`L${l} shared down`, await linear(s + "down_proj.weight", h, fs)),
-        gate: pool.upload(`L${l} shared gate`, await read(b + "shared_expert_gate.weight")),
+        w1: uploadLinear(
+          ctx,
+          `L${l} shared gate`,
+          await linear(s + "gate_proj.weight", fs, h),
+          h,
+          fs,
+        ),
+        w3: uploadLinear(ctx, `L${l} shared up`, await linear(s + "up_proj.weight", fs, h), h, fs),
+        w2: uploadLinear(
+          ctx,
+          `L${l} shared down`,
+          await linear(s + "down_proj.weight", h, fs),
+          fs,
+          h,
+        ),
+        gate: uploadLinear(
+          ctx,
+          `L${l} shared gate`,
+          await read(b + "shared_expert_gate.weight"),
+          h,
+          1,
+        ),
       };
     }
     layers.push(layer);
@@ -277,7 +363,7 @@ async function uploadWeights(ctx: GpuContext, ck: Checkpoint, positions: number)
     for (let k = 0; k < h; k++) {
       part.set(head.subarray(k * c.vocabSize + first, k * c.vocabSize + first + count), k * count);
     }
-    lmHead.push({ buffer: pool.upload(`lm_head ${first}+`, part), first, count });
+    lmHead.push({ w: uploadLinear(ctx, `lm_head ${first}+`, part, h, count), first, count });
   }
   return {
     embed,
@@ -302,6 +388,9 @@ interface RunState {
   att: GPUBuffer; // [cap, nq d]
   kCache: GPUBuffer[]; // per layer [cap, nkv d]
   vCache: GPUBuffer[];
+  /** Per layer texture mirrors of the K/V stores [nkv d / 4 texels, cap] when d % 4 = 0, else empty. */
+  kTex: GPUTextureView[];
+  vTex: GPUTextureView[];
   routerLogits: GPUBuffer; // [cap, E]
   choice: GPUBuffer; // [cap, k] u32
   choiceWeight: GPUBuffer; // [cap, k]
@@ -318,6 +407,8 @@ interface RunState {
   logSpec: GPUBuffer | null; // [cap, M, specD, k] u32
   specD: number;
   logits: GPUBuffer; // [1, V] (generate); logits() allocates its own
+  /** Per activation row length K on the texture path: [K/4 texels, cap·k rows] staging texture. */
+  staging: Map<number, { texture: GPUTexture; view: GPUTextureView }>;
 }
 
 function allocateRunState(ctx: GpuContext, c: ModelConfig, cap: number): RunState {
@@ -348,7 +439,7 @@ function allocateRunState(ctx: GpuContext, c: ModelConfig, cap: number): RunStat
     rowToken: f32("row token", cap * k),
     rowWeight: f32("row weight", cap * k),
     slotOf: f32("slot of", cap * k),
-    tiles: f32("tiles", 3 * maxTiles(cap * k, c.numExperts, 4)),
+    tiles: f32("tiles", 3 * maxTiles(cap * k, c.numExperts, 1)),
     hidden: f32("ffn hidden", cap * ffn),
     expertOut: f32("expert out", cap * k * h),
     sharedGate: f32("shared gate", cap),
@@ -358,11 +449,42 @@ function allocateRunState(ctx: GpuContext, c: ModelConfig, cap: number): RunStat
     logSpec: null,
     specD: 0,
     logits: f32("logits row", c.vocabSize),
+    staging: stagingTextures(ctx, c, cap),
+    kTex: kvTextures(ctx, c, cap, "k"),
+    vTex: kvTextures(ctx, c, cap, "v"),
   };
 }
 
+function kvTextures(ctx: GpuContext, c: ModelConfig, cap: number, which: string): GPUTextureView[] {
+  const texels = c.numKvHeads * c.headDim / 4;
+  const maxTex = ctx.device.limits.maxTextureDimension2D;
+  if (c.headDim % 4 !== 0 || texels > maxTex || cap > maxTex) return [];
+  return Array.from(
+    { length: c.numLayers },
+    (_, l) => ctx.pool.texture(`${which} texture ${l}`, texels, cap, undefined, true).createView(),
+  );
+}
+
+function stagingTextures(
+  ctx: GpuContext,
+  c: ModelConfig,
+  cap: number,
+): Map<number, { texture: GPUTexture; view: GPUTextureView }> {
+  const widths = new Set([c.hiddenSize, c.numHeads * c.headDim, c.expertFfn]);
+  if (c.denseFfn > 0) widths.add(c.denseFfn);
+  if (c.sharedFfn > 0) widths.add(c.sharedFfn);
+  const out = new Map<number, { texture: GPUTexture; view: GPUTextureView }>();
+  const maxTex = ctx.device.limits.maxTextureDimension2D;
+  for (const k of widths) {
+    if (!texturePath(k) || k / 4 > maxTex) continue;
+    const texture = ctx.pool.texture(`staging ${k}`, k / 4, Math.min(maxTex, cap * c.topK));
+    out.set(k, { texture, view: texture.createView() });
+  }
+  return out;
+}
+
 /** Largest token count whose activations fit one binding each. */
-function capForLimits(c: ModelConfig, maxBinding: number, wanted: number): number {
+function capForLimits(c: ModelConfig, maxBinding: number, maxTex: number, wanted: number): number {
   const M = Math.max(1, moeLayers(c).length);
   const perToken = Math.max(
     c.topK * Math.max(c.expertFfn, c.hiddenSize),
@@ -372,7 +494,10 @@ function capForLimits(c: ModelConfig, maxBinding: number, wanted: number): numbe
     M * c.numExperts,
     M * 8 * c.topK,
   ) * 4;
-  return Math.max(1, Math.min(wanted, Math.floor(maxBinding / perToken), 65535));
+  return Math.max(
+    1,
+    Math.min(wanted, Math.floor(maxBinding / perToken), Math.floor(maxTex / c.topK), 65535),
+  );
 }
 
 // ---------------------------------------------------------------- forward
@@ -389,6 +514,64 @@ interface ForwardPlan {
   sample?: { temperature: number; seed: number };
 }
 
+/** An activation buffer and, when its rows go through textures, the texture holding its copy. */
+interface Act {
+  buffer: GPUBuffer;
+  view?: GPUTextureView;
+}
+
+/**
+ * Copies `rows` rows of an activation with row length k into its staging
+ * texture when that length takes the texture path; returns what matmuls read.
+ */
+function stage(rec: Recorder, s: RunState, buffer: GPUBuffer, k: number, rows: number): Act {
+  const tex = s.staging.get(k);
+  if (tex === undefined) return { buffer };
+  rec.copyToTexture(buffer, tex.texture, k / 4, rows);
+  return { buffer, view: tex.view };
+}
+
+type LinearVariant = Omit<MatmulVariant, "rowGroups">;
+type LinearArgs = Omit<MatmulArgs, "a" | "w" | "w3" | "k" | "n">;
+
+/** y = epilogue(a · W): the texture kernel when both operands are textures, else the storage one. */
+function linear(
+  rec: Recorder,
+  a: Act,
+  w: Linear,
+  args: LinearArgs & { w3?: Linear },
+  variant: LinearVariant,
+  decode: boolean,
+): void {
+  const { w3, ...rest } = args;
+  if (w.view && a.view && (!w3 || w3.view)) {
+    matmulTex(rec, {
+      ...rest,
+      a: a.view,
+      w: w.view,
+      ...(w3 ? { w3: w3.view! } : {}),
+      k: w.k,
+      n: w.n,
+    }, {
+      ...variant,
+      shape: decode ? DECODE : PREFILL,
+    });
+    return;
+  }
+  if (!w.buffer || (w3 && !w3.buffer)) throw new Error("linear: weight has no storage copy");
+  matmul(rec, {
+    ...rest,
+    a: a.buffer,
+    w: w.buffer,
+    ...(w3 ? { w3: w3.buffer! } : {}),
+    k: w.k,
+    n: w.n,
+  }, {
+    ...variant,
+    rowGroups: decode ? 1 : 4,
+  });
+}
+
 /** Records the whole forward pass, embedding to logits, into `rec`. */
 function recordForward(
   rec: Recorder,
@@ -398,10 +581,9 @@ function recordForward(
   plan: ForwardPlan,
 ): void {
   const T = plan.tokens, h = c.hiddenSize, d = c.headDim, k = c.topK;
-  const qkvWidth = (c.numHeads + 2 * c.numKvHeads) * d;
   const moe = moeLayers(c);
   const lastMoe = moe[moe.length - 1] ?? -1;
-  const rowGroups: 1 | 4 = T >= 16 ? 4 : 1;
+  const decode = T < 16;
 
   for (const chunk of w.embed) {
     embedding(rec, {
@@ -419,15 +601,10 @@ function recordForward(
     const L = w.layers[l]!;
     // attention
     rmsnorm(rec, { x: s.x, weight: L.attnNorm, y: s.xn, rows: T, n: h, eps: c.rmsEps });
-    matmul(rec, {
-      a: s.xn,
-      w: L.wqkv,
-      y: s.qkv,
-      rows: T,
-      n: qkvWidth,
-      k: h,
-      ...(L.bqkv ? { bias: L.bqkv } : {}),
-    }, { bias: L.bqkv !== undefined, rowGroups });
+    let xn = stage(rec, s, s.xn, h, T);
+    linear(rec, xn, L.wqkv, { y: s.qkv, rows: T, ...(L.bqkv ? { bias: L.bqkv } : {}) }, {
+      bias: L.bqkv !== undefined,
+    }, decode);
     qkvPrepare(rec, {
       qkv: s.qkv,
       rope: w.rope,
@@ -443,10 +620,22 @@ function recordForward(
       eps: c.rmsEps,
       clip: c.clipQkv ?? 0,
     }, c.qkNorm);
+    const kvTex = s.kTex.length > 0;
+    if (kvTex) {
+      kvTexture(rec, {
+        kCache: s.kCache[l]!,
+        vCache: s.vCache[l]!,
+        info: s.info,
+        kTex: s.kTex[l]!,
+        vTex: s.vTex[l]!,
+        tokens: T,
+        texels: c.numKvHeads * d / 4,
+      });
+    }
     attention(rec, {
       q: s.q,
-      kCache: s.kCache[l]!,
-      vCache: s.vCache[l]!,
+      kCache: kvTex ? s.kTex[l]! : s.kCache[l]!,
+      vCache: kvTex ? s.vTex[l]! : s.vCache[l]!,
       info: s.info,
       out: s.att,
       tokens: T,
@@ -455,22 +644,23 @@ function recordForward(
       headDim: d,
       window: c.window[l] ?? null,
     });
-    matmul(rec, { a: s.att, w: L.wo, y: s.x, rows: T, n: h, k: c.numHeads * d }, {
-      accumulate: true,
-      rowGroups,
-    });
+    const att = stage(rec, s, s.att, c.numHeads * d, T);
+    linear(rec, att, L.wo, { y: s.x, rows: T }, { accumulate: true }, decode);
     // feed-forward
     rmsnorm(rec, { x: s.x, weight: L.postNorm, y: s.xn, rows: T, n: h, eps: c.rmsEps });
+    xn = stage(rec, s, s.xn, h, T);
     if (L.dense) {
       const f = c.denseFfn;
-      matmul(rec, { a: s.xn, w: L.dense.w1, w3: L.dense.w3, y: s.hidden, rows: T, n: f, k: h }, {
-        swiglu: true,
-        rowGroups,
-      });
-      matmul(rec, { a: s.hidden, w: L.dense.w2, y: s.x, rows: T, n: h, k: f }, {
-        accumulate: true,
-        rowGroups,
-      });
+      linear(
+        rec,
+        xn,
+        L.dense.w1,
+        { w3: L.dense.w3, y: s.hidden, rows: T },
+        { swiglu: true },
+        decode,
+      );
+      const hidden = stage(rec, s, s.hidden, f, T);
+      linear(rec, hidden, L.dense.w2, { y: s.x, rows: T }, { accumulate: true }, decode);
       continue;
     }
     const m = moe.indexOf(l);
@@ -483,9 +673,7 @@ function recordForward(
       moeIndex: m,
       normalise: c.normTopK,
     };
-    matmul(rec, { a: s.xn, w: L.router!, y: s.routerLogits, rows: T, n: c.numExperts, k: h }, {
-      rowGroups,
-    });
+    linear(rec, xn, L.router!, { y: s.routerLogits, rows: T }, {}, decode);
     routerTopK(rec, { logits: s.routerLogits, ...route }, {
       choice: s.choice,
       choiceWeight: s.choiceWeight,
@@ -496,11 +684,7 @@ function recordForward(
     for (let dd = 1; dd <= plan.lookahead; dd++) {
       const target = w.layers[l + dd];
       if (target?.router === undefined) continue; // stays 65535 (filled on readback)
-      matmul(
-        rec,
-        { a: s.xn, w: target.router, y: s.routerLogits, rows: T, n: c.numExperts, k: h },
-        { rowGroups },
-      );
+      linear(rec, xn, target.router, { y: s.routerLogits, rows: T }, {}, decode);
       routerTopK(rec, { logits: s.routerLogits, ...route }, {
         logSpec: s.logSpec!,
         lookahead: plan.lookahead,
@@ -508,7 +692,9 @@ function recordForward(
       });
     }
     if (plan.logits === "none" && l === lastMoe) return; // nothing later changes a router decision
-    const tr = tileRows(rowGroups);
+    const chunks = L.experts!;
+    const texExperts = chunks[0]!.w1.view !== undefined && xn.view !== undefined;
+    const tr = texExperts ? texTileRows(decode ? DECODE : PREFILL) : tileRows(decode ? 1 : 4);
     const tiles = maxTiles(T * k, c.numExperts, tr);
     moeGroup(rec, {
       choice: s.choice,
@@ -523,59 +709,39 @@ function recordForward(
       tileRows: tr,
     });
     const f = c.expertFfn;
-    for (const e of L.experts!) {
+    const xnExperts = texExperts ? xn : { buffer: xn.buffer };
+    for (const e of chunks) {
       const grouped = { tiles: s.tiles, rows: tiles, expertBase: e.first, expertCount: e.count };
-      matmul(rec, {
-        a: s.xn,
-        w: e.w1,
-        w3: e.w3,
-        y: s.hidden,
-        rowToken: s.rowToken,
-        n: f,
-        k: h,
-        ...grouped,
-      }, {
+      linear(rec, xnExperts, e.w1, { w3: e.w3, y: s.hidden, rowToken: s.rowToken, ...grouped }, {
         grouped: true,
         gather: true,
         swiglu: true,
-        rowGroups,
-      });
-      matmul(rec, {
-        a: s.hidden,
-        w: e.w2,
-        y: s.expertOut,
-        scale: s.rowWeight,
-        n: h,
-        k: f,
-        ...grouped,
-      }, {
+      }, decode);
+    }
+    const hidden = texExperts ? stage(rec, s, s.hidden, f, T * k) : { buffer: s.hidden };
+    for (const e of chunks) {
+      const grouped = { tiles: s.tiles, rows: tiles, expertBase: e.first, expertCount: e.count };
+      linear(rec, hidden, e.w2, { y: s.expertOut, scale: s.rowWeight, ...grouped }, {
         grouped: true,
         scale: "row",
-        rowGroups,
-      });
+      }, decode);
     }
     if (L.shared) {
       const fs = c.sharedFfn;
-      matmul(rec, { a: s.xn, w: L.shared.gate, y: s.sharedGate, rows: T, n: 1, k: h }, {
-        rowGroups,
-      });
-      matmul(rec, { a: s.xn, w: L.shared.w1, w3: L.shared.w3, y: s.hidden, rows: T, n: fs, k: h }, {
-        swiglu: true,
-        rowGroups,
-      });
-      matmul(rec, {
-        a: s.hidden,
-        w: L.shared.w2,
-        y: s.x,
-        scale: s.sharedGate,
-        rows: T,
-        n: h,
-        k: fs,
-      }, {
+      linear(rec, xn, L.shared.gate, { y: s.sharedGate, rows: T }, {}, decode);
+      linear(
+        rec,
+        xn,
+        L.shared.w1,
+        { w3: L.shared.w3, y: s.hidden, rows: T },
+        { swiglu: true },
+        decode,
+      );
+      const sh = stage(rec, s, s.hidden, fs, T);
+      linear(rec, sh, L.shared.w2, { y: s.x, scale: s.sharedGate, rows: T }, {
         scale: "sigmoid",
         accumulate: true,
-        rowGroups,
-      });
+      }, decode);
     }
     moeCombine(rec, { y: s.expertOut, slotOf: s.slotOf, x: s.x, tokens: T, topK: k, hidden: h });
   }
@@ -590,20 +756,17 @@ function recordForward(
     eps: c.rmsEps,
     inRowOffset: plan.logits === "all" ? 0 : T - 1,
   });
+  const xn = stage(rec, s, s.xn, h, rows);
   const out = plan.logits === "all" ? plan.allLogits! : s.logits;
   for (const chunk of w.lmHead) {
-    matmul(rec, {
-      a: s.xn,
-      w: chunk.buffer,
-      y: out,
-      rows,
-      n: chunk.count,
-      k: h,
-      yStride: c.vocabSize,
-      yCol: chunk.first,
-    }, {
-      rowGroups: rows >= 16 ? 4 : 1,
-    });
+    linear(
+      rec,
+      xn,
+      chunk.w,
+      { y: out, rows, yStride: c.vocabSize, yCol: chunk.first },
+      {},
+      rows < 16,
+    );
   }
   if (plan.sample) {
     sample(rec, {
@@ -690,7 +853,12 @@ export async function loadModel(
     );
   }
   const ctx = await createGpuContext();
-  const cap = capForLimits(c, ctx.maxBinding, options.maxBatchTokens ?? 4096);
+  const cap = capForLimits(
+    c,
+    ctx.maxBinding,
+    ctx.device.limits.maxTextureDimension2D,
+    options.maxBatchTokens ?? 4096,
+  );
   const weights = await uploadWeights(ctx, ck, Math.max(cap + 1, c.maxPositions));
   const state = allocateRunState(ctx, c, cap);
   const moe = moeLayers(c);

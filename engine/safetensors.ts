@@ -246,3 +246,40 @@ export async function readAll(
   }
   return out;
 }
+
+/** Writes tensors (f32 data, or raw bytes with a dtype) as one safetensors file. */
+export async function writeSafetensors(
+  file: string,
+  tensors: Record<
+    string,
+    { shape: number[]; data: Float32Array } | { shape: number[]; dtype: string; bytes: Uint8Array }
+  >,
+): Promise<void> {
+  const header: Record<string, unknown> = {};
+  const parts: Uint8Array[] = [];
+  let offset = 0;
+  for (const [name, t] of Object.entries(tensors)) {
+    const bytes = "data" in t
+      ? new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength)
+      : t.bytes;
+    header[name] = {
+      dtype: "data" in t ? "F32" : t.dtype,
+      shape: t.shape,
+      data_offsets: [offset, offset + bytes.byteLength],
+    };
+    parts.push(bytes);
+    offset += bytes.byteLength;
+  }
+  let json = JSON.stringify(header);
+  json += " ".repeat((8 - (json.length % 8)) % 8);
+  const head = new TextEncoder().encode(json);
+  const out = new Uint8Array(8 + head.length + offset);
+  new DataView(out.buffer).setBigUint64(0, BigInt(head.length), true);
+  out.set(head, 8);
+  let at = 8 + head.length;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.byteLength;
+  }
+  await Deno.writeFile(file, out);
+}

@@ -1,0 +1,64 @@
+/**
+ * A random Mixtral checkpoint of a given shape in a directory (benchmarks,
+ * tests): weights drawn as the fixtures' are (linear ~ N(0, 1/in), embeddings
+ * ~ N(0, 1), norms ~ U(0.5, 1.5)) from a seeded generator, f32.
+ */
+import { Rng } from "../common/random.ts";
+import { expectedTensors } from "./checkpoint.ts";
+import { parseConfig } from "./config.ts";
+import { writeSafetensors } from "./safetensors.ts";
+
+export interface RandomMixtralShape {
+  /** Defaults: the tiny-moe shape (fixtures/train/train.py). */
+  hidden?: number; // 192
+  ffn?: number; // 384
+  layers?: number; // 4
+  heads?: number; // 6
+  kvHeads?: number; // 2
+  experts?: number; // 8
+  topK?: number; // 2
+  vocab?: number; // 4096
+  seed?: number; // 1
+}
+
+export async function writeRandomMixtral(
+  dir: string,
+  shape: RandomMixtralShape = {},
+): Promise<void> {
+  const config = {
+    architectures: ["MixtralForCausalLM"],
+    model_type: "mixtral",
+    hidden_size: shape.hidden ?? 192,
+    intermediate_size: shape.ffn ?? 384,
+    num_hidden_layers: shape.layers ?? 4,
+    num_attention_heads: shape.heads ?? 6,
+    num_key_value_heads: shape.kvHeads ?? 2,
+    num_local_experts: shape.experts ?? 8,
+    num_experts_per_tok: shape.topK ?? 2,
+    vocab_size: shape.vocab ?? 4096,
+    max_position_embeddings: 1024,
+    rms_norm_eps: 1e-5,
+    rope_parameters: { rope_type: "default", rope_theta: 10000.0 },
+    sliding_window: null,
+    hidden_act: "silu",
+    tie_word_embeddings: false,
+    bos_token_id: 1,
+    eos_token_id: 2,
+    dtype: "float32",
+  };
+  await Deno.mkdir(dir, { recursive: true });
+  await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify(config, null, 2));
+  const rng = new Rng(shape.seed ?? 1);
+  const tensors: Record<string, { shape: number[]; data: Float32Array }> = {};
+  for (const t of expectedTensors(parseConfig(config, "config.json"))) {
+    const n = t.shape.reduce((a, b) => a * b, 1);
+    const data = new Float32Array(n);
+    if (t.shape.length === 1) { for (let i = 0; i < n; i++) data[i] = 0.5 + rng.next(); }
+    else {
+      const scale = t.name.includes("embed") ? 1 : 1 / Math.sqrt(t.shape[1]!);
+      for (let i = 0; i < n; i++) data[i] = rng.normal() * scale;
+    }
+    tensors[t.name] = { shape: t.shape, data };
+  }
+  await writeSafetensors(`${dir}/model.safetensors`, tensors);
+}
