@@ -1,7 +1,169 @@
-/** The `capture` command. Not built yet: it says so and exits 1. */
-import { notBuiltYet } from "../common/errors.ts";
+/**
+ * `moetrace capture`: runs a checkpoint teacher-forced over a corpus and
+ * writes every router decision to a trace.
+ *
+ * Documents are tokenized, cut to --max-tokens, and packed into batches of
+ * about --batch-tokens tokens; each batch is one `route()` call (one GPU
+ * readback). The trace writer flushes whole-document shards, so Ctrl-C or a
+ * kill loses at most the documents of the shard in progress, and running the
+ * same command again resumes: documents already in the trace are skipped by
+ * their corpus id.
+ */
+import { DataError } from "../common/errors.ts";
+import { Progress } from "../common/progress.ts";
+import { type CorpusDoc, readCorpus } from "./corpus.ts";
+import { loadModel, type RouterLog } from "./model.ts";
+import { TextTokenizer } from "./tokenizer.ts";
+import { type TraceDoc, TraceWriter } from "./trace.ts";
 
-// deno-lint-ignore require-await
-export async function captureCommand(_flags: Record<string, unknown>): Promise<void> {
-  notBuiltYet("capture");
+export interface CaptureOptions {
+  model: string;
+  corpus: string;
+  out: string;
+  /** Keep only these domains (default: all). */
+  domains?: string[];
+  /** Seeded sample of this many documents per domain (default: all). */
+  docsPerDomain?: number;
+  /** Tokens per document, BOS included; the rest is cut (default 512). */
+  maxTokens: number;
+  /** Tokens per forward batch (default 2048). */
+  batchTokens: number;
+  /** Store the full router distribution (default false). */
+  probs: boolean;
+  /** Store speculative picks for layers l+1..l+D (default 0). */
+  lookahead: number;
+  seed: number;
+  /** Rows per trace shard (default 16384: a resumed capture repeats at most this many tokens). */
+  rowsPerShard?: number;
+  /** Print progress on stderr (default true). */
+  progress?: boolean;
+}
+
+export async function captureCommand(flags: Record<string, unknown>): Promise<void> {
+  const options: CaptureOptions = {
+    model: flags.model as string,
+    corpus: flags.corpus as string,
+    out: flags.out as string,
+    maxTokens: flags["max-tokens"] as number,
+    batchTokens: flags["batch-tokens"] as number,
+    probs: flags.probs as boolean,
+    lookahead: flags.lookahead as number,
+    seed: flags.seed as number,
+    rowsPerShard: flags["shard-rows"] as number,
+  };
+  if (flags.domains) options.domains = flags.domains as string[];
+  if (flags["docs-per-domain"] !== undefined) {
+    options.docsPerDomain = flags["docs-per-domain"] as number;
+  }
+  const result = await capture(options);
+  console.error(
+    `capture: ${result.newDocs} documents (${result.newTokens} tokens) written to ${options.out}` +
+      (result.skippedDocs ? `, ${result.skippedDocs} already there` : "") + ".",
+  );
+}
+
+/** Runs the capture; returns what this run added. */
+export async function capture(
+  options: CaptureOptions,
+): Promise<{ newDocs: number; newTokens: number; skippedDocs: number }> {
+  const tokenizer = await TextTokenizer.load(options.model);
+  // The selection is read before the model loads, so corpus mistakes are
+  // reported at once and the progress bar knows its total.
+  const corpusOptions = {
+    ...(options.domains ? { domains: options.domains } : {}),
+    ...(options.docsPerDomain !== undefined ? { docsPerDomain: options.docsPerDomain } : {}),
+    seed: options.seed,
+  };
+  const docs: CorpusDoc[] = [];
+  for await (const doc of readCorpus(options.corpus, corpusOptions)) docs.push(doc);
+  if (docs.length === 0) {
+    throw new DataError(
+      `The corpus ${options.corpus} has no documents${
+        options.domains ? ` in the domains ${options.domains.join(", ")}` : ""
+      }.`,
+    );
+  }
+  const model = await loadModel(options.model, { maxBatchTokens: options.batchTokens });
+  try {
+    const moeLayers = model.facts.moe_layers.length;
+    if (options.lookahead >= moeLayers) {
+      throw new DataError(
+        `--lookahead must be below the model's ${moeLayers} MoE layers, got ${options.lookahead}.`,
+      );
+    }
+    const writer = await TraceWriter.open(options.out, {
+      model: model.facts,
+      capture: {
+        corpus: options.corpus,
+        domains: [],
+        mode: "teacher-forced",
+        lookahead: options.lookahead,
+        probs: options.probs,
+        seed: options.seed,
+        tool_version: "moetrace capture",
+        settings: {
+          max_tokens: options.maxTokens,
+          domains: options.domains ?? null,
+          docs_per_domain: options.docsPerDomain ?? null,
+        },
+      },
+    }, { resume: true, rowsPerShard: options.rowsPerShard ?? 16384 });
+    const todo = docs.filter((d) => !writer.completedDocs.has(d.id));
+    const skippedDocs = docs.length - todo.length;
+    const progress = options.progress === false
+      ? null
+      : new Progress("capture", docs.length, { unit: "tokens" });
+    progress?.advance(skippedDocs, 0);
+    let newTokens = 0;
+    let batch: { doc: CorpusDoc; ids: Uint32Array }[] = [];
+    let batchTokens = 0;
+    const runBatch = async () => {
+      if (batch.length === 0) return;
+      const logs = await model.route(batch.map((b) => b.ids), {
+        probs: options.probs,
+        lookahead: options.lookahead,
+      });
+      for (let i = 0; i < batch.length; i++) {
+        await writer.add(toTraceDoc(batch[i]!.doc, batch[i]!.ids, logs[i]!, tokenizer));
+      }
+      progress?.advance(batch.length, batchTokens);
+      newTokens += batchTokens;
+      batch = [];
+      batchTokens = 0;
+    };
+    for (const doc of todo) {
+      const ids = tokenizer.encode(doc.text).subarray(0, options.maxTokens);
+      if (batchTokens + ids.length > options.batchTokens) await runBatch();
+      batch.push({ doc, ids });
+      batchTokens += ids.length;
+    }
+    await runBatch();
+    await writer.close();
+    progress?.finish();
+    return { newDocs: todo.length, newTokens, skippedDocs };
+  } finally {
+    model.destroy();
+  }
+}
+
+/** One document's router log as a trace document. */
+export function toTraceDoc(
+  doc: { id: number; domain: string },
+  ids: Uint32Array,
+  log: RouterLog,
+  tokenizer: TextTokenizer,
+  phase?: Uint8Array,
+): TraceDoc {
+  const traceDoc: TraceDoc = {
+    doc: doc.id,
+    domain: doc.domain,
+    tokens: ids,
+    pieces: Array.from(ids, (id) => tokenizer.piece(id)),
+    experts: log.experts,
+    weights: log.weights,
+  };
+  if (phase) traceDoc.phase = phase;
+  if (log.probs) traceDoc.probs = log.probs;
+  if (log.spec) traceDoc.spec = log.spec;
+  return traceDoc;
 }

@@ -1,7 +1,149 @@
-/** The `generate` command. Not built yet: it says so and exits 1. */
-import { notBuiltYet } from "../common/errors.ts";
+/**
+ * `moetrace generate`: generates from prompts and logs the router decisions
+ * of prompt tokens (phase 0) and generated tokens (phase 1).
+ *
+ * Prompts come from a text file (one prompt per line) or JSONL with a
+ * "prompt" field and an optional "domain" (default "prompts"). With --chat
+ * each prompt is a user turn rendered through the model's chat template.
+ * Every completion is printed on stdout as it finishes.
+ */
+import { DataError, messageOf } from "../common/errors.ts";
+import { readLines } from "../common/lines.ts";
+import { Progress } from "../common/progress.ts";
+import { toTraceDoc } from "./capture.ts";
+import { loadModel } from "./model.ts";
+import { TextTokenizer } from "./tokenizer.ts";
+import { TraceWriter } from "./trace.ts";
 
-// deno-lint-ignore require-await
-export async function generateCommand(_flags: Record<string, unknown>): Promise<void> {
-  notBuiltYet("generate");
+export interface GenerateOptions {
+  model: string;
+  prompts: string;
+  out: string;
+  chat: boolean;
+  maxNewTokens: number;
+  /** 0 is greedy. */
+  temperature: number;
+  seed: number;
+}
+
+export async function generateCommand(flags: Record<string, unknown>): Promise<void> {
+  if (flags.offload !== undefined) {
+    throw new DataError(
+      "--offload is not available in this build of moetrace yet; run without it.",
+    );
+  }
+  await generate({
+    model: flags.model as string,
+    prompts: flags.prompts as string,
+    out: flags.out as string,
+    chat: flags.chat as boolean,
+    maxNewTokens: flags["max-new-tokens"] as number,
+    temperature: flags.temperature as number,
+    seed: flags.seed as number,
+  });
+}
+
+/** A prompt with its domain label. */
+export interface Prompt {
+  text: string;
+  domain: string;
+}
+
+/** Reads prompts: JSONL objects with "prompt" (and "domain"), or plain lines. */
+export async function readPrompts(path: string): Promise<Prompt[]> {
+  const prompts: Prompt[] = [];
+  try {
+    for await (const { line, number } of readLines(path)) {
+      if (line.trim() === "") continue;
+      if (line.trimStart().startsWith("{")) {
+        let json: { prompt?: unknown; domain?: unknown };
+        try {
+          json = JSON.parse(line);
+        } catch (error) {
+          throw new DataError(`${path} line ${number} is not valid JSON: ${messageOf(error)}.`);
+        }
+        if (typeof json.prompt !== "string") {
+          throw new DataError(`${path} line ${number} has no string field "prompt".`);
+        }
+        prompts.push({
+          text: json.prompt,
+          domain: typeof json.domain === "string" ? json.domain : "prompts",
+        });
+      } else {
+        prompts.push({ text: line, domain: "prompts" });
+      }
+    }
+  } catch (error) {
+    if (error instanceof DataError) throw error;
+    if (error instanceof TypeError) throw new DataError(`${path} is not valid UTF-8 text.`);
+    throw new DataError(`Cannot read the prompts ${path}: ${messageOf(error)}.`);
+  }
+  if (prompts.length === 0) throw new DataError(`${path} holds no prompts.`);
+  return prompts;
+}
+
+export async function generate(options: GenerateOptions): Promise<void> {
+  const tokenizer = await TextTokenizer.load(options.model);
+  const prompts = await readPrompts(options.prompts);
+  const encoded = prompts.map((p) =>
+    options.chat
+      ? tokenizer.encodeChat([{ role: "user", content: p.text }])
+      : tokenizer.encode(p.text)
+  );
+  const model = await loadModel(options.model);
+  try {
+    const writer = await TraceWriter.open(options.out, {
+      model: model.facts,
+      capture: {
+        corpus: options.prompts,
+        domains: [],
+        mode: "generate",
+        lookahead: 0,
+        probs: false,
+        seed: options.seed,
+        tool_version: "moetrace generate",
+        settings: {
+          chat: options.chat,
+          max_new_tokens: options.maxNewTokens,
+          temperature: options.temperature,
+        },
+      },
+    }, { resume: true, rowsPerShard: 4096 });
+    const progress = new Progress("generate", prompts.length, { unit: "tokens" });
+    for (let i = 0; i < prompts.length; i++) {
+      if (writer.completedDocs.has(i)) {
+        progress.advance(1, 0);
+        continue;
+      }
+      const result = await model.generate(encoded[i]!, {
+        maxNewTokens: options.maxNewTokens,
+        temperature: options.temperature,
+        seed: options.seed + i,
+        probs: false,
+        lookahead: 0,
+        stopIds: tokenizer.stopIds,
+      });
+      const phase = new Uint8Array(result.tokens.length).fill(1, result.promptLength);
+      await writer.add(
+        toTraceDoc(
+          { id: i, domain: prompts[i]!.domain },
+          result.tokens,
+          result.log,
+          tokenizer,
+          phase,
+        ),
+      );
+      console.log(
+        JSON.stringify({
+          prompt: prompts[i]!.text,
+          completion: tokenizer.decode(result.tokens.subarray(result.promptLength)),
+        }),
+      );
+      progress.advance(1, result.tokens.length - result.promptLength);
+    }
+    await writer.close();
+    progress.finish();
+  } finally {
+    model.destroy();
+  }
 }

@@ -165,7 +165,8 @@ async function renderReport(analysis: Folder, simulation: Folder, out: string): 
   }
   body.push(csvLinks([analysis, simulation], outDir));
   toc.push(`<a href="#data">Data files</a>`);
-  const model = (analysis.facts.model ?? {}) as Record<string, unknown>;
+  const model = ((analysis.facts.trace as Record<string, unknown> | undefined)?.model ??
+    {}) as Record<string, unknown>;
   return `<!doctype html>
 <html lang="en">
 <head>
@@ -189,9 +190,14 @@ ${body.join("\n")}
 }
 
 async function factsSection(analysis: Folder, simulation: Folder): Promise<string> {
-  const model = (analysis.facts.model ?? {}) as Record<string, unknown>;
-  const capture = (analysis.facts.capture ?? {}) as Record<string, unknown>;
-  const totals = (analysis.facts.totals ?? analysis.facts) as Record<string, unknown>;
+  const trace = (analysis.facts.trace ?? {}) as Record<string, unknown>;
+  const model = (trace.model ?? {}) as Record<string, unknown>;
+  const capture = (trace.capture ?? {}) as Record<string, unknown>;
+  const totals = (analysis.facts.totals ?? {}) as Record<string, unknown>;
+  const domains = Array.isArray(totals.domains)
+    ? (totals.domains as { name: string; n_docs: number; n_tokens: number }[])
+      .map((d) => `${d.name} (${d.n_docs} docs, ${d.n_tokens} tokens)`).join("; ")
+    : "?";
   const rows: [string, unknown][] = [
     ["Model", `${model.name ?? "?"} (${model.family ?? "?"}, ${model.dtype ?? "?"})`],
     [
@@ -204,21 +210,14 @@ async function factsSection(analysis: Folder, simulation: Folder): Promise<strin
       "Experts",
       `${model.num_experts ?? "?"} routed, top-${model.top_k ?? "?"}, ${
         model.num_shared_experts ?? 0
-      } shared`,
+      } shared; ${model.expert_params ?? "?"} parameters per expert`,
     ],
     ["Corpus", `${capture.corpus ?? "?"} (${capture.mode ?? "?"})`],
     ["Documents", totals.n_docs ?? "?"],
     ["Tokens", totals.n_tokens ?? "?"],
-    [
-      "Domains",
-      Array.isArray(totals.domains)
-        ? totals.domains.join(", ")
-        : Array.isArray(capture.domains)
-        ? capture.domains.join(", ")
-        : "?",
-    ],
+    ["Domains", domains],
   ];
-  const sweep = simulation.facts.sweep ?? simulation.facts.settings;
+  const sweep = simulation.facts.sweep;
   if (sweep) rows.push(["Cache sweep", summariseSweep(sweep)]);
   const summary = await csvTable(analysis, "summary.csv", 60);
   return `<section id="facts"><h2>Model and corpus</h2>
