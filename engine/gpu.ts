@@ -21,10 +21,12 @@ export interface GpuContext {
   readonly hasF16: boolean;
   /** Adapter description, for benchmark output. */
   readonly adapterName: string;
+  /** Whether kernels may read through textures (default true; false forces the storage-buffer kernels, for tests). */
+  readonly textures: boolean;
 }
 
 /** Creates a device with the adapter's own limits; no adapter is a DataError naming the fix. */
-export async function createGpuContext(): Promise<GpuContext> {
+export async function createGpuContext(options: { textures?: boolean } = {}): Promise<GpuContext> {
   const gpu = (globalThis.navigator as { gpu?: GPU }).gpu;
   let adapter: GPUAdapter | null = null;
   try {
@@ -70,6 +72,7 @@ export async function createGpuContext(): Promise<GpuContext> {
     pipelines: new Map(),
     hasF16,
     adapterName: info?.description || info?.vendor || "unknown adapter",
+    textures: options.textures ?? true,
   };
 }
 

@@ -129,7 +129,7 @@ function uploadLinear(
 ): Linear {
   const width = Math.ceil(n / 4), height = experts * k;
   const maxTex = ctx.device.limits.maxTextureDimension2D;
-  if (allowTexture && texturePath(k) && width <= maxTex && height <= maxTex) {
+  if (ctx.textures && allowTexture && texturePath(k) && width <= maxTex && height <= maxTex) {
     let texels = data;
     if (n % 4 !== 0) {
       texels = new Float32Array(height * width * 4);
@@ -458,7 +458,7 @@ function allocateRunState(ctx: GpuContext, c: ModelConfig, cap: number): RunStat
 function kvTextures(ctx: GpuContext, c: ModelConfig, cap: number, which: string): GPUTextureView[] {
   const texels = c.numKvHeads * c.headDim / 4;
   const maxTex = ctx.device.limits.maxTextureDimension2D;
-  if (c.headDim % 4 !== 0 || texels > maxTex || cap > maxTex) return [];
+  if (!ctx.textures || c.headDim % 4 !== 0 || texels > maxTex || cap > maxTex) return [];
   return Array.from(
     { length: c.numLayers },
     (_, l) => ctx.pool.texture(`${which} texture ${l}`, texels, cap, undefined, true).createView(),
@@ -474,6 +474,7 @@ function stagingTextures(
   if (c.denseFfn > 0) widths.add(c.denseFfn);
   if (c.sharedFfn > 0) widths.add(c.sharedFfn);
   const out = new Map<number, { texture: GPUTexture; view: GPUTextureView }>();
+  if (!ctx.textures) return out;
   const maxTex = ctx.device.limits.maxTextureDimension2D;
   for (const k of widths) {
     if (!texturePath(k) || k / 4 > maxTex) continue;
@@ -843,7 +844,7 @@ export async function describeCheckpoint(
 
 export async function loadModel(
   dir: string,
-  options: { maxBatchTokens?: number } = {},
+  options: { maxBatchTokens?: number; textures?: boolean } = {},
 ): Promise<MoeModel> {
   const ck = await openCheckpoint(dir);
   const c = ck.config;
@@ -852,7 +853,7 @@ export async function loadModel(
       `Field num_experts_per_tok in ${dir}/config.json is ${c.topK}, expected at most 64.`,
     );
   }
-  const ctx = await createGpuContext();
+  const ctx = await createGpuContext({ textures: options.textures ?? true });
   const cap = capForLimits(
     c,
     ctx.maxBinding,
