@@ -101,8 +101,8 @@ dtypes ${settings.dtypes.map((d) => d.name).join(", ")}; hardware ${
     up front, so it is a bound, not something an engine can run.
   - \`swap\` (CoSMoEs Eq. 8): each layer holds exactly its current selection of
     k experts; when the selection changes the new experts are loaded. Capacity
-    is k per layer whatever \`--capacity\` says (its rows report capacity k, or
-    M·k under a global budget, and \`capacity_spec\` = \`k\`).
+    is k per layer whatever \`--capacity\` says, so it has one set of rows
+    (capacity k, or M·k under a global budget, and \`capacity_spec\` = \`k\`).
   - \`pinned\`: the capacity − k most used experts of each layer (of all layers
     under a global budget) are pinned, loaded on first use and never evicted;
     k streaming slots serve the rest, LRU among them. "Most used" is counted

@@ -210,7 +210,9 @@ export async function runSweep(
   const perLayer = settings.budget === "per-layer";
   const jobs = new Map<string, Job>();
   for (const policy of settings.policies) {
-    for (const spec of settings.capacities) {
+    // Swap ignores the capacity: one set of rows, not one per requested capacity.
+    const specs = policy === "swap" ? settings.capacities.slice(0, 1) : settings.capacities;
+    for (const spec of specs) {
       for (const prefetch of settings.prefetchers) {
         for (const dtype of settings.dtypes) {
           for (const hardware of settings.hardware) {
