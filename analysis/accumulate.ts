@@ -213,7 +213,7 @@ export class Accumulator {
   }
 
   #addDocument(batch: TraceBatch, start: number, end: number, domain: DomainData): void {
-    const { layers: M, experts: E, topK: k } = this.dims;
+    const { layers: M, topK: k } = this.dims;
     const L = this.layout;
     const B = this.bucketLayout;
     const v = this.#scratch;
@@ -225,10 +225,8 @@ export class Accumulator {
     const experts = batch.experts;
     const probs = this.dims.probs ? batch.probs : null;
     const marks = this.#marks;
-    const pairIndex = B.pairIndex;
     const top = this.#top;
     const mk = M * k;
-    const kk = k + 1;
     let sample: SampleDoc | null = null;
     if (domain.samples.length < this.#sampleDocs) {
       const n = Math.min(this.#sampleTokens, end - start);
@@ -246,41 +244,25 @@ export class Accumulator {
       };
       domain.samples.push(sample);
     }
-    for (let r = start; r < end; r++) {
-      const seq = ++this.#seq;
-      const paired = r > start;
-      v[L.tokens]! += 1;
-      if (paired) v[L.pairs]! += 1;
-      bucket[B.tokens]! += 1;
-      const token = batch.token[r]!;
-      const vocab = this.#vocabularyTable(domain, token);
-      let previousFirst = -1;
-      for (let l = 0; l < M; l++) {
-        const base = r * mk + l * k;
-        const le = l * E;
-        const e0 = experts[base]!;
-        v[L.first + le + e0]! += 1;
-        if (k > 1) v[L.second + le + experts[base + 1]!]! += 1;
-        if (vocab) vocab[le + e0]! += 1;
-        let shared = 0;
-        for (let j = 0; j < k; j++) {
-          const e = experts[base + j]!;
-          v[L.any + le + e]! += 1;
-          bucket[B.any + le + e]! += 1;
-          if (marks[le + e] === seq) shared++;
-          marks[le + e] = seq + 1;
-          for (let i = 0; i < j; i++) {
-            bucket[B.coact + l * B.pairCount + pairIndex[experts[base + i]! * E + e]!]! += 1;
-          }
-        }
-        if (paired) {
-          if (experts[base - mk] === e0) v[L.sameFirst + l]! += 1;
-          v[L.overlap + l * kk + shared]! += 1;
-        }
-        if (l > 0) bucket[B.flow + ((l - 1) * E + previousFirst) * E + e0]! += 1;
-        previousFirst = e0;
+    const vocab: (Uint32Array | null)[] = [];
+    for (let r = start; r < end; r++) vocab.push(this.#vocabularyTable(domain, batch.token[r]!));
+    this.#seq = addExpertRows(
+      experts,
+      start,
+      end,
+      this.dims,
+      L,
+      B,
+      v,
+      bucket,
+      marks,
+      this.#seq,
+      vocab,
+    );
+    if (probs) {
+      for (let r = start; r < end; r++) {
+        addRouterRow(probs, experts, r, r > start, this.dims, L, v, top);
       }
-      if (probs) addRouterRow(probs, experts, r, paired, this.dims, L, v, top);
     }
     domain.appendDoc(batch.doc[start]!, v);
   }
@@ -332,4 +314,74 @@ function addRouterRow(
       v[L.leave + l]! += 1 - kept;
     }
   }
+}
+
+/**
+ * The hot loop: adds rows start..end of one document to its vector `v` and
+ * its bucket's vector. `marks[l·E + e]` holds (sequence number + 1) of the
+ * last row that chose e at layer l, so |S_t ∩ S_t−1| is counted without
+ * comparing sets; returns the last sequence number used. Offsets are read
+ * into locals once, and no object is allocated per token.
+ */
+function addExpertRows(
+  experts: Uint16Array,
+  start: number,
+  end: number,
+  dims: Dims,
+  L: DocLayout,
+  B: BucketLayout,
+  v: Float64Array,
+  bucket: Float64Array,
+  marks: Float64Array,
+  seq: number,
+  vocab: (Uint32Array | null)[],
+): number {
+  const { layers: M, experts: E, topK: k } = dims;
+  const mk = M * k;
+  const kk = k + 1;
+  const first = L.first;
+  const second = L.second;
+  const any = L.any;
+  const sameFirst = L.sameFirst;
+  const overlap = L.overlap;
+  const bAny = B.any;
+  const bCoact = B.coact;
+  const bFlow = B.flow;
+  const pairCount = B.pairCount;
+  const pairIndex = B.pairIndex;
+  v[L.tokens]! += end - start;
+  v[L.pairs]! += end - start - 1;
+  bucket[B.tokens]! += end - start;
+  for (let r = start; r < end; r++) {
+    seq++;
+    const paired = r > start;
+    const table = vocab[r - start]!;
+    let previousFirst = -1;
+    for (let l = 0; l < M; l++) {
+      const base = r * mk + l * k;
+      const le = l * E;
+      const e0 = experts[base]!;
+      v[first + le + e0]! += 1;
+      if (k > 1) v[second + le + experts[base + 1]!]! += 1;
+      if (table !== null) table[le + e0]! += 1;
+      let shared = 0;
+      for (let j = 0; j < k; j++) {
+        const e = experts[base + j]!;
+        v[any + le + e]! += 1;
+        bucket[bAny + le + e]! += 1;
+        if (marks[le + e] === seq) shared++;
+        marks[le + e] = seq + 1;
+        for (let i = 0; i < j; i++) {
+          bucket[bCoact + l * pairCount + pairIndex[experts[base + i]! * E + e]!]! += 1;
+        }
+      }
+      if (paired) {
+        if (experts[base - mk] === e0) v[sameFirst + l]! += 1;
+        v[overlap + l * kk + shared]! += 1;
+      }
+      if (l > 0) bucket[bFlow + ((l - 1) * E + previousFirst) * E + e0]! += 1;
+      previousFirst = e0;
+    }
+  }
+  return seq;
 }
