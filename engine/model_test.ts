@@ -16,7 +16,14 @@ Deno.test("texture and storage kernels agree on a tiny-moe-shaped checkpoint", a
   const dir = await Deno.makeTempDir({ prefix: "moetrace-model-test-" });
   try {
     // hidden 128, FFN 192, 4 heads of 32 (2 KV heads): every K a multiple of 64.
-    await writeRandomMixtral(dir, { hidden: 128, ffn: 192, layers: 3, heads: 4, kvHeads: 2, vocab: 512 });
+    await writeRandomMixtral(dir, {
+      hidden: 128,
+      ffn: 192,
+      layers: 3,
+      heads: 4,
+      kvHeads: 2,
+      vocab: 512,
+    });
     const tex = await loadModel(dir, { maxBatchTokens: 256 });
     const buf = await loadModel(dir, { maxBatchTokens: 256, textures: false });
     try {
