@@ -244,8 +244,16 @@ export class Accumulator {
       };
       domain.samples.push(sample);
     }
-    const vocab: (Uint32Array | null)[] = [];
+    let vocab: (Uint32Array | null)[] = [];
+    const perDomain = this.corpusVocabulary === null;
+    const dropped = this.vocabularyDropped;
     for (let r = start; r < end; r++) vocab.push(this.#vocabularyTable(domain, batch.token[r]!));
+    if (perDomain && this.corpusVocabulary !== null) {
+      // The tables were merged into corpus tables midway: fetch the merged ones.
+      vocab = [];
+      this.vocabularyDropped = dropped;
+      for (let r = start; r < end; r++) vocab.push(this.#vocabularyTable(domain, batch.token[r]!));
+    }
     this.#seq = addExpertRows(
       experts,
       start,
