@@ -22,7 +22,7 @@ export interface AccumulateOptions {
   bucketCells?: number;
   /** Sample documents kept per domain for the token colouring (default 2). */
   sampleDocs?: number;
-  /** Tokens kept per sample document (default 160). */
+  /** Tokens kept per sample document (default 120). */
   sampleTokens?: number;
   /** Indices on the trace's layer axis whose first choices are kept for samples (default first, middle, last). */
   sampleLayers?: number[];
@@ -127,7 +127,7 @@ export class Accumulator {
     const fit = Math.floor(cells / (domains * this.bucketLayout.size));
     this.buckets = Math.max(minBuckets, Math.min(maxBuckets, fit));
     this.#sampleDocs = options.sampleDocs ?? 2;
-    this.#sampleTokens = options.sampleTokens ?? 160;
+    this.#sampleTokens = options.sampleTokens ?? 120;
     const M = dims.layers;
     this.sampleLayers = options.sampleLayers ??
       [...new Set([0, Math.floor((M - 1) / 2), M - 1])];

@@ -82,12 +82,14 @@ export function tokenColouringHtml(result: AnalysisResult): string {
           `<div style="white-space: pre-wrap; word-break: break-word; border: 1px solid #ddd; padding: 6px; font-family: Menlo, Consolas, monospace; font-size: 13px;">`,
         );
         const first = doc.first[i]!;
+        // One span per token, with the shortest inline style that works (the fragment
+        // holds domains × documents × layers × tokens spans).
         doc.pieces.forEach((piece, t) => {
           const e = first[t]!;
           out.push(
-            `<span title="expert ${e}" style="background: ${expertColour(e, E)}; color: ${
+            `<span title="expert ${e}" style="background:${expertColour(e, E)};color:${
               textColour(e, E)
-            };">${escapeHtml(showPiece(piece))}</span>`,
+            }">${escapeHtml(showPiece(piece))}</span>`,
           );
         });
         out.push(`</div></div>`);
