@@ -83,7 +83,10 @@ export async function capture(
       }.`,
     );
   }
-  const model = await loadModel(options.model, { maxBatchTokens: options.batchTokens });
+  // One document longer than --batch-tokens runs as a batch of its own.
+  const model = await loadModel(options.model, {
+    maxBatchTokens: Math.max(options.batchTokens, options.maxTokens),
+  });
   try {
     const moeLayers = model.facts.moe_layers.length;
     if (options.lookahead >= moeLayers) {
