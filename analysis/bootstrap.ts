@@ -57,8 +57,8 @@ export function clusterBootstrap(
   const perDomain = options.perDomain ?? true;
   const rng = new Rng(options.seed);
   const evaluated = sets.map((s) => perDomain && s.count > 0);
-  const matrices = sets.map((_, d) => evaluated[d] ? new Float32Array(statCount * B) : null);
-  const allMatrix = new Float32Array(statCount * B);
+  const matrices = sets.map((_, d) => evaluated[d] ? new Float64Array(statCount * B) : null);
+  const allMatrix = new Float64Array(statCount * B);
   const vector = new Float64Array(size);
   const all = new Float64Array(size);
   const out = new Float64Array(statCount);
@@ -129,7 +129,7 @@ function addRowsF64(
 
 /** Percentile intervals of each row of a [stats, B] matrix (NaN values dropped). */
 export function percentiles(
-  matrix: Float32Array,
+  matrix: Float64Array,
   stats: number,
   B: number,
   level: number,

@@ -46,7 +46,7 @@ export interface AnalysisOptions {
   minTokenCount?: number;
   /** Passed to the accumulator (buckets, samples). */
   accumulate?: AccumulateOptions;
-  /** Bootstrap matrices (statistics × resamples × row groups, f32) may hold this many cells (default 2^25). */
+  /** Bootstrap matrices (statistics × resamples × row groups, f64: 8 bytes each) may hold this many cells (default 2^25, 256 MiB). */
   maxBootstrapCells?: number;
 }
 
