@@ -136,6 +136,8 @@ export class MemberLists {
 export class KeyLists {
   readonly prev: Int32Array;
   readonly next: Int32Array;
+  /** [keys] the sentinel of each key's partition (a table: cheaper than a division). */
+  readonly sentinelOf: Int32Array;
   readonly keys: number;
   readonly partitionKeys: number;
 
@@ -145,6 +147,10 @@ export class KeyLists {
     this.partitionKeys = partitionKeys;
     this.prev = new Int32Array(keys + partitions).fill(-1);
     this.next = new Int32Array(keys + partitions).fill(-1);
+    this.sentinelOf = new Int32Array(keys);
+    for (let key = 0; key < keys; key++) {
+      this.sentinelOf[key] = keys + Math.floor(key / partitionKeys);
+    }
     for (let p = 0; p < partitions; p++) {
       this.prev[keys + p] = keys + p;
       this.next[keys + p] = keys + p;
@@ -152,11 +158,11 @@ export class KeyLists {
   }
 
   sentinel(key: number): number {
-    return this.keys + ((key / this.partitionKeys) | 0);
+    return this.sentinelOf[key]!;
   }
 
   pushFront(key: number): void {
-    const s = this.keys + ((key / this.partitionKeys) | 0);
+    const s = this.sentinelOf[key]!;
     const first = this.next[s]!;
     this.prev[key] = s;
     this.next[key] = first;
@@ -174,7 +180,7 @@ export class KeyLists {
   }
 
   moveToFront(key: number): void {
-    const s = this.keys + ((key / this.partitionKeys) | 0);
+    const s = this.sentinelOf[key]!;
     if (this.next[s] === key) return;
     const p = this.prev[key]!;
     const n = this.next[key]!;
@@ -189,7 +195,7 @@ export class KeyLists {
 
   /** The least recent unguarded key of the partition of `key`, or -1. */
   lastUnguarded(key: number, guard: Uint8Array): number {
-    const s = this.keys + ((key / this.partitionKeys) | 0);
+    const s = this.sentinelOf[key]!;
     let node = this.prev[s]!;
     while (node !== s) {
       if (guard[node] === 0) return node;

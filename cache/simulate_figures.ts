@@ -11,6 +11,9 @@ export interface SimulationFigure {
   spec: VegaLiteSpec;
 }
 
+/** Integer ticks for capacities. */
+const CAPACITY_AXIS = { tickMinStep: 1, format: "d" };
+
 function clean(rows: readonly CsvRow[]): CsvRow[] {
   return rows.map((r) => {
     const out: CsvRow = {};
@@ -61,6 +64,7 @@ export function simulationFigures(
           type: "quantitative",
           title: `capacity (${unit})`,
           scale: { zero: false },
+          axis: CAPACITY_AXIS,
         },
         y: {
           field: "hit_rate",
@@ -86,8 +90,14 @@ export function simulationFigures(
     spec: {
       data: { values: clean(allRows.filter((r) => r.policy === timePolicy)) },
       ...(s.hardware.length > 1
-        ? { facet: { column: { field: "hardware", type: "nominal" } }, spec: msSpec(unit) }
-        : msSpec(unit)),
+        ? {
+          facet: {
+            column: { field: "hardware", type: "nominal", sort: s.hardware.map((h) => h.name) },
+          },
+          spec: msSpec(unit, prefetchNames),
+          resolve: { scale: { y: "independent" } },
+        }
+        : msSpec(unit, prefetchNames)),
     },
   });
 
@@ -150,6 +160,7 @@ export function simulationFigures(
           type: "quantitative",
           title: `capacity (${unit})`,
           scale: { zero: false },
+          axis: CAPACITY_AXIS,
         },
         y: {
           field: "miss_ratio",
@@ -165,7 +176,7 @@ export function simulationFigures(
   return figures;
 }
 
-function msSpec(unit: string): VegaLiteSpec {
+function msSpec(unit: string, prefetchers: string[]): VegaLiteSpec {
   return {
     width: 380,
     height: 240,
@@ -176,6 +187,7 @@ function msSpec(unit: string): VegaLiteSpec {
         type: "quantitative",
         title: `capacity (${unit})`,
         scale: { zero: false },
+        axis: CAPACITY_AXIS,
       },
       y: {
         field: "ms_per_token",
@@ -183,7 +195,7 @@ function msSpec(unit: string): VegaLiteSpec {
         title: "ms per token",
         scale: { zero: true },
       },
-      color: { field: "prefetch", type: "nominal", title: "prefetch" },
+      color: { field: "prefetch", type: "nominal", title: "prefetch", sort: prefetchers },
     },
   };
 }
