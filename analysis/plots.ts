@@ -17,6 +17,13 @@ export interface Figure {
 /** Integer ticks for a quantitative layer axis. */
 const LAYER_AXIS = { tickMinStep: 1, format: "d" };
 
+/** An expert axis: every label up to 16 experts, else every (E/8)-th, horizontal. */
+function expertAxis(E: number): Record<string, unknown> {
+  if (E <= 16) return { labelAngle: 0 };
+  const step = Math.ceil(E / 8);
+  return { labelAngle: 0, values: Array.from({ length: Math.ceil(E / step) }, (_, i) => i * step) };
+}
+
 /** NaN → null so Vega sees missing values, not strings. */
 function clean(rows: readonly CsvRow[]): CsvRow[] {
   return rows.map((r) => {
@@ -65,7 +72,7 @@ export function buildFigures(result: AnalysisResult): Figure[] {
           {
             mark: "bar",
             encoding: {
-              x: { field: "expert", type: "ordinal", title: "expert" },
+              x: { field: "expert", type: "ordinal", title: "expert", axis: expertAxis(E) },
               xOffset: { field: "domain" },
               y: { field: "share", type: "quantitative", title: "share of assignments" },
               color: { field: "domain", type: "nominal", title: "domain" },
@@ -153,7 +160,7 @@ export function buildFigures(result: AnalysisResult): Figure[] {
             field: "expert",
             type: "ordinal",
             title: "expert",
-            axis: E > 16 ? { values: [0, Math.floor(E / 2), E - 1] } : {},
+            axis: expertAxis(E),
           },
           y: { field: "layer", type: "ordinal", title: "MoE layer" },
           color: {
@@ -186,8 +193,8 @@ export function buildFigures(result: AnalysisResult): Figure[] {
           height: Math.max(160, Math.min(360, E * 8)),
           mark: "rect",
           encoding: {
-            x: { field: "expert_j", type: "ordinal", title: "expert j" },
-            y: { field: "expert_i", type: "ordinal", title: "expert i" },
+            x: { field: "expert_j", type: "ordinal", title: "expert j", axis: expertAxis(E) },
+            y: { field: "expert_i", type: "ordinal", title: "expert i", axis: expertAxis(E) },
             color: {
               field: "lift",
               type: "quantitative",
