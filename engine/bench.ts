@@ -1,7 +1,7 @@
 /**
  * `moetrace bench engine`: on one device, in one run,
- * - the GFLOP/s of the engine's own matmul kernel (kernels/matmul.ts, the
- *   prefill variant) on a 1024 × 1024 × 1024 problem;
+ * - the GFLOP/s of the engine's best matmul kernel (kernels/matmul_tex.ts,
+ *   the prefill tile) on a 1024 × 1024 × 1024 problem;
  * - prefill tokens/s and GFLOP/s of `route` (the capture path: 8 documents ×
  *   256 tokens in one call, up to the last router) and of `logits` (one
  *   512-token sequence, embedding to logits), FLOPs counted by `model.flops`;
@@ -14,7 +14,8 @@
 import type { BenchOptions } from "../bench/bench.ts";
 import { type Figure, medianSeconds, printFigures } from "../bench/measure.ts";
 import { createGpuContext, Recorder } from "./gpu.ts";
-import { matmul, matmulFlops } from "./kernels/matmul.ts";
+import { matmulFlops } from "./kernels/matmul.ts";
+import { matmulTex, PREFILL } from "./kernels/matmul_tex.ts";
 import { loadModel } from "./model.ts";
 import { writeRandomMixtral } from "./random_checkpoint.ts";
 import { Rng } from "../common/random.ts";
@@ -30,19 +31,22 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
-/** GFLOP/s of the dense prefill matmul variant on an n × n × n problem. */
+/** GFLOP/s of the engine's best matmul (texture operands, prefill tile) on an n × n × n problem. */
 export async function matmulGflops(
   n: number,
-  repeats = 8,
+  repeats = 4,
 ): Promise<{ gflops: number; adapter: string }> {
   const ctx = await createGpuContext();
   try {
     const rng = new Rng(7);
     const data = new Float32Array(n * n).map(() => rng.next() - 0.5);
-    const a = ctx.pool.upload("bench a", data), w = ctx.pool.upload("bench w", data);
+    const a = ctx.pool.texture("bench a", n / 4, n, data).createView();
+    const w = ctx.pool.texture("bench w", n / 4, n, data).createView();
     const y = ctx.pool.storage("bench y", n * n * 4);
     const rec = new Recorder(ctx);
-    for (let i = 0; i < repeats; i++) matmul(rec, { a, w, y, rows: n, n, k: n }, { rowGroups: 4 });
+    for (let i = 0; i < repeats; i++) {
+      matmulTex(rec, { a, w, y, rows: n, n, k: n }, { shape: PREFILL });
+    }
     rec.finish();
     const run = async () => {
       const encoder = ctx.device.createCommandEncoder();

@@ -6,9 +6,10 @@
 import assert from "node:assert/strict";
 import { DataError } from "../common/errors.ts";
 import { openCheckpoint } from "./checkpoint.ts";
-import { describeCheckpoint } from "./model.ts";
+import { describeCheckpoint, loadModel } from "./model.ts";
 import { readHeader, writeSafetensors } from "./safetensors.ts";
 
+Deno.env.set("XDG_RUNTIME_DIR", Deno.env.get("XDG_RUNTIME_DIR") ?? "/tmp");
 const FIXTURE = new URL("../fixtures/models/tiny-mixtral-swa/", import.meta.url).pathname;
 const WEIGHTS = "model.safetensors";
 
@@ -219,5 +220,82 @@ Deno.test("sharded checkpoints load through the index, and a missing shard is na
     );
   } finally {
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+/** f32 → IEEE half bits (round to nearest even), for writing f16 test copies. */
+function toHalfBits(x: number): number {
+  const f = new Float32Array([x]);
+  const u = new Uint32Array(f.buffer)[0]!;
+  const sign = (u >>> 16) & 0x8000;
+  const exp = ((u >>> 23) & 0xff) - 127 + 15;
+  let mant = u & 0x7fffff;
+  if (exp <= 0) return sign; // tiny values flush to zero (none in the fixture)
+  if (exp >= 31) return sign | 0x7c00;
+  let half = sign | (exp << 10) | (mant >>> 13);
+  mant &= 0x1fff;
+  if (mant > 0x1000 || (mant === 0x1000 && (half & 1))) half++;
+  return half;
+}
+
+Deno.test("f16 and bf16 checkpoints load as their exact f32 values", async () => {
+  const { toFloat32 } = await import("./safetensors.ts");
+  const { header, data } = await parts(`${FIXTURE}${WEIGHTS}`);
+  for (const dtype of ["F16", "BF16"]) {
+    const dir = await copyFixture();
+    try {
+      const tensors: Record<string, { shape: number[]; dtype: string; bytes: Uint8Array }> = {};
+      const widened: Record<string, Float32Array> = {};
+      for (const [name, h] of Object.entries(header)) {
+        if (name === "__metadata__") continue;
+        const [b, e] = h.data_offsets;
+        const f = new Float32Array(data.slice(b, e).buffer);
+        const bits = new Uint16Array(f.length);
+        for (let i = 0; i < f.length; i++) {
+          bits[i] = dtype === "F16"
+            ? toHalfBits(f[i]!)
+            : new Uint32Array(new Float32Array([f[i]!]).buffer)[0]! >>> 16;
+        }
+        const bytes = new Uint8Array(bits.buffer);
+        tensors[name] = { shape: h.shape, dtype, bytes };
+        widened[name] = toFloat32(bytes, dtype, name);
+      }
+      await writeSafetensors(`${dir}/${WEIGHTS}`, tensors);
+      const ck = await openCheckpoint(dir);
+      assert.equal(ck.dtype, dtype === "F16" ? "float16" : "bfloat16");
+      const { readFloat32 } = await import("./checkpoint.ts");
+      const norm = await readFloat32(ck, "model.norm.weight");
+      const original = new Float32Array(
+        data.slice(...header["model.norm.weight"].data_offsets as [number, number]).buffer,
+      );
+      for (let i = 0; i < norm.length; i++) {
+        // widening is exact, and the 16-bit value is within its rounding of the f32 one
+        assert.equal(norm[i], widened["model.norm.weight"]![i]);
+        assert.ok(
+          Math.abs(norm[i]! - original[i]!) <=
+            Math.abs(original[i]!) * (dtype === "F16" ? 2 ** -11 : 2 ** -7),
+        );
+      }
+      // end to end: the 16-bit checkpoint computes what an f32 one with the widened values does
+      const same = `${dir}/widened`;
+      await Deno.mkdir(same);
+      await Deno.copyFile(`${dir}/config.json`, `${same}/config.json`);
+      const f32: Record<string, { shape: number[]; data: Float32Array }> = {};
+      for (const [name, t] of Object.entries(tensors)) {
+        f32[name] = { shape: t.shape, data: widened[name]! };
+      }
+      await writeSafetensors(`${same}/${WEIGHTS}`, f32);
+      const a = await loadModel(dir), b = await loadModel(same);
+      try {
+        const ids = Uint32Array.from([1, 54, 260, 378, 490, 86, 405, 286, 371, 269]);
+        assert.deepEqual(Array.from(await a.logits(ids)), Array.from(await b.logits(ids)));
+        assert.equal(a.facts.dtype, dtype === "F16" ? "float16" : "bfloat16");
+      } finally {
+        a.destroy();
+        b.destroy();
+      }
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
   }
 });

@@ -46,7 +46,10 @@ export async function createGpuContext(options: { textures?: boolean } = {}): Pr
   const hasF16 = adapter.features.has("shader-f16");
   const l = adapter.limits;
   const device = await adapter.requestDevice({
-    requiredFeatures: hasF16 ? ["shader-f16"] : [],
+    requiredFeatures: [
+      ...(hasF16 ? ["shader-f16" as const] : []),
+      ...(adapter.features.has("timestamp-query") ? ["timestamp-query" as const] : []),
+    ],
     requiredLimits: {
       maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
       maxBufferSize: l.maxBufferSize,
@@ -170,7 +173,16 @@ export class BufferPool {
 export function pipeline(ctx: GpuContext, key: string, wgsl: () => string): GPUComputePipeline {
   let p = ctx.pipelines.get(key);
   if (p === undefined) {
-    const module = ctx.device.createShaderModule({ label: key, code: wgsl() });
+    const code = wgsl();
+    const module = ctx.device.createShaderModule({ label: key, code });
+    // A shader that does not compile is an engine bug: print the compiler's words.
+    module.getCompilationInfo().then((info) => {
+      for (const m of info.messages) {
+        if (m.type === "error") {
+          console.error(`WGSL error in ${key}:${m.lineNum}:${m.linePos}: ${m.message}`);
+        }
+      }
+    });
     p = ctx.device.createComputePipeline({
       label: key,
       layout: "auto",
@@ -330,6 +342,58 @@ export class Recorder {
       pass.dispatchWorkgroups(...d.workgroups);
     });
     (pass as GPUComputePassEncoder | null)?.end();
+  }
+
+  /**
+   * Runs the recording once with one compute pass per dispatch and GPU
+   * timestamps around each; returns milliseconds per program name (cache key
+   * up to its first ":"), copies included as "copy". Needs `timestamp-query`.
+   */
+  async profile(): Promise<Map<string, number>> {
+    const device = this.ctx.device;
+    const n = this.#dispatches.length;
+    const querySet = device.createQuerySet({ type: "timestamp", count: 2 * n });
+    const resolve = device.createBuffer({
+      size: 16 * n,
+      usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+    });
+    const encoder = device.createCommandEncoder();
+    this.#dispatches.forEach((d, i) => {
+      if (d.kind === "copy") {
+        encoder.writeTimestamp?.(querySet, 2 * i);
+        encoder.copyBufferToTexture(
+          { buffer: d.buffer, offset: d.offset, bytesPerRow: d.bytesPerRow },
+          { texture: d.texture },
+          [d.width, d.rows],
+        );
+        encoder.writeTimestamp?.(querySet, 2 * i + 1);
+        return;
+      }
+      const pass = encoder.beginComputePass({
+        timestampWrites: {
+          querySet,
+          beginningOfPassWriteIndex: 2 * i,
+          endOfPassWriteIndex: 2 * i + 1,
+        },
+      });
+      pass.setPipeline(d.pipeline);
+      pass.setBindGroup(0, this.#groups[i]!);
+      pass.dispatchWorkgroups(...d.workgroups);
+      pass.end();
+    });
+    encoder.resolveQuerySet(querySet, 0, 2 * n, resolve, 0);
+    device.queue.submit([encoder.finish()]);
+    const [data] = await readBack(this.ctx, [{ buffer: resolve, bytes: 16 * n }]);
+    const t = new BigUint64Array(data!);
+    const out = new Map<string, number>();
+    this.#dispatches.forEach((d, i) => {
+      const name = d.kind === "copy" ? "copy" : d.pipeline.label.split(":").slice(0, 2).join(":");
+      const ms = Number(t[2 * i + 1]! - t[2 * i]!) / 1e6;
+      out.set(name, (out.get(name) ?? 0) + (ms > 0 ? ms : 0));
+    });
+    querySet.destroy();
+    resolve.destroy();
+    return out;
   }
 
   destroy(): void {

@@ -96,6 +96,8 @@ export interface MoeModel {
   logits(sequence: Uint32Array): Promise<Float32Array>;
   /** FLOPs of a forward over sequences of these lengths (`route`: up to the last router; else to logits of every token). */
   flops(lengths: number[], upTo: "route" | "logits"): number;
+  /** GPU milliseconds per kernel of one `route` pass over these sequences (bench; needs timestamp-query). */
+  profileRoute(sequences: Uint32Array[]): Promise<Map<string, number>>;
   destroy(): void;
 }
 
@@ -1099,6 +1101,32 @@ export async function loadModel(
     },
 
     flops: (lengths, upTo) => forwardFlops(c, lengths, upTo),
+
+    async profileRoute(sequences) {
+      const total = sequences.reduce((a, b) => a + b.length, 0);
+      if (total > cap) throw new DataError(`Profiling takes at most ${cap} tokens, got ${total}.`);
+      const tokens = new Uint32Array(total);
+      const info: number[][] = [];
+      let off = 0;
+      for (const seq of sequences) {
+        tokens.set(seq, off);
+        for (let p = 0; p < seq.length; p++) info.push([p, off + p, off + p, off + p]);
+        off += seq.length;
+      }
+      device.queue.writeBuffer(state.tokens, 0, tokens);
+      writeInfo(info);
+      const rec = new Recorder(ctx);
+      recordForward(rec, c, weights, state, {
+        tokens: total,
+        logits: "none",
+        probs: false,
+        lookahead: 0,
+      });
+      rec.finish();
+      const out = await rec.profile();
+      rec.destroy();
+      return out;
+    },
 
     destroy() {
       ctx.pool.releaseAll();

@@ -29,7 +29,7 @@ export function attention(rec: Recorder, a: AttentionArgs): void {
     `attention:d${a.headDim}:${tex ? "tex" : "buf"}`,
     () => wgsl(a.headDim, tex),
   );
-  const n = a.tokens * a.numHeads;
+  const n = (tex ? Math.ceil(a.tokens / QUERY_BLOCK) : a.tokens) * a.numHeads;
   rec.dispatch(
     p,
     [a.tokens, a.numHeads, a.numKvHeads, a.window ?? 0, { f32: 1 / Math.sqrt(a.headDim) }],
@@ -96,11 +96,18 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 `;
 }
 
-/** The texture variant: keys and values as vec4 texels, row = KV row, texel = g·d/4 + i. */
+/**
+ * The texture variant: keys and values as vec4 texels (row = KV row, texel =
+ * g·d/4 + i), head vectors unrolled into registers, and QB consecutive query
+ * tokens per invocation sharing every key/value fetch; each query keeps its own
+ * causal window and online softmax, so blocks may straddle sequences.
+ */
+export const QUERY_BLOCK = 4;
+
 function wgslTex(d: number): string {
-  const d4 = d / 4;
+  const d4 = d / 4, QB = QUERY_BLOCK;
+  const I = Array.from({ length: d4 }, (_, i) => i), Q = Array.from({ length: QB }, (_, b) => b);
   return /* wgsl */ `
-const D4 = ${d4}u;
 struct Params { T: u32, nq: u32, nkv: u32, window: u32, scale: f32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
@@ -111,35 +118,50 @@ struct Params { T: u32, nq: u32, nkv: u32, window: u32, scale: f32 }
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let blocks = (p.T + ${QB - 1}u) / ${QB}u;
   let idx = gid.x;
-  if (idx >= p.T * p.nq) { return; }
-  let t = idx / p.nq;
+  if (idx >= blocks * p.nq) { return; }
   let h = idx % p.nq;
-  let g = h / (p.nq / p.nkv);
-  let pos = info[t * 4u];
-  let base_row = info[t * 4u + 1u] - pos;
-  var lo = 0u;
-  if (p.window > 0u && pos + 1u > p.window) { lo = pos + 1u - p.window; }
-  var qv: array<vec4<f32>, D4>;
-  var acc: array<vec4<f32>, D4>;
-  for (var i = 0u; i < D4; i++) { qv[i] = q[(t * p.nq + h) * D4 + i] * p.scale; acc[i] = vec4<f32>(0.0); }
-  var m = -3.0e38;
-  var l = 0.0;
-  let col = g * D4;
-  for (var j = lo; j <= pos; j++) {
-    let row = base_row + j;
-    var s4 = vec4<f32>(0.0);
-    for (var i = 0u; i < D4; i++) { s4 += qv[i] * textureLoad(kt, vec2<u32>(col + i, row), 0); }
-    let s = s4.x + s4.y + s4.z + s4.w;
-    let m_new = max(m, s);
-    let c = exp(m - m_new);
-    let e = exp(s - m_new);
-    l = l * c + e;
-    for (var i = 0u; i < D4; i++) { acc[i] = acc[i] * c + e * textureLoad(vt, vec2<u32>(col + i, row), 0); }
-    m = m_new;
+  let tb = (idx / p.nq) * ${QB}u;
+  let col = (h / (p.nq / p.nkv)) * ${d4}u;
+  var first = 0xffffffffu;
+  var last = 0u;
+  ${
+    Q.map((b) => `
+  let t${b} = min(tb + ${b}u, p.T - 1u);
+  let pos${b} = info[t${b} * 4u];
+  let hi${b} = info[t${b} * 4u + 1u];
+  var lo${b} = hi${b} - pos${b};
+  if (p.window > 0u && pos${b} + 1u > p.window) { lo${b} = hi${b} + 1u - p.window; }
+  first = min(first, lo${b}); last = max(last, hi${b});
+  ${I.map((i) => `let q${b}_${i} = q[(t${b} * p.nq + h) * ${d4}u + ${i}u] * p.scale;`).join(" ")}
+  ${I.map((i) => `var a${b}_${i} = vec4<f32>(0.0);`).join(" ")}
+  var m${b} = -3.0e38; var l${b} = 0.0;`).join("")
   }
-  let inv = 1.0 / l;
-  for (var i = 0u; i < D4; i++) { out[(t * p.nq + h) * D4 + i] = acc[i] * inv; }
+  for (var r = first; r <= last; r++) {
+    ${I.map((i) => `let k${i} = textureLoad(kt, vec2<u32>(col + ${i}u, r), 0);`).join(" ")}
+    ${I.map((i) => `let v${i} = textureLoad(vt, vec2<u32>(col + ${i}u, r), 0);`).join(" ")}
+    ${
+    Q.map((b) => `
+    if (r >= lo${b} && r <= hi${b}) {
+      let s4 = ${I.map((i) => `q${b}_${i} * k${i}`).join(" + ")};
+      let s = s4.x + s4.y + s4.z + s4.w;
+      let mn = max(m${b}, s);
+      let c = exp(m${b} - mn);
+      let e = exp(s - mn);
+      l${b} = l${b} * c + e;
+      ${I.map((i) => `a${b}_${i} = a${b}_${i} * c + e * v${i};`).join(" ")}
+      m${b} = mn;
+    }`).join("")
+  }
+  }
+  ${
+    Q.map((b) => `
+  if (tb + ${b}u < p.T) {
+    let inv${b} = 1.0 / l${b};
+    ${I.map((i) => `out[(t${b} * p.nq + h) * ${d4}u + ${i}u] = a${b}_${i} * inv${b};`).join(" ")}
+  }`).join("")
+  }
 }
 `;
 }
