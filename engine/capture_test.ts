@@ -140,7 +140,7 @@ Deno.test("generate continues a prompt as the Hugging Face golden does and marks
 
 Deno.test("a chat prompt carries exactly one BOS token", async () => {
   const tokenizer = await TextTokenizer.load(MODEL);
-  const ids = tokenizer.encodeChat([{ role: "user", content: "Which expert?" }]);
+  const ids = await tokenizer.encodeChat([{ role: "user", content: "Which expert?" }]);
   assert.equal(ids[0], 1);
   assert.equal(Array.from(ids).filter((id) => id === 1).length, 1);
   assert.match(tokenizer.decode(ids), /^<s> ?\[INST\] Which expert\? \[\/INST\]/);

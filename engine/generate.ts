@@ -85,11 +85,14 @@ export async function readPrompts(path: string): Promise<Prompt[]> {
 export async function generate(options: GenerateOptions): Promise<void> {
   const tokenizer = await TextTokenizer.load(options.model);
   const prompts = await readPrompts(options.prompts);
-  const encoded = prompts.map((p) =>
-    options.chat
-      ? tokenizer.encodeChat([{ role: "user", content: p.text }])
-      : tokenizer.encode(p.text)
-  );
+  const encoded: Uint32Array[] = [];
+  for (const p of prompts) {
+    encoded.push(
+      options.chat
+        ? await tokenizer.encodeChat([{ role: "user", content: p.text }])
+        : tokenizer.encode(p.text),
+    );
+  }
   const model = await loadModel(options.model);
   try {
     const writer = await TraceWriter.open(options.out, {

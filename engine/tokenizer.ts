@@ -7,7 +7,6 @@
  * otherwise the prompt would carry two BOS tokens.
  */
 import { Tokenizer } from "@huggingface/tokenizers";
-import { Template } from "@huggingface/jinja";
 import { DataError, messageOf } from "../common/errors.ts";
 
 export interface ChatMessage {
@@ -68,28 +67,50 @@ export class TextTokenizer {
     return typeof this.#config.chat_template === "string";
   }
 
-  /** Renders `messages` through the chat template and encodes them (no second BOS). */
-  encodeChat(messages: ChatMessage[]): Uint32Array {
+  /**
+   * Renders `messages` through the chat template and encodes them (no second
+   * BOS). The template runs in a worker stopped after `timeoutMs` (default
+   * 2000): a template from a stranger may loop.
+   */
+  async encodeChat(messages: ChatMessage[], timeoutMs = 2000): Promise<Uint32Array> {
     const source = this.#config.chat_template;
+    const where = `${this.#dir}/tokenizer_config.json`;
     if (typeof source !== "string") {
-      throw new DataError(
-        `${this.#dir}/tokenizer_config.json has no "chat_template"; drop --chat or add one.`,
-      );
+      throw new DataError(`${where} has no "chat_template"; drop --chat or add one.`);
     }
-    let text: string;
+    const context = {
+      messages,
+      add_generation_prompt: true,
+      bos_token: tokenText(this.#config.bos_token) ?? "",
+      eos_token: tokenText(this.#config.eos_token) ?? "",
+    };
+    const worker = new Worker(new URL("./chat_template_worker.ts", import.meta.url), {
+      type: "module",
+    });
+    let timer: ReturnType<typeof setTimeout> | undefined;
     try {
-      text = new Template(source).render({
-        messages,
-        add_generation_prompt: true,
-        bos_token: tokenText(this.#config.bos_token) ?? "",
-        eos_token: tokenText(this.#config.eos_token) ?? "",
+      const reply = await new Promise<{ text?: string; error?: string }>((resolve) => {
+        timer = setTimeout(
+          () => resolve({ error: `it did not finish within ${timeoutMs} ms and may loop` }),
+          timeoutMs,
+        );
+        worker.onmessage = (event) => resolve(event.data);
+        worker.onerror = (event) => {
+          event.preventDefault();
+          resolve({ error: event.message });
+        };
+        worker.postMessage({ source, context });
       });
-    } catch (error) {
-      throw new DataError(
-        `The chat template in ${this.#dir}/tokenizer_config.json failed: ${messageOf(error)}.`,
-      );
+      if (reply.text === undefined) {
+        throw new DataError(
+          `The chat template in ${where} failed: ${String(reply.error).replace(/\.$/, "")}.`,
+        );
+      }
+      return this.encode(reply.text, false);
+    } finally {
+      clearTimeout(timer);
+      worker.terminate();
     }
-    return this.encode(text, false);
   }
 }
 

@@ -231,5 +231,178 @@ export function cliTarget(): FuzzTarget {
 
 /** Every target, for the fuzz test and `deno task fuzz`. */
 export async function allTargets(): Promise<FuzzTarget[]> {
-  return [await interchangeTarget(), await traceTarget(), await pileTarget(), cliTarget()];
+  return [
+    await interchangeTarget(),
+    await traceTarget(),
+    await pileTarget(),
+    cliTarget(),
+    await safetensorsTarget(),
+    await configTarget(),
+    await tokenizerTarget(),
+    await hardwareTarget(),
+  ];
+}
+
+const SOURCE_MODEL = new URL("../../fixtures/models/tiny-mixtral-swa/", import.meta.url).pathname;
+
+/** A fresh copy of the small fixture checkpoint for one case. */
+async function copyModel(to: string): Promise<void> {
+  await Deno.mkdir(to, { recursive: true });
+  for (
+    const name of ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]
+  ) {
+    await Deno.copyFile(`${SOURCE_MODEL}${name}`, `${to}/${name}`);
+  }
+}
+
+/** Opens a checkpoint and reads every tensor the config expects, as the engine does. */
+async function loadWeights(dir: string): Promise<void> {
+  const { openCheckpoint, readFloat32, expectedTensors } = await import(
+    "../../engine/checkpoint.ts"
+  );
+  const checkpoint = await openCheckpoint(dir);
+  for (const t of expectedTensors(checkpoint.config)) await readFloat32(checkpoint, t.name);
+}
+
+export async function safetensorsTarget(): Promise<FuzzTarget> {
+  const dir = await Deno.makeTempDir({ prefix: "moetrace-fuzz-st-" });
+  const original = await Deno.readFile(`${SOURCE_MODEL}model.safetensors`);
+  const headerLength = Number(new DataView(original.buffer).getBigUint64(0, true));
+  const header = JSON.parse(new TextDecoder().decode(original.subarray(8, 8 + headerLength)));
+  const body = original.subarray(8 + headerLength);
+  return {
+    name: "safetensors headers and bodies (checkpoint)",
+    make: async (rng, i) => {
+      const model = `${dir}/case${i}`;
+      await copyModel(model);
+      let bytes: Uint8Array;
+      let label: string;
+      const kind = rng.int(4);
+      if (kind === 0) {
+        const m = mutateJson(rng, header);
+        const json = encoder.encode(JSON.stringify(m.value));
+        bytes = new Uint8Array(8 + json.length + body.length);
+        new DataView(bytes.buffer).setBigUint64(0, BigInt(json.length), true);
+        bytes.set(json, 8);
+        bytes.set(body, 8 + json.length);
+        label = `header ${m.label}`;
+      } else if (kind === 1) {
+        const m = mutateBytes(rng, original.subarray(0, 8 + headerLength));
+        bytes = new Uint8Array(m.bytes.length + body.length);
+        bytes.set(m.bytes);
+        bytes.set(body, m.bytes.length);
+        label = `header bytes ${m.label}`;
+      } else if (kind === 2) {
+        const at = rng.int(original.length);
+        bytes = original.slice(0, at);
+        label = `truncate at ${at}`;
+      } else {
+        bytes = original.slice();
+        const value = pick(rng, [2 ** 40, 2 ** 62, 0, headerLength + 1, headerLength - 1]);
+        new DataView(bytes.buffer).setBigUint64(0, BigInt(value), true);
+        label = `header length ${value}`;
+      }
+      await Deno.writeFile(`${model}/model.safetensors`, bytes);
+      return { label, run: () => loadWeights(model) };
+    },
+    teardown: () => Deno.remove(dir, { recursive: true }),
+  };
+}
+
+export async function configTarget(): Promise<FuzzTarget> {
+  const dir = await Deno.makeTempDir({ prefix: "moetrace-fuzz-config-" });
+  const config = JSON.parse(await Deno.readTextFile(`${SOURCE_MODEL}config.json`));
+  return {
+    name: "config.json (checkpoint)",
+    make: async (rng, i) => {
+      const model = `${dir}/case${i}`;
+      await copyModel(model);
+      const m = mutateJson(rng, config);
+      await Deno.writeTextFile(`${model}/config.json`, JSON.stringify(m.value));
+      return { label: `config ${m.label}`, run: () => loadWeights(model) };
+    },
+    teardown: () => Deno.remove(dir, { recursive: true }),
+  };
+}
+
+export async function tokenizerTarget(): Promise<FuzzTarget> {
+  const dir = await Deno.makeTempDir({ prefix: "moetrace-fuzz-tok-" });
+  const tokenizer = JSON.parse(await Deno.readTextFile(`${SOURCE_MODEL}tokenizer.json`));
+  const tokenizerConfig = JSON.parse(
+    await Deno.readTextFile(`${SOURCE_MODEL}tokenizer_config.json`),
+  );
+  const templates = [
+    "{% for m in messages %}{{ m.content }}{% endfor %}",
+    "{% for i in range(1000000000) %}x{% endfor %}",
+    "{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}",
+    "{{ raise_exception('no system role') }}",
+    "{{ messages[5].content }}",
+    "{% if %}",
+    "{{ bos_token }}{% for m in messages %}[INST] {{ m['content'] }} [/INST]{% endfor %}",
+  ];
+  const { TextTokenizer } = await import("../../engine/tokenizer.ts");
+  return {
+    name: "tokenizer files and chat templates",
+    make: async (rng, i) => {
+      const model = `${dir}/case${i}`;
+      await Deno.mkdir(model, { recursive: true });
+      let tokenizerText = JSON.stringify(tokenizer);
+      let configValue: unknown = tokenizerConfig;
+      let label: string;
+      const kind = rng.int(3);
+      if (kind === 0) {
+        const m = mutateJson(rng, tokenizer);
+        tokenizerText = JSON.stringify(m.value);
+        label = `tokenizer.json ${m.label}`;
+      } else if (kind === 1) {
+        const m = mutateJson(rng, tokenizerConfig);
+        configValue = m.value;
+        label = `tokenizer_config.json ${m.label}`;
+      } else {
+        const template = pick(rng, templates);
+        configValue = { ...tokenizerConfig, chat_template: template };
+        label = `chat template ${JSON.stringify(template)}`;
+      }
+      await Deno.writeTextFile(`${model}/tokenizer.json`, tokenizerText);
+      await Deno.writeTextFile(`${model}/tokenizer_config.json`, JSON.stringify(configValue));
+      return {
+        label,
+        run: async () => {
+          const t = await TextTokenizer.load(model);
+          t.encode("The router sends each token to two experts.");
+          if (t.hasChatTemplate) await t.encodeChat([{ role: "user", content: "hi" }], 1000);
+        },
+      };
+    },
+    teardown: () => Deno.remove(dir, { recursive: true }),
+  };
+}
+
+export async function hardwareTarget(): Promise<FuzzTarget> {
+  const dir = await Deno.makeTempDir({ prefix: "moetrace-fuzz-hw-" });
+  const { HARDWARE_PRESETS, loadHardware } = await import("../../cache/timing.ts");
+  const valid = Object.values(HARDWARE_PRESETS)[0];
+  return {
+    name: "hardware JSON (simulate --hardware)",
+    make: async (rng, i) => {
+      const path = `${dir}/case${i}.json`;
+      let label: string;
+      if (rng.next() < 0.8) {
+        const m = mutateJson(rng, valid);
+        await Deno.writeTextFile(path, JSON.stringify(m.value));
+        label = m.label;
+      } else {
+        const m = mutateBytes(rng, encoder.encode(JSON.stringify(valid)));
+        await Deno.writeFile(path, m.bytes);
+        label = m.label;
+      }
+      return {
+        label: `hardware ${label}`,
+        run: async () => {
+          await loadHardware(path);
+        },
+      };
+    },
+    teardown: () => Deno.remove(dir, { recursive: true }),
+  };
 }
