@@ -4,7 +4,7 @@
  * combination (1,000,000 tokens × 32 layers × top-2 is 128 MB of u16).
  */
 import { DataError } from "../common/errors.ts";
-import { type Manifest, TraceReader } from "../engine/trace.ts";
+import { type Manifest, NO_EXPERT, TraceReader } from "../engine/trace.ts";
 
 export interface AccessTrace {
   /** T tokens, in trace order (documents one after another). */
@@ -50,13 +50,24 @@ export async function loadAccessTrace(
     doc.set(batch.doc, row);
     row += batch.rows;
   }
-  for (let i = 0; i < chosen.length; i++) {
-    if (chosen[i]! >= experts) {
-      const t = Math.floor(i / width);
+  const bad = checkGroups(chosen, topK, experts, false);
+  if (bad >= 0) {
+    const t = Math.floor(bad / layers);
+    throw new DataError(
+      `${dir} token ${t} layer ${bad % layers} lists experts [${
+        chosen.subarray(bad * topK, (bad + 1) * topK).join(", ")
+      }]; expected ${topK} distinct experts below ${experts}.`,
+    );
+  }
+  if (spec) {
+    const badSpec = checkGroups(spec, topK, experts, true);
+    if (badSpec >= 0) {
+      const t = Math.floor(badSpec / (layers * lookahead));
+      const l = Math.floor(badSpec / lookahead) % layers;
       throw new DataError(
-        `${dir} token ${t} layer ${Math.floor((i % width) / topK)} chose expert ${
-          chosen[i]
-        }, but the model has ${experts} experts.`,
+        `${dir} token ${t} layer ${l} lookahead ${badSpec % lookahead + 1} has speculative picks [${
+          spec.subarray(badSpec * topK, (badSpec + 1) * topK).join(", ")
+        }]; expected ${topK} distinct experts below ${experts}, or all ${NO_EXPERT}.`,
       );
     }
   }
@@ -95,6 +106,27 @@ export function accessTraceOf(
     spec: shape.spec ? new Uint16Array(shape.spec.flat(3)) : null,
     doc: new Uint32Array(tokens),
   };
+}
+
+/**
+ * The index of the first group of k entries that is not k distinct experts
+ * below E (with `allowEmpty`, a group of only NO_EXPERT is fine), or -1.
+ */
+function checkGroups(values: Uint16Array, k: number, E: number, allowEmpty: boolean): number {
+  const groups = values.length / k;
+  for (let g = 0; g < groups; g++) {
+    const base = g * k;
+    if (allowEmpty && values[base] === NO_EXPERT) {
+      for (let j = 1; j < k; j++) if (values[base + j] !== NO_EXPERT) return g;
+      continue;
+    }
+    for (let j = 0; j < k; j++) {
+      const e = values[base + j]!;
+      if (e >= E) return g;
+      for (let i = 0; i < j; i++) if (values[base + i] === e) return g;
+    }
+  }
+  return -1;
 }
 
 /** Keys (layer × E + expert) accessed per layer and expert over the whole trace. */

@@ -19,6 +19,15 @@ import { lruStackDistances } from "./stack_distance.ts";
 import { runSweep } from "./sweep.ts";
 import { syntheticAccessTrace } from "./synthetic.ts";
 import { DTYPES, HARDWARE_PRESETS, stepCosts } from "./timing.ts";
+import process from "node:process";
+
+/** CPU seconds of this process (all threads, workers included) spent in `fn`. */
+async function cpuSeconds(fn: () => Promise<void> | void): Promise<number> {
+  const start = process.cpuUsage();
+  await fn();
+  const used = process.cpuUsage(start);
+  return (used.user + used.system) / 1e6;
+}
 
 const TOKENS = Number(Deno.env.get("MOETRACE_BENCH_CACHE_TOKENS") ?? 1_000_000);
 const LAYERS = 32;
@@ -43,7 +52,7 @@ export async function benchCache(options: BenchOptions): Promise<void> {
   const costs = stepCosts(HARDWARE_PRESETS.pcie4!, DTYPES.bf16!, model);
 
   // One LRU replay at capacity 4 per layer, with its timing model (fresh policy per repeat).
-  const lruSeconds = await medianSeconds(3, () => {
+  const lruReplay = () => {
     replay(trace, {
       policy: createPolicy(
         "lru",
@@ -53,12 +62,15 @@ export async function benchCache(options: BenchOptions): Promise<void> {
       prefetcher: null,
       costs: [costs],
     });
-  });
+  };
+  const lruSeconds = await medianSeconds(3, lruReplay);
+  const lruCpu = await cpuSeconds(lruReplay);
   const stackSeconds = await medianSeconds(1, () => {
     lruStackDistances(trace, "per-layer");
   });
 
   const sweepStart = performance.now();
+  const cpuStart = process.cpuUsage();
   const result = await runSweep(trace, model, {
     policies: [...POLICY_NAMES],
     capacities: Array.from({ length: 7 }, (_, i) => ({
@@ -79,6 +91,9 @@ export async function benchCache(options: BenchOptions): Promise<void> {
     },
   });
   const sweepSeconds = (performance.now() - sweepStart) / 1000;
+  const sweepCpu = process.cpuUsage(cpuStart);
+  const sweepCpuSeconds = (sweepCpu.user + sweepCpu.system) / 1e6;
+  const load = Deno.loadavg()[0]!;
 
   const figures: Figure[] = [
     { name: "trace generation", value: generateSeconds, unit: "s" },
@@ -88,6 +103,11 @@ export async function benchCache(options: BenchOptions): Promise<void> {
       unit: "M accesses/s",
       target: 20,
       direction: "min",
+    },
+    {
+      name: "LRU replay per CPU second (contention-free estimate)",
+      value: accesses / lruCpu / 1e6,
+      unit: "M accesses/s",
     },
     {
       name: "LRU stack distances (all capacities)",
@@ -102,6 +122,12 @@ export async function benchCache(options: BenchOptions): Promise<void> {
       target: 120,
       direction: "max",
     },
+    {
+      name: "sweep CPU time (all threads; ÷ 2 cores = idle-machine wall estimate)",
+      value: sweepCpuSeconds,
+      unit: "s",
+    },
+    { name: "load average (1 min) at the end", value: load, unit: "" },
     {
       name: "sweep throughput",
       value: (result.replays * accesses) / sweepSeconds / 1e6,

@@ -397,11 +397,15 @@ const NO_PREFETCH: PrefetchSpec = { name: "none", kind: "none", depth: 0 };
 
 /**
  * The policy a combination actually needs: every policy is LRU where none of
- * them has a choice, i.e. when the capacity holds every key of a partition
- * (nothing is ever evicted) or, without prefetch, when it equals k (the cache
- * always holds exactly the last selection: every miss must evict an expert
- * the step does not use, and exactly those are left). Swap is LRU at k per
- * layer without prefetch.
+ * them has a choice:
+ * - the capacity holds every key of a partition: nothing is ever evicted;
+ * - the capacity is k and every prediction is k distinct experts or none
+ *   (no prefetch, oracle, speculative; `loadAccessTrace` checks the spec
+ *   column): a full cache holds exactly the last k keys loaded or accessed, a
+ *   step that needs m new ones finds exactly m unguarded keys and evicts them
+ *   all (under a global budget a prefetch finds only the guarded current
+ *   selection and is dropped).
+ * Swap is per-layer LRU at k, so under a per-layer budget the same holds for it.
  */
 function effectivePolicy(
   policy: PolicyName,
@@ -411,9 +415,10 @@ function effectivePolicy(
   partitionKeys: number,
   perLayer: boolean,
 ): PolicyName {
-  if (policy === "swap") return perLayer && prefetch === "none" ? "lru" : "swap";
+  const fullSets = prefetch !== "markov";
+  if (policy === "swap") return perLayer && fullSets ? "lru" : "swap";
   if (capacity >= partitionKeys) return "lru";
-  if (capacity === k && prefetch === "none") return "lru";
+  if (capacity === k && fullSets) return "lru";
   return policy;
 }
 

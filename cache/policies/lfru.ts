@@ -22,8 +22,14 @@ export class LfruPolicy implements CachePolicy {
   readonly name: string = "lfru";
   readonly capacity: number;
   #members: MemberLists;
-  #crf: Float64Array;
+  /**
+   * [keys] CRF scaled to time `#base`: Σ 2^((t_i − base)/H). CRF now is
+   * weight × 2^((base − now)/H), a factor common to all keys, so evictions
+   * compare weights directly (no power per candidate).
+   */
+  #weight: Float64Array;
   #last: Float64Array;
+  #base = 0;
   /** Half-life in access positions. */
   #halfLife: number;
 
@@ -31,7 +37,7 @@ export class LfruPolicy implements CachePolicy {
     checkPolicyOptions("lfru", options);
     this.capacity = options.capacity;
     this.#members = new MemberLists(options.keys, options.partitionKeys, options.capacity);
-    this.#crf = new Float64Array(options.keys);
+    this.#weight = new Float64Array(options.keys);
     this.#last = new Float64Array(options.keys);
     this.#halfLife = (options.halfLifeTokens ?? DEFAULT_HALF_LIFE_TOKENS) *
       options.accessesPerToken;
@@ -41,8 +47,20 @@ export class LfruPolicy implements CachePolicy {
     return this.#members.where[key]! >= 0;
   }
 
+  /** 2^((now − base)/H), rebasing every weight first when it would grow too large. */
+  #unit(now: number): number {
+    const exponent = (now - this.#base) / this.#halfLife;
+    if (exponent > 512) {
+      const scale = 2 ** -exponent;
+      for (let i = 0; i < this.#weight.length; i++) this.#weight[i]! *= scale;
+      this.#base = now;
+      return 1;
+    }
+    return 2 ** exponent;
+  }
+
   hit(key: number, now: number): void {
-    this.#crf[key] = 1 + this.#crf[key]! * 2 ** ((this.#last[key]! - now) / this.#halfLife);
+    this.#weight[key]! += this.#unit(now);
     this.#last[key] = now;
   }
 
@@ -57,8 +75,8 @@ export class LfruPolicy implements CachePolicy {
       for (let i = 0; i < this.capacity; i++) {
         const candidate = m.list[base + i]!;
         if (guard[candidate] !== 0) continue;
+        const value = this.#weight[candidate]!;
         const t = this.#last[candidate]!;
-        const value = this.#crf[candidate]! * 2 ** ((t - now) / this.#halfLife);
         if (value < best || (value === best && t < bestLast)) {
           best = value;
           bestLast = t;
@@ -69,7 +87,7 @@ export class LfruPolicy implements CachePolicy {
       m.remove(victim);
     }
     m.add(key);
-    this.#crf[key] = demand ? 1 : 0;
+    this.#weight[key] = demand ? this.#unit(now) : 0;
     this.#last[key] = now;
     return victim;
   }
