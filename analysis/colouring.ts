@@ -83,16 +83,15 @@ export function tokenColouringHtml(result: AnalysisResult): string {
         );
         const first = doc.first[i]!;
         // One span per token, with the shortest inline style that works (the fragment
-        // holds domains × documents × layers × tokens spans).
-        doc.pieces.forEach((piece, t) => {
+        // holds domains × documents × layers × tokens spans). Spans are joined with
+        // nothing between them: the box keeps white space, so a newline would show.
+        const spans = doc.pieces.map((piece, t) => {
           const e = first[t]!;
-          out.push(
-            `<span title="expert ${e}" style="background:${expertColour(e, E)};color:${
-              textColour(e, E)
-            }">${escapeHtml(showPiece(piece))}</span>`,
-          );
+          return `<span title="expert ${e}" style="background:${expertColour(e, E)};color:${
+            textColour(e, E)
+          }">${escapeHtml(showPiece(piece))}</span>`;
         });
-        out.push(`</div></div>`);
+        out.push(spans.join("") + `</div></div>`);
       });
     }
   }

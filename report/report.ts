@@ -351,7 +351,7 @@ table.facts th { text-align: left; padding: 3px 14px 3px 0; color: #555; }
 table.data th, table.data td { border: 1px solid #ddd; padding: 3px 6px; text-align: right; }
 table.data th { background: #f0f3f7; }
 .table-wrap { overflow-x: auto; }
-.colouring { font-family: Menlo, Consolas, monospace; font-size: 12px; line-height: 1.7; }
+.colouring { font-size: 12px; line-height: 1.7; max-height: 640px; overflow-y: auto; border: 1px solid #eee; padding: 4px 8px; }
 ul.csvs { columns: 2; font-size: 13px; }
 footer { text-align: center; font-size: 12px; color: #777; padding: 16px; }
 p.note { font-size: 12px; color: #666; }
