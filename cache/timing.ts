@@ -252,6 +252,13 @@ export async function loadHardware(nameOrPath: string): Promise<Hardware> {
   try {
     text = await Deno.readTextFile(nameOrPath);
   } catch (error) {
+    if (error instanceof Deno.errors.NotFound) {
+      throw new DataError(
+        `--hardware file ${nameOrPath} does not exist; give a preset (${
+          Object.keys(HARDWARE_PRESETS).join(", ")
+        }) or a JSON file.`,
+      );
+    }
     throw new DataError(`Cannot read --hardware file ${nameOrPath}: ${messageOf(error)}.`);
   }
   let json: unknown;

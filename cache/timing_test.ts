@@ -122,6 +122,10 @@ Deno.test("hardware validation names the bad field", async () => {
   const { expert_ms: _e, ...noCompute } = base;
   throws(() => validateHardware(noCompute, "f.json"), /needs either "expert_ms"/);
   await rejects(loadHardware("pcie9"), /--hardware takes pcie3, pcie4, pcie5/);
+  await rejects(loadHardware("/nowhere/hw.json"), {
+    message:
+      "--hardware file /nowhere/hw.json does not exist; give a preset (pcie3, pcie4, pcie5, nvlink-c2c, phone-ufs, phone-unified) or a JSON file.",
+  });
   const dir = await Deno.makeTempDir();
   await Deno.writeTextFile(`${dir}/hw.json`, JSON.stringify({ ...base, name: "lab" }));
   assertEquals((await loadHardware(`${dir}/hw.json`)).name, "lab");
