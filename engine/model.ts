@@ -357,7 +357,10 @@ async function uploadWeights(ctx: GpuContext, ck: Checkpoint, positions: number)
   }
   const headName = c.tieEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight";
   const head = await linear(headName, c.vocabSize, h); // [H, V]
-  const colsPerChunk = Math.max(4, Math.floor(ctx.maxBinding / (h * 4) / 4) * 4);
+  const colsPerChunk = Math.min(
+    4 * ctx.device.limits.maxTextureDimension2D,
+    Math.max(4, Math.floor(ctx.maxBinding / (h * 4) / 4) * 4),
+  );
   const lmHead = [];
   for (let first = 0; first < c.vocabSize; first += colsPerChunk) {
     const count = Math.min(colsPerChunk, c.vocabSize - first);
@@ -411,6 +414,8 @@ interface RunState {
   logits: GPUBuffer; // [1, V] (generate); logits() allocates its own
   /** Per activation row length K on the texture path: [K/4 texels, cap·k rows] staging texture. */
   staging: Map<number, { texture: GPUTexture; view: GPUTextureView }>;
+  /** Expert outputs as texels [H/4, cap·k] when the experts take the texture path. */
+  expertOutTex: GPUTextureView | null;
 }
 
 function allocateRunState(ctx: GpuContext, c: ModelConfig, cap: number): RunState {
@@ -452,6 +457,9 @@ function allocateRunState(ctx: GpuContext, c: ModelConfig, cap: number): RunStat
     specD: 0,
     logits: f32("logits row", c.vocabSize),
     staging: stagingTextures(ctx, c, cap),
+    expertOutTex: ctx.textures && texturePath(h) && texturePath(c.expertFfn)
+      ? ctx.pool.texture("expert out", h / 4, cap * k, undefined, true).createView()
+      : null,
     kTex: kvTextures(ctx, c, cap, "k"),
     vTex: kvTextures(ctx, c, cap, "v"),
   };
@@ -479,8 +487,14 @@ function stagingTextures(
   if (!ctx.textures) return out;
   const maxTex = ctx.device.limits.maxTextureDimension2D;
   for (const k of widths) {
-    if (!texturePath(k) || k / 4 > maxTex) continue;
-    const texture = ctx.pool.texture(`staging ${k}`, k / 4, Math.min(maxTex, cap * c.topK));
+    if (!texturePath(k) || k > maxTex) continue;
+    const texture = ctx.pool.texture(
+      `staging ${k}`,
+      k / 4,
+      Math.min(maxTex, cap * c.topK),
+      undefined,
+      true,
+    );
     out.set(k, { texture, view: texture.createView() });
   }
   return out;
@@ -515,6 +529,21 @@ interface ForwardPlan {
   lookahead: number;
   /** Greedy/sampled next token written after the last row's logits. */
   sample?: { temperature: number; seed: number };
+}
+
+/** RMSNorm of x rows into xn: straight into the H staging texture when H takes the texture path. */
+function normInto(
+  rec: Recorder,
+  s: RunState,
+  args: { weight: GPUBuffer; rows: number; n: number; eps: number; inRowOffset?: number },
+): Act {
+  const tex = s.staging.get(args.n);
+  if (tex) {
+    rmsnorm(rec, { ...args, x: s.x, y: tex.view });
+    return { buffer: s.xn, view: tex.view };
+  }
+  rmsnorm(rec, { ...args, x: s.x, y: s.xn });
+  return { buffer: s.xn };
 }
 
 /** An activation buffer and, when its rows go through textures, the texture holding its copy. */
@@ -561,6 +590,9 @@ function linear(
     });
     return;
   }
+  if (a.view) {
+    throw new Error(`linear: ${w.k}×${w.n} weight missed the texture path its input took`);
+  }
   if (!w.buffer || (w3 && !w3.buffer)) throw new Error("linear: weight has no storage copy");
   matmul(rec, {
     ...rest,
@@ -603,8 +635,7 @@ function recordForward(
   for (let l = 0; l < c.numLayers; l++) {
     const L = w.layers[l]!;
     // attention
-    rmsnorm(rec, { x: s.x, weight: L.attnNorm, y: s.xn, rows: T, n: h, eps: c.rmsEps });
-    let xn = stage(rec, s, s.xn, h, T);
+    let xn = normInto(rec, s, { weight: L.attnNorm, rows: T, n: h, eps: c.rmsEps });
     linear(rec, xn, L.wqkv, { y: s.qkv, rows: T, ...(L.bqkv ? { bias: L.bqkv } : {}) }, {
       bias: L.bqkv !== undefined,
     }, decode);
@@ -650,8 +681,7 @@ function recordForward(
     const att = stage(rec, s, s.att, c.numHeads * d, T);
     linear(rec, att, L.wo, { y: s.x, rows: T }, { accumulate: true }, decode);
     // feed-forward
-    rmsnorm(rec, { x: s.x, weight: L.postNorm, y: s.xn, rows: T, n: h, eps: c.rmsEps });
-    xn = stage(rec, s, s.xn, h, T);
+    xn = normInto(rec, s, { weight: L.postNorm, rows: T, n: h, eps: c.rmsEps });
     if (L.dense) {
       const f = c.denseFfn;
       linear(
@@ -712,22 +742,66 @@ function recordForward(
       tileRows: tr,
     });
     const f = c.expertFfn;
-    const xnExperts = texExperts ? xn : { buffer: xn.buffer };
-    for (const e of chunks) {
-      const grouped = { tiles: s.tiles, rows: tiles, expertBase: e.first, expertCount: e.count };
-      linear(rec, xnExperts, e.w1, { w3: e.w3, y: s.hidden, rowToken: s.rowToken, ...grouped }, {
-        grouped: true,
-        gather: true,
-        swiglu: true,
-      }, decode);
-    }
-    const hidden = texExperts ? stage(rec, s, s.hidden, f, T * k) : { buffer: s.hidden };
-    for (const e of chunks) {
-      const grouped = { tiles: s.tiles, rows: tiles, expertBase: e.first, expertCount: e.count };
-      linear(rec, hidden, e.w2, { y: s.expertOut, scale: s.rowWeight, ...grouped }, {
-        grouped: true,
-        scale: "row",
-      }, decode);
+    if (texExperts) {
+      // hidden and expert outputs stay in textures: written by textureStore, read by textureLoad
+      const hiddenTex = s.staging.get(f)!.view, outTex = s.expertOutTex!;
+      const shape = decode ? DECODE : PREFILL;
+      for (const e of chunks) {
+        const grouped = { tiles: s.tiles, rows: tiles, expertBase: e.first, expertCount: e.count };
+        matmulTex(rec, {
+          a: xn.view!,
+          w: e.w1.view!,
+          w3: e.w3.view!,
+          y: hiddenTex,
+          rowToken: s.rowToken,
+          k: h,
+          n: f,
+          ...grouped,
+        }, { grouped: true, gather: true, swiglu: true, outTexture: true, shape });
+      }
+      for (const e of chunks) {
+        const grouped = { tiles: s.tiles, rows: tiles, expertBase: e.first, expertCount: e.count };
+        matmulTex(rec, {
+          a: hiddenTex,
+          w: e.w2.view!,
+          y: outTex,
+          scale: s.rowWeight,
+          k: f,
+          n: h,
+          ...grouped,
+        }, { grouped: true, scale: "row", outTexture: true, shape });
+      }
+    } else {
+      for (const e of chunks) {
+        const grouped = { tiles: s.tiles, rows: tiles, expertBase: e.first, expertCount: e.count };
+        linear(
+          rec,
+          { buffer: xn.buffer },
+          e.w1,
+          {
+            w3: e.w3,
+            y: s.hidden,
+            rowToken: s.rowToken,
+            ...grouped,
+          },
+          { grouped: true, gather: true, swiglu: true },
+          decode,
+        );
+      }
+      for (const e of chunks) {
+        const grouped = { tiles: s.tiles, rows: tiles, expertBase: e.first, expertCount: e.count };
+        linear(
+          rec,
+          { buffer: s.hidden },
+          e.w2,
+          { y: s.expertOut, scale: s.rowWeight, ...grouped },
+          {
+            grouped: true,
+            scale: "row",
+          },
+          decode,
+        );
+      }
     }
     if (L.shared) {
       const fs = c.sharedFfn;
@@ -746,20 +820,24 @@ function recordForward(
         accumulate: true,
       }, decode);
     }
-    moeCombine(rec, { y: s.expertOut, slotOf: s.slotOf, x: s.x, tokens: T, topK: k, hidden: h });
+    moeCombine(rec, {
+      y: texExperts ? s.expertOutTex! : s.expertOut,
+      slotOf: s.slotOf,
+      x: s.x,
+      tokens: T,
+      topK: k,
+      hidden: h,
+    });
   }
   if (plan.logits === "none") return;
   const rows = plan.logits === "all" ? T : 1;
-  rmsnorm(rec, {
-    x: s.x,
+  const xn = normInto(rec, s, {
     weight: w.norm,
-    y: s.xn,
     rows,
     n: h,
     eps: c.rmsEps,
     inRowOffset: plan.logits === "all" ? 0 : T - 1,
   });
-  const xn = stage(rec, s, s.xn, h, rows);
   const out = plan.logits === "all" ? plan.allLogits! : s.logits;
   for (const chunk of w.lmHead) {
     linear(

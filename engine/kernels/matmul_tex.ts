@@ -36,6 +36,8 @@ export interface MatmulTexVariant {
   bias?: boolean;
   scale?: "row" | "sigmoid";
   accumulate?: boolean;
+  /** Write Y as texels of a write-only storage texture [rows, N/4] (N % 4 = 0; no bias or accumulate). */
+  outTexture?: boolean;
   shape: TexShape;
 }
 
@@ -43,7 +45,7 @@ export interface MatmulTexArgs {
   a: GPUTextureView;
   w: GPUTextureView;
   w3?: GPUTextureView;
-  y: GPUBuffer;
+  y: GPUBuffer | GPUTextureView;
   bias?: GPUBuffer;
   scale?: GPUBuffer;
   tiles?: GPUBuffer;
@@ -65,6 +67,11 @@ export function matmulTex(rec: Recorder, args: MatmulTexArgs, v: MatmulTexVarian
   if (v.grouped && !args.tiles) throw new Error("matmulTex: grouped needs tiles");
   if (v.gather && !args.rowToken) throw new Error("matmulTex: gather needs row_token");
   const s = v.shape;
+  if (v.outTexture && (args.n % 4 !== 0 || v.bias || v.accumulate || args.y instanceof GPUBuffer)) {
+    throw new Error(
+      "matmulTex: a texture output needs N % 4 = 0, a texture, no bias, no accumulate",
+    );
+  }
   const key = [
     "matmul_tex",
     v.grouped ? "grouped" : "dense",
@@ -73,6 +80,7 @@ export function matmulTex(rec: Recorder, args: MatmulTexArgs, v: MatmulTexVarian
     v.bias ? "bias" : "",
     v.scale ?? "",
     v.accumulate ? "acc" : "",
+    v.outTexture ? "outtex" : "",
     `${s.wgx}x${s.wgy}x${s.tm}x${s.tn4}`,
   ].join(":");
   const p = pipeline(rec.ctx, key, () => wgsl(v));
@@ -141,7 +149,9 @@ function wgsl(v: MatmulTexVariant): string {
       if (v.swiglu) val = `(${val} / (vec4<f32>(1.0) + exp(-${val})) * g${i}_${j})`;
       if (v.scale === "row") val = `(${val} * scale[r${i}])`;
       if (v.scale === "sigmoid") val = `(${val} * (1.0 / (1.0 + exp(-scale[r${i}]))))`;
-      return `if (first + ${i}u < end) { put(first + ${i}u, (n4 + ${j}u) * 4u, ${val}); }`;
+      return v.outTexture
+        ? `if (first + ${i}u < end && n4 + ${j}u < N4) { textureStore(yt, vec2<u32>(n4 + ${j}u, first + ${i}u), ${val}); }`
+        : `if (first + ${i}u < end) { put(first + ${i}u, (n4 + ${j}u) * 4u, ${val}); }`;
     }).join("\n  ")
   ).join("\n  ");
   return /* wgsl */ `
@@ -149,10 +159,15 @@ struct Params { M: u32, N: u32, K: u32, a_row_offset: u32, y_stride: u32, y_col:
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var at: texture_2d<f32>;
 @group(0) @binding(2) var wt: texture_2d<f32>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+${
+    v.outTexture
+      ? "@group(0) @binding(3) var yt: texture_storage_2d<rgba32float, write>;"
+      : "@group(0) @binding(3) var<storage, read_write> y: array<f32>;"
+  }
 ${extra.join("\n")}
 
-fn put(row: u32, col: u32, val: vec4<f32>) {
+${
+    v.outTexture ? "" : `fn put(row: u32, col: u32, val: vec4<f32>) {
   for (var j = 0u; j < 4u; j++) {
     if (col + j >= p.N) { return; }
     let idx = row * p.y_stride + p.y_col + col + j;
@@ -160,7 +175,8 @@ fn put(row: u32, col: u32, val: vec4<f32>) {
     ${v.bias ? "o += bias[col + j];" : ""}
     ${v.accumulate ? "y[idx] = y[idx] + o;" : "y[idx] = o;"}
   }
-}
+}`
+  }
 
 @compute @workgroup_size(${wgx}, ${wgy})
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {

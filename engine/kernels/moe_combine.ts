@@ -6,7 +6,8 @@
 import { pipeline, type Recorder } from "../gpu.ts";
 
 export interface MoeCombineArgs {
-  y: GPUBuffer;
+  /** Expert outputs [T·k, H], or a texture of them [H/4 texels, T·k rows] (H % 4 = 0). */
+  y: GPUBuffer | GPUTextureView;
   slotOf: GPUBuffer;
   x: GPUBuffer;
   tokens: number;
@@ -15,6 +16,14 @@ export interface MoeCombineArgs {
 }
 
 export function moeCombine(rec: Recorder, a: MoeCombineArgs): void {
+  if (!(a.y instanceof GPUBuffer)) {
+    const p = pipeline(rec.ctx, "moe_combine:tex", () => WGSL_TEX);
+    rec.dispatch(p, [a.tokens, a.topK, a.hidden / 4], [a.y, a.slotOf, a.x], [
+      Math.ceil(a.hidden / 4 / 64),
+      a.tokens,
+    ]);
+    return;
+  }
   const p = pipeline(rec.ctx, "moe_combine", () => WGSL);
   rec.dispatch(p, [a.tokens, a.topK, a.hidden], [a.y, a.slotOf, a.x], [
     Math.ceil(a.hidden / 64),
@@ -37,5 +46,23 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   var s = 0.0;
   for (var j = 0u; j < p.k; j++) { s += y[slot_of[t * p.k + j] * p.H + h]; }
   x[t * p.H + h] = x[t * p.H + h] + s;
+}
+`;
+
+const WGSL_TEX = /* wgsl */ `
+struct Params { T: u32, k: u32, H4: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var yt: texture_2d<f32>;
+@group(0) @binding(2) var<storage, read> slot_of: array<u32>;
+@group(0) @binding(3) var<storage, read_write> x: array<vec4<f32>>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let h = gid.x;
+  let t = gid.y;
+  if (h >= p.H4 || t >= p.T) { return; }
+  var s = vec4<f32>(0.0);
+  for (var j = 0u; j < p.k; j++) { s += textureLoad(yt, vec2<u32>(h, slot_of[t * p.k + j]), 0); }
+  x[t * p.H4 + h] = x[t * p.H4 + h] + s;
 }
 `;

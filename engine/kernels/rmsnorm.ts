@@ -7,7 +7,8 @@ import { pipeline, type Recorder } from "../gpu.ts";
 export interface RmsNormArgs {
   x: GPUBuffer;
   weight: GPUBuffer;
-  y: GPUBuffer;
+  /** Output rows [rows, n], or a write-only texture [n/4 texels, rows] (n % 4 = 0): storage writes are slow on lavapipe. */
+  y: GPUBuffer | GPUTextureView;
   rows: number;
   n: number;
   eps: number;
@@ -16,6 +17,14 @@ export interface RmsNormArgs {
 }
 
 export function rmsnorm(rec: Recorder, a: RmsNormArgs): void {
+  if (!(a.y instanceof GPUBuffer)) {
+    if (a.n % 4 !== 0) throw new Error("rmsnorm: a texture output needs n % 4 = 0");
+    const p = pipeline(rec.ctx, "rmsnorm:tex", () => WGSL_TEX);
+    rec.dispatch(p, [a.rows, a.n / 4, a.inRowOffset ?? 0, { f32: a.eps }], [a.x, a.weight, a.y], [
+      Math.ceil(a.rows / 64),
+    ]);
+    return;
+  }
   const p = pipeline(rec.ctx, "rmsnorm", () => WGSL);
   rec.dispatch(p, [a.rows, a.n, a.inRowOffset ?? 0, { f32: a.eps }], [a.x, a.weight, a.y], [
     Math.ceil(a.rows / 64),
@@ -39,5 +48,24 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let inv = inverseSqrt(ss / f32(p.n) + p.eps);
   let dst = r * p.n;
   for (var i = 0u; i < p.n; i++) { y[dst + i] = w[i] * (x[src + i] * inv); }
+}
+`;
+
+const WGSL_TEX = /* wgsl */ `
+struct Params { rows: u32, n4: u32, in_offset: u32, eps: f32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> w: array<vec4<f32>>;
+@group(0) @binding(3) var y: texture_storage_2d<rgba32float, write>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let r = gid.x;
+  if (r >= p.rows) { return; }
+  let src = (p.in_offset + r) * p.n4;
+  var ss = vec4<f32>(0.0);
+  for (var i = 0u; i < p.n4; i++) { let v = x[src + i]; ss += v * v; }
+  let inv = inverseSqrt((ss.x + ss.y + ss.z + ss.w) / f32(p.n4 * 4u) + p.eps);
+  for (var i = 0u; i < p.n4; i++) { textureStore(y, vec2<u32>(i, r), w[i] * (x[src + i] * inv)); }
 }
 `;
