@@ -3,6 +3,7 @@ import type { SimulationFigure } from "./simulate_figures.ts";
 import type { SimulationOutput } from "./simulate.ts";
 import { DEFAULT_HALF_LIFE_TOKENS } from "./policies/mod.ts";
 import { DTYPES, expertBytes, HARDWARE_PRESETS } from "./timing.ts";
+import { TOOL_VERSION } from "../engine/trace.ts";
 
 function table(header: string[], rows: (string | number)[][]): string {
   return [
@@ -28,7 +29,7 @@ export function simulationReadme(o: SimulationOutput, figures: SimulationFigure[
       c.costs.transferMs.toPrecision(4),
       c.costs.expertMs.toPrecision(4),
       c.costs.attentionMs.toPrecision(4),
-      c.costs.otherMs.toPrecision(4),
+      c.costs.otherMs === 0 ? 0 : c.costs.otherMs.toPrecision(4),
     ]);
   }
   const hardwareRows = settings.hardware.map((h) => [
@@ -58,7 +59,7 @@ export function simulationReadme(o: SimulationOutput, figures: SimulationFigure[
   ]);
   return `# Expert-cache simulation
 
-Made by \`moetrace simulate\` ${"(moetrace " + "0.1.0" + ")"} from the trace \`${o.traceDir}\`:
+Made by \`moetrace simulate\` (moetrace ${TOOL_VERSION}) from the trace \`${o.traceDir}\`:
 model ${m.name} (${m.family}), ${m.moe_layers.length} MoE layers, E = ${m.num_experts} experts,
 top-${m.top_k}, ${m.expert_params} parameters per expert; ${trace.tokens} tokens.
 
