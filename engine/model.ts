@@ -35,6 +35,18 @@
  * RMSNorm → fused q|k|v → q/k norm, clamp, RoPE, KV store → attention → o_proj
  * added to the residual → RMSNorm → router → grouped experts (+ shared expert)
  * added to the residual, or a dense SwiGLU; final RMSNorm → lm_head.
+ *
+ * Two kernel paths, same results (model_test.ts): where a row length K is a
+ * multiple of 64 (every real checkpoint and tiny-moe), weights live in
+ * rgba32f textures and activations are written or copied into textures, read
+ * by matmul_tex.ts; K/V are mirrored into textures for attention. On lavapipe
+ * a storage-buffer access costs ~70 cycles per float while texel loads are
+ * vector code, which made this 15× faster. Other sizes (the random fixtures)
+ * use the storage-buffer kernels, which the HF goldens pin.
+ *
+ * Decode (T < 16 rows) uses 1-row tiles; prefill 64-row tiles; expert
+ * grouping (moe_group.ts) writes a tile list whose length is bounded by
+ * ceil(T·k / tile) + E, so no count is read back.
  */
 import { basename } from "node:path";
 import { DataError } from "../common/errors.ts";
