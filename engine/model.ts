@@ -64,7 +64,7 @@ import {
   tileRows,
 } from "./kernels/matmul.ts";
 import { DECODE, matmulTex, PREFILL, texTileRows } from "./kernels/matmul_tex.ts";
-import { qkvPrepare } from "./kernels/qkv_prepare.ts";
+import { qkvPrepare, qkvPrepareTex } from "./kernels/qkv_prepare.ts";
 import { attention, attentionFlops } from "./kernels/attention.ts";
 import { kvTexture } from "./kernels/kv_texture.ts";
 import { routerTopK } from "./kernels/router_topk.ts";
@@ -426,7 +426,13 @@ interface RunState {
   logits: GPUBuffer; // [1, V] (generate); logits() allocates its own
   /** Per activation row length K on the texture path: [K/4 texels, cap·k rows] staging texture. */
   staging: Map<number, { texture: GPUTexture; view: GPUTextureView }>;
-  /** Expert outputs as texels [H/4, cap·k] when the experts take the texture path. */
+  /** q|k|v [(nq + 2 nkv) d / 4, cap] and q [nq d / 4, cap] textures when attention runs on textures end to end. */
+  attnTex: { qkv: GPUTextureView; q: GPUTextureView } | null;
+  /**
+   * Expert hidden states [F/4, cap·k] and outputs [H/4, cap·k] when the experts take
+   * the texture path (their own textures: F may equal H, whose staging texture holds xn).
+   */
+  expertHiddenTex: GPUTextureView | null;
   expertOutTex: GPUTextureView | null;
 }
 
@@ -469,11 +475,15 @@ function allocateRunState(ctx: GpuContext, c: ModelConfig, cap: number): RunStat
     specD: 0,
     logits: f32("logits row", c.vocabSize),
     staging: stagingTextures(ctx, c, cap),
+    expertHiddenTex: ctx.textures && texturePath(h) && texturePath(c.expertFfn)
+      ? ctx.pool.texture("expert hidden", c.expertFfn / 4, cap * k, undefined, true).createView()
+      : null,
     expertOutTex: ctx.textures && texturePath(h) && texturePath(c.expertFfn)
       ? ctx.pool.texture("expert out", h / 4, cap * k, undefined, true).createView()
       : null,
     kTex: kvTextures(ctx, c, cap, "k"),
     vTex: kvTextures(ctx, c, cap, "v"),
+    attnTex: null,
   };
 }
 
@@ -648,49 +658,93 @@ function recordForward(
     const L = w.layers[l]!;
     // attention
     let xn = normInto(rec, s, { weight: L.attnNorm, rows: T, n: h, eps: c.rmsEps });
-    linear(rec, xn, L.wqkv, { y: s.qkv, rows: T, ...(L.bqkv ? { bias: L.bqkv } : {}) }, {
-      bias: L.bqkv !== undefined,
-    }, decode);
-    qkvPrepare(rec, {
-      qkv: s.qkv,
-      rope: w.rope,
-      info: s.info,
-      q: s.q,
-      kCache: s.kCache[l]!,
-      vCache: s.vCache[l]!,
-      ...(L.qNorm ? { qNorm: L.qNorm, kNorm: L.kNorm! } : {}),
-      tokens: T,
-      numHeads: c.numHeads,
-      numKvHeads: c.numKvHeads,
-      headDim: d,
-      eps: c.rmsEps,
-      clip: c.clipQkv ?? 0,
-    }, c.qkNorm);
-    const kvTex = s.kTex.length > 0;
-    if (kvTex) {
-      kvTexture(rec, {
-        kCache: s.kCache[l]!,
-        vCache: s.vCache[l]!,
+    let att: Act;
+    if (s.attnTex) {
+      // the texture path end to end: q|k|v, q, K/V and the attention output never touch storage
+      const shape = decode ? DECODE : PREFILL;
+      matmulTex(rec, {
+        a: xn.view!,
+        w: L.wqkv.view!,
+        y: s.attnTex.qkv,
+        rows: T,
+        k: h,
+        n: L.wqkv.n,
+        ...(L.bqkv ? { bias: L.bqkv } : {}),
+      }, { bias: L.bqkv !== undefined, outTexture: true, shape });
+      qkvPrepareTex(rec, {
+        qkv: s.attnTex.qkv,
+        rope: w.rope,
         info: s.info,
+        q: s.attnTex.q,
         kTex: s.kTex[l]!,
         vTex: s.vTex[l]!,
+        ...(L.qNorm ? { qNorm: L.qNorm, kNorm: L.kNorm! } : {}),
         tokens: T,
-        texels: c.numKvHeads * d / 4,
+        numHeads: c.numHeads,
+        numKvHeads: c.numKvHeads,
+        headDim: d,
+        eps: c.rmsEps,
+        clip: c.clipQkv ?? 0,
+      }, c.qkNorm);
+      const out = s.staging.get(c.numHeads * d)!.view;
+      attention(rec, {
+        q: s.attnTex.q,
+        kCache: s.kTex[l]!,
+        vCache: s.vTex[l]!,
+        info: s.info,
+        out,
+        tokens: T,
+        numHeads: c.numHeads,
+        numKvHeads: c.numKvHeads,
+        headDim: d,
+        window: c.window[l] ?? null,
       });
+      att = { buffer: s.att, view: out };
+    } else {
+      linear(rec, xn, L.wqkv, { y: s.qkv, rows: T, ...(L.bqkv ? { bias: L.bqkv } : {}) }, {
+        bias: L.bqkv !== undefined,
+      }, decode);
+      qkvPrepare(rec, {
+        qkv: s.qkv,
+        rope: w.rope,
+        info: s.info,
+        q: s.q,
+        kCache: s.kCache[l]!,
+        vCache: s.vCache[l]!,
+        ...(L.qNorm ? { qNorm: L.qNorm, kNorm: L.kNorm! } : {}),
+        tokens: T,
+        numHeads: c.numHeads,
+        numKvHeads: c.numKvHeads,
+        headDim: d,
+        eps: c.rmsEps,
+        clip: c.clipQkv ?? 0,
+      }, c.qkNorm);
+      const kvTex = s.kTex.length > 0;
+      if (kvTex) {
+        kvTexture(rec, {
+          kCache: s.kCache[l]!,
+          vCache: s.vCache[l]!,
+          info: s.info,
+          kTex: s.kTex[l]!,
+          vTex: s.vTex[l]!,
+          tokens: T,
+          texels: c.numKvHeads * d / 4,
+        });
+      }
+      attention(rec, {
+        q: s.q,
+        kCache: kvTex ? s.kTex[l]! : s.kCache[l]!,
+        vCache: kvTex ? s.vTex[l]! : s.vCache[l]!,
+        info: s.info,
+        out: s.att,
+        tokens: T,
+        numHeads: c.numHeads,
+        numKvHeads: c.numKvHeads,
+        headDim: d,
+        window: c.window[l] ?? null,
+      });
+      att = stage(rec, s, s.att, c.numHeads * d, T);
     }
-    attention(rec, {
-      q: s.q,
-      kCache: kvTex ? s.kTex[l]! : s.kCache[l]!,
-      vCache: kvTex ? s.vTex[l]! : s.vCache[l]!,
-      info: s.info,
-      out: s.att,
-      tokens: T,
-      numHeads: c.numHeads,
-      numKvHeads: c.numKvHeads,
-      headDim: d,
-      window: c.window[l] ?? null,
-    });
-    const att = stage(rec, s, s.att, c.numHeads * d, T);
     linear(rec, att, L.wo, { y: s.x, rows: T }, { accumulate: true }, decode);
     // feed-forward
     xn = normInto(rec, s, { weight: L.postNorm, rows: T, n: h, eps: c.rmsEps });
@@ -756,7 +810,7 @@ function recordForward(
     const f = c.expertFfn;
     if (texExperts) {
       // hidden and expert outputs stay in textures: written by textureStore, read by textureLoad
-      const hiddenTex = s.staging.get(f)!.view, outTex = s.expertOutTex!;
+      const hiddenTex = s.expertHiddenTex!, outTex = s.expertOutTex!;
       const shape = decode ? DECODE : PREFILL;
       for (const e of chunks) {
         const grouped = { tiles: s.tiles, rows: tiles, expertBase: e.first, expertCount: e.count };
@@ -954,6 +1008,18 @@ export async function loadModel(
   );
   const weights = await uploadWeights(ctx, ck, Math.max(cap + 1, c.maxPositions));
   const state = allocateRunState(ctx, c, cap);
+  const qkvTexels = (c.numHeads + 2 * c.numKvHeads) * c.headDim / 4;
+  if (
+    state.staging.has(c.hiddenSize) && state.staging.has(c.numHeads * c.headDim) &&
+    state.kTex.length > 0 && c.headDim % 8 === 0 && weights.layers[0]!.wqkv.view &&
+    qkvTexels <= ctx.device.limits.maxTextureDimension2D
+  ) {
+    state.attnTex = {
+      qkv: ctx.pool.texture("qkv texture", qkvTexels, cap, undefined, true).createView(),
+      q: ctx.pool.texture("q texture", c.numHeads * c.headDim / 4, cap, undefined, true)
+        .createView(),
+    };
+  }
   const moe = moeLayers(c);
   const M = moe.length, k = c.topK, E = c.numExperts;
   const facts: ModelFacts = {

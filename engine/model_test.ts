@@ -8,7 +8,7 @@
  */
 import assert from "node:assert/strict";
 import { loadModel } from "./model.ts";
-import { writeRandomMixtral } from "./random_checkpoint.ts";
+import { writeRandomCheckpoint, writeRandomMixtral } from "./random_checkpoint.ts";
 
 Deno.env.set("XDG_RUNTIME_DIR", Deno.env.get("XDG_RUNTIME_DIR") ?? "/tmp");
 
@@ -70,3 +70,95 @@ Deno.test("texture and storage kernels agree on a tiny-moe-shaped checkpoint", a
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+/** Small configs of the other families with every K a multiple of 64, so they take the texture path. */
+const FAMILY_CONFIGS: Record<string, Record<string, unknown>> = {
+  qwen2_moe: {
+    model_type: "qwen2_moe",
+    hidden_size: 128,
+    num_hidden_layers: 3,
+    num_attention_heads: 4,
+    num_key_value_heads: 2,
+    num_experts: 8,
+    num_experts_per_tok: 2,
+    moe_intermediate_size: 128,
+    shared_expert_intermediate_size: 192,
+    intermediate_size: 192,
+    mlp_only_layers: [1],
+    norm_topk_prob: false,
+    qkv_bias: true,
+    vocab_size: 320,
+  },
+  qwen3_moe: {
+    model_type: "qwen3_moe",
+    hidden_size: 128,
+    head_dim: 32,
+    num_hidden_layers: 2,
+    num_attention_heads: 6,
+    num_key_value_heads: 2,
+    num_local_experts: 8,
+    num_experts_per_tok: 4,
+    moe_intermediate_size: 64,
+    intermediate_size: 256,
+    norm_topk_prob: true,
+    vocab_size: 320,
+  },
+  olmoe: {
+    model_type: "olmoe",
+    hidden_size: 128,
+    num_hidden_layers: 2,
+    num_attention_heads: 4,
+    num_key_value_heads: 4,
+    num_experts: 8,
+    num_experts_per_tok: 3,
+    intermediate_size: 64,
+    clip_qkv: 1.0,
+    vocab_size: 320,
+  },
+};
+
+for (const [family, config] of Object.entries(FAMILY_CONFIGS)) {
+  Deno.test(`texture and storage kernels agree on a random ${family} checkpoint`, async () => {
+    const dir = await Deno.makeTempDir({ prefix: `moetrace-${family}-` });
+    try {
+      await writeRandomCheckpoint(dir, {
+        ...config,
+        hidden_act: "silu",
+        rms_norm_eps: 1e-6,
+        rope_parameters: { rope_type: "default", rope_theta: 10000.0 },
+        max_position_embeddings: 256,
+        tie_word_embeddings: false,
+      }, 3);
+      const tex = await loadModel(dir, { maxBatchTokens: 128 });
+      const buf = await loadModel(dir, { maxBatchTokens: 128, textures: false });
+      try {
+        const docs = [30, 45].map((n, d) =>
+          Uint32Array.from({ length: n }, (_, i) => (i * 13 + d * 5) % 317 + 3)
+        );
+        const a = await tex.route(docs, { probs: true, lookahead: 1 });
+        const b = await buf.route(docs, { probs: true, lookahead: 1 });
+        for (let i = 0; i < docs.length; i++) {
+          assert.deepEqual(Array.from(a[i]!.experts), Array.from(b[i]!.experts));
+          for (let j = 0; j < a[i]!.weights.length; j++) {
+            assert.ok(Math.abs(a[i]!.weights[j]! - b[i]!.weights[j]!) < 1e-5);
+          }
+        }
+        const la = await tex.logits(docs[1]!), lb = await buf.logits(docs[1]!);
+        for (let j = 0; j < la.length; j++) {
+          assert.ok(
+            Math.abs(la[j]! - lb[j]!) <= 1e-4 * Math.max(1, Math.abs(lb[j]!)),
+            `logit ${j}`,
+          );
+        }
+        const opts = { maxNewTokens: 16, temperature: 0, seed: 0, probs: false, lookahead: 0 };
+        const ga = await tex.generate(docs[0]!, opts), gb = await buf.generate(docs[0]!, opts);
+        assert.deepEqual(Array.from(ga.tokens), Array.from(gb.tokens));
+      } finally {
+        tex.destroy();
+        buf.destroy();
+      }
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+}

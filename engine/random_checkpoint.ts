@@ -46,14 +46,27 @@ export async function writeRandomMixtral(
     eos_token_id: 2,
     dtype: "float32",
   };
+  await writeRandomCheckpoint(dir, config, shape.seed ?? 1);
+}
+
+/**
+ * Any family: writes `config` as config.json and one random tensor for every
+ * tensor the config implies (checkpoint.ts expectedTensors), f32.
+ */
+export async function writeRandomCheckpoint(
+  dir: string,
+  config: Record<string, unknown>,
+  seed = 1,
+): Promise<void> {
   await Deno.mkdir(dir, { recursive: true });
   await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify(config, null, 2));
-  const rng = new Rng(shape.seed ?? 1);
+  const rng = new Rng(seed);
   const tensors: Record<string, { shape: number[]; data: Float32Array }> = {};
   for (const t of expectedTensors(parseConfig(config, "config.json"))) {
     const n = t.shape.reduce((a, b) => a * b, 1);
     const data = new Float32Array(n);
-    if (t.shape.length === 1) { for (let i = 0; i < n; i++) data[i] = 0.5 + rng.next(); }
+    if (t.name.endsWith(".bias")) { for (let i = 0; i < n; i++) data[i] = 0.1 * rng.normal(); }
+    else if (t.shape.length === 1) { for (let i = 0; i < n; i++) data[i] = 0.5 + rng.next(); }
     else {
       const scale = t.name.includes("embed") ? 1 : 1 / Math.sqrt(t.shape[1]!);
       for (let i = 0; i < n; i++) data[i] = rng.normal() * scale;

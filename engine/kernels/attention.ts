@@ -9,12 +9,14 @@
 import { pipeline, type Recorder } from "../gpu.ts";
 
 export interface AttentionArgs {
-  q: GPUBuffer;
+  /** Queries [T, nq·d]; a texture [nq·d/4, T] in the texture variant's "io" form. */
+  q: GPUBuffer | GPUTextureView;
   /** Storage K/V stores [rows, nkv·d], or their texture mirrors (kv_texture.ts) when d % 4 = 0. */
   kCache: GPUBuffer | GPUTextureView;
   vCache: GPUBuffer | GPUTextureView;
   info: GPUBuffer;
-  out: GPUBuffer;
+  /** Output [T, nq·d], or a write-only texture [nq·d/4, T] (then q must be a texture too). */
+  out: GPUBuffer | GPUTextureView;
   tokens: number;
   numHeads: number;
   numKvHeads: number;
@@ -24,11 +26,12 @@ export interface AttentionArgs {
 
 export function attention(rec: Recorder, a: AttentionArgs): void {
   const tex = !(a.kCache instanceof GPUBuffer);
-  const p = pipeline(
-    rec.ctx,
-    `attention:d${a.headDim}:${tex ? "tex" : "buf"}`,
-    () => wgsl(a.headDim, tex),
-  );
+  const io = !(a.q instanceof GPUBuffer);
+  if (io && (!tex || a.out instanceof GPUBuffer)) {
+    throw new Error("attention: texture q needs texture K/V and output");
+  }
+  const key = `attention:d${a.headDim}:${tex ? "tex" : "buf"}${io ? ":io" : ""}`;
+  const p = pipeline(rec.ctx, key, () => (tex ? wgslTex(a.headDim, io) : wgsl(a.headDim)));
   const n = (tex ? Math.ceil(a.tokens / QUERY_BLOCK) : a.tokens) * a.numHeads;
   rec.dispatch(
     p,
@@ -49,8 +52,7 @@ export function attentionFlops(
   return 4 * keys * numHeads * headDim;
 }
 
-function wgsl(d: number, tex: boolean): string {
-  if (tex) return wgslTex(d);
+function wgsl(d: number): string {
   return /* wgsl */ `
 const D = ${d}u;
 struct Params { T: u32, nq: u32, nkv: u32, window: u32, scale: f32 }
@@ -104,17 +106,25 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
  */
 export const QUERY_BLOCK = 4;
 
-function wgslTex(d: number): string {
+function wgslTex(d: number, io: boolean): string {
   const d4 = d / 4, QB = QUERY_BLOCK;
   const I = Array.from({ length: d4 }, (_, i) => i), Q = Array.from({ length: QB }, (_, b) => b);
   return /* wgsl */ `
 struct Params { T: u32, nq: u32, nkv: u32, window: u32, scale: f32 }
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
+${
+    io
+      ? "@group(0) @binding(1) var qt: texture_2d<f32>;"
+      : "@group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;"
+  }
 @group(0) @binding(2) var kt: texture_2d<f32>;
 @group(0) @binding(3) var vt: texture_2d<f32>;
 @group(0) @binding(4) var<storage, read> info: array<u32>;
-@group(0) @binding(5) var<storage, read_write> out: array<vec4<f32>>;
+${
+    io
+      ? "@group(0) @binding(5) var ot: texture_storage_2d<rgba32float, write>;"
+      : "@group(0) @binding(5) var<storage, read_write> out: array<vec4<f32>>;"
+  }
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -134,7 +144,15 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   var lo${b} = hi${b} - pos${b};
   if (p.window > 0u && pos${b} + 1u > p.window) { lo${b} = hi${b} + 1u - p.window; }
   first = min(first, lo${b}); last = max(last, hi${b});
-  ${I.map((i) => `let q${b}_${i} = q[(t${b} * p.nq + h) * ${d4}u + ${i}u] * p.scale;`).join(" ")}
+  ${
+      I.map((i) =>
+        `let q${b}_${i} = ${
+          io
+            ? `textureLoad(qt, vec2<u32>(h * ${d4}u + ${i}u, t${b}), 0)`
+            : `q[(t${b} * p.nq + h) * ${d4}u + ${i}u]`
+        } * p.scale;`
+      ).join(" ")
+    }
   ${I.map((i) => `var a${b}_${i} = vec4<f32>(0.0);`).join(" ")}
   var m${b} = -3.0e38; var l${b} = 0.0;`).join("")
   }
@@ -159,7 +177,13 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     Q.map((b) => `
   if (tb + ${b}u < p.T) {
     let inv${b} = 1.0 / l${b};
-    ${I.map((i) => `out[(t${b} * p.nq + h) * ${d4}u + ${i}u] = a${b}_${i} * inv${b};`).join(" ")}
+    ${
+      I.map((i) =>
+        io
+          ? `textureStore(ot, vec2<u32>(h * ${d4}u + ${i}u, t${b}), a${b}_${i} * inv${b});`
+          : `out[(t${b} * p.nq + h) * ${d4}u + ${i}u] = a${b}_${i} * inv${b};`
+      ).join(" ")
+    }
   }`).join("")
   }
 }

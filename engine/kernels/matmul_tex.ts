@@ -67,10 +67,8 @@ export function matmulTex(rec: Recorder, args: MatmulTexArgs, v: MatmulTexVarian
   if (v.grouped && !args.tiles) throw new Error("matmulTex: grouped needs tiles");
   if (v.gather && !args.rowToken) throw new Error("matmulTex: gather needs row_token");
   const s = v.shape;
-  if (v.outTexture && (args.n % 4 !== 0 || v.bias || v.accumulate || args.y instanceof GPUBuffer)) {
-    throw new Error(
-      "matmulTex: a texture output needs N % 4 = 0, a texture, no bias, no accumulate",
-    );
+  if (v.outTexture && (args.n % 4 !== 0 || v.accumulate || args.y instanceof GPUBuffer)) {
+    throw new Error("matmulTex: a texture output needs N % 4 = 0, a texture, no accumulate");
   }
   const key = [
     "matmul_tex",
@@ -150,7 +148,9 @@ function wgsl(v: MatmulTexVariant): string {
       if (v.scale === "row") val = `(${val} * scale[r${i}])`;
       if (v.scale === "sigmoid") val = `(${val} * (1.0 / (1.0 + exp(-scale[r${i}]))))`;
       return v.outTexture
-        ? `if (first + ${i}u < end && n4 + ${j}u < N4) { textureStore(yt, vec2<u32>(n4 + ${j}u, first + ${i}u), ${val}); }`
+        ? `if (first + ${i}u < end && n4 + ${j}u < N4) { textureStore(yt, vec2<u32>(n4 + ${j}u, first + ${i}u), ${
+          v.bias ? `${val} + bias4(n4 + ${j}u)` : val
+        }); }`
         : `if (first + ${i}u < end) { put(first + ${i}u, (n4 + ${j}u) * 4u, ${val}); }`;
     }).join("\n  ")
   ).join("\n  ");
@@ -166,6 +166,11 @@ ${
   }
 ${extra.join("\n")}
 
+${
+    v.outTexture && v.bias
+      ? "fn bias4(c: u32) -> vec4<f32> { return vec4<f32>(bias[4u * c], bias[4u * c + 1u], bias[4u * c + 2u], bias[4u * c + 3u]); }"
+      : ""
+  }
 ${
     v.outTexture ? "" : `fn put(row: u32, col: u32, val: vec4<f32>) {
   for (var j = 0u; j < 4u; j++) {

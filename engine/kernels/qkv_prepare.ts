@@ -122,3 +122,123 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 }
 `;
 }
+
+export interface QkvPrepareTexArgs {
+  /** [(nq + 2 nkv) d / 4 texels, T rows] */
+  qkv: GPUTextureView;
+  rope: GPUBuffer;
+  info: GPUBuffer;
+  /** Write-only textures: q [nq d / 4, T]; the layer's K and V mirrors [nkv d / 4, rows] at kv_row. */
+  q: GPUTextureView;
+  kTex: GPUTextureView;
+  vTex: GPUTextureView;
+  qNorm?: GPUBuffer;
+  kNorm?: GPUBuffer;
+  tokens: number;
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  eps: number;
+  clip: number;
+}
+
+/**
+ * The texture variant (d % 8 = 0): reads q|k|v as texels, computes the token's
+ * cos/sin once for all heads, and writes q and the K/V mirrors with
+ * textureStore (no storage traffic, no separate kv_texture pass). d is compiled in.
+ */
+export function qkvPrepareTex(
+  rec: Recorder,
+  a: QkvPrepareTexArgs,
+  norm: "none" | "whole" | "per_head",
+): void {
+  if (a.headDim % 8 !== 0) throw new Error("qkvPrepareTex needs head_dim % 8 = 0");
+  const clip = a.clip > 0;
+  const key = `qkv_prepare_tex:${norm}:${clip ? "clip" : ""}:d${a.headDim}`;
+  const p = pipeline(rec.ctx, key, () => wgslTex(norm, clip, a.headDim));
+  const bindings = [a.qkv, a.rope, a.info, a.q, a.kTex, a.vTex];
+  if (norm !== "none") bindings.push(a.qNorm!, a.kNorm!);
+  rec.dispatch(
+    p,
+    [a.tokens, a.numHeads, a.numKvHeads, { f32: a.eps }, { f32: a.clip }],
+    bindings,
+    [Math.ceil(a.tokens / 64)],
+  );
+}
+
+function wgslTex(norm: "none" | "whole" | "per_head", clip: boolean, d: number): string {
+  const d4 = d / 4, half = d / 2;
+  const normBindings = norm === "none" ? "" : `
+@group(0) @binding(7) var<storage, read> qn: array<f32>;
+@group(0) @binding(8) var<storage, read> kn: array<f32>;`;
+  const weight = (which: string) => norm === "whole" ? `${which}[h * D + i]` : `${which}[i]`;
+  return /* wgsl */ `
+const D = ${d}u;
+const D4 = ${d4}u;
+const HALF = ${half}u;
+struct Params { T: u32, nq: u32, nkv: u32, eps: f32, clip: f32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var qkv: texture_2d<f32>;
+@group(0) @binding(2) var<storage, read> rope: array<f32>;
+@group(0) @binding(3) var<storage, read> info: array<u32>;
+@group(0) @binding(4) var qt: texture_storage_2d<rgba32float, write>;
+@group(0) @binding(5) var kt: texture_storage_2d<rgba32float, write>;
+@group(0) @binding(6) var vt: texture_storage_2d<rgba32float, write>;
+${normBindings}
+
+fn inv_rms(t: u32, first: u32, texels: u32) -> f32 {
+  var ss = vec4<f32>(0.0);
+  for (var j = 0u; j < texels; j++) { let v = textureLoad(qkv, vec2<u32>(first + j, t), 0); ss += v * v; }
+  return inverseSqrt((ss.x + ss.y + ss.z + ss.w) / f32(texels * 4u) + p.eps);
+}
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let t = gid.x;
+  if (t >= p.T) { return; }
+  let pos = info[t * 4u];
+  let kv_row = info[t * 4u + 1u];
+  var cs: array<f32, HALF>;
+  var sn: array<f32, HALF>;
+  for (var i = 0u; i < HALF; i++) { cs[i] = rope[pos * D + 2u * i]; sn[i] = rope[pos * D + 2u * i + 1u]; }
+  var x: array<f32, D>;
+  var o: array<f32, D>;
+  for (var which = 0u; which < 2u; which++) {
+    let heads = select(p.nkv, p.nq, which == 0u);
+    let first = select(p.nq * D4, 0u, which == 0u);
+    var inv = 1.0;
+    ${norm === "whole" ? "inv = inv_rms(t, first, heads * D4);" : ""}
+    for (var h = 0u; h < heads; h++) {
+      ${norm === "per_head" ? "inv = inv_rms(t, first + h * D4, D4);" : ""}
+      for (var j = 0u; j < D4; j++) {
+        let v = textureLoad(qkv, vec2<u32>(first + h * D4 + j, t), 0);
+        x[4u * j] = v.x; x[4u * j + 1u] = v.y; x[4u * j + 2u] = v.z; x[4u * j + 3u] = v.w;
+      }
+      for (var i = 0u; i < D; i++) {
+        var r = x[i];
+        ${
+    norm === "none" ? "" : `r = select(${weight("kn")}, ${weight("qn")}, which == 0u) * (r * inv);`
+  }
+        ${clip ? "r = clamp(r, -p.clip, p.clip);" : ""}
+        x[i] = r;
+      }
+      for (var i = 0u; i < HALF; i++) {
+        o[i] = x[i] * cs[i] - x[i + HALF] * sn[i];
+        o[i + HALF] = x[i + HALF] * cs[i] + x[i] * sn[i];
+      }
+      for (var j = 0u; j < D4; j++) {
+        let texel = vec4<f32>(o[4u * j], o[4u * j + 1u], o[4u * j + 2u], o[4u * j + 3u]);
+        if (which == 0u) { textureStore(qt, vec2<u32>(h * D4 + j, t), texel); }
+        else { textureStore(kt, vec2<u32>(h * D4 + j, kv_row), texel); }
+      }
+    }
+  }
+  let vfirst = (p.nq + p.nkv) * D4;
+  for (var j = 0u; j < p.nkv * D4; j++) {
+    var v = textureLoad(qkv, vec2<u32>(vfirst + j, t), 0);
+    ${clip ? "v = clamp(v, vec4<f32>(-p.clip), vec4<f32>(p.clip));" : ""}
+    textureStore(vt, vec2<u32>(j, kv_row), v);
+  }
+}
+`;
+}
