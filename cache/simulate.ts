@@ -60,6 +60,7 @@ export const MRC_COLUMNS = [
   "budget",
   "capacity",
   "layer",
+  "n_docs",
   "n_tokens",
   "accesses",
   "hits",
@@ -72,6 +73,7 @@ export const ACCURACY_COLUMNS = [
   "prefetch",
   "layer",
   "lookahead",
+  "n_docs",
   "n_tokens",
   "opportunities",
   "predicted",
@@ -344,6 +346,7 @@ export function missRatioRows(o: SimulationOutput): CsvRow[] {
   const { trace, settings, result } = o;
   const sd = result.stackDistances;
   const M = trace.layers;
+  const nDocs = countDocs(trace.doc);
   const rows: CsvRow[] = [];
   const push = (policy: string, capacity: number, layer: string, accesses: number, hits: number) =>
     rows.push({
@@ -351,6 +354,7 @@ export function missRatioRows(o: SimulationOutput): CsvRow[] {
       budget: settings.budget,
       capacity,
       layer,
+      n_docs: nDocs,
       n_tokens: trace.tokens,
       accesses,
       hits,
@@ -383,6 +387,7 @@ export function missRatioRows(o: SimulationOutput): CsvRow[] {
 
 export function accuracyRows(o: SimulationOutput): CsvRow[] {
   const rows: CsvRow[] = [];
+  const nDocs = countDocs(o.trace.doc);
   for (const [name, a] of o.result.accuracy) {
     for (let l = 0; l < o.trace.layers; l++) {
       for (let d = 1; d <= a.depth; d++) {
@@ -393,6 +398,7 @@ export function accuracyRows(o: SimulationOutput): CsvRow[] {
           prefetch: name,
           layer: l,
           lookahead: d,
+          n_docs: nDocs,
           n_tokens: o.trace.tokens,
           opportunities,
           predicted: a.predicted[i]!,

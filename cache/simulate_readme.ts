@@ -282,7 +282,7 @@ ${
         "policy",
         "lru (every capacity, from stack distances) or belady (the simulated capacities, no prefetch)",
       ],
-      ["budget, capacity, layer, n_tokens", "as above"],
+      ["budget, capacity, layer, n_docs, n_tokens", "as above"],
       ["accesses, hits, misses", "counts"],
       ["hit_rate, miss_ratio", "hits / accesses, misses / accesses"],
     ])
