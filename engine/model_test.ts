@@ -23,6 +23,7 @@ Deno.test("texture and storage kernels agree on a tiny-moe-shaped checkpoint", a
       heads: 4,
       kvHeads: 2,
       vocab: 512,
+      slidingWindow: 16,
     });
     const tex = await loadModel(dir, { maxBatchTokens: 256 });
     const buf = await loadModel(dir, { maxBatchTokens: 256, textures: false });

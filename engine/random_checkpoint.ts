@@ -19,6 +19,7 @@ export interface RandomMixtralShape {
   topK?: number; // 2
   vocab?: number; // 4096
   seed?: number; // 1
+  slidingWindow?: number | null; // null (full attention)
 }
 
 export async function writeRandomMixtral(
@@ -39,7 +40,7 @@ export async function writeRandomMixtral(
     max_position_embeddings: 1024,
     rms_norm_eps: 1e-5,
     rope_parameters: { rope_type: "default", rope_theta: 10000.0 },
-    sliding_window: null,
+    sliding_window: shape.slidingWindow ?? null,
     hidden_act: "silu",
     tie_word_embeddings: false,
     bos_token_id: 1,
