@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { DataError } from "../common/errors.ts";
 import { openCheckpoint } from "./checkpoint.ts";
 import { describeCheckpoint, loadModel } from "./model.ts";
-import { readHeader, writeSafetensors } from "./safetensors.ts";
+import { readHeader, toHalfBits, writeSafetensors } from "./safetensors.ts";
 
 Deno.env.set("XDG_RUNTIME_DIR", Deno.env.get("XDG_RUNTIME_DIR") ?? "/tmp");
 const FIXTURE = new URL("../fixtures/models/tiny-mixtral-swa/", import.meta.url).pathname;
@@ -222,21 +222,6 @@ Deno.test("sharded checkpoints load through the index, and a missing shard is na
     await Deno.remove(dir, { recursive: true });
   }
 });
-
-/** f32 → IEEE half bits (round to nearest even), for writing f16 test copies. */
-function toHalfBits(x: number): number {
-  const f = new Float32Array([x]);
-  const u = new Uint32Array(f.buffer)[0]!;
-  const sign = (u >>> 16) & 0x8000;
-  const exp = ((u >>> 23) & 0xff) - 127 + 15;
-  let mant = u & 0x7fffff;
-  if (exp <= 0) return sign; // tiny values flush to zero (none in the fixture)
-  if (exp >= 31) return sign | 0x7c00;
-  let half = sign | (exp << 10) | (mant >>> 13);
-  mant &= 0x1fff;
-  if (mant > 0x1000 || (mant === 0x1000 && (half & 1))) half++;
-  return half;
-}
 
 Deno.test("f16 and bf16 checkpoints load as their exact f32 values", async () => {
   const { toFloat32 } = await import("./safetensors.ts");

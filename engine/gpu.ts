@@ -134,23 +134,25 @@ export class BufferPool {
     label: string,
     width: number,
     height: number,
-    data?: Float32Array,
+    data?: Float32Array | Uint16Array,
     storage = false,
+    format: "rgba32float" | "rgba16float" | "rg32uint" = "rgba32float",
   ): GPUTexture {
+    const texelBytes = format === "rgba32float" ? 16 : 8;
     const texture = this.#device.createTexture({
       label,
       size: [width, height],
-      format: "rgba32float",
+      format,
       usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.COPY_DST |
         (storage ? GPUTextureUsage.STORAGE_BINDING : 0),
     });
     this.#textures.add(texture);
-    this.bytes += width * height * 16;
+    this.bytes += width * height * texelBytes;
     this.peakBytes = Math.max(this.peakBytes, this.bytes);
     if (data) {
       this.#device.queue.writeTexture({ texture }, data.buffer as ArrayBuffer, {
         offset: data.byteOffset,
-        bytesPerRow: width * 16,
+        bytesPerRow: width * texelBytes,
       }, [width, height]);
     }
     return texture;

@@ -4,9 +4,12 @@
  * API
  * - `loadModel(dir, { maxBatchTokens })` validates the checkpoint
  *   (checkpoint.ts), creates the device (a DataError naming the fix when there
- *   is no adapter), uploads the weights (f32 on the GPU; f16/bf16 files are
- *   widened on load) and allocates the run state once for `maxBatchTokens`
- *   tokens (default 4096, lowered so that no activation exceeds one binding).
+ *   is no adapter), uploads the weights and allocates the run state once for
+ *   `maxBatchTokens` tokens (default 4096, lowered so that no activation
+ *   exceeds one binding or texture). f16 and bf16 linear weights stay 16-bit
+ *   in textures on the texture path (rgba16float, or rg32uint unpacked in
+ *   WGSL for bf16; no shader-f16 needed); norms, embeddings, weights on the
+ *   storage path and multiplied-out decomposed experts are widened to f32.
  * - `route(sequences, { probs, lookahead })`: teacher-forced router logs.
  *   Sequences are packed into passes of at most maxBatchTokens tokens, each
  *   sequence from position 0 with its own keys and values; one readback per
@@ -52,6 +55,7 @@ import { basename } from "node:path";
 import { DataError } from "../common/errors.ts";
 import type { ModelFacts } from "./trace.ts";
 import { type Checkpoint, expertNames, openCheckpoint, readFloat32 } from "./checkpoint.ts";
+import { readTensorBytes, toFloat32 } from "./safetensors.ts";
 import { expertParams, type ModelConfig, moeLayers } from "./config.ts";
 import { createGpuContext, type GpuContext, readBack, Recorder } from "./gpu.ts";
 import { embedding } from "./kernels/embedding.ts";
@@ -108,6 +112,8 @@ export interface MoeModel {
   logits(sequence: Uint32Array): Promise<Float32Array>;
   /** FLOPs of a forward over sequences of these lengths (`route`: up to the last router; else to logits of every token). */
   flops(lengths: number[], upTo: "route" | "logits"): number;
+  /** Bytes of GPU buffers and textures this model holds (weights, run state, logs). */
+  gpuBytes(): number;
   /** GPU milliseconds per kernel of one `route` pass over these sequences (bench; needs timestamp-query). */
   profileRoute(sequences: Uint32Array[]): Promise<Map<string, number>>;
   destroy(): void;
@@ -123,8 +129,15 @@ export interface MoeModel {
 interface Linear {
   k: number;
   n: number;
+  /** Texture texel format: f32 (rgba32float), f16 (rgba16float) or bf16 (rg32uint, unpacked in WGSL). */
+  format: "f32" | "f16" | "bf16";
   view?: GPUTextureView; // [experts·K, ceil(N/4)] texels
   buffer?: GPUBuffer; // [experts, K, N]
+}
+
+/** The matmul_tex weight variant of a texture weight. */
+function wFormat(w: Linear): "float" | "bf16" {
+  return w.format === "bf16" ? "bf16" : "float";
 }
 
 /** Whether activations with row length k go through textures (256-byte rows). */
@@ -132,26 +145,42 @@ function texturePath(k: number): boolean {
   return k % 64 === 0;
 }
 
+/** Host weights: f32, or the raw bits of an f16/bf16 checkpoint (kept 16-bit on the texture path). */
+type HostMatrix = Float32Array | Uint16Array;
+
 function uploadLinear(
   ctx: GpuContext,
   label: string,
-  data: Float32Array,
+  data: HostMatrix,
   k: number,
   n: number,
   experts = 1,
   allowTexture = true,
+  half: "F16" | "BF16" | null = null,
 ): Linear {
   const width = Math.ceil(n / 4), height = experts * k;
   const maxTex = ctx.device.limits.maxTextureDimension2D;
   if (ctx.textures && allowTexture && texturePath(k) && width <= maxTex && height <= maxTex) {
     let texels = data;
     if (n % 4 !== 0) {
-      texels = new Float32Array(height * width * 4);
+      texels = new (data.constructor as new (n: number) => HostMatrix)(height * width * 4);
       for (let r = 0; r < height; r++) texels.set(data.subarray(r * n, (r + 1) * n), r * width * 4);
     }
-    return { k, n, view: ctx.pool.texture(label, width, height, texels).createView() };
+    const format = texels instanceof Float32Array ? "f32" : half === "BF16" ? "bf16" : "f16";
+    const texFormat = format === "f32"
+      ? "rgba32float"
+      : format === "f16"
+      ? "rgba16float"
+      : "rg32uint";
+    const view = ctx.pool.texture(label, width, height, texels, false, texFormat).createView();
+    return { k, n, format, view };
   }
-  return { k, n, buffer: ctx.pool.upload(label, data) };
+  const f32 = data instanceof Float32Array ? data : toFloat32(
+    new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
+    half ?? "F16",
+    label,
+  );
+  return { k, n, format: "f32", buffer: ctx.pool.upload(label, f32) };
 }
 
 interface ExpertChunk {
@@ -185,8 +214,8 @@ interface Weights {
 }
 
 /** [rows, cols] → [cols, rows]. */
-function transpose(m: Float32Array, rows: number, cols: number): Float32Array {
-  const out = new Float32Array(m.length);
+function transpose<T extends HostMatrix>(m: T, rows: number, cols: number): T {
+  const out = new (m.constructor as new (n: number) => T)(m.length);
   for (let r = 0; r < rows; r++) {
     for (let c = 0; c < cols; c++) out[c * rows + r] = m[r * cols + c]!;
   }
@@ -229,13 +258,39 @@ function ropeTable(theta: number, d: number, positions: number): Float32Array {
   return out;
 }
 
+/** The 16-bit dtype every linear weight shares, or null (then all widen to f32). */
+function halfDtype(ck: Checkpoint): "F16" | "BF16" | null {
+  const dtypes = new Set<string>();
+  for (const info of ck.tensors.values()) {
+    if (info.shape.length === 2 && !info.name.includes("embed_tokens")) dtypes.add(info.dtype);
+  }
+  const [only] = dtypes;
+  return dtypes.size === 1 && (only === "F16" || only === "BF16") ? only : null;
+}
+
 async function uploadWeights(ctx: GpuContext, ck: Checkpoint, positions: number): Promise<Weights> {
   const c = ck.config;
   const pool = ctx.pool;
   const h = c.hiddenSize, d = c.headDim, q = c.numHeads * d, kv = c.numKvHeads * d;
   const read = (name: string) => readFloat32(ck, name);
+  // 16-bit checkpoints keep their linear weights 16-bit on the texture path when every one shares the dtype.
+  const half = halfDtype(ck);
+  const readLin = async (name: string): Promise<HostMatrix> => {
+    if (half === null) return await read(name);
+    const bytes = await readTensorBytes(ck.tensors.get(name)!);
+    return new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 2);
+  };
+  const Host = (half === null ? Float32Array : Uint16Array) as new (n: number) => HostMatrix;
   const linear = async (name: string, out: number, inp: number) =>
-    transpose(await read(name), out, inp);
+    transpose(await readLin(name), out, inp);
+  const up = (
+    label: string,
+    data: HostMatrix,
+    k: number,
+    n: number,
+    experts = 1,
+    allow = true,
+  ): Linear => uploadLinear(ctx, label, data, k, n, experts, allow, half);
 
   const embedRows = await read("model.embed_tokens.weight");
   const rowsPerChunk = Math.max(1, Math.floor(ctx.maxBinding / (h * 4)));
@@ -252,17 +307,17 @@ async function uploadWeights(ctx: GpuContext, ck: Checkpoint, positions: number)
   const layers: LayerWeights[] = [];
   for (let l = 0; l < c.numLayers; l++) {
     const p = `model.layers.${l}.`;
-    const wq = await read(p + "self_attn.q_proj.weight");
-    const wk = await read(p + "self_attn.k_proj.weight");
-    const wv = await read(p + "self_attn.v_proj.weight");
-    const qkvRows = new Float32Array((q + 2 * kv) * h);
+    const wq = await readLin(p + "self_attn.q_proj.weight");
+    const wk = await readLin(p + "self_attn.k_proj.weight");
+    const wv = await readLin(p + "self_attn.v_proj.weight");
+    const qkvRows = new Host((q + 2 * kv) * h);
     qkvRows.set(wq, 0);
     qkvRows.set(wk, q * h);
     qkvRows.set(wv, (q + kv) * h);
     const layer: LayerWeights = {
       attnNorm: pool.upload(`L${l} input norm`, await read(p + "input_layernorm.weight")),
-      wqkv: uploadLinear(ctx, `L${l} qkv`, transpose(qkvRows, q + 2 * kv, h), h, q + 2 * kv),
-      wo: uploadLinear(ctx, `L${l} o`, await linear(p + "self_attn.o_proj.weight", h, q), q, h),
+      wqkv: up(`L${l} qkv`, transpose(qkvRows, q + 2 * kv, h), h, q + 2 * kv),
+      wo: up(`L${l} o`, await linear(p + "self_attn.o_proj.weight", h, q), q, h),
       postNorm: pool.upload(`L${l} post norm`, await read(p + "post_attention_layernorm.weight")),
     };
     if (c.qkvBias) {
@@ -279,16 +334,14 @@ async function uploadWeights(ctx: GpuContext, ck: Checkpoint, positions: number)
     if (!c.isMoe[l]) {
       const f = c.denseFfn;
       layer.dense = {
-        w1: uploadLinear(
-          ctx,
+        w1: up(
           `L${l} dense gate`,
           await linear(p + "mlp.gate_proj.weight", f, h),
           h,
           f,
         ),
-        w3: uploadLinear(ctx, `L${l} dense up`, await linear(p + "mlp.up_proj.weight", f, h), h, f),
-        w2: uploadLinear(
-          ctx,
+        w3: up(`L${l} dense up`, await linear(p + "mlp.up_proj.weight", f, h), h, f),
+        w2: up(
           `L${l} dense down`,
           await linear(p + "mlp.down_proj.weight", h, f),
           f,
@@ -300,13 +353,13 @@ async function uploadWeights(ctx: GpuContext, ck: Checkpoint, positions: number)
     }
     const b = p + names.block + ".";
     const routerT = await linear(b + "gate.weight", c.numExperts, h);
-    layer.router = uploadLinear(ctx, `L${l} router`, routerT, h, c.numExperts);
+    layer.router = up(`L${l} router`, routerT, h, c.numExperts);
     const f = c.expertFfn, r = c.decomposedRank;
     // One expert matrix, [out, in] on disk, as [in, out]; decomposed ones are u @ v.
     const expertMatrix = async (e: number, which: string, out: number, inp: number) => {
       const base = `${b}experts.${e}.${which}`;
-      const m = r === null
-        ? await read(base + ".weight")
+      const m: HostMatrix = r === null
+        ? await readLin(base + ".weight")
         : matmulCpu(await read(base + ".u"), await read(base + ".v"), out, r, inp);
       return transpose(m, out, inp);
     };
@@ -323,8 +376,9 @@ async function uploadWeights(ctx: GpuContext, ck: Checkpoint, positions: number)
     layer.experts = [];
     for (let first = 0; first < c.numExperts; first += perChunk) {
       const count = Math.min(perChunk, c.numExperts - first);
-      const w1 = new Float32Array(count * h * f), w3 = new Float32Array(count * h * f);
-      const w2 = new Float32Array(count * h * f);
+      const Stack = r === null ? Host : Float32Array; // decomposed experts are multiplied out in f32
+      const w1 = new Stack(count * h * f), w3 = new Stack(count * h * f);
+      const w2 = new Stack(count * h * f);
       for (let i = 0; i < count; i++) {
         w1.set(await expertMatrix(first + i, names.gate, f, h), i * h * f);
         w3.set(await expertMatrix(first + i, names.up, f, h), i * h * f);
@@ -333,31 +387,28 @@ async function uploadWeights(ctx: GpuContext, ck: Checkpoint, positions: number)
       layer.experts.push({
         first,
         count,
-        w1: uploadLinear(ctx, `L${l} experts ${first}+ gate`, w1, h, f, count, expertTex),
-        w3: uploadLinear(ctx, `L${l} experts ${first}+ up`, w3, h, f, count, expertTex),
-        w2: uploadLinear(ctx, `L${l} experts ${first}+ down`, w2, f, h, count, expertTex),
+        w1: up(`L${l} experts ${first}+ gate`, w1, h, f, count, expertTex),
+        w3: up(`L${l} experts ${first}+ up`, w3, h, f, count, expertTex),
+        w2: up(`L${l} experts ${first}+ down`, w2, f, h, count, expertTex),
       });
     }
     if (c.sharedFfn > 0) {
       const s = b + "shared_expert.", fs = c.sharedFfn;
       layer.shared = {
-        w1: uploadLinear(
-          ctx,
+        w1: up(
           `L${l} shared gate`,
           await linear(s + "gate_proj.weight", fs, h),
           h,
           fs,
         ),
-        w3: uploadLinear(ctx, `L${l} shared up`, await linear(s + "up_proj.weight", fs, h), h, fs),
-        w2: uploadLinear(
-          ctx,
+        w3: up(`L${l} shared up`, await linear(s + "up_proj.weight", fs, h), h, fs),
+        w2: up(
           `L${l} shared down`,
           await linear(s + "down_proj.weight", h, fs),
           fs,
           h,
         ),
-        gate: uploadLinear(
-          ctx,
+        gate: up(
           `L${l} shared gate`,
           await read(b + "shared_expert_gate.weight"),
           h,
@@ -376,11 +427,11 @@ async function uploadWeights(ctx: GpuContext, ck: Checkpoint, positions: number)
   const lmHead = [];
   for (let first = 0; first < c.vocabSize; first += colsPerChunk) {
     const count = Math.min(colsPerChunk, c.vocabSize - first);
-    const part = new Float32Array(h * count);
+    const part = new Host(h * count);
     for (let k = 0; k < h; k++) {
       part.set(head.subarray(k * c.vocabSize + first, k * c.vocabSize + first + count), k * count);
     }
-    lmHead.push({ w: uploadLinear(ctx, `lm_head ${first}+`, part, h, count), first, count });
+    lmHead.push({ w: up(`lm_head ${first}+`, part, h, count), first, count });
   }
   return {
     embed,
@@ -608,6 +659,7 @@ function linear(
       n: w.n,
     }, {
       ...variant,
+      weights: wFormat(w),
       shape: decode ? DECODE : PREFILL,
     });
     return;
@@ -670,7 +722,7 @@ function recordForward(
         k: h,
         n: L.wqkv.n,
         ...(L.bqkv ? { bias: L.bqkv } : {}),
-      }, { bias: L.bqkv !== undefined, outTexture: true, shape });
+      }, { bias: L.bqkv !== undefined, outTexture: true, shape, weights: wFormat(L.wqkv) });
       qkvPrepareTex(rec, {
         qkv: s.attnTex.qkv,
         rope: w.rope,
@@ -823,7 +875,14 @@ function recordForward(
           k: h,
           n: f,
           ...grouped,
-        }, { grouped: true, gather: true, swiglu: true, outTexture: true, shape });
+        }, {
+          grouped: true,
+          gather: true,
+          swiglu: true,
+          outTexture: true,
+          shape,
+          weights: wFormat(e.w1),
+        });
       }
       for (const e of chunks) {
         const grouped = { tiles: s.tiles, rows: tiles, expertBase: e.first, expertCount: e.count };
@@ -835,7 +894,7 @@ function recordForward(
           k: f,
           n: h,
           ...grouped,
-        }, { grouped: true, scale: "row", outTexture: true, shape });
+        }, { grouped: true, scale: "row", outTexture: true, shape, weights: wFormat(e.w2) });
       }
     } else {
       for (const e of chunks) {
@@ -1257,6 +1316,7 @@ export async function loadModel(
     },
 
     flops: (lengths, upTo) => forwardFlops(c, lengths, upTo),
+    gpuBytes: () => ctx.pool.bytes,
 
     async profileRoute(sequences) {
       const total = sequences.reduce((a, b) => a + b.length, 0);

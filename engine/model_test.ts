@@ -8,6 +8,7 @@
  */
 import assert from "node:assert/strict";
 import { loadModel } from "./model.ts";
+import { readHeader, toFloat32, toHalfBits, writeSafetensors } from "./safetensors.ts";
 import { writeRandomCheckpoint, writeRandomMixtral } from "./random_checkpoint.ts";
 
 Deno.env.set("XDG_RUNTIME_DIR", Deno.env.get("XDG_RUNTIME_DIR") ?? "/tmp");
@@ -163,3 +164,56 @@ for (const [family, config] of Object.entries(FAMILY_CONFIGS)) {
     }
   });
 }
+
+Deno.test("f16 and bf16 checkpoints stay 16-bit in textures and compute what their widened f32 copies do", async () => {
+  const base = await Deno.makeTempDir({ prefix: "moetrace-half-" });
+  try {
+    await writeRandomMixtral(`${base}/f32`, {
+      hidden: 128,
+      ffn: 128,
+      layers: 2,
+      heads: 4,
+      kvHeads: 2,
+      vocab: 256,
+    });
+    const header = await readHeader(`${base}/f32/model.safetensors`);
+    const raw = await Deno.readFile(`${base}/f32/model.safetensors`);
+    for (const dtype of ["F16", "BF16"]) {
+      const half: Record<string, { shape: number[]; dtype: string; bytes: Uint8Array }> = {};
+      const wide: Record<string, { shape: number[]; data: Float32Array }> = {};
+      for (const info of header.values()) {
+        const f = new Float32Array(raw.slice(info.begin, info.end).buffer);
+        const bits = Uint16Array.from(
+          f,
+          (x) =>
+            dtype === "F16"
+              ? toHalfBits(x)
+              : new Uint32Array(new Float32Array([x]).buffer)[0]! >>> 16,
+        );
+        const bytes = new Uint8Array(bits.buffer);
+        half[info.name] = { shape: [...info.shape], dtype, bytes };
+        wide[info.name] = { shape: [...info.shape], data: toFloat32(bytes, dtype, info.name) };
+      }
+      for (const [name, tensors] of [["half", half], ["wide", wide]] as const) {
+        await Deno.mkdir(`${base}/${dtype}-${name}`);
+        await Deno.copyFile(`${base}/f32/config.json`, `${base}/${dtype}-${name}/config.json`);
+        await writeSafetensors(`${base}/${dtype}-${name}/model.safetensors`, tensors);
+      }
+      const a = await loadModel(`${base}/${dtype}-half`, { maxBatchTokens: 64 });
+      const b = await loadModel(`${base}/${dtype}-wide`, { maxBatchTokens: 64 });
+      try {
+        const ids = Uint32Array.from({ length: 40 }, (_, i) => (i * 29 + 3) % 250 + 3);
+        const la = await a.logits(ids), lb = await b.logits(ids);
+        for (let j = 0; j < la.length; j++) {
+          assert.ok(Math.abs(la[j]! - lb[j]!) <= 1e-5, `${dtype} logit ${j}`);
+        }
+        assert.equal(a.facts.dtype, dtype === "F16" ? "float16" : "bfloat16");
+      } finally {
+        a.destroy();
+        b.destroy();
+      }
+    }
+  } finally {
+    await Deno.remove(base, { recursive: true });
+  }
+});

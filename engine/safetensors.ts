@@ -283,3 +283,18 @@ export async function writeSafetensors(
   }
   await Deno.writeFile(file, out);
 }
+
+/** f32 → IEEE half bits (round to nearest even), for writing f16 test copies. */
+export function toHalfBits(x: number): number {
+  const f = new Float32Array([x]);
+  const u = new Uint32Array(f.buffer)[0]!;
+  const sign = (u >>> 16) & 0x8000;
+  const exp = ((u >>> 23) & 0xff) - 127 + 15;
+  let mant = u & 0x7fffff;
+  if (exp <= 0) return sign; // values below 2^-14 flush to zero (fine for weights in tests)
+  if (exp >= 31) return sign | 0x7c00;
+  let half = sign | (exp << 10) | (mant >>> 13);
+  mant &= 0x1fff;
+  if (mant > 0x1000 || (mant === 0x1000 && (half & 1))) half++;
+  return half;
+}

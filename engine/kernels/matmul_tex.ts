@@ -38,6 +38,8 @@ export interface MatmulTexVariant {
   accumulate?: boolean;
   /** Write Y as texels of a write-only storage texture [rows, N/4] (N % 4 = 0; no bias or accumulate). */
   outTexture?: boolean;
+  /** Weight texels: "float" (rgba32float or rgba16float) or "bf16" (rg32uint, 4 bf16 packed, unpacked here). */
+  weights?: "float" | "bf16";
   shape: TexShape;
 }
 
@@ -79,6 +81,7 @@ export function matmulTex(rec: Recorder, args: MatmulTexArgs, v: MatmulTexVarian
     v.scale ?? "",
     v.accumulate ? "acc" : "",
     v.outTexture ? "outtex" : "",
+    v.weights === "bf16" ? "bf16" : "",
     `${s.wgx}x${s.wgy}x${s.tm}x${s.tn4}`,
   ].join(":");
   const p = pipeline(rec.ctx, key, () => wgsl(v));
@@ -110,7 +113,8 @@ function wgsl(v: MatmulTexVariant): string {
   let b = 4;
   const extra: string[] = [];
   const bind = (decl: string) => extra.push(`@group(0) @binding(${b++}) ${decl};`);
-  if (v.swiglu) bind("var wt3: texture_2d<f32>");
+  const wType = v.weights === "bf16" ? "texture_2d<u32>" : "texture_2d<f32>";
+  if (v.swiglu) bind(`var wt3: ${wType}`);
   if (v.bias) bind("var<storage, read> bias: array<f32>");
   if (v.scale) bind("var<storage, read> scale: array<f32>");
   if (v.grouped) bind("var<storage, read> tiles: array<u32>");
@@ -132,7 +136,7 @@ function wgsl(v: MatmulTexVariant): string {
   const loadW = (tex: string, pre: string) =>
     C.map((j) =>
       [0, 1, 2, 3].map((q) =>
-        `let ${pre}${q}_${j} = textureLoad(${tex}, vec2<u32>(c${j}, wrow + k + ${q}u), 0);`
+        `let ${pre}${q}_${j} = load_${tex}(vec2<u32>(c${j}, wrow + k + ${q}u));`
       ).join(" ")
     ).join("\n    ");
   const fma = (acc: string, pre: string) =>
@@ -158,13 +162,24 @@ function wgsl(v: MatmulTexVariant): string {
 struct Params { M: u32, N: u32, K: u32, a_row_offset: u32, y_stride: u32, y_col: u32, expert_base: u32, expert_count: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var at: texture_2d<f32>;
-@group(0) @binding(2) var wt: texture_2d<f32>;
+@group(0) @binding(2) var wt: ${wType};
 ${
     v.outTexture
       ? "@group(0) @binding(3) var yt: texture_storage_2d<rgba32float, write>;"
       : "@group(0) @binding(3) var<storage, read_write> y: array<f32>;"
   }
 ${extra.join("\n")}
+
+${
+    ["wt", ...(v.swiglu ? ["wt3"] : [])].map((t) =>
+      v.weights === "bf16"
+        ? `fn load_${t}(c: vec2<u32>) -> vec4<f32> {
+  let u = textureLoad(${t}, c, 0).xy;
+  return vec4<f32>(bitcast<f32>(u.x << 16u), bitcast<f32>(u.x & 0xffff0000u), bitcast<f32>(u.y << 16u), bitcast<f32>(u.y & 0xffff0000u));
+}`
+        : `fn load_${t}(c: vec2<u32>) -> vec4<f32> { return textureLoad(${t}, c, 0); }`
+    ).join("\n")
+  }
 
 ${
     v.outTexture && v.bias
