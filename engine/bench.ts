@@ -9,6 +9,10 @@
  *   prompt, loop on the GPU): 128 / (time with 128 new − time with 0 new).
  * Model: fixtures/models/tiny-moe when trained, else a random checkpoint of its
  * shape (Mixtral, 4 layers, hidden 192, 8 experts top-2, vocab 4096) in a temp dir.
+ * - where a decode step's GPU time goes (attention+router per layer, one active
+ *   expert, embedding+lm_head+sampling) and the host→device upload rate and
+ *   per-upload cost; `--calibrate FILE` writes these as a `simulate --hardware`
+ *   JSON (cache/timing.ts `Hardware`).
  * Target: prefill GFLOP/s ≥ 50% of the matmul's.
  */
 import type { BenchOptions } from "../bench/bench.ts";
@@ -19,6 +23,7 @@ import { matmulTex, PREFILL } from "./kernels/matmul_tex.ts";
 import { loadModel } from "./model.ts";
 import { writeRandomMixtral } from "./random_checkpoint.ts";
 import { Rng } from "../common/random.ts";
+import { writeFileAtomic } from "../common/atomic_write.ts";
 
 const TINY_MOE = new URL("../fixtures/models/tiny-moe/", import.meta.url).pathname;
 
@@ -64,6 +69,41 @@ export async function matmulGflops(
   }
 }
 
+/**
+ * Host → device upload rate (64 MiB writeBuffer, 4 times) and fixed cost per
+ * upload (64 writes of 4 KiB, minus one write's transfer time), on a fresh device.
+ */
+async function uploadBandwidth(): Promise<{ gbps: number; latencyUs: number }> {
+  const ctx = await createGpuContext();
+  try {
+    const big = new Uint8Array(64 << 20);
+    const buffer = ctx.pool.storage("upload bench", big.byteLength);
+    const sync = () => ctx.device.queue.onSubmittedWorkDone();
+    await sync();
+    const bigSeconds = await medianSeconds(3, async () => {
+      for (let i = 0; i < 4; i++) ctx.device.queue.writeBuffer(buffer, 0, big);
+      ctx.device.queue.submit([]);
+      await sync();
+    });
+    const syncSeconds = await medianSeconds(3, async () => {
+      ctx.device.queue.submit([]);
+      await sync();
+    });
+    const gbps = (4 * big.byteLength) / Math.max(1e-9, bigSeconds - syncSeconds) / 1e9;
+    const small = new Uint8Array(4096);
+    const smallSeconds = await medianSeconds(3, async () => {
+      for (let i = 0; i < 64; i++) ctx.device.queue.writeBuffer(buffer, i * 4096, small);
+      ctx.device.queue.submit([]);
+      await sync();
+    });
+    const perUpload = (smallSeconds - syncSeconds) / 64 - small.byteLength / (gbps * 1e9);
+    return { gbps, latencyUs: Math.max(0, perUpload * 1e6) };
+  } finally {
+    ctx.pool.releaseAll();
+    ctx.device.destroy();
+  }
+}
+
 export async function benchEngine(options: BenchOptions): Promise<void> {
   Deno.env.set("XDG_RUNTIME_DIR", Deno.env.get("XDG_RUNTIME_DIR") ?? "/tmp");
   let dir = TINY_MOE;
@@ -100,6 +140,16 @@ export async function benchEngine(options: BenchOptions): Promise<void> {
     await gen(8)();
     const gen0 = await medianSeconds(3, gen(0));
     const gen128 = await medianSeconds(3, gen(128));
+    // where a decode step's time goes (per-dispatch GPU timestamps), for the table and --calibrate
+    const step = await model.profile([prompt], "decode");
+    const section = (name: string) => step.sections.get(name) ?? 0;
+    const moeCount = model.facts.moe_layers.length;
+    const hardware = {
+      attention_ms_per_layer: section("layer") / model.facts.num_layers,
+      expert_ms: section("experts") / Math.max(1, moeCount * model.facts.top_k),
+      other_ms_per_token: section("other"),
+    };
+    const link = await uploadBandwidth();
     const routeGflops = model.flops(lengths, "route") / routeSeconds / 1e9;
     const logitsGflops = model.flops([512], "logits") / logitsSeconds / 1e9;
     model.destroy();
@@ -127,7 +177,35 @@ export async function benchEngine(options: BenchOptions): Promise<void> {
         value: 128 / Math.max(1e-9, gen128 - gen0),
         unit: "tokens/s",
       },
+      {
+        name: "decode step: attention+router per layer",
+        value: hardware.attention_ms_per_layer,
+        unit: "ms",
+      },
+      { name: "decode step: one active expert", value: hardware.expert_ms, unit: "ms" },
+      {
+        name: "decode step: embedding + lm_head + sampling",
+        value: hardware.other_ms_per_token,
+        unit: "ms",
+      },
+      { name: "host→device upload bandwidth", value: link.gbps, unit: "GB/s" },
+      { name: "host→device upload latency", value: link.latencyUs, unit: "µs" },
     ];
+    if (options.calibrate) {
+      const json = {
+        name: `calibrated-${mm.adapter.split(" ")[0]}`,
+        bandwidth_gb_s: Number(link.gbps.toPrecision(4)),
+        latency_us: Number(link.latencyUs.toPrecision(4)),
+        attention_ms_per_layer: Number(hardware.attention_ms_per_layer.toPrecision(4)),
+        expert_ms: Number(hardware.expert_ms.toPrecision(4)),
+        other_ms_per_token: Number(hardware.other_ms_per_token.toPrecision(4)),
+        source: `measured by moetrace bench engine --calibrate on ${mm.adapter}, ${
+          temp ? "a random tiny-moe-shaped checkpoint" : "fixtures/models/tiny-moe"
+        } (decode step timestamps; writeBuffer uploads), ${new Date().toISOString()}`,
+      };
+      await writeFileAtomic(options.calibrate, JSON.stringify(json, null, 2) + "\n");
+      if (!options.json) console.log(`wrote ${options.calibrate}`);
+    }
     printFigures(
       `bench engine: ${
         temp ? "random tiny-moe-shaped checkpoint" : "fixtures/models/tiny-moe"

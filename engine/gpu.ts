@@ -200,6 +200,7 @@ export type Binding = GPUBuffer | GPUTextureView;
 
 interface Dispatch {
   kind: "dispatch";
+  section: string;
   pipeline: GPUComputePipeline;
   buffers: Binding[];
   uniformOffset: number;
@@ -210,6 +211,7 @@ interface Dispatch {
 /** A buffer → texture copy between compute passes (activations read through the texture unit). */
 interface Copy {
   kind: "copy";
+  section: string;
   buffer: GPUBuffer;
   offset: number;
   bytesPerRow: number;
@@ -225,6 +227,8 @@ interface Copy {
  */
 export class Recorder {
   readonly ctx: GpuContext;
+  /** Label of the dispatches recorded from now on, for `profile()` (e.g. "layer", "experts"). */
+  section = "other";
   #dispatches: (Dispatch | Copy)[] = [];
   #arena = new ArrayBuffer(1 << 16);
   #used = 0;
@@ -271,6 +275,7 @@ export class Recorder {
     this.#used = offset + bytes;
     this.#dispatches.push({
       kind: "dispatch",
+      section: this.section,
       pipeline,
       buffers,
       uniformOffset: offset,
@@ -288,6 +293,7 @@ export class Recorder {
     if (rows === 0) return;
     this.#dispatches.push({
       kind: "copy",
+      section: this.section,
       buffer,
       offset: 0,
       bytesPerRow: width * 16,
@@ -351,7 +357,7 @@ export class Recorder {
    * timestamps around each; returns milliseconds per program name (cache key
    * up to its first ":"), copies included as "copy". Needs `timestamp-query`.
    */
-  async profile(): Promise<Map<string, number>> {
+  async profile(): Promise<{ kernels: Map<string, number>; sections: Map<string, number> }> {
     const device = this.ctx.device;
     const n = this.#dispatches.length;
     const querySet = device.createQuerySet({ type: "timestamp", count: 2 * n });
@@ -362,13 +368,11 @@ export class Recorder {
     const encoder = device.createCommandEncoder();
     this.#dispatches.forEach((d, i) => {
       if (d.kind === "copy") {
-        encoder.writeTimestamp?.(querySet, 2 * i);
         encoder.copyBufferToTexture(
           { buffer: d.buffer, offset: d.offset, bytesPerRow: d.bytesPerRow },
           { texture: d.texture },
           [d.width, d.rows],
         );
-        encoder.writeTimestamp?.(querySet, 2 * i + 1);
         return;
       }
       const pass = encoder.beginComputePass({
@@ -387,15 +391,18 @@ export class Recorder {
     device.queue.submit([encoder.finish()]);
     const [data] = await readBack(this.ctx, [{ buffer: resolve, bytes: 16 * n }]);
     const t = new BigUint64Array(data!);
-    const out = new Map<string, number>();
+    const kernels = new Map<string, number>(), sections = new Map<string, number>();
     this.#dispatches.forEach((d, i) => {
-      const name = d.kind === "copy" ? "copy" : d.pipeline.label.split(":").slice(0, 2).join(":");
-      const ms = Number(t[2 * i + 1]! - t[2 * i]!) / 1e6;
-      out.set(name, (out.get(name) ?? 0) + (ms > 0 ? ms : 0));
+      if (d.kind === "copy") return; // encoder timestamps around copies are not supported everywhere
+      const name = d.pipeline.label.split(":").slice(0, 2).join(":");
+      const ns = t[2 * i + 1]! - t[2 * i]!;
+      const ms = ns > 0n && ns < 10n ** 12n ? Number(ns) / 1e6 : 0;
+      kernels.set(name, (kernels.get(name) ?? 0) + ms);
+      sections.set(d.section, (sections.get(d.section) ?? 0) + ms);
     });
     querySet.destroy();
     resolve.destroy();
-    return out;
+    return { kernels, sections };
   }
 
   destroy(): void {

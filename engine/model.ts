@@ -114,8 +114,17 @@ export interface MoeModel {
   flops(lengths: number[], upTo: "route" | "logits"): number;
   /** Bytes of GPU buffers and textures this model holds (weights, run state, logs). */
   gpuBytes(): number;
-  /** GPU milliseconds per kernel of one `route` pass over these sequences (bench; needs timestamp-query). */
-  profileRoute(sequences: Uint32Array[]): Promise<Map<string, number>>;
+  /**
+   * GPU milliseconds per kernel and per section ("layer": norms, attention,
+   * routers, shared/dense FFN; "experts": grouping, routed experts, combine;
+   * "other": embedding, final norm, lm_head, sampling) of one `route` pass over
+   * these sequences, or of one decode step after them (bench, calibration;
+   * needs timestamp-query; each dispatch in its own pass, so slower than a run).
+   */
+  profile(
+    sequences: Uint32Array[],
+    mode: "route" | "decode",
+  ): Promise<{ kernels: Map<string, number>; sections: Map<string, number> }>;
   destroy(): void;
 }
 
@@ -694,6 +703,7 @@ function recordForward(
   const lastMoe = moe[moe.length - 1] ?? -1;
   const decode = T < 16;
 
+  rec.section = "other";
   for (const chunk of w.embed) {
     embedding(rec, {
       table: chunk.buffer,
@@ -708,6 +718,7 @@ function recordForward(
   }
   for (let l = 0; l < c.numLayers; l++) {
     const L = w.layers[l]!;
+    rec.section = "layer";
     // attention
     let xn = normInto(rec, s, { weight: L.attnNorm, rows: T, n: h, eps: c.rmsEps });
     let att: Act;
@@ -843,6 +854,7 @@ function recordForward(
       });
     }
     if (plan.logits === "none" && l === lastMoe) return; // nothing later changes a router decision
+    rec.section = "experts";
     const chunks = L.experts!;
     const texExperts = chunks[0]!.w1.view !== undefined && xn.view !== undefined;
     const tr = texExperts ? texTileRows(decode ? DECODE : PREFILL) : tileRows(decode ? 1 : 4);
@@ -929,6 +941,7 @@ function recordForward(
       }
     }
     if (L.shared) {
+      rec.section = "layer";
       const fs = c.sharedFfn;
       linear(rec, xn, L.shared.gate, { y: s.sharedGate, rows: T }, {}, decode);
       linear(
@@ -945,6 +958,7 @@ function recordForward(
         accumulate: true,
       }, decode);
     }
+    rec.section = "experts";
     moeCombine(rec, {
       y: texExperts ? s.expertOutTex! : s.expertOut,
       slotOf: s.slotOf,
@@ -955,6 +969,7 @@ function recordForward(
     });
   }
   if (plan.logits === "none") return;
+  rec.section = "other";
   const rows = plan.logits === "all" ? T : 1;
   const xn = normInto(rec, s, {
     weight: w.norm,
@@ -1318,13 +1333,16 @@ export async function loadModel(
     flops: (lengths, upTo) => forwardFlops(c, lengths, upTo),
     gpuBytes: () => ctx.pool.bytes,
 
-    async profileRoute(sequences) {
+    async profile(sequences, mode) {
       const total = sequences.reduce((a, b) => a + b.length, 0);
-      if (total > cap) throw new DataError(`Profiling takes at most ${cap} tokens, got ${total}.`);
-      const tokens = new Uint32Array(total);
+      if (total + 1 > cap) {
+        throw new DataError(`Profiling takes at most ${cap - 1} tokens, got ${total}.`);
+      }
+      const tokens = new Uint32Array(total + 1);
       const info: number[][] = [];
       let off = 0;
       for (const seq of sequences) {
+        checkTokens(seq);
         tokens.set(seq, off);
         for (let p = 0; p < seq.length; p++) info.push([p, off + p, off + p, off + p]);
         off += seq.length;
@@ -1332,15 +1350,31 @@ export async function loadModel(
       device.queue.writeBuffer(state.tokens, 0, tokens);
       writeInfo(info);
       const rec = new Recorder(ctx);
-      recordForward(rec, c, weights, state, {
-        tokens: total,
-        logits: "none",
+      const plan = { tokens: total, logits: "none" as const, probs: false, lookahead: 0 };
+      recordForward(rec, c, weights, state, plan);
+      rec.finish();
+      if (mode === "route") {
+        const out = await rec.profile();
+        rec.destroy();
+        return out;
+      }
+      // decode: the last sequence's next position, after a prefill of all of them
+      submit(rec);
+      const last = sequences[sequences.length - 1]!;
+      const pos = last.length, row = total;
+      device.queue.writeBuffer(state.info, 0, new Uint32Array([pos, row, row, row]));
+      const step = new Recorder(ctx);
+      recordForward(step, c, weights, state, {
+        tokens: 1,
+        logits: "last",
         probs: false,
         lookahead: 0,
+        sample: { temperature: 0, seed: 0 },
       });
-      rec.finish();
-      const out = await rec.profile();
+      step.finish();
+      const out = await step.profile();
       rec.destroy();
+      step.destroy();
       return out;
     },
 
