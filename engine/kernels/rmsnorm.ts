@@ -19,7 +19,7 @@ export interface RmsNormArgs {
 export function rmsnorm(rec: Recorder, a: RmsNormArgs): void {
   if (!(a.y instanceof GPUBuffer)) {
     if (a.n % 4 !== 0) throw new Error("rmsnorm: a texture output needs n % 4 = 0");
-    const p = pipeline(rec.ctx, "rmsnorm:tex", () => WGSL_TEX);
+    const p = pipeline(rec.ctx, `rmsnorm:tex:n${a.n}`, () => wgslTex(a.n / 4));
     rec.dispatch(p, [a.rows, a.n / 4, a.inRowOffset ?? 0, { f32: a.eps }], [a.x, a.weight, a.y], [
       Math.ceil(a.rows / 64),
     ]);
@@ -51,7 +51,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 }
 `;
 
-const WGSL_TEX = /* wgsl */ `
+/** The texture variant reads each row once into registers/private memory (n compiled in). */
+function wgslTex(n4: number): string {
+  return /* wgsl */ `
+const N4 = ${n4}u;
 struct Params { rows: u32, n4: u32, in_offset: u32, eps: f32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
@@ -62,10 +65,12 @@ struct Params { rows: u32, n4: u32, in_offset: u32, eps: f32 }
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let r = gid.x;
   if (r >= p.rows) { return; }
-  let src = (p.in_offset + r) * p.n4;
+  let src = (p.in_offset + r) * N4;
+  var row: array<vec4<f32>, N4>;
   var ss = vec4<f32>(0.0);
-  for (var i = 0u; i < p.n4; i++) { let v = x[src + i]; ss += v * v; }
-  let inv = inverseSqrt((ss.x + ss.y + ss.z + ss.w) / f32(p.n4 * 4u) + p.eps);
-  for (var i = 0u; i < p.n4; i++) { textureStore(y, vec2<u32>(i, r), w[i] * (x[src + i] * inv)); }
+  for (var i = 0u; i < N4; i++) { let v = x[src + i]; row[i] = v; ss += v * v; }
+  let inv = inverseSqrt((ss.x + ss.y + ss.z + ss.w) / f32(N4 * 4u) + p.eps);
+  for (var i = 0u; i < N4; i++) { textureStore(y, vec2<u32>(i, r), w[i] * (row[i] * inv)); }
 }
 `;
+}
