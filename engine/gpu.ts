@@ -21,6 +21,8 @@ export interface GpuContext {
   readonly hasF16: boolean;
   /** Adapter description, for benchmark output. */
   readonly adapterName: string;
+  /** Counters: mapAsync readbacks so far (each costs ~10 ms on lavapipe). */
+  readonly stats: { readbacks: number };
   /** Whether kernels may read through textures (default true; false forces the storage-buffer kernels, for tests). */
   readonly textures: boolean;
 }
@@ -76,6 +78,7 @@ export async function createGpuContext(options: { textures?: boolean } = {}): Pr
     hasF16,
     adapterName: info?.description || info?.vendor || "unknown adapter",
     textures: options.textures ?? true,
+    stats: { readbacks: 0 },
   };
 }
 
@@ -436,6 +439,7 @@ export async function readBack(
     if (bytes > 0) encoder.copyBufferToBuffer(p.buffer, p.offset ?? 0, staging, offsets[i]!, bytes);
   });
   device.queue.submit([encoder.finish()]);
+  ctx.stats.readbacks++;
   await staging.mapAsync(GPUMapMode.READ);
   const mapped = staging.getMappedRange();
   const out = parts.map((p, i) => mapped.slice(offsets[i]!, offsets[i]! + p.bytes));

@@ -114,6 +114,8 @@ export interface MoeModel {
   flops(lengths: number[], upTo: "route" | "logits"): number;
   /** Bytes of GPU buffers and textures this model holds (weights, run state, logs). */
   gpuBytes(): number;
+  /** GPU → CPU readbacks (mapAsync) since loading: one per route pass, one per generate call (+1 per 32 tokens with stopIds). */
+  readbacks(): number;
   /**
    * GPU milliseconds per kernel and per section ("layer": norms, attention,
    * routers, shared/dense FFN; "experts": grouping, routed experts, combine;
@@ -1129,7 +1131,13 @@ export async function loadModel(
     device.queue.writeBuffer(state.info, 0, info);
   };
   /** Reads log rows [0, T) and splits them at the given row counts. */
-  const readLogs = async (T: number, o: RouteOptions, counts: number[]): Promise<RouterLog[]> => {
+  /** Reads log rows [0, T) split at `counts`, plus the first `tokens` token ids, in one readback. */
+  const readLogs = async (
+    T: number,
+    o: RouteOptions,
+    counts: number[],
+    tokens = 0,
+  ): Promise<{ logs: RouterLog[]; ids: Uint32Array }> => {
     const D = o.lookahead;
     const parts = [
       { buffer: state.logExperts, bytes: T * M * k * 4 },
@@ -1137,7 +1145,9 @@ export async function loadModel(
     ];
     if (o.probs) parts.push({ buffer: state.logProbs!, bytes: T * M * E * 4 });
     if (D > 0) parts.push({ buffer: state.logSpec!, bytes: T * M * D * k * 4 });
+    parts.push({ buffer: state.tokens, bytes: tokens * 4 });
     const data = await readBack(ctx, parts);
+    const ids = new Uint32Array(data[data.length - 1]!);
     const experts = new Uint32Array(data[0]!);
     const weightsAll = new Float32Array(data[1]!);
     const probs = o.probs ? new Float32Array(data[2]!) : null;
@@ -1166,7 +1176,7 @@ export async function loadModel(
       logs.push(log);
       row += n;
     }
-    return logs;
+    return { logs, ids };
   };
   const checkTokens = (seq: Uint32Array) => {
     for (const id of seq) {
@@ -1233,7 +1243,7 @@ export async function loadModel(
         });
         rec.finish();
         submit(rec);
-        out.push(...await readLogs(total, o, batch.map((b) => b.length)));
+        out.push(...(await readLogs(total, o, batch.map((b) => b.length))).logs);
         rec.destroy();
       }
       return out;
@@ -1320,18 +1330,26 @@ export async function loadModel(
           }
         }
       }
-      const [ids] = await readBack(ctx, [{ buffer: state.tokens, bytes: (P + produced) * 4 }]);
-      const tokens = new Uint32Array(ids!);
+      // one readback: every row's log and the tokens; cut at the first stop token
+      const rows = P + produced;
+      const { logs: [full], ids: tokens } = await readLogs(rows, o, [rows], rows);
       const hit = tokens.subarray(P).findIndex((id) => stops.has(id));
       if (hit >= 0) end = Math.min(end, P + hit + 1);
-      const [log] = await readLogs(end, o, [end]);
+      end = Math.min(end, rows);
+      const log: RouterLog = {
+        experts: full!.experts.slice(0, end * M * k),
+        weights: full!.weights.slice(0, end * M * k),
+      };
+      if (full!.probs) log.probs = full!.probs.slice(0, end * M * E);
+      if (full!.spec) log.spec = full!.spec.slice(0, end * M * o.lookahead * k);
       prefill.destroy();
       decode.destroy();
-      return { tokens: tokens.slice(0, end), promptLength: P, log: log! };
+      return { tokens: tokens.slice(0, end), promptLength: P, log };
     },
 
     flops: (lengths, upTo) => forwardFlops(c, lengths, upTo),
     gpuBytes: () => ctx.pool.bytes,
+    readbacks: () => ctx.stats.readbacks,
 
     async profile(sequences, mode) {
       const total = sequences.reduce((a, b) => a + b.length, 0);

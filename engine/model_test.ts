@@ -32,7 +32,9 @@ Deno.test("texture and storage kernels agree on a tiny-moe-shaped checkpoint", a
       const docs = [40, 7, 90].map((n, d) =>
         Uint32Array.from({ length: n }, (_, i) => (i * 37 + d * 11 + 5) % 509 + 3)
       );
+      const before = tex.readbacks();
       const a = await tex.route(docs, { probs: true, lookahead: 2 });
+      assert.equal(tex.readbacks() - before, 1, "one readback per route call");
       const b = await buf.route(docs, { probs: true, lookahead: 2 });
       const alone = await tex.route([docs[2]!], { probs: true, lookahead: 2 });
       for (let i = 0; i < docs.length; i++) {
@@ -48,7 +50,14 @@ Deno.test("texture and storage kernels agree on a tiny-moe-shaped checkpoint", a
         assert.ok(Math.abs(la[j]! - lb[j]!) <= 1e-4 * Math.max(1, Math.abs(lb[j]!)), `logit ${j}`);
       }
       const opts = { maxNewTokens: 24, temperature: 0, seed: 0, probs: false, lookahead: 1 };
-      const ga = await tex.generate(docs[1]!, opts), gb = await buf.generate(docs[1]!, opts);
+      const beforeGen = tex.readbacks();
+      const ga = await tex.generate(docs[1]!, opts);
+      assert.equal(
+        tex.readbacks() - beforeGen,
+        1,
+        "generate reads back tokens and router log together once, not per token",
+      );
+      const gb = await buf.generate(docs[1]!, opts);
       assert.deepEqual(Array.from(ga.tokens), Array.from(gb.tokens));
       assert.deepEqual(Array.from(ga.log.experts), Array.from(gb.log.experts));
       const [forced] = await tex.route([ga.tokens], { probs: false, lookahead: 1 });
