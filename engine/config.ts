@@ -60,6 +60,16 @@ export interface ModelConfig {
   readonly eosIds: readonly number[];
 }
 
+/** Largest accepted value per config.json size field (others: 2^24). */
+const LIMITS: Record<string, number> = {
+  num_hidden_layers: 1024,
+  hidden_size: 65536,
+  num_attention_heads: 1024,
+  num_key_value_heads: 1024,
+  max_position_embeddings: 1 << 24,
+  vocab_size: 1 << 22,
+};
+
 export function parseConfig(raw: unknown, file: string): ModelConfig {
   if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
     throw new DataError(`${file} is not a JSON object.`);
@@ -74,12 +84,16 @@ export function parseConfig(raw: unknown, file: string): ModelConfig {
     );
   }
   const f = family as Family;
-  const int = (key: string, fallback?: number): number => {
+  // Sizes are bounded before anything is allocated from them: a config that
+  // claims 10^300 layers is refused here, not by an out-of-memory crash.
+  const int = (key: string, fallback?: number, max = LIMITS[key] ?? 1 << 24): number => {
     const v = c[key];
     if ((v === undefined || v === null) && fallback !== undefined) return fallback;
-    if (typeof v !== "number" || !Number.isInteger(v) || v <= 0) {
+    if (typeof v !== "number" || !Number.isInteger(v) || v <= 0 || v > max) {
       throw new DataError(
-        `Field ${key} in ${file} is ${JSON.stringify(v)}, expected a positive integer.`,
+        `Field ${key} in ${file} is ${
+          JSON.stringify(v)
+        }, expected a positive integer of at most ${max}.`,
       );
     }
     return v;

@@ -35,18 +35,29 @@ export class TextTokenizer {
   static async load(dir: string): Promise<TextTokenizer> {
     const json = await readJson(`${dir}/tokenizer.json`, true);
     const config = (await readJson(`${dir}/tokenizer_config.json`, false)) ?? {};
+    checkModel(json.model, `${dir}/tokenizer.json`);
+    let tokenizer: TextTokenizer;
     try {
-      return new TextTokenizer(dir, new Tokenizer(json, config), config);
+      tokenizer = new TextTokenizer(dir, new Tokenizer(json, config), config);
     } catch (error) {
       throw new DataError(`${dir}/tokenizer.json cannot be loaded: ${messageOf(error)}.`);
     }
+    // A file that parses may still fail on the first text: find out now.
+    tokenizer.encode("Probe: The router sends 12 tokens.\n");
+    return tokenizer;
   }
 
   /** Token ids of `text`; with `addSpecialTokens` (default true) the BOS the tokenizer adds. */
   encode(text: string, addSpecialTokens = true): Uint32Array {
-    return Uint32Array.from(
-      this.#tokenizer.encode(text, { add_special_tokens: addSpecialTokens }).ids,
-    );
+    try {
+      return Uint32Array.from(
+        this.#tokenizer.encode(text, { add_special_tokens: addSpecialTokens }).ids,
+      );
+    } catch (error) {
+      throw new DataError(
+        `${this.#dir}/tokenizer.json cannot encode text: ${messageOf(error).replace(/\.$/, "")}.`,
+      );
+    }
   }
 
   decode(ids: ArrayLike<number>): string {
@@ -111,6 +122,47 @@ export class TextTokenizer {
       clearTimeout(timer);
       worker.terminate();
     }
+  }
+}
+
+/** The vocabulary and merges of a BPE model have the types the library assumes. */
+function checkModel(model: unknown, where: string): void {
+  if (typeof model !== "object" || model === null || Array.isArray(model)) {
+    throw new DataError(`${where} field "model" must be an object.`);
+  }
+  const { vocab, merges } = model as { vocab?: unknown; merges?: unknown };
+  if (vocab !== undefined) {
+    const entries = Array.isArray(vocab) ? vocab.map((v, i) => [i, v]) : Object.entries(vocab ?? 0);
+    if (typeof vocab !== "object" || vocab === null || entries.length === 0) {
+      throw new DataError(`${where} field "model.vocab" must be a non-empty object or list.`);
+    }
+    if (!Array.isArray(vocab)) {
+      for (const [piece, id] of entries) {
+        if (!Number.isInteger(id) || (id as number) < 0) {
+          throw new DataError(
+            `${where} field "model.vocab" maps ${JSON.stringify(piece)} to ${
+              JSON.stringify(id)
+            }, expected a token id.`,
+          );
+        }
+      }
+    }
+  }
+  if (merges !== undefined) {
+    if (!Array.isArray(merges)) {
+      throw new DataError(`${where} field "model.merges" must be a list.`);
+    }
+    merges.forEach((m, i) => {
+      const ok = typeof m === "string" ||
+        (Array.isArray(m) && m.length === 2 && m.every((p) => typeof p === "string"));
+      if (!ok) {
+        throw new DataError(
+          `${where} field "model.merges[${i}]" must be "a b" or ["a", "b"], got ${
+            JSON.stringify(m)
+          }.`,
+        );
+      }
+    });
   }
 }
 

@@ -41,7 +41,7 @@ export async function fuzz(
   options: { cases: number; seed: number; caseMs?: number },
 ): Promise<FuzzResult> {
   const rng = new Rng(options.seed);
-  const bound = options.caseMs ?? 2000;
+  const bound = options.caseMs ?? 5000;
   const result: FuzzResult = {
     target: target.name,
     cases: 0,
