@@ -170,11 +170,25 @@ Deno.test("a config that disagrees with the weights", async () => {
 });
 
 Deno.test("a config field of the wrong type", async () => {
-  await expectError(async (dir) => {
-    const config = JSON.parse(await Deno.readTextFile(`${dir}/config.json`));
-    config.num_local_experts = "six";
-    await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify(config));
-  }, /^Field num_local_experts in .*config\.json is "six", expected a positive integer\.$/);
+  await expectError(
+    async (dir) => {
+      const config = JSON.parse(await Deno.readTextFile(`${dir}/config.json`));
+      config.num_local_experts = "six";
+      await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify(config));
+    },
+    /^Field num_local_experts in .*config\.json is "six", expected a positive integer of at most \d+\.$/,
+  );
+});
+
+Deno.test("an absurd size is refused before anything is allocated", async () => {
+  await expectError(
+    async (dir) => {
+      const config = JSON.parse(await Deno.readTextFile(`${dir}/config.json`));
+      config.num_hidden_layers = 1e300;
+      await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify(config));
+    },
+    /^Field num_hidden_layers in .*config\.json is 1e\+300, expected a positive integer of at most 1024\.$/,
+  );
 });
 
 Deno.test("an unsupported family", async () => {
