@@ -150,6 +150,7 @@ export async function benchEngine(options: BenchOptions): Promise<void> {
       other_ms_per_token: section("other"),
     };
     const link = await uploadBandwidth();
+    const gpuMiB = model.gpuBytes() / 2 ** 20;
     const routeGflops = model.flops(lengths, "route") / routeSeconds / 1e9;
     const logitsGflops = model.flops([512], "logits") / logitsSeconds / 1e9;
     model.destroy();
@@ -188,6 +189,7 @@ export async function benchEngine(options: BenchOptions): Promise<void> {
         value: hardware.other_ms_per_token,
         unit: "ms",
       },
+      { name: "GPU memory (weights + 2048-token run state)", value: gpuMiB, unit: "MiB" },
       { name: "host→device upload bandwidth", value: link.gbps, unit: "GB/s" },
       { name: "host→device upload latency", value: link.latencyUs, unit: "µs" },
     ];
