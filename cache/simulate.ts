@@ -179,6 +179,20 @@ export async function simulateSettings(
   };
 }
 
+/** Most capacities `auto` sweeps; LRU still gets every capacity in miss_ratio_curve.csv. */
+export const AUTO_CAPACITIES = 16;
+
+/** k..E per layer, or when that is more than AUTO_CAPACITIES values, that many evenly spaced ones from k to E. */
+export function autoCapacities(k: number, E: number): number[] {
+  const n = E - k + 1;
+  if (n <= AUTO_CAPACITIES) return Array.from({ length: n }, (_, i) => k + i);
+  const values = new Set<number>();
+  for (let i = 0; i < AUTO_CAPACITIES; i++) {
+    values.add(Math.round(k + (i * (E - k)) / (AUTO_CAPACITIES - 1)));
+  }
+  return [...values].sort((a, b) => a - b);
+}
+
 /** Resolves `auto` and checks every capacity against the model. */
 export function resolveCapacities(
   specs: CapacitySpec[] | "auto",
@@ -189,8 +203,8 @@ export function resolveCapacities(
   const M = manifest.model.moe_layers.length;
   const scale = settings.budget === "global" ? M : 1;
   if (specs === "auto") {
-    return Array.from({ length: E - k + 1 }, (_, i) => {
-      const experts = (k + i) * scale;
+    return autoCapacities(k, E).map((c) => {
+      const experts = c * scale;
       return { kind: "experts" as const, experts, text: String(experts) };
     });
   }

@@ -87,7 +87,9 @@ dtypes ${settings.dtypes.map((d) => d.name).join(", ")}; hardware ${
   all layers, evictions may cross layers. A byte capacity (\`24GiB\`) is turned
   into experts of the run's dtype: floor(bytes / expert bytes) in all, split
   equally over the layers for a per-layer budget. \`auto\` means every capacity
-  k..E per layer (global: M·k..M·E in steps of M). A capacity above E per
+  k..E per layer (global: M·k..M·E in steps of M), or 16 evenly spaced
+  values from k to E when there are more (the LRU miss-ratio curve still has
+  every capacity). A capacity above E per
   layer (M·E in all) holds everything and is reported as E (M·E), with the
   value asked for in \`capacity_spec\`.
 - **Policies** (one file each in \`cache/policies/\`):

@@ -2,7 +2,13 @@ import { deepStrictEqual as assertEquals, ok, rejects } from "node:assert";
 import { parse } from "csv-parse/sync";
 import { writeSyntheticTrace } from "../engine/synthetic_trace.ts";
 import { UsageError } from "../common/errors.ts";
-import { ACCURACY_COLUMNS, MRC_COLUMNS, simulateCommand, SIMULATION_COLUMNS } from "./simulate.ts";
+import {
+  ACCURACY_COLUMNS,
+  autoCapacities,
+  MRC_COLUMNS,
+  simulateCommand,
+  SIMULATION_COLUMNS,
+} from "./simulate.ts";
 
 const dir = await Deno.makeTempDir({ prefix: "moetrace-simulate-test-" });
 const trace = `${dir}/trace`;
@@ -157,4 +163,28 @@ Deno.test("simulate names the bad flag and value", async () => {
     },
   );
   await rejects(run({ prefetch: ["speculative:2"] }), /--lookahead 2 or more/);
+});
+
+Deno.test("auto capacities: every one up to 16 values, then 16 evenly spaced", () => {
+  assertEquals(autoCapacities(2, 8), [2, 3, 4, 5, 6, 7, 8]);
+  assertEquals(autoCapacities(1, 16), Array.from({ length: 16 }, (_, i) => i + 1));
+  // OLMoE: k = 8 of E = 64.
+  assertEquals(autoCapacities(8, 64), [
+    8,
+    12,
+    15,
+    19,
+    23,
+    27,
+    30,
+    34,
+    38,
+    42,
+    45,
+    49,
+    53,
+    57,
+    60,
+    64,
+  ]);
 });
