@@ -12,7 +12,7 @@ import type { AccessTrace } from "./access_trace.ts";
 import { type Budget, type CacheStats, ExpertCache } from "./expert_cache.ts";
 import type { CachePolicy } from "./policy.ts";
 import type { Prefetcher } from "./prefetch/prefetcher.ts";
-import { type StepCosts, TimingModel } from "./timing.ts";
+import { OracleShadow, type StepCosts, TimingModel } from "./timing.ts";
 
 /** Prediction quality per target layer and lookahead, counted against the trace. */
 export interface PrefetchAccuracy {
@@ -65,22 +65,13 @@ export function replay(trace: AccessTrace, options: ReplayOptions): ReplayResult
     : null;
   const out = new Uint16Array(Math.max(k, 1));
   const nTimings = timings.length;
-  // Oracle shadow: with a per-layer budget the oracle's cache evolves exactly
-  // like the cache without prefetch (each layer's cache is only touched by
-  // its own accesses and by the prefetch of exactly those experts just
-  // before), so its uploads at step s are the misses of step s + 1 here,
-  // issued one step early. Each shadow step is taken once the next step's
-  // misses are known.
-  const shadows = (options.oracleCosts ?? []).map((c) =>
-    new TimingModel(c, { layers: M, experts: E })
-  );
-  if (shadows.length > 0 && (pf !== null || options.budget !== "per-layer")) {
+  // Oracle timing derived from this replay's misses (see OracleShadow).
+  const shadow = options.oracleCosts && options.oracleCosts.length > 0
+    ? new OracleShadow(options.oracleCosts, { layers: M, experts: E, topK: k })
+    : null;
+  if (shadow !== null && (pf !== null || options.budget !== "per-layer")) {
     throw new RangeError("oracle shadows need a per-layer replay without prefetch.");
   }
-  const nShadows = shadows.length;
-  const previous = new Int32Array(Math.max(k, 1));
-  let previousCount = 0;
-  const nothing = new Int32Array(0);
   for (let t = 0; t < T; t++) {
     for (let l = 0; l < M; l++) {
       const offset = (t * M + l) * k;
@@ -109,55 +100,18 @@ export function replay(trace: AccessTrace, options: ReplayOptions): ReplayResult
         }
       }
       for (let i = 0; i < nTimings; i++) timings[i]!.step(l, cache, chosen, offset, k);
-      if (nShadows > 0) {
-        if (t > 0 || l > 0) {
-          // The previous step: demand loads only at the very first step; its
-          // prefetches are this step's misses; it used what was prefetched for it.
-          const first = t === 0 && l === 1 || (M === 1 && t === 1 && l === 0);
-          const pl = l === 0 ? M - 1 : l - 1;
-          const pOffset = offset - k;
-          for (let i = 0; i < nShadows; i++) {
-            const shadow = shadows[i]!;
-            shadow.stepWith(
-              pl,
-              first ? previous : nothing,
-              first ? previousCount : 0,
-              cache.missKeys,
-              cache.missCount,
-              first ? nothing : previous,
-              first ? 0 : previousCount,
-              chosen,
-              pOffset,
-              k,
-            );
-            if (pl === M - 1) shadow.endToken();
-          }
-        }
-        previousCount = cache.missCount;
-        for (let i = 0; i < previousCount; i++) previous[i] = cache.missKeys[i]!;
-      }
+      if (shadow !== null) shadow.push(cache.missKeys, cache.missCount, chosen);
     }
     for (let i = 0; i < nTimings; i++) timings[i]!.endToken();
   }
-  if (nShadows > 0 && T > 0) {
-    const first = T === 1 && M === 1;
-    for (const shadow of shadows) {
-      shadow.stepWith(
-        M - 1,
-        first ? previous : nothing,
-        first ? previousCount : 0,
-        nothing,
-        0,
-        first ? nothing : previous,
-        first ? 0 : previousCount,
-        chosen,
-        (T * M - 1) * k,
-        k,
-      );
-      shadow.endToken();
-    }
-  }
-  return { stats: cache.stats, timings, oracleTimings: shadows, accuracy, tokens: T };
+  if (shadow !== null) shadow.finish(chosen);
+  return {
+    stats: cache.stats,
+    timings,
+    oracleTimings: shadow ? shadow.timings : [],
+    accuracy,
+    tokens: T,
+  };
 }
 
 /**

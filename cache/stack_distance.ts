@@ -16,6 +16,7 @@
  */
 import type { AccessTrace } from "./access_trace.ts";
 import type { Budget } from "./expert_cache.ts";
+import { OracleShadow, type StepCosts, type TimingModel } from "./timing.ts";
 
 export interface StackDistances {
   /** Keys per partition: the largest finite distance. */
@@ -28,7 +29,21 @@ export interface StackDistances {
   accesses: Float64Array;
 }
 
-export function lruStackDistances(trace: AccessTrace, budget: Budget): StackDistances {
+/**
+ * Oracle-prefetch timings for LRU at some capacities (per-layer budget only),
+ * computed in the same pass from each step's misses (see OracleShadow).
+ */
+export interface StackOracle {
+  capacities: number[];
+  /** One list of costs per capacity. */
+  costs: StepCosts[][];
+}
+
+export function lruStackDistances(
+  trace: AccessTrace,
+  budget: Budget,
+  oracle?: StackOracle,
+): StackDistances & { oracleTimings: TimingModel[][] } {
   const { layers: M, experts: E, topK: k, chosen, tokens: T } = trace;
   const keys = M * E;
   const P = budget === "global" ? keys : E;
@@ -43,6 +58,14 @@ export function lruStackDistances(trace: AccessTrace, budget: Budget): StackDist
   const cold = new Float64Array(M);
   const accesses = new Float64Array(M);
   const depths = new Int32Array(k);
+  if (oracle && oracle.capacities.length > 0 && budget !== "per-layer") {
+    throw new RangeError("oracle timings from stack distances need a per-layer budget.");
+  }
+  const shadows = (oracle?.capacities ?? []).map((_, i) =>
+    new OracleShadow(oracle!.costs[i]!, { layers: M, experts: E, topK: k })
+  );
+  const shadowCapacities = oracle?.capacities ?? [];
+  const misses = new Int32Array(k);
 
   const add = (p: number, i: number, v: number) => {
     const base = p * (W + 1);
@@ -91,9 +114,25 @@ export function lruStackDistances(trace: AccessTrace, budget: Budget): StackDist
         else histogram[l * width + d]!++;
       }
       accesses[l]! += k;
+      for (let s = 0; s < shadows.length; s++) {
+        const c = shadowCapacities[s]!;
+        let n = 0;
+        for (let j = 0; j < k; j++) {
+          const d = depths[j]!;
+          if (d === 0 || d > c) misses[n++] = base + chosen[offset + j]!;
+        }
+        shadows[s]!.push(misses, n, chosen);
+      }
     }
   }
-  return { maxDistance: P, histogram, cold, accesses };
+  for (const shadow of shadows) shadow.finish(chosen);
+  return {
+    maxDistance: P,
+    histogram,
+    cold,
+    accesses,
+    oracleTimings: shadows.map((shadow) => shadow.timings),
+  };
 }
 
 /** Hits of layer l's accesses in an LRU cache of capacity c (per partition). */

@@ -248,22 +248,35 @@ export async function runSweep(
       }
     }
   }
-  const stackDistances = lruStackDistances(trace, settings.budget);
   const all = [...jobs.values()];
   const costsOf = (targets: Target[]) => targets.map((t) => stepCosts(t.hardware, t.dtype, model));
+  // LRU without prefetch: every capacity from the stack distances, and with a
+  // per-layer budget the oracle timings from the same pass.
+  const fromStack = (job: Job) => job.run === "lru" && job.prefetch.kind === "none";
+  const stackJobs = all.filter((job) => fromStack(job) && job.oracleTargets.length > 0);
+  const stackDistances = lruStackDistances(trace, settings.budget, {
+    capacities: stackJobs.map((job) => job.capacity),
+    costs: stackJobs.map((job) => costsOf(job.oracleTargets)),
+  });
   const results = new Map<number, JobResult>();
-  // LRU without prefetch (and no oracle to derive): every capacity from the stack distances.
   const replayed: JobSpec[] = [];
   const accuracyWanted = new Set<string>();
   for (const job of all) {
-    if (job.run === "lru" && job.prefetch.kind === "none" && job.oracleTargets.length === 0) {
+    if (fromStack(job)) {
       const stats = lruStatsFromStack(stackDistances, job.capacity, M);
+      const s = stackJobs.indexOf(job);
+      const timing = (t: TimingModel): JobTiming => ({
+        late: t.late,
+        stallMs: t.stallMs,
+        layerMs: t.layerMs,
+        totalMs: t.now,
+      });
       results.set(job.id, {
         id: job.id,
         stats,
         timings: costsOf(job.targets).map((c) => noPrefetchTiming(stats, c, trace)),
         accuracy: null,
-        oracleTimings: [],
+        oracleTimings: s >= 0 ? stackDistances.oracleTimings[s]!.map(timing) : [],
       });
     } else {
       const accuracy = job.prefetch.kind !== "none" && !accuracyWanted.has(job.prefetch.name);

@@ -415,3 +415,69 @@ export class TimingModel {
     this.tokens++;
   }
 }
+
+/**
+ * Timing of the oracle prefetcher derived from the misses of a per-layer cache
+ * without prefetch. With a per-layer budget the oracle's cache evolves exactly
+ * like that cache (each layer's cache is only touched by its own accesses and,
+ * just before them, by the prefetch of exactly those experts), so its uploads
+ * at step s are the misses of step s + 1, issued one step early; only the very
+ * first step loads on demand. Feed every step's misses in order with `push`,
+ * then call `finish`.
+ */
+export class OracleShadow {
+  readonly timings: TimingModel[];
+  #layers: number;
+  #topK: number;
+  #previous: Int32Array;
+  #previousCount = 0;
+  #steps = 0;
+  #nothing = new Int32Array(0);
+
+  constructor(
+    costs: readonly StepCosts[],
+    shape: { layers: number; experts: number; topK: number },
+  ) {
+    this.timings = costs.map((c) => new TimingModel(c, shape));
+    this.#layers = shape.layers;
+    this.#topK = shape.topK;
+    this.#previous = new Int32Array(shape.layers * shape.experts);
+  }
+
+  /** The misses of the next step (the one after the last pushed), in order. */
+  push(misses: Int32Array, count: number, chosen: ArrayLike<number>): void {
+    if (this.#steps > 0) this.#advance(misses, count, chosen);
+    this.#previousCount = count;
+    for (let i = 0; i < count; i++) this.#previous[i] = misses[i]!;
+    this.#steps++;
+  }
+
+  /** Takes the last step (nothing left to prefetch). */
+  finish(chosen: ArrayLike<number>): void {
+    if (this.#steps > 0) this.#advance(this.#nothing, 0, chosen);
+  }
+
+  /** Takes step #steps − 1, whose prefetches are `issued`. */
+  #advance(issued: Int32Array, issuedCount: number, chosen: ArrayLike<number>): void {
+    const step = this.#steps - 1;
+    const layer = step % this.#layers;
+    const first = step === 0;
+    const previous = this.#previous;
+    const nothing = this.#nothing;
+    for (const timing of this.timings) {
+      timing.stepWith(
+        layer,
+        first ? previous : nothing,
+        first ? this.#previousCount : 0,
+        issued,
+        issuedCount,
+        first ? nothing : previous,
+        first ? 0 : this.#previousCount,
+        chosen,
+        step * this.#topK,
+        this.#topK,
+      );
+      if (layer === this.#layers - 1) timing.endToken();
+    }
+  }
+}
