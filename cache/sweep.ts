@@ -251,51 +251,65 @@ export async function runSweep(
   const all = [...jobs.values()];
   const costsOf = (targets: Target[]) => targets.map((t) => stepCosts(t.hardware, t.dtype, model));
   // LRU without prefetch: every capacity from the stack distances, and with a
-  // per-layer budget the oracle timings from the same pass.
+  // per-layer budget the oracle timings from the same pass. Everything else
+  // is replayed, in workers started before that pass so they overlap with it.
   const fromStack = (job: Job) => job.run === "lru" && job.prefetch.kind === "none";
+  const results = new Map<number, JobResult>();
+  const replayed: JobSpec[] = [];
+  const accuracyWanted = new Set<string>();
+  for (const job of all) {
+    if (fromStack(job)) continue;
+    const accuracy = job.prefetch.kind !== "none" && !accuracyWanted.has(job.prefetch.name);
+    if (accuracy) accuracyWanted.add(job.prefetch.name);
+    replayed.push({
+      id: job.id,
+      run: job.run,
+      capacity: job.capacity,
+      prefetch: job.prefetch,
+      costs: costsOf(job.targets),
+      oracleCosts: costsOf(job.oracleTargets),
+      accuracy,
+    });
+  }
+  let done = 0;
+  const progress = () => sweepOptions.onProgress?.(done, all.length);
+  const context: JobContext = { trace, budget: settings.budget, seed: settings.seed };
+  const workers = Math.min(sweepOptions.workers ?? 2, replayed.length);
+  const running = workers <= 0 ? Promise.resolve() : Promise.all(
+    assignToWorkers(replayed, workers).map((group) =>
+      runInWorker({ context, jobs: group }, (result) => {
+        results.set(result.id, result);
+        done++;
+        progress();
+      })
+    ),
+  );
+
   const stackJobs = all.filter((job) => fromStack(job) && job.oracleTargets.length > 0);
   const stackDistances = lruStackDistances(trace, settings.budget, {
     capacities: stackJobs.map((job) => job.capacity),
     costs: stackJobs.map((job) => costsOf(job.oracleTargets)),
   });
-  const results = new Map<number, JobResult>();
-  const replayed: JobSpec[] = [];
-  const accuracyWanted = new Set<string>();
+  const timing = (t: TimingModel): JobTiming => ({
+    late: t.late,
+    stallMs: t.stallMs,
+    layerMs: t.layerMs,
+    totalMs: t.now,
+  });
   for (const job of all) {
-    if (fromStack(job)) {
-      const stats = lruStatsFromStack(stackDistances, job.capacity, M);
-      const s = stackJobs.indexOf(job);
-      const timing = (t: TimingModel): JobTiming => ({
-        late: t.late,
-        stallMs: t.stallMs,
-        layerMs: t.layerMs,
-        totalMs: t.now,
-      });
-      results.set(job.id, {
-        id: job.id,
-        stats,
-        timings: costsOf(job.targets).map((c) => noPrefetchTiming(stats, c, trace)),
-        accuracy: null,
-        oracleTimings: s >= 0 ? stackDistances.oracleTimings[s]!.map(timing) : [],
-      });
-    } else {
-      const accuracy = job.prefetch.kind !== "none" && !accuracyWanted.has(job.prefetch.name);
-      if (accuracy) accuracyWanted.add(job.prefetch.name);
-      replayed.push({
-        id: job.id,
-        run: job.run,
-        capacity: job.capacity,
-        prefetch: job.prefetch,
-        costs: costsOf(job.targets),
-        oracleCosts: costsOf(job.oracleTargets),
-        accuracy,
-      });
-    }
+    if (!fromStack(job)) continue;
+    const stats = lruStatsFromStack(stackDistances, job.capacity, M);
+    const s = stackJobs.indexOf(job);
+    results.set(job.id, {
+      id: job.id,
+      stats,
+      timings: costsOf(job.targets).map((c) => noPrefetchTiming(stats, c, trace)),
+      accuracy: null,
+      oracleTimings: s >= 0 ? stackDistances.oracleTimings[s]!.map(timing) : [],
+    });
+    done++;
+    progress();
   }
-  let done = results.size;
-  const progress = () => sweepOptions.onProgress?.(done, all.length);
-  const context: JobContext = { trace, budget: settings.budget, seed: settings.seed };
-  const workers = Math.min(sweepOptions.workers ?? 2, replayed.length);
   if (workers <= 0) {
     const memo = {};
     for (const job of replayed) {
@@ -303,16 +317,8 @@ export async function runSweep(
       done++;
       progress();
     }
-  } else {
-    const groups = assignToWorkers(replayed, workers);
-    await Promise.all(groups.map((group) =>
-      runInWorker({ context, jobs: group }, (result) => {
-        results.set(result.id, result);
-        done++;
-        progress();
-      })
-    ));
   }
+  await running;
   const combinations: Combination[] = [];
   const accuracy = new Map<string, PrefetchAccuracy>();
   for (const job of all) {
