@@ -256,7 +256,7 @@ export function validateManifest(json: unknown, where: string): Manifest {
   shards.forEach((shard, i) => {
     if (
       !isObject(shard) || typeof shard.file !== "string" || shard.file === "" ||
-      shard.file.startsWith("/") || /[\u0000-\u001f]/.test(shard.file)
+      shard.file.startsWith("/") || [...shard.file].some((c) => c < " ")
     ) {
       throw new DataError(
         `${where} field "shards[${i}].file" must be a file path relative to the trace, got ${
