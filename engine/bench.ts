@@ -24,17 +24,9 @@ import { loadModel } from "./model.ts";
 import { writeRandomMixtral } from "./random_checkpoint.ts";
 import { Rng } from "../common/random.ts";
 import { writeFileAtomic } from "../common/atomic_write.ts";
+import { pathExists } from "../common/fs.ts";
 
 const TINY_MOE = new URL("../fixtures/models/tiny-moe/", import.meta.url).pathname;
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** GFLOP/s of the engine's best matmul (texture operands, prefill tile) on an n × n × n problem. */
 export async function matmulGflops(
@@ -108,7 +100,7 @@ export async function benchEngine(options: BenchOptions): Promise<void> {
   Deno.env.set("XDG_RUNTIME_DIR", Deno.env.get("XDG_RUNTIME_DIR") ?? "/tmp");
   let dir = TINY_MOE;
   let temp: string | null = null;
-  if (!(await exists(`${TINY_MOE}model.safetensors`))) {
+  if (!(await pathExists(`${TINY_MOE}model.safetensors`))) {
     temp = await Deno.makeTempDir({ prefix: "moetrace-bench-" });
     dir = temp;
     await writeRandomMixtral(dir);

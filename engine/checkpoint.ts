@@ -10,6 +10,7 @@
 import { DataError, messageOf } from "../common/errors.ts";
 import { type ModelConfig, parseConfig } from "./config.ts";
 import { readHeader, readTensorBytes, type TensorInfo, toFloat32 } from "./safetensors.ts";
+import { pathExists } from "../common/fs.ts";
 
 export interface Checkpoint {
   readonly dir: string;
@@ -118,21 +119,12 @@ async function readJson(path: string): Promise<unknown> {
   }
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** Weight file paths of a checkpoint directory (single file or index shards). */
 async function weightFiles(dir: string): Promise<string[]> {
   const single = `${dir}/model.safetensors`;
-  if (await exists(single)) return [single];
+  if (await pathExists(single)) return [single];
   const indexPath = `${dir}/model.safetensors.index.json`;
-  if (!(await exists(indexPath))) {
+  if (!(await pathExists(indexPath))) {
     throw new DataError(
       `Checkpoint directory ${dir} has neither model.safetensors nor model.safetensors.index.json.`,
     );

@@ -15,6 +15,7 @@
 import { DataError, messageOf } from "../common/errors.ts";
 import { readLines } from "../common/lines.ts";
 import { type ModelFacts, NO_EXPERT, type TraceDoc, TraceWriter } from "./trace.ts";
+import { pathExists } from "../common/fs.ts";
 
 export async function importCommand(file: string, flags: Record<string, unknown>): Promise<void> {
   const out = flags.out as string;
@@ -31,7 +32,7 @@ export async function importJsonl(
   file: string,
   out: string,
 ): Promise<{ docs: number; tokens: number }> {
-  if (await exists(out)) {
+  if (await pathExists(out)) {
     throw new DataError(`${out} already exists; choose another --out or remove it first.`);
   }
   let stream: ReadableStream<Uint8Array>;
@@ -268,14 +269,4 @@ function readCube(
 
 function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return false;
-    throw error;
-  }
 }

@@ -18,6 +18,7 @@
 import * as arrow from "apache-arrow";
 import { DataError, messageOf } from "../common/errors.ts";
 import { removeStaleTemporaries, writeFileAtomic } from "../common/atomic_write.ts";
+import { pathExists } from "../common/fs.ts";
 
 export const TRACE_FORMAT = "moetrace-trace/1";
 export const TOOL_VERSION = "0.1.0";
@@ -457,16 +458,6 @@ function describeMismatch(existing: Manifest, fresh: Manifest): string | null {
     }
   }
   return null;
-}
-
-async function pathExists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return false;
-    throw error;
-  }
 }
 
 function checkDoc(doc: TraceDoc, shape: RowShape): void {

@@ -10,17 +10,9 @@ import { writeSyntheticTrace } from "../../engine/synthetic_trace.ts";
 import { TraceReader } from "../../engine/trace.ts";
 import { parseCommand } from "../../main.ts";
 import { type FuzzTarget, mutateBytes, mutateJson, pick } from "./fuzz.ts";
+import { pathExists } from "../../common/fs.ts";
 
 const encoder = new TextEncoder();
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** Mutates one line of a JSONL text, as JSON or as bytes. */
 function mutateJsonl(rng: Rng, lines: unknown[]): { text: Uint8Array; label: string } {
@@ -66,7 +58,7 @@ export async function interchangeTarget(): Promise<FuzzTarget> {
         run: async () => {
           await importJsonl(file, out);
         },
-        clean: async () => !(await exists(out)) && !(await exists(`${out}.partial`)),
+        clean: async () => !(await pathExists(out)) && !(await pathExists(`${out}.partial`)),
       };
     },
     teardown: () => Deno.remove(dir, { recursive: true }),

@@ -1,0 +1,12 @@
+/** Small file-system helpers shared by commands. */
+
+/** True when `path` exists (file or folder); false when it does not; other errors are thrown. */
+export async function pathExists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return false;
+    throw error;
+  }
+}
