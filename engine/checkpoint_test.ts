@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { DataError } from "../common/errors.ts";
-import { openCheckpoint } from "./checkpoint.ts";
+import { openCheckpoint, readFloat32 } from "./checkpoint.ts";
 import { describeCheckpoint, loadModel } from "./model.ts";
 import { readHeader, toHalfBits, writeSafetensors } from "./safetensors.ts";
 
@@ -297,4 +297,27 @@ Deno.test("f16 and bf16 checkpoints load as their exact f32 values", async () =>
       await Deno.remove(dir, { recursive: true });
     }
   }
+});
+
+Deno.test("a NaN or infinite weight is refused by tensor name", async () => {
+  const source = new URL("../fixtures/models/tiny-olmoe/", import.meta.url).pathname;
+  const dir = await Deno.makeTempDir({ prefix: "moetrace-nan-" });
+  for (const name of ["config.json", "model.safetensors"]) {
+    await Deno.copyFile(`${source}${name}`, `${dir}/${name}`);
+  }
+  const checkpoint = await openCheckpoint(dir);
+  const name = "model.layers.1.mlp.experts.4.up_proj.weight";
+  const info = checkpoint.tensors.get(name)!;
+  const bytes = await Deno.readFile(`${dir}/model.safetensors`);
+  // Element 7 of that tensor becomes +Inf (f32 bits 0x7f800000, little-endian).
+  new DataView(bytes.buffer).setUint32(info.begin + 7 * 4, 0x7f800000, true);
+  await Deno.writeFile(`${dir}/model.safetensors`, bytes);
+  await assert.rejects(
+    () => readFloat32(checkpoint, name),
+    (e) =>
+      e instanceof DataError &&
+      e.message ===
+        `Tensor ${name} in ${dir}/model.safetensors has a NaN or infinite value at element 7; expected finite weights.`,
+  );
+  await Deno.remove(dir, { recursive: true });
 });

@@ -189,13 +189,46 @@ async function readExactly(
   return out;
 }
 
-/** The raw bytes of one tensor (validated header entry). */
+/** The raw bytes of one tensor (validated header entry); a NaN or infinite weight is refused. */
 export async function readTensorBytes(info: TensorInfo): Promise<Uint8Array> {
   const handle = await Deno.open(info.file, { read: true });
   try {
-    return await readExactly(handle, info.begin, info.end - info.begin, info.file);
+    const bytes = await readExactly(handle, info.begin, info.end - info.begin, info.file);
+    checkFinite(bytes, info);
+    return bytes;
   } finally {
     handle.close();
+  }
+}
+
+/**
+ * Throws a DataError naming the tensor when a float weight is NaN or ±Inf: such
+ * a weight poisons every activation after it, far from its cause.
+ */
+export function checkFinite(bytes: Uint8Array, info: TensorInfo): void {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let bad = -1;
+  if (info.dtype === "F32") {
+    for (let i = 0; i + 4 <= bytes.length; i += 4) {
+      if ((view.getUint32(i, true) & 0x7f800000) === 0x7f800000) {
+        bad = i / 4;
+        break;
+      }
+    }
+  } else if (info.dtype === "F16" || info.dtype === "BF16") {
+    // All-ones exponent: 5 bits for f16, 8 bits for bf16.
+    const mask = info.dtype === "F16" ? 0x7c00 : 0x7f80;
+    for (let i = 0; i + 2 <= bytes.length; i += 2) {
+      if ((view.getUint16(i, true) & mask) === mask) {
+        bad = i / 2;
+        break;
+      }
+    }
+  }
+  if (bad >= 0) {
+    throw new DataError(
+      `Tensor ${info.name} in ${info.file} has a NaN or infinite value at element ${bad}; expected finite weights.`,
+    );
   }
 }
 
