@@ -269,8 +269,14 @@ export async function safetensorsTarget(): Promise<FuzzTarget> {
       await copyModel(model);
       let bytes: Uint8Array;
       let label: string;
-      const kind = rng.int(4);
-      if (kind === 0) {
+      const kind = rng.int(5);
+      if (kind === 4) {
+        bytes = original.slice();
+        const at = 8 + headerLength + 4 * rng.int(body.length / 4);
+        const value = pick(rng, [0x7fc00000, 0x7f800000, 0xff800000]);
+        new DataView(bytes.buffer).setUint32(at, value, true);
+        label = `weight at byte ${at} = ${value.toString(16)} (NaN/Inf)`;
+      } else if (kind === 0) {
         const m = mutateJson(rng, header);
         const json = encoder.encode(JSON.stringify(m.value));
         bytes = new Uint8Array(8 + json.length + body.length);
