@@ -6,14 +6,30 @@
  * "prompt" field and an optional "domain" (default "prompts"). With --chat
  * each prompt is a user turn rendered through the model's chat template.
  * Every completion is printed on stdout as it finishes.
+ *
+ * With `--offload POLICY:CAPACITY [--prefetch speculative]` the decode runs
+ * offloaded (offload.ts) and `measured.csv` beside manifest.json holds one
+ * row per trace row: for generated tokens (phase 1) the decode step's wall
+ * ms, uploads (misses + prefetched) and bytes; for prompt tokens (phase 0)
+ * the uploads of replaying their router decisions through the cache after
+ * the prefill (no ms). Summed, uploads equal `simulate`'s misses +
+ * prefetch_issued on this trace with the same policy and capacity. A resumed
+ * run starts a fresh cache, so only an uninterrupted run matches.
  */
-import { DataError, messageOf } from "../common/errors.ts";
+import { DataError, messageOf, UsageError } from "../common/errors.ts";
 import { readLines } from "../common/lines.ts";
 import { Progress } from "../common/progress.ts";
 import { toTraceDoc } from "./capture.ts";
 import { loadModel } from "./model.ts";
 import { TextTokenizer } from "./tokenizer.ts";
 import { TraceWriter } from "./trace.ts";
+import {
+  createOffloader,
+  type OffloadSettings,
+  parseOffload,
+  type TokenMeasure,
+} from "./offload.ts";
+import { writeFileAtomic } from "../common/atomic_write.ts";
 
 export interface GenerateOptions {
   model: string;
@@ -24,15 +40,18 @@ export interface GenerateOptions {
   /** 0 is greedy. */
   temperature: number;
   seed: number;
+  /** Offloaded decode (issue 9); undefined keeps every expert on the GPU. */
+  offload?: OffloadSettings;
 }
 
 export async function generateCommand(flags: Record<string, unknown>): Promise<void> {
-  if (flags.offload !== undefined) {
-    throw new DataError(
-      "--offload is not available in this build of moetrace yet; run without it.",
-    );
+  if (flags.offload === undefined && flags.prefetch !== undefined && flags.prefetch !== "none") {
+    throw new UsageError("--prefetch needs --offload POLICY:CAPACITY.");
   }
   await generate({
+    ...(flags.offload !== undefined
+      ? { offload: parseOffload(flags.offload as string, (flags.prefetch as string) ?? "none") }
+      : {}),
     model: flags.model as string,
     prompts: flags.prompts as string,
     out: flags.out as string,
@@ -93,7 +112,10 @@ export async function generate(options: GenerateOptions): Promise<void> {
         : tokenizer.encode(p.text),
     );
   }
-  const model = await loadModel(options.model);
+  const off = options.offload;
+  const model = await loadModel(options.model, { keepHostExperts: off !== undefined });
+  const measured: (TokenMeasure & { doc: number })[] = [];
+  const offloader = off ? createOffloader(model, off) : null;
   try {
     const writer = await TraceWriter.open(options.out, {
       model: model.facts,
@@ -101,7 +123,7 @@ export async function generate(options: GenerateOptions): Promise<void> {
         corpus: options.prompts,
         domains: [],
         mode: "generate",
-        lookahead: 0,
+        lookahead: off?.prefetch === "speculative" ? 1 : 0,
         probs: false,
         seed: options.seed,
         tool_version: "moetrace generate",
@@ -109,6 +131,13 @@ export async function generate(options: GenerateOptions): Promise<void> {
           chat: options.chat,
           max_new_tokens: options.maxNewTokens,
           temperature: options.temperature,
+          ...(off
+            ? {
+              offload: `${off.policy}:${off.capacity}`,
+              prefetch: off.prefetch,
+              budget: "per-layer",
+            }
+            : {}),
         },
       },
     }, { resume: true, rowsPerShard: 4096 });
@@ -118,14 +147,21 @@ export async function generate(options: GenerateOptions): Promise<void> {
         progress.advance(1, 0);
         continue;
       }
-      const result = await model.generate(encoded[i]!, {
+      const genOptions = {
         maxNewTokens: options.maxNewTokens,
         temperature: options.temperature,
         seed: options.seed + i,
         probs: false,
         lookahead: 0,
         stopIds: tokenizer.stopIds,
-      });
+      };
+      let result;
+      if (offloader) {
+        result = await offloader.generate(encoded[i]!, genOptions);
+        for (const m of result.measures) measured.push({ doc: i, ...m });
+      } else {
+        result = await model.generate(encoded[i]!, genOptions);
+      }
       const phase = new Uint8Array(result.tokens.length).fill(1, result.promptLength);
       await writer.add(
         toTraceDoc(
@@ -145,8 +181,40 @@ export async function generate(options: GenerateOptions): Promise<void> {
       progress.advance(1, result.tokens.length - result.promptLength);
     }
     await writer.close();
+    if (off) await writeMeasured(`${options.out}/measured.csv`, measured, off);
     progress.finish();
   } finally {
+    offloader?.destroy();
     model.destroy();
   }
+}
+
+/** measured.csv: one tidy row per generated token of an offloaded run. */
+async function writeMeasured(
+  path: string,
+  rows: (TokenMeasure & { doc: number })[],
+  off: OffloadSettings,
+): Promise<void> {
+  const lines = [
+    "doc,phase,token,pos,ms,uploads,misses,prefetched,bytes,policy,capacity,prefetch",
+  ];
+  for (const r of rows) {
+    lines.push(
+      [
+        r.doc,
+        r.phase,
+        r.token,
+        r.pos,
+        Number.isNaN(r.ms) ? "" : r.ms.toFixed(4),
+        r.misses + r.prefetched,
+        r.misses,
+        r.prefetched,
+        r.bytes,
+        off.policy,
+        off.capacity,
+        off.prefetch,
+      ].join(","),
+    );
+  }
+  await writeFileAtomic(path, lines.join("\n") + "\n");
 }

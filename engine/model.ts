@@ -137,7 +137,7 @@ export interface MoeModel {
  * an rgba32f texture for matmul_tex.ts (K a multiple of 64, fits the texture
  * limits) or as a storage buffer for matmul.ts.
  */
-interface Linear {
+export interface Linear {
   k: number;
   n: number;
   /** Texture texel format: f32 (rgba32float), f16 (rgba16float) or bf16 (rg32uint, unpacked in WGSL). */
@@ -157,7 +157,7 @@ function texturePath(k: number): boolean {
 }
 
 /** Host weights: f32, or the raw bits of an f16/bf16 checkpoint (kept 16-bit on the texture path). */
-type HostMatrix = Float32Array | Uint16Array;
+export type HostMatrix = Float32Array | Uint16Array;
 
 function uploadLinear(
   ctx: GpuContext,
@@ -194,15 +194,17 @@ function uploadLinear(
   return { k, n, format: "f32", buffer: ctx.pool.upload(label, f32) };
 }
 
-interface ExpertChunk {
+export interface ExpertChunk {
   first: number; // first expert held
   count: number;
+  /** The host copies of w1, w3, w2 as uploaded ([count, K, N] each), when loaded with `keepHostExperts`. */
+  host?: { w1: HostMatrix; w3: HostMatrix; w2: HostMatrix };
   w1: Linear; // [count, H, F]   gate projection (through SiLU)
   w3: Linear; // [count, H, F]   up projection
   w2: Linear; // [count, F, H]   down projection
 }
 
-interface LayerWeights {
+export interface LayerWeights {
   attnNorm: GPUBuffer; // [H]
   wqkv: Linear; // [H, (nq + 2 nkv) d]   q | k | v columns
   bqkv?: GPUBuffer; // [(nq + 2 nkv) d]
@@ -216,7 +218,7 @@ interface LayerWeights {
   dense?: { w1: Linear; w3: Linear; w2: Linear }; // [H, Fd] ×2, [Fd, H]
 }
 
-interface Weights {
+export interface Weights {
   embed: { buffer: GPUBuffer; first: number; count: number }[]; // row chunks of [V, H]
   layers: LayerWeights[];
   norm: GPUBuffer; // [H]
@@ -279,7 +281,12 @@ function halfDtype(ck: Checkpoint): "F16" | "BF16" | null {
   return dtypes.size === 1 && (only === "F16" || only === "BF16") ? only : null;
 }
 
-async function uploadWeights(ctx: GpuContext, ck: Checkpoint, positions: number): Promise<Weights> {
+async function uploadWeights(
+  ctx: GpuContext,
+  ck: Checkpoint,
+  positions: number,
+  keepHostExperts = false,
+): Promise<Weights> {
   const c = ck.config;
   const pool = ctx.pool;
   const h = c.hiddenSize, d = c.headDim, q = c.numHeads * d, kv = c.numKvHeads * d;
@@ -401,6 +408,7 @@ async function uploadWeights(ctx: GpuContext, ck: Checkpoint, positions: number)
         w1: up(`L${l} experts ${first}+ gate`, w1, h, f, count, expertTex),
         w3: up(`L${l} experts ${first}+ up`, w3, h, f, count, expertTex),
         w2: up(`L${l} experts ${first}+ down`, w2, f, h, count, expertTex),
+        ...(keepHostExperts ? { host: { w1, w3, w2 } } : {}),
       });
     }
     if (c.sharedFfn > 0) {
@@ -456,7 +464,7 @@ async function uploadWeights(ctx: GpuContext, ck: Checkpoint, positions: number)
 // ---------------------------------------------------------------- run state
 
 /** Buffers for one forward of up to `cap` tokens, allocated once. */
-interface RunState {
+export interface RunState {
   cap: number;
   tokens: GPUBuffer; // [cap + 1] u32 token ids
   info: GPUBuffer; // [cap, 4] u32: pos, kv_row, log_row, token_index
@@ -603,7 +611,7 @@ function capForLimits(c: ModelConfig, maxBinding: number, maxTex: number, wanted
 
 // ---------------------------------------------------------------- forward
 
-interface ForwardPlan {
+export interface ForwardPlan {
   /** Tokens in this pass (rows of info). */
   tokens: number;
   /** Which logits to compute: none (route), the last row into state.logits, or every row into `allLogits`. */
@@ -613,6 +621,14 @@ interface ForwardPlan {
   lookahead: number;
   /** Greedy/sampled next token written after the last row's logits. */
   sample?: { temperature: number; seed: number };
+  /**
+   * Part of the forward only (the offloaded decode, offload.ts): resume at
+   * layer `from`'s grouped experts (−1: from the embedding) and stop after
+   * layer `to`'s router (and lookahead routers); undefined runs the whole pass.
+   */
+  segment?: { from: number; to: number };
+  /** Routed experts from these chunks instead ([MoE index] → slot chunks; choice ids are slot ids). */
+  slots?: { chunks: ExpertChunk[][]; count: number };
 }
 
 /** RMSNorm of x rows into xn: straight into the H staging texture when H takes the texture path. */
@@ -692,8 +708,8 @@ function linear(
   });
 }
 
-/** Records the whole forward pass, embedding to logits, into `rec`. */
-function recordForward(
+/** Records the whole forward pass, embedding to logits (or `plan.segment` of it), into `rec`. */
+export function recordForward(
   rec: Recorder,
   c: ModelConfig,
   w: Weights,
@@ -704,9 +720,10 @@ function recordForward(
   const moe = moeLayers(c);
   const lastMoe = moe[moe.length - 1] ?? -1;
   const decode = T < 16;
+  const from = plan.segment?.from ?? -1, to = plan.segment?.to ?? c.numLayers;
 
   rec.section = "other";
-  for (const chunk of w.embed) {
+  for (const chunk of from >= 0 ? [] : w.embed) {
     embedding(rec, {
       table: chunk.buffer,
       tokens: s.tokens,
@@ -718,149 +735,158 @@ function recordForward(
       rowCount: chunk.count,
     });
   }
-  for (let l = 0; l < c.numLayers; l++) {
+  for (let l = Math.max(0, from); l < c.numLayers; l++) {
     const L = w.layers[l]!;
-    rec.section = "layer";
-    // attention
-    let xn = normInto(rec, s, { weight: L.attnNorm, rows: T, n: h, eps: c.rmsEps });
-    let att: Act;
-    if (s.attnTex) {
-      // the texture path end to end: q|k|v, q, K/V and the attention output never touch storage
-      const shape = decode ? DECODE : PREFILL;
-      matmulTex(rec, {
-        a: xn.view!,
-        w: L.wqkv.view!,
-        y: s.attnTex.qkv,
-        rows: T,
-        k: h,
-        n: L.wqkv.n,
-        ...(L.bqkv ? { bias: L.bqkv } : {}),
-      }, { bias: L.bqkv !== undefined, outTexture: true, shape, weights: wFormat(L.wqkv) });
-      qkvPrepareTex(rec, {
-        qkv: s.attnTex.qkv,
-        rope: w.rope,
-        info: s.info,
-        q: s.attnTex.q,
-        kTex: s.kTex[l]!,
-        vTex: s.vTex[l]!,
-        ...(L.qNorm ? { qNorm: L.qNorm, kNorm: L.kNorm! } : {}),
-        tokens: T,
-        numHeads: c.numHeads,
-        numKvHeads: c.numKvHeads,
-        headDim: d,
-        eps: c.rmsEps,
-        clip: c.clipQkv ?? 0,
-      }, c.qkNorm);
-      const out = s.staging.get(c.numHeads * d)!.view;
-      attention(rec, {
-        q: s.attnTex.q,
-        kCache: s.kTex[l]!,
-        vCache: s.vTex[l]!,
-        info: s.info,
-        out,
-        tokens: T,
-        numHeads: c.numHeads,
-        numKvHeads: c.numKvHeads,
-        headDim: d,
-        window: c.window[l] ?? null,
-      });
-      att = { buffer: s.att, view: out };
+    const m = moe.indexOf(l);
+    let xn: Act;
+    if (l === from) {
+      // resuming at this layer's experts: its router input is still in xn (and its staging texture)
+      const tex = s.staging.get(h);
+      xn = tex ? { buffer: s.xn, view: tex.view } : { buffer: s.xn };
     } else {
-      linear(rec, xn, L.wqkv, { y: s.qkv, rows: T, ...(L.bqkv ? { bias: L.bqkv } : {}) }, {
-        bias: L.bqkv !== undefined,
-      }, decode);
-      qkvPrepare(rec, {
-        qkv: s.qkv,
-        rope: w.rope,
-        info: s.info,
-        q: s.q,
-        kCache: s.kCache[l]!,
-        vCache: s.vCache[l]!,
-        ...(L.qNorm ? { qNorm: L.qNorm, kNorm: L.kNorm! } : {}),
-        tokens: T,
-        numHeads: c.numHeads,
-        numKvHeads: c.numKvHeads,
-        headDim: d,
-        eps: c.rmsEps,
-        clip: c.clipQkv ?? 0,
-      }, c.qkNorm);
-      const kvTex = s.kTex.length > 0;
-      if (kvTex) {
-        kvTexture(rec, {
-          kCache: s.kCache[l]!,
-          vCache: s.vCache[l]!,
+      rec.section = "layer";
+      // attention
+      xn = normInto(rec, s, { weight: L.attnNorm, rows: T, n: h, eps: c.rmsEps });
+      let att: Act;
+      if (s.attnTex) {
+        // the texture path end to end: q|k|v, q, K/V and the attention output never touch storage
+        const shape = decode ? DECODE : PREFILL;
+        matmulTex(rec, {
+          a: xn.view!,
+          w: L.wqkv.view!,
+          y: s.attnTex.qkv,
+          rows: T,
+          k: h,
+          n: L.wqkv.n,
+          ...(L.bqkv ? { bias: L.bqkv } : {}),
+        }, { bias: L.bqkv !== undefined, outTexture: true, shape, weights: wFormat(L.wqkv) });
+        qkvPrepareTex(rec, {
+          qkv: s.attnTex.qkv,
+          rope: w.rope,
           info: s.info,
+          q: s.attnTex.q,
           kTex: s.kTex[l]!,
           vTex: s.vTex[l]!,
+          ...(L.qNorm ? { qNorm: L.qNorm, kNorm: L.kNorm! } : {}),
           tokens: T,
-          texels: c.numKvHeads * d / 4,
+          numHeads: c.numHeads,
+          numKvHeads: c.numKvHeads,
+          headDim: d,
+          eps: c.rmsEps,
+          clip: c.clipQkv ?? 0,
+        }, c.qkNorm);
+        const out = s.staging.get(c.numHeads * d)!.view;
+        attention(rec, {
+          q: s.attnTex.q,
+          kCache: s.kTex[l]!,
+          vCache: s.vTex[l]!,
+          info: s.info,
+          out,
+          tokens: T,
+          numHeads: c.numHeads,
+          numKvHeads: c.numKvHeads,
+          headDim: d,
+          window: c.window[l] ?? null,
+        });
+        att = { buffer: s.att, view: out };
+      } else {
+        linear(rec, xn, L.wqkv, { y: s.qkv, rows: T, ...(L.bqkv ? { bias: L.bqkv } : {}) }, {
+          bias: L.bqkv !== undefined,
+        }, decode);
+        qkvPrepare(rec, {
+          qkv: s.qkv,
+          rope: w.rope,
+          info: s.info,
+          q: s.q,
+          kCache: s.kCache[l]!,
+          vCache: s.vCache[l]!,
+          ...(L.qNorm ? { qNorm: L.qNorm, kNorm: L.kNorm! } : {}),
+          tokens: T,
+          numHeads: c.numHeads,
+          numKvHeads: c.numKvHeads,
+          headDim: d,
+          eps: c.rmsEps,
+          clip: c.clipQkv ?? 0,
+        }, c.qkNorm);
+        const kvTex = s.kTex.length > 0;
+        if (kvTex) {
+          kvTexture(rec, {
+            kCache: s.kCache[l]!,
+            vCache: s.vCache[l]!,
+            info: s.info,
+            kTex: s.kTex[l]!,
+            vTex: s.vTex[l]!,
+            tokens: T,
+            texels: c.numKvHeads * d / 4,
+          });
+        }
+        attention(rec, {
+          q: s.q,
+          kCache: kvTex ? s.kTex[l]! : s.kCache[l]!,
+          vCache: kvTex ? s.vTex[l]! : s.vCache[l]!,
+          info: s.info,
+          out: s.att,
+          tokens: T,
+          numHeads: c.numHeads,
+          numKvHeads: c.numKvHeads,
+          headDim: d,
+          window: c.window[l] ?? null,
+        });
+        att = stage(rec, s, s.att, c.numHeads * d, T);
+      }
+      linear(rec, att, L.wo, { y: s.x, rows: T }, { accumulate: true }, decode);
+      // feed-forward
+      xn = normInto(rec, s, { weight: L.postNorm, rows: T, n: h, eps: c.rmsEps });
+      if (L.dense) {
+        const f = c.denseFfn;
+        linear(
+          rec,
+          xn,
+          L.dense.w1,
+          { w3: L.dense.w3, y: s.hidden, rows: T },
+          { swiglu: true },
+          decode,
+        );
+        const hidden = stage(rec, s, s.hidden, f, T);
+        linear(rec, hidden, L.dense.w2, { y: s.x, rows: T }, { accumulate: true }, decode);
+        continue;
+      }
+      const route = {
+        info: s.info,
+        tokens: T,
+        numExperts: c.numExperts,
+        topK: k,
+        numMoe: moe.length,
+        moeIndex: m,
+        normalise: c.normTopK,
+      };
+      linear(rec, xn, L.router!, { y: s.routerLogits, rows: T }, {}, decode);
+      routerTopK(rec, { logits: s.routerLogits, ...route }, {
+        choice: s.choice,
+        choiceWeight: s.choiceWeight,
+        logExperts: s.logExperts,
+        logWeights: s.logWeights,
+        ...(plan.probs ? { logProbs: s.logProbs! } : {}),
+      });
+      for (let dd = 1; dd <= plan.lookahead; dd++) {
+        const target = w.layers[l + dd];
+        if (target?.router === undefined) continue; // stays 65535 (filled on readback)
+        linear(rec, xn, target.router, { y: s.routerLogits, rows: T }, {}, decode);
+        routerTopK(rec, { logits: s.routerLogits, ...route }, {
+          logSpec: s.logSpec!,
+          lookahead: plan.lookahead,
+          distance: dd,
         });
       }
-      attention(rec, {
-        q: s.q,
-        kCache: kvTex ? s.kTex[l]! : s.kCache[l]!,
-        vCache: kvTex ? s.vTex[l]! : s.vCache[l]!,
-        info: s.info,
-        out: s.att,
-        tokens: T,
-        numHeads: c.numHeads,
-        numKvHeads: c.numKvHeads,
-        headDim: d,
-        window: c.window[l] ?? null,
-      });
-      att = stage(rec, s, s.att, c.numHeads * d, T);
+      if (l === to) return;
+      if (plan.logits === "none" && l === lastMoe) return; // nothing later changes a router decision
     }
-    linear(rec, att, L.wo, { y: s.x, rows: T }, { accumulate: true }, decode);
-    // feed-forward
-    xn = normInto(rec, s, { weight: L.postNorm, rows: T, n: h, eps: c.rmsEps });
-    if (L.dense) {
-      const f = c.denseFfn;
-      linear(
-        rec,
-        xn,
-        L.dense.w1,
-        { w3: L.dense.w3, y: s.hidden, rows: T },
-        { swiglu: true },
-        decode,
-      );
-      const hidden = stage(rec, s, s.hidden, f, T);
-      linear(rec, hidden, L.dense.w2, { y: s.x, rows: T }, { accumulate: true }, decode);
-      continue;
-    }
-    const m = moe.indexOf(l);
-    const route = {
-      info: s.info,
-      tokens: T,
-      numExperts: c.numExperts,
-      topK: k,
-      numMoe: moe.length,
-      moeIndex: m,
-      normalise: c.normTopK,
-    };
-    linear(rec, xn, L.router!, { y: s.routerLogits, rows: T }, {}, decode);
-    routerTopK(rec, { logits: s.routerLogits, ...route }, {
-      choice: s.choice,
-      choiceWeight: s.choiceWeight,
-      logExperts: s.logExperts,
-      logWeights: s.logWeights,
-      ...(plan.probs ? { logProbs: s.logProbs! } : {}),
-    });
-    for (let dd = 1; dd <= plan.lookahead; dd++) {
-      const target = w.layers[l + dd];
-      if (target?.router === undefined) continue; // stays 65535 (filled on readback)
-      linear(rec, xn, target.router, { y: s.routerLogits, rows: T }, {}, decode);
-      routerTopK(rec, { logits: s.routerLogits, ...route }, {
-        logSpec: s.logSpec!,
-        lookahead: plan.lookahead,
-        distance: dd,
-      });
-    }
-    if (plan.logits === "none" && l === lastMoe) return; // nothing later changes a router decision
     rec.section = "experts";
-    const chunks = L.experts!;
+    const chunks = plan.slots?.chunks[m] ?? L.experts!;
+    const numExperts = plan.slots?.count ?? c.numExperts;
     const texExperts = chunks[0]!.w1.view !== undefined && xn.view !== undefined;
     const tr = texExperts ? texTileRows(decode ? DECODE : PREFILL) : tileRows(decode ? 1 : 4);
-    const tiles = maxTiles(T * k, c.numExperts, tr);
+    const tiles = maxTiles(T * k, numExperts, tr);
     moeGroup(rec, {
       choice: s.choice,
       choiceWeight: s.choiceWeight,
@@ -870,7 +896,7 @@ function recordForward(
       tiles: s.tiles,
       tokens: T,
       topK: k,
-      numExperts: c.numExperts,
+      numExperts,
       tileRows: tr,
     });
     const f = c.expertFfn;
@@ -1066,7 +1092,7 @@ export async function describeCheckpoint(
 
 export async function loadModel(
   dir: string,
-  options: { maxBatchTokens?: number; textures?: boolean } = {},
+  options: { maxBatchTokens?: number; textures?: boolean; keepHostExperts?: boolean } = {},
 ): Promise<MoeModel> {
   const ck = await openCheckpoint(dir);
   const c = ck.config;
@@ -1082,7 +1108,12 @@ export async function loadModel(
     ctx.device.limits.maxTextureDimension2D,
     options.maxBatchTokens ?? 4096,
   );
-  const weights = await uploadWeights(ctx, ck, Math.max(cap + 1, c.maxPositions));
+  const weights = await uploadWeights(
+    ctx,
+    ck,
+    Math.max(cap + 1, c.maxPositions),
+    options.keepHostExperts ?? false,
+  );
   const state = allocateRunState(ctx, c, cap);
   const qkvTexels = (c.numHeads + 2 * c.numKvHeads) * c.headDim / 4;
   if (
@@ -1401,5 +1432,41 @@ export async function loadModel(
       device.destroy();
     },
   };
+  internals.set(model, {
+    ctx,
+    weights,
+    state,
+    ensureLogs,
+    writeInfo,
+    readLogs,
+    checkTokens,
+    submit,
+  });
   return model;
+}
+
+/** What the offloaded decode (offload.ts) drives: the model's device, weights, run state and helpers. */
+export interface ModelInternals {
+  ctx: GpuContext;
+  weights: Weights;
+  state: RunState;
+  ensureLogs(o: RouteOptions): void;
+  writeInfo(rows: number[][]): void;
+  readLogs(
+    T: number,
+    o: RouteOptions,
+    counts: number[],
+    tokens?: number,
+  ): Promise<{ logs: RouterLog[]; ids: Uint32Array }>;
+  checkTokens(seq: Uint32Array): void;
+  submit(rec: Recorder): void;
+}
+
+const internals = new WeakMap<MoeModel, ModelInternals>();
+
+/** The internals of a model made by `loadModel`. */
+export function modelInternals(model: MoeModel): ModelInternals {
+  const found = internals.get(model);
+  if (!found) throw new Error("modelInternals: not a model made by loadModel");
+  return found;
 }
