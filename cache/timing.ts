@@ -110,6 +110,12 @@ export interface Hardware {
   expert_ms?: number;
   /** Time per token outside the MoE layers (embedding, LM head, sampling), ms; default 0. */
   other_ms_per_token?: number;
+  /**
+   * Host round trip per MoE layer when the engine reads each router's choice
+   * back before uploading (`generate --offload`; `bench engine --calibrate`
+   * measures it), ms; added to the layer's attention + router time; default 0.
+   */
+  readback_ms_per_layer?: number;
   /** Device memory bandwidth for the default compute model, GB/s. */
   device_memory_gb_s?: number;
   /** Device dense half-precision throughput for the default compute model, TFLOP/s. */
@@ -184,6 +190,7 @@ const HARDWARE_FIELDS: Record<string, "string" | "positive" | "nonnegative"> = {
   attention_ms_per_layer: "nonnegative",
   expert_ms: "nonnegative",
   other_ms_per_token: "nonnegative",
+  readback_ms_per_layer: "nonnegative",
   device_memory_gb_s: "positive",
   device_tflops: "positive",
   source: "string",
@@ -304,7 +311,9 @@ export function stepCosts(hardware: Hardware, dtype: DtypeInfo, model: ModelFact
     expertBytes: bytes,
     transferMs: hardware.latency_us / 1000 + (bytes / (hardware.bandwidth_gb_s * 1e9)) * 1000,
     expertMs: hardware.expert_ms ?? roofline(bytes, model.expert_params),
-    attentionMs: hardware.attention_ms_per_layer ?? roofline(2 * attentionParams, attentionParams),
+    attentionMs:
+      (hardware.attention_ms_per_layer ?? roofline(2 * attentionParams, attentionParams)) +
+      (hardware.readback_ms_per_layer ?? 0),
     otherMs: hardware.other_ms_per_token ?? 0,
   };
 }

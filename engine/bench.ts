@@ -17,7 +17,7 @@
  */
 import type { BenchOptions } from "../bench/bench.ts";
 import { type Figure, medianSeconds, printFigures } from "../bench/measure.ts";
-import { createGpuContext, Recorder } from "./gpu.ts";
+import { createGpuContext, readBack, Recorder } from "./gpu.ts";
 import { matmulFlops } from "./kernels/matmul.ts";
 import { matmulTex, PREFILL } from "./kernels/matmul_tex.ts";
 import { loadModel } from "./model.ts";
@@ -65,7 +65,7 @@ export async function matmulGflops(
  * Host → device upload rate (64 MiB writeBuffer, 4 times) and fixed cost per
  * upload (64 writes of 4 KiB, minus one write's transfer time), on a fresh device.
  */
-async function uploadBandwidth(): Promise<{ gbps: number; latencyUs: number }> {
+async function uploadBandwidth(): Promise<{ gbps: number; latencyUs: number; readbackMs: number }> {
   const ctx = await createGpuContext();
   try {
     const big = new Uint8Array(64 << 20);
@@ -89,7 +89,12 @@ async function uploadBandwidth(): Promise<{ gbps: number; latencyUs: number }> {
       await sync();
     });
     const perUpload = (smallSeconds - syncSeconds) / 64 - small.byteLength / (gbps * 1e9);
-    return { gbps, latencyUs: Math.max(0, perUpload * 1e6) };
+    // one router-choice readback as the offloaded decode does it (submit, copy, mapAsync), 16 bytes
+    await readBack(ctx, [{ buffer, bytes: 16 }]);
+    const readbackSeconds = await medianSeconds(9, async () => {
+      for (let i = 0; i < 8; i++) await readBack(ctx, [{ buffer, bytes: 16 }]);
+    }) / 8;
+    return { gbps, latencyUs: Math.max(0, perUpload * 1e6), readbackMs: readbackSeconds * 1000 };
   } finally {
     ctx.pool.releaseAll();
     ctx.device.destroy();
@@ -184,6 +189,7 @@ export async function benchEngine(options: BenchOptions): Promise<void> {
       { name: "GPU memory (weights + 2048-token run state)", value: gpuMiB, unit: "MiB" },
       { name: "host→device upload bandwidth", value: link.gbps, unit: "GB/s" },
       { name: "host→device upload latency", value: link.latencyUs, unit: "µs" },
+      { name: "router readback round trip (offload)", value: link.readbackMs, unit: "ms" },
     ];
     if (options.calibrate) {
       const json = {
@@ -193,9 +199,12 @@ export async function benchEngine(options: BenchOptions): Promise<void> {
         attention_ms_per_layer: Number(hardware.attention_ms_per_layer.toPrecision(4)),
         expert_ms: Number(hardware.expert_ms.toPrecision(4)),
         other_ms_per_token: Number(hardware.other_ms_per_token.toPrecision(4)),
+        readback_ms_per_layer: Number(link.readbackMs.toPrecision(4)),
         source: `measured by moetrace bench engine --calibrate on ${mm.adapter}, ${
           temp ? "a random tiny-moe-shaped checkpoint" : "fixtures/models/tiny-moe"
-        } (decode step timestamps; writeBuffer uploads), ${new Date().toISOString()}`,
+        } (decode step timestamps; writeBuffer uploads; readback: 16-byte mapAsync round trip, what generate --offload pays per MoE layer), ${
+          new Date().toISOString()
+        }`,
       };
       await writeFileAtomic(options.calibrate, JSON.stringify(json, null, 2) + "\n");
       if (!options.json) console.log(`wrote ${options.calibrate}`);
