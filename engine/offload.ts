@@ -19,9 +19,13 @@
  *   choice buffer; then the grouped-expert kernels run over the slot textures.
  *   Gate weights and the combine order are the router's, so the output is
  *   bit-identical to `generate`.
- * - Per generated token: wall ms from the first segment's submit to
- *   `onSubmittedWorkDone` after the last (GPU time included), uploads (demand
- *   + prefetch) and bytes moved.
+ * - Per generated token: wall ms from this step's first submit to the next
+ *   step's (the last step: to `onSubmittedWorkDone`), uploads (demand +
+ *   prefetch) and bytes moved. Steps are not separated by an extra wait (a
+ *   real decoder would not pay one): a step's GPU tail (last layer's experts,
+ *   LM head, sampling) completes inside the next step's first readback, so
+ *   per-step times are shifted by that tail and their sum is the decode's
+ *   wall time.
  *
  * Per-layer budget only; online policies only (not belady or pinned).
  */
@@ -321,9 +325,9 @@ export function createOffloader(model: MoeModel, settings: OffloadSettings): Off
     const measures: TokenMeasure[] = [];
     let produced = 0;
     await device.queue.onSubmittedWorkDone();
+    let t0 = performance.now();
     while (produced < o.maxNewTokens) {
       const pos = P + produced;
-      const t0 = performance.now();
       device.queue.writeBuffer(state.info, 0, new Uint32Array([pos, pos, pos, pos]));
       let misses = 0, prefetched = 0, bytes = 0, input = 0;
       for (let m = 0; m < M; m++) {
@@ -341,16 +345,19 @@ export function createOffloader(model: MoeModel, settings: OffloadSettings): Off
         device.queue.writeBuffer(state.choice, 0, r.slots);
       }
       I.submit(segments[M]!);
-      await device.queue.onSubmittedWorkDone();
+      const last = produced + 1 === o.maxNewTokens || stops.has(input);
+      if (last) await device.queue.onSubmittedWorkDone();
+      const t1 = performance.now();
       measures.push({
         phase: 1,
         token: produced,
         pos,
-        ms: performance.now() - t0,
+        ms: t1 - t0,
         misses,
         prefetched,
         bytes,
       });
+      t0 = t1;
       produced++;
       if (stops.has(input)) break; // the stop token's own row is logged, as generate does
     }
