@@ -109,7 +109,9 @@ export class BufferPool {
     const size = Math.max(16, Math.ceil(bytes / 16) * 16);
     if (size > this.#maxBinding) {
       throw new DataError(
-        `GPU buffer ${label} needs ${size} bytes, more than the device's ${this.#maxBinding}-byte binding limit; lower the batch size.`,
+        `GPU buffer ${label} needs ${size} bytes (${
+          (size / 2 ** 20).toFixed(1)
+        } MiB), more than the device's ${this.#maxBinding}-byte binding limit; this device cannot hold it in one binding.`,
       );
     }
     const buffer = this.#device.createBuffer({ label, size, usage });

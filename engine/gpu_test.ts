@@ -35,7 +35,7 @@ Deno.test("the pool counts bytes and refuses a binding over the device limit", a
     assert.equal(ctx.pool.bytes, before);
     assert.throws(
       () => ctx.pool.storage("huge", ctx.maxBinding + 16),
-      /^DataError: GPU buffer huge needs \d+ bytes, more than the device's \d+-byte binding limit; lower the batch size\.$/,
+      /^DataError: GPU buffer huge needs \d+ bytes \(\d+\.\d MiB\), more than the device's \d+-byte binding limit; this device cannot hold it in one binding\.$/,
     );
   } finally {
     ctx.pool.releaseAll();
