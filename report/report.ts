@@ -150,6 +150,11 @@ async function renderReport(analysis: Folder, simulation: Folder, out: string): 
   const toc: string[] = [];
   body.push(await factsSection(analysis, simulation));
   toc.push(`<a href="#facts">Model and corpus</a>`);
+  const measured = await measuredSection(simulation);
+  if (measured) {
+    body.push(measured);
+    toc.push(`<a href="#measured">Predicted against measured</a>`);
+  }
   const sections = [...SECTIONS, { key: "other", title: "Other figures", intro: "" }];
   for (const section of sections) {
     const entries = figuresBySection.get(section.key) ?? [];
@@ -267,6 +272,56 @@ async function tokenColouring(analysis: Folder): Promise<string> {
 }
 
 /** A CSV of `folder` as an HTML table (rows with domain "all" only, when there is such a column). */
+/**
+ * When the simulated trace came from `generate --offload` (a measured.csv
+ * beside its manifest), the simulation's prediction for that run's policy,
+ * capacity and prefetch against the measured decode steps.
+ */
+async function measuredSection(simulation: Folder): Promise<string> {
+  const trace = simulation.facts.trace;
+  if (typeof trace !== "string") return "";
+  let measuredText: string, simText: string;
+  try {
+    measuredText = await Deno.readTextFile(`${trace}/measured.csv`);
+    simText = await Deno.readTextFile(`${simulation.dir}/simulation.csv`);
+  } catch {
+    return "";
+  }
+  const measured = parse(measuredText, { columns: true }) as Record<string, string>[];
+  const generated = measured.filter((r) => r.phase === "1").map((r) => Number(r.ms));
+  if (generated.length === 0) return "";
+  const { policy, capacity, prefetch } = measured[0]!;
+  const uploads = measured.reduce((a, r) => a + Number(r.uploads), 0);
+  const sorted = [...generated].sort((a, b) => a - b);
+  const n = sorted.length;
+  const median = n % 2 === 1 ? sorted[(n - 1) / 2]! : (sorted[n / 2 - 1]! + sorted[n / 2]!) / 2;
+  const mean = generated.reduce((a, b) => a + b, 0) / n;
+  const sims = (parse(simText, { columns: true }) as Record<string, string>[]).filter((r) =>
+    r.layer === "all" && r.policy === policy && r.capacity === capacity &&
+    r.prefetch === prefetch && r.budget === "per-layer"
+  );
+  if (sims.length === 0) return "";
+  const f = (v: number) => v.toPrecision(4);
+  const rows = sims.map((r) => {
+    const predicted = Number(r.ms_per_token);
+    const loads = Number(r.misses) + Number(r.prefetch_issued);
+    return `<tr><td>${escapeHtml(r.hardware!)}</td><td>${escapeHtml(r.dtype!)}</td><td>${
+      f(predicted)
+    }</td><td>${f(median)}</td><td>${f(mean)}</td><td>${
+      f(100 * (predicted - median) / median)
+    }%</td><td>${loads}</td><td>${uploads}</td></tr>`;
+  });
+  return `<section id="measured"><h2>Predicted against measured</h2>
+<p class="intro">${
+    escapeHtml(
+      `The trace comes from generate --offload ${policy}:${capacity} --prefetch ${prefetch}; its measured.csv holds ${n} timed decode steps. Predicted: the simulation's mean ms/token over every trace row; measured: median and mean wall ms of the decode steps. Loads: simulated misses + prefetches against the engine's uploads (prompt and generated rows).`,
+    )
+  }</p>
+<div class="table-wrap"><table class="data"><thead><tr><th>hardware</th><th>dtype</th><th>predicted ms/token</th><th>measured median</th><th>measured mean</th><th>error (of median)</th><th>simulated loads</th><th>uploads</th></tr></thead><tbody>
+${rows.join("\n")}
+</tbody></table></div></section>`;
+}
+
 async function csvTable(folder: Folder, name: string, maxRows: number): Promise<string> {
   let text: string;
   try {
