@@ -35,9 +35,26 @@ async function complete(args: string[]): Promise<void> {
   }
 }
 
-/** Starts a command and kills it after `ms` with `signal`; true if it finished first. */
-async function killAfter(args: string[], ms: number, signal: Deno.Signal): Promise<boolean> {
+/**
+ * Starts a command and kills it with `signal` `ms` after it starts, or, with
+ * `afterFirstShard`, `ms` after its trace lists a first shard (so the kill
+ * lands mid-capture however slow start-up is); true if it finished first.
+ */
+async function killAfter(
+  args: string[],
+  ms: number,
+  signal: Deno.Signal,
+  afterFirstShard?: string,
+): Promise<boolean> {
   const child = cli(args);
+  let exited = false;
+  const status = child.status.then((s) => {
+    exited = true;
+    return s;
+  });
+  if (afterFirstShard) {
+    while (!exited && !(await hasShard(afterFirstShard))) await delay(10);
+  }
   const timer = setTimeout(() => {
     try {
       child.kill(signal);
@@ -45,10 +62,22 @@ async function killAfter(args: string[], ms: number, signal: Deno.Signal): Promi
       // already exited
     }
   }, ms);
-  const status = await child.status;
+  const result = await status;
   clearTimeout(timer);
   await child.stderr.cancel();
-  return status.success;
+  return result.success;
+}
+
+async function hasShard(trace: string): Promise<boolean> {
+  try {
+    return JSON.parse(await Deno.readTextFile(`${trace}/manifest.json`)).shards.length > 0;
+  } catch {
+    return false;
+  }
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 async function readDocs(dir: string): Promise<TraceDoc[]> {
@@ -89,7 +118,10 @@ Deno.test("capture killed at random points resumes to the uninterrupted trace", 
     // disk, then resumes it to the end.
     const out = `${dir}/killed-${kill}`;
     const signal: Deno.Signal = kill % 2 === 0 ? "SIGKILL" : "SIGINT";
-    await killAfter(args(out), (0.15 + 0.8 * rng.next()) * wholeMs, signal);
+    // Even kill points: anywhere in the run, start-up included; odd ones: after
+    // the first shard is on disk, so some kills always land mid-capture.
+    if (kill % 2 === 0) await killAfter(args(out), (0.15 + 0.8 * rng.next()) * wholeMs, signal);
+    else await killAfter(args(out), 0.3 * rng.next() * wholeMs, signal, out);
     let partial: TraceDoc[] = [];
     try {
       await Deno.stat(`${out}/manifest.json`);
