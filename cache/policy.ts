@@ -116,6 +116,35 @@ export class MemberLists {
     this.count[p] = n + 1;
   }
 
+  /**
+   * The unguarded cached key of `partition` with the smallest `score`, ties
+   * to the smallest `last` (least recently used); NONE when all are guarded.
+   * The victim rule of the frequency policies (lfu, lfru).
+   */
+  leastScored(
+    partition: number,
+    score: ArrayLike<number>,
+    last: ArrayLike<number>,
+    guard: Uint8Array,
+  ): number {
+    const base = partition * this.capacity;
+    let victim = NONE;
+    let best = Infinity;
+    let bestLast = Infinity;
+    for (let i = 0; i < this.count[partition]!; i++) {
+      const candidate = this.list[base + i]!;
+      if (guard[candidate] !== 0) continue;
+      const value = score[candidate]!;
+      const t = last[candidate]!;
+      if (value < best || (value === best && t < bestLast)) {
+        best = value;
+        bestLast = t;
+        victim = candidate;
+      }
+    }
+    return victim;
+  }
+
   remove(key: number): void {
     const p = (key / this.partitionKeys) | 0;
     const base = p * this.capacity;

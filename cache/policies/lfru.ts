@@ -69,20 +69,7 @@ export class LfruPolicy implements CachePolicy {
     const p = m.partitionOf(key);
     let victim = NONE;
     if (m.count[p]! >= this.capacity) {
-      const base = p * this.capacity;
-      let best = Infinity;
-      let bestLast = Infinity;
-      for (let i = 0; i < this.capacity; i++) {
-        const candidate = m.list[base + i]!;
-        if (guard[candidate] !== 0) continue;
-        const value = this.#weight[candidate]!;
-        const t = this.#last[candidate]!;
-        if (value < best || (value === best && t < bestLast)) {
-          best = value;
-          bestLast = t;
-          victim = candidate;
-        }
-      }
+      victim = m.leastScored(p, this.#weight, this.#last, guard);
       if (victim < 0) return REFUSED;
       m.remove(victim);
     }

@@ -43,20 +43,7 @@ export class LfuPolicy implements CachePolicy {
     const p = m.partitionOf(key);
     let victim = NONE;
     if (m.count[p]! >= this.capacity) {
-      const base = p * this.capacity;
-      let bestCount = Infinity;
-      let bestLast = Infinity;
-      for (let i = 0; i < this.capacity; i++) {
-        const candidate = m.list[base + i]!;
-        if (guard[candidate] !== 0) continue;
-        const c = this.#count[candidate]!;
-        const t = this.#last[candidate]!;
-        if (c < bestCount || (c === bestCount && t < bestLast)) {
-          bestCount = c;
-          bestLast = t;
-          victim = candidate;
-        }
-      }
+      victim = m.leastScored(p, this.#count, this.#last, guard);
       if (victim < 0) return REFUSED;
       m.remove(victim);
     }
