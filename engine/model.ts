@@ -1102,6 +1102,9 @@ export async function loadModel(
     );
   }
   const ctx = await createGpuContext({ textures: options.textures ?? true });
+  // Allocation failures surface asynchronously in WebGPU: catch them in an
+  // error scope around the uploads and report them as what they are.
+  ctx.device.pushErrorScope("out-of-memory");
   const cap = capForLimits(
     c,
     ctx.maxBinding,
@@ -1126,6 +1129,14 @@ export async function loadModel(
       q: ctx.pool.texture("q texture", c.numHeads * c.headDim / 4, cap, undefined, true)
         .createView(),
     };
+  }
+  const outOfMemory = await ctx.device.popErrorScope();
+  if (outOfMemory) {
+    const mib = (ctx.pool.bytes / 2 ** 20).toFixed(0);
+    ctx.pool.releaseAll();
+    throw new DataError(
+      `The GPU ran out of memory loading ${dir}: it needs about ${mib} MiB for weights and run state (${outOfMemory.message}).`,
+    );
   }
   const moe = moeLayers(c);
   const M = moe.length, k = c.topK, E = c.numExperts;
