@@ -245,3 +245,49 @@ export function checkPolicyOptions(name: string, o: PolicyOptions): void {
     );
   }
 }
+
+/**
+ * A cache kept as one list per partition, newest key at the head, evicting
+ * the last unguarded key: FIFO as it is, LRU by moving a hit to the head
+ * (override `hit`), swap as FIFO with k slots per layer.
+ */
+export class ListPolicy implements CachePolicy {
+  readonly name: string;
+  readonly capacity: number;
+  protected readonly lists: KeyLists;
+  #cached: Uint8Array;
+  #size: Int32Array;
+  #partitionKeys: number;
+
+  constructor(name: string, options: PolicyOptions) {
+    checkPolicyOptions(name, options);
+    this.name = name;
+    this.capacity = options.capacity;
+    this.#partitionKeys = options.partitionKeys;
+    this.lists = new KeyLists(options.keys, options.partitionKeys);
+    this.#cached = new Uint8Array(options.keys);
+    this.#size = new Int32Array(options.keys / options.partitionKeys);
+  }
+
+  has(key: number): boolean {
+    return this.#cached[key] === 1;
+  }
+
+  hit(_key: number, _now: number): void {}
+
+  admit(key: number, _now: number, _demand: boolean, guard: Uint8Array): number {
+    const p = (key / this.#partitionKeys) | 0;
+    let victim = NONE;
+    if (this.#size[p]! >= this.capacity) {
+      victim = this.lists.lastUnguarded(key, guard);
+      if (victim < 0) return REFUSED;
+      this.lists.unlink(victim);
+      this.#cached[victim] = 0;
+    } else {
+      this.#size[p]!++;
+    }
+    this.lists.pushFront(key);
+    this.#cached[key] = 1;
+    return victim;
+  }
+}
