@@ -137,13 +137,20 @@ const COMMANDS: Record<string, CommandSpec> = {
       offload: {
         kind: "string",
         value: "POLICY:CAPACITY",
-        help: "Keep experts in host memory with this many GPU slots per layer.",
+        help:
+          "Keep routed experts in host memory; the GPU holds CAPACITY expert slots (see --budget).",
       },
       prefetch: {
         kind: "string",
         default: "none",
         choices: ["none", "speculative"],
         help: "Prefetch for --offload.",
+      },
+      budget: {
+        kind: "string",
+        default: "per-layer",
+        choices: ["per-layer", "global"],
+        help: "--offload CAPACITY slots per MoE layer, or one pool shared by all layers.",
       },
     },
     run: async (_p, f) => (await import("./engine/generate.ts")).generateCommand(f),

@@ -7,14 +7,15 @@
  * each prompt is a user turn rendered through the model's chat template.
  * Every completion is printed on stdout as it finishes.
  *
- * With `--offload POLICY:CAPACITY [--prefetch speculative]` the decode runs
- * offloaded (offload.ts) and `measured.csv` beside manifest.json holds one
- * row per trace row: for generated tokens (phase 1) the decode step's wall
- * ms, uploads (misses + prefetched) and bytes; for prompt tokens (phase 0)
- * the uploads of replaying their router decisions through the cache after
- * the prefill (no ms). Summed, uploads equal `simulate`'s misses +
- * prefetch_issued on this trace with the same policy and capacity. A resumed
- * run starts a fresh cache, so only an uninterrupted run matches.
+ * With `--offload POLICY:CAPACITY [--prefetch speculative] [--budget global]`
+ * the routed experts stay in host memory and every token runs through GPU
+ * expert slots (offload.ts), and `measured.csv` beside manifest.json holds
+ * one row per trace row: for generated tokens (phase 1) the decode step's
+ * wall ms, uploads (misses + prefetched) and bytes; for prompt tokens (phase
+ * 0, prefilled token by token through the same slots) their uploads and
+ * bytes (no ms). Summed, uploads equal `simulate`'s misses + prefetch_issued
+ * on this trace with the same policy, capacity and budget. A resumed run
+ * starts a fresh cache, so only an uninterrupted run matches.
  */
 import { DataError, messageOf, UsageError } from "../common/errors.ts";
 import { readLines } from "../common/lines.ts";
@@ -42,15 +43,36 @@ export interface GenerateOptions {
   seed: number;
   /** Offloaded decode (issue 9); undefined keeps every expert on the GPU. */
   offload?: OffloadSettings;
+  /** Print each completion as a JSON line on stdout (default true; the offload benchmark turns it off). */
+  print?: boolean;
+}
+
+/** What a `generate` run leaves besides its trace: the completions and the GPU memory it held. */
+export interface GenerateSummary {
+  completions: string[];
+  /** Generated tokens over all prompts (stop tokens included). */
+  generated: number;
+  /** GPU bytes of the model (and expert slots) at the end of the run. */
+  gpuBytes: number;
+  /** The part of gpuBytes holding routed expert weights (MoeModel.expertGpuBytes). */
+  expertGpuBytes: number;
 }
 
 export async function generateCommand(flags: Record<string, unknown>): Promise<void> {
   if (flags.offload === undefined && flags.prefetch !== undefined && flags.prefetch !== "none") {
     throw new UsageError("--prefetch needs --offload POLICY:CAPACITY.");
   }
+  if (flags.offload === undefined && flags.budget !== undefined && flags.budget !== "per-layer") {
+    throw new UsageError("--budget needs --offload POLICY:CAPACITY.");
+  }
   await generate({
     ...(flags.offload !== undefined
-      ? { offload: parseOffload(flags.offload as string, (flags.prefetch as string) ?? "none") }
+      ? {
+        offload: parseOffload(flags.offload as string, {
+          prefetch: (flags.prefetch as string) ?? "none",
+          budget: (flags.budget as string) ?? "per-layer",
+        }),
+      }
       : {}),
     model: flags.model as string,
     prompts: flags.prompts as string,
@@ -101,7 +123,7 @@ export async function readPrompts(path: string): Promise<Prompt[]> {
   return prompts;
 }
 
-export async function generate(options: GenerateOptions): Promise<void> {
+export async function generate(options: GenerateOptions): Promise<GenerateSummary> {
   const tokenizer = await TextTokenizer.load(options.model);
   const prompts = await readPrompts(options.prompts);
   const encoded: Uint32Array[] = [];
@@ -113,7 +135,7 @@ export async function generate(options: GenerateOptions): Promise<void> {
     );
   }
   const off = options.offload;
-  const model = await loadModel(options.model, { keepHostExperts: off !== undefined });
+  const model = await loadModel(options.model, { hostExperts: off !== undefined });
   const measured: (TokenMeasure & { doc: number })[] = [];
   const offloader = off ? createOffloader(model, off) : null;
   try {
@@ -135,13 +157,15 @@ export async function generate(options: GenerateOptions): Promise<void> {
             ? {
               offload: `${off.policy}:${off.capacity}`,
               prefetch: off.prefetch,
-              budget: "per-layer",
+              budget: off.budget,
             }
             : {}),
         },
       },
     }, { resume: true, rowsPerShard: 4096 });
     const progress = new Progress("generate", prompts.length, { unit: "tokens" });
+    const completions: string[] = [];
+    let generated = 0;
     for (let i = 0; i < prompts.length; i++) {
       if (writer.completedDocs.has(i)) {
         progress.advance(1, 0);
@@ -172,17 +196,23 @@ export async function generate(options: GenerateOptions): Promise<void> {
           phase,
         ),
       );
-      console.log(
-        JSON.stringify({
-          prompt: prompts[i]!.text,
-          completion: tokenizer.decode(result.tokens.subarray(result.promptLength)),
-        }),
-      );
+      const completion = tokenizer.decode(result.tokens.subarray(result.promptLength));
+      completions.push(completion);
+      generated += result.tokens.length - result.promptLength;
+      if (options.print ?? true) {
+        console.log(JSON.stringify({ prompt: prompts[i]!.text, completion }));
+      }
       progress.advance(1, result.tokens.length - result.promptLength);
     }
     await writer.close();
     if (off) await writeMeasured(`${options.out}/measured.csv`, measured, off);
     progress.finish();
+    return {
+      completions,
+      generated,
+      gpuBytes: model.gpuBytes(),
+      expertGpuBytes: model.expertGpuBytes(),
+    };
   } finally {
     offloader?.destroy();
     model.destroy();
@@ -196,7 +226,7 @@ async function writeMeasured(
   off: OffloadSettings,
 ): Promise<void> {
   const lines = [
-    "doc,phase,token,pos,ms,uploads,misses,prefetched,bytes,policy,capacity,prefetch",
+    "doc,phase,token,pos,ms,uploads,misses,prefetched,bytes,policy,capacity,prefetch,budget",
   ];
   for (const r of rows) {
     lines.push(
@@ -213,6 +243,7 @@ async function writeMeasured(
         off.policy,
         off.capacity,
         off.prefetch,
+        off.budget,
       ].join(","),
     );
   }

@@ -82,14 +82,22 @@ export async function createGpuContext(options: { textures?: boolean } = {}): Pr
   };
 }
 
-/** All GPU buffers come from here; it refuses bindings over the device limit and counts bytes. */
+/**
+ * All GPU buffers and textures come from here; it refuses bindings over the
+ * device limit and counts bytes, in all and per group (allocations made inside
+ * `grouped`), so that a claim such as "offloading keeps only the expert slots
+ * on the GPU" is a number the pool counted.
+ */
 export class BufferPool {
   #device: GPUDevice;
   #maxBinding: number;
-  #live = new Set<GPUBuffer>();
-  #textures = new Set<GPUTexture>();
+  /** Live buffers and textures, with their counted size and group. */
+  #live = new Map<GPUBuffer | GPUTexture, { bytes: number; group: string | null }>();
+  #group: string | null = null;
   bytes = 0;
   peakBytes = 0;
+  /** Live bytes per group name. */
+  readonly groupBytes = new Map<string, number>();
 
   constructor(device: GPUDevice, maxBinding: number) {
     this.#device = device;
@@ -115,10 +123,39 @@ export class BufferPool {
       );
     }
     const buffer = this.#device.createBuffer({ label, size, usage });
-    this.#live.add(buffer);
-    this.bytes += size;
-    this.peakBytes = Math.max(this.peakBytes, this.bytes);
+    this.#count(buffer, size);
     return buffer;
+  }
+
+  /** Runs `fn` with every allocation it makes counted under `group` as well. */
+  grouped<T>(group: string, fn: () => T): T {
+    const outer = this.#group;
+    this.#group = group;
+    try {
+      return fn();
+    } finally {
+      this.#group = outer;
+    }
+  }
+
+  #count(resource: GPUBuffer | GPUTexture, bytes: number): void {
+    this.#live.set(resource, { bytes, group: this.#group });
+    this.bytes += bytes;
+    this.peakBytes = Math.max(this.peakBytes, this.bytes);
+    if (this.#group !== null) {
+      this.groupBytes.set(this.#group, (this.groupBytes.get(this.#group) ?? 0) + bytes);
+    }
+  }
+
+  #uncount(resource: GPUBuffer | GPUTexture): boolean {
+    const entry = this.#live.get(resource);
+    if (entry === undefined) return false;
+    this.#live.delete(resource);
+    this.bytes -= entry.bytes;
+    if (entry.group !== null) {
+      this.groupBytes.set(entry.group, this.groupBytes.get(entry.group)! - entry.bytes);
+    }
+    return true;
   }
 
   /** A storage buffer holding `data`. */
@@ -151,9 +188,7 @@ export class BufferPool {
       usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.COPY_DST |
         (storage ? GPUTextureUsage.STORAGE_BINDING : 0),
     });
-    this.#textures.add(texture);
-    this.bytes += width * height * texelBytes;
-    this.peakBytes = Math.max(this.peakBytes, this.bytes);
+    this.#count(texture, width * height * texelBytes);
     if (data) {
       this.#device.queue.writeTexture({ texture }, data.buffer as ArrayBuffer, {
         offset: data.byteOffset,
@@ -163,16 +198,13 @@ export class BufferPool {
     return texture;
   }
 
-  release(buffer: GPUBuffer): void {
-    if (!this.#live.delete(buffer)) return;
-    this.bytes -= buffer.size;
-    buffer.destroy();
+  /** Destroys a buffer or texture of this pool and stops counting it. */
+  release(resource: GPUBuffer | GPUTexture): void {
+    if (this.#uncount(resource)) resource.destroy();
   }
 
   releaseAll(): void {
-    for (const b of [...this.#live]) this.release(b);
-    for (const t of this.#textures) t.destroy();
-    this.#textures.clear();
+    for (const r of [...this.#live.keys()]) this.release(r);
   }
 }
 

@@ -10,6 +10,9 @@
  *   in textures on the texture path (rgba16float, or rg32uint unpacked in
  *   WGSL for bf16; no shader-f16 needed); norms, embeddings, weights on the
  *   storage path and multiplied-out decomposed experts are widened to f32.
+ *   With `hostExperts` the routed experts stay in host memory (offload.ts
+ *   uploads them into its slots); `route`, `generate`, `logits` and `profile`
+ *   throw (their forward would need the experts on the GPU).
  * - `route(sequences, { probs, lookahead })`: teacher-forced router logs.
  *   Sequences are packed into passes of at most maxBatchTokens tokens, each
  *   sequence from position 0 with its own keys and values; one readback per
@@ -112,8 +115,10 @@ export interface MoeModel {
   logits(sequence: Uint32Array): Promise<Float32Array>;
   /** FLOPs of a forward over sequences of these lengths (`route`: up to the last router; else to logits of every token). */
   flops(lengths: number[], upTo: "route" | "logits"): number;
-  /** Bytes of GPU buffers and textures this model holds (weights, run state, logs). */
+  /** Bytes of GPU buffers and textures this model holds (weights, run state, logs; an offloader's slots). */
   gpuBytes(): number;
+  /** The part of `gpuBytes` holding routed expert weights: every expert, or with `hostExperts` an offloader's slots. */
+  expertGpuBytes(): number;
   /** GPU → CPU readbacks (mapAsync) since loading: one per route pass, one per generate call (+1 per 32 tokens with stopIds). */
   readbacks(): number;
   /**
@@ -197,12 +202,29 @@ function uploadLinear(
 export interface ExpertChunk {
   first: number; // first expert held
   count: number;
-  /** The host copies of w1, w3, w2 as uploaded ([count, K, N] each), when loaded with `keepHostExperts`. */
-  host?: { w1: HostMatrix; w3: HostMatrix; w2: HostMatrix };
   w1: Linear; // [count, H, F]   gate projection (through SiLU)
   w3: Linear; // [count, H, F]   up projection
   w2: Linear; // [count, F, H]   down projection
 }
+
+/**
+ * The routed experts of one MoE layer kept in host memory instead of on the
+ * GPU (`loadModel`'s `hostExperts`), each expert's matrix laid out exactly as
+ * one slot of the GPU copy, so that loading an expert into a slot
+ * (offload.ts) is one write per matrix with no conversion.
+ */
+export interface HostExperts {
+  /** Whether GPU copies are textures (matmul_tex.ts; H and F multiples of 64, so no row padding) or f32 storage buffers. */
+  texture: boolean;
+  /** Texel format on the texture path (16-bit checkpoints stay 16-bit); "f32" on the storage path. */
+  format: "f32" | "f16" | "bf16";
+  w1: HostMatrix[]; // [E] × [H, F]   gate projection
+  w3: HostMatrix[]; // [E] × [H, F]   up projection
+  w2: HostMatrix[]; // [E] × [F, H]   down projection
+}
+
+/** Pool group (BufferPool.grouped) of the GPU memory holding routed expert weights: all of them, or the offloader's slots. */
+export const ROUTED_EXPERTS = "routed experts";
 
 export interface LayerWeights {
   attnNorm: GPUBuffer; // [H]
@@ -213,7 +235,8 @@ export interface LayerWeights {
   wo: Linear; // [nq d, H]
   postNorm: GPUBuffer; // [H]
   router?: Linear; // [H, E]
-  experts?: ExpertChunk[];
+  experts?: ExpertChunk[]; // on the GPU, unless the model was loaded with hostExperts
+  hostExperts?: HostExperts;
   shared?: { w1: Linear; w3: Linear; w2: Linear; gate: Linear }; // [H, Fs] ×2, [Fs, H], [H, 1]
   dense?: { w1: Linear; w3: Linear; w2: Linear }; // [H, Fd] ×2, [Fd, H]
 }
@@ -285,7 +308,7 @@ async function uploadWeights(
   ctx: GpuContext,
   ck: Checkpoint,
   positions: number,
-  keepHostExperts = false,
+  hostExperts = false,
 ): Promise<Weights> {
   const c = ck.config;
   const pool = ctx.pool;
@@ -391,8 +414,29 @@ async function uploadWeights(
         expertTex ? Math.floor(maxTex / Math.max(h, f)) : Infinity,
       ),
     );
-    layer.experts = [];
-    for (let first = 0; first < c.numExperts; first += perChunk) {
+    if (hostExperts) {
+      // Nothing of the routed experts goes to the GPU: each is kept as its slot
+      // copy will hold it (uploadLinear's choice of texture and format).
+      const texture = ctx.textures && expertTex;
+      const slotCopy = (m: HostMatrix, label: string): HostMatrix =>
+        texture || m instanceof Float32Array
+          ? m
+          : toFloat32(new Uint8Array(m.buffer, m.byteOffset, m.byteLength), half ?? "F16", label);
+      const host: HostExperts = { texture, format: "f32", w1: [], w3: [], w2: [] };
+      for (let e = 0; e < c.numExperts; e++) {
+        const w1 = await expertMatrix(e, names.gate, f, h);
+        if (texture && !(w1 instanceof Float32Array)) {
+          host.format = half === "BF16" ? "bf16" : "f16";
+        }
+        host.w1.push(slotCopy(w1, `L${l} expert ${e} gate`));
+        host.w3.push(slotCopy(await expertMatrix(e, names.up, f, h), `L${l} expert ${e} up`));
+        host.w2.push(slotCopy(await expertMatrix(e, names.down, h, f), `L${l} expert ${e} down`));
+      }
+      layer.hostExperts = host;
+    } else {
+      layer.experts = [];
+    }
+    for (let first = 0; !hostExperts && first < c.numExperts; first += perChunk) {
       const count = Math.min(perChunk, c.numExperts - first);
       const Stack = r === null ? Host : Float32Array; // decomposed experts are multiplied out in f32
       const w1 = new Stack(count * h * f), w3 = new Stack(count * h * f);
@@ -402,14 +446,13 @@ async function uploadWeights(
         w3.set(await expertMatrix(first + i, names.up, f, h), i * h * f);
         w2.set(await expertMatrix(first + i, names.down, h, f), i * h * f);
       }
-      layer.experts.push({
+      layer.experts!.push(ctx.pool.grouped(ROUTED_EXPERTS, () => ({
         first,
         count,
         w1: up(`L${l} experts ${first}+ gate`, w1, h, f, count, expertTex),
         w3: up(`L${l} experts ${first}+ up`, w3, h, f, count, expertTex),
         w2: up(`L${l} experts ${first}+ down`, w2, f, h, count, expertTex),
-        ...(keepHostExperts ? { host: { w1, w3, w2 } } : {}),
-      });
+      })));
     }
     if (c.sharedFfn > 0) {
       const s = b + "shared_expert.", fs = c.sharedFfn;
@@ -882,7 +925,12 @@ export function recordForward(
       if (plan.logits === "none" && l === lastMoe) return; // nothing later changes a router decision
     }
     rec.section = "experts";
-    const chunks = plan.slots?.chunks[m] ?? L.experts!;
+    const chunks = plan.slots?.chunks[m] ?? L.experts;
+    if (chunks === undefined) {
+      throw new Error(
+        `recordForward: layer ${l}'s experts are in host memory (hostExperts); run the model through offload.ts`,
+      );
+    }
     const numExperts = plan.slots?.count ?? c.numExperts;
     const texExperts = chunks[0]!.w1.view !== undefined && xn.view !== undefined;
     const tr = texExperts ? texTileRows(decode ? DECODE : PREFILL) : tileRows(decode ? 1 : 4);
@@ -1092,7 +1140,16 @@ export async function describeCheckpoint(
 
 export async function loadModel(
   dir: string,
-  options: { maxBatchTokens?: number; textures?: boolean; keepHostExperts?: boolean } = {},
+  options: {
+    maxBatchTokens?: number;
+    textures?: boolean;
+    /**
+     * Keep routed experts in host memory and upload none of them (default
+     * false): only an offloader (offload.ts) can then run the model, through
+     * its expert slots.
+     */
+    hostExperts?: boolean;
+  } = {},
 ): Promise<MoeModel> {
   const ck = await openCheckpoint(dir);
   const c = ck.config;
@@ -1115,7 +1172,7 @@ export async function loadModel(
     ctx,
     ck,
     Math.max(cap + 1, c.maxPositions),
-    options.keepHostExperts ?? false,
+    options.hostExperts ?? false,
   );
   const state = allocateRunState(ctx, c, cap);
   const qkvTexels = (c.numHeads + 2 * c.numKvHeads) * c.headDim / 4;
@@ -1391,6 +1448,7 @@ export async function loadModel(
 
     flops: (lengths, upTo) => forwardFlops(c, lengths, upTo),
     gpuBytes: () => ctx.pool.bytes,
+    expertGpuBytes: () => ctx.pool.groupBytes.get(ROUTED_EXPERTS) ?? 0,
     readbacks: () => ctx.stats.readbacks,
 
     async profile(sequences, mode) {

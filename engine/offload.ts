@@ -1,62 +1,71 @@
 /**
- * Offloaded decoding (issue 9): routed experts live in host memory and the
- * GPU holds `capacity` expert slots per MoE layer, managed by the simulator's
- * own cache code (cache/expert_cache.ts, cache/policies/), so the engine's
- * upload counts are the simulator's miss (and prefetch) counts by
- * construction.
+ * Offloaded generation (issue 9): the routed experts live in host memory only
+ * (`loadModel(dir, { hostExperts: true })` uploads none of them) and the GPU
+ * holds expert slots, `capacity` per MoE layer or one global pool of
+ * `capacity` slots shared by every layer, managed by the simulator's own cache
+ * code (cache/expert_cache.ts, cache/policies/), so the engine's upload counts
+ * are the simulator's miss (and prefetch) counts by construction. GPU memory
+ * for routed experts is slots × per-expert bytes (× MoE layers per layer)
+ * instead of E × MoE layers × per-expert bytes (`MoeModel.expertGpuBytes`).
  *
- * - The prompt is prefilled as `generate` does, with every expert resident
- *   (a batched prefill needs them all); its router decisions are then fed to
- *   the cache token by token, layer by layer, exactly as the simulator replays
- *   phase-0 rows, uploading each miss into its slot. So the cache enters the
- *   decode in the state the simulator has at the first generated token.
- * - Each decode step runs in M + 1 segments (model.ts `ForwardPlan.segment`):
- *   up to MoE layer l's router; read back its top-k (the readback offloading
- *   needs); `cache.request` and upload the misses into their slots
- *   (`queue.writeTexture`); with speculative prefetch, `cache.prefetch` layer
- *   l + 1's router applied to layer l's router input (the `spec` log, lookahead
- *   1) and upload what it issued; write the chosen experts' slot ids into the
- *   choice buffer; then the grouped-expert kernels run over the slot textures.
- *   Gate weights and the combine order are the router's, so the output is
- *   bit-identical to `generate`.
+ * - Every token, prompt and generated alike, runs as one decode step through
+ *   the slots: the prompt is prefilled token by token, so the cache sees the
+ *   rows in the simulator's order (token by token, layer by layer; phase-0
+ *   rows first) and enters the decode in the state the simulator has at the
+ *   first generated token. The kernels are batch-independent (each output
+ *   element sums its K products in the same order whatever the tile shape),
+ *   so the router logs equal `generate`'s batched prefill bit for bit
+ *   (offload_test.ts, with a prompt long enough for the 64-row prefill tile).
+ * - A step runs in M + 1 segments (model.ts `ForwardPlan.segment`): up to MoE
+ *   layer l's router; read back its top-k (the readback offloading needs);
+ *   `cache.request` and upload the misses into their slots
+ *   (`queue.writeTexture` or `writeBuffer`, one write per matrix); with
+ *   speculative prefetch, `cache.prefetch` layer l + 1's router applied to
+ *   layer l's router input (the `spec` log, lookahead 1) and upload what it
+ *   issued; write the chosen experts' slot ids into the choice buffer; then
+ *   the grouped-expert kernels run over the slot textures. Gate weights and the
+ *   combine order are the router's, so the output is bit-identical to
+ *   `generate`. The last segment computes logits and samples the next token
+ *   only for the last prompt token and generated tokens.
  * - Per generated token: wall ms from this step's first submit to the next
  *   step's (the last step: to `onSubmittedWorkDone`), uploads (demand +
  *   prefetch) and bytes moved. Steps are not separated by an extra wait (a
  *   real decoder would not pay one): a step's GPU tail (last layer's experts,
  *   LM head, sampling) completes inside the next step's first readback, so
  *   per-step times are shifted by that tail and their sum is the decode's
- *   wall time.
+ *   wall time. Prompt rows count uploads and bytes but no time.
  *
- * Per-layer budget only; online policies only (not belady or pinned).
+ * Online policies only (not belady or pinned).
  */
 import { DataError, UsageError } from "../common/errors.ts";
-import { ExpertCache, policyOptions } from "../cache/expert_cache.ts";
+import { type Budget, ExpertCache, policyOptions } from "../cache/expert_cache.ts";
 import { createPolicy, isPolicyName, type PolicyName } from "../cache/policies/mod.ts";
 import { moeLayers } from "./config.ts";
 import { readBack, Recorder } from "./gpu.ts";
 import {
   type ExpertChunk,
   type GenerateOptions,
-  type HostMatrix,
+  type HostExperts,
   type Linear,
   modelInternals,
   type MoeModel,
   recordForward,
+  ROUTED_EXPERTS,
   type RouterLog,
 } from "./model.ts";
-import { toFloat32 } from "./safetensors.ts";
 
 export interface OffloadSettings {
   policy: PolicyName;
-  /** Expert slots per MoE layer. */
+  /** Expert slots per MoE layer (per-layer budget) or in all (global). */
   capacity: number;
   prefetch: "none" | "speculative";
+  /** As `simulate --budget`: slots per layer, or one pool shared by all layers. */
+  budget: Budget;
 }
 
 /**
  * One trace row of an offloaded run: a generated token's decode step (phase
- * 1), or a prompt token's router decisions replayed through the cache after
- * the prefill (phase 0: uploads counted, no time of its own).
+ * 1), or a prompt token's step (phase 0: uploads counted, no time).
  */
 export interface TokenMeasure {
   phase: 0 | 1;
@@ -81,30 +90,47 @@ export interface OffloadResult {
   measures: TokenMeasure[];
 }
 
-/** Parses `POLICY:CAPACITY` of `--offload`. */
-export function parseOffload(text: string, prefetch: string): OffloadSettings {
+/** Parses `POLICY:CAPACITY` of `--offload` with its `--prefetch` and `--budget`. */
+export function parseOffload(
+  text: string,
+  o: { prefetch: string; budget: string },
+): OffloadSettings {
   const [name, cap, ...rest] = text.split(":");
   const capacity = Number(cap);
   if (
     rest.length > 0 || name === undefined || !isPolicyName(name) || name === "belady" ||
-    name === "pinned" || !Number.isInteger(capacity) || capacity < 1
+    name === "pinned" || !/^\d+$/.test(cap ?? "") || capacity < 1
   ) {
     throw new UsageError(
       `--offload takes POLICY:CAPACITY with an online policy (lru, fifo, lfu, lfru, random, swap) and a positive integer, got "${text}".`,
     );
   }
-  if (prefetch !== "none" && prefetch !== "speculative") {
-    throw new UsageError(`--prefetch takes none or speculative, got "${prefetch}".`);
+  if (o.prefetch !== "none" && o.prefetch !== "speculative") {
+    throw new UsageError(`--prefetch takes none or speculative, got "${o.prefetch}".`);
   }
-  return { policy: name, capacity, prefetch };
+  if (o.budget !== "per-layer" && o.budget !== "global") {
+    throw new UsageError(`--budget takes per-layer or global, got "${o.budget}".`);
+  }
+  return { policy: name, capacity, prefetch: o.prefetch, budget: o.budget };
 }
 
-/** A slot copy of one expert matrix: `capacity` experts of [K, N]. */
+/** One GPU matrix of a slot chunk: `count` experts of [K, N]. */
 interface SlotMatrix {
   linear: Linear;
+  /** Set on the texture path ([count·K, N/4] texels); else `linear.buffer` ([count, K, N] f32). */
   texture?: GPUTexture;
-  /** Host [E, K, N] (f32 on the storage path), and where each expert sits in it. */
-  host: (e: number) => HostMatrix;
+}
+
+/**
+ * A pool of expert slots: chunks of consecutive slots (one texture or buffer
+ * per matrix each, under the device's texture and binding limits, as loadModel
+ * chunks resident experts), read by the grouped-expert kernels as experts.
+ */
+interface SlotPool {
+  /** As recordForward reads them: chunk i holds slots [first, first + count). */
+  chunks: ExpertChunk[];
+  /** [chunk] → w1, w3, w2. */
+  matrices: SlotMatrix[][];
 }
 
 export interface Offloader {
@@ -115,7 +141,7 @@ export interface Offloader {
 
 /**
  * Offloaded generation over `model`, which must come from `loadModel` with
- * `keepHostExperts: true`. One cache (and one set of slots) for every prompt.
+ * `hostExperts: true`. One cache (and one set of slots) for every prompt.
  */
 export function createOffloader(model: MoeModel, settings: OffloadSettings): Offloader {
   const I = modelInternals(model);
@@ -124,95 +150,108 @@ export function createOffloader(model: MoeModel, settings: OffloadSettings): Off
   const c = model.config;
   const moe = moeLayers(c);
   const M = moe.length, k = c.topK, E = c.numExperts, cap = settings.capacity;
-  if (cap < k || cap > E) {
+  const global = settings.budget === "global";
+  const most = global ? M * E : E;
+  if (cap < k || cap > most) {
     throw new DataError(
-      `--offload capacity is ${cap}, expected between top-k (${k}) and the expert count (${E}).`,
+      `--offload capacity is ${cap}, expected between top-k (${k}) and ${
+        global ? "the experts of all MoE layers" : "the expert count"
+      } (${most}).`,
     );
   }
+  if (global && cap > 256) {
+    throw new DataError(
+      `--offload capacity is ${cap}, but a global pool can hold at most 256 slots (the expert grouping kernel's limit).`,
+    );
+  }
+  const hosts: HostExperts[] = moe.map((l) => {
+    const host = weights.layers[l]!.hostExperts;
+    if (!host) throw new Error("createOffloader: load the model with hostExperts: true");
+    return host;
+  });
   const spec = settings.prefetch === "speculative";
   const ro = { probs: false, lookahead: spec ? 1 : 0 };
   I.ensureLogs(ro);
 
-  // ---- slots
-  const slotLayers: SlotMatrix[][] = []; // [m] → w1, w3, w2
-  const slotChunks: ExpertChunk[][] = [];
-  for (const l of moe) {
-    const chunks = weights.layers[l]!.experts!;
-    const mats = (["w1", "w3", "w2"] as const).map((which): SlotMatrix => {
-      const first = chunks[0]![which];
-      const hostOf = (e: number): HostMatrix => {
-        const chunk = chunks.find((ch) => e >= ch.first && e < ch.first + ch.count)!;
-        if (!chunk.host) throw new Error("generateOffloaded: load the model with keepHostExperts");
-        const size = first.k * first.n;
-        const all = chunk.host[which];
-        return all.subarray((e - chunk.first) * size, (e - chunk.first + 1) * size);
-      };
-      const label = `L${l} expert slots ${which}`;
-      if (first.view) {
-        const width = Math.ceil(first.n / 4);
-        const format = first.format === "f32"
-          ? "rgba32float"
-          : first.format === "f16"
-          ? "rgba16float"
-          : "rg32uint";
-        const texture = ctx.pool.texture(label, width, cap * first.k, undefined, false, format);
-        return {
-          linear: { k: first.k, n: first.n, format: first.format, view: texture.createView() },
-          texture,
-          host: hostOf,
-        };
-      }
-      const buffer = ctx.pool.storage(label, cap * first.k * first.n * 4);
-      return {
-        linear: { k: first.k, n: first.n, format: "f32", buffer },
-        host: (e) => {
-          const m = hostOf(e);
-          return m instanceof Float32Array
-            ? m
-            : toFloat32(new Uint8Array(m.buffer, m.byteOffset, m.byteLength), "F16", label);
-        },
-      };
-    });
-    slotLayers.push(mats);
-    slotChunks.push([{
-      first: 0,
-      count: cap,
-      w1: mats[0]!.linear,
-      w3: mats[1]!.linear,
-      w2: mats[2]!.linear,
-    }]);
-  }
-  /** Uploads expert e of MoE layer m into slot s; returns the bytes moved. */
-  const upload = (m: number, e: number, s: number): number => {
-    let bytes = 0;
-    for (const mat of slotLayers[m]!) {
-      const { k: K, n: N } = mat.linear;
-      let data = mat.host(e);
-      if (mat.texture) {
-        const width = Math.ceil(N / 4);
-        if (N % 4 !== 0) {
-          const padded = new (data.constructor as new (n: number) => HostMatrix)(K * width * 4);
-          for (let r = 0; r < K; r++) padded.set(data.subarray(r * N, (r + 1) * N), r * width * 4);
-          data = padded;
+  // ---- slots: per layer, or one pool that every layer's chunks point at
+  const h = c.hiddenSize, f = c.expertFfn;
+  const shapes = [[h, f], [h, f], [f, h]] as const; // w1, w3, w2: [K, N]
+  const makePool = (label: string, slots: number): SlotPool => {
+    const { texture, format } = hosts[0]!;
+    const maxTex = device.limits.maxTextureDimension2D;
+    const perChunk = Math.max(
+      1,
+      Math.min(
+        Math.floor(ctx.maxBinding / (h * f * 4)),
+        texture ? Math.floor(maxTex / Math.max(h, f)) : Infinity,
+      ),
+    );
+    const pool: SlotPool = { chunks: [], matrices: [] };
+    for (let first = 0; first < slots; first += perChunk) {
+      const count = Math.min(perChunk, slots - first);
+      const mats = shapes.map(([K, N], i): SlotMatrix => {
+        const name = `${label} slots ${first}+ ${["gate", "up", "down"][i]}`;
+        if (texture) {
+          const texFormat = format === "f32"
+            ? "rgba32float"
+            : format === "f16"
+            ? "rgba16float"
+            : "rg32uint";
+          const t = ctx.pool.texture(name, N / 4, count * K, undefined, false, texFormat);
+          return { linear: { k: K, n: N, format, view: t.createView() }, texture: t };
         }
+        return {
+          linear: { k: K, n: N, format: "f32", buffer: ctx.pool.storage(name, count * K * N * 4) },
+        };
+      });
+      pool.chunks.push({
+        first,
+        count,
+        w1: mats[0]!.linear,
+        w3: mats[1]!.linear,
+        w2: mats[2]!.linear,
+      });
+      pool.matrices.push(mats);
+    }
+    return pool;
+  };
+  const pools: SlotPool[] = ctx.pool.grouped(ROUTED_EXPERTS, () => {
+    if (global) {
+      const shared = makePool("expert", cap);
+      return moe.map(() => shared);
+    }
+    return moe.map((l) => makePool(`L${l} expert`, cap));
+  });
+
+  /** Uploads expert e of MoE layer m into slot s (numbered per layer, or over the global pool); returns the bytes moved. */
+  const upload = (m: number, e: number, s: number): number => {
+    const pool = pools[m]!;
+    const i = pool.chunks.findIndex((ch) => s >= ch.first && s < ch.first + ch.count);
+    const at = s - pool.chunks[i]!.first;
+    const host = hosts[m]!;
+    let bytes = 0;
+    [host.w1[e]!, host.w3[e]!, host.w2[e]!].forEach((data, j) => {
+      const mat = pool.matrices[i]![j]!;
+      const { k: K, n: N } = mat.linear;
+      if (mat.texture) {
         const texelBytes = mat.linear.format === "f32" ? 16 : 8;
         device.queue.writeTexture(
-          { texture: mat.texture, origin: [0, s * K] },
+          { texture: mat.texture, origin: [0, at * K] },
           data.buffer as ArrayBuffer,
-          { offset: data.byteOffset, bytesPerRow: width * texelBytes },
-          [width, K],
+          { offset: data.byteOffset, bytesPerRow: (N / 4) * texelBytes },
+          [N / 4, K],
         );
       } else {
         device.queue.writeBuffer(
           mat.linear.buffer!,
-          s * K * N * 4,
+          at * K * N * 4,
           data.buffer as ArrayBuffer,
           data.byteOffset,
           data.byteLength,
         );
       }
       bytes += data.byteLength;
-    }
+    });
     return bytes;
   };
 
@@ -225,11 +264,11 @@ export function createOffloader(model: MoeModel, settings: OffloadSettings): Off
         experts: E,
         topK: k,
         capacity: cap,
-        budget: "per-layer",
+        budget: settings.budget,
         seed: 0,
       }),
     ),
-    { layers: M, experts: E, budget: "per-layer" },
+    { layers: M, experts: E, budget: settings.budget },
   );
   const predicted: number[] = [];
   /** One (token, layer) step: request, uploads, speculative prefetch; returns the chosen slots. */
@@ -238,7 +277,8 @@ export function createOffloader(model: MoeModel, settings: OffloadSettings): Off
     let bytes = 0;
     r.misses.forEach((e, i) => bytes += upload(m, e, r.slots[i]!));
     let prefetched = 0;
-    if (specPick && m + 1 < M) {
+    // The trace logs no pick (65535) where model layer l + 1 has no MoE block; neither does this.
+    if (specPick && m + 1 < M && moe[m + 1] === moe[m]! + 1) {
       predicted.length = 0;
       for (let j = 0; j < k; j++) if (specPick[j] !== 65535) predicted.push(specPick[j]!);
       if (predicted.length > 0) {
@@ -264,70 +304,31 @@ export function createOffloader(model: MoeModel, settings: OffloadSettings): Off
     }
     I.checkTokens(prompt);
     I.ensureLogs(ro);
-    // ---- prefill with every expert resident, then the prompt's decisions through the cache
     const sampling = { temperature: Math.max(0, o.temperature), seed: o.seed };
-    device.queue.writeBuffer(state.tokens, 0, new Uint32Array(prompt));
-    I.writeInfo(Array.from({ length: P }, (_, p) => [p, p, p, p]));
-    const prefill = new Recorder(ctx);
-    recordForward(prefill, c, weights, state, {
-      tokens: P,
-      logits: "last",
-      probs: false,
-      lookahead: ro.lookahead,
-      sample: sampling,
-    });
-    prefill.finish();
-    I.submit(prefill);
-    const { logs: [promptLog] } = await I.readLogs(P, ro, [P]);
-    const promptRows: TokenMeasure[] = [];
-    for (let t = 0; t < P; t++) {
-      const row: TokenMeasure = {
-        phase: 0,
-        token: -1,
-        pos: t,
-        ms: NaN,
-        misses: 0,
-        prefetched: 0,
-        bytes: 0,
-      };
-      promptRows.push(row);
-      for (let m = 0; m < M; m++) {
-        const base = (t * M + m) * k;
-        const r = step(
-          m,
-          promptLog!.experts.subarray(base, base + k),
-          spec ? promptLog!.spec!.subarray(base, base + k) : null,
-        );
-        row.misses += r.misses;
-        row.prefetched += r.prefetched;
-        row.bytes += r.bytes;
-      }
-    }
 
-    // ---- decode segments, recorded once
-    const segments: Recorder[] = [];
-    for (let m = 0; m <= M; m++) {
+    // ---- one step's segments, recorded once: M up to a router, then the tail
+    const slots = { chunks: pools.map((p) => p.chunks), count: cap };
+    const segment = (m: number, logits: boolean): Recorder => {
       const rec = new Recorder(ctx);
       const last = m === M;
       recordForward(rec, c, weights, state, {
         tokens: 1,
-        logits: last ? "last" : "none",
+        logits: last && logits ? "last" : "none",
         probs: false,
         lookahead: ro.lookahead,
-        ...(last ? { sample: sampling } : {}),
+        ...(last && logits ? { sample: sampling } : {}),
         segment: { from: m === 0 ? -1 : moe[m - 1]!, to: last ? c.numLayers : moe[m]! },
-        slots: { chunks: slotChunks, count: cap },
+        slots,
       });
       rec.finish();
-      segments.push(rec);
-    }
-    const stops = new Set(o.stopIds ?? []);
-    const measures: TokenMeasure[] = [];
-    let produced = 0;
-    await device.queue.onSubmittedWorkDone();
-    let t0 = performance.now();
-    while (produced < o.maxNewTokens) {
-      const pos = P + produced;
+      return rec;
+    };
+    const segments = Array.from({ length: M }, (_, m) => segment(m, false));
+    const sampleTail = segment(M, true); // last prompt token and generated tokens
+    const promptTail = segment(M, false); // other prompt tokens: their keys and values only
+
+    /** The forward of the token at `pos` (its id already in state.tokens) through the slots. */
+    const forward = async (pos: number, tail: Recorder) => {
       device.queue.writeBuffer(state.info, 0, new Uint32Array([pos, pos, pos, pos]));
       let misses = 0, prefetched = 0, bytes = 0, input = 0;
       for (let m = 0; m < M; m++) {
@@ -344,8 +345,36 @@ export function createOffloader(model: MoeModel, settings: OffloadSettings): Off
         bytes += r.bytes;
         device.queue.writeBuffer(state.choice, 0, r.slots);
       }
-      I.submit(segments[M]!);
-      const last = produced + 1 === o.maxNewTokens || stops.has(input);
+      I.submit(tail);
+      return { misses, prefetched, bytes, input };
+    };
+
+    // ---- the prompt, token by token (phase 0)
+    device.queue.writeBuffer(state.tokens, 0, new Uint32Array(prompt));
+    const promptRows: TokenMeasure[] = [];
+    for (let t = 0; t < P; t++) {
+      const r = await forward(t, t === P - 1 ? sampleTail : promptTail);
+      promptRows.push({
+        phase: 0,
+        token: -1,
+        pos: t,
+        ms: NaN,
+        misses: r.misses,
+        prefetched: r.prefetched,
+        bytes: r.bytes,
+      });
+    }
+
+    // ---- the decode (phase 1), timed
+    const stops = new Set(o.stopIds ?? []);
+    const measures: TokenMeasure[] = [];
+    let produced = 0;
+    await device.queue.onSubmittedWorkDone();
+    let t0 = performance.now();
+    while (produced < o.maxNewTokens) {
+      const pos = P + produced;
+      const r = await forward(pos, sampleTail);
+      const last = produced + 1 === o.maxNewTokens || stops.has(r.input);
       if (last) await device.queue.onSubmittedWorkDone();
       const t1 = performance.now();
       measures.push({
@@ -353,13 +382,13 @@ export function createOffloader(model: MoeModel, settings: OffloadSettings): Off
         token: produced,
         pos,
         ms: t1 - t0,
-        misses,
-        prefetched,
-        bytes,
+        misses: r.misses,
+        prefetched: r.prefetched,
+        bytes: r.bytes,
       });
       t0 = t1;
       produced++;
-      if (stops.has(input)) break; // the stop token's own row is logged, as generate does
+      if (stops.has(r.input)) break; // the stop token's own row is logged, as generate does
     }
     const rows = P + produced;
     const { logs: [full], ids: tokens } = await I.readLogs(rows, ro, [rows], rows);
@@ -371,8 +400,7 @@ export function createOffloader(model: MoeModel, settings: OffloadSettings): Off
       weights: full!.weights.slice(0, end * M * k),
     };
     if (full!.spec) log.spec = full!.spec.slice(0, end * M * ro.lookahead * k);
-    prefill.destroy();
-    for (const rec of segments) rec.destroy();
+    for (const rec of [...segments, sampleTail, promptTail]) rec.destroy();
     return {
       tokens: tokens.slice(0, end),
       promptLength: P,
@@ -381,10 +409,9 @@ export function createOffloader(model: MoeModel, settings: OffloadSettings): Off
     };
   };
   const destroy = () => {
-    for (const mats of slotLayers) {
-      for (const mat of mats) {
-        if (mat.texture) mat.texture.destroy();
-        else ctx.pool.release(mat.linear.buffer!);
+    for (const pool of new Set(pools)) {
+      for (const mats of pool.matrices) {
+        for (const mat of mats) ctx.pool.release(mat.texture ?? mat.linear.buffer!);
       }
     }
   };

@@ -1,15 +1,24 @@
 /**
- * Offloaded decoding (offload.ts) on a random tiny-moe-shaped checkpoint,
- * both kernel paths: the tokens and router logs equal `generate`'s, and the
- * uploads equal the simulator's replay (cache/replay.ts) of the same routing
- * with the same policy and capacity: demand uploads = misses, prefetch
- * uploads = prefetch_issued, summed over prompt (phase 0) and generated
- * (phase 1) rows of every document, for LRU at k, k + 2 and E, with and
- * without speculative prefetch.
+ * Offloaded generation (offload.ts) on a random tiny-moe-shaped checkpoint,
+ * both kernel paths:
+ * - GPU memory: a model loaded with `hostExperts` holds no routed expert on
+ *   the GPU (its pool counts exactly E × M expert copies less than the
+ *   resident model's), and with an offloader exactly its slots: capacity × M
+ *   per-expert copies per layer, capacity copies for a global pool.
+ * - the tokens and router logs equal `generate`'s (resident experts, batched
+ *   prefill; one prompt of 20 tokens takes the 64-row prefill tile there and
+ *   the 1-row decode tile here, so equality also shows the kernels are
+ *   batch-independent);
+ * - the uploads equal the simulator's replay (cache/replay.ts) of the same
+ *   routing with the same policy, capacity and budget: demand uploads =
+ *   misses, prefetch uploads = prefetch_issued, summed over prompt (phase 0)
+ *   and generated (phase 1) rows of every document, for LRU at k, k + 2 and E
+ *   per layer and at 4 and 12 slots in a global pool, with and without
+ *   speculative prefetch.
  */
 import assert from "node:assert/strict";
-import { loadModel } from "./model.ts";
-import { createOffloader } from "./offload.ts";
+import { loadModel, type MoeModel } from "./model.ts";
+import { createOffloader, type OffloadSettings } from "./offload.ts";
 import { writeRandomMixtral } from "./random_checkpoint.ts";
 import type { AccessTrace } from "../cache/access_trace.ts";
 import { replay } from "../cache/replay.ts";
@@ -23,80 +32,139 @@ function sum(a: Float64Array): number {
   return a.reduce((x, y) => x + y, 0);
 }
 
+const H = 128, F = 192, M = 3, E = 8, k = 2;
+/** One expert's GPU copy: w1, w3 [H, F] and w2 [F, H] in f32 (rgba32float texels or a storage buffer). */
+const EXPERT_BYTES = 3 * H * F * 4;
+
 for (const textures of [true, false]) {
-  Deno.test(`offloaded generate equals generate; uploads equal simulated misses (textures ${textures})`, async () => {
+  Deno.test(`offloaded generate holds only its slots, equals generate, uploads equal simulated misses (textures ${textures})`, async () => {
     const dir = await Deno.makeTempDir({ prefix: "moetrace-offload-test-" });
+    let full: MoeModel | null = null, host: MoeModel | null = null;
     try {
       // hidden 128, FFN 192: the texture path when asked; 3 MoE layers of 8 experts, top-2
       await writeRandomMixtral(dir, {
-        hidden: 128,
-        ffn: 192,
-        layers: 3,
+        hidden: H,
+        ffn: F,
+        layers: M,
         heads: 4,
         kvHeads: 2,
         vocab: 512,
       });
-      const model = await loadModel(dir, { maxBatchTokens: 128, textures, keepHostExperts: true });
-      try {
-        const prompts = [[5, 17, 300, 42], [9, 200, 11]].map((p) => Uint32Array.from(p));
-        const options = { maxNewTokens: 20, temperature: 0, seed: 3, probs: false, lookahead: 0 };
-        const base = [];
-        for (const p of prompts) base.push(await model.generate(p, options));
-        const E = 8, k = 2, M = 3;
-        // every capacity on the texture path; the storage path (same host code) at k + 2 only
-        for (const capacity of textures ? [k, k + 2, E] : [k + 2]) {
-          for (const prefetch of ["none", "speculative"] as const) {
-            const off = createOffloader(model, { policy: "lru", capacity, prefetch });
-            const chosen: number[] = [], spec: number[] = [];
-            let misses = 0, prefetched = 0;
-            try {
-              for (let i = 0; i < prompts.length; i++) {
-                const r = await off.generate(prompts[i]!, options);
-                assert.deepEqual(r.tokens, base[i]!.tokens, `tokens, capacity ${capacity}`);
-                assert.deepEqual(r.log.experts, base[i]!.log.experts);
-                assert.deepEqual(r.log.weights, base[i]!.log.weights);
-                assert.equal(r.measures.length, r.tokens.length);
-                for (const m of r.measures) {
-                  misses += m.misses;
-                  prefetched += m.prefetched;
-                  assert.equal(Number.isNaN(m.ms), m.phase === 0);
-                }
-                chosen.push(...r.log.experts);
-                if (r.log.spec) spec.push(...r.log.spec);
+      full = await loadModel(dir, { maxBatchTokens: 128, textures });
+      host = await loadModel(dir, { maxBatchTokens: 128, textures, hostExperts: true });
+      assert.equal(full.expertGpuBytes(), E * M * EXPERT_BYTES);
+      assert.equal(host.expertGpuBytes(), 0);
+      assert.equal(full.gpuBytes() - host.gpuBytes(), E * M * EXPERT_BYTES);
+      await assert.rejects(
+        host.generate(Uint32Array.from([5, 6]), {
+          maxNewTokens: 1,
+          temperature: 0,
+          seed: 0,
+          probs: false,
+          lookahead: 0,
+        }),
+        /experts are in host memory/,
+      );
+
+      const long = Uint32Array.from({ length: 20 }, (_, i) => (i * 37 + 11) % 512);
+      const prompts = [[5, 17, 300, 42], [9, 200, 11]].map((p) => Uint32Array.from(p));
+      prompts.push(long);
+      const options = { maxNewTokens: 20, temperature: 0, seed: 3, probs: false, lookahead: 0 };
+      const base = [];
+      for (const p of prompts) base.push(await full.generate(p, options));
+      // every setting on the texture path; the storage path (same host code) at one of each budget
+      const settings: Omit<OffloadSettings, "prefetch">[] = textures
+        ? [
+          ...[k, k + 2, E].map((capacity) => ({
+            policy: "lru" as const,
+            capacity,
+            budget: "per-layer" as const,
+          })),
+          ...[4, 12].map((capacity) => ({
+            policy: "lru" as const,
+            capacity,
+            budget: "global" as const,
+          })),
+        ]
+        : [
+          { policy: "lru", capacity: k + 2, budget: "per-layer" },
+          { policy: "lru", capacity: 12, budget: "global" },
+        ];
+      for (const s of settings) {
+        for (const prefetch of ["none", "speculative"] as const) {
+          const label = `${s.budget} capacity ${s.capacity}, prefetch ${prefetch}`;
+          const before = host.gpuBytes();
+          const off = createOffloader(host, { ...s, prefetch });
+          const slots = s.budget === "global" ? s.capacity : s.capacity * M;
+          assert.equal(host.expertGpuBytes(), slots * EXPERT_BYTES, `slot bytes, ${label}`);
+          const held = host.gpuBytes();
+          if (prefetch === "none") {
+            // (speculative prefetch also allocates the model's spec log, once)
+            assert.equal(held - before, slots * EXPERT_BYTES, `pool bytes, ${label}`);
+          }
+          const chosen: number[] = [], spec: number[] = [];
+          let misses = 0, prefetched = 0, bytes = 0;
+          try {
+            for (let i = 0; i < prompts.length; i++) {
+              const r = await off.generate(prompts[i]!, options);
+              assert.deepEqual(r.tokens, base[i]!.tokens, `tokens, ${label}`);
+              assert.deepEqual(r.log.experts, base[i]!.log.experts, `experts, ${label}`);
+              assert.deepEqual(r.log.weights, base[i]!.log.weights, `weights, ${label}`);
+              assert.equal(r.measures.length, r.tokens.length);
+              for (const m of r.measures) {
+                misses += m.misses;
+                prefetched += m.prefetched;
+                bytes += m.bytes;
+                assert.equal(Number.isNaN(m.ms), m.phase === 0);
               }
-            } finally {
-              off.destroy();
+              chosen.push(...r.log.experts);
+              if (r.log.spec) spec.push(...r.log.spec);
             }
-            const T = chosen.length / (M * k);
-            const trace: AccessTrace = {
-              tokens: T,
-              layers: M,
-              experts: E,
-              topK: k,
-              chosen: Uint16Array.from(chosen),
-              lookahead: prefetch === "speculative" ? 1 : 0,
-              spec: prefetch === "speculative" ? Uint16Array.from(spec) : null,
-              doc: new Uint32Array(T),
-            };
-            const sim = replay(trace, {
-              policy: createPolicy(
-                "lru",
-                policyOptions({ layers: M, experts: E, topK: k, capacity, seed: 0 }),
-              ),
-              budget: "per-layer",
-              prefetcher: prefetch === "speculative" ? new SpeculativePrefetcher(trace, 1) : null,
-              costs: [],
-            });
-            const label = `capacity ${capacity}, prefetch ${prefetch}`;
-            assert.equal(misses, sum(sim.stats.misses), `misses, ${label}`);
-            assert.equal(prefetched, sum(sim.stats.prefetchIssued), `prefetches, ${label}`);
-            if (capacity === E) assert.ok(misses + prefetched <= M * E, label);
+          } finally {
+            off.destroy();
+          }
+          assert.equal(host.expertGpuBytes(), 0, `slots released, ${label}`);
+          assert.equal(host.gpuBytes(), held - slots * EXPERT_BYTES, `pool after, ${label}`);
+          assert.equal(bytes, (misses + prefetched) * EXPERT_BYTES, `bytes moved, ${label}`);
+          const T = chosen.length / (M * k);
+          const trace: AccessTrace = {
+            tokens: T,
+            layers: M,
+            experts: E,
+            topK: k,
+            chosen: Uint16Array.from(chosen),
+            lookahead: prefetch === "speculative" ? 1 : 0,
+            spec: prefetch === "speculative" ? Uint16Array.from(spec) : null,
+            doc: new Uint32Array(T),
+          };
+          const sim = replay(trace, {
+            policy: createPolicy(
+              "lru",
+              policyOptions({
+                layers: M,
+                experts: E,
+                topK: k,
+                capacity: s.capacity,
+                budget: s.budget,
+                seed: 0,
+              }),
+            ),
+            budget: s.budget,
+            prefetcher: prefetch === "speculative" ? new SpeculativePrefetcher(trace, 1) : null,
+            costs: [],
+          });
+          assert.equal(misses, sum(sim.stats.misses), `misses, ${label}`);
+          assert.equal(prefetched, sum(sim.stats.prefetchIssued), `prefetches, ${label}`);
+          // every expert of every layer is loaded at least once: the count is not trivially 0
+          assert.ok(misses + prefetched >= M * E, label);
+          if (s.budget === "per-layer" && s.capacity === E) {
+            assert.equal(misses + prefetched, M * E, `each expert once, ${label}`);
           }
         }
-      } finally {
-        model.destroy();
       }
     } finally {
+      full?.destroy();
+      host?.destroy();
       await Deno.remove(dir, { recursive: true });
     }
   });

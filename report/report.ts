@@ -291,6 +291,7 @@ async function measuredSection(simulation: Folder): Promise<string> {
   const generated = measured.filter((r) => r.phase === "1").map((r) => Number(r.ms));
   if (generated.length === 0) return "";
   const { policy, capacity, prefetch } = measured[0]!;
+  const budget = measured[0]!.budget ?? "per-layer"; // measured.csv before the global pool had no budget column
   const uploads = measured.reduce((a, r) => a + Number(r.uploads), 0);
   const sorted = [...generated].sort((a, b) => a - b);
   const n = sorted.length;
@@ -298,7 +299,7 @@ async function measuredSection(simulation: Folder): Promise<string> {
   const mean = generated.reduce((a, b) => a + b, 0) / n;
   const sims = (parse(simText, { columns: true }) as Record<string, string>[]).filter((r) =>
     r.layer === "all" && r.policy === policy && r.capacity === capacity &&
-    r.prefetch === prefetch && r.budget === "per-layer"
+    r.prefetch === prefetch && r.budget === budget
   );
   if (sims.length === 0) return "";
   const f = (v: number) => v.toPrecision(4);
@@ -314,7 +315,7 @@ async function measuredSection(simulation: Folder): Promise<string> {
   return `<section id="measured"><h2>Predicted against measured</h2>
 <p class="intro">${
     escapeHtml(
-      `The trace comes from generate --offload ${policy}:${capacity} --prefetch ${prefetch}; its measured.csv holds ${n} timed decode steps. Predicted: the simulation's mean ms/token over every trace row; measured: median and mean wall ms of the decode steps. Loads: simulated misses + prefetches against the engine's uploads (prompt and generated rows).`,
+      `The trace comes from generate --offload ${policy}:${capacity} --prefetch ${prefetch} --budget ${budget}; its measured.csv holds ${n} timed decode steps. Predicted: the simulation's mean ms/token over every trace row; measured: median and mean wall ms of the decode steps. Loads: simulated misses + prefetches against the engine's uploads (prompt and generated rows).`,
     )
   }</p>
 <div class="table-wrap"><table class="data"><thead><tr><th>hardware</th><th>dtype</th><th>predicted ms/token</th><th>measured median</th><th>measured mean</th><th>error (of median)</th><th>simulated loads</th><th>uploads</th></tr></thead><tbody>
