@@ -247,7 +247,10 @@ const COMMANDS: Record<string, CommandSpec> = {
   },
   bench: {
     summary: "Benchmarks that print figures and ratios measured side by side.",
-    positional: { name: "engine|cache|analysis|trace", help: "What to measure." },
+    positional: {
+      name: "engine|offload|cache|analysis|trace",
+      help: "What to measure (offload: issue 9's predicted against measured, about 2 min).",
+    },
     flags: {
       json: { kind: "boolean", default: false, help: "Print results as JSON." },
       calibrate: {

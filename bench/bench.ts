@@ -20,7 +20,11 @@ export async function benchCommand(which: string, flags: Record<string, unknown>
       return (await import("../cache/bench.ts")).benchCache(options);
     case "engine":
       return (await import("../engine/bench.ts")).benchEngine(options);
+    case "offload":
+      return (await import("../engine/offload_bench.ts")).benchOffload(options);
     default:
-      throw new UsageError(`bench takes engine, cache, analysis or trace, got "${which}".`);
+      throw new UsageError(
+        `bench takes engine, offload, cache, analysis or trace, got "${which}".`,
+      );
   }
 }

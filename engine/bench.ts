@@ -20,11 +20,12 @@ import { type Figure, medianSeconds, printFigures } from "../bench/measure.ts";
 import { createGpuContext, readBack, Recorder } from "./gpu.ts";
 import { matmulFlops } from "./kernels/matmul.ts";
 import { matmulTex, PREFILL } from "./kernels/matmul_tex.ts";
-import { loadModel } from "./model.ts";
+import { loadModel, type MoeModel } from "./model.ts";
 import { writeRandomMixtral } from "./random_checkpoint.ts";
 import { Rng } from "../common/random.ts";
 import { writeFileAtomic } from "../common/atomic_write.ts";
 import { pathExists } from "../common/fs.ts";
+import type { Hardware } from "../cache/timing.ts";
 
 const TINY_MOE = new URL("../fixtures/models/tiny-moe/", import.meta.url).pathname;
 
@@ -101,6 +102,44 @@ async function uploadBandwidth(): Promise<{ gbps: number; latencyUs: number; rea
   }
 }
 
+/**
+ * What `--calibrate` writes (a `simulate --hardware` JSON): where a decode
+ * step of `model` after `prompt` spends its GPU time (per-dispatch
+ * timestamps: attention + router per layer, one active expert, embedding +
+ * LM head + sampling), and the host → device link and router readback
+ * measured on a fresh device.
+ */
+export async function calibrate(
+  model: MoeModel,
+  prompt: Uint32Array,
+  o: { adapter: string; modelName: string; by: string },
+): Promise<Hardware> {
+  // The first profile compiles the decode pipelines; then the median of three per section.
+  await model.profile([prompt], "decode");
+  const steps: { sections: Map<string, number> }[] = [];
+  for (let i = 0; i < 3; i++) steps.push(await model.profile([prompt], "decode"));
+  const section = (name: string) => {
+    const ms = steps.map((s) => s.sections.get(name) ?? 0).sort((a, b) => a - b);
+    return ms[1]!;
+  };
+  const moeCount = model.facts.moe_layers.length;
+  const link = await uploadBandwidth();
+  const round = (x: number) => Number(x.toPrecision(4));
+  return {
+    name: `calibrated-${o.adapter.split(" ")[0]}`,
+    bandwidth_gb_s: round(link.gbps),
+    latency_us: round(link.latencyUs),
+    attention_ms_per_layer: round(section("layer") / model.facts.num_layers),
+    expert_ms: round(section("experts") / Math.max(1, moeCount * model.facts.top_k)),
+    other_ms_per_token: round(section("other")),
+    readback_ms_per_layer: round(link.readbackMs),
+    source:
+      `measured by moetrace ${o.by} on ${o.adapter}, ${o.modelName} (decode step timestamps; writeBuffer uploads; readback: 16-byte mapAsync round trip, what generate --offload pays per MoE layer), ${
+        new Date().toISOString()
+      }`,
+  };
+}
+
 export async function benchEngine(options: BenchOptions): Promise<void> {
   Deno.env.set("XDG_RUNTIME_DIR", Deno.env.get("XDG_RUNTIME_DIR") ?? "/tmp");
   let dir = TINY_MOE;
@@ -137,16 +176,12 @@ export async function benchEngine(options: BenchOptions): Promise<void> {
     await gen(8)();
     const gen0 = await medianSeconds(3, gen(0));
     const gen128 = await medianSeconds(3, gen(128));
-    // where a decode step's time goes (per-dispatch GPU timestamps), for the table and --calibrate
-    const step = await model.profile([prompt], "decode");
-    const section = (name: string) => step.sections.get(name) ?? 0;
-    const moeCount = model.facts.moe_layers.length;
-    const hardware = {
-      attention_ms_per_layer: section("layer") / model.facts.num_layers,
-      expert_ms: section("experts") / Math.max(1, moeCount * model.facts.top_k),
-      other_ms_per_token: section("other"),
-    };
-    const link = await uploadBandwidth();
+    // where a decode step's time goes and the link, for the table and --calibrate
+    const hardware = await calibrate(model, prompt, {
+      adapter: mm.adapter,
+      modelName: temp ? "a random tiny-moe-shaped checkpoint" : "fixtures/models/tiny-moe",
+      by: "bench engine --calibrate",
+    });
     const gpuMiB = model.gpuBytes() / 2 ** 20;
     const routeGflops = model.flops(lengths, "route") / routeSeconds / 1e9;
     const logitsGflops = model.flops([512], "logits") / logitsSeconds / 1e9;
@@ -177,36 +212,26 @@ export async function benchEngine(options: BenchOptions): Promise<void> {
       },
       {
         name: "decode step: attention+router per layer",
-        value: hardware.attention_ms_per_layer,
+        value: hardware.attention_ms_per_layer!,
         unit: "ms",
       },
-      { name: "decode step: one active expert", value: hardware.expert_ms, unit: "ms" },
+      { name: "decode step: one active expert", value: hardware.expert_ms!, unit: "ms" },
       {
         name: "decode step: embedding + lm_head + sampling",
-        value: hardware.other_ms_per_token,
+        value: hardware.other_ms_per_token!,
         unit: "ms",
       },
       { name: "GPU memory (weights + 2048-token run state)", value: gpuMiB, unit: "MiB" },
-      { name: "host→device upload bandwidth", value: link.gbps, unit: "GB/s" },
-      { name: "host→device upload latency", value: link.latencyUs, unit: "µs" },
-      { name: "router readback round trip (offload)", value: link.readbackMs, unit: "ms" },
+      { name: "host→device upload bandwidth", value: hardware.bandwidth_gb_s, unit: "GB/s" },
+      { name: "host→device upload latency", value: hardware.latency_us, unit: "µs" },
+      {
+        name: "router readback round trip (offload)",
+        value: hardware.readback_ms_per_layer!,
+        unit: "ms",
+      },
     ];
     if (options.calibrate) {
-      const json = {
-        name: `calibrated-${mm.adapter.split(" ")[0]}`,
-        bandwidth_gb_s: Number(link.gbps.toPrecision(4)),
-        latency_us: Number(link.latencyUs.toPrecision(4)),
-        attention_ms_per_layer: Number(hardware.attention_ms_per_layer.toPrecision(4)),
-        expert_ms: Number(hardware.expert_ms.toPrecision(4)),
-        other_ms_per_token: Number(hardware.other_ms_per_token.toPrecision(4)),
-        readback_ms_per_layer: Number(link.readbackMs.toPrecision(4)),
-        source: `measured by moetrace bench engine --calibrate on ${mm.adapter}, ${
-          temp ? "a random tiny-moe-shaped checkpoint" : "fixtures/models/tiny-moe"
-        } (decode step timestamps; writeBuffer uploads; readback: 16-byte mapAsync round trip, what generate --offload pays per MoE layer), ${
-          new Date().toISOString()
-        }`,
-      };
-      await writeFileAtomic(options.calibrate, JSON.stringify(json, null, 2) + "\n");
+      await writeFileAtomic(options.calibrate, JSON.stringify(hardware, null, 2) + "\n");
       if (!options.json) console.log(`wrote ${options.calibrate}`);
     }
     printFigures(

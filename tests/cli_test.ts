@@ -67,10 +67,21 @@ Deno.test("usage mistakes are one sentence and exit 2", async () => {
       /^moetrace: --budget of simulate must be one of per-layer, global, got "all"\.$/,
     ],
     [
+      ["generate", "--model", "m", "--prompts", "p", "--out", "o", "--budget", "global"],
+      /^moetrace: --budget needs --offload POLICY:CAPACITY\.$/,
+    ],
+    [
+      ["generate", "--model", "m", "--prompts", "p", "--out", "o", "--offload", "belady:4"],
+      /^moetrace: --offload takes POLICY:CAPACITY with an online policy \(lru, fifo, lfu, lfru, random, swap\) and a positive integer, got "belady:4"\.$/,
+    ],
+    [
       ["capture", "--model", "m", "--corpus", "c", "--out"],
       /^moetrace: Option --out of capture needs a value\.$/,
     ],
-    [["bench", "gpu"], /^moetrace: bench takes engine, cache, analysis or trace, got "gpu"\.$/],
+    [
+      ["bench", "gpu"],
+      /^moetrace: bench takes engine, offload, cache, analysis or trace, got "gpu"\.$/,
+    ],
   ];
   for (const [args, pattern] of cases) {
     const result = await runCli(args);
