@@ -15,11 +15,14 @@
  *   and generated (phase 1) rows of every document, for LRU at k, k + 2 and E
  *   per layer and at 4 and 12 slots in a global pool, with and without
  *   speculative prefetch.
+ * - f16 and bf16 checkpoints: experts stay 16-bit in their slots (half the
+ *   bytes of f32) and the text and logs still equal `generate`'s.
  */
 import assert from "node:assert/strict";
 import { loadModel, type MoeModel } from "./model.ts";
 import { createOffloader, type OffloadSettings } from "./offload.ts";
 import { writeRandomMixtral } from "./random_checkpoint.ts";
+import { readHeader, toHalfBits, writeSafetensors } from "./safetensors.ts";
 import type { AccessTrace } from "../cache/access_trace.ts";
 import { replay } from "../cache/replay.ts";
 import { createPolicy } from "../cache/policies/mod.ts";
@@ -169,3 +172,68 @@ for (const textures of [true, false]) {
     }
   });
 }
+
+Deno.test("offloaded generate keeps f16 and bf16 experts 16-bit in their slots and equals generate", async () => {
+  const base = await Deno.makeTempDir({ prefix: "moetrace-offload-half-" });
+  try {
+    await writeRandomMixtral(`${base}/f32`, {
+      hidden: H,
+      ffn: F,
+      layers: M,
+      heads: 4,
+      kvHeads: 2,
+      vocab: 512,
+    });
+    const header = await readHeader(`${base}/f32/model.safetensors`);
+    const raw = await Deno.readFile(`${base}/f32/model.safetensors`);
+    for (const dtype of ["F16", "BF16"]) {
+      const tensors: Record<string, { shape: number[]; dtype: string; bytes: Uint8Array }> = {};
+      for (const info of header.values()) {
+        const f = new Float32Array(raw.slice(info.begin, info.end).buffer);
+        const bits = Uint16Array.from(
+          f,
+          (x) =>
+            dtype === "F16"
+              ? toHalfBits(x)
+              : new Uint32Array(new Float32Array([x]).buffer)[0]! >>> 16,
+        );
+        tensors[info.name] = { shape: [...info.shape], dtype, bytes: new Uint8Array(bits.buffer) };
+      }
+      const dir = `${base}/${dtype}`;
+      await Deno.mkdir(dir);
+      await Deno.copyFile(`${base}/f32/config.json`, `${dir}/config.json`);
+      await writeSafetensors(`${dir}/model.safetensors`, tensors);
+      const full = await loadModel(dir, { maxBatchTokens: 64 });
+      const host = await loadModel(dir, { maxBatchTokens: 64, hostExperts: true });
+      try {
+        assert.equal(full.expertGpuBytes(), (E * M * EXPERT_BYTES) / 2, dtype);
+        const prompt = Uint32Array.from([7, 300, 41, 99, 5]);
+        const options = { maxNewTokens: 12, temperature: 0, seed: 1, probs: false, lookahead: 0 };
+        const want = await full.generate(prompt, options);
+        const off = createOffloader(host, {
+          policy: "lru",
+          capacity: k + 1,
+          prefetch: "speculative",
+          budget: "per-layer",
+        });
+        try {
+          assert.equal(host.expertGpuBytes(), ((k + 1) * M * EXPERT_BYTES) / 2, dtype);
+          const got = await off.generate(prompt, options);
+          assert.deepEqual(got.tokens, want.tokens, dtype);
+          assert.deepEqual(got.log.experts, want.log.experts, dtype);
+          assert.deepEqual(got.log.weights, want.log.weights, dtype);
+          const moved = got.measures.reduce((a, m) => a + m.bytes, 0);
+          const loads = got.measures.reduce((a, m) => a + m.misses + m.prefetched, 0);
+          assert.equal(moved, (loads * EXPERT_BYTES) / 2, dtype);
+        } finally {
+          off.destroy();
+        }
+      } finally {
+        full.destroy();
+        host.destroy();
+      }
+    }
+  } finally {
+    await Deno.remove(base, { recursive: true });
+  }
+});
