@@ -17,6 +17,9 @@
  *   speculative prefetch.
  * - f16 and bf16 checkpoints: experts stay 16-bit in their slots (half the
  *   bytes of f32) and the text and logs still equal `generate`'s.
+ * - the command line: `generate --offload lru:5 --budget global --prefetch
+ *   speculative` continues the Hugging Face golden and writes a measured.csv
+ *   whose uploads equal `simulate --budget global`'s loads on its trace.
  */
 import assert from "node:assert/strict";
 import { loadModel, type MoeModel } from "./model.ts";
@@ -28,6 +31,8 @@ import { replay } from "../cache/replay.ts";
 import { createPolicy } from "../cache/policies/mod.ts";
 import { policyOptions } from "../cache/expert_cache.ts";
 import { SpeculativePrefetcher } from "../cache/prefetch/speculative.ts";
+import { runCli } from "../tests/cli_helpers.ts";
+import { parse } from "csv-parse/sync";
 
 Deno.env.set("XDG_RUNTIME_DIR", Deno.env.get("XDG_RUNTIME_DIR") ?? "/tmp");
 
@@ -235,5 +240,70 @@ Deno.test("offloaded generate keeps f16 and bf16 experts 16-bit in their slots a
     }
   } finally {
     await Deno.remove(base, { recursive: true });
+  }
+});
+
+Deno.test("generate --offload with a global pool continues the golden; its uploads equal simulate --budget global", async () => {
+  const model = new URL("../fixtures/models/tiny-mixtral-swa", import.meta.url).pathname;
+  const dir = await Deno.makeTempDir({ prefix: "moetrace-offload-cli-" });
+  try {
+    const golden = JSON.parse(await Deno.readTextFile(`${model}/golden.json`)).prompts[0];
+    await Deno.writeTextFile(
+      `${dir}/prompts.jsonl`,
+      JSON.stringify({ prompt: golden.text }) + "\n",
+    );
+    // 2 MoE layers of 6 experts, top-3: 5 slots shared by both layers (storage path, window 7)
+    const gen = await runCli([
+      "generate",
+      "--model",
+      model,
+      "--prompts",
+      `${dir}/prompts.jsonl`,
+      "--out",
+      `${dir}/trace`,
+      "--max-new-tokens",
+      "12",
+      "--offload",
+      "lru:5",
+      "--budget",
+      "global",
+      "--prefetch",
+      "speculative",
+    ]);
+    assert.equal(gen.code, 0, gen.stderr);
+    const printed = JSON.parse(gen.stdout.trim());
+    assert.equal(printed.completion, golden.greedy_text.slice(0, printed.completion.length));
+    const measured = parse(await Deno.readTextFile(`${dir}/trace/measured.csv`), {
+      columns: true,
+    }) as Record<string, string>[];
+    assert.equal(measured.filter((r) => r.phase === "1").length, 12);
+    assert.ok(measured.every((r) => r.budget === "global" && r.capacity === "5"));
+    const uploads = measured.reduce((a, r) => a + Number(r.uploads), 0);
+    const sim = await runCli([
+      "simulate",
+      `${dir}/trace`,
+      "--out",
+      `${dir}/sim`,
+      "--policy",
+      "lru",
+      "--capacity",
+      "5",
+      "--prefetch",
+      "speculative",
+      "--budget",
+      "global",
+      "--dtype",
+      "fp32",
+    ]);
+    assert.equal(sim.code, 0, sim.stderr);
+    const rows = parse(await Deno.readTextFile(`${dir}/sim/simulation.csv`), {
+      columns: true,
+    }) as Record<string, string>[];
+    const all = rows.find((r) => r.layer === "all")!;
+    assert.equal(all.budget, "global");
+    assert.ok(uploads > 5, `${uploads} uploads`);
+    assert.equal(uploads, Number(all.misses) + Number(all.prefetch_issued));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });
