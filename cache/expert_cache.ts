@@ -1,7 +1,9 @@
 /**
- * The access loop, written once (libCacheSim's `cache_get_base`): an expert
- * cache over a `CachePolicy`, used by the simulator's replay and meant for the
- * engine's real offloading, so both count the same uploads.
+ * The access loop (libCacheSim's `cache_get_base`): an expert cache over a
+ * `CachePolicy`, driven by the engine's real offloading one router decision
+ * at a time. The simulator's replay runs the same loop fused with its timing
+ * model (replay.ts; replay_test.ts checks the two agree step by step), so both
+ * count the same uploads.
  *
  * Keys are `layer × E + expert`. Each call to `access` is one router decision:
  * the k experts of one layer for one token, first choice first. All of them are
@@ -19,11 +21,10 @@
  * // per-layer budget, over all layers for a global one); evicted[i] left the cache.
  * ```
  *
- * `access` is the allocation-free form the simulator uses; its results are in
+ * `access` is the allocation-free form; its results are in
  * `missKeys[0..missCount)`, `evictedKeys[0..evictedCount)` and so on.
  */
-import type { CachePolicy, PolicyOptions } from "./policy.ts";
-import { REFUSED } from "./policy.ts";
+import { type CachePolicy, Guard, type PolicyOptions, REFUSED } from "./policy.ts";
 
 /** Marks a missing speculative pick in trace arrays (engine/trace.ts NO_EXPERT). */
 const NO_EXPERT = 65535;
@@ -72,8 +73,8 @@ export class ExpertCache {
   readonly layers: number;
   readonly experts: number;
   readonly stats: CacheStats;
-  /** [keys] nonzero while a key may not be evicted. */
-  readonly guard: Uint8Array;
+  /** Keys that may not be evicted: the last access's experts and the prefetches since. */
+  readonly guard: Guard;
   /** [keys] 1 while a key sits in the cache because of a prefetch, not yet used. */
   readonly prefetched: Uint8Array;
   /** Keys loaded on demand by the last `access`. */
@@ -92,8 +93,13 @@ export class ExpertCache {
   readonly slotOf: Int32Array;
   /** Access position: advances by the number of experts of each `access`. */
   position = 0;
-  #guarded: Int32Array;
-  #guardedCount = 0;
+  /** The last access's keys, in order. */
+  #keys: Int32Array;
+  // The counters of `stats`, held directly: one load fewer per update.
+  #hits: Float64Array;
+  #misses: Float64Array;
+  #prefetchIssued: Float64Array;
+  #prefetchUsed: Float64Array;
   #slotsUsed: Int32Array;
   #partitionKeys: number;
 
@@ -114,14 +120,18 @@ export class ExpertCache {
       prefetchUsed: new Float64Array(M),
       prefetchWasted: new Float64Array(M),
     };
-    this.guard = new Uint8Array(keys);
+    this.#hits = this.stats.hits;
+    this.#misses = this.stats.misses;
+    this.#prefetchIssued = this.stats.prefetchIssued;
+    this.#prefetchUsed = this.stats.prefetchUsed;
+    this.guard = new Guard(keys);
     this.prefetched = new Uint8Array(keys);
     this.missKeys = new Int32Array(keys);
     this.usedKeys = new Int32Array(keys);
     this.issuedKeys = new Int32Array(keys);
     this.evictedKeys = new Int32Array(keys);
     this.slotOf = new Int32Array(keys).fill(-1);
-    this.#guarded = new Int32Array(keys);
+    this.#keys = new Int32Array(keys);
     this.#partitionKeys = (shape.budget ?? "per-layer") === "global" ? keys : shape.experts;
     this.#slotsUsed = new Int32Array(keys / this.#partitionKeys);
   }
@@ -132,32 +142,28 @@ export class ExpertCache {
    */
   access(layer: number, experts: ArrayLike<number>, offset: number, count: number): number {
     const guard = this.guard;
-    const guarded = this.#guarded;
-    for (let i = 0; i < this.#guardedCount; i++) guard[guarded[i]!] = 0;
+    const keys = this.#keys;
+    guard.clear();
     const base = layer * this.experts;
     for (let j = 0; j < count; j++) {
       const key = base + experts[offset + j]!;
-      guard[key] = 1;
-      guarded[j] = key;
+      guard.add(key);
+      keys[j] = key;
     }
-    this.#guardedCount = count;
-    this.missCount = 0;
     this.usedCount = 0;
     this.issuedCount = 0;
     this.evictedCount = 0;
     const policy = this.policy;
     const position = this.position;
     const prefetched = this.prefetched;
-    let hits = 0;
     let misses = 0;
     for (let j = 0; j < count; j++) {
-      const key = base + experts[offset + j]!;
+      const key = keys[j]!;
       if (policy.has(key)) {
-        hits++;
         policy.hit(key, position + j);
         if (prefetched[key] === 1) {
           prefetched[key] = 0;
-          this.stats.prefetchUsed[layer]!++;
+          this.#prefetchUsed[layer]!++;
           this.usedKeys[this.usedCount++] = key;
         }
       } else {
@@ -172,10 +178,10 @@ export class ExpertCache {
       }
     }
     this.missCount = misses;
-    if (hits > 0) this.stats.hits[layer]! += hits;
-    if (misses > 0) this.stats.misses[layer]! += misses;
-    this.position += count;
-    return this.missCount;
+    if (misses < count) this.#hits[layer]! += count - misses;
+    if (misses > 0) this.#misses[layer]! += misses;
+    this.position = position + count;
+    return misses;
   }
 
   /**
@@ -187,15 +193,11 @@ export class ExpertCache {
    */
   prefetch(layer: number, experts: ArrayLike<number>, offset: number, count: number): number {
     const policy = this.policy;
+    const guard = this.guard;
     const base = layer * this.experts;
     for (let j = 0; j < count; j++) {
       const e = experts[offset + j]!;
-      if (e === NO_EXPERT) continue;
-      const key = base + e;
-      if (this.guard[key] === 0) {
-        this.guard[key] = 1;
-        this.#guarded[this.#guardedCount++] = key;
-      }
+      if (e !== NO_EXPERT) guard.add(base + e);
     }
     let issued = 0;
     for (let j = 0; j < count; j++) {
@@ -203,14 +205,14 @@ export class ExpertCache {
       if (e === NO_EXPERT) continue;
       const key = base + e;
       if (policy.has(key)) continue;
-      const victim = policy.admit(key, this.position, false, this.guard);
+      const victim = policy.admit(key, this.position, false, guard);
       if (victim === REFUSED) continue;
       this.#placed(key, victim);
       this.prefetched[key] = 1;
-      this.stats.prefetchIssued[layer]!++;
       this.issuedKeys[this.issuedCount++] = key;
       issued++;
     }
+    if (issued > 0) this.#prefetchIssued[layer]! += issued;
     return issued;
   }
 

@@ -14,6 +14,40 @@
  * need time (recency, decay, next use) read it, the others ignore it.
  */
 
+/**
+ * The keys that may not be evicted now: the experts of the current router
+ * decision (so they never evict each other) and the prefetches issued with
+ * it. Keys are stamped with the current step, so releasing them all is one
+ * increment instead of a loop.
+ */
+export class Guard {
+  /** [keys] the step at which each key was last guarded. */
+  readonly stamp: Int32Array;
+  /** Keys stamped with this value are guarded. */
+  step = 1;
+
+  constructor(keys: number) {
+    this.stamp = new Int32Array(keys);
+  }
+
+  has(key: number): boolean {
+    return this.stamp[key] === this.step;
+  }
+
+  add(key: number): void {
+    this.stamp[key] = this.step;
+  }
+
+  /** Releases every key. */
+  clear(): void {
+    if (this.step === 0x7fffffff) {
+      this.stamp.fill(0);
+      this.step = 0;
+    }
+    this.step++;
+  }
+}
+
 /** Returned by `admit` when nothing had to be evicted. */
 export const NONE = -1;
 /** Returned by `admit` when the partition is full of guarded keys: the key was not inserted. */
@@ -30,13 +64,13 @@ export interface CachePolicy {
   hit(key: number, now: number): void;
   /**
    * Inserts `key` (not cached), first evicting one key of its partition when
-   * the partition is full. Keys with `guard[key] !== 0` are never evicted (the
-   * experts the current layer needs, and prefetches being issued together).
+   * the partition is full. Keys in `guard` are never evicted (the experts the
+   * current layer needs, and prefetches being issued together).
    * `demand` is false for a prefetch. Returns the evicted key, `NONE` when no
    * eviction was needed, or `REFUSED` when every candidate victim is guarded;
    * then `key` was not inserted.
    */
-  admit(key: number, now: number, demand: boolean, guard: Uint8Array): number;
+  admit(key: number, now: number, demand: boolean, guard: Guard): number;
 }
 
 /** Next-use oracle for offline policies (Belady): built from the whole access stream. */
@@ -73,6 +107,13 @@ export interface PolicyOptions {
   halfLifeTokens?: number;
 }
 
+/** [keys] the partition of each key: a table lookup is cheaper than a division per access. */
+export function partitionTable(keys: number, partitionKeys: number): Int32Array {
+  const table = new Int32Array(keys);
+  for (let key = 0; key < keys; key++) table[key] = Math.floor(key / partitionKeys);
+  return table;
+}
+
 /**
  * The keys of each partition as a dense list, so policies that scan their
  * contents (lfu, lfru, belady, random) touch only cached keys.
@@ -86,9 +127,12 @@ export class MemberLists {
   readonly where: Int32Array;
   readonly capacity: number;
   readonly partitionKeys: number;
+  /** [keys] partition of each key. */
+  readonly partition: Int32Array;
 
   constructor(keys: number, partitionKeys: number, capacity: number) {
     const partitions = Math.ceil(keys / partitionKeys);
+    this.partition = partitionTable(keys, partitionKeys);
     this.list = new Int32Array(partitions * capacity);
     this.count = new Int32Array(partitions);
     this.where = new Int32Array(keys).fill(-1);
@@ -101,7 +145,7 @@ export class MemberLists {
   }
 
   partitionOf(key: number): number {
-    return (key / this.partitionKeys) | 0;
+    return this.partition[key]!;
   }
 
   isFull(partition: number): boolean {
@@ -109,7 +153,7 @@ export class MemberLists {
   }
 
   add(key: number): void {
-    const p = (key / this.partitionKeys) | 0;
+    const p = this.partition[key]!;
     const n = this.count[p]!;
     this.list[p * this.capacity + n] = key;
     this.where[key] = n;
@@ -125,7 +169,7 @@ export class MemberLists {
     partition: number,
     score: ArrayLike<number>,
     last: ArrayLike<number>,
-    guard: Uint8Array,
+    guard: Guard,
   ): number {
     const base = partition * this.capacity;
     let victim = NONE;
@@ -133,7 +177,7 @@ export class MemberLists {
     let bestLast = Infinity;
     for (let i = 0; i < this.count[partition]!; i++) {
       const candidate = this.list[base + i]!;
-      if (guard[candidate] !== 0) continue;
+      if (guard.has(candidate)) continue;
       const value = score[candidate]!;
       const t = last[candidate]!;
       if (value < best || (value === best && t < bestLast)) {
@@ -146,7 +190,7 @@ export class MemberLists {
   }
 
   remove(key: number): void {
-    const p = (key / this.partitionKeys) | 0;
+    const p = this.partition[key]!;
     const base = p * this.capacity;
     const i = this.where[key]!;
     const last = this.count[p]! - 1;
@@ -223,11 +267,11 @@ export class KeyLists {
   }
 
   /** The least recent unguarded key of the partition of `key`, or -1. */
-  lastUnguarded(key: number, guard: Uint8Array): number {
+  lastUnguarded(key: number, guard: Guard): number {
     const s = this.sentinelOf[key]!;
     let node = this.prev[s]!;
     while (node !== s) {
-      if (guard[node] === 0) return node;
+      if (!guard.has(node)) return node;
       node = this.prev[node]!;
     }
     return -1;
@@ -257,13 +301,13 @@ export class ListPolicy implements CachePolicy {
   protected readonly lists: KeyLists;
   #cached: Uint8Array;
   #size: Int32Array;
-  #partitionKeys: number;
+  #partition: Int32Array;
 
   constructor(name: string, options: PolicyOptions) {
     checkPolicyOptions(name, options);
     this.name = name;
     this.capacity = options.capacity;
-    this.#partitionKeys = options.partitionKeys;
+    this.#partition = partitionTable(options.keys, options.partitionKeys);
     this.lists = new KeyLists(options.keys, options.partitionKeys);
     this.#cached = new Uint8Array(options.keys);
     this.#size = new Int32Array(options.keys / options.partitionKeys);
@@ -275,8 +319,8 @@ export class ListPolicy implements CachePolicy {
 
   hit(_key: number, _now: number): void {}
 
-  admit(key: number, _now: number, _demand: boolean, guard: Uint8Array): number {
-    const p = (key / this.#partitionKeys) | 0;
+  admit(key: number, _now: number, _demand: boolean, guard: Guard): number {
+    const p = this.#partition[key]!;
     let victim = NONE;
     if (this.#size[p]! >= this.capacity) {
       victim = this.lists.lastUnguarded(key, guard);

@@ -1,6 +1,12 @@
 /**
  * The replay: one policy, one prefetcher and any number of timing models over
- * a whole AccessTrace, through the shared access loop (`ExpertCache`).
+ * a whole AccessTrace.
+ *
+ * The loop is `ExpertCache`'s access loop (the online form the engine drives)
+ * fused with the timing model, with its state in local variables: a sweep
+ * replays 32 M steps per combination of its benchmark, so per-step overhead
+ * counts. replay_test.ts checks it equals `ExpertCache` step by step for every
+ * policy, prefetcher and budget.
  *
  * Order of one step (token t, layer l): the router's k experts are accessed
  * (hits, misses, evictions); the prefetcher observes them and predicts the
@@ -9,8 +15,8 @@
  * model then advances through the step.
  */
 import type { AccessTrace } from "./access_trace.ts";
-import { type Budget, type CacheStats, ExpertCache } from "./expert_cache.ts";
-import type { CachePolicy } from "./policy.ts";
+import type { Budget, CacheStats } from "./expert_cache.ts";
+import { type CachePolicy, Guard, partitionTable, REFUSED } from "./policy.ts";
 import type { Prefetcher } from "./prefetch/prefetcher.ts";
 import { OracleShadow, type StepCosts, TimingModel } from "./timing.ts";
 
@@ -51,7 +57,8 @@ export interface ReplayResult {
 
 export function replay(trace: AccessTrace, options: ReplayOptions): ReplayResult {
   const { layers: M, experts: E, topK: k, chosen, tokens: T } = trace;
-  const cache = new ExpertCache(options.policy, { layers: M, experts: E, budget: options.budget });
+  const policy = options.policy;
+  const keys = M * E;
   const timings = options.costs.map((c) => new TimingModel(c, { layers: M, experts: E }));
   const pf = options.prefetcher;
   const depth = pf ? pf.depth : 0;
@@ -72,10 +79,66 @@ export function replay(trace: AccessTrace, options: ReplayOptions): ReplayResult
   if (shadow !== null && (pf !== null || options.budget !== "per-layer")) {
     throw new RangeError("oracle shadows need a per-layer replay without prefetch.");
   }
+  const hits = new Float64Array(M);
+  const misses = new Float64Array(M);
+  const evictions = new Float64Array(M);
+  const prefetchIssued = new Float64Array(M);
+  const prefetchUsed = new Float64Array(M);
+  const prefetchWasted = new Float64Array(M);
+  // The step's k experts (so they never evict each other) and its prefetches.
+  const guard = new Guard(keys);
+  const layerOf = partitionTable(keys, E);
+  // [keys] 1 while a key is cached because of a prefetch and not yet used.
+  const prefetched = new Uint8Array(keys);
+  const stepKeys = new Int32Array(k);
+  // This step's demand loads, prefetch loads, and prefetched keys used for the first time.
+  const demand = new Int32Array(k);
+  const issued = new Int32Array(Math.max(depth * k, 1));
+  const used = new Int32Array(k);
+  let position = 0;
   for (let t = 0; t < T; t++) {
     for (let l = 0; l < M; l++) {
       const offset = (t * M + l) * k;
-      cache.access(l, chosen, offset, k);
+      const base = l * E;
+      guard.clear();
+      for (let j = 0; j < k; j++) {
+        const key = base + chosen[offset + j]!;
+        guard.add(key);
+        stepKeys[j] = key;
+      }
+      let missCount = 0;
+      let usedCount = 0;
+      let issuedCount = 0;
+      for (let j = 0; j < k; j++) {
+        const key = stepKeys[j]!;
+        if (policy.has(key)) {
+          policy.hit(key, position + j);
+          if (prefetched[key] === 1) {
+            prefetched[key] = 0;
+            used[usedCount++] = key;
+          }
+          continue;
+        }
+        const victim = policy.admit(key, position + j, true, guard);
+        if (victim === REFUSED) {
+          throw new RangeError(
+            `${policy.name} cannot hold the ${k} experts layer ${l} needs at once (capacity ${policy.capacity}).`,
+          );
+        }
+        if (victim >= 0) {
+          const layer = layerOf[victim]!;
+          evictions[layer]!++;
+          if (prefetched[victim] === 1) {
+            prefetched[victim] = 0;
+            prefetchWasted[layer]!++;
+          }
+        }
+        demand[missCount++] = key;
+      }
+      if (missCount < k) hits[l]! += k - missCount;
+      if (missCount > 0) misses[l]! += missCount;
+      if (usedCount > 0) prefetchUsed[l]! += usedCount;
+      position += k;
       if (pf !== null) {
         pf.observe(t, l);
         for (let d = 1; d <= depth; d++) {
@@ -89,24 +152,56 @@ export function replay(trace: AccessTrace, options: ReplayOptions): ReplayResult
             accuracy.opportunities[slot]!++;
             accuracy.predicted[slot]! += n;
             const truth = target * k;
-            let hits = 0;
+            let correct = 0;
             for (let i = 0; i < n; i++) {
-              for (let j = 0; j < k; j++) if (chosen[truth + j] === out[i]) hits++;
+              for (let j = 0; j < k; j++) if (chosen[truth + j] === out[i]) correct++;
             }
-            accuracy.correct[slot]! += hits;
+            accuracy.correct[slot]! += correct;
           }
           if (n === 0) continue;
-          cache.prefetch(targetLayer, out, 0, n);
+          const targetBase = targetLayer * E;
+          // Prefetches issued together never evict each other.
+          for (let i = 0; i < n; i++) guard.add(targetBase + out[i]!);
+          for (let i = 0; i < n; i++) {
+            const key = targetBase + out[i]!;
+            if (policy.has(key)) continue;
+            const victim = policy.admit(key, position, false, guard);
+            if (victim === REFUSED) continue;
+            if (victim >= 0) {
+              const layer = layerOf[victim]!;
+              evictions[layer]!++;
+              if (prefetched[victim] === 1) {
+                prefetched[victim] = 0;
+                prefetchWasted[layer]!++;
+              }
+            }
+            prefetched[key] = 1;
+            issued[issuedCount++] = key;
+            prefetchIssued[targetLayer]!++;
+          }
         }
       }
-      for (let i = 0; i < nTimings; i++) timings[i]!.step(l, cache, chosen, offset, k);
-      if (shadow !== null) shadow.push(cache.missKeys, cache.missCount, chosen);
+      for (let i = 0; i < nTimings; i++) {
+        timings[i]!.stepWith(
+          l,
+          demand,
+          missCount,
+          issued,
+          issuedCount,
+          used,
+          usedCount,
+          chosen,
+          offset,
+          k,
+        );
+      }
+      if (shadow !== null) shadow.push(demand, missCount, chosen);
     }
     for (let i = 0; i < nTimings; i++) timings[i]!.endToken();
   }
   if (shadow !== null) shadow.finish(chosen);
   return {
-    stats: cache.stats,
+    stats: { hits, misses, evictions, prefetchIssued, prefetchUsed, prefetchWasted },
     timings,
     oracleTimings: shadow ? shadow.timings : [],
     accuracy,

@@ -276,12 +276,14 @@ export async function runSweep(
   const context: JobContext = { trace, budget: settings.budget, seed: settings.seed };
   const groups = groupByClass(replayed);
   const workers = Math.min(sweepOptions.workers ?? 2, groups.length);
-  const running = workers <= 0 ? Promise.resolve() : runPool(groups, workers, (group) =>
-    runInWorker({ context, jobs: group }, (result) => {
-      results.set(result.id, result);
-      done++;
-      progress();
-    }));
+  const running = workers <= 0
+    ? Promise.resolve()
+    : runPool(groups, workers, (group) =>
+      runInWorker({ context, jobs: group }, (result) => {
+        results.set(result.id, result);
+        done++;
+        progress();
+      }));
 
   const stackJobs = all.filter((job) => fromStack(job) && job.oracleTargets.length > 0);
   const stackDistances = lruStackDistances(trace, settings.budget, {

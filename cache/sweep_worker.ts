@@ -1,7 +1,8 @@
 /**
  * A sweep worker: runs replay jobs on a trace shared through
  * SharedArrayBuffers and posts each job's counters back. Each worker gets the
- * jobs of a few policies only, so its replay loop stays monomorphic or nearly.
+ * jobs of one policy and one prefetcher class, so its replay loop stays
+ * monomorphic.
  */
 /// <reference lib="deno.worker" />
 import { runJob, type WorkerRequest } from "./sweep.ts";

@@ -12,6 +12,7 @@ import {
   type CachePolicy,
   checkPolicyOptions,
   type FutureUses,
+  type Guard,
   MemberLists,
   NEVER,
   NONE,
@@ -46,7 +47,7 @@ export class BeladyPolicy implements CachePolicy {
     this.#nextUse[key] = this.#future.next[now]!;
   }
 
-  admit(key: number, now: number, demand: boolean, guard: Uint8Array): number {
+  admit(key: number, now: number, demand: boolean, guard: Guard): number {
     const m = this.#members;
     const p = m.partitionOf(key);
     let victim = NONE;
@@ -55,7 +56,7 @@ export class BeladyPolicy implements CachePolicy {
       let farthest = -1;
       for (let i = 0; i < this.capacity; i++) {
         const candidate = m.list[base + i]!;
-        if (guard[candidate] !== 0) continue;
+        if (guard.has(candidate)) continue;
         const next = this.#nextUse[candidate]!;
         if (next > farthest) {
           farthest = next;

@@ -10,6 +10,7 @@
 import {
   type CachePolicy,
   checkPolicyOptions,
+  type Guard,
   MemberLists,
   NONE,
   type PolicyOptions,
@@ -64,7 +65,7 @@ export class LfruPolicy implements CachePolicy {
     this.#last[key] = now;
   }
 
-  admit(key: number, now: number, demand: boolean, guard: Uint8Array): number {
+  admit(key: number, now: number, demand: boolean, guard: Guard): number {
     const m = this.#members;
     const p = m.partitionOf(key);
     let victim = NONE;

@@ -8,6 +8,7 @@
 import {
   type CachePolicy,
   checkPolicyOptions,
+  type Guard,
   MemberLists,
   NONE,
   type PolicyOptions,
@@ -38,7 +39,7 @@ export class LfuPolicy implements CachePolicy {
     this.#last[key] = now;
   }
 
-  admit(key: number, now: number, demand: boolean, guard: Uint8Array): number {
+  admit(key: number, now: number, demand: boolean, guard: Guard): number {
     const m = this.#members;
     const p = m.partitionOf(key);
     let victim = NONE;

@@ -11,8 +11,10 @@
 import {
   type CachePolicy,
   checkPolicyOptions,
+  type Guard,
   KeyLists,
   NONE,
+  partitionTable,
   type PolicyOptions,
   REFUSED,
 } from "../policy.ts";
@@ -27,7 +29,7 @@ export class PinnedPolicy implements CachePolicy {
   /** [partitions] streamed keys cached. */
   #streamed: Int32Array;
   #slots: number;
-  #partitionKeys: number;
+  #partition: Int32Array;
 
   constructor(options: PolicyOptions) {
     checkPolicyOptions("pinned", options);
@@ -35,7 +37,7 @@ export class PinnedPolicy implements CachePolicy {
       throw new RangeError(`pinned needs access counts for all ${options.keys} keys.`);
     }
     this.capacity = options.capacity;
-    this.#partitionKeys = options.partitionKeys;
+    this.#partition = partitionTable(options.keys, options.partitionKeys);
     this.#slots = Math.min(options.topK, options.capacity);
     this.#lists = new KeyLists(options.keys, options.partitionKeys);
     this.#cached = new Uint8Array(options.keys);
@@ -58,12 +60,12 @@ export class PinnedPolicy implements CachePolicy {
     if (this.pinned[key] === 0) this.#lists.moveToFront(key);
   }
 
-  admit(key: number, _now: number, _demand: boolean, guard: Uint8Array): number {
+  admit(key: number, _now: number, _demand: boolean, guard: Guard): number {
     if (this.pinned[key] === 1) {
       this.#cached[key] = 1;
       return NONE;
     }
-    const p = (key / this.#partitionKeys) | 0;
+    const p = this.#partition[key]!;
     let victim = NONE;
     if (this.#streamed[p]! >= this.#slots) {
       victim = this.#lists.lastUnguarded(key, guard);

@@ -6,6 +6,7 @@ import { Rng } from "../../common/random.ts";
 import {
   type CachePolicy,
   checkPolicyOptions,
+  type Guard,
   MemberLists,
   NONE,
   type PolicyOptions,
@@ -31,7 +32,7 @@ export class RandomPolicy implements CachePolicy {
 
   hit(_key: number, _now: number): void {}
 
-  admit(key: number, _now: number, _demand: boolean, guard: Uint8Array): number {
+  admit(key: number, _now: number, _demand: boolean, guard: Guard): number {
     const m = this.#members;
     const p = m.partitionOf(key);
     let victim = NONE;
@@ -40,17 +41,17 @@ export class RandomPolicy implements CachePolicy {
       // Rejection sampling: few keys are guarded, so a handful of draws suffice.
       for (let tries = 0; tries < 32 && victim < 0; tries++) {
         const candidate = m.list[base + this.#rng.int(this.capacity)]!;
-        if (guard[candidate] === 0) victim = candidate;
+        if (!guard.has(candidate)) victim = candidate;
       }
       if (victim < 0) {
         // Nearly everything is guarded: draw among the unguarded exactly.
         let free = 0;
-        for (let i = 0; i < this.capacity; i++) if (guard[m.list[base + i]!] === 0) free++;
+        for (let i = 0; i < this.capacity; i++) if (!guard.has(m.list[base + i]!)) free++;
         if (free === 0) return REFUSED;
         let pick = this.#rng.int(free);
         for (let i = 0; i < this.capacity; i++) {
           const candidate = m.list[base + i]!;
-          if (guard[candidate] === 0 && pick-- === 0) {
+          if (!guard.has(candidate) && pick-- === 0) {
             victim = candidate;
             break;
           }
