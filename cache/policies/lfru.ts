@@ -33,6 +33,12 @@ export class LfruPolicy implements CachePolicy {
   #base = 0;
   /** Half-life in access positions. */
   #halfLife: number;
+  /** Positions after `#base` at which the weights are rebased (exponent 512). */
+  #rebaseAfter: number;
+  /** [H] 2^(r/H) for an integer H, else null. */
+  #fraction: Float64Array | null;
+  /** [513] 2^q. */
+  #powers: Float64Array;
 
   constructor(options: PolicyOptions) {
     checkPolicyOptions("lfru", options);
@@ -42,22 +48,36 @@ export class LfruPolicy implements CachePolicy {
     this.#last = new Float64Array(options.keys);
     this.#halfLife = (options.halfLifeTokens ?? DEFAULT_HALF_LIFE_TOKENS) *
       options.accessesPerToken;
+    this.#rebaseAfter = 512 * this.#halfLife;
+    const H = this.#halfLife;
+    this.#fraction = Number.isInteger(H) && H <= 1 << 20
+      ? Float64Array.from({ length: H }, (_, r) => 2 ** (r / H))
+      : null;
+    this.#powers = Float64Array.from({ length: 513 }, (_, q) => 2 ** q);
   }
 
   has(key: number): boolean {
     return this.#members.where[key]! >= 0;
   }
 
-  /** 2^((now − base)/H), rebasing every weight first when it would grow too large. */
+  /**
+   * 2^((now − base)/H), rebasing every weight first when it would grow too
+   * large. For an integer H it is 2^q · 2^(r/H) with now − base = qH + r, both
+   * factors from tables: a power per access cost more than the rest of the
+   * policy.
+   */
   #unit(now: number): number {
-    const exponent = (now - this.#base) / this.#halfLife;
-    if (exponent > 512) {
-      const scale = 2 ** -exponent;
+    const elapsed = now - this.#base;
+    if (elapsed > this.#rebaseAfter) {
+      const scale = 2 ** (-elapsed / this.#halfLife);
       for (let i = 0; i < this.#weight.length; i++) this.#weight[i]! *= scale;
       this.#base = now;
       return 1;
     }
-    return 2 ** exponent;
+    const fraction = this.#fraction;
+    if (fraction === null) return 2 ** (elapsed / this.#halfLife);
+    const q = Math.floor(elapsed / fraction.length);
+    return this.#powers[q]! * fraction[elapsed - q * fraction.length]!;
   }
 
   hit(key: number, now: number): void {

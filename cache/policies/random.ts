@@ -1,6 +1,7 @@
 /**
  * Random: evict a uniformly random unguarded cached key (seeded `Rng`, so a
- * run is reproducible). O(1) expected per miss.
+ * run is reproducible). O(capacity) per miss up to 16 keys a partition, O(1)
+ * expected above.
  */
 import { Rng } from "../../common/random.ts";
 import {
@@ -12,6 +13,9 @@ import {
   type PolicyOptions,
   REFUSED,
 } from "../policy.ts";
+
+/** Partitions up to this capacity draw a victim exactly, with one random number. */
+const EXACT_DRAW_UP_TO = 16;
 
 export class RandomPolicy implements CachePolicy {
   readonly name: string = "random";
@@ -38,13 +42,15 @@ export class RandomPolicy implements CachePolicy {
     let victim = NONE;
     if (m.count[p]! >= this.capacity) {
       const base = p * this.capacity;
-      // Rejection sampling: few keys are guarded, so a handful of draws suffice.
-      for (let tries = 0; tries < 32 && victim < 0; tries++) {
-        const candidate = m.list[base + this.#rng.int(this.capacity)]!;
-        if (!guard.has(candidate)) victim = candidate;
+      // Small partitions: one draw among the unguarded keys, counted first.
+      // Large ones: rejection sampling, since few of their keys are guarded.
+      if (this.capacity > EXACT_DRAW_UP_TO) {
+        for (let tries = 0; tries < 32 && victim < 0; tries++) {
+          const candidate = m.list[base + this.#rng.int(this.capacity)]!;
+          if (!guard.has(candidate)) victim = candidate;
+        }
       }
       if (victim < 0) {
-        // Nearly everything is guarded: draw among the unguarded exactly.
         let free = 0;
         for (let i = 0; i < this.capacity; i++) if (!guard.has(m.list[base + i]!)) free++;
         if (free === 0) return REFUSED;
