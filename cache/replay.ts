@@ -91,10 +91,8 @@ export function replay(trace: AccessTrace, options: ReplayOptions): ReplayResult
   // [keys] 1 while a key is cached because of a prefetch and not yet used.
   const prefetched = new Uint8Array(keys);
   const stepKeys = new Int32Array(k);
-  // This step's demand loads, prefetch loads, and prefetched keys used for the first time.
+  // This step's demand loads (the oracle shadow derives its prefetches from them).
   const demand = new Int32Array(k);
-  const issued = new Int32Array(Math.max(depth * k, 1));
-  const used = new Int32Array(k);
   let position = 0;
   for (let t = 0; t < T; t++) {
     for (let l = 0; l < M; l++) {
@@ -106,16 +104,16 @@ export function replay(trace: AccessTrace, options: ReplayOptions): ReplayResult
         guard.add(key);
         stepKeys[j] = key;
       }
+      for (let i = 0; i < nTimings; i++) timings[i]!.begin();
       let missCount = 0;
-      let usedCount = 0;
-      let issuedCount = 0;
       for (let j = 0; j < k; j++) {
         const key = stepKeys[j]!;
         if (policy.has(key)) {
           policy.hit(key, position + j);
           if (prefetched[key] === 1) {
             prefetched[key] = 0;
-            used[usedCount++] = key;
+            prefetchUsed[l]!++;
+            for (let i = 0; i < nTimings; i++) timings[i]!.use(l, key);
           }
           continue;
         }
@@ -134,10 +132,10 @@ export function replay(trace: AccessTrace, options: ReplayOptions): ReplayResult
           }
         }
         demand[missCount++] = key;
+        for (let i = 0; i < nTimings; i++) timings[i]!.load(key);
       }
       if (missCount < k) hits[l]! += k - missCount;
       if (missCount > 0) misses[l]! += missCount;
-      if (usedCount > 0) prefetchUsed[l]! += usedCount;
       position += k;
       if (pf !== null) {
         pf.observe(t, l);
@@ -176,25 +174,12 @@ export function replay(trace: AccessTrace, options: ReplayOptions): ReplayResult
               }
             }
             prefetched[key] = 1;
-            issued[issuedCount++] = key;
             prefetchIssued[targetLayer]!++;
+            for (let m = 0; m < nTimings; m++) timings[m]!.load(key);
           }
         }
       }
-      for (let i = 0; i < nTimings; i++) {
-        timings[i]!.stepWith(
-          l,
-          demand,
-          missCount,
-          issued,
-          issuedCount,
-          used,
-          usedCount,
-          chosen,
-          offset,
-          k,
-        );
-      }
+      for (let i = 0; i < nTimings; i++) timings[i]!.end(l, chosen, offset, k);
       if (shadow !== null) shadow.push(demand, missCount, chosen);
     }
     for (let i = 0; i < nTimings; i++) timings[i]!.endToken();

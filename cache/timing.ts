@@ -338,10 +338,18 @@ export class TimingModel {
   readonly late: Float64Array;
   tokens = 0;
   #experts: number;
+  /** The current step's decision time, ms. */
+  #decision = 0;
+  #attentionMs: number;
+  #transferMs: number;
+  #expertMs: number;
 
   constructor(costs: StepCosts, shape: { layers: number; experts: number }) {
     this.costs = costs;
     this.#experts = shape.experts;
+    this.#attentionMs = costs.attentionMs;
+    this.#transferMs = costs.transferMs;
+    this.#expertMs = costs.expertMs;
     this.readyAt = new Float64Array(shape.layers * shape.experts);
     this.stallMs = new Float64Array(shape.layers);
     this.layerMs = new Float64Array(shape.layers);
@@ -389,22 +397,41 @@ export class TimingModel {
     offset: number,
     count: number,
   ): void {
-    const c = this.costs;
+    this.begin();
+    for (let i = 0; i < demandCount; i++) this.load(demand[i]!);
+    for (let i = 0; i < issuedCount; i++) this.load(issued[i]!);
+    for (let i = 0; i < usedCount; i++) this.use(layer, used[i]!);
+    this.end(layer, chosen, offset, count);
+  }
+
+  // The same step as events, in this order: `begin`; `load` for each demand
+  // load, then each prefetch issued; `use` for each prefetched key used for
+  // the first time (before or after the loads: they never touch the same
+  // key); `end`. The simulator's replay loop calls them as the cache decides.
+
+  /** Attention and the router run; the router decides at `now + attentionMs`. */
+  begin(): void {
+    this.#decision = this.now + this.#attentionMs;
+  }
+
+  /** Queues the upload of `key` at the decision time. */
+  load(key: number): void {
+    const now = this.#decision;
+    const free = this.queueFree;
+    const done = (free > now ? free : now) + this.#transferMs;
+    this.readyAt[key] = done;
+    this.queueFree = done;
+  }
+
+  /** A prefetched key's first demand use: late when its upload is still in flight. */
+  use(layer: number, key: number): void {
+    if (this.readyAt[key]! > this.#decision) this.late[layer]!++;
+  }
+
+  /** The layer waits for its chosen experts, then computes them. */
+  end(layer: number, chosen: ArrayLike<number>, offset: number, count: number): void {
+    const now = this.#decision;
     const readyAt = this.readyAt;
-    const now = this.now + c.attentionMs;
-    let free = this.queueFree;
-    for (let i = 0; i < demandCount; i++) {
-      free = (free > now ? free : now) + c.transferMs;
-      readyAt[demand[i]!] = free;
-    }
-    for (let i = 0; i < issuedCount; i++) {
-      free = (free > now ? free : now) + c.transferMs;
-      readyAt[issued[i]!] = free;
-    }
-    this.queueFree = free;
-    for (let i = 0; i < usedCount; i++) {
-      if (readyAt[used[i]!]! > now) this.late[layer]!++;
-    }
     let ready = now;
     const base = layer * this.#experts;
     for (let j = 0; j < count; j++) {
@@ -412,9 +439,9 @@ export class TimingModel {
       if (r > ready) ready = r;
     }
     const stall = ready - now;
-    const compute = count * c.expertMs;
+    const compute = count * this.#expertMs;
     this.stallMs[layer]! += stall;
-    this.layerMs[layer]! += c.attentionMs + stall + compute;
+    this.layerMs[layer]! += this.#attentionMs + stall + compute;
     this.now = ready + compute;
   }
 
