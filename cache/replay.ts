@@ -90,7 +90,6 @@ export function replay(trace: AccessTrace, options: ReplayOptions): ReplayResult
   const layerOf = partitionTable(keys, E);
   // [keys] 1 while a key is cached because of a prefetch and not yet used.
   const prefetched = new Uint8Array(keys);
-  const stepKeys = new Int32Array(k);
   // This step's demand loads (the oracle shadow derives its prefetches from them).
   const demand = new Int32Array(k);
   let position = 0;
@@ -99,15 +98,11 @@ export function replay(trace: AccessTrace, options: ReplayOptions): ReplayResult
       const offset = (t * M + l) * k;
       const base = l * E;
       guard.clear();
-      for (let j = 0; j < k; j++) {
-        const key = base + chosen[offset + j]!;
-        guard.add(key);
-        stepKeys[j] = key;
-      }
+      for (let j = 0; j < k; j++) guard.add(base + chosen[offset + j]!);
       for (let i = 0; i < nTimings; i++) timings[i]!.begin();
       let missCount = 0;
       for (let j = 0; j < k; j++) {
-        const key = stepKeys[j]!;
+        const key = base + chosen[offset + j]!;
         if (policy.has(key)) {
           policy.hit(key, position + j);
           if (prefetched[key] === 1) {
