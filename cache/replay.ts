@@ -118,14 +118,7 @@ export function replay(trace: AccessTrace, options: ReplayOptions): ReplayResult
             `${policy.name} cannot hold the ${k} experts layer ${l} needs at once (capacity ${policy.capacity}).`,
           );
         }
-        if (victim >= 0) {
-          const layer = layerOf[victim]!;
-          evictions[layer]!++;
-          if (prefetched[victim] === 1) {
-            prefetched[victim] = 0;
-            prefetchWasted[layer]!++;
-          }
-        }
+        if (victim >= 0) evicted(victim, layerOf, evictions, prefetched, prefetchWasted);
         demand[missCount++] = key;
         for (let i = 0; i < nTimings; i++) timings[i]!.load(key);
       }
@@ -160,14 +153,7 @@ export function replay(trace: AccessTrace, options: ReplayOptions): ReplayResult
             if (policy.has(key)) continue;
             const victim = policy.admit(key, position, false, guard);
             if (victim === REFUSED) continue;
-            if (victim >= 0) {
-              const layer = layerOf[victim]!;
-              evictions[layer]!++;
-              if (prefetched[victim] === 1) {
-                prefetched[victim] = 0;
-                prefetchWasted[layer]!++;
-              }
-            }
+            if (victim >= 0) evicted(victim, layerOf, evictions, prefetched, prefetchWasted);
             prefetched[key] = 1;
             prefetchIssued[targetLayer]!++;
             for (let m = 0; m < nTimings; m++) timings[m]!.load(key);
@@ -187,6 +173,22 @@ export function replay(trace: AccessTrace, options: ReplayOptions): ReplayResult
     accuracy,
     tokens: T,
   };
+}
+
+/** Counts the eviction of `victim`, wasted when it was a prefetch never used. */
+function evicted(
+  victim: number,
+  layerOf: Int32Array,
+  evictions: Float64Array,
+  prefetched: Uint8Array,
+  prefetchWasted: Float64Array,
+): void {
+  const layer = layerOf[victim]!;
+  evictions[layer]!++;
+  if (prefetched[victim] === 1) {
+    prefetched[victim] = 0;
+    prefetchWasted[layer]!++;
+  }
 }
 
 /**
