@@ -41,11 +41,12 @@ import { DataError, UsageError } from "../common/errors.ts";
 import { type Budget, ExpertCache, policyOptions } from "../cache/expert_cache.ts";
 import { createPolicy, isPolicyName, type PolicyName } from "../cache/policies/mod.ts";
 import { moeLayers } from "./config.ts";
-import { readBack, Recorder } from "./gpu.ts";
+import { type GpuContext, readBack, Recorder } from "./gpu.ts";
 import {
   type ExpertChunk,
   type GenerateOptions,
   type HostExperts,
+  type HostMatrix,
   type Linear,
   modelInternals,
   type MoeModel,
@@ -115,10 +116,69 @@ export function parseOffload(
 }
 
 /** One GPU matrix of a slot chunk: `count` experts of [K, N]. */
-interface SlotMatrix {
+export interface SlotMatrix {
   linear: Linear;
   /** Set on the texture path ([count·K, N/4] texels); else `linear.buffer` ([count, K, N] f32). */
   texture?: GPUTexture;
+}
+
+/**
+ * A slot matrix of `count` experts of [K, N] as the grouped-expert kernels read
+ * them: a texture in the host copy's texel format on the texture path, else an
+ * f32 storage buffer.
+ */
+export function createSlotMatrix(
+  ctx: GpuContext,
+  name: string,
+  shape: { k: number; n: number; count: number },
+  host: Pick<HostExperts, "texture" | "format">,
+): SlotMatrix {
+  const { k: K, n: N, count } = shape;
+  if (host.texture) {
+    const texFormat = host.format === "f32"
+      ? "rgba32float"
+      : host.format === "f16"
+      ? "rgba16float"
+      : "rg32uint";
+    const t = ctx.pool.texture(name, N / 4, count * K, undefined, false, texFormat);
+    return { linear: { k: K, n: N, format: host.format, view: t.createView() }, texture: t };
+  }
+  return {
+    linear: { k: K, n: N, format: "f32", buffer: ctx.pool.storage(name, count * K * N * 4) },
+  };
+}
+
+/**
+ * Writes one expert's [K, N] matrix, laid out as HostExperts holds it, into
+ * slot `at` of `mat`: one writeTexture or writeBuffer (a copy into staging
+ * now, into the slot at the next submit). bench.ts `calibrate` times these
+ * same writes at the checkpoint's sizes. Returns the bytes moved.
+ */
+export function writeSlot(
+  device: GPUDevice,
+  mat: SlotMatrix,
+  at: number,
+  data: HostMatrix,
+): number {
+  const { k: K, n: N } = mat.linear;
+  if (mat.texture) {
+    const texelBytes = mat.linear.format === "f32" ? 16 : 8;
+    device.queue.writeTexture(
+      { texture: mat.texture, origin: [0, at * K] },
+      data.buffer as ArrayBuffer,
+      { offset: data.byteOffset, bytesPerRow: (N / 4) * texelBytes },
+      [N / 4, K],
+    );
+  } else {
+    device.queue.writeBuffer(
+      mat.linear.buffer!,
+      at * K * N * 4,
+      data.buffer as ArrayBuffer,
+      data.byteOffset,
+      data.byteLength,
+    );
+  }
+  return data.byteLength;
 }
 
 /**
@@ -189,21 +249,14 @@ export function createOffloader(model: MoeModel, settings: OffloadSettings): Off
     const pool: SlotPool = { chunks: [], matrices: [] };
     for (let first = 0; first < slots; first += perChunk) {
       const count = Math.min(perChunk, slots - first);
-      const mats = shapes.map(([K, N], i): SlotMatrix => {
-        const name = `${label} slots ${first}+ ${["gate", "up", "down"][i]}`;
-        if (texture) {
-          const texFormat = format === "f32"
-            ? "rgba32float"
-            : format === "f16"
-            ? "rgba16float"
-            : "rg32uint";
-          const t = ctx.pool.texture(name, N / 4, count * K, undefined, false, texFormat);
-          return { linear: { k: K, n: N, format, view: t.createView() }, texture: t };
-        }
-        return {
-          linear: { k: K, n: N, format: "f32", buffer: ctx.pool.storage(name, count * K * N * 4) },
-        };
-      });
+      const mats = shapes.map(([K, N], i) =>
+        createSlotMatrix(
+          ctx,
+          `${label} slots ${first}+ ${["gate", "up", "down"][i]}`,
+          { k: K, n: N, count },
+          { texture, format },
+        )
+      );
       pool.chunks.push({
         first,
         count,
@@ -229,30 +282,10 @@ export function createOffloader(model: MoeModel, settings: OffloadSettings): Off
     const i = pool.chunks.findIndex((ch) => s >= ch.first && s < ch.first + ch.count);
     const at = s - pool.chunks[i]!.first;
     const host = hosts[m]!;
-    let bytes = 0;
-    [host.w1[e]!, host.w3[e]!, host.w2[e]!].forEach((data, j) => {
-      const mat = pool.matrices[i]![j]!;
-      const { k: K, n: N } = mat.linear;
-      if (mat.texture) {
-        const texelBytes = mat.linear.format === "f32" ? 16 : 8;
-        device.queue.writeTexture(
-          { texture: mat.texture, origin: [0, at * K] },
-          data.buffer as ArrayBuffer,
-          { offset: data.byteOffset, bytesPerRow: (N / 4) * texelBytes },
-          [N / 4, K],
-        );
-      } else {
-        device.queue.writeBuffer(
-          mat.linear.buffer!,
-          at * K * N * 4,
-          data.buffer as ArrayBuffer,
-          data.byteOffset,
-          data.byteLength,
-        );
-      }
-      bytes += data.byteLength;
-    });
-    return bytes;
+    const mats = pool.matrices[i]!;
+    return writeSlot(device, mats[0]!, at, host.w1[e]!) +
+      writeSlot(device, mats[1]!, at, host.w3[e]!) +
+      writeSlot(device, mats[2]!, at, host.w2[e]!);
   };
 
   // ---- the cache, as the simulator builds it
