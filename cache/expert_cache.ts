@@ -24,7 +24,13 @@
  * `access` is the allocation-free form; its results are in
  * `missKeys[0..missCount)`, `evictedKeys[0..evictedCount)` and so on.
  */
-import { type CachePolicy, Guard, type PolicyOptions, REFUSED } from "./policy.ts";
+import { type CachePolicy, Guard, partitionTable, type PolicyOptions, REFUSED } from "./policy.ts";
+
+/** `demandKey` results. */
+export const HIT = 0;
+/** A hit on a prefetched key, its first use. */
+export const FIRST_USE = 1;
+export const MISS = 2;
 
 /** Marks a missing speculative pick in trace arrays (engine/trace.ts NO_EXPERT). */
 const NO_EXPERT = 65535;
@@ -93,15 +99,16 @@ export class ExpertCache {
   readonly slotOf: Int32Array;
   /** Access position: advances by the number of experts of each `access`. */
   position = 0;
-  /** The last access's keys, in order. */
-  #keys: Int32Array;
+  /** [keys] layer of each key. */
+  #layerOf: Int32Array;
+  /** [keys] partition of each key: its layer, or 0 under a global budget. */
+  #partitionOf: Int32Array;
   // The counters of `stats`, held directly: one load fewer per update.
   #hits: Float64Array;
   #misses: Float64Array;
   #prefetchIssued: Float64Array;
   #prefetchUsed: Float64Array;
   #slotsUsed: Int32Array;
-  #partitionKeys: number;
 
   constructor(
     policy: CachePolicy,
@@ -131,9 +138,10 @@ export class ExpertCache {
     this.issuedKeys = new Int32Array(keys);
     this.evictedKeys = new Int32Array(keys);
     this.slotOf = new Int32Array(keys).fill(-1);
-    this.#keys = new Int32Array(keys);
-    this.#partitionKeys = (shape.budget ?? "per-layer") === "global" ? keys : shape.experts;
-    this.#slotsUsed = new Int32Array(keys / this.#partitionKeys);
+    const partitionKeys = (shape.budget ?? "per-layer") === "global" ? keys : shape.experts;
+    this.#layerOf = partitionTable(keys, shape.experts);
+    this.#partitionOf = partitionTable(keys, partitionKeys);
+    this.#slotsUsed = new Int32Array(keys / partitionKeys);
   }
 
   /**
@@ -142,46 +150,22 @@ export class ExpertCache {
    */
   access(layer: number, experts: ArrayLike<number>, offset: number, count: number): number {
     const guard = this.guard;
-    const keys = this.#keys;
     guard.clear();
     const base = layer * this.experts;
-    for (let j = 0; j < count; j++) {
-      const key = base + experts[offset + j]!;
-      guard.add(key);
-      keys[j] = key;
-    }
+    for (let j = 0; j < count; j++) guard.add(base + experts[offset + j]!);
+    this.missCount = 0;
     this.usedCount = 0;
     this.issuedCount = 0;
     this.evictedCount = 0;
-    const policy = this.policy;
     const position = this.position;
-    const prefetched = this.prefetched;
-    let misses = 0;
     for (let j = 0; j < count; j++) {
-      const key = keys[j]!;
-      if (policy.has(key)) {
-        policy.hit(key, position + j);
-        if (prefetched[key] === 1) {
-          prefetched[key] = 0;
-          this.#prefetchUsed[layer]!++;
-          this.usedKeys[this.usedCount++] = key;
-        }
-      } else {
-        const victim = policy.admit(key, position + j, true, guard);
-        if (victim === REFUSED) {
-          throw new RangeError(
-            `${policy.name} cannot hold the ${count} experts layer ${layer} needs at once (capacity ${policy.capacity}).`,
-          );
-        }
-        this.#placed(key, victim);
-        this.missKeys[misses++] = key;
-      }
+      const key = base + experts[offset + j]!;
+      const result = this.demandKey(key, position + j);
+      if (result === MISS) this.missKeys[this.missCount++] = key;
+      else if (result === FIRST_USE) this.usedKeys[this.usedCount++] = key;
     }
-    this.missCount = misses;
-    if (misses < count) this.#hits[layer]! += count - misses;
-    if (misses > 0) this.#misses[layer]! += misses;
     this.position = position + count;
-    return misses;
+    return this.missCount;
   }
 
   /**
@@ -192,7 +176,6 @@ export class ExpertCache {
    * loaded; see `issuedKeys`.
    */
   prefetch(layer: number, experts: ArrayLike<number>, offset: number, count: number): number {
-    const policy = this.policy;
     const guard = this.guard;
     const base = layer * this.experts;
     for (let j = 0; j < count; j++) {
@@ -204,16 +187,62 @@ export class ExpertCache {
       const e = experts[offset + j]!;
       if (e === NO_EXPERT) continue;
       const key = base + e;
-      if (policy.has(key)) continue;
-      const victim = policy.admit(key, this.position, false, guard);
-      if (victim === REFUSED) continue;
-      this.#placed(key, victim);
-      this.prefetched[key] = 1;
-      this.issuedKeys[this.issuedCount++] = key;
-      issued++;
+      if (this.prefetchKey(key, this.position)) {
+        this.issuedKeys[this.issuedCount++] = key;
+        issued++;
+      }
     }
-    if (issued > 0) this.#prefetchIssued[layer]! += issued;
     return issued;
+  }
+
+  // The two steps `access` and `prefetch` are made of, one key at a time; the
+  // simulator's replay loop (replay.ts) calls them directly. The caller guards
+  // first: every expert of the router decision before any `demandKey` (they
+  // never evict each other), and every key being prefetched together before
+  // any of their `prefetchKey`.
+
+  /**
+   * A demand access to the guarded `key` at access position `now`: HIT,
+   * FIRST_USE (a hit on a prefetched key, its first use) or MISS (loaded; an
+   * evicted key is the last of `evictedKeys`).
+   */
+  demandKey(key: number, now: number): number {
+    const policy = this.policy;
+    const layer = this.#layerOf[key]!;
+    if (policy.has(key)) {
+      policy.hit(key, now);
+      this.#hits[layer]!++;
+      if (this.prefetched[key] === 1) {
+        this.prefetched[key] = 0;
+        this.#prefetchUsed[layer]!++;
+        return FIRST_USE;
+      }
+      return HIT;
+    }
+    const victim = policy.admit(key, now, true, this.guard);
+    if (victim === REFUSED) {
+      throw new RangeError(
+        `${policy.name} cannot hold the experts layer ${layer} needs at once (capacity ${policy.capacity}).`,
+      );
+    }
+    this.#placed(key, victim);
+    this.#misses[layer]!++;
+    return MISS;
+  }
+
+  /**
+   * Prefetches the guarded `key` at access position `now` unless it is cached
+   * or only guarded victims remain; true when it was loaded.
+   */
+  prefetchKey(key: number, now: number): boolean {
+    const policy = this.policy;
+    if (policy.has(key)) return false;
+    const victim = policy.admit(key, now, false, this.guard);
+    if (victim === REFUSED) return false;
+    this.#placed(key, victim);
+    this.prefetched[key] = 1;
+    this.#prefetchIssued[this.#layerOf[key]!]!++;
+    return true;
   }
 
   /** Convenience form of `access` for the engine: expert ids in, fresh arrays out. */
@@ -250,7 +279,7 @@ export class ExpertCache {
 
   #placed(key: number, victim: number): void {
     if (victim >= 0) {
-      const layer = (victim / this.experts) | 0;
+      const layer = this.#layerOf[victim]!;
       this.stats.evictions[layer]!++;
       if (this.prefetched[victim] === 1) {
         this.prefetched[victim] = 0;
@@ -260,7 +289,7 @@ export class ExpertCache {
       this.slotOf[key] = this.slotOf[victim]!;
       this.slotOf[victim] = -1;
     } else {
-      const p = (key / this.#partitionKeys) | 0;
+      const p = this.#partitionOf[key]!;
       this.slotOf[key] = this.#slotsUsed[p]!++;
     }
   }

@@ -150,60 +150,68 @@ function referenceReplay(
   return { stats: cache.stats, timing };
 }
 
-Deno.test("the replay loop equals the online ExpertCache step by step: every policy, prefetcher and budget", () => {
-  const trace = syntheticAccessTrace({
-    tokens: 600,
-    layers: 4,
-    experts: 8,
-    topK: 2,
-    stickiness: 0.6,
-    memory: "geometric",
-    lookahead: 2,
-    specAccuracy: 0.6,
-    seed: 9,
-  });
-  // Some speculative picks missing, as in captured traces.
-  const rng = new Rng(4);
-  for (let i = 0; i < trace.spec!.length; i++) if (rng.next() < 0.1) trace.spec![i] = NO_EXPERT;
-  const costs = { expertBytes: 1, transferMs: 0.7, expertMs: 0.3, attentionMs: 0.5, otherMs: 0.2 };
-  const prefetchers = ["none", "speculative", "speculative:2", "markov", "oracle"];
-  let compared = 0;
-  for (const budget of ["per-layer", "global"] as const) {
-    for (const name of POLICY_NAMES) {
-      for (const capacity of budget === "per-layer" ? [2, 3, 5] : [3, 8, 20]) {
-        for (const prefetch of prefetchers) {
-          const make = () =>
-            createPolicy(name, {
-              ...policyOptions({ layers: 4, experts: 8, topK: 2, capacity, budget, seed: 7 }),
-              future: traceFutureUses(trace),
-              counts: accessCounts(trace),
+for (const topK of [2, 3]) {
+  Deno.test(`the replay loop equals the online ExpertCache step by step: every policy, prefetcher and budget (top-${topK})`, () => {
+    const trace = syntheticAccessTrace({
+      tokens: 600,
+      layers: 4,
+      experts: 8,
+      topK,
+      stickiness: 0.6,
+      memory: "geometric",
+      lookahead: 2,
+      specAccuracy: 0.6,
+      seed: 9,
+    });
+    // Some speculative picks missing, as in captured traces.
+    const rng = new Rng(4);
+    for (let i = 0; i < trace.spec!.length; i++) if (rng.next() < 0.1) trace.spec![i] = NO_EXPERT;
+    const costs = {
+      expertBytes: 1,
+      transferMs: 0.7,
+      expertMs: 0.3,
+      attentionMs: 0.5,
+      otherMs: 0.2,
+    };
+    const prefetchers = ["none", "speculative", "speculative:2", "markov", "oracle"];
+    let compared = 0;
+    for (const budget of ["per-layer", "global"] as const) {
+      for (const name of POLICY_NAMES) {
+        for (const capacity of budget === "per-layer" ? [topK, topK + 1, 5] : [topK + 1, 8, 20]) {
+          for (const prefetch of prefetchers) {
+            const make = () =>
+              createPolicy(name, {
+                ...policyOptions({ layers: 4, experts: 8, topK, capacity, budget, seed: 7 }),
+                future: traceFutureUses(trace),
+                counts: accessCounts(trace),
+              });
+            const spec = parsePrefetch(prefetch)!;
+            const fused = replay(trace, {
+              policy: make(),
+              budget,
+              prefetcher: createPrefetcher(spec, trace),
+              costs: [costs],
             });
-          const spec = parsePrefetch(prefetch)!;
-          const fused = replay(trace, {
-            policy: make(),
-            budget,
-            prefetcher: createPrefetcher(spec, trace),
-            costs: [costs],
-          });
-          const reference = referenceReplay(
-            trace,
-            make(),
-            budget,
-            createPrefetcher(spec, trace),
-            costs,
-          );
-          const what = `${name}:${capacity} ${budget} ${prefetch}`;
-          assertEquals(fused.stats, reference.stats, what);
-          const [a, b] = [fused.timings[0]!, reference.timing];
-          assertEquals(
-            [a.now, [...a.stallMs], [...a.late]],
-            [b.now, [...b.stallMs], [...b.late]],
-            what,
-          );
-          compared++;
+            const reference = referenceReplay(
+              trace,
+              make(),
+              budget,
+              createPrefetcher(spec, trace),
+              costs,
+            );
+            const what = `${name}:${capacity} ${budget} ${prefetch}`;
+            assertEquals(fused.stats, reference.stats, what);
+            const [a, b] = [fused.timings[0]!, reference.timing];
+            assertEquals(
+              [a.now, [...a.stallMs], [...a.late]],
+              [b.now, [...b.stallMs], [...b.late]],
+              what,
+            );
+            compared++;
+          }
         }
       }
     }
-  }
-  assertEquals(compared, 2 * 8 * 3 * 5);
-});
+    assertEquals(compared, 2 * 8 * 3 * 5);
+  });
+}
