@@ -1,9 +1,9 @@
 /**
- * The access loop (libCacheSim's `cache_get_base`): an expert cache over a
- * `CachePolicy`, driven by the engine's real offloading one router decision
- * at a time. The simulator's replay runs the same loop fused with its timing
- * model (replay.ts; replay_test.ts checks the two agree step by step), so both
- * count the same uploads.
+ * The access loop, written once (libCacheSim's `cache_get_base`): an expert
+ * cache over a `CachePolicy`, driven by the engine's real offloading one
+ * router decision at a time (`access`, `prefetch`, `request`) and by the
+ * simulator's replay one key at a time (`demandKey`, `prefetchKey`, the steps
+ * those are made of), so both count the same uploads.
  *
  * Keys are `layer × E + expert`. Each call to `access` is one router decision:
  * the k experts of one layer for one token, first choice first. All of them are

@@ -1,7 +1,6 @@
 /**
  * The cache-policy interface (libCacheSim-style: one policy per file in
- * `policies/`; the access loop in `expert_cache.ts`, fused with timing in
- * `replay.ts`).
+ * `policies/`, the access loop written once in `expert_cache.ts`).
  *
  * A policy manages integer keys `0..keys-1`; moetrace uses
  * `key = layer × E + expert`. Keys are grouped into partitions of
