@@ -79,8 +79,6 @@ export function replay(trace: AccessTrace, options: ReplayOptions): ReplayResult
   if (shadow !== null && (pf !== null || options.budget !== "per-layer")) {
     throw new RangeError("oracle shadows need a per-layer replay without prefetch.");
   }
-  // This step's demand loads (the oracle shadow derives its prefetches from them).
-  const demand = new Int32Array(k);
   let position = 0;
   for (let t = 0; t < T; t++) {
     for (let l = 0; l < M; l++) {
@@ -96,20 +94,12 @@ export function replay(trace: AccessTrace, options: ReplayOptions): ReplayResult
         const b = base + chosen[offset + 1]!;
         guard.add(a);
         guard.add(b);
-        misses = demandStep(cache, a, position, l, timings, demand, misses);
-        misses = demandStep(cache, b, position + 1, l, timings, demand, misses);
+        misses = demandStep(cache, a, position, l, timings, misses);
+        misses = demandStep(cache, b, position + 1, l, timings, misses);
       } else {
         for (let j = 0; j < k; j++) guard.add(base + chosen[offset + j]!);
         for (let j = 0; j < k; j++) {
-          misses = demandStep(
-            cache,
-            base + chosen[offset + j]!,
-            position + j,
-            l,
-            timings,
-            demand,
-            misses,
-          );
+          misses = demandStep(cache, base + chosen[offset + j]!, position + j, l, timings, misses);
         }
       }
       position += k;
@@ -144,11 +134,11 @@ export function replay(trace: AccessTrace, options: ReplayOptions): ReplayResult
         }
       }
       for (let i = 0; i < nTimings; i++) timings[i]!.end(l, chosen, offset, k);
-      if (shadow !== null) shadow.push(demand, misses, chosen);
+      if (shadow !== null) shadow.push(misses);
     }
     for (let i = 0; i < nTimings; i++) timings[i]!.endToken();
   }
-  if (shadow !== null) shadow.finish(chosen);
+  if (shadow !== null) shadow.finish();
   return {
     stats: cache.stats,
     timings,
@@ -160,8 +150,8 @@ export function replay(trace: AccessTrace, options: ReplayOptions): ReplayResult
 
 /**
  * One demand access of a step and what the timing models see of it: a miss
- * is loaded now (and listed in `demand`), a prefetched key's first use may
- * find it still in flight. Returns the step's misses so far.
+ * is loaded now, a prefetched key's first use may find it still in flight.
+ * Returns the step's misses so far.
  */
 function demandStep(
   cache: ExpertCache,
@@ -169,13 +159,12 @@ function demandStep(
   position: number,
   layer: number,
   timings: TimingModel[],
-  demand: Int32Array,
   misses: number,
 ): number {
   const result = cache.demandKey(key, position);
   if (result === HIT) return misses;
   if (result === MISS) {
-    demand[misses++] = key;
+    misses++;
     for (let i = 0; i < timings.length; i++) timings[i]!.load(key);
   } else {
     for (let i = 0; i < timings.length; i++) timings[i]!.use(layer, key);

@@ -65,7 +65,6 @@ export function lruStackDistances(
     new OracleShadow(oracle!.costs[i]!, { layers: M, experts: E, topK: k })
   );
   const shadowCapacities = oracle?.capacities ?? [];
-  const misses = new Int32Array(k);
 
   const add = (p: number, i: number, v: number) => {
     const base = p * (W + 1);
@@ -119,13 +118,13 @@ export function lruStackDistances(
         let n = 0;
         for (let j = 0; j < k; j++) {
           const d = depths[j]!;
-          if (d === 0 || d > c) misses[n++] = base + chosen[offset + j]!;
+          if (d === 0 || d > c) n++;
         }
-        shadows[s]!.push(misses, n, chosen);
+        shadows[s]!.push(n);
       }
     }
   }
-  for (const shadow of shadows) shadow.finish(chosen);
+  for (const shadow of shadows) shadow.finish();
   return {
     maxDistance: P,
     histogram,

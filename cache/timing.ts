@@ -445,6 +445,49 @@ export class TimingModel {
     this.now = ready + compute;
   }
 
+  /**
+   * A step of the oracle shadow (OracleShadow) from counts: the `count`
+   * uploads for this step are demand loads queued now (the very first step)
+   * or prefetches queued one step earlier that complete at `done[0..count)`;
+   * then the `next` uploads for the next step are queued, their completion
+   * times written to `done`. The same arithmetic as `begin`, `load`, `use`
+   * and `end`, in the same order.
+   */
+  oracleStep(
+    layer: number,
+    count: number,
+    first: boolean,
+    next: number,
+    done: Float64Array,
+    topK: number,
+  ): void {
+    this.begin();
+    const now = this.#decision;
+    let ready = now;
+    let free = this.queueFree;
+    for (let i = 0; i < count; i++) {
+      let r: number;
+      if (first) {
+        free = (free > now ? free : now) + this.#transferMs;
+        r = free;
+      } else {
+        r = done[i]!;
+        if (r > now) this.late[layer]!++;
+      }
+      if (r > ready) ready = r;
+    }
+    for (let i = 0; i < next; i++) {
+      free = (free > now ? free : now) + this.#transferMs;
+      done[i] = free;
+    }
+    this.queueFree = free;
+    const stall = ready - now;
+    const compute = topK * this.#expertMs;
+    this.stallMs[layer]! += stall;
+    this.layerMs[layer]! += this.#attentionMs + stall + compute;
+    this.now = ready + compute;
+  }
+
   /** Ends a token. */
   endToken(): void {
     this.now += this.costs.otherMs;
@@ -458,17 +501,21 @@ export class TimingModel {
  * like that cache (each layer's cache is only touched by its own accesses and,
  * just before them, by the prefetch of exactly those experts), so its uploads
  * at step s are the misses of step s + 1, issued one step early; only the very
- * first step loads on demand. Feed every step's misses in order with `push`,
- * then call `finish`.
+ * first step loads on demand. The counts of misses are enough: every other
+ * expert a step needs was waited for at an earlier step, so only the uploads
+ * issued for this step can still be in flight. Feed every step's miss count
+ * in order with `push`, then call `finish`.
  */
 export class OracleShadow {
   readonly timings: TimingModel[];
   #layers: number;
   #topK: number;
-  #previous: Int32Array;
-  #previousCount = 0;
+  /** Misses of the step waiting to be taken (known once the next step's are). */
+  #waiting = 0;
   #steps = 0;
-  #nothing = new Int32Array(0);
+  #layer = 0;
+  /** Per timing model: [k] when the uploads for the waiting step complete, ms. */
+  #done: Float64Array[];
 
   constructor(
     costs: readonly StepCosts[],
@@ -477,43 +524,31 @@ export class OracleShadow {
     this.timings = costs.map((c) => new TimingModel(c, shape));
     this.#layers = shape.layers;
     this.#topK = shape.topK;
-    this.#previous = new Int32Array(shape.layers * shape.experts);
+    this.#done = costs.map(() => new Float64Array(shape.topK));
   }
 
-  /** The misses of the next step (the one after the last pushed), in order. */
-  push(misses: Int32Array, count: number, chosen: ArrayLike<number>): void {
-    if (this.#steps > 0) this.#advance(misses, count, chosen);
-    this.#previousCount = count;
-    for (let i = 0; i < count; i++) this.#previous[i] = misses[i]!;
+  /** The number of misses of the next step (the one after the last pushed). */
+  push(misses: number): void {
+    if (this.#steps > 0) this.#advance(misses);
+    this.#waiting = misses;
     this.#steps++;
   }
 
   /** Takes the last step (nothing left to prefetch). */
-  finish(chosen: ArrayLike<number>): void {
-    if (this.#steps > 0) this.#advance(this.#nothing, 0, chosen);
+  finish(): void {
+    if (this.#steps > 0) this.#advance(0);
   }
 
-  /** Takes step #steps − 1, whose prefetches are `issued`. */
-  #advance(issued: Int32Array, issuedCount: number, chosen: ArrayLike<number>): void {
-    const step = this.#steps - 1;
-    const layer = step % this.#layers;
-    const first = step === 0;
-    const previous = this.#previous;
-    const nothing = this.#nothing;
-    for (const timing of this.timings) {
-      timing.stepWith(
-        layer,
-        first ? previous : nothing,
-        first ? this.#previousCount : 0,
-        issued,
-        issuedCount,
-        first ? nothing : previous,
-        first ? 0 : this.#previousCount,
-        chosen,
-        step * this.#topK,
-        this.#topK,
-      );
-      if (layer === this.#layers - 1) timing.endToken();
+  /** Takes the waiting step, whose prefetches are the `next` misses of the step after it. */
+  #advance(next: number): void {
+    const first = this.#steps === 1;
+    const layer = this.#layer;
+    const last = layer === this.#layers - 1;
+    for (let i = 0; i < this.timings.length; i++) {
+      const timing = this.timings[i]!;
+      timing.oracleStep(layer, this.#waiting, first, next, this.#done[i]!, this.#topK);
+      if (last) timing.endToken();
     }
+    this.#layer = last ? 0 : layer + 1;
   }
 }
