@@ -11,8 +11,9 @@
  * shape (Mixtral, 4 layers, hidden 192, 8 experts top-2, vocab 4096) in a temp dir.
  * - where a decode step's GPU time goes (attention+router per layer, one active
  *   expert, embedding+lm_head+sampling) and the host→device upload rate and
- *   per-upload cost; `--calibrate FILE` writes these as a `simulate --hardware`
- *   JSON (cache/timing.ts `Hardware`).
+ *   per-upload cost of one expert written as `generate --offload` writes it;
+ *   `--calibrate FILE` writes these as a `simulate --hardware` JSON
+ *   (cache/timing.ts `Hardware`).
  * Target: prefill GFLOP/s ≥ 50% of the matmul's.
  */
 import type { BenchOptions } from "../bench/bench.ts";
@@ -20,7 +21,9 @@ import { type Figure, medianSeconds, printFigures } from "../bench/measure.ts";
 import { createGpuContext, readBack, Recorder } from "./gpu.ts";
 import { matmulFlops } from "./kernels/matmul.ts";
 import { matmulTex, PREFILL } from "./kernels/matmul_tex.ts";
-import { loadModel, type MoeModel } from "./model.ts";
+import { type HostExperts, loadModel, modelInternals, type MoeModel } from "./model.ts";
+import { moeLayers } from "./config.ts";
+import { createSlotMatrix, writeSlot } from "./offload.ts";
 import { writeRandomMixtral } from "./random_checkpoint.ts";
 import { Rng } from "../common/random.ts";
 import { writeFileAtomic } from "../common/atomic_write.ts";
@@ -63,39 +66,89 @@ export async function matmulGflops(
 }
 
 /**
- * Host → device upload rate (64 MiB writeBuffer, 4 times) and fixed cost per
- * upload (64 writes of 4 KiB, minus one write's transfer time), on a fresh device.
+ * The host → device link as `generate --offload` pays it, on a fresh device:
+ * an upload is offload.ts `writeSlot` of one expert's three matrices (w1, w3:
+ * [H, F]; w2: [F, H], in `host`'s texel format) into slot matrices like the
+ * offloader's, then the next submit and a 16-byte router readback, as in the
+ * offloaded decode. Each cost is the median over 7 repeats of 4 × (U uploads,
+ * readback) minus 4 readbacks alone, over 4U, after a warm-up, with two host
+ * copies written alternately into two slots; U uploads make at least 16 MiB
+ * (one 44 MB expert; 20 of tiny-moe's 864 KiB), as one small upload is far
+ * below the readback's jitter (±1 ms):
+ * - `latencyUs`: an upload of three one-row matrices ([1, F], [1, F], [1, H]):
+ *   the calls, staging and copies without the bytes (U = 16);
+ * - `gbps`: the expert's bytes over (its upload − that fixed cost).
+ * Not one large write: on llvmpipe a 64 MiB writeBuffer costs about 3.5× per
+ * byte what writes up to 48 MiB do (README, "Offloading"), so the link is
+ * measured at the sizes the engine writes.
  */
-async function uploadBandwidth(): Promise<{ gbps: number; latencyUs: number; readbackMs: number }> {
+async function uploadLink(
+  shape: { h: number; f: number },
+  host: Pick<HostExperts, "texture" | "format">,
+): Promise<{ gbps: number; latencyUs: number; readbackMs: number; expertBytes: number }> {
   const ctx = await createGpuContext();
   try {
-    const big = new Uint8Array(64 << 20);
-    const buffer = ctx.pool.storage("upload bench", big.byteLength);
-    const sync = () => ctx.device.queue.onSubmittedWorkDone();
-    await sync();
-    const bigSeconds = await medianSeconds(3, async () => {
-      for (let i = 0; i < 4; i++) ctx.device.queue.writeBuffer(buffer, 0, big);
-      ctx.device.queue.submit([]);
-      await sync();
-    });
-    const syncSeconds = await medianSeconds(3, async () => {
-      ctx.device.queue.submit([]);
-      await sync();
-    });
-    const gbps = (4 * big.byteLength) / Math.max(1e-9, bigSeconds - syncSeconds) / 1e9;
-    const small = new Uint8Array(4096);
-    const smallSeconds = await medianSeconds(3, async () => {
-      for (let i = 0; i < 64; i++) ctx.device.queue.writeBuffer(buffer, i * 4096, small);
-      ctx.device.queue.submit([]);
-      await sync();
-    });
-    const perUpload = (smallSeconds - syncSeconds) / 64 - small.byteLength / (gbps * 1e9);
+    const small = ctx.pool.storage("readback probe", 256);
+    const readback = () => readBack(ctx, [{ buffer: small, bytes: 16 }]).then(() => {});
+    /** Seconds per upload of experts whose matrices have `rows` rows each (all of them: K), `per` uploads per readback. */
+    const timeUploads = async (rows: "one" | "all", per: number) => {
+      const dims = [[shape.h, shape.f], [shape.h, shape.f], [shape.f, shape.h]] as const;
+      const mats = dims.map(([K, N], i) =>
+        createSlotMatrix(
+          ctx,
+          `link probe ${i}`,
+          { k: rows === "one" ? 1 : K, n: N, count: 2 },
+          host,
+        )
+      );
+      // Two experts' host copies, every page written (untouched zero pages would read faster).
+      const copies = [0, 1].map((e) =>
+        mats.map((m) => {
+          const n = m.linear.k * m.linear.n;
+          return host.texture && host.format !== "f32"
+            ? new Uint16Array(n).fill(0x3c00 + e)
+            : new Float32Array(n).fill(1 + e);
+        })
+      );
+      let next = 0;
+      const upload = () => {
+        const e = next++ % 2;
+        // flushed by the readback's submit, as the offloader's writes are by the next segment's
+        mats.forEach((m, i) => writeSlot(ctx.device, m, e, copies[e]![i]!));
+      };
+      const withUploads = async () => {
+        for (let i = 0; i < 4; i++) {
+          for (let j = 0; j < per; j++) upload();
+          await readback();
+        }
+      };
+      const alone = async () => {
+        for (let i = 0; i < 4; i++) await readback();
+      };
+      await withUploads(); // staging allocations and first copies
+      const seconds = (await medianSeconds(7, withUploads) - await medianSeconds(7, alone)) /
+        (4 * per);
+      const bytes = copies[0]!.reduce((a, c) => a + c.byteLength, 0);
+      for (const m of mats) ctx.pool.release(m.texture ?? m.linear.buffer!);
+      return { seconds, bytes };
+    };
+    await readback();
+    const row = await timeUploads("one", 16);
+    const expertBytes = 4 * 3 * shape.h * shape.f / (host.texture && host.format !== "f32" ? 2 : 1);
+    const full = await timeUploads("all", Math.ceil((16 << 20) / expertBytes));
+    const fixed = Math.max(0, row.seconds);
+    // so that latency + bytes / bandwidth (cache/timing.ts transferMs) is the full upload's time
+    const gbps = full.bytes / Math.max(1e-9, full.seconds - fixed) / 1e9;
     // one router-choice readback as the offloaded decode does it (submit, copy, mapAsync), 16 bytes
-    await readBack(ctx, [{ buffer, bytes: 16 }]);
     const readbackSeconds = await medianSeconds(9, async () => {
-      for (let i = 0; i < 8; i++) await readBack(ctx, [{ buffer, bytes: 16 }]);
+      for (let i = 0; i < 8; i++) await readback();
     }) / 8;
-    return { gbps, latencyUs: Math.max(0, perUpload * 1e6), readbackMs: readbackSeconds * 1000 };
+    return {
+      gbps,
+      latencyUs: fixed * 1e6,
+      readbackMs: readbackSeconds * 1000,
+      expertBytes: full.bytes,
+    };
   } finally {
     ctx.pool.releaseAll();
     ctx.device.destroy();
@@ -123,7 +176,13 @@ export async function calibrate(
     return ms[1]!;
   };
   const moeCount = model.facts.moe_layers.length;
-  const link = await uploadBandwidth();
+  // The offloader's slots take the resident experts' layout: texture or buffer, texel format.
+  const I = modelInternals(model);
+  const w1 = I.weights.layers[moeLayers(model.config)[0]!]!.experts![0]!.w1;
+  const link = await uploadLink(
+    { h: model.config.hiddenSize, f: model.config.expertFfn },
+    { texture: w1.view !== undefined, format: w1.format },
+  );
   const round = (x: number) => Number(x.toPrecision(4));
   return {
     name: `calibrated-${o.adapter.split(" ")[0]}`,
@@ -134,7 +193,9 @@ export async function calibrate(
     other_ms_per_token: round(section("other")),
     readback_ms_per_layer: round(link.readbackMs),
     source:
-      `measured by moetrace ${o.by} on ${o.adapter}, ${o.modelName} (decode step timestamps; writeBuffer uploads; readback: 16-byte mapAsync round trip, what generate --offload pays per MoE layer), ${
+      `measured by moetrace ${o.by} on ${o.adapter}, ${o.modelName} (decode step timestamps; uploads: one expert's ${
+        (link.expertBytes / 2 ** 20).toFixed(2)
+      } MiB written into slots as generate --offload does; readback: 16-byte mapAsync round trip, what generate --offload pays per MoE layer), ${
         new Date().toISOString()
       }`,
   };
