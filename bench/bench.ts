@@ -6,11 +6,17 @@ export interface BenchOptions {
   json: boolean;
   /** engine only: write a calibrated hardware JSON here. */
   calibrate?: string;
+  /** offload only: a large random checkpoint whose uploads dominate, instead of tiny-moe. */
+  large?: boolean;
 }
 
 export async function benchCommand(which: string, flags: Record<string, unknown>): Promise<void> {
   const options: BenchOptions = { json: flags.json === true };
   if (typeof flags.calibrate === "string") options.calibrate = flags.calibrate;
+  if (flags.large === true) {
+    if (which !== "offload") throw new UsageError(`--large is for bench offload, not ${which}.`);
+    options.large = true;
+  }
   switch (which) {
     case "trace":
       return (await import("./trace_bench.ts")).benchTrace(options);

@@ -82,6 +82,10 @@ Deno.test("usage mistakes are one sentence and exit 2", async () => {
       ["bench", "gpu"],
       /^moetrace: bench takes engine, offload, cache, analysis or trace, got "gpu"\.$/,
     ],
+    [
+      ["bench", "engine", "--large"],
+      /^moetrace: --large is for bench offload, not engine\.$/,
+    ],
   ];
   for (const [args, pattern] of cases) {
     const result = await runCli(args);
