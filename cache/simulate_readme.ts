@@ -39,6 +39,7 @@ export function simulationReadme(o: SimulationOutput, figures: SimulationFigure[
     h.expert_ms ?? "roofline",
     h.attention_ms_per_layer ?? "roofline",
     h.other_ms_per_token ?? 0,
+    String(h.uploads_overlap_compute ?? true),
     h.device_memory_gb_s ?? "",
     h.device_tflops ?? "",
     h.source ?? (HARDWARE_PRESETS[h.name] ? "" : "user file"),
@@ -151,6 +152,11 @@ Per token, for each MoE layer l in order:
 3. the layer waits until every chosen expert is resident (stall);
 4. the k chosen experts compute, \`expert_ms\` each.
 
+With \`"uploads_overlap_compute": false\` in a hardware file (an engine whose
+uploads share one queue with compute, as \`generate --offload\` on WebGPU) the
+layer also waits in step 3 for the prefetches issued at it, so a prefetch is
+never late but costs its transfer time at the layer that issued it.
+
 After the last layer, \`other_ms_per_token\` (embeddings, LM head, sampling).
 Without prefetch the queue is always idle when a router decides, so the
 stall is exactly misses × transfer time. \`ms_per_token\` = total simulated time
@@ -198,6 +204,7 @@ ${
       "expert_ms",
       "attention_ms_per_layer",
       "other_ms_per_token",
+      "uploads_overlap_compute",
       "device_memory_gb_s",
       "device_tflops",
       "source",
@@ -228,7 +235,9 @@ assumptions, not measurements; calibrate a machine with a hardware JSON file:
 
 Required: \`name\`, \`bandwidth_gb_s\` (> 0, 10^9 bytes/s), \`latency_us\` (≥ 0), and
 either \`expert_ms\` + \`attention_ms_per_layer\` or \`device_memory_gb_s\` +
-\`device_tflops\`; optional \`other_ms_per_token\` (default 0) and \`source\`.
+\`device_tflops\`; optional \`other_ms_per_token\` (default 0),
+\`readback_ms_per_layer\` (default 0), \`uploads_overlap_compute\` (default
+true) and \`source\`.
 
 ## Files
 

@@ -116,6 +116,14 @@ export interface Hardware {
    * measures it), ms; added to the layer's attention + router time; default 0.
    */
   readback_ms_per_layer?: number;
+  /**
+   * Whether uploads run beside compute, on their own copy engine (default
+   * true). False for an engine whose uploads share one queue with compute,
+   * as `generate --offload` on WebGPU does (`bench engine --calibrate` writes
+   * false): every upload issued at a layer, prefetches included, then
+   * finishes before that layer's experts compute.
+   */
+  uploads_overlap_compute?: boolean;
   /** Device memory bandwidth for the default compute model, GB/s. */
   device_memory_gb_s?: number;
   /** Device dense half-precision throughput for the default compute model, TFLOP/s. */
@@ -183,7 +191,7 @@ export const HARDWARE_PRESETS: Record<string, Hardware> = {
   },
 };
 
-const HARDWARE_FIELDS: Record<string, "string" | "positive" | "nonnegative"> = {
+const HARDWARE_FIELDS: Record<string, "string" | "positive" | "nonnegative" | "boolean"> = {
   name: "string",
   bandwidth_gb_s: "positive",
   latency_us: "nonnegative",
@@ -191,6 +199,7 @@ const HARDWARE_FIELDS: Record<string, "string" | "positive" | "nonnegative"> = {
   expert_ms: "nonnegative",
   other_ms_per_token: "nonnegative",
   readback_ms_per_layer: "nonnegative",
+  uploads_overlap_compute: "boolean",
   device_memory_gb_s: "positive",
   device_tflops: "positive",
   source: "string",
@@ -217,7 +226,13 @@ export function validateHardware(json: unknown, where: string): Hardware {
   for (const [key, kind] of Object.entries(HARDWARE_FIELDS)) {
     const value = o[key];
     if (value === undefined) continue;
-    if (kind === "string") {
+    if (kind === "boolean") {
+      if (typeof value !== "boolean") {
+        throw new DataError(
+          `${where} field "${key}" must be true or false, got ${JSON.stringify(value)}.`,
+        );
+      }
+    } else if (kind === "string") {
       if (typeof value !== "string" || value === "") {
         throw new DataError(
           `${where} field "${key}" must be a non-empty string, got ${JSON.stringify(value)}.`,
@@ -289,6 +304,8 @@ export interface StepCosts {
   expertMs: number;
   attentionMs: number;
   otherMs: number;
+  /** Uploads share the compute queue: a layer waits for every upload issued at it. */
+  serialUploads?: boolean;
 }
 
 /**
@@ -315,6 +332,7 @@ export function stepCosts(hardware: Hardware, dtype: DtypeInfo, model: ModelFact
       (hardware.attention_ms_per_layer ?? roofline(2 * attentionParams, attentionParams)) +
       (hardware.readback_ms_per_layer ?? 0),
     otherMs: hardware.other_ms_per_token ?? 0,
+    ...(hardware.uploads_overlap_compute === false ? { serialUploads: true } : {}),
   };
 }
 
@@ -343,6 +361,7 @@ export class TimingModel {
   #attentionMs: number;
   #transferMs: number;
   #expertMs: number;
+  #serial: boolean;
 
   constructor(costs: StepCosts, shape: { layers: number; experts: number }) {
     this.costs = costs;
@@ -350,6 +369,7 @@ export class TimingModel {
     this.#attentionMs = costs.attentionMs;
     this.#transferMs = costs.transferMs;
     this.#expertMs = costs.expertMs;
+    this.#serial = costs.serialUploads === true;
     this.readyAt = new Float64Array(shape.layers * shape.experts);
     this.stallMs = new Float64Array(shape.layers);
     this.layerMs = new Float64Array(shape.layers);
@@ -438,6 +458,8 @@ export class TimingModel {
       const r = readyAt[base + chosen[offset + j]!]!;
       if (r > ready) ready = r;
     }
+    // Serial uploads: this step's prefetches also run before its experts.
+    if (this.#serial && this.queueFree > ready) ready = this.queueFree;
     const stall = ready - now;
     const compute = count * this.#expertMs;
     this.stallMs[layer]! += stall;
@@ -481,6 +503,7 @@ export class TimingModel {
       done[i] = free;
     }
     this.queueFree = free;
+    if (this.#serial && free > ready) ready = free;
     const stall = ready - now;
     const compute = topK * this.#expertMs;
     this.stallMs[layer]! += stall;

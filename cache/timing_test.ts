@@ -50,6 +50,52 @@ Deno.test("timing: hand-computed example, two layers, two tokens, one miss, one 
   assertEquals([...result.stats.prefetchWasted], [0, 0]);
 });
 
+Deno.test("timing: the same example when uploads share the compute queue (uploads_overlap_compute false)", () => {
+  const trace = accessTraceOf([[[0], [1]], [[0], [1]]], {
+    experts: 4,
+    spec: [[[[1]], [[NO]]], [[[1]], [[NO]]]],
+  });
+  const costs = {
+    expertBytes: 1000,
+    transferMs: 5,
+    expertMs: 2,
+    attentionMs: 1,
+    otherMs: 0.5,
+    serialUploads: true,
+  };
+  const result = replay(trace, {
+    policy: createPolicy("lru", policyOptions({ layers: 2, experts: 4, topK: 1, capacity: 1 })),
+    budget: "per-layer",
+    prefetcher: new SpeculativePrefetcher(trace, 1),
+    costs: [costs],
+  });
+  // t0 L0: router at 1; miss on 0 uploads 1→6, prefetch of 1 6→11, and the
+  //        layer waits for both: stall 10, compute 11→13.
+  // t0 L1: router at 14; expert 1 resident since 11: in time, no stall; compute →16; other →16.5.
+  // t1 L0: router at 17.5, hit, compute →19.5. t1 L1: router at 20.5, hit, →22.5; other →23.
+  const timing = result.timings[0]!;
+  assertEquals(timing.now, 23);
+  assertEquals([...timing.stallMs], [10, 0]);
+  assertEquals([...timing.layerMs], [1 + 10 + 2 + 1 + 2, 1 + 2 + 1 + 2]);
+  assertEquals([...timing.late], [0, 0]);
+  const hardware = validateHardware(
+    {
+      name: "webgpu",
+      bandwidth_gb_s: 1,
+      latency_us: 0,
+      expert_ms: 1,
+      attention_ms_per_layer: 1,
+      uploads_overlap_compute: false,
+    },
+    "test",
+  );
+  assertEquals(stepCosts(hardware, DTYPES.fp32!, syntheticModel()).serialUploads, true);
+  throws(
+    () => validateHardware({ ...hardware, uploads_overlap_compute: "no" }, "hw.json"),
+    /hw.json field "uploads_overlap_compute" must be true or false, got "no"\./,
+  );
+});
+
 Deno.test("timing: without prefetch the stall is misses × upload time", () => {
   const trace = accessTraceOf([[[0, 1]], [[1, 2]], [[3, 0]]], { experts: 4 });
   const costs = { expertBytes: 1, transferMs: 3, expertMs: 1, attentionMs: 0.5, otherMs: 0 };
@@ -148,6 +194,7 @@ Deno.test("oracle timing from miss counts equals replaying the oracle prefetcher
   // prefetches are often still in flight: late uploads and stalls both occur.
   const slow = { expertBytes: 1, transferMs: 4, expertMs: 0.5, attentionMs: 0.5, otherMs: 0.25 };
   const fast = { expertBytes: 1, transferMs: 0.2, expertMs: 0.5, attentionMs: 0.5, otherMs: 0.25 };
+  const serial = { ...slow, serialUploads: true };
   for (const name of ["lru", "fifo", "lfu", "random"] as const) {
     for (const capacity of [2, 3, 5]) {
       const options = policyOptions({ layers: 3, experts: 8, topK: 2, capacity, seed: 2 });
@@ -156,13 +203,13 @@ Deno.test("oracle timing from miss counts equals replaying the oracle prefetcher
         budget: "per-layer",
         prefetcher: null,
         costs: [],
-        oracleCosts: [slow, fast],
+        oracleCosts: [slow, fast, serial],
       });
       const direct = replay(trace, {
         policy: createPolicy(name, options),
         budget: "per-layer",
         prefetcher: new OraclePrefetcher(trace),
-        costs: [slow, fast],
+        costs: [slow, fast, serial],
       });
       direct.timings.forEach((timing, i) => {
         const shadow = shadowed.oracleTimings[i]!;

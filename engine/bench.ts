@@ -192,6 +192,9 @@ export async function calibrate(
     expert_ms: round(section("experts") / Math.max(1, moeCount * model.facts.top_k)),
     other_ms_per_token: round(section("other")),
     readback_ms_per_layer: round(link.readbackMs),
+    // generate --offload writes uploads into the one WebGPU queue its kernels
+    // run on: they finish before the layer's experts compute, prefetches too.
+    uploads_overlap_compute: false,
     source:
       `measured by moetrace ${o.by} on ${o.adapter}, ${o.modelName} (decode step timestamps; uploads: one expert's ${
         (link.expertBytes / 2 ** 20).toFixed(2)

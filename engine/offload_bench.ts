@@ -24,10 +24,10 @@
  * tokens' decode steps (their sum is the decode's wall time, so this is the
  * statistic the simulation's ms_per_token = total / tokens predicts) against
  * the simulation's (target: within 20%), and their median; the predicted
- * share of a token spent uploading; with speculative prefetch, the prediction
- * if no upload overlapped compute (the engine's single WebGPU queue
- * serialises them; the simulator's model overlaps prefetches with compute);
- * the generated token count (target ≥ 100); whether the text equals the
+ * share of a token spent uploading (the calibrated hardware file says
+ * uploads do not overlap compute: the engine's single WebGPU queue runs them
+ * before the layer's experts, prefetches included, and the simulator models
+ * that); the generated token count (target ≥ 100); whether the text equals the
  * resident run's; the GPU memory for routed experts (MoeModel.expertGpuBytes:
  * the slots) against the resident run's (all E × M); and the load average
  * after it. Then, per setting with C < E, what it costs over lru:E (which
@@ -231,7 +231,6 @@ async function runPart(part: Part, root: string, options: BenchOptions): Promise
       // Every upload's time per token, as the simulation charges each: latency + bytes / bandwidth.
       const transferMs = Number(row.loads_per_token) * hardware.latency_us / 1000 +
         Number(row.bytes_per_token) / (hardware.bandwidth_gb_s * 1e6);
-      const stallMs = Number(row.stall_ms_per_token);
       const meanMs = steps.reduce((a, b) => a + b, 0) / steps.length;
       const same = summary.completions.every((c, i) => c === reference.completions[i]);
       means.set(name, { measured: meanMs, predicted });
@@ -268,13 +267,6 @@ async function runPart(part: Part, root: string, options: BenchOptions): Promise
           value: 100 * transferMs / predicted,
           unit: "%",
         },
-        ...(prefetch === "speculative"
-          ? [{
-            name: `${name}: predicted if no upload overlapped compute`,
-            value: predicted - stallMs + transferMs,
-            unit: "ms",
-          }]
-          : []),
         {
           name: `${name}: text differs from resident run`,
           value: same ? 0 : 1,
