@@ -41,6 +41,8 @@ function sum(a: Float64Array): number {
 }
 
 const H = 128, F = 192, M = 3, E = 8, k = 2;
+/** The random checkpoint's shape: hidden 128, FFN 192 (the texture path when asked), 3 MoE layers. */
+const SHAPE = { hidden: H, ffn: F, layers: M, heads: 4, kvHeads: 2, vocab: 512 };
 /** One expert's GPU copy: w1, w3 [H, F] and w2 [F, H] in f32 (rgba32float texels or a storage buffer). */
 const EXPERT_BYTES = 3 * H * F * 4;
 
@@ -50,14 +52,7 @@ for (const textures of [true, false]) {
     let full: MoeModel | null = null, host: MoeModel | null = null;
     try {
       // hidden 128, FFN 192: the texture path when asked; 3 MoE layers of 8 experts, top-2
-      await writeRandomMixtral(dir, {
-        hidden: H,
-        ffn: F,
-        layers: M,
-        heads: 4,
-        kvHeads: 2,
-        vocab: 512,
-      });
+      await writeRandomMixtral(dir, SHAPE);
       full = await loadModel(dir, { maxBatchTokens: 128, textures });
       host = await loadModel(dir, { maxBatchTokens: 128, textures, hostExperts: true });
       assert.equal(full.expertGpuBytes(), E * M * EXPERT_BYTES);
@@ -181,14 +176,7 @@ for (const textures of [true, false]) {
 Deno.test("offloaded generate keeps f16 and bf16 experts 16-bit in their slots and equals generate", async () => {
   const base = await Deno.makeTempDir({ prefix: "moetrace-offload-half-" });
   try {
-    await writeRandomMixtral(`${base}/f32`, {
-      hidden: H,
-      ffn: F,
-      layers: M,
-      heads: 4,
-      kvHeads: 2,
-      vocab: 512,
-    });
+    await writeRandomMixtral(`${base}/f32`, SHAPE);
     const header = await readHeader(`${base}/f32/model.safetensors`);
     const raw = await Deno.readFile(`${base}/f32/model.safetensors`);
     for (const dtype of ["F16", "BF16"]) {
