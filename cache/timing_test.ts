@@ -17,21 +17,34 @@ import { syntheticModel } from "../engine/synthetic_trace.ts";
 
 const NO = 65535;
 
-Deno.test("timing: hand-computed example, two layers, two tokens, one miss, one late prefetch", () => {
-  // Top-1, 4 experts, LRU with 1 slot per layer. Token 0 picks 0 then 1,
-  // token 1 picks 0 then 1 again. At layer 0 the speculative pick for layer 1 is 1.
+/**
+ * Top-1, 4 experts, LRU with 1 slot per layer. Token 0 picks 0 then 1, token
+ * 1 picks 0 then 1 again. At layer 0 the speculative pick for layer 1 is 1.
+ * Attention 1 ms, expert 2 ms, upload 5 ms, other 0.5 ms per token.
+ */
+function handExample(serialUploads: boolean) {
   const trace = accessTraceOf([[[0], [1]], [[0], [1]]], {
     experts: 4,
     spec: [[[[1]], [[NO]]], [[[1]], [[NO]]]],
   });
-  // attention 1 ms, expert 2 ms, upload 5 ms, other 0.5 ms per token.
-  const costs = { expertBytes: 1000, transferMs: 5, expertMs: 2, attentionMs: 1, otherMs: 0.5 };
-  const result = replay(trace, {
+  const costs = {
+    expertBytes: 1000,
+    transferMs: 5,
+    expertMs: 2,
+    attentionMs: 1,
+    otherMs: 0.5,
+    serialUploads,
+  };
+  return replay(trace, {
     policy: createPolicy("lru", policyOptions({ layers: 2, experts: 4, topK: 1, capacity: 1 })),
     budget: "per-layer",
     prefetcher: new SpeculativePrefetcher(trace, 1),
     costs: [costs],
   });
+}
+
+Deno.test("timing: hand-computed example, two layers, two tokens, one miss, one late prefetch", () => {
+  const result = handExample(false);
   // t0 L0: router at 1; miss on 0 uploads 1→6; prefetch of 1 queues behind it, 6→11;
   //        stall 5, compute 6→8.
   // t0 L1: router at 9; expert 1 in flight until 11: used late, stall 2; compute 11→13.
@@ -51,24 +64,7 @@ Deno.test("timing: hand-computed example, two layers, two tokens, one miss, one 
 });
 
 Deno.test("timing: the same example when uploads share the compute queue (uploads_overlap_compute false)", () => {
-  const trace = accessTraceOf([[[0], [1]], [[0], [1]]], {
-    experts: 4,
-    spec: [[[[1]], [[NO]]], [[[1]], [[NO]]]],
-  });
-  const costs = {
-    expertBytes: 1000,
-    transferMs: 5,
-    expertMs: 2,
-    attentionMs: 1,
-    otherMs: 0.5,
-    serialUploads: true,
-  };
-  const result = replay(trace, {
-    policy: createPolicy("lru", policyOptions({ layers: 2, experts: 4, topK: 1, capacity: 1 })),
-    budget: "per-layer",
-    prefetcher: new SpeculativePrefetcher(trace, 1),
-    costs: [costs],
-  });
+  const result = handExample(true);
   // t0 L0: router at 1; miss on 0 uploads 1→6, prefetch of 1 6→11, and the
   //        layer waits for both: stall 10, compute 11→13.
   // t0 L1: router at 14; expert 1 resident since 11: in time, no stall; compute →16; other →16.5.
