@@ -378,7 +378,8 @@ export class TimingModel {
 
   /**
    * One layer of one token, after `cache.access` for `chosen[offset..offset+count)`
-   * and the `cache.prefetch` calls of this step.
+   * and the `cache.prefetch` calls of this step: its demand loads, then the
+   * prefetches issued, and the prefetched keys used for the first time.
    */
   step(
     layer: number,
@@ -387,40 +388,10 @@ export class TimingModel {
     offset: number,
     count: number,
   ): void {
-    this.stepWith(
-      layer,
-      cache.missKeys,
-      cache.missCount,
-      cache.issuedKeys,
-      cache.issuedCount,
-      cache.usedKeys,
-      cache.usedCount,
-      chosen,
-      offset,
-      count,
-    );
-  }
-
-  /**
-   * One step from explicit key lists: demand loads, then prefetches issued at
-   * this step, and the prefetched keys whose first use is this step.
-   */
-  stepWith(
-    layer: number,
-    demand: Int32Array,
-    demandCount: number,
-    issued: Int32Array,
-    issuedCount: number,
-    used: Int32Array,
-    usedCount: number,
-    chosen: ArrayLike<number>,
-    offset: number,
-    count: number,
-  ): void {
     this.begin();
-    for (let i = 0; i < demandCount; i++) this.load(demand[i]!);
-    for (let i = 0; i < issuedCount; i++) this.load(issued[i]!);
-    for (let i = 0; i < usedCount; i++) this.use(layer, used[i]!);
+    for (let i = 0; i < cache.missCount; i++) this.load(cache.missKeys[i]!);
+    for (let i = 0; i < cache.issuedCount; i++) this.load(cache.issuedKeys[i]!);
+    for (let i = 0; i < cache.usedCount; i++) this.use(layer, cache.usedKeys[i]!);
     this.end(layer, chosen, offset, count);
   }
 
