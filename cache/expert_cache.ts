@@ -78,7 +78,6 @@ export class ExpertCache {
   readonly policy: CachePolicy;
   readonly layers: number;
   readonly experts: number;
-  readonly stats: CacheStats;
   /** Keys that may not be evicted: the last access's experts and the prefetches since. */
   readonly guard: Guard;
   /** [keys] 1 while a key sits in the cache because of a prefetch, not yet used. */
@@ -103,8 +102,12 @@ export class ExpertCache {
   #layerOf: Int32Array;
   /** [keys] partition of each key: its layer, or 0 under a global budget. */
   #partitionOf: Int32Array;
+  /** Whether slots (`slotOf`, `evictedKeys`, `slotsUsed`) are kept: the engine's uploads need them, a replay does not. */
+  #slots: boolean;
+  #stats: CacheStats;
+  /** [M] demand accesses: hits are accesses − misses, so a hit counts nothing. */
+  #accesses: Float64Array;
   // The counters of `stats`, held directly: one load fewer per update.
-  #hits: Float64Array;
   #misses: Float64Array;
   #prefetchIssued: Float64Array;
   #prefetchUsed: Float64Array;
@@ -113,13 +116,16 @@ export class ExpertCache {
   constructor(
     policy: CachePolicy,
     shape: { layers: number; experts: number; budget?: Budget },
+    options: { slots?: boolean } = {},
   ) {
     this.policy = policy;
     this.layers = shape.layers;
     this.experts = shape.experts;
     const keys = shape.layers * shape.experts;
     const M = shape.layers;
-    this.stats = {
+    this.#slots = options.slots ?? true;
+    this.#accesses = new Float64Array(M);
+    this.#stats = {
       hits: new Float64Array(M),
       misses: new Float64Array(M),
       evictions: new Float64Array(M),
@@ -127,10 +133,9 @@ export class ExpertCache {
       prefetchUsed: new Float64Array(M),
       prefetchWasted: new Float64Array(M),
     };
-    this.#hits = this.stats.hits;
-    this.#misses = this.stats.misses;
-    this.#prefetchIssued = this.stats.prefetchIssued;
-    this.#prefetchUsed = this.stats.prefetchUsed;
+    this.#misses = this.#stats.misses;
+    this.#prefetchIssued = this.#stats.prefetchIssued;
+    this.#prefetchUsed = this.#stats.prefetchUsed;
     this.guard = new Guard(keys);
     this.prefetched = new Uint8Array(keys);
     this.missKeys = new Int32Array(keys);
@@ -142,6 +147,22 @@ export class ExpertCache {
     this.#layerOf = partitionTable(keys, shape.experts);
     this.#partitionOf = partitionTable(keys, partitionKeys);
     this.#slotsUsed = new Int32Array(keys / partitionKeys);
+  }
+
+  /** The counters so far (hits derived from the accesses counted). */
+  get stats(): CacheStats {
+    const stats = this.#stats;
+    for (let l = 0; l < this.layers; l++) stats.hits[l] = this.#accesses[l]! - stats.misses[l]!;
+    return stats;
+  }
+
+  /**
+   * Counts `count` demand accesses at `layer`. `access` counts its own; a
+   * caller driving `demandKey` directly counts them here (once per layer at
+   * the end is enough).
+   */
+  countAccesses(layer: number, count: number): void {
+    this.#accesses[layer]! += count;
   }
 
   /**
@@ -165,6 +186,7 @@ export class ExpertCache {
       else if (result === FIRST_USE) this.usedKeys[this.usedCount++] = key;
     }
     this.position = position + count;
+    this.#accesses[layer]! += count;
     return this.missCount;
   }
 
@@ -208,25 +230,19 @@ export class ExpertCache {
    */
   demandKey(key: number, now: number): number {
     const policy = this.policy;
-    const layer = this.#layerOf[key]!;
     if (policy.has(key)) {
       policy.hit(key, now);
-      this.#hits[layer]!++;
       if (this.prefetched[key] === 1) {
         this.prefetched[key] = 0;
-        this.#prefetchUsed[layer]!++;
+        this.#prefetchUsed[this.#layerOf[key]!]!++;
         return FIRST_USE;
       }
       return HIT;
     }
     const victim = policy.admit(key, now, true, this.guard);
-    if (victim === REFUSED) {
-      throw new RangeError(
-        `${policy.name} cannot hold the experts layer ${layer} needs at once (capacity ${policy.capacity}).`,
-      );
-    }
+    if (victim === REFUSED) this.#refused(key);
     this.#placed(key, victim);
-    this.#misses[layer]!++;
+    this.#misses[this.#layerOf[key]!]!++;
     return MISS;
   }
 
@@ -277,20 +293,36 @@ export class ExpertCache {
     return this.#slotsUsed[partition]!;
   }
 
+  // Out of `demandKey`: a throw with its message is large bytecode, and V8
+  // inlines small callees only.
+  #refused(key: number): never {
+    const policy = this.policy;
+    throw new RangeError(
+      `${policy.name} cannot hold the experts layer ${
+        this.#layerOf[key]
+      } needs at once (capacity ${policy.capacity}).`,
+    );
+  }
+
   #placed(key: number, victim: number): void {
     if (victim >= 0) {
       const layer = this.#layerOf[victim]!;
-      this.stats.evictions[layer]!++;
+      this.#stats.evictions[layer]!++;
       if (this.prefetched[victim] === 1) {
         this.prefetched[victim] = 0;
-        this.stats.prefetchWasted[layer]!++;
+        this.#stats.prefetchWasted[layer]!++;
       }
-      this.evictedKeys[this.evictedCount++] = victim;
-      this.slotOf[key] = this.slotOf[victim]!;
-      this.slotOf[victim] = -1;
-    } else {
+      if (this.#slots) this.#moveSlot(key, victim);
+    } else if (this.#slots) {
       const p = this.#partitionOf[key]!;
       this.slotOf[key] = this.#slotsUsed[p]!++;
     }
+  }
+
+  /** `key` takes the slot of the evicted `victim`. */
+  #moveSlot(key: number, victim: number): void {
+    this.evictedKeys[this.evictedCount++] = victim;
+    this.slotOf[key] = this.slotOf[victim]!;
+    this.slotOf[victim] = -1;
   }
 }

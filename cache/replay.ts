@@ -57,12 +57,15 @@ export interface ReplayResult {
 
 export function replay(trace: AccessTrace, options: ReplayOptions): ReplayResult {
   const { layers: M, experts: E, topK: k, chosen, tokens: T } = trace;
-  const cache = new ExpertCache(options.policy, { layers: M, experts: E, budget: options.budget });
+  const cache = new ExpertCache(options.policy, { layers: M, experts: E, budget: options.budget }, {
+    slots: false,
+  });
   const guard = cache.guard;
   const timings = options.costs.map((c) => new TimingModel(c, { layers: M, experts: E }));
   const nTimings = timings.length;
   const pf = options.prefetcher;
   const depth = pf ? pf.depth : 0;
+  const crossesTokens = pf ? pf.crossesTokens : false;
   const accuracy: PrefetchAccuracy | null = pf && (options.accuracy ?? true)
     ? {
       depth,
@@ -107,24 +110,32 @@ export function replay(trace: AccessTrace, options: ReplayOptions): ReplayResult
         pf.observe(t, l);
         for (let d = 1; d <= depth; d++) {
           // The target step may be a layer of the next token (oracle only).
-          const target = t * M + l + d;
-          if (target >= T * M || (l + d >= M && !pf.crossesTokens)) break;
-          const targetLayer = target % M;
+          let targetLayer = l + d;
+          if (targetLayer >= M) {
+            if (!crossesTokens || t + 1 >= T) break;
+            targetLayer -= M;
+          }
           const n = pf.predict(t, l, d, out);
           if (accuracy !== null) {
-            const slot = targetLayer * depth + d - 1;
-            accuracy.opportunities[slot]!++;
-            accuracy.predicted[slot]! += n;
-            const truth = target * k;
-            let correct = 0;
-            for (let i = 0; i < n; i++) {
-              for (let j = 0; j < k; j++) if (chosen[truth + j] === out[i]) correct++;
-            }
-            accuracy.correct[slot]! += correct;
+            countAccuracy(accuracy, chosen, (t * M + l + d) * k, targetLayer, d, out, n, k);
           }
           if (n === 0) continue;
           const targetBase = targetLayer * E;
-          // Prefetches issued together never evict each other.
+          // Prefetches issued together never evict each other: all are
+          // guarded first. Two written out, as for the demand accesses.
+          if (n === 2) {
+            const a = targetBase + out[0]!;
+            const b = targetBase + out[1]!;
+            guard.add(a);
+            guard.add(b);
+            if (cache.prefetchKey(a, position)) {
+              for (let m = 0; m < nTimings; m++) timings[m]!.load(a);
+            }
+            if (cache.prefetchKey(b, position)) {
+              for (let m = 0; m < nTimings; m++) timings[m]!.load(b);
+            }
+            continue;
+          }
           for (let i = 0; i < n; i++) guard.add(targetBase + out[i]!);
           for (let i = 0; i < n; i++) {
             const key = targetBase + out[i]!;
@@ -139,6 +150,7 @@ export function replay(trace: AccessTrace, options: ReplayOptions): ReplayResult
     for (let i = 0; i < nTimings; i++) timings[i]!.endToken();
   }
   if (shadow !== null) shadow.finish();
+  for (let l = 0; l < M; l++) cache.countAccesses(l, T * k);
   return {
     stats: cache.stats,
     timings,
@@ -146,6 +158,27 @@ export function replay(trace: AccessTrace, options: ReplayOptions): ReplayResult
     accuracy,
     tokens: T,
   };
+}
+
+/** Counts one prediction `out[0..n)` for the step `d` ahead, whose k true experts start at `truth`. */
+function countAccuracy(
+  accuracy: PrefetchAccuracy,
+  chosen: Uint16Array,
+  truth: number,
+  targetLayer: number,
+  d: number,
+  out: Uint16Array,
+  n: number,
+  k: number,
+): void {
+  const slot = targetLayer * accuracy.depth + d - 1;
+  accuracy.opportunities[slot]!++;
+  accuracy.predicted[slot]! += n;
+  let correct = 0;
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j < k; j++) if (chosen[truth + j] === out[i]) correct++;
+  }
+  accuracy.correct[slot]! += correct;
 }
 
 /**
