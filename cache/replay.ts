@@ -129,10 +129,10 @@ export function replay(trace: AccessTrace, options: ReplayOptions): ReplayResult
             guard.add(a);
             guard.add(b);
             if (cache.prefetchKey(a, position)) {
-              for (let m = 0; m < nTimings; m++) timings[m]!.load(a);
+              for (let m = 0; m < nTimings; m++) timings[m]!.prefetch(a);
             }
             if (cache.prefetchKey(b, position)) {
-              for (let m = 0; m < nTimings; m++) timings[m]!.load(b);
+              for (let m = 0; m < nTimings; m++) timings[m]!.prefetch(b);
             }
             continue;
           }
@@ -140,11 +140,11 @@ export function replay(trace: AccessTrace, options: ReplayOptions): ReplayResult
           for (let i = 0; i < n; i++) {
             const key = targetBase + out[i]!;
             if (!cache.prefetchKey(key, position)) continue;
-            for (let m = 0; m < nTimings; m++) timings[m]!.load(key);
+            for (let m = 0; m < nTimings; m++) timings[m]!.prefetch(key);
           }
         }
       }
-      for (let i = 0; i < nTimings; i++) timings[i]!.end(l, chosen, offset, k);
+      for (let i = 0; i < nTimings; i++) timings[i]!.end(l, k);
       if (shadow !== null) shadow.push(misses);
     }
     for (let i = 0; i < nTimings; i++) timings[i]!.endToken();

@@ -23,7 +23,7 @@ import {
 } from "./prefetch/mod.ts";
 import { replay } from "./replay.ts";
 import { syntheticAccessTrace } from "./synthetic.ts";
-import { type StepCosts, TimingModel } from "./timing.ts";
+import type { StepCosts } from "./timing.ts";
 
 function hitRate(trace: AccessTrace, name: PolicyName, capacity: number): number {
   const options = {
@@ -117,7 +117,8 @@ Deno.test("oracle prefetch with enough capacity and bandwidth never stalls after
 /**
  * The reference the fused replay loop must equal: the online access loop
  * (`ExpertCache`, what the engine drives) stepped one router decision at a
- * time, with the timing model fed from its key lists.
+ * time, timed here the plain way, independently of TimingModel: uploads
+ * queue in order and every chosen expert is waited for.
  */
 function referenceReplay(
   trace: AccessTrace,
@@ -128,7 +129,9 @@ function referenceReplay(
 ) {
   const { layers: M, experts: E, topK: k, chosen, tokens: T } = trace;
   const cache = new ExpertCache(policy, { layers: M, experts: E, budget });
-  const timing = new TimingModel(costs, { layers: M, experts: E });
+  const readyAt = new Float64Array(M * E);
+  const timing = { now: 0, stallMs: new Float64Array(M), late: new Float64Array(M) };
+  let queueFree = 0;
   const out = new Uint16Array(k);
   for (let t = 0; t < T; t++) {
     for (let l = 0; l < M; l++) {
@@ -143,9 +146,23 @@ function referenceReplay(
           if (n > 0) cache.prefetch(target % M, out, 0, n);
         }
       }
-      timing.step(l, cache, chosen, offset, k);
+      const decision = timing.now + costs.attentionMs;
+      const upload = (key: number) => {
+        queueFree = Math.max(queueFree, decision) + costs.transferMs;
+        readyAt[key] = queueFree;
+      };
+      for (let i = 0; i < cache.missCount; i++) upload(cache.missKeys[i]!);
+      for (let i = 0; i < cache.issuedCount; i++) upload(cache.issuedKeys[i]!);
+      for (let i = 0; i < cache.usedCount; i++) {
+        if (readyAt[cache.usedKeys[i]!]! > decision) timing.late[l]!++;
+      }
+      let ready = decision;
+      for (let j = 0; j < k; j++) ready = Math.max(ready, readyAt[l * E + chosen[offset + j]!]!);
+      if (costs.serialUploads) ready = Math.max(ready, queueFree);
+      timing.stallMs[l]! += ready - decision;
+      timing.now = ready + k * costs.expertMs;
     }
-    timing.endToken();
+    timing.now += costs.otherMs;
   }
   return { stats: cache.stats, timing };
 }
@@ -166,7 +183,7 @@ for (const topK of [2, 3]) {
     // Some speculative picks missing, as in captured traces.
     const rng = new Rng(4);
     for (let i = 0; i < trace.spec!.length; i++) if (rng.next() < 0.1) trace.spec![i] = NO_EXPERT;
-    const costs = {
+    const overlapped = {
       expertBytes: 1,
       transferMs: 0.7,
       expertMs: 0.3,
@@ -179,6 +196,8 @@ for (const topK of [2, 3]) {
       for (const name of POLICY_NAMES) {
         for (const capacity of budget === "per-layer" ? [topK, topK + 1, 5] : [topK + 1, 8, 20]) {
           for (const prefetch of prefetchers) {
+            // Serial uploads on alternate combinations: both modes are covered.
+            const costs = compared % 2 === 0 ? overlapped : { ...overlapped, serialUploads: true };
             const make = () =>
               createPolicy(name, {
                 ...policyOptions({ layers: 4, experts: 8, topK, capacity, budget, seed: 7 }),

@@ -27,7 +27,6 @@
  */
 import { DataError, messageOf, UsageError } from "../common/errors.ts";
 import type { ModelFacts } from "../engine/trace.ts";
-import type { ExpertCache } from "./expert_cache.ts";
 
 // ---------------------------------------------------------------------------
 // Dtypes
@@ -355,9 +354,10 @@ export class TimingModel {
   /** [M] prefetched experts first used while still in flight. */
   readonly late: Float64Array;
   tokens = 0;
-  #experts: number;
   /** The current step's decision time, ms. */
   #decision = 0;
+  /** When the current step's demand loads and first uses are all resident, ms. */
+  #ready = 0;
   #attentionMs: number;
   #transferMs: number;
   #expertMs: number;
@@ -365,7 +365,6 @@ export class TimingModel {
 
   constructor(costs: StepCosts, shape: { layers: number; experts: number }) {
     this.costs = costs;
-    this.#experts = shape.experts;
     this.#attentionMs = costs.attentionMs;
     this.#transferMs = costs.transferMs;
     this.#expertMs = costs.expertMs;
@@ -376,59 +375,54 @@ export class TimingModel {
     this.late = new Float64Array(shape.layers);
   }
 
-  /**
-   * One layer of one token, after `cache.access` for `chosen[offset..offset+count)`
-   * and the `cache.prefetch` calls of this step: its demand loads, then the
-   * prefetches issued, and the prefetched keys used for the first time.
-   */
-  step(
-    layer: number,
-    cache: ExpertCache,
-    chosen: ArrayLike<number>,
-    offset: number,
-    count: number,
-  ): void {
-    this.begin();
-    for (let i = 0; i < cache.missCount; i++) this.load(cache.missKeys[i]!);
-    for (let i = 0; i < cache.issuedCount; i++) this.load(cache.issuedKeys[i]!);
-    for (let i = 0; i < cache.usedCount; i++) this.use(layer, cache.usedKeys[i]!);
-    this.end(layer, chosen, offset, count);
-  }
-
-  // The same step as events, in this order: `begin`; `load` for each demand
-  // load, then each prefetch issued; `use` for each prefetched key used for
-  // the first time (before or after the loads: they never touch the same
-  // key); `end`. The simulator's replay loop calls them as the cache decides.
+  // One layer of one token as events, in this order: `begin`; `load` for each
+  // demand load, then `prefetch` for each prefetch issued; `use` for each
+  // prefetched key used for the first time (before or after the loads: they
+  // never touch the same key); `end`. The simulator's replay loop calls them
+  // as the cache decides. The layer waits only for its demand loads and first
+  // uses: every other expert it needs was waited for by the layer that last
+  // used it, and has not been uploaded since (a cached key is never uploaded
+  // again). replay_test.ts checks this against waiting for every expert.
 
   /** Attention and the router run; the router decides at `now + attentionMs`. */
   begin(): void {
-    this.#decision = this.now + this.#attentionMs;
+    const decision = this.now + this.#attentionMs;
+    this.#decision = decision;
+    this.#ready = decision;
   }
 
-  /** Queues the upload of `key` at the decision time. */
+  /** Queues the demand upload of `key` at the decision time; the layer waits for it. */
   load(key: number): void {
+    const done = this.prefetch(key);
+    if (done > this.#ready) this.#ready = done;
+  }
+
+  /** Queues the upload of `key` at the decision time; returns when it completes. */
+  prefetch(key: number): number {
     const now = this.#decision;
     const free = this.queueFree;
     const done = (free > now ? free : now) + this.#transferMs;
     this.readyAt[key] = done;
     this.queueFree = done;
+    return done;
   }
 
-  /** A prefetched key's first demand use: late when its upload is still in flight. */
+  /**
+   * A prefetched key's first demand use: the layer waits for it, and it is
+   * late when its upload is still in flight.
+   */
   use(layer: number, key: number): void {
-    if (this.readyAt[key]! > this.#decision) this.late[layer]!++;
+    const r = this.readyAt[key]!;
+    if (r > this.#decision) {
+      this.late[layer]!++;
+      if (r > this.#ready) this.#ready = r;
+    }
   }
 
-  /** The layer waits for its chosen experts, then computes them. */
-  end(layer: number, chosen: ArrayLike<number>, offset: number, count: number): void {
+  /** The layer waits for its demand loads and first uses, then computes `count` experts. */
+  end(layer: number, count: number): void {
     const now = this.#decision;
-    const readyAt = this.readyAt;
-    let ready = now;
-    const base = layer * this.#experts;
-    for (let j = 0; j < count; j++) {
-      const r = readyAt[base + chosen[offset + j]!]!;
-      if (r > ready) ready = r;
-    }
+    let ready = this.#ready;
     // Serial uploads: this step's prefetches also run before its experts.
     if (this.#serial && this.queueFree > ready) ready = this.queueFree;
     const stall = ready - now;
