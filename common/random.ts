@@ -3,10 +3,12 @@
  * across platforms, and good enough for simulation, bootstrap and sampling.
  */
 export class Rng {
-  #s0: number;
-  #s1: number;
-  #s2: number;
-  #s3: number;
+  /**
+   * [4] the xoshiro128 state as int32: bitwise operators work on int32, so
+   * nothing is converted or boxed per draw (uint32 numbers would not fit
+   * V8's small integers).
+   */
+  #s = new Int32Array(4);
 
   constructor(seed: number) {
     let x = seed >>> 0;
@@ -18,25 +20,22 @@ export class Rng {
       z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
       return (z ^ (z >>> 16)) >>> 0;
     };
-    this.#s0 = next();
-    this.#s1 = next();
-    this.#s2 = next();
-    this.#s3 = next();
+    for (let i = 0; i < 4; i++) this.#s[i] = next();
   }
 
   /** A uniform 32-bit unsigned integer. */
   nextU32(): number {
-    const result = Math.imul(rotl(Math.imul(this.#s1, 5) >>> 0, 7), 9) >>> 0;
-    const t = (this.#s1 << 9) >>> 0;
-    this.#s2 ^= this.#s0;
-    this.#s3 ^= this.#s1;
-    this.#s1 ^= this.#s2;
-    this.#s0 ^= this.#s3;
-    this.#s2 = (this.#s2 ^ t) >>> 0;
-    this.#s3 = rotl(this.#s3 >>> 0, 11);
-    this.#s0 >>>= 0;
-    this.#s1 >>>= 0;
-    return result;
+    const s = this.#s;
+    const s0 = s[0]!;
+    const s1 = s[1]!;
+    const s2 = s[2]! ^ s0;
+    const s3 = s[3]! ^ s1;
+    const r = rotl(Math.imul(s1, 5), 7);
+    s[0] = s0 ^ s3;
+    s[1] = s1 ^ s2;
+    s[2] = s2 ^ (s1 << 9);
+    s[3] = rotl(s3, 11);
+    return Math.imul(r, 9) >>> 0;
   }
 
   /** A uniform float in [0, 1). */
@@ -57,6 +56,7 @@ export class Rng {
   }
 }
 
+/** Rotates the 32 bits of `x` left by `k`, as an int32. */
 function rotl(x: number, k: number): number {
-  return ((x << k) | (x >>> (32 - k))) >>> 0;
+  return (x << k) | (x >>> (32 - k));
 }

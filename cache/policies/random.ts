@@ -22,12 +22,15 @@ export class RandomPolicy implements CachePolicy {
   readonly capacity: number;
   #members: MemberLists;
   #rng: Rng;
+  /** [capacity] scratch: the unguarded keys of the partition being drawn from. */
+  #candidates: Int32Array;
 
   constructor(options: PolicyOptions) {
     checkPolicyOptions("random", options);
     this.capacity = options.capacity;
     this.#members = new MemberLists(options.keys, options.partitionKeys, options.capacity);
     this.#rng = new Rng(options.seed ?? 0);
+    this.#candidates = new Int32Array(options.capacity);
   }
 
   has(key: number): boolean {
@@ -51,17 +54,14 @@ export class RandomPolicy implements CachePolicy {
         }
       }
       if (victim < 0) {
+        const candidates = this.#candidates;
         let free = 0;
-        for (let i = 0; i < this.capacity; i++) if (!guard.has(m.list[base + i]!)) free++;
-        if (free === 0) return REFUSED;
-        let pick = this.#rng.int(free);
         for (let i = 0; i < this.capacity; i++) {
           const candidate = m.list[base + i]!;
-          if (!guard.has(candidate) && pick-- === 0) {
-            victim = candidate;
-            break;
-          }
+          if (!guard.has(candidate)) candidates[free++] = candidate;
         }
+        if (free === 0) return REFUSED;
+        victim = candidates[this.#rng.int(free)]!;
       }
       m.remove(victim);
     }
