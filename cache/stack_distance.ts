@@ -11,8 +11,11 @@
  * LRU gives the same cache contents at every capacity ≥ k; the tests check
  * the equality.
  *
- * Distances are counted with a Fenwick tree over each partition's own clock;
- * when a clock runs out of room the live marks are renumbered in order.
+ * A layer's partition (a handful of experts) is scanned directly: the
+ * distance is 1 + the number of its keys used since the previous use. Large
+ * partitions (a global budget) count with a Fenwick tree over the
+ * partition's own clock instead; when that clock runs out of room the live
+ * marks are renumbered in order.
  */
 import type { AccessTrace } from "./access_trace.ts";
 import type { Budget } from "./expert_cache.ts";
@@ -39,10 +42,15 @@ export interface StackOracle {
   costs: StepCosts[][];
 }
 
+/** Partitions up to this many keys are scanned rather than counted with a tree. */
+const SCAN_UP_TO = 32;
+
 export function lruStackDistances(
   trace: AccessTrace,
   budget: Budget,
   oracle?: StackOracle,
+  /** Force the Fenwick tree (tests compare both ways). */
+  options: { tree?: boolean } = {},
 ): StackDistances & { oracleTimings: TimingModel[][] } {
   const { layers: M, experts: E, topK: k, chosen, tokens: T } = trace;
   const keys = M * E;
@@ -58,6 +66,9 @@ export function lruStackDistances(
   const cold = new Float64Array(M);
   const accesses = new Float64Array(M);
   const depths = new Int32Array(k);
+  const scan = P <= SCAN_UP_TO && options.tree !== true;
+  // With a scan, `last` holds each partition's clock, which never wraps.
+  const clockLimit = scan ? 0x7fffffff : W;
   if (oracle && oracle.capacities.length > 0 && budget !== "per-layer") {
     throw new RangeError("oracle timings from stack distances need a per-layer budget.");
   }
@@ -94,19 +105,28 @@ export function lruStackDistances(
       const offset = (t * M + l) * k;
       const base = l * E;
       const p = (base / P) | 0;
-      if (clock[p]! + k > W) compact(p);
+      if (clock[p]! + k > clockLimit) compact(p);
       for (let j = 0; j < k; j++) {
         const key = base + chosen[offset + j]!;
         const previous = last[key]!;
-        depths[j] = previous < 0 ? 0 : 1 + marked[p]! - prefix(p, previous);
+        if (previous < 0) depths[j] = 0;
+        else if (scan) {
+          // Keys used after `previous`, counted without a branch (the sign
+          // bit of previous − last): which keys qualify is unpredictable.
+          let since = 0;
+          for (let x = p * P; x < (p + 1) * P; x++) since += (previous - last[x]!) >>> 31;
+          depths[j] = 1 + since;
+        } else depths[j] = 1 + marked[p]! - prefix(p, previous);
       }
       for (let j = 0; j < k; j++) {
         const key = base + chosen[offset + j]!;
-        const previous = last[key]!;
-        if (previous >= 0) add(p, previous, -1);
-        else marked[p]!++;
         const now = clock[p]!++;
-        add(p, now, 1);
+        if (!scan) {
+          const previous = last[key]!;
+          if (previous >= 0) add(p, previous, -1);
+          else marked[p]!++;
+          add(p, now, 1);
+        }
         last[key] = now;
         const d = depths[j]!;
         if (d === 0) cold[l]!++;

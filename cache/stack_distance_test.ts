@@ -18,6 +18,10 @@ function separateRuns(budget: Budget, capacities: number[]) {
     seed: 7,
   });
   const sd = lruStackDistances(trace, budget);
+  // The scan (small partitions) and the Fenwick tree give the same distances.
+  const tree = lruStackDistances(trace, budget, undefined, { tree: true });
+  assertEquals([...tree.histogram], [...sd.histogram]);
+  assertEquals([...tree.cold], [...sd.cold]);
   for (const capacity of capacities) {
     const policy = createPolicy(
       "lru",
