@@ -249,7 +249,20 @@ export async function runSweep(
     }
   }
   const all = [...jobs.values()];
-  const costsOf = (targets: Target[]) => targets.map((t) => stepCosts(t.hardware, t.dtype, model));
+  // Targets that share a (dtype, hardware) setting share one timing model:
+  // where every policy is LRU (capacity k or E) one replay answers them all.
+  const settingOf = (t: Target) =>
+    settings.dtypes.indexOf(t.dtype) * settings.hardware.length +
+    settings.hardware.indexOf(t.hardware);
+  const settingsIn = (targets: Target[]) => [...new Set(targets.map(settingOf))];
+  const costsOf = (targets: Target[]) =>
+    settingsIn(targets).map((i) =>
+      stepCosts(
+        settings.hardware[i % settings.hardware.length]!,
+        settings.dtypes[Math.floor(i / settings.hardware.length)]!,
+        model,
+      )
+    );
   // LRU without prefetch: every capacity from the stack distances, and with a
   // per-layer budget the oracle timings from the same pass. Everything else
   // is replayed, in workers started before that pass so they overlap with it.
@@ -326,7 +339,9 @@ export async function runSweep(
     if (result.accuracy) accuracy.set(job.prefetch.name, result.accuracy);
     const add = (targets: Target[], prefetch: string, stats: CacheStats, timings: JobTiming[]) => {
       const costs = costsOf(targets);
-      targets.forEach((target, i) => {
+      const settingIndex = settingsIn(targets);
+      targets.forEach((target) => {
+        const i = settingIndex.indexOf(settingOf(target));
         const timing = timings[i]!;
         combinations.push({
           policy: target.policy,
