@@ -433,47 +433,70 @@ export class TimingModel {
   }
 
   /**
-   * A step of the oracle shadow (OracleShadow) from counts: the `count`
-   * uploads for this step are demand loads queued now (the very first step)
-   * or prefetches queued one step earlier that complete at `done[0..count)`;
-   * then the `next` uploads for the next step are queued, their completion
-   * times written to `done`. The same arithmetic as `begin`, `load`, `use`
-   * and `end`, in the same order.
+   * Steps of the oracle shadow (OracleShadow) from counts, in one tight loop.
+   * Step s (layer `layer0 + s` modulo `layers`) needs `misses[s]` uploads:
+   * demand loads queued now at the very first step (`first`), else
+   * prefetches queued one step earlier that complete at `done[0..misses[s])`;
+   * then it queues the uploads for the step after it (`misses[s + 1]`, or
+   * `lastNext` after the last), their completion times written to `done`.
+   * The same arithmetic as `begin`, `load`, `use` and `end`, in the same
+   * order; a token ends after the last layer.
    */
-  oracleStep(
-    layer: number,
-    count: number,
+  oracleSteps(
+    misses: Uint16Array,
+    n: number,
+    lastNext: number,
     first: boolean,
-    next: number,
+    layer0: number,
+    layers: number,
     done: Float64Array,
     topK: number,
   ): void {
-    this.begin();
-    const now = this.#decision;
-    let ready = now;
-    let free = this.queueFree;
-    for (let i = 0; i < count; i++) {
-      let r: number;
-      if (first) {
-        free = (free > now ? free : now) + this.#transferMs;
-        r = free;
-      } else {
-        r = done[i]!;
-        if (r > now) this.late[layer]!++;
-      }
-      if (r > ready) ready = r;
-    }
-    for (let i = 0; i < next; i++) {
-      free = (free > now ? free : now) + this.#transferMs;
-      done[i] = free;
-    }
-    this.queueFree = free;
-    if (this.#serial && free > ready) ready = free;
-    const stall = ready - now;
+    const attention = this.#attentionMs;
+    const transfer = this.#transferMs;
     const compute = topK * this.#expertMs;
-    this.stallMs[layer]! += stall;
-    this.layerMs[layer]! += this.#attentionMs + stall + compute;
-    this.now = ready + compute;
+    const other = this.costs.otherMs;
+    const serial = this.#serial;
+    const { stallMs, layerMs, late } = this;
+    let now = this.now;
+    let free = this.queueFree;
+    let layer = layer0;
+    for (let s = 0; s < n; s++) {
+      const count = misses[s]!;
+      const next = s + 1 < n ? misses[s + 1]! : lastNext;
+      const decision = now + attention;
+      let ready = decision;
+      if (first && s === 0) {
+        for (let i = 0; i < count; i++) {
+          free = (free > decision ? free : decision) + transfer;
+          if (free > ready) ready = free;
+        }
+      } else {
+        for (let i = 0; i < count; i++) {
+          const r = done[i]!;
+          if (r > decision) {
+            late[layer]!++;
+            if (r > ready) ready = r;
+          }
+        }
+      }
+      for (let i = 0; i < next; i++) {
+        free = (free > decision ? free : decision) + transfer;
+        done[i] = free;
+      }
+      if (serial && free > ready) ready = free;
+      const stall = ready - decision;
+      stallMs[layer]! += stall;
+      layerMs[layer]! += attention + stall + compute;
+      now = ready + compute;
+      if (++layer === layers) {
+        layer = 0;
+        now += other;
+        this.tokens++;
+      }
+    }
+    this.now = now;
+    this.queueFree = free;
   }
 
   /** Ends a token. */
@@ -494,15 +517,23 @@ export class TimingModel {
  * issued for this step can still be in flight. Feed every step's miss count
  * in order with `push`, then call `finish`.
  */
+/** Steps an OracleShadow buffers before taking them. */
+const SHADOW_CHUNK = 4096;
+
 export class OracleShadow {
   readonly timings: TimingModel[];
   #layers: number;
   #topK: number;
-  /** Misses of the step waiting to be taken (known once the next step's are). */
-  #waiting = 0;
-  #steps = 0;
-  #layer = 0;
-  /** Per timing model: [k] when the uploads for the waiting step complete, ms. */
+  /**
+   * Miss counts of the steps pushed and not yet taken. A step is taken once
+   * the next one's count is known, a chunk at a time: one tight loop per
+   * timing model instead of a chain of calls per step.
+   */
+  #pending = new Uint16Array(SHADOW_CHUNK);
+  #count = 0;
+  /** Steps taken so far. */
+  #taken = 0;
+  /** Per timing model: [k] when the uploads for the next step to take complete, ms. */
   #done: Float64Array[];
 
   constructor(
@@ -517,26 +548,39 @@ export class OracleShadow {
 
   /** The number of misses of the next step (the one after the last pushed). */
   push(misses: number): void {
-    if (this.#steps > 0) this.#advance(misses);
-    this.#waiting = misses;
-    this.#steps++;
-  }
-
-  /** Takes the last step (nothing left to prefetch). */
-  finish(): void {
-    if (this.#steps > 0) this.#advance(0);
-  }
-
-  /** Takes the waiting step, whose prefetches are the `next` misses of the step after it. */
-  #advance(next: number): void {
-    const first = this.#steps === 1;
-    const layer = this.#layer;
-    const last = layer === this.#layers - 1;
-    for (let i = 0; i < this.timings.length; i++) {
-      const timing = this.timings[i]!;
-      timing.oracleStep(layer, this.#waiting, first, next, this.#done[i]!, this.#topK);
-      if (last) timing.endToken();
+    this.#pending[this.#count++] = misses;
+    if (this.#count === SHADOW_CHUNK) {
+      // All but the last step know their successor's count: take them.
+      const n = SHADOW_CHUNK - 1;
+      this.#take(n, this.#pending[n]!);
+      this.#pending[0] = this.#pending[n]!;
+      this.#count = 1;
     }
-    this.#layer = last ? 0 : layer + 1;
+  }
+
+  /** Takes the remaining steps (nothing left to prefetch after the last). */
+  finish(): void {
+    this.#take(this.#count, 0);
+    this.#count = 0;
+  }
+
+  /** Takes the first `n` pending steps; the step after the last of them needs `lastNext` uploads. */
+  #take(n: number, lastNext: number): void {
+    if (n === 0) return;
+    const first = this.#taken === 0;
+    const layer0 = this.#taken % this.#layers;
+    for (let i = 0; i < this.timings.length; i++) {
+      this.timings[i]!.oracleSteps(
+        this.#pending,
+        n,
+        lastNext,
+        first,
+        layer0,
+        this.#layers,
+        this.#done[i]!,
+        this.#topK,
+      );
+    }
+    this.#taken += n;
   }
 }
