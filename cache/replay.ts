@@ -62,7 +62,8 @@ export function replay(trace: AccessTrace, options: ReplayOptions): ReplayResult
   });
   const guard = cache.guard;
   const timings = options.costs.map((c) => new TimingModel(c, { layers: M, experts: E }));
-  const nTimings = timings.length;
+  // Every timing model sees each event through the first (TimingModel.chain).
+  const timing = TimingModel.chain(timings);
   const pf = options.prefetcher;
   const depth = pf ? pf.depth : 0;
   const crossesTokens = pf ? pf.crossesTokens : false;
@@ -88,7 +89,7 @@ export function replay(trace: AccessTrace, options: ReplayOptions): ReplayResult
       const offset = (t * M + l) * k;
       const base = l * E;
       guard.clear();
-      for (let i = 0; i < nTimings; i++) timings[i]!.begin();
+      timing?.begin();
       let misses = 0;
       if (k === 2) {
         // Mixtral's top-2 written out: its replays run about 15% faster than
@@ -97,12 +98,12 @@ export function replay(trace: AccessTrace, options: ReplayOptions): ReplayResult
         const b = base + chosen[offset + 1]!;
         guard.add(a);
         guard.add(b);
-        misses = demandStep(cache, a, position, l, timings, misses);
-        misses = demandStep(cache, b, position + 1, l, timings, misses);
+        misses = demandStep(cache, a, position, l, timing, misses);
+        misses = demandStep(cache, b, position + 1, l, timing, misses);
       } else {
         for (let j = 0; j < k; j++) guard.add(base + chosen[offset + j]!);
         for (let j = 0; j < k; j++) {
-          misses = demandStep(cache, base + chosen[offset + j]!, position + j, l, timings, misses);
+          misses = demandStep(cache, base + chosen[offset + j]!, position + j, l, timing, misses);
         }
       }
       position += k;
@@ -129,10 +130,10 @@ export function replay(trace: AccessTrace, options: ReplayOptions): ReplayResult
             guard.add(a);
             guard.add(b);
             if (cache.prefetchKey(a, position)) {
-              for (let m = 0; m < nTimings; m++) timings[m]!.prefetch(a);
+              timing?.prefetch(a);
             }
             if (cache.prefetchKey(b, position)) {
-              for (let m = 0; m < nTimings; m++) timings[m]!.prefetch(b);
+              timing?.prefetch(b);
             }
             continue;
           }
@@ -140,14 +141,14 @@ export function replay(trace: AccessTrace, options: ReplayOptions): ReplayResult
           for (let i = 0; i < n; i++) {
             const key = targetBase + out[i]!;
             if (!cache.prefetchKey(key, position)) continue;
-            for (let m = 0; m < nTimings; m++) timings[m]!.prefetch(key);
+            timing?.prefetch(key);
           }
         }
       }
-      for (let i = 0; i < nTimings; i++) timings[i]!.end(l, k);
+      timing?.end(l, k);
       if (shadow !== null) shadow.push(misses);
     }
-    for (let i = 0; i < nTimings; i++) timings[i]!.endToken();
+    timing?.endToken();
   }
   if (shadow !== null) shadow.finish();
   for (let l = 0; l < M; l++) cache.countAccesses(l, T * k);
@@ -191,16 +192,16 @@ function demandStep(
   key: number,
   position: number,
   layer: number,
-  timings: TimingModel[],
+  timing: TimingModel | null,
   misses: number,
 ): number {
   const result = cache.demandKey(key, position);
   if (result === HIT) return misses;
   if (result === MISS) {
     misses++;
-    for (let i = 0; i < timings.length; i++) timings[i]!.load(key);
+    timing?.load(key);
   } else {
-    for (let i = 0; i < timings.length; i++) timings[i]!.use(layer, key);
+    timing?.use(layer, key);
   }
   return misses;
 }

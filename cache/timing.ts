@@ -358,6 +358,8 @@ export class TimingModel {
   #decision = 0;
   /** When the current step's demand loads and first uses are all resident, ms. */
   #ready = 0;
+  /** The next model of a chain (see `chain`). */
+  #next: TimingModel | null = null;
   #attentionMs: number;
   #transferMs: number;
   #expertMs: number;
@@ -383,22 +385,40 @@ export class TimingModel {
   // uses: every other expert it needs was waited for by the layer that last
   // used it, and has not been uploaded since (a cached key is never uploaded
   // again). replay_test.ts checks this against waiting for every expert.
+  //
+  // Every event is passed on to the model `chain` linked after this one, so
+  // a replay timing several settings sends each event once; with one setting
+  // (the usual case) that costs a null check, not a loop over models.
+
+  /** Links `models` in order; returns the first, whose events reach them all (null for none). */
+  static chain(models: readonly TimingModel[]): TimingModel | null {
+    for (let i = 0; i + 1 < models.length; i++) models[i]!.#next = models[i + 1]!;
+    return models[0] ?? null;
+  }
 
   /** Attention and the router run; the router decides at `now + attentionMs`. */
   begin(): void {
     const decision = this.now + this.#attentionMs;
     this.#decision = decision;
     this.#ready = decision;
+    this.#next?.begin();
   }
 
   /** Queues the demand upload of `key` at the decision time; the layer waits for it. */
   load(key: number): void {
-    const done = this.prefetch(key);
+    const done = this.#upload(key);
     if (done > this.#ready) this.#ready = done;
+    this.#next?.load(key);
   }
 
-  /** Queues the upload of `key` at the decision time; returns when it completes. */
-  prefetch(key: number): number {
+  /** Queues the upload of `key` at the decision time; the layer does not wait for it. */
+  prefetch(key: number): void {
+    this.#upload(key);
+    this.#next?.prefetch(key);
+  }
+
+  /** Queues an upload of `key` at the decision time; returns when it completes. */
+  #upload(key: number): number {
     const now = this.#decision;
     const free = this.queueFree;
     const done = (free > now ? free : now) + this.#transferMs;
@@ -417,6 +437,7 @@ export class TimingModel {
       this.late[layer]!++;
       if (r > this.#ready) this.#ready = r;
     }
+    this.#next?.use(layer, key);
   }
 
   /** The layer waits for its demand loads and first uses, then computes `count` experts. */
@@ -430,6 +451,7 @@ export class TimingModel {
     this.stallMs[layer]! += stall;
     this.layerMs[layer]! += this.#attentionMs + stall + compute;
     this.now = ready + compute;
+    this.#next?.end(layer, count);
   }
 
   /**
@@ -503,6 +525,7 @@ export class TimingModel {
   endToken(): void {
     this.now += this.costs.otherMs;
     this.tokens++;
+    this.#next?.endToken();
   }
 }
 
