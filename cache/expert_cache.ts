@@ -111,6 +111,8 @@ export class ExpertCache {
   #misses: Float64Array;
   #prefetchIssued: Float64Array;
   #prefetchUsed: Float64Array;
+  #evictions: Float64Array;
+  #prefetchWasted: Float64Array;
   #slotsUsed: Int32Array;
 
   constructor(
@@ -136,6 +138,8 @@ export class ExpertCache {
     this.#misses = this.#stats.misses;
     this.#prefetchIssued = this.#stats.prefetchIssued;
     this.#prefetchUsed = this.#stats.prefetchUsed;
+    this.#evictions = this.#stats.evictions;
+    this.#prefetchWasted = this.#stats.prefetchWasted;
     this.guard = new Guard(keys);
     this.prefetched = new Uint8Array(keys);
     this.missKeys = new Int32Array(keys);
@@ -307,10 +311,10 @@ export class ExpertCache {
   #placed(key: number, victim: number): void {
     if (victim >= 0) {
       const layer = this.#layerOf[victim]!;
-      this.#stats.evictions[layer]!++;
+      this.#evictions[layer]!++;
       if (this.prefetched[victim] === 1) {
         this.prefetched[victim] = 0;
-        this.#stats.prefetchWasted[layer]!++;
+        this.#prefetchWasted[layer]!++;
       }
       if (this.#slots) this.#moveSlot(key, victim);
     } else if (this.#slots) {

@@ -194,7 +194,7 @@ export function runJob(
 }
 
 export interface SweepOptions {
-  /** Worker threads (default: 2, or 0 to replay in this thread). */
+  /** Worker threads (default: one per logical core, or 0 to replay in this thread). */
   workers?: number;
   onProgress?: (done: number, total: number) => void;
 }
@@ -288,7 +288,9 @@ export async function runSweep(
   const progress = () => sweepOptions.onProgress?.(done, all.length);
   const context: JobContext = { trace, budget: settings.budget, seed: settings.seed };
   const groups = groupByClass(replayed);
-  const workers = Math.min(sweepOptions.workers ?? 2, groups.length);
+  // Replays are independent: one worker per core (the stack-distance pass on
+  // this thread is short next to them).
+  const workers = Math.min(sweepOptions.workers ?? navigator.hardwareConcurrency, groups.length);
   const running = workers <= 0
     ? Promise.resolve()
     : runPool(groups, workers, (group) =>
