@@ -39,6 +39,10 @@ export class LfruPolicy implements CachePolicy {
   #fraction: Float64Array | null;
   /** [513] 2^q. */
   #powers: Float64Array;
+  /** The last call's now − base, and its quotient and remainder by H. */
+  #elapsed = 0;
+  #q = 0;
+  #r = 0;
 
   constructor(options: PolicyOptions) {
     checkPolicyOptions("lfru", options);
@@ -76,12 +80,29 @@ export class LfruPolicy implements CachePolicy {
     }
     const fraction = this.#fraction;
     if (fraction === null) return 2 ** (elapsed / this.#halfLife);
-    const q = Math.floor(elapsed / fraction.length);
-    return this.#powers[q]! * fraction[elapsed - q * fraction.length]!;
+    // Positions only grow, and by little between calls: step the quotient
+    // and remainder of the last call forward instead of dividing again.
+    const H = fraction.length;
+    let q = this.#q;
+    let r = this.#r + elapsed - this.#elapsed;
+    if (r < 0 || r >= 2 * H) {
+      q = Math.floor(elapsed / H);
+      r = elapsed - q * H;
+    } else if (r >= H) {
+      r -= H;
+      q++;
+    }
+    this.#q = q;
+    this.#r = r;
+    this.#elapsed = elapsed;
+    return this.#powers[q]! * fraction[r]!;
   }
 
   hit(key: number, now: number): void {
-    this.#weight[key]! += this.#unit(now);
+    // The unit first: it may rebase every weight, this key's included, and
+    // `weight[key] += unit(now)` would read the key's weight before that.
+    const unit = this.#unit(now);
+    this.#weight[key]! += unit;
     this.#last[key] = now;
   }
 

@@ -8,6 +8,7 @@ import { accessCounts, type AccessTrace, accessTraceOf } from "../access_trace.t
 import { ExpertCache, policyOptions } from "../expert_cache.ts";
 import type { PolicyOptions } from "../policy.ts";
 import { createPolicy, type PolicyName, traceFutureUses } from "./mod.ts";
+import { Rng } from "../../common/random.ts";
 
 const [A, B, C, D, E] = [0, 1, 2, 3, 4];
 
@@ -168,4 +169,55 @@ Deno.test("request reports misses, slots and evictions for the engine", () => {
   assertEquals(cache.request(0, [2, 1]), { misses: [2, 1], slots: [0, 1], evicted: [] });
   assertEquals(cache.has(1, 2) && cache.has(1, 0) && !cache.has(1, 3), true);
   assertEquals(cache.slotsUsed(1), 2);
+});
+
+Deno.test("lfru equals a plain LRFU over a long stream, across weight rebases", () => {
+  // One layer of 6 experts, top-1, capacity 3, half-life 1 token (2 positions
+  // here, so the weights are rebased every 1024 accesses). The reference
+  // sums 2^(−age/H) over each cached key's accesses at every eviction.
+  const H = 2;
+  const rng = new Rng(12);
+  // Skewed picks, so that both frequency and recency matter.
+  const sequence = Array.from(
+    { length: 6000 },
+    () => Math.min(5, Math.floor(-Math.log(1 - rng.next()) * 1.5)),
+  );
+  const trace = accessTraceOf(sequence.map((e) => [[e]]), { experts: 6 });
+  const cache = new ExpertCache(
+    createPolicy("lfru", {
+      ...policyOptions({ layers: 1, experts: 6, topK: 1, capacity: 3 }),
+      accessesPerToken: H,
+      halfLifeTokens: 1,
+    }),
+    trace,
+  );
+  const uses = new Map<number, number[]>();
+  let referenceMisses = 0;
+  sequence.forEach((key, now) => {
+    const missed = cache.access(0, trace.chosen, now, 1) === 1;
+    let expected = false;
+    if (!uses.has(key)) {
+      expected = true;
+      if (uses.size === 3) {
+        let victim = -1;
+        let best = Infinity;
+        let bestLast = Infinity;
+        for (const [candidate, times] of uses) {
+          const crf = times.reduce((sum, t) => sum + 2 ** (-(now - t) / H), 0);
+          const last = times[times.length - 1]!;
+          if (
+            crf < best * (1 - 1e-12) || (Math.abs(crf - best) <= 1e-12 * best && last < bestLast)
+          ) {
+            [victim, best, bestLast] = [candidate, crf, last];
+          }
+        }
+        uses.delete(victim);
+      }
+      uses.set(key, []);
+    }
+    uses.get(key)!.push(now);
+    if (expected) referenceMisses++;
+    assertEquals(missed, expected, `access ${now} (expert ${key})`);
+  });
+  assertEquals(referenceMisses > 1000, true, `${referenceMisses} misses: evictions are exercised`);
 });
