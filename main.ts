@@ -8,7 +8,7 @@
  */
 import { parseArgs } from "node:util";
 import { isUserError, UsageError } from "./common/errors.ts";
-import { TOOL_VERSION } from "./engine/trace.ts";
+import { TOOL_VERSION } from "./trace/mod.ts";
 
 type FlagKind = "string" | "int" | "number" | "boolean" | "list" | "int-list";
 
@@ -161,7 +161,7 @@ const COMMANDS: Record<string, CommandSpec> = {
     flags: {
       out: { kind: "string", required: true, value: "TRACE", help: "Trace directory to write." },
     },
-    run: async (p, f) => (await import("./engine/import_jsonl.ts")).importCommand(p!, f),
+    run: async (p, f) => (await import("./trace/import_jsonl.ts")).importCommand(p!, f),
   },
   inspect: {
     summary: "One-screen summary of a trace or a model directory.",

@@ -10,7 +10,7 @@
  * document in trace order, so the result does not depend on how the trace is
  * sharded.
  */
-import type { TraceBatch } from "../engine/trace.ts";
+import type { TraceBatch } from "../trace/mod.ts";
 import { BucketLayout, type Dims, DocLayout } from "./layout.ts";
 
 export interface AccumulateOptions {

@@ -5,7 +5,7 @@
  * token colouring and a README documenting every column (issue 5).
  */
 import { DataError, UsageError } from "../common/errors.ts";
-import { TraceReader } from "../engine/trace.ts";
+import { TraceReader } from "../trace/mod.ts";
 import { runAnalysis } from "./run.ts";
 import { writeAnalysis } from "./write.ts";
 

@@ -8,8 +8,8 @@
 import assert from "node:assert/strict";
 import type { CsvRow } from "../common/csv.ts";
 import { DataError, UsageError } from "../common/errors.ts";
-import { type SyntheticOptions, writeSyntheticTrace } from "../engine/synthetic_trace.ts";
-import { type TraceDoc, TraceReader, TraceWriter } from "../engine/trace.ts";
+import { type SyntheticOptions, writeSyntheticTrace } from "../trace/synthetic.ts";
+import { type TraceDoc, TraceReader, TraceWriter } from "../trace/mod.ts";
 import { Rng } from "../common/random.ts";
 import { analyzeCommand } from "./analyze.ts";
 import { ALL, type AnalysisResult, runAnalysis } from "./run.ts";

@@ -7,10 +7,10 @@
  * grow only with the number of documents, about 3.6 KB each here), and peak
  * RSS for information.
  */
-import type { BenchOptions } from "../bench/bench.ts";
+import type { BenchOptions } from "../bench/measure.ts";
 import { type Figure, printFigures, rssMiB } from "../bench/measure.ts";
-import { syntheticCapture, syntheticDocs, syntheticModel } from "../engine/synthetic_trace.ts";
-import { type TraceDoc, TraceReader, TraceWriter } from "../engine/trace.ts";
+import { syntheticCapture, syntheticDocs, syntheticModel } from "../trace/synthetic.ts";
+import { type TraceDoc, TraceReader, TraceWriter } from "../trace/mod.ts";
 import { accumulateTrace, runAnalysis } from "./run.ts";
 
 const LAYERS = 32;

@@ -10,7 +10,7 @@
  *   layer 3: (1,2) (2,1) (2,3)          layer 3: (3,0) (0,3)
  */
 import assert from "node:assert/strict";
-import { TraceReader, TraceWriter } from "../engine/trace.ts";
+import { TraceReader, TraceWriter } from "../trace/mod.ts";
 import { ALL, runAnalysis } from "./run.ts";
 import { choose, overlapProbability } from "./estimates.ts";
 import type { CsvRow } from "../common/csv.ts";

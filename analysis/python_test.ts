@@ -7,8 +7,8 @@
  */
 import assert from "node:assert/strict";
 import { pythonWithDataTools, runPython } from "../tests/python_env.ts";
-import { writeSyntheticTrace } from "../engine/synthetic_trace.ts";
-import { TraceReader } from "../engine/trace.ts";
+import { writeSyntheticTrace } from "../trace/synthetic.ts";
+import { TraceReader } from "../trace/mod.ts";
 import { runAnalysis } from "./run.ts";
 import { COLUMNS, writeAnalysis } from "./write.ts";
 

@@ -6,7 +6,7 @@
  * can look at the rows directly.
  */
 import type { CsvRow } from "../common/csv.ts";
-import type { Manifest, TraceReader } from "../engine/trace.ts";
+import type { Manifest, TraceReader } from "../trace/mod.ts";
 import { type AccumulateOptions, Accumulator, type SampleDoc } from "./accumulate.ts";
 import {
   benjaminiHochberg,

@@ -1,14 +1,6 @@
 /** `moetrace bench NAME`: dispatches to the benchmark of one part. */
 import { UsageError } from "../common/errors.ts";
-
-export interface BenchOptions {
-  /** Print results as JSON instead of a table. */
-  json: boolean;
-  /** engine only: write a calibrated hardware JSON here. */
-  calibrate?: string;
-  /** offload only: a large random checkpoint whose uploads dominate, instead of tiny-moe. */
-  large?: boolean;
-}
+import type { BenchOptions } from "./measure.ts";
 
 export async function benchCommand(which: string, flags: Record<string, unknown>): Promise<void> {
   const options: BenchOptions = { json: flags.json === true };

@@ -3,6 +3,16 @@
  * and one way of printing figures (table or JSON).
  */
 
+/** What `moetrace bench NAME` passes to each benchmark. */
+export interface BenchOptions {
+  /** Print results as JSON instead of a table. */
+  json: boolean;
+  /** engine only: write a calibrated hardware JSON here. */
+  calibrate?: string;
+  /** offload only: a large random checkpoint whose uploads dominate, instead of tiny-moe. */
+  large?: boolean;
+}
+
 export interface Figure {
   name: string;
   value: number;

@@ -4,10 +4,10 @@
  * Peak memory is measured while reading the 1M-token trace and one twice as
  * long: equal peaks mean streaming works (both past V8's warm-up).
  */
-import type { BenchOptions } from "./bench.ts";
+import type { BenchOptions } from "./measure.ts";
 import { type Figure, printFigures, rssMiB } from "./measure.ts";
-import { syntheticCapture, syntheticDocs, syntheticModel } from "../engine/synthetic_trace.ts";
-import { type TraceDoc, TraceReader, TraceWriter } from "../engine/trace.ts";
+import { syntheticCapture, syntheticDocs, syntheticModel } from "../trace/synthetic.ts";
+import { type TraceDoc, TraceReader, TraceWriter } from "../trace/mod.ts";
 
 const LAYERS = 32;
 const TOP_K = 2;

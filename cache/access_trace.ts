@@ -4,7 +4,7 @@
  * combination (1,000,000 tokens × 32 layers × top-2 is 128 MB of u16).
  */
 import { DataError } from "../common/errors.ts";
-import { type Manifest, NO_EXPERT, TraceReader } from "../engine/trace.ts";
+import { type Manifest, NO_EXPERT, TraceReader } from "../trace/mod.ts";
 
 export interface AccessTrace {
   /** T tokens, in trace order (documents one after another). */

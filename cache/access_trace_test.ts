@@ -1,6 +1,6 @@
 import { deepStrictEqual as assertEquals, rejects } from "node:assert";
-import { syntheticCapture, syntheticDocs, syntheticModel } from "../engine/synthetic_trace.ts";
-import { TraceWriter } from "../engine/trace.ts";
+import { syntheticCapture, syntheticDocs, syntheticModel } from "../trace/synthetic.ts";
+import { TraceWriter } from "../trace/mod.ts";
 import { accessCounts, loadAccessTrace } from "./access_trace.ts";
 
 const options = {

@@ -11,9 +11,9 @@
  * sweep of 8 policies × 7 capacities × 3 prefetchers (none, speculative,
  * oracle) with one dtype and one machine in under 2 minutes.
  */
-import type { BenchOptions } from "../bench/bench.ts";
+import type { BenchOptions } from "../bench/measure.ts";
 import { type Figure, medianSeconds, printFigures, rssMiB } from "../bench/measure.ts";
-import { syntheticModel } from "../engine/synthetic_trace.ts";
+import { syntheticModel } from "../trace/synthetic.ts";
 import { policyOptions } from "./expert_cache.ts";
 import { createPolicy, POLICY_NAMES } from "./policies/mod.ts";
 import { parsePrefetch } from "./prefetch/mod.ts";

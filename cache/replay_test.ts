@@ -11,7 +11,7 @@
 import { deepStrictEqual as assertEquals, ok } from "node:assert";
 import { accessCounts, type AccessTrace } from "./access_trace.ts";
 import { Rng } from "../common/random.ts";
-import { NO_EXPERT } from "../engine/trace.ts";
+import { NO_EXPERT } from "../trace/mod.ts";
 import { type Budget, ExpertCache, policyOptions } from "./expert_cache.ts";
 import { createPolicy, POLICY_NAMES, type PolicyName, traceFutureUses } from "./policies/mod.ts";
 import type { CachePolicy } from "./policy.ts";

@@ -8,7 +8,7 @@ import { writeFileAtomic } from "../common/atomic_write.ts";
 import { type CsvRow, writeCsv } from "../common/csv.ts";
 import { UsageError } from "../common/errors.ts";
 import { renderSvg } from "../common/plot.ts";
-import { type Manifest, TOOL_VERSION } from "../engine/trace.ts";
+import { type Manifest, TOOL_VERSION } from "../trace/mod.ts";
 import { type AccessTrace, loadAccessTrace } from "./access_trace.ts";
 import type { Budget } from "./expert_cache.ts";
 import { isPolicyName, POLICY_NAMES, type PolicyName } from "./policies/mod.ts";

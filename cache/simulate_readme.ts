@@ -3,7 +3,7 @@ import type { SimulationFigure } from "./simulate_figures.ts";
 import type { SimulationOutput } from "./simulate.ts";
 import { DEFAULT_HALF_LIFE_TOKENS } from "./policies/mod.ts";
 import { DTYPES, expertBytes, HARDWARE_PRESETS } from "./timing.ts";
-import { TOOL_VERSION } from "../engine/trace.ts";
+import { TOOL_VERSION } from "../trace/mod.ts";
 
 function table(header: string[], rows: (string | number)[][]): string {
   return [

@@ -1,6 +1,6 @@
 import { deepStrictEqual as assertEquals, ok, rejects } from "node:assert";
 import { parse } from "csv-parse/sync";
-import { writeSyntheticTrace } from "../engine/synthetic_trace.ts";
+import { writeSyntheticTrace } from "../trace/synthetic.ts";
 import { UsageError } from "../common/errors.ts";
 import {
   ACCURACY_COLUMNS,

@@ -11,7 +11,7 @@
  *   policy behaves like LRU there (swap excepted: it keeps k per layer);
  * - swap ignores the capacity, so it runs once per prefetcher.
  */
-import type { ModelFacts } from "../engine/trace.ts";
+import type { ModelFacts } from "../trace/mod.ts";
 import { accessCounts, type AccessTrace } from "./access_trace.ts";
 import { type Budget, type CacheStats, policyOptions } from "./expert_cache.ts";
 import type { FutureUses } from "./policy.ts";

@@ -5,7 +5,7 @@
  * gives: this test replays every combination directly and compares.
  */
 import { deepStrictEqual as assertEquals, ok } from "node:assert";
-import { syntheticModel } from "../engine/synthetic_trace.ts";
+import { syntheticModel } from "../trace/synthetic.ts";
 import { accessCounts } from "./access_trace.ts";
 import { type Budget, policyOptions } from "./expert_cache.ts";
 import { createPolicy, POLICY_NAMES, traceFutureUses } from "./policies/mod.ts";

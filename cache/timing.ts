@@ -26,7 +26,7 @@
  * writes too).
  */
 import { DataError, messageOf, UsageError } from "../common/errors.ts";
-import type { ModelFacts } from "../engine/trace.ts";
+import type { ModelFacts } from "../trace/mod.ts";
 
 // ---------------------------------------------------------------------------
 // Dtypes

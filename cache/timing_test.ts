@@ -13,7 +13,7 @@ import {
   stepCosts,
   validateHardware,
 } from "./timing.ts";
-import { syntheticModel } from "../engine/synthetic_trace.ts";
+import { syntheticModel } from "../trace/synthetic.ts";
 
 const NO = 65535;
 

@@ -10,3 +10,12 @@ export async function pathExists(path: string): Promise<boolean> {
     throw error;
   }
 }
+
+/** True when `path` is a file; false when it is missing, a folder or unreadable. */
+export async function pathIsFile(path: string): Promise<boolean> {
+  try {
+    return (await Deno.stat(path)).isFile;
+  } catch {
+    return false;
+  }
+}

@@ -16,7 +16,7 @@
  *   (cache/timing.ts `Hardware`).
  * Target: prefill GFLOP/s ≥ 50% of the matmul's.
  */
-import type { BenchOptions } from "../bench/bench.ts";
+import type { BenchOptions } from "../bench/measure.ts";
 import { type Figure, medianSeconds, printFigures } from "../bench/measure.ts";
 import { createGpuContext, readBack, Recorder } from "./gpu.ts";
 import { matmulFlops } from "./kernels/matmul.ts";

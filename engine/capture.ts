@@ -11,10 +11,10 @@
  */
 import { DataError } from "../common/errors.ts";
 import { Progress } from "../common/progress.ts";
-import { type CorpusDoc, readCorpus } from "./corpus.ts";
+import { type CorpusDoc, readCorpus } from "../corpus/corpus.ts";
 import { loadModel, type RouterLog } from "./model.ts";
 import { TextTokenizer } from "./tokenizer.ts";
-import { type TraceDoc, TraceWriter } from "./trace.ts";
+import { type TraceDoc, TraceWriter } from "../trace/mod.ts";
 
 export interface CaptureOptions {
   model: string;

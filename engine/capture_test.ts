@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { runCli } from "../tests/cli_helpers.ts";
 import { loadModel } from "./model.ts";
 import { TextTokenizer } from "./tokenizer.ts";
-import { type TraceDoc, TraceReader } from "./trace.ts";
+import { type TraceDoc, TraceReader } from "../trace/mod.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const MODEL = `${ROOT}fixtures/models/tiny-mixtral-swa`;

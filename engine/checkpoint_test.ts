@@ -6,7 +6,8 @@
 import assert from "node:assert/strict";
 import { DataError } from "../common/errors.ts";
 import { openCheckpoint, readFloat32 } from "./checkpoint.ts";
-import { describeCheckpoint, loadModel } from "./model.ts";
+import { describeCheckpoint } from "./inspect.ts";
+import { loadModel } from "./model.ts";
 import { readHeader, toHalfBits, writeSafetensors } from "./safetensors.ts";
 
 Deno.env.set("XDG_RUNTIME_DIR", Deno.env.get("XDG_RUNTIME_DIR") ?? "/tmp");

@@ -23,7 +23,7 @@ import { Progress } from "../common/progress.ts";
 import { toTraceDoc } from "./capture.ts";
 import { loadModel } from "./model.ts";
 import { TextTokenizer } from "./tokenizer.ts";
-import { TraceWriter } from "./trace.ts";
+import { TraceWriter } from "../trace/mod.ts";
 import {
   createOffloader,
   type OffloadSettings,

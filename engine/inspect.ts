@@ -1,10 +1,14 @@
 /**
- * `moetrace inspect TRACE|MODEL`: a one-screen summary of a trace (model
- * facts, capture settings, domains with document and token counts) or of a
- * checkpoint directory.
+ * `moetrace inspect TRACE|MODEL`: a one-screen summary of a trace
+ * (trace/inspect.ts) or of a checkpoint directory (its config and tensor
+ * headers; no GPU is needed).
  */
+import { basename } from "node:path";
 import { DataError } from "../common/errors.ts";
-import { TraceReader } from "./trace.ts";
+import { pathIsFile } from "../common/fs.ts";
+import { describeTrace } from "../trace/inspect.ts";
+import { openCheckpoint } from "./checkpoint.ts";
+import { expertParams, moeLayers } from "./config.ts";
 
 export async function inspectCommand(path: string): Promise<void> {
   console.log(await inspect(path));
@@ -12,85 +16,50 @@ export async function inspectCommand(path: string): Promise<void> {
 
 /** The summary text for a trace directory or a model directory. */
 export async function inspect(path: string): Promise<string> {
-  if (await isFile(`${path}/manifest.json`)) return await describeTrace(path);
-  if (await isFile(`${path}/config.json`)) return await describeModel(path);
+  if (await pathIsFile(`${path}/manifest.json`)) return await describeTrace(path);
+  if (await pathIsFile(`${path}/config.json`)) return await describeModel(path);
   throw new DataError(
     `${path} is neither a trace (no manifest.json) nor a model directory (no config.json).`,
   );
 }
 
-async function describeTrace(dir: string): Promise<string> {
-  const reader = await TraceReader.open(dir);
-  const { model, capture } = reader.manifest;
-  const perDomain = new Map<string, { docs: number; tokens: number; generated: number }>();
-  for await (const batch of reader.batches()) {
-    for (let i = 0; i < batch.rows; i++) {
-      const name = batch.domainNames[batch.domainCodes[i]!]!;
-      const entry = perDomain.get(name) ?? { docs: 0, tokens: 0, generated: 0 };
-      if (i === 0 || batch.doc[i] !== batch.doc[i - 1]) entry.docs++;
-      entry.tokens++;
-      if (batch.phase[i] === 1) entry.generated++;
-      perDomain.set(name, entry);
-    }
-  }
-  const totalTokens = [...perDomain.values()].reduce((n, d) => n + d.tokens, 0);
-  const totalGenerated = [...perDomain.values()].reduce((n, d) => n + d.generated, 0);
-  const width = Math.max(6, ...[...perDomain.keys()].map((d) => d.length));
-  const lines = [
-    `trace      ${dir}`,
-    `model      ${model.name} (${model.family}, ${model.dtype})`,
-    `layers     ${model.num_layers} in all, ${model.moe_layers.length} MoE: ${
-      compactRange(model.moe_layers)
-    }`,
-    `experts    ${model.num_experts} routed, top-${model.top_k}, ${model.num_shared_experts} shared; hidden ${model.hidden_size}, ${
-      formatCount(model.expert_params)
-    } parameters per expert`,
-    `capture    ${capture.mode} from ${capture.corpus}; probs ${
-      capture.probs ? "stored" : "not stored"
-    }; lookahead ${capture.lookahead}; seed ${capture.seed}`,
-    `status     ${
-      capture.complete ? "complete" : "incomplete (resumable)"
-    }; ${reader.manifest.shards.length} shards; updated ${capture.updated}`,
-    `documents  ${reader.docs}; tokens ${totalTokens}${
-      totalGenerated ? ` (${totalGenerated} generated)` : ""
-    }`,
-    "",
-    `  ${"domain".padEnd(width)}  ${"docs".padStart(6)}  ${"tokens".padStart(9)}`,
-    ...[...perDomain.entries()].map(([name, d]) =>
-      `  ${name.padEnd(width)}  ${String(d.docs).padStart(6)}  ${String(d.tokens).padStart(9)}`
-    ),
-  ];
-  return lines.join("\n");
-}
-
 async function describeModel(dir: string): Promise<string> {
-  // The checkpoint reader lives with the GPU engine; it is loaded only for models.
-  const modelModule = "./model.ts";
-  const { describeCheckpoint } = await import(modelModule) as {
-    describeCheckpoint: (dir: string) => Promise<Record<string, string | number | boolean>>;
-  };
   const facts = await describeCheckpoint(dir);
   const width = Math.max(...Object.keys(facts).map((k) => k.length));
   return [`model      ${dir}`, ...Object.entries(facts).map(([k, v]) => `${k.padEnd(width)}  ${v}`)]
     .join("\n");
 }
 
-function compactRange(values: number[]): string {
-  const contiguous = values.every((v, i) => i === 0 || v === values[i - 1]! + 1);
-  return contiguous && values.length > 2 ? `${values[0]}..${values.at(-1)}` : values.join(", ");
-}
-
-function formatCount(n: number): string {
-  if (n >= 1e9) return `${(n / 1e9).toFixed(2)} B`;
-  if (n >= 1e6) return `${(n / 1e6).toFixed(2)} M`;
-  if (n >= 1e3) return `${(n / 1e3).toFixed(1)} k`;
-  return String(n);
-}
-
-async function isFile(path: string): Promise<boolean> {
-  try {
-    return (await Deno.stat(path)).isFile;
-  } catch {
-    return false;
-  }
+export async function describeCheckpoint(
+  dir: string,
+): Promise<Record<string, string | number | boolean>> {
+  const ck = await openCheckpoint(dir);
+  const c = ck.config;
+  let params = 0;
+  for (const info of ck.tensors.values()) params += info.shape.reduce((a, b) => a * b, 1);
+  return {
+    name: basename(dir),
+    family: c.family,
+    weight_decomposed: c.decomposedRank !== null,
+    layers: c.numLayers,
+    moe_layers: moeLayers(c).join(","),
+    experts: c.numExperts,
+    top_k: c.topK,
+    renormalised_topk: c.normTopK,
+    shared_expert_ffn: c.sharedFfn,
+    hidden_size: c.hiddenSize,
+    heads: c.numHeads,
+    kv_heads: c.numKvHeads,
+    head_dim: c.headDim,
+    expert_ffn: c.expertFfn,
+    vocab_size: c.vocabSize,
+    sliding_window: c.window.some((x) => x !== null)
+      ? String(c.window.map((x) => x ?? "full").join(","))
+      : "none",
+    parameters: params,
+    expert_params: expertParams(c),
+    dtype: ck.dtype,
+    files: ck.files.length,
+    bytes: ck.files.reduce((a, f) => a + f.bytes, 0),
+  };
 }

@@ -56,7 +56,7 @@
  */
 import { basename } from "node:path";
 import { DataError } from "../common/errors.ts";
-import type { ModelFacts } from "./trace.ts";
+import type { ModelFacts } from "../trace/mod.ts";
 import { type Checkpoint, expertNames, openCheckpoint, readFloat32 } from "./checkpoint.ts";
 import { readTensorBytes, toFloat32 } from "./safetensors.ts";
 import { expertParams, type ModelConfig, moeLayers } from "./config.ts";
@@ -1103,40 +1103,6 @@ function forwardFlops(c: ModelConfig, lengths: number[], upTo: "route" | "logits
 }
 
 // ---------------------------------------------------------------- the model
-
-export async function describeCheckpoint(
-  dir: string,
-): Promise<Record<string, string | number | boolean>> {
-  const ck = await openCheckpoint(dir);
-  const c = ck.config;
-  let params = 0;
-  for (const info of ck.tensors.values()) params += info.shape.reduce((a, b) => a * b, 1);
-  return {
-    name: basename(dir),
-    family: c.family,
-    weight_decomposed: c.decomposedRank !== null,
-    layers: c.numLayers,
-    moe_layers: moeLayers(c).join(","),
-    experts: c.numExperts,
-    top_k: c.topK,
-    renormalised_topk: c.normTopK,
-    shared_expert_ffn: c.sharedFfn,
-    hidden_size: c.hiddenSize,
-    heads: c.numHeads,
-    kv_heads: c.numKvHeads,
-    head_dim: c.headDim,
-    expert_ffn: c.expertFfn,
-    vocab_size: c.vocabSize,
-    sliding_window: c.window.some((x) => x !== null)
-      ? String(c.window.map((x) => x ?? "full").join(","))
-      : "none",
-    parameters: params,
-    expert_params: expertParams(c),
-    dtype: ck.dtype,
-    files: ck.files.length,
-    bytes: ck.files.reduce((a, f) => a + f.bytes, 0),
-  };
-}
 
 export async function loadModel(
   dir: string,

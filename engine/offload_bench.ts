@@ -35,7 +35,7 @@
  * share of the error, with the compute calibration's cancelled.
  */
 import { parse } from "csv-parse/sync";
-import type { BenchOptions } from "../bench/bench.ts";
+import type { BenchOptions } from "../bench/measure.ts";
 import { type Figure, printFigures } from "../bench/measure.ts";
 import { DataError } from "../common/errors.ts";
 import { pathExists } from "../common/fs.ts";

@@ -8,7 +8,7 @@
  * debugging port or network is needed.
  */
 import assert from "node:assert/strict";
-import { writeSyntheticTrace } from "../engine/synthetic_trace.ts";
+import { writeSyntheticTrace } from "../trace/synthetic.ts";
 import { runCli } from "../tests/cli_helpers.ts";
 
 const ARTIFACTS = new URL("../out/test-artifacts/", import.meta.url).pathname;

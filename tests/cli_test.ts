@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { runCli, runCliProcess } from "./cli_helpers.ts";
-import { writeSyntheticTrace } from "../engine/synthetic_trace.ts";
+import { writeSyntheticTrace } from "../trace/synthetic.ts";
 
 const COMMANDS = [
   "capture",

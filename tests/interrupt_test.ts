@@ -9,8 +9,8 @@
  */
 import assert from "node:assert/strict";
 import { Rng } from "../common/random.ts";
-import { writeSyntheticTrace } from "../engine/synthetic_trace.ts";
-import { type TraceDoc, TraceReader } from "../engine/trace.ts";
+import { writeSyntheticTrace } from "../trace/synthetic.ts";
+import { type TraceDoc, TraceReader } from "../trace/mod.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const MODEL = `${ROOT}fixtures/models/tiny-mixtral-swa`;

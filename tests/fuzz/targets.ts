@@ -4,10 +4,10 @@
  * with one clean sentence.
  */
 import { Rng } from "../../common/random.ts";
-import { readCorpus } from "../../engine/corpus.ts";
-import { importJsonl } from "../../engine/import_jsonl.ts";
-import { writeSyntheticTrace } from "../../engine/synthetic_trace.ts";
-import { TraceReader } from "../../engine/trace.ts";
+import { readCorpus } from "../../corpus/corpus.ts";
+import { importJsonl } from "../../trace/import_jsonl.ts";
+import { writeSyntheticTrace } from "../../trace/synthetic.ts";
+import { TraceReader } from "../../trace/mod.ts";
 import { parseCommand } from "../../main.ts";
 import { type FuzzTarget, mutateBytes, mutateJson, pick } from "./fuzz.ts";
 import { pathExists } from "../../common/fs.ts";

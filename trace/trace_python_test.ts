@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { pythonWithDataTools, runPython } from "../tests/python_env.ts";
-import { syntheticDocs, writeSyntheticTrace } from "./synthetic_trace.ts";
+import { syntheticDocs, writeSyntheticTrace } from "./synthetic.ts";
 
 const SCRIPT = `
 import json, sys, pyarrow.ipc as ipc, polars as pl, duckdb

@@ -23,7 +23,7 @@ import {
   type TraceDoc,
   TraceWriter,
   type TraceWriterOptions,
-} from "./trace.ts";
+} from "./mod.ts";
 
 export interface SyntheticOptions {
   /** E (default 8). */

@@ -14,7 +14,7 @@
  */
 import { DataError, messageOf } from "../common/errors.ts";
 import { readLines } from "../common/lines.ts";
-import { type ModelFacts, NO_EXPERT, type TraceDoc, TraceWriter } from "./trace.ts";
+import { type ModelFacts, NO_EXPERT, type TraceDoc, TraceWriter } from "./mod.ts";
 import { pathExists } from "../common/fs.ts";
 
 export async function importCommand(file: string, flags: Record<string, unknown>): Promise<void> {

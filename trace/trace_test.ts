@@ -4,14 +4,8 @@ import {
   syntheticDocs,
   syntheticModel,
   writeSyntheticTrace,
-} from "./synthetic_trace.ts";
-import {
-  readManifest,
-  shardFingerprint,
-  type TraceDoc,
-  TraceReader,
-  TraceWriter,
-} from "./trace.ts";
+} from "./synthetic.ts";
+import { readManifest, shardFingerprint, type TraceDoc, TraceReader, TraceWriter } from "./mod.ts";
 import { DataError } from "../common/errors.ts";
 
 const OPTIONS = {

@@ -1,0 +1,229 @@
+/**
+ * The trace manifest (DESIGN.md "Trace format"): the architecture facts,
+ * capture facts and shard list of a trace directory, read and validated
+ * before any shard is touched.
+ */
+import { DataError, messageOf } from "../common/errors.ts";
+import { writeFileAtomic } from "../common/atomic_write.ts";
+
+export const TRACE_FORMAT = "moetrace-trace/1";
+export const TOOL_VERSION = "0.1.0";
+/** Marks a speculative pick for a layer l+d that does not exist. */
+export const NO_EXPERT = 65535;
+/** Rows per shard unless the writer is told otherwise; about 20 MB for 32 layers × top-2. */
+export const DEFAULT_ROWS_PER_SHARD = 65536;
+
+/** Architecture facts that analysis and simulation need. */
+export interface ModelFacts {
+  name: string;
+  /** config.json `model_type`, e.g. `mixtral`, or `synthetic` / `imported`. */
+  family: string;
+  num_layers: number;
+  /** Indices of the MoE layers, in order; the trace's layer axis follows it. */
+  moe_layers: number[];
+  num_experts: number;
+  top_k: number;
+  num_shared_experts: number;
+  hidden_size: number;
+  /** Parameters of one routed expert (all its matrices). */
+  expert_params: number;
+  /** Weight dtype of the checkpoint, e.g. `float32`, `bfloat16`. */
+  dtype: string;
+}
+
+/** How the trace was made. */
+export interface CaptureFacts {
+  /** Corpus path or prompts file the tokens came from. */
+  corpus: string;
+  /** Domains in the order they were first captured. */
+  domains: string[];
+  mode: "teacher-forced" | "generate";
+  /** D: speculative picks for layers l+1..l+D are stored in `spec` when D > 0. */
+  lookahead: number;
+  /** Whether the full router distribution is stored in `probs`. */
+  probs: boolean;
+  seed: number;
+  tool_version: string;
+  created: string;
+  updated: string;
+  /** True once the producer finished; false while a capture is running or was interrupted. */
+  complete: boolean;
+  /** Producer-specific settings (flags of the command that made the trace). */
+  settings?: Record<string, unknown>;
+}
+
+export interface ShardEntry {
+  /** Path relative to the trace directory. */
+  file: string;
+  rows: number;
+  docs: number;
+  /** File size in bytes (checked before decoding, when present). */
+  bytes?: number;
+  /**
+   * SHA-256 of the file's first FINGERPRINT_HEAD bytes and last
+   * FINGERPRINT_TAIL bytes, hex: they hold the Arrow schema, dictionaries,
+   * message headers and footer, whose corruption could make the Arrow decoder
+   * allocate without bound. Checked before decoding, when present.
+   */
+  fingerprint?: string;
+}
+
+export const FINGERPRINT_HEAD = 2 * 2 ** 20;
+export const FINGERPRINT_TAIL = 64 * 2 ** 10;
+
+/** The fingerprint of a shard's bytes (see ShardEntry.fingerprint). */
+export async function shardFingerprint(bytes: Uint8Array): Promise<string> {
+  const head = bytes.subarray(0, Math.min(bytes.length, FINGERPRINT_HEAD));
+  const tail = bytes.subarray(Math.max(head.length, bytes.length - FINGERPRINT_TAIL));
+  const joined = new Uint8Array(head.length + tail.length);
+  joined.set(head);
+  joined.set(tail, head.length);
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", joined));
+  return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+export interface Manifest {
+  format: string;
+  model: ModelFacts;
+  capture: CaptureFacts;
+  shards: ShardEntry[];
+}
+
+/** Widths of the list columns, derived from the manifest. */
+export interface RowShape {
+  layers: number;
+  topK: number;
+  experts: number;
+  lookahead: number;
+  probs: boolean;
+}
+
+export function rowShape(manifest: Manifest): RowShape {
+  return {
+    layers: manifest.model.moe_layers.length,
+    topK: manifest.model.top_k,
+    experts: manifest.model.num_experts,
+    lookahead: manifest.capture.lookahead,
+    probs: manifest.capture.probs,
+  };
+}
+
+/** Reads and validates `DIR/manifest.json`. */
+export async function readManifest(dir: string): Promise<Manifest> {
+  const path = `${dir}/manifest.json`;
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) {
+      throw new DataError(`${dir} is not a trace: ${path} does not exist.`);
+    }
+    throw new DataError(`Cannot read ${path}: ${messageOf(error)}.`);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (error) {
+    throw new DataError(`${path} is not valid JSON: ${messageOf(error)}.`);
+  }
+  return validateManifest(json, path);
+}
+
+/** Checks the shape of a parsed manifest; `where` names it in errors. */
+export function validateManifest(json: unknown, where: string): Manifest {
+  if (!isObject(json)) throw new DataError(`${where} must hold a JSON object.`);
+  if (json.format !== TRACE_FORMAT) {
+    throw new DataError(
+      `${where} has format ${JSON.stringify(json.format)}, expected "${TRACE_FORMAT}".`,
+    );
+  }
+  const model = json.model;
+  if (!isObject(model)) throw new DataError(`${where} field "model" must be an object.`);
+  for (const key of ["num_layers", "num_experts", "top_k", "hidden_size", "expert_params"]) {
+    requireCount(model[key], `${where} field "model.${key}"`, key === "num_layers" ? 1 : 0);
+  }
+  requireCount(model.num_shared_experts, `${where} field "model.num_shared_experts"`, 0);
+  const numExperts = model.num_experts as number;
+  const topK = model.top_k as number;
+  if (numExperts < 1 || numExperts >= NO_EXPERT) {
+    throw new DataError(
+      `${where} field "model.num_experts" must be in 1..65534, got ${numExperts}.`,
+    );
+  }
+  if (topK < 1 || topK > numExperts) {
+    throw new DataError(
+      `${where} field "model.top_k" must be in 1..num_experts (${numExperts}), got ${topK}.`,
+    );
+  }
+  const moeLayers = model.moe_layers;
+  if (
+    !Array.isArray(moeLayers) || moeLayers.length === 0 ||
+    !moeLayers.every((l, i) =>
+      Number.isInteger(l) && l >= 0 && l < (model.num_layers as number) &&
+      (i === 0 || l > moeLayers[i - 1])
+    )
+  ) {
+    throw new DataError(
+      `${where} field "model.moe_layers" must be a non-empty increasing list of layer indices below num_layers.`,
+    );
+  }
+  for (const key of ["name", "family", "dtype"]) {
+    if (typeof model[key] !== "string") {
+      throw new DataError(`${where} field "model.${key}" must be a string.`);
+    }
+  }
+  const capture = json.capture;
+  if (!isObject(capture)) throw new DataError(`${where} field "capture" must be an object.`);
+  if (capture.mode !== "teacher-forced" && capture.mode !== "generate") {
+    throw new DataError(
+      `${where} field "capture.mode" must be "teacher-forced" or "generate", got ${
+        JSON.stringify(capture.mode)
+      }.`,
+    );
+  }
+  requireCount(capture.lookahead, `${where} field "capture.lookahead"`, 0);
+  if (typeof capture.probs !== "boolean") {
+    throw new DataError(`${where} field "capture.probs" must be true or false.`);
+  }
+  if (!Array.isArray(capture.domains) || !capture.domains.every((d) => typeof d === "string")) {
+    throw new DataError(`${where} field "capture.domains" must be a list of strings.`);
+  }
+  const shards = json.shards;
+  if (!Array.isArray(shards)) throw new DataError(`${where} field "shards" must be a list.`);
+  shards.forEach((shard, i) => {
+    if (
+      !isObject(shard) || typeof shard.file !== "string" || shard.file === "" ||
+      shard.file.startsWith("/") || [...shard.file].some((c) => c < " ")
+    ) {
+      throw new DataError(
+        `${where} field "shards[${i}].file" must be a file path relative to the trace, got ${
+          JSON.stringify(isObject(shard) ? shard.file : shard)
+        }.`,
+      );
+    }
+    requireCount(shard.rows, `${where} field "shards[${i}].rows"`, 0);
+    requireCount(shard.docs, `${where} field "shards[${i}].docs"`, 0);
+    if (shard.bytes !== undefined) {
+      requireCount(shard.bytes, `${where} field "shards[${i}].bytes"`, 0);
+    }
+    if (shard.fingerprint !== undefined && typeof shard.fingerprint !== "string") {
+      throw new DataError(`${where} field "shards[${i}].fingerprint" must be a string.`);
+    }
+  });
+  return json as unknown as Manifest;
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+function requireCount(value: unknown, what: string, min: number): void {
+  if (typeof value !== "number" || !Number.isInteger(value) || value < min) {
+    throw new DataError(`${what} must be an integer ≥ ${min}, got ${JSON.stringify(value)}.`);
+  }
+}
+
+/** Writes `DIR/manifest.json` atomically. */
+export async function writeManifest(dir: string, manifest: Manifest): Promise<void> {
+  await writeFileAtomic(`${dir}/manifest.json`, JSON.stringify(manifest, null, 2) + "\n");
+}

@@ -1,0 +1,350 @@
+/**
+ * Reading a trace: `TraceReader.batches()` streams one shard at a time, so
+ * memory is bounded by the shard size, not the trace length; every shard is
+ * checked against the manifest (bytes, fingerprint, rows, documents, column
+ * types and widths, expert ids) as it is read.
+ */
+import * as arrow from "apache-arrow";
+import { DataError, messageOf } from "../common/errors.ts";
+import { pathExists } from "../common/fs.ts";
+import {
+  type Manifest,
+  NO_EXPERT,
+  readManifest,
+  type RowShape,
+  rowShape,
+  type ShardEntry,
+  shardFingerprint,
+} from "./manifest.ts";
+import type { TraceBatch, TraceDoc } from "./schema.ts";
+
+export interface BatchOptions {
+  /** Read only the `doc` column (for resume); default all columns. */
+  columns?: "all" | "doc";
+}
+
+/** Streams a trace shard by shard, checking each against the manifest. */
+export class TraceReader {
+  readonly dir: string;
+  readonly manifest: Manifest;
+  readonly shape: RowShape;
+
+  constructor(dir: string, manifest: Manifest) {
+    this.dir = dir;
+    this.manifest = manifest;
+    this.shape = rowShape(manifest);
+  }
+
+  /** Opens a trace and checks that every shard the manifest lists exists. */
+  static async open(dir: string): Promise<TraceReader> {
+    const manifest = await readManifest(dir);
+    for (const shard of manifest.shards) {
+      if (!(await pathExists(`${dir}/${shard.file}`))) {
+        throw new DataError(
+          `Shard ${shard.file} listed in ${dir}/manifest.json does not exist.`,
+        );
+      }
+    }
+    return new TraceReader(dir, manifest);
+  }
+
+  get rows(): number {
+    return this.manifest.shards.reduce((n, s) => n + s.rows, 0);
+  }
+
+  get docs(): number {
+    return this.manifest.shards.reduce((n, s) => n + s.docs, 0);
+  }
+
+  /** Yields each shard as one batch, in manifest order. */
+  async *batches(options: BatchOptions = {}): AsyncGenerator<TraceBatch> {
+    for (const shard of this.manifest.shards) {
+      yield await this.readShard(shard, options);
+    }
+  }
+
+  /** Yields each document, in trace order, with its rows as subarrays of the batch. */
+  async *documents(): AsyncGenerator<TraceDoc> {
+    for await (const batch of this.batches()) yield* splitDocuments(batch, this.shape);
+  }
+
+  /** Reads and validates one shard. */
+  async readShard(shard: ShardEntry, options: BatchOptions = {}): Promise<TraceBatch> {
+    const path = `${this.dir}/${shard.file}`;
+    let bytes: Uint8Array;
+    try {
+      bytes = await Deno.readFile(path);
+    } catch (error) {
+      if (error instanceof Deno.errors.NotFound) {
+        throw new DataError(
+          `Shard ${shard.file} listed in ${this.dir}/manifest.json does not exist.`,
+        );
+      }
+      throw new DataError(`Cannot read shard ${path}: ${messageOf(error)}.`);
+    }
+    if (shard.bytes !== undefined && bytes.length !== shard.bytes) {
+      throw new DataError(
+        `Shard ${path} has ${bytes.length} bytes but the manifest says ${shard.bytes}; it is truncated or was changed.`,
+      );
+    }
+    if (shard.fingerprint !== undefined && (await shardFingerprint(bytes)) !== shard.fingerprint) {
+      throw new DataError(
+        `Shard ${path} does not match its fingerprint in the manifest; it is corrupted or was changed.`,
+      );
+    }
+    let table: arrow.Table;
+    try {
+      table = arrow.tableFromIPC(bytes);
+    } catch (error) {
+      throw new DataError(`Shard ${path} is not a readable Arrow IPC file: ${messageOf(error)}.`);
+    }
+    if (table.numRows !== shard.rows) {
+      throw new DataError(
+        `Shard ${path} has ${table.numRows} rows but the manifest says ${shard.rows}.`,
+      );
+    }
+    return decodeShard(table, this.shape, path, shard, options.columns ?? "all");
+  }
+}
+
+/** Splits a batch into its documents (rows of one document are contiguous). */
+export function* splitDocuments(batch: TraceBatch, shape: RowShape): Generator<TraceDoc> {
+  const mk = shape.layers * shape.topK;
+  const me = shape.layers * shape.experts;
+  let start = 0;
+  while (start < batch.rows) {
+    let end = start + 1;
+    while (end < batch.rows && batch.doc[end] === batch.doc[start]) end++;
+    const doc: TraceDoc = {
+      doc: batch.doc[start]!,
+      domain: batch.domainNames[batch.domainCodes[start]!]!,
+      tokens: batch.token.subarray(start, end),
+      pieces: Array.from(batch.pieceCodes.subarray(start, end), (c) => batch.pieceNames[c]!),
+      phase: batch.phase.subarray(start, end),
+      experts: batch.experts.subarray(start * mk, end * mk),
+      weights: batch.weights.subarray(start * mk, end * mk),
+    };
+    if (batch.probs) doc.probs = batch.probs.subarray(start * me, end * me);
+    if (batch.spec) {
+      doc.spec = batch.spec.subarray(start * mk * shape.lookahead, end * mk * shape.lookahead);
+    }
+    yield doc;
+    start = end;
+  }
+}
+
+type Typed = Uint8Array | Uint16Array | Uint32Array | Int32Array | Float32Array;
+type TypedCtor<T extends Typed> = { new (length: number): T; readonly name: string };
+
+function decodeShard(
+  table: arrow.Table,
+  shape: RowShape,
+  path: string,
+  shard: ShardEntry,
+  columns: "all" | "doc",
+): TraceBatch {
+  const rows = table.numRows;
+  const mk = shape.layers * shape.topK;
+  const column = (name: string) => {
+    const vector = table.getChild(name);
+    if (!vector) throw new DataError(`Shard ${path} has no column "${name}".`);
+    return vector;
+  };
+  const flat = <T extends Typed>(name: string, ctor: TypedCtor<T>, want: arrow.DataType): T => {
+    const vector = column(name);
+    if (String(vector.type) !== String(want)) {
+      throw new DataError(
+        `Shard ${path} column "${name}" has type ${vector.type}, expected ${want}.`,
+      );
+    }
+    return concatValues(vector, ctor, rows);
+  };
+  const doc = flat("doc", Uint32Array, new arrow.Uint32());
+  const docCount = countRuns(doc);
+  if (docCount !== shard.docs) {
+    throw new DataError(
+      `Shard ${path} holds ${docCount} documents but the manifest says ${shard.docs}.`,
+    );
+  }
+  if (columns === "doc") return emptyBatchWithDocs(doc);
+  const list = <T extends Typed>(
+    name: string,
+    ctor: TypedCtor<T>,
+    width: number,
+    item: arrow.DataType,
+  ): T => {
+    const vector = column(name);
+    const type = vector.type;
+    if (!arrow.DataType.isFixedSizeList(type) || String(type.children[0]?.type) !== String(item)) {
+      throw new DataError(
+        `Shard ${path} column "${name}" has type ${type}, expected FixedSizeList[${width}]<${item}>.`,
+      );
+    }
+    if (type.listSize !== width) {
+      throw new DataError(
+        `Shard ${path} column "${name}" has ${type.listSize} values per row, expected ${width}.`,
+      );
+    }
+    if (vector.data.length === 1) {
+      // One record batch (what the writer makes): hand out the IPC buffer, no copy.
+      const data = vector.data[0]!;
+      const child = data.children[0]!;
+      const start = child.offset + data.offset * width;
+      return (child.values as T).subarray(start, start + rows * width) as T;
+    }
+    const out = new ctor(rows * width);
+    let offset = 0;
+    for (const data of vector.data) {
+      const child = data.children[0]!;
+      const start = child.offset + data.offset * width;
+      out.set((child.values as T).subarray(start, start + data.length * width) as never, offset);
+      offset += data.length * width;
+    }
+    return out;
+  };
+  const [domainCodes, domainNames] = dictionary(column("domain"), path, "domain", rows);
+  const [pieceCodes, pieceNames] = dictionary(column("piece"), path, "piece", rows);
+  const hasProbs = table.getChild("probs") !== null;
+  if (shape.probs && !hasProbs) throw new DataError(`Shard ${path} has no column "probs".`);
+  const hasSpec = table.getChild("spec") !== null;
+  if (shape.lookahead > 0 && !hasSpec) throw new DataError(`Shard ${path} has no column "spec".`);
+  const batch: TraceBatch = {
+    rows,
+    doc,
+    domainCodes,
+    domainNames,
+    pos: flat("pos", Uint32Array, new arrow.Uint32()),
+    token: flat("token", Uint32Array, new arrow.Uint32()),
+    pieceCodes,
+    pieceNames,
+    phase: flat("phase", Uint8Array, new arrow.Uint8()),
+    experts: list("experts", Uint16Array, mk, new arrow.Uint16()),
+    weights: list("weights", Float32Array, mk, new arrow.Float32()),
+    probs: shape.probs
+      ? list("probs", Float32Array, shape.layers * shape.experts, new arrow.Float32())
+      : null,
+    spec: shape.lookahead > 0
+      ? list("spec", Uint16Array, mk * shape.lookahead, new arrow.Uint16())
+      : null,
+  };
+  checkLengths(batch, shape, path);
+  checkExpertIds(batch.experts, shape.experts, false, path, "experts");
+  if (batch.spec) checkExpertIds(batch.spec, shape.experts, true, path, "spec");
+  return batch;
+}
+
+/** Every column holds exactly rows × width values (a damaged buffer holds fewer). */
+function checkLengths(batch: TraceBatch, shape: RowShape, path: string): void {
+  const mk = shape.layers * shape.topK;
+  const expected: [string, ArrayLike<number> | null, number][] = [
+    ["pos", batch.pos, batch.rows],
+    ["token", batch.token, batch.rows],
+    ["phase", batch.phase, batch.rows],
+    ["experts", batch.experts, batch.rows * mk],
+    ["weights", batch.weights, batch.rows * mk],
+    ["probs", batch.probs, batch.rows * shape.layers * shape.experts],
+    ["spec", batch.spec, batch.rows * mk * shape.lookahead],
+  ];
+  for (const [name, values, length] of expected) {
+    if (values && values.length !== length) {
+      throw new DataError(
+        `Shard ${path} column "${name}" holds ${values.length} values, expected ${length}.`,
+      );
+    }
+  }
+}
+
+/** Expert ids index per-expert tables downstream: out-of-range ids are refused here. */
+function checkExpertIds(
+  ids: Uint16Array,
+  numExperts: number,
+  allowNone: boolean,
+  path: string,
+  name: string,
+): void {
+  if (!allowNone && (numExperts & (numExperts - 1)) === 0 && ids.byteOffset % 4 === 0) {
+    // E a power of two: an id is out of range iff it has a bit above E − 1;
+    // test two ids per 32-bit word (the common case, and the hot path).
+    const words = new Uint32Array(ids.buffer, ids.byteOffset, ids.length >> 1);
+    const high = ~((numExperts - 1) * 0x10001) >>> 0;
+    let any = 0;
+    for (let i = 0; i < words.length; i++) any |= words[i]! & high;
+    if (any === 0 && (ids.length % 2 === 0 || ids[ids.length - 1]! < numExperts)) return;
+  }
+  for (let i = 0; i < ids.length; i++) {
+    const id = ids[i]!;
+    if (id >= numExperts && !(allowNone && id === NO_EXPERT)) {
+      throw new DataError(
+        `Shard ${path} column "${name}" holds expert id ${id}, but the model has ${numExperts} experts.`,
+      );
+    }
+  }
+}
+
+/** The values of a primitive column as one typed array (zero-copy when it is one chunk). */
+function concatValues<T extends Typed>(vector: arrow.Vector, ctor: TypedCtor<T>, rows: number): T {
+  if (vector.data.length === 1) {
+    const data = vector.data[0]!;
+    return (data.values as T).subarray(data.offset, data.offset + rows) as T;
+  }
+  const out = new ctor(rows);
+  let offset = 0;
+  for (const data of vector.data) {
+    out.set((data.values as T).subarray(data.offset, data.offset + data.length) as never, offset);
+    offset += data.length;
+  }
+  return out;
+}
+
+function dictionary(
+  vector: arrow.Vector,
+  path: string,
+  name: string,
+  rows: number,
+): [Int32Array, string[]] {
+  const type = vector.type;
+  if (!arrow.DataType.isDictionary(type) || !arrow.DataType.isUtf8(type.dictionary)) {
+    throw new DataError(
+      `Shard ${path} column "${name}" has type ${type}, expected Dictionary<Int32, Utf8>.`,
+    );
+  }
+  if (vector.data.length !== 1) {
+    throw new DataError(`Shard ${path} column "${name}" must be a single record batch.`);
+  }
+  const data = vector.data[0]!;
+  const names = (data.dictionary?.toArray() ?? []) as string[];
+  const raw = data.values as ArrayLike<number> & {
+    subarray(a: number, b: number): ArrayLike<number>;
+  };
+  const codes = Int32Array.from(raw.subarray(data.offset, data.offset + rows));
+  for (let i = 0; i < rows; i++) {
+    if (codes[i]! < 0 || codes[i]! >= names.length) {
+      throw new DataError(`Shard ${path} column "${name}" has a dictionary code out of range.`);
+    }
+  }
+  return [codes, names];
+}
+
+function countRuns(values: Uint32Array): number {
+  let runs = values.length > 0 ? 1 : 0;
+  for (let i = 1; i < values.length; i++) if (values[i] !== values[i - 1]) runs++;
+  return runs;
+}
+
+function emptyBatchWithDocs(doc: Uint32Array): TraceBatch {
+  return {
+    rows: doc.length,
+    doc,
+    domainCodes: new Int32Array(0),
+    domainNames: [],
+    pos: new Uint32Array(0),
+    token: new Uint32Array(0),
+    pieceCodes: new Int32Array(0),
+    pieceNames: [],
+    phase: new Uint8Array(0),
+    experts: new Uint16Array(0),
+    weights: new Float32Array(0),
+    probs: null,
+    spec: null,
+  };
+}

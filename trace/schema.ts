@@ -1,0 +1,180 @@
+/**
+ * One row per token: the in-memory document and batch types, the Arrow
+ * schema of a shard, and the encoder that writes whole documents as one
+ * Arrow IPC file.
+ */
+import * as arrow from "apache-arrow";
+import type { RowShape } from "./manifest.ts";
+
+/** One document's router log, as a writer takes it. T tokens, M MoE layers. */
+export interface TraceDoc {
+  doc: number;
+  domain: string;
+  /** [T] token ids. */
+  tokens: Uint32Array;
+  /** [T] each token's text. */
+  pieces: string[];
+  /** [T] 0 prompt, 1 generated; all 0 when absent. */
+  phase?: Uint8Array;
+  /** [T, M, k] chosen experts, first choice first. */
+  experts: Uint16Array;
+  /** [T, M, k] gate weights actually applied. */
+  weights: Float32Array;
+  /** [T, M, E] full router distribution, when the capture stores it. */
+  probs?: Float32Array;
+  /** [T, M, D, k] speculative top-k of layer l+d's router on layer l's MoE input. */
+  spec?: Uint16Array;
+}
+
+/** A run of rows from one shard, column by column. Documents never span batches. */
+export interface TraceBatch {
+  rows: number;
+  /** [rows] */
+  doc: Uint32Array;
+  /** [rows] index into `domainNames`. */
+  domainCodes: Int32Array;
+  domainNames: string[];
+  /** [rows] */
+  pos: Uint32Array;
+  /** [rows] */
+  token: Uint32Array;
+  /** [rows] index into `pieceNames`. */
+  pieceCodes: Int32Array;
+  pieceNames: string[];
+  /** [rows] */
+  phase: Uint8Array;
+  /** [rows, M, k] */
+  experts: Uint16Array;
+  /** [rows, M, k] */
+  weights: Float32Array;
+  /** [rows, M, E] or null */
+  probs: Float32Array | null;
+  /** [rows, M, D, k] or null */
+  spec: Uint16Array | null;
+}
+
+export const UTF8_DICT = () => new arrow.Dictionary(new arrow.Utf8(), new arrow.Int32());
+
+function listType(width: number, item: arrow.DataType): arrow.FixedSizeList {
+  return new arrow.FixedSizeList(width, new arrow.Field("item", item, false));
+}
+
+/** The Arrow schema of a shard for this row shape. */
+export function shardSchema(shape: RowShape): arrow.Schema {
+  const mk = shape.layers * shape.topK;
+  const fields = [
+    new arrow.Field("doc", new arrow.Uint32(), false),
+    new arrow.Field("domain", UTF8_DICT(), false),
+    new arrow.Field("pos", new arrow.Uint32(), false),
+    new arrow.Field("token", new arrow.Uint32(), false),
+    new arrow.Field("piece", UTF8_DICT(), false),
+    new arrow.Field("phase", new arrow.Uint8(), false),
+    new arrow.Field("experts", listType(mk, new arrow.Uint16()), false),
+    new arrow.Field("weights", listType(mk, new arrow.Float32()), false),
+  ];
+  if (shape.probs) {
+    fields.push(
+      new arrow.Field("probs", listType(shape.layers * shape.experts, new arrow.Float32()), false),
+    );
+  }
+  if (shape.lookahead > 0) {
+    fields.push(new arrow.Field("spec", listType(mk * shape.lookahead, new arrow.Uint16()), false));
+  }
+  return new arrow.Schema(fields);
+}
+
+/** Encodes whole documents as one Arrow IPC file. */
+export function encodeShard(docs: readonly TraceDoc[], shape: RowShape): Uint8Array {
+  const rows = docs.reduce((n, d) => n + d.tokens.length, 0);
+  const mk = shape.layers * shape.topK;
+  const doc = new Uint32Array(rows);
+  const pos = new Uint32Array(rows);
+  const token = new Uint32Array(rows);
+  const phase = new Uint8Array(rows);
+  const experts = new Uint16Array(rows * mk);
+  const weights = new Float32Array(rows * mk);
+  const probs = shape.probs ? new Float32Array(rows * shape.layers * shape.experts) : null;
+  const spec = shape.lookahead > 0 ? new Uint16Array(rows * mk * shape.lookahead) : null;
+  const domains = new DictionaryBuilder(rows);
+  const pieces = new DictionaryBuilder(rows);
+  let r = 0;
+  for (const d of docs) {
+    const t = d.tokens.length;
+    doc.fill(d.doc, r, r + t);
+    for (let i = 0; i < t; i++) {
+      pos[r + i] = i;
+      domains.push(d.domain);
+      pieces.push(d.pieces[i]!);
+    }
+    token.set(d.tokens, r);
+    if (d.phase) phase.set(d.phase, r);
+    experts.set(d.experts, r * mk);
+    weights.set(d.weights, r * mk);
+    if (probs && d.probs) probs.set(d.probs, r * shape.layers * shape.experts);
+    if (spec && d.spec) spec.set(d.spec, r * mk * shape.lookahead);
+    r += t;
+  }
+  const schema = shardSchema(shape);
+  const field = (name: string) => schema.fields.find((f) => f.name === name)!.type;
+  const list = (name: string, values: Uint16Array | Float32Array) => {
+    const type = field(name) as arrow.FixedSizeList;
+    const child = arrow.makeData({
+      type: type.children[0]!.type,
+      length: values.length,
+      data: values,
+    });
+    return arrow.makeData({ type, length: rows, nullCount: 0, child });
+  };
+  const children: arrow.Data[] = [
+    arrow.makeData({ type: new arrow.Uint32(), length: rows, data: doc }),
+    domains.toData(),
+    arrow.makeData({ type: new arrow.Uint32(), length: rows, data: pos }),
+    arrow.makeData({ type: new arrow.Uint32(), length: rows, data: token }),
+    pieces.toData(),
+    arrow.makeData({ type: new arrow.Uint8(), length: rows, data: phase }),
+    list("experts", experts),
+    list("weights", weights),
+  ];
+  if (probs) children.push(list("probs", probs));
+  if (spec) children.push(list("spec", spec));
+  const struct = arrow.makeData({
+    type: new arrow.Struct(schema.fields),
+    length: rows,
+    nullCount: 0,
+    children,
+  });
+  return arrow.tableToIPC(new arrow.Table([new arrow.RecordBatch(schema, struct)]), "file");
+}
+
+/** Builds a dictionary<utf8> column: codes into a list of distinct strings. */
+class DictionaryBuilder {
+  #codes: Int32Array;
+  #length = 0;
+  #index = new Map<string, number>();
+  #values: string[] = [];
+
+  constructor(capacity: number) {
+    this.#codes = new Int32Array(capacity);
+  }
+
+  push(value: string): void {
+    let code = this.#index.get(value);
+    if (code === undefined) {
+      code = this.#values.length;
+      this.#index.set(value, code);
+      this.#values.push(value);
+    }
+    this.#codes[this.#length++] = code;
+  }
+
+  toData(): arrow.Data {
+    const dictionary = arrow.vectorFromArray(this.#values, new arrow.Utf8());
+    return arrow.makeData({
+      type: UTF8_DICT(),
+      length: this.#length,
+      nullCount: 0,
+      data: this.#codes.subarray(0, this.#length),
+      dictionary,
+    });
+  }
+}
