@@ -24,37 +24,51 @@ interface FlagSpec {
   choices?: readonly string[];
   /** Placeholder shown in help. */
   value?: string;
+  /**
+   * What the launcher (moetrace.ts) grants for a path flag: "read" an input;
+   * "write" an output folder (also read, for resume); "write-staged" an output
+   * folder staged at `<path>.partial` and renamed into place; "write-file" a
+   * file written to a temporary name beside it and renamed (so its folder).
+   */
+  path?: PathAccess;
 }
+
+export type PathAccess = "read" | "write" | "write-staged" | "write-file";
 
 interface CommandSpec {
   summary: string;
   /** Name of the positional argument, if the command takes one. */
-  positional?: { name: string; help: string; optional?: boolean };
+  positional?: { name: string; help: string; optional?: boolean; path?: "read" };
   flags: Record<string, FlagSpec>;
+  /** Writes scratch files to the system temporary folder (benchmarks). */
+  scratch?: boolean;
   run: (positional: string | undefined, flags: Record<string, unknown>) => Promise<void>;
 }
 
 export type ParsedFlags = Record<string, unknown>;
 
-const COMMANDS: Record<string, CommandSpec> = {
+export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
   capture: {
     summary: "Run a model over a corpus and log every router decision to a trace.",
     flags: {
       model: {
         kind: "string",
         required: true,
+        path: "read",
         value: "DIR",
         help: "Hugging Face MoE checkpoint directory.",
       },
       corpus: {
         kind: "string",
         required: true,
+        path: "read",
         value: "PATH",
         help: "Pile JSONL, .jsonl.zst, or a folder of text files (one domain per sub-folder).",
       },
       out: {
         kind: "string",
         required: true,
+        path: "write",
         value: "TRACE",
         help: "Trace directory to write (resumed if it exists).",
       },
@@ -104,16 +118,24 @@ const COMMANDS: Record<string, CommandSpec> = {
       model: {
         kind: "string",
         required: true,
+        path: "read",
         value: "DIR",
         help: "Hugging Face MoE checkpoint directory.",
       },
       prompts: {
         kind: "string",
         required: true,
+        path: "read",
         value: "FILE",
         help: 'Text file, one prompt per line (or JSONL with "prompt").',
       },
-      out: { kind: "string", required: true, value: "TRACE", help: "Trace directory to write." },
+      out: {
+        kind: "string",
+        required: true,
+        path: "write",
+        value: "TRACE",
+        help: "Trace directory to write.",
+      },
       chat: {
         kind: "boolean",
         default: false,
@@ -157,23 +179,39 @@ const COMMANDS: Record<string, CommandSpec> = {
   },
   import: {
     summary: "Convert an interchange JSONL router log (PyTorch, vLLM, SGLang) into a trace.",
-    positional: { name: "FILE", help: "Interchange JSONL file (see README)." },
+    positional: { name: "FILE", help: "Interchange JSONL file (see README).", path: "read" },
     flags: {
-      out: { kind: "string", required: true, value: "TRACE", help: "Trace directory to write." },
+      out: {
+        kind: "string",
+        required: true,
+        path: "write-staged",
+        value: "TRACE",
+        help: "Trace directory to write.",
+      },
     },
     run: async (p, f) => (await import("./trace/import_jsonl.ts")).importCommand(p!, f),
   },
   inspect: {
     summary: "One-screen summary of a trace or a model directory.",
-    positional: { name: "TRACE|MODEL", help: "Trace directory or checkpoint directory." },
+    positional: {
+      name: "TRACE|MODEL",
+      help: "Trace directory or checkpoint directory.",
+      path: "read",
+    },
     flags: {},
     run: async (p) => (await import("./engine/inspect.ts")).inspectCommand(p!),
   },
   analyze: {
     summary: "Routing statistics per domain and layer with confidence intervals, as CSV and SVG.",
-    positional: { name: "TRACE", help: "Trace directory." },
+    positional: { name: "TRACE", help: "Trace directory.", path: "read" },
     flags: {
-      out: { kind: "string", required: true, value: "DIR", help: "Output directory." },
+      out: {
+        kind: "string",
+        required: true,
+        path: "write",
+        value: "DIR",
+        help: "Output directory.",
+      },
       bootstrap: {
         kind: "int",
         min: 0,
@@ -193,9 +231,15 @@ const COMMANDS: Record<string, CommandSpec> = {
   },
   simulate: {
     summary: "Replay a trace through expert caches and prefetchers; predict offload latency.",
-    positional: { name: "TRACE", help: "Trace directory." },
+    positional: { name: "TRACE", help: "Trace directory.", path: "read" },
     flags: {
-      out: { kind: "string", required: true, value: "DIR", help: "Output directory." },
+      out: {
+        kind: "string",
+        required: true,
+        path: "write",
+        value: "DIR",
+        help: "Output directory.",
+      },
       policy: {
         kind: "list",
         default: "lru,lfu,belady",
@@ -218,6 +262,7 @@ const COMMANDS: Record<string, CommandSpec> = {
         kind: "list",
         default: "pcie4",
         value: "NAME|FILE",
+        path: "read",
         help: "Hardware presets or JSON files.",
       },
       dtype: {
@@ -239,24 +284,44 @@ const COMMANDS: Record<string, CommandSpec> = {
   report: {
     summary: "Assemble analysis and simulation outputs into one self-contained HTML report.",
     flags: {
-      analysis: { kind: "string", required: true, value: "DIR", help: "Output of analyze." },
-      simulation: { kind: "string", required: true, value: "DIR", help: "Output of simulate." },
-      out: { kind: "string", required: true, value: "FILE.html", help: "Report file." },
+      analysis: {
+        kind: "string",
+        required: true,
+        path: "read",
+        value: "DIR",
+        help: "Output of analyze.",
+      },
+      simulation: {
+        kind: "string",
+        required: true,
+        path: "read",
+        value: "DIR",
+        help: "Output of simulate.",
+      },
+      out: {
+        kind: "string",
+        required: true,
+        path: "write-file",
+        value: "FILE.html",
+        help: "Report file.",
+      },
     },
     run: async (_p, f) => (await import("./report/report.ts")).reportCommand(f),
   },
   bench: {
     summary: "Benchmarks that print figures and ratios measured side by side.",
+    scratch: true,
     positional: {
       name: "engine|offload|cache|analysis|trace",
       help:
-        "What to measure (offload: issue 9's predicted against measured on tiny-moe, about 2 min).",
+        "What to measure (offload: the simulator's predicted ms/token against generate --offload measured on tiny-moe, about 2 min).",
     },
     flags: {
       json: { kind: "boolean", default: false, help: "Print results as JSON." },
       calibrate: {
         kind: "string",
         value: "FILE",
+        path: "write-file",
         help: "engine only: write a hardware JSON for simulate --hardware.",
       },
       large: {

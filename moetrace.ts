@@ -9,7 +9,7 @@
  * The launcher itself may only start Deno and read the command line's paths.
  */
 import { dirname, resolve } from "node:path";
-import { parseCommand } from "./main.ts";
+import { COMMANDS, parseCommand, type PathAccess } from "./main.ts";
 import { isUserError } from "./common/errors.ts";
 
 export interface Permissions {
@@ -20,69 +20,53 @@ export interface Permissions {
 const PROJECT_ROOT = dirname(new URL(import.meta.url).pathname);
 
 /**
- * The permissions a command needs, from its parsed arguments. Reads: the
- * project (code, npm packages) and each input path; writes: the output only
- * (for `import` also `<out>.partial`, where the trace is staged; for `report`
- * the folder of the report file, where it is written then renamed).
+ * The permissions a command needs, from its parsed arguments and the `path`
+ * field of each flag in main.ts's COMMANDS. Reads: the project (code, npm
+ * packages) and each input path; writes: the outputs only.
  */
 export function permissionsFor(
   command: string,
   positional: string | undefined,
   flags: Record<string, unknown>,
 ): Permissions {
+  const spec = COMMANDS[command];
   const read = new Set<string>([PROJECT_ROOT]);
   const write = new Set<string>();
-  const input = (path: unknown) => {
-    if (typeof path === "string") read.add(resolve(path));
-  };
-  const output = (path: unknown) => {
-    if (typeof path === "string") {
-      write.add(resolve(path));
-      read.add(resolve(path));
+  const grant = (access: PathAccess, path: string) => {
+    const full = resolve(path);
+    switch (access) {
+      case "read":
+        read.add(full);
+        break;
+      case "write":
+        read.add(full);
+        write.add(full);
+        break;
+      case "write-staged":
+        // Staged at <path>.partial and renamed into place; the parent is read to check both.
+        for (const p of [full, `${full}.partial`]) {
+          read.add(p);
+          write.add(p);
+        }
+        read.add(dirname(full));
+        break;
+      case "write-file":
+        read.add(dirname(full));
+        write.add(dirname(full));
+        break;
     }
   };
-  switch (command) {
-    case "capture":
-      input(flags.model);
-      input(flags.corpus);
-      output(flags.out);
-      break;
-    case "generate":
-      input(flags.model);
-      input(flags.prompts);
-      output(flags.out);
-      break;
-    case "import":
-      input(positional);
-      output(flags.out);
-      output(`${flags.out}.partial`);
-      read.add(dirname(resolve(String(flags.out))));
-      break;
-    case "inspect":
-      input(positional);
-      break;
-    case "analyze":
-      input(positional);
-      output(flags.out);
-      break;
-    case "simulate":
-      input(positional);
-      for (const h of (flags.hardware as string[] | undefined) ?? []) {
-        if (h.endsWith(".json")) input(h);
-      }
-      output(flags.out);
-      break;
-    case "report":
-      input(flags.analysis);
-      input(flags.simulation);
-      output(dirname(resolve(String(flags.out))));
-      break;
-    case "bench":
-      // Benchmarks write their scratch traces to the system temporary folder.
-      output(Deno.env.get("TMPDIR") ?? "/tmp");
-      if (typeof flags.calibrate === "string") output(dirname(resolve(flags.calibrate)));
-      break;
+  if (!spec) return { read: [...read], write: [] };
+  if (spec.positional?.path && positional !== undefined) grant(spec.positional.path, positional);
+  for (const [name, flag] of Object.entries(spec.flags)) {
+    const value = flags[name];
+    if (!flag.path) continue;
+    for (const path of Array.isArray(value) ? value : [value]) {
+      if (typeof path === "string") grant(flag.path, path);
+    }
   }
+  // Benchmarks write their scratch traces to the system temporary folder.
+  if (spec.scratch) grant("write", Deno.env.get("TMPDIR") ?? "/tmp");
   return { read: [...read], write: [...write] };
 }
 

@@ -30,8 +30,3 @@ export function isUserError(error: unknown): error is DataError | UsageError {
 export function messageOf(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
-
-/** What a command whose module is not built yet answers (exit 1), rather than pretending. */
-export function notBuiltYet(command: string): never {
-  throw new DataError(`The ${command} command is not available in this build of moetrace yet.`);
-}

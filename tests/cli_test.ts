@@ -118,6 +118,20 @@ Deno.test("inspect summarises a trace; a missing path is a data error", async ()
   await Deno.remove(dir, { recursive: true });
 });
 
+Deno.test("inspect summarises a model directory from its config and tensor headers", async () => {
+  const result = await runCli(["inspect", "fixtures/models/tiny-moe"]);
+  assert.equal(result.code, 0, result.stderr);
+  assert.match(result.stdout, /^family +mixtral$/m);
+  assert.match(result.stdout, /^moe_layers +0,1,2,3$/m);
+  assert.match(result.stdout, /^experts +8$/m);
+  assert.match(result.stdout, /^top_k +2$/m);
+  // One expert is w1, w3 [384, 192] and w2 [192, 384]: 3 · 192 · 384.
+  assert.match(result.stdout, /^expert_params +221184$/m);
+  // Embedding and lm_head 2 · 4096 · 192; per layer q, o 192², k, v 192 · 64, two norms,
+  // router 8 · 192 and 8 experts; a final norm: 1,572,864 + 4 · 1,869,696 + 192.
+  assert.match(result.stdout, /^parameters +9051840$/m);
+});
+
 Deno.test("a subprocess exits with the documented status and no stack trace", async () => {
   const bad = await runCliProcess(["--allow-read"], ["inspect", "/nonexistent/trace"]);
   assert.equal(bad.code, 1);

@@ -28,6 +28,30 @@ Deno.test("each command writes only to its output", () => {
   );
 });
 
+Deno.test("every path flag in COMMANDS is granted as its `path` field says", () => {
+  const imported = permissionsFor("import", "log.jsonl", { out: "t" });
+  assert.deepEqual(new Set(imported.write), new Set([resolve("t"), resolve("t.partial")]));
+  assert.ok(imported.read.includes(resolve("log.jsonl")) && imported.read.includes(resolve(".")));
+  const simulated = permissionsFor("simulate", "trace", {
+    out: "s",
+    hardware: ["pcie4", "h.json"],
+  });
+  assert.ok(
+    simulated.read.includes(resolve("h.json")) && simulated.read.includes(resolve("trace")),
+  );
+  assert.deepEqual(simulated.write, [resolve("s")]);
+  const generated = permissionsFor("generate", undefined, { model: "m", prompts: "p", out: "g" });
+  assert.deepEqual(generated.write, [resolve("g")]);
+  assert.ok(generated.read.includes(resolve("p")) && generated.read.includes(resolve("m")));
+  const calibrated = permissionsFor("bench", "engine", { calibrate: "cal/hw.json" });
+  assert.ok(calibrated.write.includes(resolve("cal")));
+  assert.ok(calibrated.write.includes(Deno.env.get("TMPDIR") ?? "/tmp"));
+  // Flags that are not paths grant nothing.
+  assert.deepEqual(permissionsFor("analyze", "t", { out: "o", bootstrap: 10, seed: 3 }).write, [
+    resolve("o"),
+  ]);
+});
+
 Deno.test("a write outside --out is refused by the runtime", async () => {
   const dir = await Deno.makeTempDir();
   const probe = `${dir}/probe.ts`;
