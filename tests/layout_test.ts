@@ -1,5 +1,6 @@
 /**
- * The layout's rules, checked on the source: analysis/, cache/, trace/,
+ * The layout's rules, checked on the source: no source file outside tests/ and
+ * fixtures/ exceeds 800 lines (one concept per file); analysis/, cache/, trace/,
  * corpus/ and report/ never import engine/ (a trace made on a big GPU
  * elsewhere analyses on a laptop), no project file imports another through a
  * computed path (which no type check follows), and the project's imports —
@@ -12,6 +13,8 @@ import { fileURLToPath } from "node:url";
 const ROOT = normalize(join(dirname(fileURLToPath(import.meta.url)), ".."));
 const SELF = relative(ROOT, fileURLToPath(import.meta.url));
 const SKIP = new Set(["node_modules", "out", ".cache", ".venv", ".git", "fixtures"]);
+/** Longest source file, in lines: past it a file holds more than one concept. */
+const MAX_LINES = 800;
 /** Top-level folders that must stay free of GPU code. */
 const GPU_FREE = ["analysis", "cache", "trace", "corpus", "report"];
 
@@ -163,4 +166,14 @@ Deno.test("no project file imports through a computed path or in a cycle", async
   const { graph, computed } = await projectGraph();
   assert.deepEqual(computed, []);
   assert.deepEqual(findCycles(graph), []);
+});
+
+Deno.test("no source file outside tests/ and fixtures/ exceeds 800 lines", async () => {
+  const long: string[] = [];
+  for (const file of await sourceFiles()) {
+    if (file.startsWith("tests/")) continue;
+    const lines = (await Deno.readTextFile(join(ROOT, file))).split("\n").length - 1;
+    if (lines > MAX_LINES) long.push(`${file}: ${lines} lines`);
+  }
+  assert.deepEqual(long, []);
 });
