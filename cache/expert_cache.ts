@@ -24,6 +24,7 @@
  * `access` is the allocation-free form; its results are in
  * `missKeys[0..missCount)`, `evictedKeys[0..evictedCount)` and so on.
  */
+import { NO_EXPERT } from "../trace/mod.ts";
 import { type CachePolicy, Guard, partitionTable, type PolicyOptions, REFUSED } from "./policy.ts";
 
 /** `demandKey` results. */
@@ -31,9 +32,6 @@ export const HIT = 0;
 /** A hit on a prefetched key, its first use. */
 export const FIRST_USE = 1;
 export const MISS = 2;
-
-/** Marks a missing speculative pick in trace arrays (engine/trace.ts NO_EXPERT). */
-const NO_EXPERT = 65535;
 
 export type Budget = "per-layer" | "global";
 

@@ -9,19 +9,14 @@ import { type CsvRow, writeCsv } from "../common/csv.ts";
 import { UsageError } from "../common/errors.ts";
 import { renderSvg } from "../common/plot.ts";
 import { type Manifest, TOOL_VERSION } from "../trace/mod.ts";
-import { type AccessTrace, loadAccessTrace } from "./access_trace.ts";
+import { loadAccessTrace } from "./access_trace.ts";
 import type { Budget } from "./expert_cache.ts";
 import { isPolicyName, POLICY_NAMES, type PolicyName } from "./policies/mod.ts";
 import { parsePrefetch, type PrefetchSpec } from "./prefetch/mod.ts";
 import { simulationFigures } from "./simulate_figures.ts";
+import type { SimulationOutput } from "./simulate_output.ts";
 import { simulationReadme } from "./simulate_readme.ts";
-import {
-  capacityExperts,
-  type CapacitySpec,
-  runSweep,
-  type SweepResult,
-  type SweepSettings,
-} from "./sweep.ts";
+import { capacityExperts, type CapacitySpec, runSweep, type SweepSettings } from "./sweep.ts";
 import { dtypeInfo, type Hardware, loadHardware } from "./timing.ts";
 import { lruHits } from "./stack_distance.ts";
 
@@ -263,14 +258,6 @@ export async function simulateCommand(
       ((simulated - loaded) / 1000).toFixed(1)
     } s (trace read in ${((loaded - started) / 1000).toFixed(1)} s); written to ${out}`,
   );
-}
-
-export interface SimulationOutput {
-  traceDir: string;
-  manifest: Manifest;
-  trace: AccessTrace;
-  settings: SweepSettings;
-  result: SweepResult;
 }
 
 /** The rows of simulation.csv: one per combination and layer, then `all`. */

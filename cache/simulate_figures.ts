@@ -1,7 +1,7 @@
 /** The simulation's figures as Vega-Lite specs, in display order, with their captions. */
 import type { CsvRow } from "../common/csv.ts";
 import type { VegaLiteSpec } from "../common/plot.ts";
-import type { SimulationOutput } from "./simulate.ts";
+import type { SimulationOutput } from "./simulate_output.ts";
 
 export interface SimulationFigure {
   file: string;

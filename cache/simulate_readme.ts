@@ -1,6 +1,6 @@
 /** The README.md written beside the simulation outputs. */
 import type { SimulationFigure } from "./simulate_figures.ts";
-import type { SimulationOutput } from "./simulate.ts";
+import type { SimulationOutput } from "./simulate_output.ts";
 import { DEFAULT_HALF_LIFE_TOKENS } from "./policies/mod.ts";
 import { DTYPES, expertBytes, HARDWARE_PRESETS } from "./timing.ts";
 import { TOOL_VERSION } from "../trace/mod.ts";

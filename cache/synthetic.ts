@@ -7,9 +7,8 @@
  * `specAccuracy`, else a uniform k-subset, as in the trace generator.
  */
 import { Rng } from "../common/random.ts";
+import { NO_EXPERT } from "../trace/mod.ts";
 import { type AccessTrace, sharedUint16 } from "./access_trace.ts";
-
-const NO_EXPERT = 65535;
 
 export interface SyntheticAccessOptions {
   tokens: number;

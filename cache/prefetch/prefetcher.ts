@@ -8,8 +8,6 @@
  * return 0 past the last layer); the oracle also predicts the next token's
  * first layer, since it knows the next token.
  */
-import type { AccessTrace } from "../access_trace.ts";
-
 export interface Prefetcher {
   /** As given to `--prefetch`, e.g. `speculative:2`. */
   readonly name: string;
@@ -22,5 +20,3 @@ export interface Prefetcher {
   /** Writes its prediction for the step d layers ahead into `out`; returns how many experts (0: none). */
   predict(t: number, l: number, d: number, out: Uint16Array): number;
 }
-
-export type PrefetcherFactory = (trace: AccessTrace) => Prefetcher;

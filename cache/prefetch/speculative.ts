@@ -4,10 +4,9 @@
  * layer l + d's experts. The trace stores those picks in its `spec` column
  * (captured with `--lookahead D`); `speculative:D` prefetches for l + 1 .. l + D.
  */
+import { NO_EXPERT } from "../../trace/mod.ts";
 import type { AccessTrace } from "../access_trace.ts";
 import type { Prefetcher } from "./prefetcher.ts";
-
-const NO_EXPERT = 65535;
 
 export class SpeculativePrefetcher implements Prefetcher {
   readonly name: string;
