@@ -21,7 +21,9 @@ import { replay } from "./replay.ts";
 import { lruStackDistances } from "./stack_distance.ts";
 import { runSweep } from "./sweep.ts";
 import { syntheticAccessTrace } from "./synthetic.ts";
-import { DTYPES, HARDWARE_PRESETS, stepCosts } from "./timing.ts";
+import { stepCosts } from "./costs.ts";
+import { DTYPES } from "./dtypes.ts";
+import { HARDWARE_PRESETS } from "./hardware.ts";
 import process from "node:process";
 
 /** CPU seconds of this process (all threads, workers included) spent in `fn`. */

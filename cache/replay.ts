@@ -18,7 +18,9 @@ import type { AccessTrace } from "./access_trace.ts";
 import { type Budget, type CacheStats, ExpertCache, HIT, MISS } from "./expert_cache.ts";
 import type { CachePolicy } from "./policy.ts";
 import type { Prefetcher } from "./prefetch/prefetcher.ts";
-import { OracleShadow, type StepCosts, TimingModel } from "./timing.ts";
+import type { StepCosts } from "./costs.ts";
+import { OracleShadow } from "./oracle_shadow.ts";
+import { TimingModel } from "./timing.ts";
 
 /** Prediction quality per target layer and lookahead, counted against the trace. */
 export interface PrefetchAccuracy {
@@ -41,7 +43,7 @@ export interface ReplayOptions {
   accuracy?: boolean;
   /**
    * Timing models of the oracle prefetcher derived from this replay, which
-   * must have no prefetcher and a per-layer budget (see `oracleShadowStats`).
+   * must have no prefetcher and a per-layer budget (see oracle_shadow.ts).
    */
   oracleCosts?: readonly StepCosts[];
 }
@@ -204,30 +206,4 @@ function demandStep(
     timing?.use(layer, key);
   }
   return misses;
-}
-
-/**
- * The oracle prefetcher's counters derived from a per-layer replay without
- * prefetch: only the very first step's k experts are demand loads; every
- * other miss becomes a prefetch issued one step early and used at once.
- */
-export function oracleShadowStats(stats: CacheStats, topK: number): CacheStats {
-  const M = stats.hits.length;
-  const misses = new Float64Array(M);
-  misses[0] = topK;
-  const issued = new Float64Array(M);
-  const hits = new Float64Array(M);
-  for (let l = 0; l < M; l++) {
-    const accesses = stats.hits[l]! + stats.misses[l]!;
-    issued[l] = stats.misses[l]! - misses[l]!;
-    hits[l] = accesses - misses[l]!;
-  }
-  return {
-    hits,
-    misses,
-    evictions: stats.evictions,
-    prefetchIssued: issued,
-    prefetchUsed: issued,
-    prefetchWasted: new Float64Array(M),
-  };
 }

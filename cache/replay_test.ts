@@ -23,7 +23,7 @@ import {
 } from "./prefetch/mod.ts";
 import { replay } from "./replay.ts";
 import { syntheticAccessTrace } from "./synthetic.ts";
-import type { StepCosts } from "./timing.ts";
+import type { StepCosts } from "./costs.ts";
 
 function hitRate(trace: AccessTrace, name: PolicyName, capacity: number): number {
   const options = {

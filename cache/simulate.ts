@@ -17,7 +17,8 @@ import { simulationFigures } from "./simulate_figures.ts";
 import type { SimulationOutput } from "./simulate_output.ts";
 import { simulationReadme } from "./simulate_readme.ts";
 import { capacityExperts, type CapacitySpec, runSweep, type SweepSettings } from "./sweep.ts";
-import { dtypeInfo, type Hardware, loadHardware } from "./timing.ts";
+import { dtypeInfo } from "./dtypes.ts";
+import { type Hardware, loadHardware } from "./hardware.ts";
 import { lruHits } from "./stack_distance.ts";
 
 export const SIMULATION_COLUMNS = [

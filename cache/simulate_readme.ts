@@ -2,7 +2,8 @@
 import type { SimulationFigure } from "./simulate_figures.ts";
 import type { SimulationOutput } from "./simulate_output.ts";
 import { DEFAULT_HALF_LIFE_TOKENS } from "./policies/mod.ts";
-import { DTYPES, expertBytes, HARDWARE_PRESETS } from "./timing.ts";
+import { DTYPES, expertBytes } from "./dtypes.ts";
+import { HARDWARE_PRESETS } from "./hardware.ts";
 import { TOOL_VERSION } from "../trace/mod.ts";
 
 function table(header: string[], rows: (string | number)[][]): string {

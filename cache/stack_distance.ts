@@ -19,7 +19,9 @@
  */
 import type { AccessTrace } from "./access_trace.ts";
 import type { Budget } from "./expert_cache.ts";
-import { OracleShadow, type StepCosts, type TimingModel } from "./timing.ts";
+import type { StepCosts } from "./costs.ts";
+import { OracleShadow } from "./oracle_shadow.ts";
+import type { TimingModel } from "./timing.ts";
 
 export interface StackDistances {
   /** Keys per partition: the largest finite distance. */

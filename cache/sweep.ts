@@ -17,16 +17,13 @@ import { type Budget, type CacheStats, policyOptions } from "./expert_cache.ts";
 import type { FutureUses } from "./policy.ts";
 import { createPolicy, type PolicyName, traceFutureUses } from "./policies/mod.ts";
 import { createPrefetcher, type PrefetchSpec } from "./prefetch/mod.ts";
-import { oracleShadowStats, type PrefetchAccuracy, replay } from "./replay.ts";
+import { type PrefetchAccuracy, replay } from "./replay.ts";
 import { lruHits, lruStackDistances, type StackDistances } from "./stack_distance.ts";
-import {
-  type DtypeInfo,
-  expertBytes,
-  type Hardware,
-  type StepCosts,
-  stepCosts,
-  type TimingModel,
-} from "./timing.ts";
+import { type StepCosts, stepCosts } from "./costs.ts";
+import { type DtypeInfo, expertBytes } from "./dtypes.ts";
+import type { Hardware } from "./hardware.ts";
+import { oracleShadowStats } from "./oracle_shadow.ts";
+import type { TimingModel } from "./timing.ts";
 
 /** A capacity as given: a number of experts, or a byte budget. */
 export type CapacitySpec = { kind: "experts"; experts: number; text: string } | {

@@ -13,7 +13,9 @@ import { createPrefetcher, parsePrefetch } from "./prefetch/mod.ts";
 import { replay } from "./replay.ts";
 import { runSweep } from "./sweep.ts";
 import { syntheticAccessTrace } from "./synthetic.ts";
-import { DTYPES, type Hardware, stepCosts } from "./timing.ts";
+import { stepCosts } from "./costs.ts";
+import { DTYPES } from "./dtypes.ts";
+import type { Hardware } from "./hardware.ts";
 
 const trace = syntheticAccessTrace({
   tokens: 300,

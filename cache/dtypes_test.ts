@@ -1,0 +1,11 @@
+import { deepStrictEqual as assertEquals } from "node:assert";
+import { DTYPES, expertBytes } from "./dtypes.ts";
+
+Deno.test("dtype sizes include the quantisation scales", () => {
+  assertEquals(expertBytes(1024, DTYPES.fp32!), 4096);
+  assertEquals(expertBytes(1024, DTYPES.bf16!), 2048);
+  assertEquals(expertBytes(1024, DTYPES.int8!), 1040); // 1024 + 8 fp16 scales
+  assertEquals(expertBytes(1024, DTYPES.int4!), 528); // 512 + 16
+  assertEquals(expertBytes(1024, DTYPES.q3!), 448); // 384 + 16 groups × 4 bytes
+  assertEquals(expertBytes(1024, DTYPES.q2!), 320); // 256 + 64
+});
