@@ -12,7 +12,8 @@ import { type SyntheticOptions, writeSyntheticTrace } from "../trace/synthetic.t
 import { type TraceDoc, TraceReader, TraceWriter } from "../trace/mod.ts";
 import { Rng } from "../common/random.ts";
 import { analyzeCommand } from "./analyze.ts";
-import { ALL, type AnalysisResult, runAnalysis } from "./run.ts";
+import { type AnalysisResult, runAnalysis } from "./run.ts";
+import { ALL } from "./tables.ts";
 import { COLUMNS, writeAnalysis } from "./write.ts";
 
 async function withTemp(fn: (dir: string) => Promise<void>): Promise<void> {

@@ -4,7 +4,8 @@
  */
 import type { CsvRow } from "../common/csv.ts";
 import type { VegaLiteSpec } from "../common/plot.ts";
-import { ALL, type AnalysisResult } from "./run.ts";
+import type { AnalysisResult } from "./run.ts";
+import { ALL } from "./tables.ts";
 
 export interface Figure {
   file: string;

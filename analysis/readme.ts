@@ -1,5 +1,5 @@
 /** The README.md written next to the analysis outputs: every file, column and formula. */
-import { overlapProbability } from "./estimates.ts";
+import { overlapProbability } from "./baselines.ts";
 import type { AnalysisResult } from "./run.ts";
 
 export function readme(result: AnalysisResult): string {

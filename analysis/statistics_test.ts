@@ -1,5 +1,6 @@
 /**
- * Every formula checked against a trace of five tokens worked out on paper.
+ * Every statistic has a slot of its own in the statistics vector, and every
+ * formula is checked against a trace of five tokens worked out on paper.
  *
  * E = 4 experts, k = 2, M = 2 MoE layers (model layers 1 and 3), probs stored.
  * Router distribution of every token: 0.4 to its first choice, 0.3 to its
@@ -11,8 +12,10 @@
  */
 import assert from "node:assert/strict";
 import { TraceReader, TraceWriter } from "../trace/mod.ts";
-import { ALL, runAnalysis } from "./run.ts";
-import { choose, overlapProbability } from "./estimates.ts";
+import { runAnalysis } from "./run.ts";
+import { BucketLayout, type Dims, DocLayout } from "./layout.ts";
+import { BucketStatistics, DocStatistics } from "./statistics.ts";
+import { ALL } from "./tables.ts";
 import type { CsvRow } from "../common/csv.ts";
 
 const E = 4;
@@ -90,12 +93,58 @@ function near(actual: unknown, expected: number, what: string): void {
   );
 }
 
-Deno.test("baselines: overlap ≥ 1 is 46.4% for E = 8, k = 2; hypergeometric sums to 1", () => {
-  near(1 - overlapProbability(8, 2, 0), 1 - 15 / 28, "1 − C(6,2)/C(8,2)");
-  assert.equal((100 * (1 - choose(6, 2) / choose(8, 2))).toFixed(1), "46.4");
-  let total = 0;
-  for (let j = 0; j <= 8; j++) total += overlapProbability(64, 8, j);
-  near(total, 1, "Σ_j P(overlap = j), E = 64, k = 8");
+/** A Float64Array that counts the writes to each index. */
+function countingWrites(size: number): { out: Float64Array; writes: Int32Array } {
+  const writes = new Int32Array(size);
+  const out = new Proxy(new Float64Array(size), {
+    set(target, key, value) {
+      if (typeof key === "string" && /^\d+$/.test(key)) writes[Number(key)]!++;
+      return Reflect.set(target, key, value);
+    },
+  });
+  return { out, writes };
+}
+
+/** Every shape the slots depend on: k = 1 (no second choice), probs or not, one layer. */
+const SHAPES: Dims[] = [
+  { layers: 3, experts: 6, topK: 2, probs: true },
+  { layers: 2, experts: 5, topK: 1, probs: false },
+  { layers: 1, experts: 8, topK: 3, probs: true },
+];
+
+Deno.test("statistics: evaluate writes every slot of the vector exactly once", () => {
+  for (const dims of SHAPES) {
+    const doc = new DocStatistics(new DocLayout(dims));
+    const docSums = Float64Array.from({ length: doc.layout.size }, (_, i) => 1 + (i % 7));
+    const docOut = countingWrites(doc.size);
+    doc.evaluate(docSums, docOut.out);
+    assert.deepEqual([...docOut.writes], Array(doc.size).fill(1), JSON.stringify(dims));
+    const bucket = new BucketStatistics(new BucketLayout(dims));
+    const bucketSums = Float64Array.from({ length: bucket.layout.size }, (_, i) => 1 + (i % 5));
+    const bucketOut = countingWrites(bucket.size);
+    bucket.evaluate(bucketSums, bucketOut.out);
+    assert.deepEqual([...bucketOut.writes], Array(bucket.size).fill(1), JSON.stringify(dims));
+  }
+});
+
+Deno.test("statistics: coactivationAt finds the slot evaluate gives each ordered pair", () => {
+  const dims: Dims = { layers: 2, experts: 5, topK: 2, probs: false };
+  const S = new BucketStatistics(new BucketLayout(dims));
+  const B = S.layout;
+  // Distinct counts, so a pair read from another pair's slot shows.
+  const sums = Float64Array.from({ length: B.size }, (_, i) => 1 + i);
+  const out = new Float64Array(S.size);
+  S.evaluate(sums, out);
+  for (let l = 0; l < 2; l++) {
+    for (let i = 0; i < 5; i++) {
+      for (let j = 0; j < 5; j++) {
+        if (i === j) continue;
+        const nij = sums[B.coact + l * B.pairCount + B.pairIndex[i * 5 + j]!]!;
+        const ni = sums[B.any + l * 5 + i]!;
+        assert.equal(out[S.coactivationAt(l, i, j)], nij / ni, `layer ${l}, ${i} → ${j}`);
+      }
+    }
+  }
 });
 
 Deno.test("every statistic matches its value worked out on paper", async () => {
