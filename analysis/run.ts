@@ -142,8 +142,8 @@ export async function runAnalysis(
     summary: summaryTable(doc),
   };
   const resamples = {
-    documents: documents.bootstrapped ? documents.resamples : 0,
-    buckets: buckets.bootstrapped ? buckets.resamples : 0,
+    documents: documents.resamples,
+    buckets: buckets.resamples,
     permutations: divergence.permutations,
   };
   return {
@@ -178,10 +178,8 @@ interface BootstrapSettings {
 /** Statistics of some kind, bootstrapped, for the rows of each domain and `all`. */
 interface Bootstrapped<S> {
   estimates: Estimates<S>;
-  /** Resamples the bootstrap drew (or would have: 0 < N, within the memory cap). */
+  /** Resamples the bootstrap drew: N or fewer (memory cap); 0 where it did not run. */
   resamples: number;
-  /** Whether the bootstrap ran (it does not without N, domains or statistics). */
-  bootstrapped: boolean;
   /** Seconds it took. */
   seconds: number;
 }
@@ -220,6 +218,7 @@ function documentEstimates(
     n_docs: totals.reduce((n, t) => n + t.n_docs, 0),
     n_tokens: totals.reduce((n, t) => n + t.n_tokens, 0),
   };
+  // Resamples: N, fewer where the matrices of the domains and all would pass the cap.
   const groups = domains.length + 1;
   const resamples = Math.min(
     settings.bootstrap,
@@ -227,7 +226,8 @@ function documentEstimates(
   );
   // The divergence intervals need every resample's [M, E] top-k counts per domain; kept
   // only where there is a pair of domains and they fit in the same memory cap.
-  const keepShares = domains.length >= 2 && domains.length * resamples * M * E <= settings.maxCells;
+  const keepShares = resamples > 0 && domains.length >= 2 &&
+    domains.length * resamples * M * E <= settings.maxCells;
   const resampledShares = keepShares
     ? domains.map(() => new Float32Array(resamples * M * E))
     : null;
@@ -263,8 +263,7 @@ function documentEstimates(
         boot,
       ),
     },
-    resamples,
-    bootstrapped: boot !== null,
+    resamples: boot ? resamples : 0,
     seconds,
     totals,
     corpus,
@@ -286,6 +285,7 @@ function bucketEstimates(
   const sets: ClusterSet[] = domains.map((d) => ({ count: d.usedBuckets, data: d.bucketVectors }));
   const sums = sets.map((s) => sumClusters(s, B.size));
   const perDomain = coactivationPerDomain(acc.dims);
+  // Resamples: N, fewer where the matrices of the groups written would pass the cap.
   const groups = perDomain ? domains.length + 1 : 1;
   const resamples = Math.min(
     settings.bootstrap,
@@ -311,8 +311,7 @@ function bucketEstimates(
       // Without per-domain rows, only `all` (the last) is written.
       domains: perDomain ? all : all.slice(-1),
     },
-    resamples,
-    bootstrapped: boot !== null,
+    resamples: boot ? resamples : 0,
     seconds,
   };
 }
