@@ -6,7 +6,7 @@
  * number of tokens: memory is O(documents × DocLayout.size + domains ×
  * buckets × BucketLayout.size + distinct token ids × M × E).
  *
- * Documents never span batches (engine/trace.ts), and every sum is taken per
+ * Documents never span batches (trace/schema.ts), and every sum is taken per
  * document in trace order, so the result does not depend on how the trace is
  * sharded.
  */
