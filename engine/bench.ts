@@ -21,8 +21,8 @@ import { type Figure, medianSeconds, printFigures } from "../bench/measure.ts";
 import { createGpuContext, readBack, Recorder } from "./gpu.ts";
 import { matmulFlops } from "./kernels/matmul.ts";
 import { matmulTex, PREFILL } from "./kernels/matmul_tex.ts";
-import { type HostExperts, loadModel, modelInternals, type MoeModel } from "./model.ts";
-import { moeLayers } from "./config.ts";
+import { loadModel, type MoeModel } from "./model.ts";
+import type { ExpertLayout } from "./weights.ts";
 import { createSlotMatrix, writeSlot } from "./offload.ts";
 import { writeRandomMixtral } from "./random_checkpoint.ts";
 import { Rng } from "../common/random.ts";
@@ -84,7 +84,7 @@ export async function matmulGflops(
  */
 async function uploadLink(
   shape: { h: number; f: number },
-  host: Pick<HostExperts, "texture" | "format">,
+  host: ExpertLayout,
 ): Promise<{ gbps: number; latencyUs: number; readbackMs: number; expertBytes: number }> {
   const ctx = await createGpuContext();
   try {
@@ -177,11 +177,9 @@ export async function calibrate(
   };
   const moeCount = model.facts.moe_layers.length;
   // The offloader's slots take the resident experts' layout: texture or buffer, texel format.
-  const I = modelInternals(model);
-  const w1 = I.weights.layers[moeLayers(model.config)[0]!]!.experts![0]!.w1;
   const link = await uploadLink(
     { h: model.config.hiddenSize, f: model.config.expertFfn },
-    { texture: w1.view !== undefined, format: w1.format },
+    model.expertLayout(),
   );
   const round = (x: number) => Number(x.toPrecision(4));
   return {

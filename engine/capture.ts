@@ -12,7 +12,8 @@
 import { DataError } from "../common/errors.ts";
 import { Progress } from "../common/progress.ts";
 import { type CorpusDoc, readCorpus } from "../corpus/corpus.ts";
-import { loadModel, type RouterLog } from "./model.ts";
+import { loadModel } from "./model.ts";
+import type { RouterLog } from "./router_log.ts";
 import { TextTokenizer } from "./tokenizer.ts";
 import { type TraceDoc, TraceWriter } from "../trace/mod.ts";
 

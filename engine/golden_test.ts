@@ -8,7 +8,8 @@
  * while it trains) are skipped with a message, and included once it exists.
  */
 import assert from "node:assert/strict";
-import { loadModel, type RouterLog } from "./model.ts";
+import { loadModel } from "./model.ts";
+import type { RouterLog } from "./router_log.ts";
 import { readAll } from "./safetensors.ts";
 
 Deno.env.set("XDG_RUNTIME_DIR", Deno.env.get("XDG_RUNTIME_DIR") ?? "/tmp");

@@ -389,6 +389,13 @@ export class Recorder {
     (pass as GPUComputePassEncoder | null)?.end();
   }
 
+  /** Encodes the recording into one command buffer and submits it (a pass, or one decode step). */
+  submit(): void {
+    const encoder = this.ctx.device.createCommandEncoder();
+    this.encode(encoder);
+    this.ctx.device.queue.submit([encoder.finish()]);
+  }
+
   /**
    * Runs the recording once with one compute pass per dispatch and GPU
    * timestamps around each; returns milliseconds per program name (cache key

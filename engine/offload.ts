@@ -16,7 +16,7 @@
  *   element sums its K products in the same order whatever the tile shape),
  *   so the router logs equal `generate`'s batched prefill bit for bit
  *   (offload_test.ts, with a prompt long enough for the 64-row prefill tile).
- * - A step runs in M + 1 segments (model.ts `ForwardPlan.segment`): up to MoE
+ * - A step runs in M + 1 segments (segments.ts, `MoeModel.segments()`): up to MoE
  *   layer l's router; read back its top-k (the readback offloading needs);
  *   `cache.request` and upload the misses into their slots
  *   (`queue.writeTexture` or `writeBuffer`, one write per matrix); with
@@ -35,25 +35,35 @@
  *   per-step times are shifted by that tail and their sum is the decode's
  *   wall time. Prompt rows count uploads and bytes but no time.
  *
- * Online policies only (not belady or pinned).
+ * Online policies only: the offline ones (OFFLINE_POLICIES) need the whole
+ * trace up front.
  */
 import { DataError, UsageError } from "../common/errors.ts";
 import { type Budget, ExpertCache, policyOptions } from "../cache/expert_cache.ts";
-import { createPolicy, isPolicyName, type PolicyName } from "../cache/policies/mod.ts";
+import {
+  createPolicy,
+  isPolicyName,
+  OFFLINE_POLICIES,
+  POLICY_NAMES,
+  type PolicyName,
+} from "../cache/policies/mod.ts";
 import { moeLayers } from "./config.ts";
-import { type GpuContext, readBack, Recorder } from "./gpu.ts";
+import type { ExpertSlots } from "./forward.ts";
+import type { GpuContext, Recorder } from "./gpu.ts";
+import type { GenerateOptions, MoeModel } from "./model.ts";
+import { firstRows, type RouterLog } from "./router_log.ts";
 import {
   type ExpertChunk,
-  type GenerateOptions,
-  type HostExperts,
+  type ExpertLayout,
+  expertsPerChunk,
   type HostMatrix,
   type Linear,
-  modelInternals,
-  type MoeModel,
-  recordForward,
   ROUTED_EXPERTS,
-  type RouterLog,
-} from "./model.ts";
+  TEXEL_FORMAT,
+} from "./weights.ts";
+
+/** Policies an offloaded decode can run: those that decide from the past alone. */
+const ONLINE_POLICIES = POLICY_NAMES.filter((p) => !OFFLINE_POLICIES.includes(p));
 
 export interface OffloadSettings {
   policy: PolicyName;
@@ -99,11 +109,13 @@ export function parseOffload(
   const [name, cap, ...rest] = text.split(":");
   const capacity = Number(cap);
   if (
-    rest.length > 0 || name === undefined || !isPolicyName(name) || name === "belady" ||
-    name === "pinned" || !/^\d+$/.test(cap ?? "") || capacity < 1
+    rest.length > 0 || name === undefined || !isPolicyName(name) ||
+    OFFLINE_POLICIES.includes(name) || !/^\d+$/.test(cap ?? "") || capacity < 1
   ) {
     throw new UsageError(
-      `--offload takes POLICY:CAPACITY with an online policy (lru, fifo, lfu, lfru, random, swap) and a positive integer, got "${text}".`,
+      `--offload takes POLICY:CAPACITY with an online policy (${
+        ONLINE_POLICIES.join(", ")
+      }) and a positive integer, got "${text}".`,
     );
   }
   if (o.prefetch !== "none" && o.prefetch !== "speculative") {
@@ -131,16 +143,11 @@ export function createSlotMatrix(
   ctx: GpuContext,
   name: string,
   shape: { k: number; n: number; count: number },
-  host: Pick<HostExperts, "texture" | "format">,
+  host: ExpertLayout,
 ): SlotMatrix {
   const { k: K, n: N, count } = shape;
   if (host.texture) {
-    const texFormat = host.format === "f32"
-      ? "rgba32float"
-      : host.format === "f16"
-      ? "rgba16float"
-      : "rg32uint";
-    const t = ctx.pool.texture(name, N / 4, count * K, undefined, false, texFormat);
+    const t = ctx.pool.texture(name, N / 4, count * K, undefined, false, TEXEL_FORMAT[host.format]);
     return { linear: { k: K, n: N, format: host.format, view: t.createView() }, texture: t };
   }
   return {
@@ -204,9 +211,6 @@ export interface Offloader {
  * `hostExperts: true`. One cache (and one set of slots) for every prompt.
  */
 export function createOffloader(model: MoeModel, settings: OffloadSettings): Offloader {
-  const I = modelInternals(model);
-  const { ctx, weights, state } = I;
-  const device = ctx.device;
   const c = model.config;
   const moe = moeLayers(c);
   const M = moe.length, k = c.topK, E = c.numExperts, cap = settings.capacity;
@@ -224,28 +228,20 @@ export function createOffloader(model: MoeModel, settings: OffloadSettings): Off
       `--offload capacity is ${cap}, but a global pool can hold at most 256 slots (the expert grouping kernel's limit).`,
     );
   }
-  const hosts: HostExperts[] = moe.map((l) => {
-    const host = weights.layers[l]!.hostExperts;
-    if (!host) throw new Error("createOffloader: load the model with hostExperts: true");
-    return host;
-  });
+  const decode = model.segments();
+  const { ctx, hostExperts: hosts } = decode;
+  const device = ctx.device;
   const spec = settings.prefetch === "speculative";
   const ro = { probs: false, lookahead: spec ? 1 : 0 };
-  I.ensureLogs(ro);
+  // allocated now, not inside the first timed step
+  decode.reserveLogs(ro);
 
   // ---- slots: per layer, or one pool that every layer's chunks point at
   const h = c.hiddenSize, f = c.expertFfn;
   const shapes = [[h, f], [h, f], [f, h]] as const; // w1, w3, w2: [K, N]
+  const layout = model.expertLayout();
   const makePool = (label: string, slots: number): SlotPool => {
-    const { texture, format } = hosts[0]!;
-    const maxTex = device.limits.maxTextureDimension2D;
-    const perChunk = Math.max(
-      1,
-      Math.min(
-        Math.floor(ctx.maxBinding / (h * f * 4)),
-        texture ? Math.floor(maxTex / Math.max(h, f)) : Infinity,
-      ),
-    );
+    const perChunk = expertsPerChunk(ctx, { h, f }, layout.texture);
     const pool: SlotPool = { chunks: [], matrices: [] };
     for (let first = 0; first < slots; first += perChunk) {
       const count = Math.min(perChunk, slots - first);
@@ -254,7 +250,7 @@ export function createOffloader(model: MoeModel, settings: OffloadSettings): Off
           ctx,
           `${label} slots ${first}+ ${["gate", "up", "down"][i]}`,
           { k: K, n: N, count },
-          { texture, format },
+          layout,
         )
       );
       pool.chunks.push({
@@ -330,60 +326,48 @@ export function createOffloader(model: MoeModel, settings: OffloadSettings): Off
   const generate = async (prompt: Uint32Array, o: GenerateOptions): Promise<OffloadResult> => {
     const P = prompt.length;
     if (P === 0) throw new DataError("The prompt is empty, expected at least one token.");
-    if (!Number.isInteger(o.maxNewTokens) || o.maxNewTokens < 1 || P + o.maxNewTokens > state.cap) {
+    if (
+      !Number.isInteger(o.maxNewTokens) || o.maxNewTokens < 1 ||
+      P + o.maxNewTokens > decode.maxTokens
+    ) {
       throw new DataError(
-        `Prompt of ${P} tokens plus ${o.maxNewTokens} new tokens exceeds the engine's ${state.cap}-token context; lower max-new-tokens.`,
+        `Prompt of ${P} tokens plus ${o.maxNewTokens} new tokens exceeds the engine's ${decode.maxTokens}-token context; lower max-new-tokens.`,
       );
     }
-    I.checkTokens(prompt);
-    I.ensureLogs(ro);
+    decode.writePrompt(prompt);
+    decode.reserveLogs(ro);
     const sampling = { temperature: Math.max(0, o.temperature), seed: o.seed };
 
     // ---- one step's segments, recorded once: M up to a router, then the tail
-    const slots = { chunks: pools.map((p) => p.chunks), count: cap };
-    const segment = (m: number, logits: boolean): Recorder => {
-      const rec = new Recorder(ctx);
-      const last = m === M;
-      recordForward(rec, c, weights, state, {
-        tokens: 1,
-        logits: last && logits ? "last" : "none",
-        probs: false,
-        lookahead: ro.lookahead,
-        ...(last && logits ? { sample: sampling } : {}),
-        segment: { from: m === 0 ? -1 : moe[m - 1]!, to: last ? c.numLayers : moe[m]! },
-        slots,
-      });
-      rec.finish();
-      return rec;
-    };
-    const segments = Array.from({ length: M }, (_, m) => segment(m, false));
-    const sampleTail = segment(M, true); // last prompt token and generated tokens
-    const promptTail = segment(M, false); // other prompt tokens: their keys and values only
+    const slots: ExpertSlots = { chunks: pools.map((p) => p.chunks), count: cap };
+    const segments = Array.from(
+      { length: M },
+      (_, m) => decode.record(m, slots, { lookahead: ro.lookahead }),
+    );
+    // the last prompt token and generated tokens sample the next token
+    const sampleTail = decode.record(M, slots, { lookahead: ro.lookahead, sample: sampling });
+    // other prompt tokens: their keys and values only
+    const promptTail = decode.record(M, slots, { lookahead: ro.lookahead });
 
-    /** The forward of the token at `pos` (its id already in state.tokens) through the slots. */
+    /** The forward of the token at `pos` (its id already in the token buffer) through the slots. */
     const forward = async (pos: number, tail: Recorder) => {
-      device.queue.writeBuffer(state.info, 0, new Uint32Array([pos, pos, pos, pos]));
+      decode.setPosition(pos);
       let misses = 0, prefetched = 0, bytes = 0, input = 0;
       for (let m = 0; m < M; m++) {
-        I.submit(segments[m]!);
-        const row = (pos * M + m) * k * 4;
-        const parts = [{ buffer: state.logExperts, offset: row, bytes: k * 4 }];
-        if (spec) parts.push({ buffer: state.logSpec!, offset: row, bytes: k * 4 });
-        if (m === 0) parts.push({ buffer: state.tokens, offset: pos * 4, bytes: 4 });
-        const data = await readBack(ctx, parts);
-        if (m === 0) input = new Uint32Array(data[data.length - 1]!)[0]!;
-        const r = step(m, new Uint32Array(data[0]!), spec ? new Uint32Array(data[1]!) : null);
+        decode.submit(segments[m]!);
+        const choice = await decode.readChoice(pos, m, { spec, token: m === 0 });
+        if (m === 0) input = choice.token!;
+        const r = step(m, choice.experts, choice.spec);
         misses += r.misses;
         prefetched += r.prefetched;
         bytes += r.bytes;
-        device.queue.writeBuffer(state.choice, 0, r.slots);
+        decode.writeSlots(r.slots);
       }
-      I.submit(tail);
+      decode.submit(tail);
       return { misses, prefetched, bytes, input };
     };
 
     // ---- the prompt, token by token (phase 0)
-    device.queue.writeBuffer(state.tokens, 0, new Uint32Array(prompt));
     const promptRows: TokenMeasure[] = [];
     for (let t = 0; t < P; t++) {
       const r = await forward(t, t === P - 1 ? sampleTail : promptTail);
@@ -424,15 +408,16 @@ export function createOffloader(model: MoeModel, settings: OffloadSettings): Off
       if (stops.has(r.input)) break; // the stop token's own row is logged, as generate does
     }
     const rows = P + produced;
-    const { logs: [full], ids: tokens } = await I.readLogs(rows, ro, [rows], rows);
+    const { log: full, tokens } = await decode.readLog(rows, ro);
     let end = rows;
     const hit = tokens.subarray(P).findIndex((id) => stops.has(id));
     if (hit >= 0) end = Math.min(end, P + hit + 1);
-    const log: RouterLog = {
-      experts: full!.experts.slice(0, end * M * k),
-      weights: full!.weights.slice(0, end * M * k),
-    };
-    if (full!.spec) log.spec = full!.spec.slice(0, end * M * ro.lookahead * k);
+    const log = firstRows(full, end, {
+      moeLayers: M,
+      topK: k,
+      experts: E,
+      lookahead: ro.lookahead,
+    });
     for (const rec of [...segments, sampleTail, promptTail]) rec.destroy();
     return {
       tokens: tokens.slice(0, end),

@@ -1,0 +1,108 @@
+/**
+ * The router log: what every MoE layer decided for every token, written on
+ * the GPU by the router kernel (router.ts) into the run state's log buffers
+ * and read back once per pass.
+ *
+ * Per token t and MoE layer index m (the position of layer l in `moe_layers`):
+ * - experts[t, m, :] the k experts layer l uses, in descending probability;
+ *   weights[t, m, :] the gate weights applied to their outputs (renormalised
+ *   top-k probabilities for mixtral and `norm_topk_prob` models, the raw
+ *   probabilities otherwise); probs[t, m, :] = softmax(router logits) in f32.
+ * - spec[t, m, d − 1, :]: the top-k of layer (l + d)'s router applied to the
+ *   input of layer l's router, i.e. post_attention_layernorm_l(h), where h is
+ *   the residual stream after layer l's attention — exactly the vector layer
+ *   l's own router sees. 65535 where layer l + d does not exist or has no MoE
+ *   block (counted in layers, not MoE layers).
+ */
+import { type ModelConfig, moeLayers } from "./config.ts";
+import { type GpuContext, readBack } from "./gpu.ts";
+import type { RunState } from "./run_state.ts";
+
+export interface RouterLog {
+  /** [T, M, k] chosen experts, first choice first. */
+  experts: Uint16Array;
+  /** [T, M, k] gate weights actually applied. */
+  weights: Float32Array;
+  /** [T, M, E] softmax of the router logits (when asked). */
+  probs?: Float32Array;
+  /** [T, M, D, k] top-k of layer l+d's router on layer l's router input; 65535 where l+d has no MoE layer. */
+  spec?: Uint16Array;
+}
+
+/** What a pass logs besides experts and weights. */
+export interface RouteOptions {
+  /** The full router distribution [T, M, E]. */
+  probs: boolean;
+  /** D: the top-k of the D following layers' routers on each MoE layer's router input. */
+  lookahead: number;
+}
+
+/**
+ * Reads log rows [0, T) split at `counts` (one log per sequence), plus the
+ * first `tokens` token ids of the run state, in one readback.
+ */
+export async function readRouterLogs(
+  ctx: GpuContext,
+  c: ModelConfig,
+  s: RunState,
+  read: { rows: number; counts: readonly number[]; tokens?: number; options: RouteOptions },
+): Promise<{ logs: RouterLog[]; ids: Uint32Array }> {
+  const moe = moeLayers(c);
+  const T = read.rows, M = moe.length, k = c.topK, E = c.numExperts;
+  const { probs: withProbs, lookahead: D } = read.options;
+  const parts = [
+    { buffer: s.logExperts, bytes: T * M * k * 4 },
+    { buffer: s.logWeights, bytes: T * M * k * 4 },
+  ];
+  if (withProbs) parts.push({ buffer: s.logProbs!, bytes: T * M * E * 4 });
+  if (D > 0) parts.push({ buffer: s.logSpec!, bytes: T * M * D * k * 4 });
+  parts.push({ buffer: s.tokens, bytes: (read.tokens ?? 0) * 4 });
+  const data = await readBack(ctx, parts);
+  const ids = new Uint32Array(data[data.length - 1]!);
+  const experts = new Uint32Array(data[0]!);
+  const weights = new Float32Array(data[1]!);
+  const probs = withProbs ? new Float32Array(data[2]!) : null;
+  const spec = D > 0 ? new Uint32Array(data[withProbs ? 3 : 2]!) : null;
+  const logs: RouterLog[] = [];
+  let row = 0;
+  for (const n of read.counts) {
+    const log: RouterLog = {
+      experts: Uint16Array.from(experts.subarray(row * M * k, (row + n) * M * k)),
+      weights: weights.slice(row * M * k, (row + n) * M * k),
+    };
+    if (probs) log.probs = probs.slice(row * M * E, (row + n) * M * E);
+    if (spec) {
+      // The kernel writes only picks of layers that exist and have a router; the rest stay 65535.
+      const out = new Uint16Array(n * M * D * k).fill(65535);
+      for (let t = 0; t < n; t++) {
+        for (let m = 0; m < M; m++) {
+          for (let d = 1; d <= D; d++) {
+            if (!c.isMoe[moe[m]! + d]) continue;
+            const src = (((row + t) * M + m) * D + d - 1) * k;
+            out.set(spec.subarray(src, src + k), ((t * M + m) * D + d - 1) * k);
+          }
+        }
+      }
+      log.spec = out;
+    }
+    logs.push(log);
+    row += n;
+  }
+  return { logs, ids };
+}
+
+/** The log of the first `rows` tokens (generation cut at its stop token). */
+export function firstRows(
+  log: RouterLog,
+  rows: number,
+  shape: { moeLayers: number; topK: number; experts: number; lookahead: number },
+): RouterLog {
+  const { moeLayers: M, topK: k, experts: E, lookahead: D } = shape;
+  const out: RouterLog = {
+    experts: log.experts.slice(0, rows * M * k),
+    weights: log.weights.slice(0, rows * M * k),
+  };
+  if (log.probs) out.probs = log.probs.slice(0, rows * M * E);
+  if (log.spec) out.spec = log.spec.slice(0, rows * M * D * k);
+  return out;
+}
