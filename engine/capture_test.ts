@@ -1,17 +1,18 @@
 /**
  * capture and generate end to end on a fixture checkpoint: what lands in the
- * trace is what the model routed, batching does not change it, and generation
- * continues a prompt exactly as the Hugging Face golden says.
+ * trace is what Hugging Face's own forward routes (the golden file of the
+ * same prompts), batching does not change it, and generation continues a
+ * prompt exactly as the Hugging Face golden says.
  */
 import assert from "node:assert/strict";
 import { runCli } from "../tests/cli_helpers.ts";
-import { loadModel } from "./model.ts";
+import { checkRouting, checkSpecShape, goldenI32, readGolden } from "./golden.ts";
 import { TextTokenizer } from "./tokenizer.ts";
 import { type TraceDoc, TraceReader } from "../trace/mod.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
-const MODEL = `${ROOT}fixtures/models/tiny-mixtral-swa`;
-const CORPUS = `${ROOT}tests/data/mini-pile.jsonl`;
+const NAME = "tiny-mixtral-swa";
+const MODEL = `${ROOT}fixtures/models/${NAME}`;
 
 async function docs(dir: string): Promise<TraceDoc[]> {
   const out: TraceDoc[] = [];
@@ -19,19 +20,31 @@ async function docs(dir: string): Promise<TraceDoc[]> {
   return out;
 }
 
-Deno.test("capture writes the router decisions the model makes, whatever the batch size", async () => {
+Deno.test("capture writes the router decisions Hugging Face makes, whatever the batch size", async () => {
   const dir = await Deno.makeTempDir({ prefix: "moetrace-capture-" });
+  // The golden's three prompts (18, 27 and 34 tokens) as a corpus of three domains.
+  const golden = JSON.parse(await Deno.readTextFile(`${MODEL}/golden.json`));
+  const domains = ["ArXiv", "Github", "EuroParl"];
+  const corpus = golden.prompts.map((p: { text: string }, i: number) => ({
+    text: p.text,
+    meta: { pile_set_name: domains[i] },
+  }));
+  await Deno.writeTextFile(
+    `${dir}/corpus.jsonl`,
+    corpus.map((c: unknown) => JSON.stringify(c)).join("\n") + "\n",
+  );
   const common = [
     "--model",
     MODEL,
     "--corpus",
-    CORPUS,
+    `${dir}/corpus.jsonl`,
     "--probs",
     "--lookahead",
     "1",
     "--max-tokens",
-    "20",
+    "40",
   ];
+  // 8 tokens per batch: every document in a pass of its own; 4096: all three in one pass
   const small = await runCli([
     "capture",
     ...common,
@@ -52,32 +65,25 @@ Deno.test("capture writes the router decisions the model makes, whatever the bat
   assert.equal(large.code, 0, large.stderr);
   const captured = await docs(`${dir}/small`);
   assert.deepEqual(captured, await docs(`${dir}/large`), "batching does not change the trace");
+  assert.deepEqual(captured.map((d) => [d.doc, d.domain]), domains.map((d, i) => [i, d]));
 
-  const corpus = (await Deno.readTextFile(CORPUS)).trim().split("\n").map((l) => JSON.parse(l));
-  assert.deepEqual(
-    captured.map((d) => [d.doc, d.domain]),
-    corpus.map((c, i) => [i, c.meta.pile_set_name]),
-  );
+  const g = await readGolden(NAME);
   const tokenizer = await TextTokenizer.load(MODEL);
-  const model = await loadModel(MODEL);
-  try {
-    const ids = corpus.map((c) => tokenizer.encode(c.text).subarray(0, 20));
-    const logs = await model.route(ids, { probs: true, lookahead: 1 });
-    captured.forEach((doc, i) => {
-      assert.deepEqual(Array.from(doc.tokens), Array.from(ids[i]!));
-      assert.equal(doc.pieces.join(""), "<s>" + tokenizer.decode(ids[i]!.subarray(1)));
-      assert.deepEqual(Array.from(doc.experts), Array.from(logs[i]!.experts));
-      assert.deepEqual(Array.from(doc.weights), Array.from(logs[i]!.weights));
-      assert.deepEqual(Array.from(doc.probs!), Array.from(logs[i]!.probs!));
-      assert.deepEqual(Array.from(doc.spec!), Array.from(logs[i]!.spec!));
-    });
-  } finally {
-    model.destroy();
-  }
   const manifest = JSON.parse(await Deno.readTextFile(`${dir}/small/manifest.json`));
+  const facts = manifest.model;
+  captured.forEach((doc, p) => {
+    assert.deepEqual(Array.from(doc.tokens), Array.from(goldenI32(g, `p${p}.ids`)));
+    assert.equal(doc.pieces.join(""), "<s>" + tokenizer.decode(doc.tokens.subarray(1)));
+    checkRouting(g, p, { experts: doc.experts, weights: doc.weights, probs: doc.probs! }, {
+      moeLayers: facts.moe_layers.length,
+      topK: facts.top_k,
+      experts: facts.num_experts,
+    });
+    checkSpecShape(doc.spec!, facts, 1);
+  });
   assert.equal(manifest.capture.complete, true);
-  assert.equal(manifest.model.top_k, 3);
-  assert.deepEqual(manifest.capture.domains, ["ArXiv", "Github", "EuroParl"]);
+  assert.equal(facts.top_k, 3);
+  assert.deepEqual(manifest.capture.domains, domains);
 
   // Running the same capture again finds nothing left to do.
   const again = await runCli([
@@ -89,7 +95,7 @@ Deno.test("capture writes the router decisions the model makes, whatever the bat
     "8",
   ]);
   assert.equal(again.code, 0);
-  assert.match(again.stderr, /0 documents \(0 tokens\) written to .*, 6 already there\./);
+  assert.match(again.stderr, /0 documents \(0 tokens\) written to .*, 3 already there\./);
   // A different selection cannot be resumed into the same trace.
   const other = await runCli([
     "capture",
@@ -102,7 +108,7 @@ Deno.test("capture writes the router decisions the model makes, whatever the bat
   assert.equal(other.code, 1);
   assert.match(
     other.stderr,
-    /Cannot resume the trace in .*: its capture\.settings\.max_tokens is 20, this run has 30\.$/,
+    /Cannot resume the trace in .*: its capture\.settings\.max_tokens is 40, this run has 30\.$/,
   );
   await Deno.remove(dir, { recursive: true });
 });
@@ -144,4 +150,28 @@ Deno.test("a chat prompt carries exactly one BOS token", async () => {
   assert.equal(ids[0], 1);
   assert.equal(Array.from(ids).filter((id) => id === 1).length, 1);
   assert.match(tokenizer.decode(ids), /^<s> ?\[INST\] Which expert\? \[\/INST\]/);
+});
+
+Deno.test("a chat template's time limit counts its rendering, not the worker's start", async () => {
+  // A fresh worker loads (and on first use type-checks) the template library
+  // for far longer than 50 ms; the tiny template then renders well within it.
+  const tokenizer = await TextTokenizer.load(MODEL);
+  const ids = await tokenizer.encodeChat([{ role: "user", content: "Which expert?" }], 50);
+  assert.equal(ids[0], 1);
+  // A template that runs 10^10 iterations is still stopped.
+  const dir = await Deno.makeTempDir({ prefix: "moetrace-chat-" });
+  try {
+    await Deno.copyFile(`${MODEL}/tokenizer.json`, `${dir}/tokenizer.json`);
+    const config = JSON.parse(await Deno.readTextFile(`${MODEL}/tokenizer_config.json`));
+    config.chat_template =
+      "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}";
+    await Deno.writeTextFile(`${dir}/tokenizer_config.json`, JSON.stringify(config));
+    const looping = await TextTokenizer.load(dir);
+    await assert.rejects(
+      looping.encodeChat([{ role: "user", content: "hi" }], 200),
+      /The chat template in .*tokenizer_config\.json failed: it did not finish within 200 ms and may loop\./,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

@@ -3,7 +3,8 @@
 /**
  * Renders one chat template in a worker, so that a template that loops or
  * recurses without end can be stopped from outside (see tokenizer.ts).
- * Message: {source, context}; reply: {text} or {error}.
+ * Once loaded it posts {ready: true}; then message: {source, context}; reply:
+ * {text} or {error}.
  */
 import { Template } from "@huggingface/jinja";
 
@@ -15,3 +16,5 @@ self.onmessage = (event: MessageEvent<{ source: string; context: Record<string, 
     self.postMessage({ error: error instanceof Error ? error.message : String(error) });
   }
 };
+
+self.postMessage({ ready: true });

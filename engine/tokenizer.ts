@@ -81,7 +81,9 @@ export class TextTokenizer {
   /**
    * Renders `messages` through the chat template and encodes them (no second
    * BOS). The template runs in a worker stopped after `timeoutMs` (default
-   * 2000): a template from a stranger may loop.
+   * 2000) of rendering: a template from a stranger may loop. The clock starts
+   * when the worker has loaded, as its first start (type check, the template
+   * library) can alone take seconds on a loaded machine.
    */
   async encodeChat(messages: ChatMessage[], timeoutMs = 2000): Promise<Uint32Array> {
     const source = this.#config.chat_template;
@@ -101,16 +103,20 @@ export class TextTokenizer {
     let timer: ReturnType<typeof setTimeout> | undefined;
     try {
       const reply = await new Promise<{ text?: string; error?: string }>((resolve) => {
-        timer = setTimeout(
-          () => resolve({ error: `it did not finish within ${timeoutMs} ms and may loop` }),
-          timeoutMs,
-        );
-        worker.onmessage = (event) => resolve(event.data);
+        worker.onmessage = (
+          event: MessageEvent<{ ready?: true; text?: string; error?: string }>,
+        ) => {
+          if (!event.data.ready) return resolve(event.data);
+          timer = setTimeout(
+            () => resolve({ error: `it did not finish within ${timeoutMs} ms and may loop` }),
+            timeoutMs,
+          );
+          worker.postMessage({ source, context });
+        };
         worker.onerror = (event) => {
           event.preventDefault();
           resolve({ error: event.message });
         };
-        worker.postMessage({ source, context });
       });
       if (reply.text === undefined) {
         throw new DataError(
