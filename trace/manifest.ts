@@ -50,6 +50,20 @@ export interface CaptureFacts {
   complete: boolean;
   /** Producer-specific settings (flags of the command that made the trace). */
   settings?: Record<string, unknown>;
+  /**
+   * False when the log had no gate weights: the `weights` column then holds
+   * 1/k for every choice and weight statistics must be skipped. Absent means
+   * true (every trace made before this field existed recorded its weights).
+   */
+  weights_recorded?: boolean;
+  /** False when the log had no token ids: the `token` column then holds 0. Absent means true. */
+  tokens_recorded?: boolean;
+  /** Rows carry a `request` column (the serving request id of their document). */
+  requests?: boolean;
+  /** Rows carry an `arrival_step` column (the serving step their document's request arrived). */
+  arrival_steps?: boolean;
+  /** How document boundaries were found, for traces imported from logs that do not record them. */
+  documents?: string;
 }
 
 export interface ShardEntry {
@@ -96,16 +110,23 @@ export interface RowShape {
   experts: number;
   lookahead: number;
   probs: boolean;
+  /** A `request` column (dictionary<utf8>); absent means false. */
+  requests?: boolean;
+  /** An `arrival_step` column (u32); absent means false. */
+  arrivalSteps?: boolean;
 }
 
 export function rowShape(manifest: Manifest): RowShape {
-  return {
+  const shape: RowShape = {
     layers: manifest.model.moe_layers.length,
     topK: manifest.model.top_k,
     experts: manifest.model.num_experts,
     lookahead: manifest.capture.lookahead,
     probs: manifest.capture.probs,
   };
+  if (manifest.capture.requests) shape.requests = true;
+  if (manifest.capture.arrival_steps) shape.arrivalSteps = true;
+  return shape;
 }
 
 /** Reads and validates `DIR/manifest.json`. */
@@ -184,6 +205,14 @@ export function validateManifest(json: unknown, where: string): Manifest {
   requireCount(capture.lookahead, `${where} field "capture.lookahead"`, 0);
   if (typeof capture.probs !== "boolean") {
     throw new DataError(`${where} field "capture.probs" must be true or false.`);
+  }
+  for (const key of ["weights_recorded", "tokens_recorded", "requests", "arrival_steps"]) {
+    if (capture[key] !== undefined && typeof capture[key] !== "boolean") {
+      throw new DataError(`${where} field "capture.${key}" must be true or false when present.`);
+    }
+  }
+  if (capture.documents !== undefined && typeof capture.documents !== "string") {
+    throw new DataError(`${where} field "capture.documents" must be a string when present.`);
   }
   if (!Array.isArray(capture.domains) || !capture.domains.every((d) => typeof d === "string")) {
     throw new DataError(`${where} field "capture.domains" must be a list of strings.`);

@@ -128,6 +128,10 @@ export function* splitDocuments(batch: TraceBatch, shape: RowShape): Generator<T
     if (batch.spec) {
       doc.spec = batch.spec.subarray(start * mk * shape.lookahead, end * mk * shape.lookahead);
     }
+    if (batch.requestCodes && batch.requestNames) {
+      doc.request = batch.requestNames[batch.requestCodes[start]!]!;
+    }
+    if (batch.arrivalStep) doc.arrivalStep = batch.arrivalStep[start]!;
     yield doc;
     start = end;
   }
@@ -227,6 +231,10 @@ function decodeShard(
       ? list("spec", Uint16Array, mk * shape.lookahead, new arrow.Uint16())
       : null,
   };
+  if (shape.requests) {
+    [batch.requestCodes, batch.requestNames] = dictionary(column("request"), path, "request", rows);
+  }
+  if (shape.arrivalSteps) batch.arrivalStep = flat("arrival_step", Uint32Array, new arrow.Uint32());
   checkLengths(batch, shape, path);
   checkExpertIds(batch.experts, shape.experts, false, path, "experts");
   if (batch.spec) checkExpertIds(batch.spec, shape.experts, true, path, "spec");

@@ -24,6 +24,10 @@ export interface TraceDoc {
   probs?: Float32Array;
   /** [T, M, D, k] speculative top-k of layer l+d's router on layer l's MoE input. */
   spec?: Uint16Array;
+  /** The serving request this document belongs to, when the trace has a `request` column. */
+  request?: string;
+  /** The serving step its request arrived at, when the trace has an `arrival_step` column. */
+  arrivalStep?: number;
 }
 
 /** A run of rows from one shard, column by column. Documents never span batches. */
@@ -51,6 +55,11 @@ export interface TraceBatch {
   probs: Float32Array | null;
   /** [rows, M, D, k] or null */
   spec: Uint16Array | null;
+  /** [rows] index into `requestNames`, when the trace has a `request` column. */
+  requestCodes?: Int32Array;
+  requestNames?: string[];
+  /** [rows] when the trace has an `arrival_step` column. */
+  arrivalStep?: Uint32Array;
 }
 
 export const UTF8_DICT = () => new arrow.Dictionary(new arrow.Utf8(), new arrow.Int32());
@@ -80,6 +89,8 @@ export function shardSchema(shape: RowShape): arrow.Schema {
   if (shape.lookahead > 0) {
     fields.push(new arrow.Field("spec", listType(mk * shape.lookahead, new arrow.Uint16()), false));
   }
+  if (shape.requests) fields.push(new arrow.Field("request", UTF8_DICT(), false));
+  if (shape.arrivalSteps) fields.push(new arrow.Field("arrival_step", new arrow.Uint32(), false));
   return new arrow.Schema(fields);
 }
 
@@ -97,6 +108,8 @@ export function encodeShard(docs: readonly TraceDoc[], shape: RowShape): Uint8Ar
   const spec = shape.lookahead > 0 ? new Uint16Array(rows * mk * shape.lookahead) : null;
   const domains = new DictionaryBuilder(rows);
   const pieces = new DictionaryBuilder(rows);
+  const requests = shape.requests ? new DictionaryBuilder(rows) : null;
+  const arrivalStep = shape.arrivalSteps ? new Uint32Array(rows) : null;
   let r = 0;
   for (const d of docs) {
     const t = d.tokens.length;
@@ -112,6 +125,8 @@ export function encodeShard(docs: readonly TraceDoc[], shape: RowShape): Uint8Ar
     weights.set(d.weights, r * mk);
     if (probs && d.probs) probs.set(d.probs, r * shape.layers * shape.experts);
     if (spec && d.spec) spec.set(d.spec, r * mk * shape.lookahead);
+    if (requests) { for (let i = 0; i < t; i++) requests.push(d.request ?? ""); }
+    if (arrivalStep) arrivalStep.fill(d.arrivalStep ?? 0, r, r + t);
     r += t;
   }
   const schema = shardSchema(shape);
@@ -137,6 +152,10 @@ export function encodeShard(docs: readonly TraceDoc[], shape: RowShape): Uint8Ar
   ];
   if (probs) children.push(list("probs", probs));
   if (spec) children.push(list("spec", spec));
+  if (requests) children.push(requests.toData());
+  if (arrivalStep) {
+    children.push(arrow.makeData({ type: new arrow.Uint32(), length: rows, data: arrivalStep }));
+  }
   const struct = arrow.makeData({
     type: new arrow.Struct(schema.fields),
     length: rows,

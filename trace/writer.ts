@@ -169,7 +169,17 @@ function describeMismatch(existing: Manifest, fresh: Manifest): string | null {
       }`;
     }
   }
-  for (const key of ["mode", "lookahead", "probs", "seed", "corpus"] as const) {
+  for (
+    const key of [
+      "mode",
+      "lookahead",
+      "probs",
+      "seed",
+      "corpus",
+      "requests",
+      "arrival_steps",
+    ] as const
+  ) {
     if (existing.capture[key] !== fresh.capture[key]) {
       return `its capture.${key} is ${JSON.stringify(existing.capture[key])}, this run has ${
         JSON.stringify(fresh.capture[key])
@@ -204,4 +214,14 @@ function checkDoc(doc: TraceDoc, shape: RowShape): void {
   expect("weights", doc.weights.length, t * mk);
   if (shape.probs) expect("probs", doc.probs?.length, t * shape.layers * shape.experts);
   if (shape.lookahead > 0) expect("spec", doc.spec?.length, t * mk * shape.lookahead);
+  if (shape.requests && typeof doc.request !== "string") {
+    throw new Error(
+      `TraceDoc ${doc.doc}: the trace has a request column but the document has no request`,
+    );
+  }
+  if (shape.arrivalSteps && !(Number.isInteger(doc.arrivalStep) && doc.arrivalStep! >= 0)) {
+    throw new Error(
+      `TraceDoc ${doc.doc}: the trace has an arrival_step column but the document has none`,
+    );
+  }
 }
