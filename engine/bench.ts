@@ -28,7 +28,7 @@ import { writeRandomMixtral } from "./random_checkpoint.ts";
 import { Rng } from "../common/random.ts";
 import { writeFileAtomic } from "../common/atomic_write.ts";
 import { pathExists } from "../common/fs.ts";
-import type { Hardware } from "../cache/timing.ts";
+import type { Hardware } from "../cache/hardware.ts";
 
 const TINY_MOE = new URL("../fixtures/models/tiny-moe/", import.meta.url).pathname;
 
