@@ -44,7 +44,6 @@ import {
   capForLimits,
   checkTokens,
   ensureLogBuffers,
-  sequenceRows,
   writeDecodeRow,
   writeRows,
 } from "./run_state.ts";
@@ -181,8 +180,11 @@ class Model implements MoeModel {
     checkTokens(seq, this.vocabSize, this.#dir);
   }
 
-  /** Writes sequences packed from row 0, each from position 0; returns their total length. */
-  #writeSequences(sequences: readonly Uint32Array[], extraRows = 0): number {
+  /**
+   * Checks and writes sequences packed from row 0, each from position 0 with
+   * its own K/V rows; `extraRows` spare token rows after them.
+   */
+  #writeSequences(sequences: readonly Uint32Array[], extraRows = 0): void {
     const total = sequences.reduce((a, b) => a + b.length, 0);
     const tokens = new Uint32Array(total + extraRows);
     const rows: number[][] = [];
@@ -196,7 +198,6 @@ class Model implements MoeModel {
     const device = this.#ctx.device;
     device.queue.writeBuffer(this.#t.state.tokens, 0, tokens);
     writeRows(device, this.#t.state, rows);
-    return total;
   }
 
   async route(sequences: Uint32Array[], o: RouteOptions): Promise<RouterLog[]> {
@@ -220,7 +221,6 @@ class Model implements MoeModel {
         );
       }
       if (total === 0) {
-        batch.forEach((seq) => this.#checkTokens(seq));
         for (const _ of batch) {
           out.push({ experts: new Uint16Array(0), weights: new Float32Array(0) });
         }
@@ -276,12 +276,10 @@ class Model implements MoeModel {
         `Prompt of ${P} tokens plus ${o.maxNewTokens} new tokens exceeds the engine's ${cap}-token context; lower max-new-tokens.`,
       );
     }
-    this.#checkTokens(prompt);
+    this.#writeSequences([prompt]);
     ensureLogBuffers(this.#ctx, this.config, s, o);
     const logged = { probs: o.probs, lookahead: o.lookahead };
     const sampling = { temperature: Math.max(0, o.temperature), seed: o.seed };
-    device.queue.writeBuffer(s.tokens, 0, new Uint32Array(prompt));
-    writeRows(device, s, sequenceRows(P));
     // the prefill's last row samples the first new token; each decode step the next one
     const prefill = this.#record({
       tokens: P,

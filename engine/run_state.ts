@@ -215,11 +215,6 @@ export function writeRows(device: GPUDevice, s: RunState, rows: readonly number[
   device.queue.writeBuffer(s.info, 0, info);
 }
 
-/** Rows [0, T) as positions 0..T − 1 of one sequence, each its own K/V, log and token row. */
-export function sequenceRows(T: number): number[][] {
-  return Array.from({ length: T }, (_, p) => [p, p, p, p]);
-}
-
 /** Points a one-row pass (a decode step) at the token at position `pos` of the sequence in rows [0, pos]. */
 export function writeDecodeRow(device: GPUDevice, s: RunState, pos: number): void {
   device.queue.writeBuffer(s.info, 0, new Uint32Array([pos, pos, pos, pos]));
