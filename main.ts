@@ -37,12 +37,26 @@ export type PathAccess = "read" | "write" | "write-staged" | "write-file";
 
 interface CommandSpec {
   summary: string;
-  /** Name of the positional argument, if the command takes one. */
-  positional?: { name: string; help: string; optional?: boolean; path?: "read" };
+  /**
+   * Name of the positional argument, if the command takes one; with
+   * `multiple` it may be given several times (all reach `run` as its third
+   * argument, and a `path` grant covers each).
+   */
+  positional?: {
+    name: string;
+    help: string;
+    optional?: boolean;
+    path?: "read";
+    multiple?: boolean;
+  };
   flags: Record<string, FlagSpec>;
   /** Writes scratch files to the system temporary folder (benchmarks). */
   scratch?: boolean;
-  run: (positional: string | undefined, flags: Record<string, unknown>) => Promise<void>;
+  run: (
+    positional: string | undefined,
+    flags: Record<string, unknown>,
+    positionals: string[],
+  ) => Promise<void>;
 }
 
 export type ParsedFlags = Record<string, unknown>;
@@ -178,8 +192,15 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
     run: async (_p, f) => (await import("./engine/generate.ts")).generateCommand(f),
   },
   import: {
-    summary: "Convert an interchange JSONL router log (PyTorch, vLLM, SGLang) into a trace.",
-    positional: { name: "FILE", help: "Interchange JSONL file (see README).", path: "read" },
+    summary:
+      "Convert router logs recorded elsewhere (SGLang, vLLM, OLMoE, interchange JSONL) into a trace.",
+    positional: {
+      name: "FILE...",
+      help:
+        "Router logs of one format: SGLang per_token .pt files (one per rank), saved SGLang or vLLM responses with routed experts (JSONL), OLMoE run_moe_analysis.py output, or interchange JSONL (see README).",
+      path: "read",
+      multiple: true,
+    },
     flags: {
       out: {
         kind: "string",
@@ -188,8 +209,22 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
         value: "TRACE",
         help: "Trace directory to write.",
       },
+      from: {
+        kind: "string",
+        value: "FORMAT",
+        choices: ["interchange", "sglang-pt", "sglang-response", "vllm", "olmoe"],
+        help: "Format of the FILEs (default: told from each file's first bytes or line).",
+      },
+      "model-config": {
+        kind: "string",
+        path: "read",
+        value: "config.json",
+        help:
+          "The model's Hugging Face config.json: expert count, layers, hidden size, expert size and dtype the log lacks.",
+      },
     },
-    run: async (p, f) => (await import("./trace/import_jsonl.ts")).importCommand(p!, f),
+    run: async (_p, f, files) =>
+      (await import("./trace/import/command.ts")).importCommand(files, f),
   },
   inspect: {
     summary: "One-screen summary of a trace or a model directory.",
@@ -376,7 +411,7 @@ function commandUsage(name: string, spec: CommandSpec): string {
 export function parseCommand(
   name: string,
   argv: string[],
-): { positional: string | undefined; flags: ParsedFlags; help: boolean } {
+): { positional: string | undefined; positionals: string[]; flags: ParsedFlags; help: boolean } {
   const spec = COMMANDS[name];
   if (!spec) {
     throw new UsageError(`Unknown command "${name}"; run \`moetrace --help\` for the list.`);
@@ -409,7 +444,7 @@ export function parseCommand(
     throw new UsageError(`${message.replace(/\.$/, "")} (in ${name}).`);
   }
   const values = parsed.values as Record<string, string | boolean | undefined>;
-  if (values.help) return { positional: undefined, flags: {}, help: true };
+  if (values.help) return { positional: undefined, positionals: [], flags: {}, help: true };
   const positionals = parsed.positionals;
   if (spec.positional) {
     if (positionals.length === 0 && !spec.positional.optional) {
@@ -417,7 +452,7 @@ export function parseCommand(
         `${name} needs a ${spec.positional.name} argument; run \`moetrace ${name} --help\`.`,
       );
     }
-    if (positionals.length > 1) {
+    if (positionals.length > 1 && !spec.positional.multiple) {
       throw new UsageError(
         `${name} takes one ${spec.positional.name} argument, got ${positionals.length}.`,
       );
@@ -434,7 +469,7 @@ export function parseCommand(
     }
     flags[flag] = convertFlag(name, flag, f, raw);
   }
-  return { positional: positionals[0], flags, help: false };
+  return { positional: positionals[0], positionals, flags, help: false };
 }
 
 function convertFlag(command: string, flag: string, f: FlagSpec, raw: string | boolean): unknown {
@@ -487,13 +522,13 @@ export async function main(argv: string[]): Promise<number> {
       console.log(`moetrace ${TOOL_VERSION}`);
       return 0;
     }
-    const { positional, flags, help } = parseCommand(name, rest);
+    const { positional, positionals, flags, help } = parseCommand(name, rest);
     const spec = COMMANDS[name]!;
     if (help) {
       console.log(commandUsage(name, spec));
       return 0;
     }
-    await spec.run(positional, flags);
+    await spec.run(positional, flags, positionals);
     return 0;
   } catch (error) {
     if (isUserError(error)) {

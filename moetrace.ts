@@ -26,7 +26,7 @@ const PROJECT_ROOT = dirname(new URL(import.meta.url).pathname);
  */
 export function permissionsFor(
   command: string,
-  positional: string | undefined,
+  positional: string | string[] | undefined,
   flags: Record<string, unknown>,
 ): Permissions {
   const spec = COMMANDS[command];
@@ -57,7 +57,11 @@ export function permissionsFor(
     }
   };
   if (!spec) return { read: [...read], write: [] };
-  if (spec.positional?.path && positional !== undefined) grant(spec.positional.path, positional);
+  if (spec.positional?.path) {
+    for (const path of Array.isArray(positional) ? positional : [positional]) {
+      if (path !== undefined) grant(spec.positional.path, path);
+    }
+  }
   for (const [name, flag] of Object.entries(spec.flags)) {
     const value = flags[name];
     if (!flag.path) continue;
@@ -83,7 +87,7 @@ async function launch(args: string[]): Promise<number> {
   if (command !== undefined && !command.startsWith("-") && command !== "help") {
     try {
       const parsed = parseCommand(command, rest);
-      if (!parsed.help) permissions = permissionsFor(command, parsed.positional, parsed.flags);
+      if (!parsed.help) permissions = permissionsFor(command, parsed.positionals, parsed.flags);
     } catch (error) {
       if (!isUserError(error)) throw error;
       // main.ts reports the usage mistake itself, with its exit status.

@@ -5,7 +5,7 @@
  */
 import { Rng } from "../../common/random.ts";
 import { readCorpus } from "../../corpus/corpus.ts";
-import { importJsonl } from "../../trace/import_jsonl.ts";
+import { importJsonl } from "../../trace/import/interchange.ts";
 import { writeSyntheticTrace } from "../../trace/synthetic.ts";
 import { TraceReader } from "../../trace/mod.ts";
 import { parseCommand } from "../../main.ts";

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { runCli } from "../tests/cli_helpers.ts";
-import { type TraceDoc, TraceReader, TraceWriter } from "./mod.ts";
+import { runCli } from "../../tests/cli_helpers.ts";
+import { type TraceDoc, TraceReader, TraceWriter } from "../mod.ts";
 
 const HEADER = { moetrace_import: 1, num_layers: 2, num_experts: 4, top_k: 2 };
 const DOCS = [

@@ -1,0 +1,106 @@
+/**
+ * `moetrace import FILE... --out TRACE [--from FORMAT] [--model-config config.json]`:
+ * router logs recorded elsewhere → a trace. Without --from the format is
+ * told from each file's first bytes (a zip is a torch.save file) or its
+ * first JSON line's fields.
+ */
+import { DataError, UsageError } from "../../common/errors.ts";
+import { importJsonl } from "./interchange.ts";
+import { firstJsonLine } from "./json_lines.ts";
+import { type ConfigFacts, readModelConfig } from "./model_config.ts";
+import { importOlmoe } from "./olmoe.ts";
+import { importResponses } from "./responses.ts";
+import { importSglangPt } from "./sglang_pt.ts";
+import type { ImportSummary } from "./sink.ts";
+import { looksLikeLegacyTorch, looksLikeZip } from "./torch_zip.ts";
+
+export const IMPORT_FORMATS = [
+  "interchange",
+  "sglang-pt",
+  "sglang-response",
+  "vllm",
+  "olmoe",
+] as const;
+export type ImportFormat = typeof IMPORT_FORMATS[number];
+
+export async function importCommand(
+  files: string[],
+  flags: Record<string, unknown>,
+): Promise<void> {
+  const out = flags.out as string;
+  const config = typeof flags["model-config"] === "string"
+    ? await readModelConfig(flags["model-config"])
+    : null;
+  const format = (flags.from as ImportFormat | undefined) ?? await detectFormats(files);
+  const summary = await importFiles(files, out, format, config);
+  console.error(
+    `Imported ${summary.docs} documents, ${summary.tokens} tokens (${format}) into ${out}.`,
+  );
+}
+
+/** Imports `files` of one format into a trace at `out`. */
+export async function importFiles(
+  files: string[],
+  out: string,
+  format: ImportFormat,
+  config: ConfigFacts | null = null,
+): Promise<ImportSummary> {
+  switch (format) {
+    case "interchange":
+      return await importJsonl(files, out, config);
+    case "sglang-pt":
+      return await importSglangPt(files, out, config);
+    case "sglang-response":
+    case "vllm":
+      return await importResponses(files, out, config, format);
+    case "olmoe":
+      return await importOlmoe(files, out, config);
+  }
+}
+
+/** The one format all `files` are in; files of different formats are refused. */
+export async function detectFormats(files: string[]): Promise<ImportFormat> {
+  if (files.length === 0) throw new UsageError("import needs at least one FILE.");
+  const formats = await Promise.all(files.map(detectFormat));
+  const other = formats.findIndex((f) => f !== formats[0]);
+  if (other > 0) {
+    throw new DataError(
+      `${files[other]} looks like ${formats[other]} but ${files[0]} like ${
+        formats[0]
+      }; import one format at a time, or say which with --from.`,
+    );
+  }
+  return formats[0]!;
+}
+
+/** Tells a file's format from its first bytes or its first JSON line. */
+export async function detectFormat(file: string): Promise<ImportFormat> {
+  let head: Uint8Array;
+  try {
+    using handle = await Deno.open(file);
+    head = new Uint8Array(8);
+    const n = await handle.read(head) ?? 0;
+    head = head.subarray(0, n);
+  } catch (error) {
+    throw new DataError(`Cannot read ${file}: ${error instanceof Error ? error.message : error}.`);
+  }
+  // An empty file goes to the interchange reader, which names what it lacks.
+  if (head.length === 0) return "interchange";
+  if (looksLikeZip(head) || looksLikeLegacyTorch(head)) return "sglang-pt";
+  const json = await firstJsonLine(file);
+  const first = Array.isArray(json) ? json[0] : json;
+  if (typeof first === "object" && first !== null && !Array.isArray(first)) {
+    const keys = first as Record<string, unknown>;
+    if ("moetrace_import" in keys) return "interchange";
+    if ("exp_ids" in keys) return "olmoe";
+    if ("meta_info" in keys) return "sglang-response";
+    if ("choices" in keys || "prompt_routed_experts" in keys) return "vllm";
+    // A document line without its header: the interchange reader says what is missing.
+    if ("tokens" in keys || "experts" in keys) return "interchange";
+  }
+  throw new DataError(
+    `Cannot tell the format of ${file} from its first line; pass --from with one of ${
+      IMPORT_FORMATS.join(", ")
+    }.`,
+  );
+}

@@ -1,0 +1,179 @@
+import assert from "node:assert/strict";
+import { readPickle } from "./pickle.ts";
+
+/** Pickle bytes from opcodes: strings are Latin-1 text, numbers single bytes. */
+function bytes(...parts: (string | number | Uint8Array)[]): Uint8Array {
+  const out: number[] = [];
+  for (const part of parts) {
+    if (typeof part === "number") out.push(part);
+    else if (typeof part === "string") { for (const c of part) out.push(c.charCodeAt(0)); }
+    else out.push(...part);
+  }
+  return Uint8Array.from(out);
+}
+
+/** BINUNICODE of an ASCII string. */
+const str = (s: string) => bytes("X", s.length, 0, 0, 0, s);
+
+Deno.test("plain values come back as numbers, strings, arrays and Maps", () => {
+  // {"a": [1, 300, -5, 2**40, 2**70, 1.5, None, True], "__proto__": (False,)}
+  const pickle = bytes(
+    0x80,
+    2,
+    "}",
+    "(",
+    str("a"),
+    "]",
+    "(",
+    "K",
+    1,
+    "M",
+    0x2c,
+    0x01,
+    "J",
+    0xfb,
+    0xff,
+    0xff,
+    0xff,
+    0x8a,
+    6,
+    0,
+    0,
+    0,
+    0,
+    0,
+    1, // LONG1 2**40
+    0x8a,
+    9,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0x40, // LONG1 2**70
+    "G",
+    0x3f,
+    0xf8,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0, // BINFLOAT 1.5
+    "N",
+    0x88,
+    "e",
+    str("__proto__"),
+    0x89,
+    0x85,
+    "u",
+    ".",
+  );
+  const value = readPickle(pickle, "t.pkl");
+  assert.ok(value instanceof Map);
+  assert.deepEqual(value.get("a"), [1, 300, -5, 2 ** 40, 2n ** 70n, 1.5, null, true]);
+  assert.deepEqual(value.get("__proto__"), [false]);
+  assert.equal(Object.getPrototypeOf(value), Map.prototype);
+});
+
+Deno.test("memo references share one value", () => {
+  // [x, x] with x = [7]: BINPUT then BINGET
+  const pickle = bytes(0x80, 2, "]", "(", "]", "K", 7, "a", "q", 0, "h", 0, "e", ".");
+  assert.deepEqual(readPickle(pickle, "t.pkl"), [[7], [7]]);
+});
+
+Deno.test("anything that would build or call an arbitrary object is refused with one sentence", () => {
+  const cases: [Uint8Array, RegExp][] = [
+    [
+      bytes(0x80, 2, "c", "builtins\neval\n", str("1"), 0x85, "R", "."),
+      /^t\.pkl asks for the Python global builtins\.eval; moetrace reads only tensors, dicts, lists, numbers and strings from a \.pt file and never runs code from it\.$/,
+    ],
+    [
+      bytes(0x80, 4, str("os"), str("system"), 0x93, "."),
+      /asks for the Python global os\.system;/,
+    ],
+    [
+      bytes(0x80, 2, "}", "}", "b", "."),
+      /^t\.pkl uses the pickle opcode BUILD at byte 4, which builds arbitrary objects; /,
+    ],
+    [
+      bytes(0x80, 2, "c", "torch\nIntStorage\n", ")", 0x81, "."),
+      /uses the pickle opcode NEWOBJ at byte \d+/,
+    ],
+    [
+      bytes(0x80, 2, "I", "1\n", "."),
+      /has byte 0x49 at 2, which is not a pickle opcode this reader takes/,
+    ],
+    [
+      bytes(0x80, 2, "]", "K"),
+      /^t\.pkl ends in the middle of its pickle \(byte 4\); the file is truncated\.$/,
+    ],
+    [bytes(0x80, 2, "]", "]"), /ends in the middle of its pickle/],
+    [bytes(0x80, 2, "h", 3, "."), /refers to memo entry 3, which was never stored/],
+  ];
+  for (const [pickle, pattern] of cases) {
+    assert.throws(() => readPickle(pickle, "t.pkl"), (e: Error) => {
+      assert.equal(e.name, "DataError");
+      assert.match(e.message, pattern);
+      return true;
+    });
+  }
+});
+
+Deno.test("a tensor is read as a reference to its storage, with offset, shape and stride", () => {
+  // torch._utils._rebuild_tensor_v2(("storage", torch.IntStorage, "4", "cpu", 24), 2, (2, 3), (6, 1), False, OrderedDict())
+  const pickle = bytes(
+    0x80,
+    2,
+    "c",
+    "torch._utils\n_rebuild_tensor_v2\n",
+    "(",
+    "(",
+    str("storage"),
+    "c",
+    "torch\nIntStorage\n",
+    str("4"),
+    str("cpu"),
+    "K",
+    24,
+    "t",
+    "Q",
+    "K",
+    2,
+    "K",
+    2,
+    "K",
+    3,
+    0x86,
+    "K",
+    6,
+    "K",
+    1,
+    0x86,
+    0x89,
+    "c",
+    "collections\nOrderedDict\n",
+    ")",
+    "R",
+    "t",
+    "R",
+    ".",
+  );
+  assert.deepEqual(readPickle(pickle, "t.pkl"), {
+    kind: "tensor",
+    dtype: "int32",
+    storageKey: "4",
+    storageNumel: 24,
+    offset: 2,
+    shape: [2, 3],
+    stride: [6, 1],
+  });
+  // The storage type on its own is no value: a list holding it is refused.
+  assert.throws(
+    () => readPickle(bytes(0x80, 2, "]", "c", "torch\nIntStorage\n", "a", "."), "t.pkl"),
+    /uses a global \(storage_type\) as a list item/,
+  );
+});

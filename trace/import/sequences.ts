@@ -1,0 +1,126 @@
+/**
+ * Rebuilding sequences from a serving engine's forward passes when no request
+ * ids were recorded (SGLang's per_token recorder). Each pass lists its tokens
+ * with their positions, grouped into segments (`extend_seq_lens`; a decode
+ * pass has one token per sequence). A segment whose first position is 0
+ * starts a sequence. A segment starting at position p > 0 continues an open
+ * sequence whose length is p: among those, one extended in the most recent
+ * earlier pass, and among those the one that came first in that pass (so a
+ * decode batch whose order is stable maps onto itself step after step). A
+ * segment no sequence fits starts a sequence of its own, counted as started
+ * mid-stream (recording began after its prefix, or its prefix came from a
+ * prefix cache of a finished request).
+ */
+import { DataError } from "../../common/errors.ts";
+
+export type PassMode = "extend" | "decode" | "mixed";
+
+/** One pass's tokens as the rebuilder needs them. */
+export interface PassLayout {
+  /** [T] the position of each token in its sequence. */
+  positions: ArrayLike<number>;
+  /** Tokens per segment, in order; null: every token is a segment of one (decode). */
+  segments: readonly number[] | null;
+  mode: PassMode;
+}
+
+/** A run of one pass's tokens that belongs to one sequence. */
+export interface Segment {
+  /** Index of the pass (in the order passes were added). */
+  pass: number;
+  /** First token of the run within the pass. */
+  start: number;
+  length: number;
+  /** 0 prompt (prefill), 1 generated (decode). */
+  phase: 0 | 1;
+}
+
+export interface Sequence {
+  segments: Segment[];
+  /** Tokens so far (= the position of its next token). */
+  length: number;
+  /** Pass that started it, and its order among the sequences started in that pass. */
+  firstPass: number;
+  firstOrder: number;
+  /** Pass that last extended it. */
+  lastPass: number;
+  /** True when its first token's position was not 0. */
+  midStream: boolean;
+}
+
+/** Rebuilds the sequences of one stream of passes (one rank). */
+export class SequenceRebuilder {
+  readonly sequences: Sequence[] = [];
+  /** Open sequences by length, in the order they reached it. */
+  #byLength = new Map<number, Sequence[]>();
+  #lastPass = -1;
+
+  /** Adds the next pass; `where` names it in errors. */
+  add(pass: number, layout: PassLayout, where: string): void {
+    if (pass <= this.#lastPass) throw new Error("SequenceRebuilder.add: passes must increase");
+    this.#lastPass = pass;
+    const { positions, mode } = layout;
+    const T = positions.length;
+    const segments = layout.segments ?? new Array<number>(T).fill(1);
+    const total = segments.reduce((a, b) => a + b, 0);
+    if (total !== T) {
+      throw new DataError(
+        `${where} has ${T} tokens but its extend_seq_lens add up to ${total}.`,
+      );
+    }
+    let start = 0;
+    let order = 0;
+    for (const length of segments) {
+      if (length === 0) continue;
+      const first = positions[start]!;
+      for (let i = 1; i < length; i++) {
+        if (positions[start + i] !== first + i) {
+          throw new DataError(
+            `${where} token ${start + i} is at position ${positions[start + i]}, expected ${
+              first + i
+            } (positions must count up within a sequence).`,
+          );
+        }
+      }
+      let sequence = first > 0 ? this.#take(first, pass) : null;
+      const continuing = sequence !== null;
+      if (!sequence) {
+        sequence = {
+          segments: [],
+          length: first,
+          firstPass: pass,
+          firstOrder: order++,
+          lastPass: pass,
+          midStream: first > 0,
+        };
+        this.sequences.push(sequence);
+      }
+      const phase = mode === "decode" || (mode === "mixed" && length === 1 && continuing) ? 1 : 0;
+      sequence.segments.push({ pass, start, length, phase });
+      sequence.length = first + length;
+      sequence.lastPass = pass;
+      let bucket = this.#byLength.get(sequence.length);
+      if (!bucket) this.#byLength.set(sequence.length, bucket = []);
+      bucket.push(sequence);
+      start += length;
+    }
+  }
+
+  /** Removes and returns the open sequence of length `length` that this pass continues. */
+  #take(length: number, pass: number): Sequence | null {
+    const bucket = this.#byLength.get(length);
+    if (!bucket) return null;
+    // The bucket is in the order sequences reached this length, so lastPass never
+    // decreases along it: skip those extended in this very pass, then take the
+    // first of the run with the latest earlier pass.
+    let end = bucket.length;
+    while (end > 0 && bucket[end - 1]!.lastPass === pass) end--;
+    if (end === 0) return null;
+    const latest = bucket[end - 1]!.lastPass;
+    let at = end - 1;
+    while (at > 0 && bucket[at - 1]!.lastPass === latest) at--;
+    const [sequence] = bucket.splice(at, 1);
+    if (bucket.length === 0) this.#byLength.delete(length);
+    return sequence!;
+  }
+}

@@ -1,0 +1,193 @@
+import assert from "node:assert/strict";
+import { unzipSync, zipSync } from "fflate";
+import {
+  EXPECTED,
+  type ExpectedDoc,
+  FIXTURES,
+  listDir,
+  readBack,
+  runImport,
+} from "./fixtures_test_helpers.ts";
+
+const RANK0 = `${FIXTURES}sglang_rank0.pt`;
+const RANK1 = `${FIXTURES}sglang_rank1.pt`;
+const REPLICA = `${FIXTURES}sglang_rank2_replica.pt`;
+const CONFIG = `${FIXTURES}deepseek_config.json`;
+const truth = EXPECTED.sglang_pt;
+
+function expectedDocs() {
+  return (truth.documents as ExpectedDoc[]).map((d) => ({
+    tokens: d.tokens,
+    phase: d.phase,
+    experts: d.experts,
+    arrival_step: d.arrival_step,
+  }));
+}
+
+Deno.test("SGLang per_token files from two ranks import with logical ids, rebuilt sequences, phases and arrival steps", async () => {
+  const dir = await Deno.makeTempDir();
+  const { code, stderr, out } = await runImport(dir, [RANK0, RANK1]);
+  assert.equal(code, 0, stderr);
+  assert.match(stderr, /^Imported 7 documents, 26 tokens \(sglang-pt\) into /);
+  const { manifest, docs } = await readBack(out);
+  // The ground truth was laid out in physical ids over 2 ranks, 7 passes of 4 modes; the
+  // trace must give back each document whole, in logical ids, layer 0 (dense) dropped.
+  assert.deepEqual(
+    docs.map(({ tokens, phase, experts, arrival_step }) => ({
+      tokens,
+      phase,
+      experts,
+      arrival_step,
+    })),
+    expectedDocs(),
+  );
+  assert.ok(docs.every((d) => d.domain === "sglang" && d.weights.every((w) => w === 0.5)));
+  assert.equal(manifest.model.num_layers, 4);
+  assert.deepEqual(manifest.model.moe_layers, [1, 2, 3]);
+  assert.equal(manifest.model.num_experts, 4);
+  assert.equal(manifest.model.top_k, 2);
+  assert.equal(manifest.model.expert_params, 0, "unknown without --model-config");
+  assert.equal(manifest.capture.weights_recorded, false);
+  assert.equal(manifest.capture.arrival_steps, true);
+  assert.equal(manifest.capture.mode, "generate");
+  assert.match(manifest.capture.documents!, /rebuilt from extend_seq_lens and positions/);
+  const settings = manifest.capture.settings!;
+  assert.equal(settings.forward_passes, truth.forward_passes);
+  assert.equal(settings.documents_started_mid_stream, truth.documents_started_mid_stream);
+  assert.deepEqual(settings.passes_skipped_by_mode, truth.passes_skipped_by_mode);
+  assert.equal(settings.tensor_parallel_replicas_skipped, 0);
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("a tensor-parallel replica of a rank's recording is dropped, not imported twice", async () => {
+  const dir = await Deno.makeTempDir();
+  const { code, stderr, out } = await runImport(dir, [RANK0, RANK1, REPLICA]);
+  assert.equal(code, 0, stderr);
+  const { manifest, docs } = await readBack(out);
+  assert.deepEqual(docs.map((d) => d.tokens), expectedDocs().map((d) => d.tokens));
+  // Rank 0 recorded 5 passes with routed tokens; the replica repeats all of them.
+  assert.equal(manifest.capture.settings!.tensor_parallel_replicas_skipped, 5);
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("--model-config fills the facts the recorder lacks", async () => {
+  const dir = await Deno.makeTempDir();
+  const { code, stderr, out } = await runImport(dir, [RANK0, RANK1, "--model-config", CONFIG]);
+  assert.equal(code, 0, stderr);
+  const { manifest } = await readBack(out);
+  assert.deepEqual(manifest.model, {
+    name: "sglang_rank0",
+    family: "deepseek_v3",
+    num_layers: 4,
+    moe_layers: [1, 2, 3],
+    num_experts: 4,
+    top_k: 2,
+    num_shared_experts: 1,
+    hidden_size: 64,
+    expert_params: 3 * 64 * 32,
+    dtype: "bfloat16",
+  });
+  await Deno.remove(dir, { recursive: true });
+});
+
+/** `bytes` with every occurrence of ASCII `from` replaced by `to` (of the same length). */
+function replaceBytes(bytes: Uint8Array, from: string, to: string): Uint8Array {
+  const out = bytes.slice();
+  const [a, b] = [new TextEncoder().encode(from), new TextEncoder().encode(to)];
+  let replaced = 0;
+  for (let i = 0; i + a.length <= out.length; i++) {
+    if (a.every((byte, j) => out[i + j] === byte)) {
+      out.set(b, i);
+      replaced++;
+    }
+  }
+  assert.ok(replaced > 0, `no ${JSON.stringify(from)} in the pickle`);
+  return out;
+}
+
+/** A copy of the rank-0 file with its data.pkl replaced. */
+function withPickle(edit: (pickle: Uint8Array) => Uint8Array): Uint8Array {
+  const entries: Record<string, Uint8Array> = unzipSync(Deno.readFileSync(RANK0));
+  const name = Object.keys(entries).find((n) => n.endsWith("/data.pkl"))!;
+  entries[name] = edit(entries[name]!);
+  return zipSync(entries as Parameters<typeof zipSync>[0], { level: 0 });
+}
+
+Deno.test("unreadable .pt files are refused with one sentence and leave no trace", async (t) => {
+  const original = Deno.readFileSync(RANK0);
+  const config = JSON.parse(Deno.readTextFileSync(CONFIG));
+  const cases: [string, Uint8Array | string, RegExp, string[]?][] = [
+    [
+      "a pickle that asks for os.system",
+      Deno.readFileSync(`${FIXTURES}sglang_evil.pt`),
+      /in\.pt \(data\.pkl\) asks for the Python global posix\.system; moetrace reads only tensors, dicts, lists, numbers and strings from a \.pt file and never runs code from it\.$/,
+    ],
+    [
+      "a pickle that asks for subprocess.check_output",
+      // As long as "collections\nOrderedDict", so the pickle stays well formed.
+      withPickle((p) => replaceBytes(p, "collections\nOrderedDict", "subprocess\ncheck_output")),
+      /asks for the Python global subprocess\.check_output; moetrace reads only tensors/,
+    ],
+    [
+      "a truncated zip",
+      original.subarray(0, Math.floor(original.length / 2)),
+      /in\.pt is not a readable zip archive \(.+\); it is truncated or damaged\.$/,
+    ],
+    [
+      "a truncated pickle",
+      withPickle((p) => p.subarray(0, Math.floor(p.length * 0.6))),
+      /in\.pt \(data\.pkl\) ends in the middle of its pickle \(byte \d+\); the file is truncated\.$/,
+    ],
+    [
+      "a storage cut short",
+      (() => {
+        const entries = unzipSync(original);
+        const name = Object.keys(entries).find((n) => /\/data\/0$/.test(n))!;
+        entries[name] = entries[name]!.slice(0, 8);
+        return zipSync(entries, { level: 0 });
+      })(),
+      /in\.pt records\[0\] field "topk_ids_of_layer" needs \d+ elements but its storage holds 2; the file is truncated or damaged\.$/,
+    ],
+    [
+      "torch.save's legacy format",
+      Uint8Array.of(0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8),
+      /in\.pt is in torch\.save's legacy \(pre-1\.6\) format; re-save it with a current PyTorch/,
+      ["--from", "sglang-pt"],
+    ],
+    [
+      "a config that disagrees on top-k",
+      JSON.stringify({ ...config, num_experts_per_tok: 3 }),
+      /routes each token to 2 experts, but --model-config says num_experts_per_tok 3/,
+    ],
+    [
+      "a config that says a routed layer is dense",
+      JSON.stringify({ ...config, first_k_dense_replace: 2 }),
+      /has routing in layer 1, which --model-config says is not a MoE layer\.$/,
+    ],
+  ];
+  for (const [name, content, pattern, extra] of cases) {
+    await t.step(name, async () => {
+      const dir = await Deno.makeTempDir();
+      let args: string[];
+      if (typeof content === "string") {
+        await Deno.writeTextFile(`${dir}/config.json`, content);
+        await Deno.copyFile(RANK0, `${dir}/in.pt`);
+        args = [`${dir}/in.pt`, "--model-config", `${dir}/config.json`];
+      } else {
+        await Deno.writeFile(`${dir}/in.pt`, content);
+        args = [`${dir}/in.pt`, ...(extra ?? [])];
+      }
+      const { code, stderr } = await runImport(dir, args);
+      assert.equal(code, 1, stderr);
+      assert.match(stderr, pattern);
+      assert.equal(stderr.split("\n").length, 1, "one line");
+      assert.ok(!/\n\s+at /.test(stderr), "no stack trace");
+      assert.deepEqual(
+        listDir(dir).filter((n) => n.startsWith("trace")),
+        [],
+        "no partial trace",
+      );
+      await Deno.remove(dir, { recursive: true });
+    });
+  }
+});

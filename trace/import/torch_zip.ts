@@ -1,0 +1,177 @@
+/**
+ * Reading a `torch.save` file (the zip container of PyTorch ≥ 1.6) without
+ * PyTorch: fflate opens the zip, the restricted reader in pickle.ts reads
+ * `<archive>/data.pkl`, and tensors are read from `<archive>/data/<key>` as
+ * typed arrays, honouring offset and strides.
+ */
+import { unzipSync } from "fflate";
+import { DataError, messageOf } from "../../common/errors.ts";
+import { DTYPE_BYTES, isTensorRef, type PyValue, readPickle, type TensorRef } from "./pickle.ts";
+
+/** An opened torch.save file: its pickled object and the storages tensors point into. */
+export interface TorchFile {
+  file: string;
+  root: PyValue;
+  /** Raw bytes of each storage, by key. */
+  storages: Map<string, Uint8Array>;
+}
+
+/** True when `bytes` start like a zip archive (a local file header). */
+export function looksLikeZip(bytes: Uint8Array): boolean {
+  return bytes.length >= 4 && bytes[0] === 0x50 && bytes[1] === 0x4b && bytes[2] === 0x03 &&
+    bytes[3] === 0x04;
+}
+
+/** True when `bytes` start like a pickle (PROTO opcode), i.e. torch.save's legacy format. */
+export function looksLikeLegacyTorch(bytes: Uint8Array): boolean {
+  return bytes.length >= 2 && bytes[0] === 0x80 && bytes[1]! >= 2 && bytes[1]! <= 5;
+}
+
+/** Opens a torch.save zip. Every failure is one sentence naming `file`. */
+export function openTorchFile(file: string, bytes: Uint8Array): TorchFile {
+  if (!looksLikeZip(bytes)) {
+    if (looksLikeLegacyTorch(bytes)) {
+      throw new DataError(
+        `${file} is in torch.save's legacy (pre-1.6) format; re-save it with a current PyTorch, e.g. torch.save(torch.load(f, weights_only=True), f).`,
+      );
+    }
+    throw new DataError(`${file} is not a torch.save file (a zip archive holding data.pkl).`);
+  }
+  let entries: Record<string, Uint8Array>;
+  try {
+    entries = unzipSync(bytes);
+  } catch (error) {
+    throw new DataError(
+      `${file} is not a readable zip archive (${messageOf(error)}); it is truncated or damaged.`,
+    );
+  }
+  const pickles = Object.keys(entries).filter((name) => /^[^/]+\/data\.pkl$/.test(name));
+  if (pickles.length !== 1) {
+    throw new DataError(
+      `${file} holds ${pickles.length} data.pkl entries, expected one; it is not a torch.save file.`,
+    );
+  }
+  const prefix = pickles[0]!.slice(0, -"data.pkl".length);
+  const byteorder = entries[`${prefix}byteorder`];
+  if (byteorder && new TextDecoder().decode(byteorder).trim() !== "little") {
+    throw new DataError(
+      `${file} was saved on a big-endian machine; only little-endian torch.save files are read.`,
+    );
+  }
+  const root = readPickle(entries[pickles[0]!]!, `${file} (data.pkl)`);
+  const storages = new Map<string, Uint8Array>();
+  const storagePrefix = `${prefix}data/`;
+  for (const [name, data] of Object.entries(entries)) {
+    if (name.startsWith(storagePrefix)) storages.set(name.slice(storagePrefix.length), data);
+  }
+  return { file, root, storages };
+}
+
+export type IntArray = Int32Array;
+
+/**
+ * The values of an integer tensor as a contiguous Int32Array in row-major
+ * order (int64 values must fit in int32). `what` names it in errors.
+ */
+export function tensorInt32(torch: TorchFile, tensor: TensorRef, what: string): Int32Array {
+  const where = `${torch.file} ${what}`;
+  if (
+    tensor.dtype !== "int32" && tensor.dtype !== "int64" && tensor.dtype !== "int16" &&
+    tensor.dtype !== "uint8" && tensor.dtype !== "int8"
+  ) {
+    throw new DataError(`${where} is a ${tensor.dtype} tensor; expected integers.`);
+  }
+  const bytes = torch.storages.get(tensor.storageKey);
+  if (!bytes) {
+    throw new DataError(
+      `${where} points to storage ${tensor.storageKey}, which the archive lacks; the file is damaged.`,
+    );
+  }
+  const size = DTYPE_BYTES[tensor.dtype];
+  const numel = Math.floor(bytes.length / size);
+  if (numel < tensor.storageNumel) {
+    throw new DataError(
+      `${where} needs ${tensor.storageNumel} elements but its storage holds ${numel}; the file is truncated or damaged.`,
+    );
+  }
+  const count = tensor.shape.reduce((a, b) => a * b, 1);
+  if (count === 0) return new Int32Array(0);
+  let last = tensor.offset;
+  for (let d = 0; d < tensor.shape.length; d++) last += (tensor.shape[d]! - 1) * tensor.stride[d]!;
+  if (last >= numel) {
+    throw new DataError(
+      `${where} (shape [${
+        tensor.shape.join(", ")
+      }]) reaches element ${last} of a ${numel}-element storage; the file is damaged.`,
+    );
+  }
+  const source = elements(bytes, tensor.dtype, where);
+  const out = new Int32Array(count);
+  if (isContiguous(tensor) && source instanceof Int32Array) {
+    out.set(source.subarray(tensor.offset, tensor.offset + count));
+    return out;
+  }
+  // General strided gather, row-major over the shape.
+  const rank = tensor.shape.length;
+  const index = new Array<number>(rank).fill(0);
+  let at = tensor.offset;
+  for (let i = 0; i < count; i++) {
+    const v = Number(source[at]!);
+    if (v > 0x7fffffff || v < -0x80000000) {
+      throw new DataError(`${where} holds ${v} at element ${i}, outside the 32-bit range.`);
+    }
+    out[i] = v;
+    for (let d = rank - 1; d >= 0; d--) {
+      index[d]!++;
+      at += tensor.stride[d]!;
+      if (index[d]! < tensor.shape[d]!) break;
+      at -= tensor.shape[d]! * tensor.stride[d]!;
+      index[d] = 0;
+    }
+  }
+  return out;
+}
+
+function elements(
+  bytes: Uint8Array,
+  dtype: TensorRef["dtype"],
+  where: string,
+): Int32Array | BigInt64Array | Int16Array | Uint8Array | Int8Array {
+  const aligned = (size: number) => bytes.byteOffset % size === 0 ? bytes : bytes.slice();
+  switch (dtype) {
+    case "int32": {
+      const b = aligned(4);
+      return new Int32Array(b.buffer, b.byteOffset, b.length >> 2);
+    }
+    case "int64": {
+      const b = aligned(8);
+      return new BigInt64Array(b.buffer, b.byteOffset, b.length >> 3);
+    }
+    case "int16": {
+      const b = aligned(2);
+      return new Int16Array(b.buffer, b.byteOffset, b.length >> 1);
+    }
+    case "uint8":
+      return bytes;
+    case "int8":
+      return new Int8Array(bytes.buffer, bytes.byteOffset, bytes.length);
+    default:
+      throw new DataError(`${where} is a ${dtype} tensor; expected integers.`);
+  }
+}
+
+function isContiguous(tensor: TensorRef): boolean {
+  let expected = 1;
+  for (let d = tensor.shape.length - 1; d >= 0; d--) {
+    if (tensor.shape[d]! !== 1 && tensor.stride[d]! !== expected) return false;
+    expected *= tensor.shape[d]!;
+  }
+  return true;
+}
+
+/** The field `key` of a dict, or undefined. */
+export function field(dict: PyValue, key: string): PyValue | undefined {
+  return dict instanceof Map ? dict.get(key) : undefined;
+}
+
+export { isTensorRef };
