@@ -9,12 +9,12 @@
  * Then one document per line:
  *   `{"domain": "ArXiv", "tokens": [T], "experts": [T][M][k], "weights": [T][M][k]?,
  *     "probs": [T][M][E]?, "pieces": [T]?, "phase": [T]?, "request": "id"?, "arrival_step": n?}`
- *   Without "weights" every chosen expert gets 1/k (and the manifest says the
- *   weights were not recorded); without "pieces" a token's piece is its id in
- *   decimal; "phase" is 0 (prompt) or 1 (generated) per token.
- *   The first document decides which optional columns the trace has
- *   ("weights", "probs", "request", "arrival_step"); every later document
- *   must carry the same ones.
+ *   Without "weights" every chosen expert gets 1/k (and unless every document
+ *   had weights the manifest says capture.weights_recorded false); without
+ *   "pieces" a token's piece is its id in decimal; "phase" is 0 (prompt) or
+ *   1 (generated) per token, default 0. The first document decides which
+ *   optional columns the trace has ("probs", "request", "arrival_step");
+ *   every later document must carry the same ones.
  *
  * Several files are read in order into one trace; their headers must agree.
  */

@@ -150,3 +150,65 @@ Deno.test("malformed interchange JSONL gives a one-line error with the line numb
     await Deno.remove(dir, { recursive: true });
   });
 });
+
+Deno.test("interchange JSONL carries probs, phase, request and arrival_step into columns", async () => {
+  const dir = await Deno.makeTempDir();
+  const header = { ...HEADER, num_layers: 1, num_experts: 3, top_k: 1, mode: "generate" };
+  const docs = [
+    {
+      domain: "chat",
+      tokens: [4, 5],
+      experts: [[[2]], [[0]]],
+      weights: [[[1]], [[1]]],
+      probs: [[[0.25, 0.25, 0.5]], [[0.625, 0.125, 0.25]]],
+      phase: [0, 1],
+      request: "req-7",
+      arrival_step: 3,
+    },
+    {
+      domain: "chat",
+      tokens: [6],
+      experts: [[[1]]],
+      weights: [[[1]]],
+      probs: [[[0, 1, 0]]],
+      phase: [1],
+      request: 12,
+      arrival_step: 0,
+    },
+  ];
+  await Deno.writeTextFile(`${dir}/in.jsonl`, jsonl([header, ...docs]));
+  const result = await runCli(["import", `${dir}/in.jsonl`, "--out", `${dir}/t`]);
+  assert.equal(result.code, 0, result.stderr);
+  const reader = await TraceReader.open(`${dir}/t`);
+  assert.equal(reader.manifest.capture.probs, true);
+  assert.equal(reader.manifest.capture.requests, true);
+  assert.equal(reader.manifest.capture.arrival_steps, true);
+  assert.equal(reader.manifest.capture.weights_recorded, true);
+  assert.equal(reader.manifest.capture.mode, "generate");
+  const read = (await docsOf(`${dir}/t`)).map((d) => ({
+    probs: Array.from(d.probs!),
+    phase: Array.from(d.phase!),
+    request: d.request,
+    arrivalStep: d.arrivalStep,
+  }));
+  assert.deepEqual(read, [
+    {
+      probs: [0.25, 0.25, 0.5, 0.625, 0.125, 0.25],
+      phase: [0, 1],
+      request: "req-7",
+      arrivalStep: 3,
+    },
+    { probs: [0, 1, 0], phase: [1], request: "12", arrivalStep: 0 },
+  ]);
+  // A later document without a column the first one had is refused, leaving nothing.
+  const { probs: _, ...noProbs } = docs[1]!;
+  await Deno.writeTextFile(`${dir}/bad.jsonl`, jsonl([header, docs[0], noProbs]));
+  const bad = await runCli(["import", `${dir}/bad.jsonl`, "--out", `${dir}/u`]);
+  assert.equal(bad.code, 1);
+  assert.match(
+    bad.stderr,
+    /bad\.jsonl line 3 lacks field "probs", which the first document had; every document must carry the same optional fields\.$/,
+  );
+  assert.ok(!(await Deno.stat(`${dir}/u`).catch(() => null)));
+  await Deno.remove(dir, { recursive: true });
+});
