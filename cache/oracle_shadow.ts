@@ -13,78 +13,69 @@ import type { CacheStats } from "./expert_cache.ts";
 import type { StepCosts } from "./costs.ts";
 import { TimingModel } from "./timing.ts";
 
-/** Steps an OracleShadow buffers before taking them. */
-const SHADOW_CHUNK = 4096;
-
 /**
  * Timing of the oracle prefetcher from the miss counts of a per-layer cache
- * without prefetch. The counts are enough: every other expert a step needs
- * was waited for at an earlier step, so only the uploads issued for this step
- * can still be in flight. Feed every step's miss count in order with `push`,
- * then call `finish`.
+ * without prefetch, told to TimingModels as the events a replay of the oracle
+ * would send. The counts are enough: every other expert a step needs was
+ * waited for at an earlier step, so only the uploads issued for this step can
+ * still be in flight. Those uploads are told by their rank in the step (keys
+ * 0..k−1 of a model of k "experts" per layer): a step first reads the ready
+ * times of its own uploads (`use`), then overwrites them with the next step's
+ * (`prefetch`). Feed every step's miss count in order with `push`, then call
+ * `finish`.
  */
 export class OracleShadow {
   readonly timings: TimingModel[];
+  /** The first of `timings`, chained to the others. */
+  #timing: TimingModel | null;
   #layers: number;
   #topK: number;
-  /**
-   * Miss counts of the steps pushed and not yet taken. A step is taken once
-   * the next one's count is known, a chunk at a time: one tight loop per
-   * timing model instead of a chain of calls per step.
-   */
-  #pending = new Uint16Array(SHADOW_CHUNK);
-  #count = 0;
-  /** Steps taken so far. */
-  #taken = 0;
-  /** Per timing model: [k] when the uploads for the next step to take complete, ms. */
-  #done: Float64Array[];
+  /** Misses of the step pushed last, taken once the next one's are known; −1 before the first. */
+  #pending = -1;
+  /** Layer of the pending step. */
+  #layer = 0;
+  /** Whether the pending step is the very first (its uploads are demand loads). */
+  #first = true;
 
-  constructor(
-    costs: readonly StepCosts[],
-    shape: { layers: number; experts: number; topK: number },
-  ) {
-    this.timings = costs.map((c) => new TimingModel(c, shape));
+  constructor(costs: readonly StepCosts[], shape: { layers: number; topK: number }) {
+    this.timings = costs.map((c) =>
+      new TimingModel(c, { layers: shape.layers, experts: shape.topK })
+    );
+    this.#timing = TimingModel.chain(this.timings);
     this.#layers = shape.layers;
     this.#topK = shape.topK;
-    this.#done = costs.map(() => new Float64Array(shape.topK));
   }
 
   /** The number of misses of the next step (the one after the last pushed). */
   push(misses: number): void {
-    this.#pending[this.#count++] = misses;
-    if (this.#count === SHADOW_CHUNK) {
-      // All but the last step know their successor's count: take them.
-      const n = SHADOW_CHUNK - 1;
-      this.#take(n, this.#pending[n]!);
-      this.#pending[0] = this.#pending[n]!;
-      this.#count = 1;
-    }
+    if (this.#pending >= 0) this.#take(this.#pending, misses);
+    this.#pending = misses;
   }
 
-  /** Takes the remaining steps (nothing left to prefetch after the last). */
+  /** Takes the last step (nothing left to prefetch after it). */
   finish(): void {
-    this.#take(this.#count, 0);
-    this.#count = 0;
+    if (this.#pending >= 0) this.#take(this.#pending, 0);
+    this.#pending = -1;
   }
 
-  /** Takes the first `n` pending steps; the step after the last of them needs `lastNext` uploads. */
-  #take(n: number, lastNext: number): void {
-    if (n === 0) return;
-    const first = this.#taken === 0;
-    const layer0 = this.#taken % this.#layers;
-    for (let i = 0; i < this.timings.length; i++) {
-      this.timings[i]!.oracleSteps(
-        this.#pending,
-        n,
-        lastNext,
-        first,
-        layer0,
-        this.#layers,
-        this.#done[i]!,
-        this.#topK,
-      );
+  /** A step that needs `count` uploads and issues the `next` step's. */
+  #take(count: number, next: number): void {
+    const timing = this.#timing;
+    if (timing === null) return;
+    const layer = this.#layer;
+    timing.begin();
+    if (this.#first) {
+      for (let i = 0; i < count; i++) timing.load(i);
+      this.#first = false;
+    } else {
+      for (let i = 0; i < count; i++) timing.use(layer, i);
     }
-    this.#taken += n;
+    for (let i = 0; i < next; i++) timing.prefetch(i);
+    timing.end(layer, this.#topK);
+    if (++this.#layer === this.#layers) {
+      this.#layer = 0;
+      timing.endToken();
+    }
   }
 }
 

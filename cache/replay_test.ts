@@ -10,20 +10,11 @@
  */
 import { deepStrictEqual as assertEquals, ok } from "node:assert";
 import { accessCounts, type AccessTrace } from "./access_trace.ts";
-import { Rng } from "../common/random.ts";
-import { NO_EXPERT } from "../trace/mod.ts";
-import { type Budget, ExpertCache, policyOptions } from "./expert_cache.ts";
-import { createPolicy, POLICY_NAMES, type PolicyName, traceFutureUses } from "./policies/mod.ts";
-import type { CachePolicy } from "./policy.ts";
-import {
-  createPrefetcher,
-  OraclePrefetcher,
-  parsePrefetch,
-  type Prefetcher,
-} from "./prefetch/mod.ts";
+import { policyOptions } from "./expert_cache.ts";
+import { createPolicy, type PolicyName, traceFutureUses } from "./policies/mod.ts";
+import { OraclePrefetcher } from "./prefetch/mod.ts";
 import { replay } from "./replay.ts";
 import { syntheticAccessTrace } from "./synthetic.ts";
-import type { StepCosts } from "./costs.ts";
 
 function hitRate(trace: AccessTrace, name: PolicyName, capacity: number): number {
   const options = {
@@ -113,124 +104,3 @@ Deno.test("oracle prefetch with enough capacity and bandwidth never stalls after
     );
   }
 });
-
-/**
- * The reference the fused replay loop must equal: the online access loop
- * (`ExpertCache`, what the engine drives) stepped one router decision at a
- * time, timed here the plain way, independently of TimingModel: uploads
- * queue in order and every chosen expert is waited for.
- */
-function referenceReplay(
-  trace: AccessTrace,
-  policy: CachePolicy,
-  budget: Budget,
-  prefetcher: Prefetcher | null,
-  costs: StepCosts,
-) {
-  const { layers: M, experts: E, topK: k, chosen, tokens: T } = trace;
-  const cache = new ExpertCache(policy, { layers: M, experts: E, budget });
-  const readyAt = new Float64Array(M * E);
-  const timing = { now: 0, stallMs: new Float64Array(M), late: new Float64Array(M) };
-  let queueFree = 0;
-  const out = new Uint16Array(k);
-  for (let t = 0; t < T; t++) {
-    for (let l = 0; l < M; l++) {
-      const offset = (t * M + l) * k;
-      cache.access(l, chosen, offset, k);
-      if (prefetcher) {
-        prefetcher.observe(t, l);
-        for (let d = 1; d <= prefetcher.depth; d++) {
-          const target = t * M + l + d;
-          if (target >= T * M || (l + d >= M && !prefetcher.crossesTokens)) break;
-          const n = prefetcher.predict(t, l, d, out);
-          if (n > 0) cache.prefetch(target % M, out, 0, n);
-        }
-      }
-      const decision = timing.now + costs.attentionMs;
-      const upload = (key: number) => {
-        queueFree = Math.max(queueFree, decision) + costs.transferMs;
-        readyAt[key] = queueFree;
-      };
-      for (let i = 0; i < cache.missCount; i++) upload(cache.missKeys[i]!);
-      for (let i = 0; i < cache.issuedCount; i++) upload(cache.issuedKeys[i]!);
-      for (let i = 0; i < cache.usedCount; i++) {
-        if (readyAt[cache.usedKeys[i]!]! > decision) timing.late[l]!++;
-      }
-      let ready = decision;
-      for (let j = 0; j < k; j++) ready = Math.max(ready, readyAt[l * E + chosen[offset + j]!]!);
-      if (costs.serialUploads) ready = Math.max(ready, queueFree);
-      timing.stallMs[l]! += ready - decision;
-      timing.now = ready + k * costs.expertMs;
-    }
-    timing.now += costs.otherMs;
-  }
-  return { stats: cache.stats, timing };
-}
-
-for (const topK of [2, 3]) {
-  Deno.test(`the replay loop equals the online ExpertCache step by step: every policy, prefetcher and budget (top-${topK})`, () => {
-    const trace = syntheticAccessTrace({
-      tokens: 600,
-      layers: 4,
-      experts: 8,
-      topK,
-      stickiness: 0.6,
-      memory: "geometric",
-      lookahead: 2,
-      specAccuracy: 0.6,
-      seed: 9,
-    });
-    // Some speculative picks missing, as in captured traces.
-    const rng = new Rng(4);
-    for (let i = 0; i < trace.spec!.length; i++) if (rng.next() < 0.1) trace.spec![i] = NO_EXPERT;
-    const overlapped = {
-      expertBytes: 1,
-      transferMs: 0.7,
-      expertMs: 0.3,
-      attentionMs: 0.5,
-      otherMs: 0.2,
-    };
-    const prefetchers = ["none", "speculative", "speculative:2", "markov", "oracle"];
-    let compared = 0;
-    for (const budget of ["per-layer", "global"] as const) {
-      for (const name of POLICY_NAMES) {
-        for (const capacity of budget === "per-layer" ? [topK, topK + 1, 5] : [topK + 1, 8, 20]) {
-          for (const prefetch of prefetchers) {
-            // Serial uploads on alternate combinations: both modes are covered.
-            const costs = compared % 2 === 0 ? overlapped : { ...overlapped, serialUploads: true };
-            const make = () =>
-              createPolicy(name, {
-                ...policyOptions({ layers: 4, experts: 8, topK, capacity, budget, seed: 7 }),
-                future: traceFutureUses(trace),
-                counts: accessCounts(trace),
-              });
-            const spec = parsePrefetch(prefetch)!;
-            const fused = replay(trace, {
-              policy: make(),
-              budget,
-              prefetcher: createPrefetcher(spec, trace),
-              costs: [costs],
-            });
-            const reference = referenceReplay(
-              trace,
-              make(),
-              budget,
-              createPrefetcher(spec, trace),
-              costs,
-            );
-            const what = `${name}:${capacity} ${budget} ${prefetch}`;
-            assertEquals(fused.stats, reference.stats, what);
-            const [a, b] = [fused.timings[0]!, reference.timing];
-            assertEquals(
-              [a.now, [...a.stallMs], [...a.late]],
-              [b.now, [...b.stallMs], [...b.late]],
-              what,
-            );
-            compared++;
-          }
-        }
-      }
-    }
-    assertEquals(compared, 2 * 8 * 3 * 5);
-  });
-}

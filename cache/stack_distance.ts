@@ -75,7 +75,7 @@ export function lruStackDistances(
     throw new RangeError("oracle timings from stack distances need a per-layer budget.");
   }
   const shadows = (oracle?.capacities ?? []).map((_, i) =>
-    new OracleShadow(oracle!.costs[i]!, { layers: M, experts: E, topK: k })
+    new OracleShadow(oracle!.costs[i]!, { layers: M, topK: k })
   );
   const shadowCapacities = oracle?.capacities ?? [];
 

@@ -25,9 +25,10 @@
  * derived from miss counts is in oracle_shadow.ts.
  */
 import type { StepCosts } from "./costs.ts";
+import type { CacheListener } from "./expert_cache.ts";
 
 /** Clock, transfer queue and per-layer time of one replay under one cost setting. */
-export class TimingModel {
+export class TimingModel implements CacheListener {
   readonly costs: StepCosts;
   /** Compute clock, ms. */
   now = 0;
@@ -66,13 +67,14 @@ export class TimingModel {
   }
 
   // One layer of one token as events, in this order: `begin`; `load` for each
-  // demand load, then `prefetch` for each prefetch issued; `use` for each
-  // prefetched key used for the first time (before or after the loads: they
-  // never touch the same key); `end`. The simulator's replay loop calls them
-  // as the cache decides. The layer waits only for its demand loads and first
+  // demand load and `use` for each prefetched key used for the first time
+  // (in the order of the step's experts), then `prefetch` for each prefetch
+  // issued; `end`. The replay gives the clock (`begin`, `end`, `endToken`);
+  // `load`, `use` and `prefetch` come from the ExpertCache this model listens
+  // to, as it decides. The layer waits only for its demand loads and first
   // uses: every other expert it needs was waited for by the layer that last
   // used it, and has not been uploaded since (a cached key is never uploaded
-  // again). replay_test.ts checks this against waiting for every expert.
+  // again). timing_test.ts checks this against waiting for every expert.
   //
   // Every event is passed on to the model `chain` linked after this one, so
   // a replay timing several settings sends each event once; with one setting
@@ -140,73 +142,6 @@ export class TimingModel {
     this.layerMs[layer]! += this.#attentionMs + stall + compute;
     this.now = ready + compute;
     this.#next?.end(layer, count);
-  }
-
-  /**
-   * Steps of the oracle shadow (OracleShadow) from counts, in one tight loop.
-   * Step s (layer `layer0 + s` modulo `layers`) needs `misses[s]` uploads:
-   * demand loads queued now at the very first step (`first`), else
-   * prefetches queued one step earlier that complete at `done[0..misses[s])`;
-   * then it queues the uploads for the step after it (`misses[s + 1]`, or
-   * `lastNext` after the last), their completion times written to `done`.
-   * The same arithmetic as `begin`, `load`, `use` and `end`, in the same
-   * order; a token ends after the last layer.
-   */
-  oracleSteps(
-    misses: Uint16Array,
-    n: number,
-    lastNext: number,
-    first: boolean,
-    layer0: number,
-    layers: number,
-    done: Float64Array,
-    topK: number,
-  ): void {
-    const attention = this.#attentionMs;
-    const transfer = this.#transferMs;
-    const compute = topK * this.#expertMs;
-    const other = this.costs.otherMs;
-    const serial = this.#serial;
-    const { stallMs, layerMs, late } = this;
-    let now = this.now;
-    let free = this.queueFree;
-    let layer = layer0;
-    for (let s = 0; s < n; s++) {
-      const count = misses[s]!;
-      const next = s + 1 < n ? misses[s + 1]! : lastNext;
-      const decision = now + attention;
-      let ready = decision;
-      if (first && s === 0) {
-        for (let i = 0; i < count; i++) {
-          free = (free > decision ? free : decision) + transfer;
-          if (free > ready) ready = free;
-        }
-      } else {
-        for (let i = 0; i < count; i++) {
-          const r = done[i]!;
-          if (r > decision) {
-            late[layer]!++;
-            if (r > ready) ready = r;
-          }
-        }
-      }
-      for (let i = 0; i < next; i++) {
-        free = (free > decision ? free : decision) + transfer;
-        done[i] = free;
-      }
-      if (serial && free > ready) ready = free;
-      const stall = ready - decision;
-      stallMs[layer]! += stall;
-      layerMs[layer]! += attention + stall + compute;
-      now = ready + compute;
-      if (++layer === layers) {
-        layer = 0;
-        now += other;
-        this.tokens++;
-      }
-    }
-    this.now = now;
-    this.queueFree = free;
   }
 
   /** Ends a token. */
