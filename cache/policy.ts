@@ -95,7 +95,7 @@ export interface PolicyOptions {
   experts: number;
   /** k, experts chosen per token and layer. */
   topK: number;
-  /** Accesses per token, layers × k (lfru's half-life is in tokens). */
+  /** Accesses per token, layers × k (lrfu's half-life is in tokens). */
   accessesPerToken: number;
   /** random: seed (default 0). */
   seed?: number;
@@ -103,7 +103,7 @@ export interface PolicyOptions {
   future?: FutureUses;
   /** pinned: accesses per key in a profile (the trace itself when simulating). */
   counts?: ArrayLike<number>;
-  /** lfru: half-life of an access's weight, in tokens (default 8). */
+  /** lrfu: half-life of an access's weight, in tokens (default 8). */
   halfLifeTokens?: number;
 }
 
@@ -116,7 +116,7 @@ export function partitionTable(keys: number, partitionKeys: number): Int32Array 
 
 /**
  * The keys of each partition as a dense list, so policies that scan their
- * contents (lfu, lfru, belady, random) touch only cached keys.
+ * contents (lfu, lrfu, belady, random) touch only cached keys.
  */
 export class MemberLists {
   /** [partitions × capacity] the cached keys of each partition, first `count[p]` valid. */
@@ -163,7 +163,7 @@ export class MemberLists {
   /**
    * The unguarded cached key of `partition` with the smallest `score`, ties
    * to the smallest `last` (least recently used); NONE when all are guarded.
-   * The victim rule of the frequency policies (lfu, lfru).
+   * The victim rule of the frequency policies (lfu, lrfu).
    */
   leastScored(
     partition: number,

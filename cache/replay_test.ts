@@ -40,7 +40,7 @@ Deno.test("uniform routing: every online policy hits c/E, Belady strictly more",
     const p = c / 8;
     const tolerance = 4 * Math.sqrt(p * (1 - p) / steps) +
       (c * UNIFORM.layers) / UNIFORM.chosen.length;
-    for (const name of ["lru", "fifo", "lfu", "lfru", "random", "pinned"] as const) {
+    for (const name of ["lru", "fifo", "lfu", "lrfu", "random", "pinned"] as const) {
       const rate = hitRate(UNIFORM, name, c);
       ok(Math.abs(rate - p) <= tolerance, `${name} c=${c}: ${rate} vs ${p} ± ${tolerance}`);
     }

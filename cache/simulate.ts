@@ -11,7 +11,7 @@ import { renderSvg } from "../common/plot.ts";
 import { type Manifest, TOOL_VERSION } from "../trace/mod.ts";
 import { loadAccessTrace } from "./access_trace.ts";
 import type { Budget } from "./expert_cache.ts";
-import { isPolicyName, POLICY_NAMES, type PolicyName } from "./policies/mod.ts";
+import { POLICY_NAMES, policyByName, type PolicyName } from "./policies/mod.ts";
 import { parsePrefetch, type PrefetchSpec } from "./prefetch/mod.ts";
 import { simulationFigures } from "./simulate_figures.ts";
 import type { SimulationOutput } from "./simulate_output.ts";
@@ -145,9 +145,10 @@ export async function simulateSettings(
     throw new UsageError(`--budget takes per-layer or global, got "${raw.budget}".`);
   }
   const policies: PolicyName[] = [];
-  for (const p of raw.policy) {
-    if (!isPolicyName(p)) {
-      throw new UsageError(`--policy takes ${POLICY_NAMES.join(", ")}, got "${p}".`);
+  for (const text of raw.policy) {
+    const p = policyByName(text, "--policy");
+    if (p === null) {
+      throw new UsageError(`--policy takes ${POLICY_NAMES.join(", ")}, got "${text}".`);
     }
     if (!policies.includes(p)) policies.push(p);
   }

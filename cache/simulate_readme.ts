@@ -99,7 +99,7 @@ dtypes ${settings.dtypes.map((d) => d.name).join(", ")}; hardware ${
   - \`fifo\`: evict the oldest insertion; hits change nothing.
   - \`lfu\`: smallest in-cache use count (1 on a demand load, 0 on a prefetch,
     +1 per hit, forgotten on eviction); ties to the least recently used.
-  - \`lfru\`: LRFU (Lee et al. 2001): evict the smallest
+  - \`lrfu\`: LRFU (Lee et al. 2001): evict the smallest
     CRF = Σ 2^(−age/H) over the key's accesses since it entered, age in tokens,
     half-life H = ${DEFAULT_HALF_LIFE_TOKENS} tokens; H → 0 is LRU, H → ∞ is LFU.
   - \`random\`: a uniformly random unguarded expert (seeded by \`--seed\`).

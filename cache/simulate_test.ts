@@ -139,7 +139,7 @@ Deno.test("simulate names the bad flag and value", async () => {
     simulateCommand(target, { out: `${dir}/bad`, budget: "per-layer", seed: 0, ...flags });
   await rejects(run({ policy: ["lru", "arc"] }), {
     name: "UsageError",
-    message: '--policy takes lru, fifo, lfu, lfru, random, belady, swap, pinned, got "arc".',
+    message: '--policy takes lru, fifo, lfu, lrfu, random, belady, swap, pinned, got "arc".',
   });
   await rejects(run({ capacity: ["1"] }), {
     message: '--capacity "1" is below top_k (2): a layer\'s 2 experts must fit at once.',
@@ -163,6 +163,29 @@ Deno.test("simulate names the bad flag and value", async () => {
     },
   );
   await rejects(run({ prefetch: ["speculative:2"] }), /--lookahead 2 or more/);
+});
+
+Deno.test("--policy lfru still works as a deprecated name of lrfu, with a one-line warning", async () => {
+  const flags = { capacity: ["3"], budget: "per-layer", seed: 0 };
+  const printed: string[] = [];
+  const error = console.error;
+  console.error = (...args: unknown[]) => printed.push(args.join(" "));
+  try {
+    await simulateCommand(trace, { ...flags, out: `${dir}/lfru`, policy: ["lfru", "lru"] });
+  } finally {
+    console.error = error;
+  }
+  // One line about the name, besides simulate's own summary.
+  assertEquals(printed.filter((line) => line.includes("lfru")), [
+    "--policy lfru is deprecated: it names LRFU (Lee et al. 2001); use lrfu.",
+  ]);
+  await simulateCommand(trace, { ...flags, out: `${dir}/lrfu`, policy: ["lrfu", "lru"] });
+  const old = await Deno.readTextFile(`${dir}/lfru/simulation.csv`);
+  assertEquals(old, await Deno.readTextFile(`${dir}/lrfu/simulation.csv`));
+  assertEquals(
+    [...new Set(readCsv(`${dir}/lfru/simulation.csv`).map((r) => r.policy))],
+    ["lrfu", "lru"],
+  );
 });
 
 Deno.test("auto capacities: every one up to 16 values, then 16 evenly spaced", () => {

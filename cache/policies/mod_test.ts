@@ -92,7 +92,7 @@ Deno.test("swap golden: holds only the current selection (k = 1)", () => {
   assertEquals(run("swap", SEQUENCE, 3), { hits: 2, misses: 9 });
 });
 
-Deno.test("lfru golden: the half-life moves it between LRU and LFU", () => {
+Deno.test("lrfu golden: the half-life moves it between LRU and LFU", () => {
   // Capacity 2, sequence A A B C A. CRF = Σ 2^(−age / H), age in tokens.
   const trace = single([A, A, B, C, A]);
   // LRU: A miss, A hit, B miss [B A], C miss evict A, A miss → 1 hit.
@@ -100,17 +100,17 @@ Deno.test("lfru golden: the half-life moves it between LRU and LFU", () => {
   // LFU: at C, A has count 2, B 1 → evict B; A hits at 4 → 2 hits.
   assertEquals(run("lfu", trace, 2), { hits: 2, misses: 3 });
   // H = 1: at position 3, A = (1 + 2^-1)·2^-2 = 0.375, B = 2^-1 = 0.5 → evict A: 1 hit.
-  assertEquals(run("lfru", trace, 2, { halfLifeTokens: 1 }), { hits: 1, misses: 4 });
+  assertEquals(run("lrfu", trace, 2, { halfLifeTokens: 1 }), { hits: 1, misses: 4 });
   // H = 8: A = (1 + 2^-1/8)·2^-2/8 = 1.61, B = 2^-1/8 = 0.92 → evict B: 2 hits.
-  assertEquals(run("lfru", trace, 2, { halfLifeTokens: 8 }), { hits: 2, misses: 3 });
+  assertEquals(run("lrfu", trace, 2, { halfLifeTokens: 8 }), { hits: 2, misses: 3 });
 });
 
-Deno.test("lfru golden: capacity 3 with the default half-life of 8 tokens", () => {
+Deno.test("lrfu golden: capacity 3 with the default half-life of 8 tokens", () => {
   // Values at eviction time (A's CRF 2.758 at position 2):
   // 5 D: A 2.13, B 0.84, C 0.92 → B · 6 B: A 1.95, C 0.84, D 0.92 → C
   // 7 C: A 1.79, D 0.84, B 0.92 → D · 8 E: A 1.64, B 0.84, C 0.92 → B
   // 9 A hit · 10 D: A 2.30, C 0.77, E 0.84 → C. Hits at 1, 2, 9.
-  assertEquals(run("lfru", SEQUENCE, 3), { hits: 3, misses: 8 });
+  assertEquals(run("lrfu", SEQUENCE, 3), { hits: 3, misses: 8 });
 });
 
 // Top-2, one layer of 4 experts: tokens [0,1] [2,3] [0,1].
@@ -133,7 +133,7 @@ Deno.test("random golden: at capacity k every policy is swap", () => {
   for (const seed of [0, 1, 2, 3]) {
     assertEquals(run("random", trace, 2, { seed }), { hits: 3, misses: 5 });
   }
-  for (const name of ["lru", "fifo", "lfu", "lfru", "belady", "swap", "pinned"] as const) {
+  for (const name of ["lru", "fifo", "lfu", "lrfu", "belady", "swap", "pinned"] as const) {
     assertEquals(run(name, trace, 2), { hits: 3, misses: 5 }, name);
   }
 });
@@ -171,7 +171,7 @@ Deno.test("request reports misses, slots and evictions for the engine", () => {
   assertEquals(cache.slotsUsed(1), 2);
 });
 
-Deno.test("lfru equals a plain LRFU over a long stream, across weight rebases", () => {
+Deno.test("lrfu equals a plain LRFU over a long stream, across weight rebases", () => {
   // One layer of 6 experts, top-1, capacity 3, half-life 1 token (2 positions
   // here, so the weights are rebased every 1024 accesses). The reference
   // sums 2^(−age/H) over each cached key's accesses at every eviction.
@@ -184,7 +184,7 @@ Deno.test("lfru equals a plain LRFU over a long stream, across weight rebases", 
   );
   const trace = accessTraceOf(sequence.map((e) => [[e]]), { experts: 6 });
   const cache = new ExpertCache(
-    createPolicy("lfru", {
+    createPolicy("lrfu", {
       ...policyOptions({ layers: 1, experts: 6, topK: 1, capacity: 3 }),
       accessesPerToken: H,
       halfLifeTokens: 1,

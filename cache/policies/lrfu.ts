@@ -1,6 +1,7 @@
 /**
- * LFRU, frequency and recency mixed as in LRFU (Lee et al., IEEE Trans.
- * Computers 2001): each key carries a combined recency-frequency value
+ * LRFU, frequency and recency mixed (Lee et al., IEEE Trans. Computers
+ * 2001; not LFRU, a different policy that splits the cache into a
+ * privileged LRU part and an unprivileged LFU part): each key carries a combined recency-frequency value
  * CRF = Σ over its demand accesses since it entered the cache of 2^(−age/H),
  * where age is counted in tokens and H is the half-life (default 8 tokens).
  * The victim has the smallest CRF now; ties go to the least recently used.
@@ -19,8 +20,8 @@ import {
 
 export const DEFAULT_HALF_LIFE_TOKENS = 8;
 
-export class LfruPolicy implements CachePolicy {
-  readonly name: string = "lfru";
+export class LrfuPolicy implements CachePolicy {
+  readonly name: string = "lrfu";
   readonly capacity: number;
   #members: MemberLists;
   /**
@@ -45,7 +46,7 @@ export class LfruPolicy implements CachePolicy {
   #r = 0;
 
   constructor(options: PolicyOptions) {
-    checkPolicyOptions("lfru", options);
+    checkPolicyOptions("lrfu", options);
     this.capacity = options.capacity;
     this.#members = new MemberLists(options.keys, options.partitionKeys, options.capacity);
     this.#weight = new Float64Array(options.keys);
