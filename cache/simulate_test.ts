@@ -171,7 +171,7 @@ Deno.test("--policy lfru still works as a deprecated name of lrfu, with a one-li
   const error = console.error;
   console.error = (...args: unknown[]) => printed.push(args.join(" "));
   try {
-    await simulateCommand(trace, { ...flags, out: `${dir}/lfru`, policy: ["lfru", "lru"] });
+    await simulateCommand(trace, { ...flags, out: `${dir}/old-name`, policy: ["lfru", "lru"] });
   } finally {
     console.error = error;
   }
@@ -179,11 +179,11 @@ Deno.test("--policy lfru still works as a deprecated name of lrfu, with a one-li
   assertEquals(printed.filter((line) => line.includes("lfru")), [
     "--policy lfru is deprecated: it names LRFU (Lee et al. 2001); use lrfu.",
   ]);
-  await simulateCommand(trace, { ...flags, out: `${dir}/lrfu`, policy: ["lrfu", "lru"] });
-  const old = await Deno.readTextFile(`${dir}/lfru/simulation.csv`);
-  assertEquals(old, await Deno.readTextFile(`${dir}/lrfu/simulation.csv`));
+  await simulateCommand(trace, { ...flags, out: `${dir}/new-name`, policy: ["lrfu", "lru"] });
+  const old = await Deno.readTextFile(`${dir}/old-name/simulation.csv`);
+  assertEquals(old, await Deno.readTextFile(`${dir}/new-name/simulation.csv`));
   assertEquals(
-    [...new Set(readCsv(`${dir}/lfru/simulation.csv`).map((r) => r.policy))],
+    [...new Set(readCsv(`${dir}/old-name/simulation.csv`).map((r) => r.policy))],
     ["lrfu", "lru"],
   );
 });
