@@ -180,6 +180,8 @@ function denseFfn(p: Pass, w: NonNullable<LayerWeights["dense"]>, xn: Act): void
 function moeRouter(p: Pass, l: number, xn: Act): void {
   const { t, plan } = p;
   const call = {
+    router: t.router,
+    state: t.state,
     xn,
     rows: p.rows,
     decode: p.decode,
@@ -187,11 +189,11 @@ function moeRouter(p: Pass, l: number, xn: Act): void {
     numMoe: p.moe.length,
   };
   const weight = t.weights.layers[l]!.router!;
-  recordRouter(p.rec, t.router, t.state, { ...call, weight }, { probs: plan.probs });
+  recordRouter(p.rec, { ...call, weight }, { probs: plan.probs });
   for (let d = 1; d <= plan.lookahead; d++) {
     const target = t.weights.layers[l + d]?.router;
     if (target === undefined) continue;
-    recordRouter(p.rec, t.router, t.state, { ...call, weight: target }, {
+    recordRouter(p.rec, { ...call, weight: target }, {
       lookahead: plan.lookahead,
       distance: d,
     });

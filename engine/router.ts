@@ -56,8 +56,11 @@ export function routerFor(c: ModelConfig, source: string): Router {
   };
 }
 
-/** One router evaluation in a pass: whose weight, on which rows, logged as which MoE layer. */
+/** One router evaluation in a pass: which router and weight, on which rows, logged as which MoE layer. */
 export interface RouterCall {
+  router: Router;
+  /** The run state: router logits [T, E] go to `routerLogits`, the decision to `choice`, `choiceWeight` and the logs. */
+  state: RunState;
   /** [T, H]: the MoE block's normalised input (post_attention_layernorm of the residual). */
   xn: Act;
   /** [H, E]: this layer's router, or layer l + d's for a lookahead pick. */
@@ -78,13 +81,8 @@ export interface RouterCall {
 export type RouterOutput = { probs: boolean } | { lookahead: number; distance: number };
 
 /** Records the router matmul into the run state's logits [T, E], then scoring, selection and normalisation. */
-export function recordRouter(
-  rec: Recorder,
-  router: Router,
-  s: RunState,
-  call: RouterCall,
-  out: RouterOutput,
-): void {
+export function recordRouter(rec: Recorder, call: RouterCall, out: RouterOutput): void {
+  const { router, state: s } = call;
   linear(rec, call.xn, call.weight, { y: s.routerLogits, rows: call.rows }, {}, call.decode);
   const args = {
     logits: s.routerLogits,

@@ -31,7 +31,7 @@ export interface Linear {
   buffer?: GPUBuffer; // [experts, K, N]
 }
 
-/** The GPU texture format holding each texel format (bf16 as two u32 of packed pairs). */
+/** The GPU texture format of each texel format (bf16: four values packed into the two u32 of an rg32uint texel). */
 export const TEXEL_FORMAT = {
   f32: "rgba32float",
   f16: "rgba16float",
