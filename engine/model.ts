@@ -375,11 +375,7 @@ class Model implements MoeModel {
     // decode: the last sequence's next position, after a prefill of all of them
     rec.submit();
     const pos = sequences[sequences.length - 1]!.length, row = total;
-    this.#ctx.device.queue.writeBuffer(
-      this.#t.state.info,
-      0,
-      new Uint32Array([pos, row, row, row]),
-    );
+    writeRows(this.#ctx.device, this.#t.state, [[pos, row, row, row]]);
     const step = this.#record({
       tokens: 1,
       logits: "last",

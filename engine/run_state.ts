@@ -183,6 +183,7 @@ export function capForLimits(
     Math.min(wanted, Math.floor(maxBinding / perToken), Math.floor(maxTex / c.topK), 65535),
   );
 }
+
 /**
  * Grows the optional log buffers for a pass logging `o`: the full router
  * distribution [cap, M, E] when asked for, the lookahead picks [cap, M, D, k]
