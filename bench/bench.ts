@@ -12,6 +12,8 @@ export async function benchCommand(which: string, flags: Record<string, unknown>
   switch (which) {
     case "trace":
       return (await import("./trace_bench.ts")).benchTrace(options);
+    case "import":
+      return (await import("./import_bench.ts")).benchImport(options);
     case "analysis":
       return (await import("../analysis/bench.ts")).benchAnalysis(options);
     case "cache":
@@ -22,7 +24,7 @@ export async function benchCommand(which: string, flags: Record<string, unknown>
       return (await import("../engine/offload_bench.ts")).benchOffload(options);
     default:
       throw new UsageError(
-        `bench takes engine, offload, cache, analysis or trace, got "${which}".`,
+        `bench takes engine, offload, cache, analysis, trace or import, got "${which}".`,
       );
   }
 }

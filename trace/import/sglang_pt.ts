@@ -22,10 +22,17 @@
  * are skipped and counted.
  */
 import { DataError, messageOf } from "../../common/errors.ts";
+import { NO_EXPERT } from "../mod.ts";
 import type { ConfigFacts } from "./model_config.ts";
 import type { PyValue } from "./pickle.ts";
 import { type PassMode, type Sequence, SequenceRebuilder } from "./sequences.ts";
-import { type ImportedDoc, type ImportSummary, modelFacts, stagedImport } from "./sink.ts";
+import {
+  type ImportedDoc,
+  type ImportSummary,
+  modelFacts,
+  placeholderWeights,
+  stagedImport,
+} from "./sink.ts";
 import { field, isTensorRef, openTorchFile, tensorInt32, type TorchFile } from "./torch_zip.ts";
 
 const MODES: Readonly<Record<number, PassMode>> = { 1: "extend", 2: "decode", 3: "mixed" };
@@ -68,14 +75,15 @@ export async function importSglangPt(
   const passes: Pass[] = [];
   const skipped: Record<string, number> = {};
   let layers = -1;
-  for (const [index, file] of files.entries()) {
-    let bytes: Uint8Array;
-    try {
-      bytes = await Deno.readFile(file);
-    } catch (error) {
+  // Every file is read at once (the reads overlap); each is parsed when it has arrived.
+  const reads = files.map((file) =>
+    Deno.readFile(file).catch((error) => {
       throw new DataError(`Cannot read ${file}: ${messageOf(error)}.`);
-    }
-    const torch = openTorchFile(file, bytes);
+    })
+  );
+  reads.forEach((read) => read.catch(() => {})); // a later file's failure waits its turn
+  for (const [index, file] of files.entries()) {
+    const torch = openTorchFile(file, await reads[index]!);
     const map = field(torch.root, "last_physical_to_logical_map");
     const records = field(torch.root, "records");
     if (!Array.isArray(records) || !isTensorRef(map)) {
@@ -119,9 +127,11 @@ export async function importSglangPt(
   let numExperts = 0;
   for (const rank of ranks) {
     for (const id of rank.physicalToLogical) {
-      if (id < 0) {
+      if (id < 0 || id >= NO_EXPERT) {
         throw new DataError(
-          `${rank.torch.file} field "last_physical_to_logical_map" holds ${id}; logical expert ids are ≥ 0.`,
+          `${rank.torch.file} field "last_physical_to_logical_map" holds ${id}; logical expert ids are in 0..${
+            NO_EXPERT - 1
+          }.`,
         );
       }
       numExperts = Math.max(numExperts, id + 1);
@@ -404,12 +414,20 @@ function documentOf(
   const tokens = new Uint32Array(T);
   const phase = new Uint8Array(T);
   const experts = new Uint16Array(T * M * k);
+  // seen[e] === stamp: expert e was already chosen for this token and layer.
+  const seen = new Uint32Array(65536);
+  let stamp = 0;
   let row = 0;
+  const restamp = () => {
+    if (stamp === 0xffffffff) seen.fill(0), stamp = 0;
+    return ++stamp;
+  };
   for (const segment of sequence.segments) {
     const pass = passes[segment.pass]!;
     const map = ranks[pass.file]!.physicalToLogical;
     const P = ranks[pass.file]!.physical;
     const K = pass.width;
+    const topk = pass.topk;
     for (let i = 0; i < segment.length; i++) {
       const t = segment.start + i;
       const id = pass.inputIds[t]!;
@@ -420,27 +438,27 @@ function documentOf(
       }
       tokens[row] = id;
       phase[row] = segment.phase;
+      let target = row * M * k;
       for (let m = 0; m < M; m++) {
         const l = keep[m]!;
         const source = (l * pass.tokens + t) * K;
-        const target = (row * M + m) * k;
         const logical = l * P;
+        restamp();
         for (let j = 0; j < k; j++) {
-          const physical = pass.topk[source + j]!;
+          const physical = topk[source + j]!;
           if (physical < 0) {
             throw new DataError(
               `${pass.where} field "topk_ids_of_layer" layer ${l} token ${t} routes to ${j} experts, expected ${k}.`,
             );
           }
           const e = map[logical + physical]!;
-          for (let q = 0; q < j; q++) {
-            if (experts[target + q] === e) {
-              throw new DataError(
-                `${pass.where} layer ${l} token ${t} maps two chosen physical experts to logical expert ${e}; the physical-to-logical map changed while recording.`,
-              );
-            }
+          if (seen[e] === stamp) {
+            throw new DataError(
+              `${pass.where} layer ${l} token ${t} maps two chosen physical experts to logical expert ${e}; the physical-to-logical map changed while recording.`,
+            );
           }
-          experts[target + j] = e;
+          seen[e] = stamp;
+          experts[target++] = e;
         }
       }
       row++;
@@ -452,7 +470,7 @@ function documentOf(
     pieces: Array.from(tokens, String),
     phase,
     experts,
-    weights: new Float32Array(T * M * k).fill(1 / k),
+    weights: placeholderWeights(T * M * k, k),
     arrivalStep: passes[sequence.firstPass]!.id - firstId,
   };
 }

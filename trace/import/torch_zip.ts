@@ -67,11 +67,11 @@ export function openTorchFile(file: string, bytes: Uint8Array): TorchFile {
   return { file, root, storages };
 }
 
-export type IntArray = Int32Array;
-
 /**
  * The values of an integer tensor as a contiguous Int32Array in row-major
- * order (int64 values must fit in int32). `what` names it in errors.
+ * order (int64 values must fit in int32); a view into the storage when the
+ * tensor is a contiguous int32 one, so callers must not write to it. `what`
+ * names it in errors.
  */
 export function tensorInt32(torch: TorchFile, tensor: TensorRef, what: string): Int32Array {
   const where = `${torch.file} ${what}`;
@@ -106,11 +106,11 @@ export function tensorInt32(torch: TorchFile, tensor: TensorRef, what: string): 
     );
   }
   const source = elements(bytes, tensor.dtype, where);
-  const out = new Int32Array(count);
   if (isContiguous(tensor) && source instanceof Int32Array) {
-    out.set(source.subarray(tensor.offset, tensor.offset + count));
-    return out;
+    // A view, not a copy: the storage bytes are the archive entry's own.
+    return source.subarray(tensor.offset, tensor.offset + count);
   }
+  const out = new Int32Array(count);
   // General strided gather, row-major over the shape.
   const rank = tensor.shape.length;
   const index = new Array<number>(rank).fill(0);
