@@ -140,3 +140,41 @@ Deno.test("a subprocess exits with the documented status and no stack trace", as
   const usage = await runCliProcess([], ["analyze"]);
   assert.equal(usage.code, 2);
 });
+
+Deno.test("import takes several FILEs, --from and --model-config", async () => {
+  const help = await runCli(["import", "--help"]);
+  assert.equal(help.code, 0);
+  assert.match(help.stdout, /^Usage: moetrace import FILE\.\.\. \[options\]$/m);
+  assert.match(
+    help.stdout,
+    /--from FORMAT .*One of: interchange, sglang-pt, sglang-response, vllm, olmoe\./,
+  );
+  assert.match(help.stdout, /--model-config config\.json /);
+  const bad = await runCli(["import", "a.pt", "--out", "t", "--from", "pytorch"]);
+  assert.equal(bad.code, 2);
+  assert.match(
+    bad.stderr,
+    /^moetrace: --from of import must be one of interchange, sglang-pt, sglang-response, vllm, olmoe, got "pytorch"\.$/,
+  );
+  // Two ranks' files, one trace; a file of another format alongside is refused.
+  const dir = await Deno.makeTempDir();
+  const two = await runCli([
+    "import",
+    "fixtures/import/sglang_rank0.pt",
+    "fixtures/import/sglang_rank1.pt",
+    "--out",
+    `${dir}/t`,
+  ]);
+  assert.equal(two.code, 0, two.stderr);
+  assert.match(two.stderr, /^Imported 7 documents, 26 tokens \(sglang-pt\) into /);
+  const mixed = await runCli([
+    "import",
+    "fixtures/import/sglang_rank0.pt",
+    "fixtures/import/olmoe_c4_results.jsonl",
+    "--out",
+    `${dir}/u`,
+  ]);
+  assert.equal(mixed.code, 1);
+  assert.match(mixed.stderr, /looks like olmoe but .* like sglang-pt; import one format at a time/);
+  await Deno.remove(dir, { recursive: true });
+});

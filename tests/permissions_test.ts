@@ -52,6 +52,18 @@ Deno.test("every path flag in COMMANDS is granted as its `path` field says", () 
   ]);
 });
 
+Deno.test("import grants read for every FILE and for --model-config", () => {
+  const imported = permissionsFor(
+    "import",
+    ["rank0.pt", "rank1.pt"],
+    { out: "t", "model-config": "m/config.json" },
+  );
+  for (const path of ["rank0.pt", "rank1.pt", "m/config.json"]) {
+    assert.ok(imported.read.includes(resolve(path)), path);
+  }
+  assert.deepEqual(new Set(imported.write), new Set([resolve("t"), resolve("t.partial")]));
+});
+
 Deno.test("a write outside --out is refused by the runtime", async () => {
   const dir = await Deno.makeTempDir();
   const probe = `${dir}/probe.ts`;
@@ -105,5 +117,31 @@ Deno.test("the launcher runs a real command within those permissions", async () 
   }).output();
   assert.equal(code, 0, new TextDecoder().decode(stderr));
   assert.ok((await Deno.stat(`${dir}/trace/manifest.json`)).isFile);
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("the launcher imports two ranks' files, each read under its own grant", async () => {
+  const dir = await Deno.makeTempDir();
+  const { code, stderr } = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-run",
+      "--allow-read",
+      "--allow-env=TMPDIR",
+      `${ROOT}/moetrace.ts`,
+      "import",
+      `${ROOT}/fixtures/import/sglang_rank0.pt`,
+      `${ROOT}/fixtures/import/sglang_rank1.pt`,
+      "--model-config",
+      `${ROOT}/fixtures/import/deepseek_config.json`,
+      "--out",
+      `${dir}/trace`,
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.equal(code, 0, new TextDecoder().decode(stderr));
+  const manifest = JSON.parse(await Deno.readTextFile(`${dir}/trace/manifest.json`));
+  assert.equal(manifest.model.expert_params, 3 * 64 * 32);
   await Deno.remove(dir, { recursive: true });
 });
