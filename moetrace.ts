@@ -9,15 +9,35 @@
  * The launcher itself may only start Deno and read the command line's paths.
  */
 import { dirname, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
 import { COMMANDS, parseCommand, type PathAccess } from "./main.ts";
-import { isUserError } from "./common/errors.ts";
+import { isUserError, UsageError } from "./common/errors.ts";
 
 export interface Permissions {
   read: string[];
   write: string[];
+  /** Benchmarks: also the GPU driver's runtime folder variable and the load average. */
+  scratch?: boolean;
 }
 
-const PROJECT_ROOT = dirname(new URL(import.meta.url).pathname);
+const PROJECT_ROOT = dirname(fileURLToPath(import.meta.url));
+
+/**
+ * The folder relative paths mean: the caller's. `deno task` runs its command
+ * in the project root and passes the caller's folder as INIT_CWD; an installed
+ * `moetrace` runs where it was called.
+ */
+export function callerFolder(): string {
+  const allowed = Deno.permissions.querySync({ name: "env", variable: "INIT_CWD" });
+  const initCwd = allowed.state === "granted" ? Deno.env.get("INIT_CWD") : undefined;
+  return initCwd && Deno.cwd() === PROJECT_ROOT ? initCwd : Deno.cwd();
+}
+
+/** An environment variable when the launcher may read it and it is set, else `fallback`. */
+function envOr(name: string, fallback: string): string {
+  const allowed = Deno.permissions.querySync({ name: "env", variable: name });
+  return (allowed.state === "granted" ? Deno.env.get(name) : undefined) ?? fallback;
+}
 
 /**
  * The permissions a command needs, from its parsed arguments and the `path`
@@ -28,12 +48,17 @@ export function permissionsFor(
   command: string,
   positional: string | string[] | undefined,
   flags: Record<string, unknown>,
+  base = Deno.cwd(),
 ): Permissions {
   const spec = COMMANDS[command];
   const read = new Set<string>([PROJECT_ROOT]);
   const write = new Set<string>();
   const grant = (access: PathAccess, path: string) => {
-    const full = resolve(path);
+    // Deno's permission lists are comma-separated: "a,../b" would grant both.
+    if (path.includes(",")) {
+      throw new UsageError(`Paths may not contain a comma, got "${path}".`);
+    }
+    const full = resolve(base, path);
     switch (access) {
       case "read":
         read.add(full);
@@ -70,31 +95,45 @@ export function permissionsFor(
     }
   }
   // Benchmarks write their scratch traces to the system temporary folder.
-  if (spec.scratch) grant("write", Deno.env.get("TMPDIR") ?? "/tmp");
-  return { read: [...read], write: [...write] };
+  if (spec.scratch) grant("write", envOr("TMPDIR", "/tmp"));
+  return { read: [...read], write: [...write], scratch: spec.scratch === true };
 }
 
 /** The `deno run` arguments that run main.ts with `permissions`. */
 export function denoArgs(permissions: Permissions, args: string[]): string[] {
   const flags = [`--allow-read=${permissions.read.join(",")}`];
   if (permissions.write.length > 0) flags.push(`--allow-write=${permissions.write.join(",")}`);
+  if (permissions.scratch) flags.push("--allow-env=XDG_RUNTIME_DIR,TMPDIR", "--allow-sys=loadavg");
   return ["run", "--no-prompt", ...flags, `${PROJECT_ROOT}/main.ts`, ...args];
 }
 
 async function launch(args: string[]): Promise<number> {
   const [command, ...rest] = args;
+  const cwd = callerFolder();
   let permissions: Permissions = { read: [PROJECT_ROOT], write: [] };
   if (command !== undefined && !command.startsWith("-") && command !== "help") {
+    let parsed: ReturnType<typeof parseCommand> | null = null;
     try {
-      const parsed = parseCommand(command, rest);
-      if (!parsed.help) permissions = permissionsFor(command, parsed.positionals, parsed.flags);
+      parsed = parseCommand(command, rest);
     } catch (error) {
       if (!isUserError(error)) throw error;
       // main.ts reports the usage mistake itself, with its exit status.
     }
+    if (parsed && !parsed.help) {
+      try {
+        permissions = permissionsFor(command, parsed.positionals, parsed.flags, cwd);
+      } catch (error) {
+        if (!isUserError(error)) throw error;
+        console.error(`moetrace: ${error.message}`);
+        return error.exitCode;
+      }
+    }
   }
   const child = new Deno.Command(Deno.execPath(), {
     args: denoArgs(permissions, args),
+    cwd,
+    // Mesa warns on every start unless its runtime folder is set; any writable folder will do.
+    env: { XDG_RUNTIME_DIR: envOr("XDG_RUNTIME_DIR", envOr("TMPDIR", "/tmp")) },
     stdin: "inherit",
     stdout: "inherit",
     stderr: "inherit",

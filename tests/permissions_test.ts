@@ -64,6 +64,17 @@ Deno.test("import grants read for every FILE and for --model-config", () => {
   assert.deepEqual(new Set(imported.write), new Set([resolve("t"), resolve("t.partial")]));
 });
 
+Deno.test("relative paths are granted from the caller's folder; a comma in a path is refused", () => {
+  const from = permissionsFor("analyze", "trace", { out: "results" }, "/home/user/work");
+  assert.deepEqual(from.write, ["/home/user/work/results"]);
+  assert.ok(from.read.includes("/home/user/work/trace"));
+  // Deno splits permission lists at commas: "results,../elsewhere" would grant two folders.
+  assert.throws(
+    () => permissionsFor("analyze", "trace", { out: "results,../elsewhere" }),
+    /Paths may not contain a comma, got "results,\.\.\/elsewhere"\./,
+  );
+});
+
 Deno.test("a write outside --out is refused by the runtime", async () => {
   const dir = await Deno.makeTempDir();
   const probe = `${dir}/probe.ts`;
