@@ -152,13 +152,10 @@ Deno.test("a chat prompt carries exactly one BOS token", async () => {
   assert.match(tokenizer.decode(ids), /^<s> ?\[INST\] Which expert\? \[\/INST\]/);
 });
 
-Deno.test("a chat template's time limit counts its rendering, not the worker's start", async () => {
-  // A fresh worker loads (and on first use type-checks) the template library
-  // for far longer than 50 ms; the tiny template then renders well within it.
-  const tokenizer = await TextTokenizer.load(MODEL);
-  const ids = await tokenizer.encodeChat([{ role: "user", content: "Which expert?" }], 50);
-  assert.equal(ids[0], 1);
-  // A template that runs 10^10 iterations is still stopped.
+Deno.test("a chat template that loops is stopped after its time limit", async () => {
+  // The clock starts once the worker has loaded (tokenizer.ts): its first
+  // start under `deno test` type-checks it, which took over the whole 2000 ms
+  // default on a loaded machine before. This template runs 10^10 iterations.
   const dir = await Deno.makeTempDir({ prefix: "moetrace-chat-" });
   try {
     await Deno.copyFile(`${MODEL}/tokenizer.json`, `${dir}/tokenizer.json`);
