@@ -138,8 +138,19 @@ async function launch(args: string[]): Promise<number> {
     stdout: "inherit",
     stderr: "inherit",
   }).spawn();
-  // Ctrl-C reaches the child through the process group; the launcher waits for it.
+  // Ctrl-C reaches the child through the process group; the launcher waits for it. A
+  // scheduler's or CI's cancel (SIGTERM, SIGHUP) is sent to the launcher alone: pass it on,
+  // or the orphaned child would keep writing.
   Deno.addSignalListener("SIGINT", () => {});
+  for (const signal of ["SIGTERM", "SIGHUP"] as const) {
+    Deno.addSignalListener(signal, () => {
+      try {
+        child.kill(signal);
+      } catch {
+        // The child has already exited.
+      }
+    });
+  }
   return (await child.status).code;
 }
 

@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { resolve } from "node:path";
 import { denoArgs, permissionsFor } from "../moetrace.ts";
+import { writeSyntheticTrace } from "../trace/synthetic.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 
@@ -156,3 +157,49 @@ Deno.test("the launcher imports two ranks' files, each read under its own grant"
   assert.equal(manifest.model.expert_params, 3 * 64 * 32);
   await Deno.remove(dir, { recursive: true });
 });
+
+Deno.test("SIGTERM to the launcher stops its worker too", async () => {
+  const dir = await Deno.makeTempDir();
+  await writeSyntheticTrace(`${dir}/trace`, { tokensPerDoc: 200, numLayers: 8 });
+  const launcher = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-run",
+      "--allow-read",
+      "--allow-env=TMPDIR",
+      `${ROOT}/moetrace.ts`,
+      "analyze",
+      `${dir}/trace`,
+      "--out",
+      `${dir}/analysis`,
+      "--bootstrap",
+      "1000000",
+    ],
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  // Wait for the worker (a second Deno running main.ts on this trace) to start.
+  let workers: number[] = [];
+  for (let i = 0; i < 100 && workers.length === 0; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    workers = await processesNaming(`${dir}/analysis`, launcher.pid);
+  }
+  assert.equal(workers.length, 1, "the worker did not start");
+  launcher.kill("SIGTERM");
+  await launcher.status;
+  let alive = workers;
+  for (let i = 0; i < 50 && alive.length > 0; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    alive = await processesNaming(`${dir}/analysis`, launcher.pid);
+  }
+  assert.deepEqual(alive, [], "the worker outlived the launcher");
+  await Deno.remove(dir, { recursive: true });
+});
+
+/** Pids (other than `except`) whose command line mentions `needle` (pgrep; Deno guards /proc). */
+async function processesNaming(needle: string, except: number): Promise<number[]> {
+  const { stdout } = await new Deno.Command("pgrep", { args: ["-f", needle], stdout: "piped" })
+    .output();
+  return new TextDecoder().decode(stdout).split("\n").filter((l) => l.trim() !== "")
+    .map(Number).filter((pid) => pid !== except);
+}
