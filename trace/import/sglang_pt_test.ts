@@ -191,3 +191,38 @@ Deno.test("unreadable .pt files are refused with one sentence and leave no trace
     });
   }
 });
+
+Deno.test("damaged pickles and storages are refused as data errors, never anything else", async () => {
+  const entries = unzipSync(Deno.readFileSync(RANK0));
+  const names = Object.keys(entries).filter((n) =>
+    n.endsWith("/data.pkl") || /\/data\/\d+$/.test(n)
+  );
+  let seed = 12345;
+  const next = (n: number) => {
+    seed = (seed * 1103515245 + 12345) % 2 ** 31;
+    return seed % n;
+  };
+  const dir = await Deno.makeTempDir();
+  let refused = 0;
+  for (let i = 0; i < 300; i++) {
+    const copy: Record<string, Uint8Array> = { ...entries };
+    const name = names[next(names.length)]!;
+    const bytes = copy[name] = entries[name]!.slice();
+    for (let flips = 1 + next(4); flips > 0; flips--) bytes[next(bytes.length)] = next(256);
+    await Deno.writeFile(
+      `${dir}/in.pt`,
+      zipSync(copy as Parameters<typeof zipSync>[0], { level: 0 }),
+    );
+    const { code, stderr } = await runImport(dir, [`${dir}/in.pt`]);
+    assert.ok(code === 0 || code === 1, `case ${i}: exit ${code}: ${stderr}`);
+    if (code === 1) {
+      refused++;
+      assert.equal(stderr.split("\n").length, 1, `case ${i}: ${stderr}`);
+      assert.deepEqual(listDir(dir), ["in.pt"], `case ${i}: no partial trace`);
+    } else {
+      await Deno.remove(`${dir}/trace`, { recursive: true });
+    }
+  }
+  assert.ok(refused > 30, `only ${refused} of 300 damaged files were refused`);
+  await Deno.remove(dir, { recursive: true });
+});
