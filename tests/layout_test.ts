@@ -177,3 +177,22 @@ Deno.test("no source file outside tests/ and fixtures/ exceeds 800 lines", async
   }
   assert.deepEqual(long, []);
 });
+
+Deno.test("every path ARCHITECTURE.md names exists, and it names every top-level folder", async () => {
+  const text = await Deno.readTextFile(join(ROOT, "ARCHITECTURE.md"));
+  const named = [...text.matchAll(/`([a-z_]+\/[\w./]*|[a-z_]+\.ts)`/g)].map((m) => m[1]!);
+  const missing: string[] = [];
+  for (const path of new Set(named)) {
+    try {
+      await Deno.stat(join(ROOT, path));
+    } catch {
+      missing.push(path);
+    }
+  }
+  assert.deepEqual(missing, []);
+  const folders = new Set(
+    (await sourceFiles()).filter((f) => f.includes("/")).map((f) => f.split("/")[0]!),
+  );
+  const unnamed = [...folders].filter((folder) => !named.includes(`${folder}/`));
+  assert.deepEqual(unnamed, []);
+});
