@@ -9,6 +9,8 @@
  *   prompt, loop on the GPU): 128 / (time with 128 new − time with 0 new).
  * Model: fixtures/models/tiny-moe when trained, else a random checkpoint of its
  * shape (Mixtral, 4 layers, hidden 192, 8 experts top-2, vocab 4096) in a temp dir.
+ * - the time from a fresh device to the first texture RMSNorm at hidden 4096
+ *   (its pipeline compile, which must stay well under a second);
  * - where a decode step's GPU time goes (attention+router per layer, one active
  *   expert, embedding+lm_head+sampling) and the host→device upload rate and
  *   per-upload cost of one expert written as `generate --offload` writes it;
@@ -21,6 +23,7 @@ import { type Figure, medianSeconds, printFigures } from "../bench/measure.ts";
 import { createGpuContext, readBack, Recorder } from "./gpu.ts";
 import { matmulFlops } from "./kernels/matmul.ts";
 import { matmulTex, PREFILL } from "./kernels/matmul_tex.ts";
+import { rmsnorm } from "./kernels/rmsnorm.ts";
 import { loadModel, type MoeModel } from "./model.ts";
 import type { ExpertLayout } from "./weights.ts";
 import { createSlotMatrix, writeSlot } from "./offload.ts";
@@ -59,6 +62,31 @@ export async function matmulGflops(
     const seconds = await medianSeconds(3, run);
     rec.destroy();
     return { gflops: (repeats * matmulFlops(n, n, n)) / seconds / 1e9, adapter: ctx.adapterName };
+  } finally {
+    ctx.pool.releaseAll();
+    ctx.device.destroy();
+  }
+}
+
+/**
+ * Milliseconds from a fresh device to the first texture RMSNorm of width n
+ * done: mostly compiling its pipeline (issue 17: the kernel with the row in a
+ * private array of n compiled in took 59 s at n = 2048, 613 s at 4096).
+ */
+export async function rmsnormFirstRunMs(n: number): Promise<number> {
+  const ctx = await createGpuContext();
+  try {
+    const x = ctx.pool.upload("bench x", new Float32Array(n).fill(1));
+    const w = ctx.pool.upload("bench w", new Float32Array(n).fill(1));
+    const y = ctx.pool.texture("bench y", n / 4, 1, undefined, true).createView();
+    const start = performance.now();
+    const rec = new Recorder(ctx);
+    rmsnorm(rec, { x, weight: w, y, rows: 1, n, eps: 1e-5 });
+    rec.finish().submit();
+    await ctx.device.queue.onSubmittedWorkDone();
+    const ms = performance.now() - start;
+    rec.destroy();
+    return ms;
   } finally {
     ctx.pool.releaseAll();
     ctx.device.destroy();
@@ -213,6 +241,7 @@ export async function benchEngine(options: BenchOptions): Promise<void> {
   }
   try {
     const mm = await matmulGflops(1024);
+    const normMs = await rmsnormFirstRunMs(4096);
     const model = await loadModel(dir, { maxBatchTokens: 2048 });
     const rng = new Rng(3);
     const doc = (n: number) =>
@@ -281,6 +310,11 @@ export async function benchEngine(options: BenchOptions): Promise<void> {
       {
         name: "decode step: embedding + lm_head + sampling",
         value: hardware.other_ms_per_token!,
+        unit: "ms",
+      },
+      {
+        name: "texture RMSNorm hidden 4096: compile + first run",
+        value: normMs,
         unit: "ms",
       },
       { name: "GPU memory (weights + 2048-token run state)", value: gpuMiB, unit: "MiB" },
