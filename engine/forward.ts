@@ -100,7 +100,10 @@ export function recordForward(rec: Recorder, t: Transformer, plan: ForwardPlan):
     }
     rec.section = "layer";
     attentionBlock(p, l, L);
-    const xn = normInto(p, L.postNorm, { rows: p.rows });
+    const xn = normInto(p, L.postNorm, {
+      rows: p.rows,
+      buffer: !L.dense && !expertsOnTexture(p, l),
+    });
     if (L.dense) {
       denseFfn(p, L.dense, xn);
       continue;
@@ -132,22 +135,36 @@ function embed(p: Pass): void {
 
 /**
  * xn [rows, H] = RMSNorm(x rows from `inRowOffset`) · weight: straight into
- * the H staging texture when H takes the texture path.
+ * the H staging texture when H takes the texture path, and then into the xn
+ * buffer as well only with `buffer` (a reader on storage, such as routed
+ * experts on the storage path, follows); else the buffer is left unwritten.
  */
 function normInto(
   p: Pass,
   weight: GPUBuffer,
-  at: { rows: number; inRowOffset?: number },
+  at: { rows: number; inRowOffset?: number; buffer?: boolean },
 ): Act {
   const s = p.t.state, c = p.t.config;
-  const args = { weight, ...at, n: c.hiddenSize, eps: c.rmsEps };
+  const { buffer, ...rows } = at;
+  const args = { weight, ...rows, n: c.hiddenSize, eps: c.rmsEps };
   const tex = s.staging.get(c.hiddenSize);
   if (tex) {
-    rmsnorm(p.rec, { ...args, x: s.x, y: tex.view });
+    rmsnorm(p.rec, { ...args, x: s.x, y: tex.view, ...(buffer ? { yBuffer: s.xn } : {}) });
     return { buffer: s.xn, view: tex.view };
   }
   rmsnorm(p.rec, { ...args, x: s.x, y: s.xn });
   return { buffer: s.xn };
+}
+
+/**
+ * Whether MoE layer l's routed experts (the model's or the pass's slots) read
+ * xn through the H staging texture; else they read the xn buffer, which the
+ * norm must then write too (issue 17: H on the texture path with experts on
+ * storage, e.g. an expert width not a multiple of 64, read an unwritten buffer).
+ */
+function expertsOnTexture(p: Pass, l: number): boolean {
+  const chunks = p.plan.slots?.chunks[p.moe.indexOf(l)] ?? p.t.weights.layers[l]!.experts;
+  return chunks?.[0]?.w1.view !== undefined && p.t.state.staging.has(p.t.config.hiddenSize);
 }
 
 /** The MoE block input a previous pass left in xn (and in the H staging texture on the texture path). */
@@ -218,7 +235,7 @@ function moeExperts(p: Pass, l: number, xn: Act): void {
     );
   }
   const numExperts = plan.slots?.count ?? c.numExperts;
-  const texExperts = chunks[0]!.w1.view !== undefined && xn.view !== undefined;
+  const texExperts = expertsOnTexture(p, l);
   const tr = texExperts ? texTileRows(p.decode ? DECODE : PREFILL) : tileRows(p.decode ? 1 : 4);
   moeGroup(rec, {
     choice: s.choice,
