@@ -1,8 +1,10 @@
 /**
  * The single streaming pass: reads each batch once and adds every token to
  * its document's vector (DocLayout) and its bucket's vector (BucketLayout),
- * plus first-choice counts per token id (vocabulary specialisation) and a few
- * sample documents for the token colouring. Nothing here grows with the
+ * plus first-choice counts per token id (vocabulary specialisation, with the
+ * same counts after a within-document shuffle of token ids) and a few sample
+ * documents for the token colouring. When a document ends, its shuffle
+ * baselines (shuffle.ts) are added to its vector. Nothing here grows with the
  * number of tokens: memory is O(documents × DocLayout.size + domains ×
  * buckets × BucketLayout.size + distinct token ids × M × E).
  *
@@ -10,8 +12,10 @@
  * document in trace order, so the result does not depend on how the trace is
  * sharded.
  */
+import { Rng } from "../common/random.ts";
 import type { TraceBatch } from "../trace/mod.ts";
 import { BucketLayout, type Dims, DocLayout } from "./layout.ts";
+import { addShuffleExpectations, ShuffleScratch } from "./shuffle.ts";
 
 export interface AccumulateOptions {
   /** Upper bound on buckets per domain (default 100, and 400 / domains). */
@@ -27,11 +31,14 @@ export interface AccumulateOptions {
   /** Indices on the trace's layer axis whose first choices are kept for samples (default first, middle, last). */
   sampleLayers?: number[];
   /**
-   * Cells (u32) the per-token-id tables may use (default 2^25). Past it the
-   * per-domain tables are merged into one corpus table; past it again, token
-   * ids not seen yet are no longer counted (`vocabularyDropped`).
+   * Cells (u32) the per-token-id tables may use (default 2^26; each id takes
+   * 2·M·E: its counts and its shuffled counts). Past it the per-domain tables
+   * are merged into one corpus table; past it again, token ids not seen yet
+   * are no longer counted (`vocabularyDropped`).
    */
   vocabularyCells?: number;
+  /** τ of W = softmax(τ·router logits) in CoSMoEs Eq. 6 (default 1: the router's own distribution). */
+  routerTemperature?: number;
 }
 
 /** A document kept for the token colouring. */
@@ -54,7 +61,10 @@ export class DomainData {
   /** [buckets, BucketLayout.size] integer counts (f64: exact far beyond 2^24, and fast to sum). */
   readonly bucketVectors: Float64Array;
   readonly buckets: number;
-  /** token id → [M, E] first-choice counts. */
+  /**
+   * token id → [2, M, E] first-choice counts: of the id's own tokens, then of
+   * the tokens it lands on when each document's token ids are shuffled.
+   */
   readonly vocab = new Map<number, Uint32Array>();
   readonly samples: SampleDoc[] = [];
 
@@ -106,6 +116,8 @@ export class Accumulator {
   #seq = 0;
   #scratch: Float64Array;
   #top: Float64Array;
+  #shuffle: ShuffleScratch;
+  #router: RouterScratch;
   #vocabularyCells: number;
   #vocabularyUsed = 0;
   /** token id → [M, E] first-choice counts over all domains, once per-domain tables are given up. */
@@ -134,7 +146,13 @@ export class Accumulator {
     this.#marks = new Float64Array(M * dims.experts);
     this.#scratch = new Float64Array(this.layout.size);
     this.#top = new Float64Array(dims.topK + 1);
-    this.#vocabularyCells = options.vocabularyCells ?? 2 ** 25;
+    this.#shuffle = new ShuffleScratch(dims.experts, dims.topK);
+    this.#router = {
+      temperature: options.routerTemperature ?? 1,
+      sums: new Float64Array(M),
+      previousSums: new Float64Array(M),
+    };
+    this.#vocabularyCells = options.vocabularyCells ?? 2 ** 26;
     for (const name of domainNames) this.domain(name);
   }
 
@@ -151,7 +169,7 @@ export class Accumulator {
 
   /** Bytes of the statistics held (typed arrays of all domains and tables): what grows with the trace, if anything. */
   get stateBytes(): number {
-    const width = this.dims.layers * this.dims.experts * 4;
+    const width = this.#vocabularyWidth * 4;
     let bytes = this.#marks.byteLength + this.#scratch.byteLength;
     for (const d of this.domains) {
       bytes += d.docVectors.byteLength + d.bucketVectors.byteLength + d.vocab.size * width;
@@ -181,9 +199,14 @@ export class Accumulator {
     }
   }
 
+  /** Cells of one token id's table: its counts and its shuffled counts, [2, M, E]. */
+  get #vocabularyWidth(): number {
+    return 2 * this.dims.layers * this.dims.experts;
+  }
+
   /** The first-choice table of `token` (per domain, or for the corpus once memory is tight). */
   #vocabularyTable(domain: DomainData, token: number): Uint32Array | null {
-    const width = this.dims.layers * this.dims.experts;
+    const width = this.#vocabularyWidth;
     const tables = this.corpusVocabulary ?? domain.vocab;
     const found = tables.get(token);
     if (found) return found;
@@ -269,37 +292,84 @@ export class Accumulator {
     );
     if (probs) {
       for (let r = start; r < end; r++) {
-        addRouterRow(probs, experts, r, r > start, this.dims, L, v, top);
+        addRouterRow(probs, r, r > start, this.dims, L, v, top, this.#router);
       }
     }
-    domain.appendDoc(batch.doc[start]!, v);
+    const docId = batch.doc[start]!;
+    addShuffleExpectations(experts, start, end, L, v, this.#shuffle, docId);
+    addShuffledVocabulary(experts, start, end, this.dims, vocab, docId);
+    domain.appendDoc(docId, v);
   }
+}
+
+/**
+ * Each token id's first choices after a uniformly random permutation of the
+ * document's token ids (seeded by document id): row r's id gets the first
+ * choices of row π(r), into the second half of its table.
+ */
+function addShuffledVocabulary(
+  experts: Uint16Array,
+  start: number,
+  end: number,
+  dims: Dims,
+  vocab: (Uint32Array | null)[],
+  docId: number,
+): void {
+  const { layers: M, experts: E, topK: k } = dims;
+  const T = end - start;
+  const order = new Int32Array(T);
+  for (let i = 0; i < T; i++) order[i] = i;
+  const rng = new Rng((docId * 0x2545f491 + 0x6b43a9b5) >>> 0);
+  for (let i = T - 1; i > 0; i--) {
+    const j = rng.int(i + 1);
+    const x = order[i]!;
+    order[i] = order[j]!;
+    order[j] = x;
+  }
+  const half = M * E;
+  for (let t = 0; t < T; t++) {
+    const table = vocab[t];
+    if (!table) continue;
+    const from = (start + order[t]!) * M * k;
+    for (let l = 0; l < M; l++) table[half + l * E + experts[from + l * k]!]! += 1;
+  }
+}
+
+/** The router-change sums' state: τ and each layer's Σ_e p^τ of this row and the last. */
+interface RouterScratch {
+  temperature: number;
+  sums: Float64Array;
+  previousSums: Float64Array;
 }
 
 /**
  * Router-distribution sums of one row (all layers): entropy (nats), mass of
  * the k largest probabilities, the margin p_(k) − p_(k+1), and for a paired
- * row the mass leaving the previous token's set. `top` is scratch of k + 1.
+ * row Σ_e |W_t(e) − W_t−1(e)| with W = p^τ/Σ p^τ = softmax(τ·logits) (p the
+ * stored softmax of the logits). `top` is scratch of k + 1.
  */
 function addRouterRow(
   probs: Float32Array,
-  experts: Uint16Array,
   r: number,
   paired: boolean,
   dims: Dims,
   L: DocLayout,
   v: Float64Array,
   top: Float64Array,
+  router: RouterScratch,
 ): void {
   const { layers: M, experts: E, topK: k } = dims;
-  const mk = M * k;
+  const tau = router.temperature;
+  const sums = router.sums;
   for (let l = 0; l < M; l++) {
     const pb = (r * M + l) * E;
     // Entropy and the k+1 largest probabilities (top[] kept sorted descending).
     let h = 0;
+    let sum = 0;
     for (let j = 0; j <= k; j++) top[j] = -1;
     for (let e = 0; e < E; e++) {
       const p = probs[pb + e]!;
+      sum += tau === 1 ? p : Math.pow(p, tau);
       if (p > 0) h -= p * Math.log(p);
       if (p > top[k]!) {
         let i = k;
@@ -315,13 +385,24 @@ function addRouterRow(
     v[L.entropy + l]! += h;
     v[L.topMass + l]! += mass;
     v[L.margin + l]! += k < E ? top[k - 1]! - top[k]! : top[k - 1]!;
+    sums[l] = sum;
     if (paired) {
-      let kept = 0;
-      const prev = (r - 1) * mk + l * k;
-      for (let j = 0; j < k; j++) kept += probs[pb + experts[prev + j]!]!;
-      v[L.leave + l]! += 1 - kept;
+      const qb = pb - M * E;
+      const s = sum;
+      const q = router.previousSums[l]!;
+      let change = 0;
+      if (tau === 1) {
+        for (let e = 0; e < E; e++) change += Math.abs(probs[pb + e]! / s - probs[qb + e]! / q);
+      } else {
+        for (let e = 0; e < E; e++) {
+          change += Math.abs(Math.pow(probs[pb + e]!, tau) / s - Math.pow(probs[qb + e]!, tau) / q);
+        }
+      }
+      v[L.change + l]! += change;
     }
   }
+  router.sums = router.previousSums;
+  router.previousSums = sums;
 }
 
 /**

@@ -1,8 +1,9 @@
 /**
- * `moetrace analyze TRACE --out DIR [--bootstrap N] [--seed S]`: routing
- * statistics per layer, per domain and overall, with document-level bootstrap
- * intervals and random baselines, written as tidy CSVs, SVG figures, an HTML
- * token colouring and a README documenting every column (issue 5).
+ * `moetrace analyze TRACE --out DIR [--bootstrap N] [--seed S] [--router-temperature T]`:
+ * routing statistics per layer, per domain and overall, with cluster
+ * jackknife intervals, tests against random routing and uniform and
+ * marginal-preserving baselines, written as tidy CSVs, SVG figures, an HTML
+ * token colouring and a README documenting every column and method.
  */
 import { DataError, UsageError } from "../common/errors.ts";
 import { TraceReader } from "../trace/mod.ts";
@@ -29,6 +30,12 @@ export async function analyzeCommand(
   if (typeof seed !== "number" || !Number.isInteger(seed) || seed < 0) {
     throw new UsageError(`--seed of analyze must be an integer ≥ 0, got ${JSON.stringify(seed)}.`);
   }
+  const temperature = flags["router-temperature"] ?? 1;
+  if (typeof temperature !== "number" || !(temperature > 0) || !Number.isFinite(temperature)) {
+    throw new UsageError(
+      `--router-temperature of analyze must be a number > 0, got ${JSON.stringify(temperature)}.`,
+    );
+  }
   try {
     const info = await Deno.stat(out);
     if (!info.isDirectory) {
@@ -41,12 +48,16 @@ export async function analyzeCommand(
   if (reader.rows === 0) {
     throw new DataError(`The trace in ${trace} holds no tokens, so there is nothing to analyse.`);
   }
-  const result = await runAnalysis(reader, { bootstrap, seed });
+  const result = await runAnalysis(reader, {
+    bootstrap,
+    seed,
+    accumulate: { routerTemperature: temperature },
+  });
   await writeAnalysis(result, out, { bootstrap, seed });
   console.log(
     `Analysed ${result.totals.n_tokens} tokens in ${result.totals.n_docs} documents (${result.domains.length} domains); wrote ${out}/ (pass ${
       result.timing.pass.toFixed(1)
-    } s, bootstrap ${result.timing.bootstrap.toFixed(1)} s, permutations ${
+    } s, jackknife ${result.timing.jackknife.toFixed(1)} s, permutations ${
       result.timing.permutations.toFixed(1)
     } s).`,
   );

@@ -1,12 +1,20 @@
 /**
- * Random baselines: what uniform, independent routing gives for each
- * statistic (analytic where a formula exists, simulated for the plug-in
- * statistics that are biased at finite T), or for router statistics the
- * uniform router's value. Every baseline is named after its statistic
- * (statistics.ts).
+ * Baselines, named after their statistics (statistics.ts).
+ *
+ * - Uniform: what uniform random, independent routing gives (each token's
+ *   top-k an independent uniformly random k-subset), the population value, as
+ *   the papers use it (1/E shares, Mixtral's 46.4% overlap for top-2 of 8);
+ *   for router-distribution statistics, the uniform router's value (W_t = 1/E
+ *   for every token). The values compared with them are unbiased or
+ *   bias-corrected, so no finite-sample version is needed.
+ * - Marginal-preserving: what the same trace gives once the link between a
+ *   token and its neighbours (or its own other experts) is broken but each
+ *   document keeps its expert counts. The within-document shuffle
+ *   expectations of the pair statistics come from the pass (shuffle.ts);
+ *   co-activation, which a token shuffle leaves unchanged, gets the
+ *   popularity-adjusted value here.
  */
-import { Rng } from "../common/random.ts";
-import type { Dims } from "./layout.ts";
+import type { Dims, DocLayout } from "./layout.ts";
 import type { Choice, LayerStatistic } from "./statistics.ts";
 
 /** Binomial coefficient C(n, r) as a float (0 when r < 0 or r > n). */
@@ -22,65 +30,21 @@ export function overlapProbability(E: number, k: number, j: number): number {
   return (choose(k, j) * choose(E - k, k - j)) / choose(E, k);
 }
 
-/**
- * Expected share statistics under uniform random routing for T tokens, by
- * simulation: top-k counts are drawn from the Gaussian with the exact mean
- * kT/E and covariance T·v·E/(E−1)·(I − 11ᵀ/E), v = (k/E)(1 − k/E), of counts
- * of independent uniform k-subsets (seeded, 400 replicates).
- */
-export function randomShareBaselines(
-  E: number,
-  k: number,
-  T: number,
-  seed = 12345,
-): { deltaUniform: number; entropy: number; maxVio: number } {
-  const replicates = 400;
-  const rng = new Rng(seed);
-  const mean = (k * T) / E;
-  const v = (k / E) * (1 - k / E);
-  const sd = Math.sqrt((T * v * E) / Math.max(1, E - 1));
-  const z = new Float64Array(E);
-  let delta = 0;
-  let entropy = 0;
-  let maxVio = 0;
-  for (let r = 0; r < replicates; r++) {
-    let zbar = 0;
-    for (let e = 0; e < E; e++) {
-      z[e] = rng.normal();
-      zbar += z[e]! / E;
-    }
-    let dev = 0;
-    let h = 0;
-    let max = 0;
-    for (let e = 0; e < E; e++) {
-      const count = Math.max(0, mean + sd * (z[e]! - zbar));
-      const share = count / (k * T);
-      dev += Math.abs(share - 1 / E);
-      if (share > 0) h -= share * Math.log2(share);
-      max = Math.max(max, count);
-    }
-    delta += (100 * dev) / E / replicates;
-    entropy += h / replicates;
-    maxVio += (max - mean) / mean / replicates;
-  }
-  return { deltaUniform: delta, entropy, maxVio };
-}
-
-/** The baseline of every per-layer statistic (and of its layer mean) for a group of `tokens` tokens. */
-export function layerBaselines(dims: Dims, tokens: number): Record<LayerStatistic, number> {
+/** The uniform baseline of every per-layer statistic (and of its layer mean). */
+export function layerBaselines(dims: Dims): Record<LayerStatistic, number> {
   const { experts: E, topK: k } = dims;
-  const sim = randomShareBaselines(E, k, tokens);
-  const hNorm = (k * (1 - k / E)) / Math.min(k, E - k);
   return {
     first_choice_repeat: 1 / E,
     set_overlap: 1 - overlapProbability(E, k, 0),
-    h_norm: hNorm,
+    // E|S_t \ S_t−1| = k − k²/E (the overlap's hypergeometric mean), over k.
+    h_norm: 1 - k / E,
     ex_rep: 1 - k / E,
-    delta_uniform: sim.deltaUniform,
-    l_norm: 1 - k / E,
-    bies: hNorm * (1 - k / E),
-    share_entropy: sim.entropy,
-    max_vio: sim.maxVio,
+    delta_uniform: 0,
+    // A uniform router's W_t is the same for every token.
+    l_norm: 0,
+    bies: 0,
+    share_entropy: Math.log2(E),
+    max_vio: 0,
     router_entropy: Math.log2(E),
     topk_mass: k / E,
     topk_margin: 0,
@@ -99,55 +63,63 @@ export function coactivationBaseline(dims: Dims): number {
   return (k - 1) / (E - 1);
 }
 
-/** Mutual information of independent layers: the plug-in bias (E−1)²/(2N ln 2) bits (Miller–Madow). */
-export function flowInformationBaseline(dims: Dims, tokens: number): number {
-  const E = dims.experts;
-  return ((E - 1) ** 2) / (2 * tokens * Math.LN2);
-}
+/** Document-layer-expert-pair products the popularity-adjusted co-activation may take per document. */
+const COACTIVATION_BUDGET = 2e8;
 
 /**
- * Expected largest first-choice share of a token id seen n times under
- * uniform random routing: E[max_e N_e]/n, N ~ Multinomial(n, 1/E), by
- * simulation (exact draws up to n = 400, the Gaussian approximation above),
- * seeded and cached per n.
+ * The popularity-adjusted co-activation of every ordered pair, [M, E, E]
+ * (diagonal NaN): each document's tokens fill the k − 1 places beside expert
+ * i in proportion to the document's other experts' assignment counts,
+ *
+ *   E[N(i,j)] = Σ_d c_d(i) · (k − 1) · c_d(j) / (k·T_d − c_d(i)),
+ *
+ * over N(i) = Σ_d c_d(i). Uniform routing gives (k − 1)/(E − 1); a popular j
+ * raises it, so coactivation above it is pairing beyond popularity. Past a
+ * cost budget (documents × M × E² > 2·10^8) the documents of the row are
+ * pooled into one (`perDocument` false).
  */
-export class VocabularyBaseline {
-  #cache = new Map<number, number>();
-  #E: number;
-  #counts: Float64Array;
-
-  constructor(E: number) {
-    this.#E = E;
-    this.#counts = new Float64Array(E);
-  }
-
-  expectedMaxShare(n: number): number {
-    const cached = this.#cache.get(n);
-    if (cached !== undefined) return cached;
-    const E = this.#E;
-    const replicates = 200;
-    // Seeded by n, so a value does not depend on which others were asked for first.
-    const rng = new Rng(777 + n);
-    let total = 0;
-    for (let r = 0; r < replicates; r++) {
-      const c = this.#counts;
-      c.fill(0);
-      if (n <= 400) {
-        for (let i = 0; i < n; i++) c[rng.int(E)]!++;
-      } else {
-        const sd = Math.sqrt((n * (1 / E) * (1 - 1 / E) * E) / Math.max(1, E - 1));
-        let zbar = 0;
-        for (let e = 0; e < E; e++) {
-          c[e] = rng.normal();
-          zbar += c[e]! / E;
+export function coactivationMarginal(
+  layout: DocLayout,
+  docs: readonly { count: number; data: Float32Array }[],
+): { values: Float64Array; perDocument: boolean } {
+  const { layers: M, experts: E, topK: k } = layout.dims;
+  const values = new Float64Array(M * E * E);
+  const n = docs.reduce((s, d) => s + d.count, 0);
+  const perDocument = n * M * E * E <= COACTIVATION_BUDGET;
+  const expected = new Float64Array(M * E * E);
+  const ni = new Float64Array(M * E);
+  const pooled = new Float64Array(M * E + 1);
+  const add = (counts: ArrayLike<number>, from: number, tokens: number) => {
+    for (let l = 0; l < M; l++) {
+      for (let i = 0; i < E; i++) {
+        const ci = counts[from + l * E + i]!;
+        if (ci === 0) continue;
+        ni[l * E + i]! += ci;
+        const factor = (ci * (k - 1)) / (k * tokens - ci);
+        for (let j = 0; j < E; j++) {
+          if (j !== i) expected[(l * E + i) * E + j]! += factor * counts[from + l * E + j]!;
         }
-        for (let e = 0; e < E; e++) c[e] = n / E + sd * (c[e]! - zbar);
       }
-      let max = 0;
-      for (let e = 0; e < E; e++) max = Math.max(max, c[e]!);
-      total += Math.min(1, max / n) / replicates;
     }
-    this.#cache.set(n, total);
-    return total;
+  };
+  for (const set of docs) {
+    for (let d = 0; d < set.count; d++) {
+      const at = d * layout.size;
+      if (perDocument) add(set.data, at + layout.any, set.data[at + layout.tokens]!);
+      else {
+        for (let i = 0; i < M * E; i++) pooled[i]! += set.data[at + layout.any + i]!;
+        pooled[M * E]! += set.data[at + layout.tokens]!;
+      }
+    }
   }
+  if (!perDocument) add(pooled, 0, pooled[M * E]!);
+  for (let l = 0; l < M; l++) {
+    for (let i = 0; i < E; i++) {
+      for (let j = 0; j < E; j++) {
+        const at = (l * E + i) * E + j;
+        values[at] = i === j ? NaN : expected[at]! / ni[l * E + i]!;
+      }
+    }
+  }
+  return { values, perDocument };
 }

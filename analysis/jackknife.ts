@@ -4,8 +4,14 @@
  * documents).
  *
  * A statistic θ is a function of summed sufficient-statistic vectors
- * (statistics.ts). For a stratum h with G_h clusters, θ_(h,j) is θ of the
- * total with cluster j of h taken out. Then, with θ̄_h their mean,
+ * (statistics.ts). For a stratum h with G_h clusters summing to X_h, θ_(h,j)
+ * is θ of the total with cluster j of h taken out and the rest of h weighted
+ * by G_h/(G_h − 1), so that the stratum keeps its weight (the survey
+ * statistician's JKn; without the reweighting a domain's deletions move a
+ * pooled statistic too little and the variance of `all` comes out about
+ * ((G − 1)/G)² too small). Every statistic here is a ratio, unchanged when
+ * all counts are scaled, so with one stratum this is plain deletion. With
+ * θ̄_h the mean of the θ_(h,j),
  *
  *   variance  v = Σ_h (G_h − 1)/G_h · Σ_j (θ_(h,j) − θ̄_h)²
  *   bias      b = Σ_h (G_h − 1) · (θ̄_h − θ)
@@ -74,6 +80,7 @@ export function jackknife(
   const sum = new Float64Array(S);
   const squares = new Float64Array(S);
   const deleted = new Float64Array(size);
+  const stratumSum = new Float64Array(size);
   const out = new Float64Array(S);
   let groups = 0;
   let varied = 0;
@@ -85,11 +92,21 @@ export function jackknife(
     varied++;
     sum.fill(0);
     squares.fill(0);
+    stratumSum.fill(0);
+    for (let c = 0; c < stratum.count; c++) {
+      const at = c * size;
+      for (let i = 0; i < size; i++) stratumSum[i]! += stratum.data[at + i]!;
+    }
+    const weight = G / (G - 1);
     for (let g = 0; g < G; g++) {
-      deleted.set(total);
+      // total − X_h + G/(G − 1)·(X_h − group g): built as X_h − group, then reweighted.
+      deleted.set(stratumSum);
       for (let c = g; c < stratum.count; c += G) {
         const at = c * size;
         for (let i = 0; i < size; i++) deleted[i]! -= stratum.data[at + i]!;
+      }
+      for (let i = 0; i < size; i++) {
+        deleted[i] = total[i]! - stratumSum[i]! + weight * deleted[i]!;
       }
       statistics.evaluate(deleted, out);
       for (let s = 0; s < S; s++) {

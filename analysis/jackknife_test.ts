@@ -53,11 +53,12 @@ Deno.test("stratified jackknife: variances add, Satterthwaite df, one-cluster st
   const b = clusters([10, 10, 13]);
   const single = clusters([100]);
   const j = jackknife([a, b, single], total([a, b, single]), MEAN);
-  // The statistic is the pooled mean of 8 values: deleting x from stratum h gives
-  // (S − x)/7, S = 148. Its deviations from the stratum's mean of deletions are
-  // −(x − x̄_h)/7, so v_h = (G_h − 1)/G_h · Σ (x − x̄_h)²/49.
-  const va = (3 / 4) * 21 / 49; // Σ (x − 3.5)² = 21
-  const vb = (2 / 3) * 6 / 49; // x̄ = 11, Σ = 1 + 1 + 4 = 6
+  // The statistic is the pooled mean of 8 values. Deleting x from stratum h and weighting
+  // the rest of h by G_h/(G_h − 1) keeps 8 values' weight and moves the sum by
+  // −G_h(x − x̄_h)/(G_h − 1), so v_h = G_h/(G_h − 1) · Σ (x − x̄_h)²/64: the textbook
+  // variance of a stratified mean, G_h·s_h²/N².
+  const va = (4 / 3) * 21 / 64; // Σ (x − 3.5)² = 21
+  const vb = (3 / 2) * 6 / 64; // x̄ = 11, Σ = 1 + 1 + 4 = 6
   near(j.se[0]! ** 2, va + vb, "variance");
   near(j.df[0]!, (va + vb) ** 2 / (va * va / 3 + vb * vb / 2), "Satterthwaite df");
   assert.equal(j.groups, 7);

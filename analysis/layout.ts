@@ -51,8 +51,15 @@ export class DocLayout {
   readonly topMass: number;
   /** [M] Σ_t (p_(k) − p_(k+1)), the margin at the top-k boundary (probs only). */
   readonly margin: number;
-  /** [M] Σ_pairs (1 − p_t(S_t−1)): probability mass leaving the previous set (probs only). */
-  readonly leave: number;
+  /**
+   * [M] Σ_pairs Σ_e |W_t(e) − W_t−1(e)| with W = softmax(τ·router logits) over
+   * all experts: CoSMoEs Eq. 6's L (probs only).
+   */
+  readonly change: number;
+  /** [M] expected pairs with the same first choice if the document's tokens were shuffled (shuffle.ts). */
+  readonly shuffleSameFirst: number;
+  /** [M, k+1] expected pairs with |S_t ∩ S_t−1| = j if the document's tokens were shuffled. */
+  readonly shuffleOverlap: number;
   /** Length of the vector. */
   readonly size: number;
 
@@ -76,7 +83,9 @@ export class DocLayout {
     this.entropy = take(p);
     this.topMass = take(p);
     this.margin = take(p);
-    this.leave = take(p);
+    this.change = take(p);
+    this.shuffleSameFirst = take(M);
+    this.shuffleOverlap = take(M * (k + 1));
     this.size = o;
   }
 }

@@ -40,7 +40,9 @@ export class MaxShareBaseline {
 
   /** Makes E[max] exact for every n ≤ min(n, exactLimit) (a no-op when already done). */
   prepare(n: number): void {
-    const N = Math.min(n, this.exactLimit);
+    if (n < this.#expected.length) return;
+    // Grown at least twofold, so that rising requests recompute O(log n) times.
+    const N = Math.min(Math.max(n, 2 * (this.#expected.length - 1)), this.exactLimit);
     if (N < this.#expected.length) return;
     this.#expected = expectedMaxCounts(this.experts, N);
   }

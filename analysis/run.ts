@@ -1,7 +1,7 @@
 /**
  * The analysis from trace to tables: one streaming pass (accumulate.ts), the
  * statistics of each domain and of the whole corpus (statistics.ts) with
- * their cluster bootstrap intervals (bootstrap.ts), then one function per
+ * their cluster jackknife errors (jackknife.ts), then one function per
  * output table (tables.ts, vocabulary.ts, divergence.ts) and the notes that
  * explain what a table leaves out. Nothing is written here (write.ts does
  * that), so tests can look at the rows directly.
@@ -14,9 +14,11 @@ import {
   type DomainData,
   type SampleDoc,
 } from "./accumulate.ts";
-import { type BootstrapResult, clusterBootstrap, type ClusterSet } from "./bootstrap.ts";
+import { coactivationMarginal } from "./baselines.ts";
 import { domainDivergenceTable } from "./divergence.ts";
+import { type ClusterSet, jackknife } from "./jackknife.ts";
 import type { Dims } from "./layout.ts";
+import { SHUFFLE_PAIRS_PER_PAIR } from "./shuffle.ts";
 import {
   BucketStatistics,
   coactivationPerDomain,
@@ -39,18 +41,22 @@ import {
 import { vocabularySpecialisationTable } from "./vocabulary.ts";
 
 export interface AnalysisOptions {
-  /** Bootstrap resamples N (0: point estimates only, no intervals). */
+  /**
+   * The --bootstrap flag: 0 gives point estimates only (plug-in values, no
+   * intervals or tests); N > 0 gives jackknife intervals and tests, with
+   * clamp(N, 99, 999) permutations per domain comparison.
+   */
   bootstrap: number;
-  /** Seed of the bootstrap and the permutations. */
+  /** Seed of the permutations. */
   seed: number;
-  /** Permutations per domain pair (default clamp(N, 99, 999), fewer if the pair is very large). */
+  /** Permutations per domain comparison (default clamp(N, 99, 999), fewer if the comparison is very large). */
   permutations?: number;
   /** Token ids need at least this many occurrences for vocabulary specialisation (default 10). */
   minTokenCount?: number;
-  /** Passed to the accumulator (buckets, samples). */
+  /** Passed to the accumulator (buckets, samples, router temperature). */
   accumulate?: AccumulateOptions;
-  /** Bootstrap matrices (statistics × resamples × row groups, f64: 8 bytes each) may hold this many cells (default 2^25, 256 MiB). */
-  maxBootstrapCells?: number;
+  /** Jackknife groups per domain at most (default 1000): more documents are deleted in groups. */
+  maxJackknifeGroups?: number;
 }
 
 export interface AnalysisResult {
@@ -63,15 +69,24 @@ export interface AnalysisResult {
   samples: { domain: string; docs: SampleDoc[] }[];
   /** Indices on the layer axis of the samples' first choices. */
   sampleLayers: number[];
-  /** Resamples actually used by the document and bucket bootstraps, permutations per pair. */
-  resamples: { documents: number; buckets: number; permutations: number };
+  /**
+   * Whether there are intervals and tests; the jackknife's clusters (documents,
+   * and buckets for the bucket statistics) over all domains; permutations per
+   * domain comparison; τ of CoSMoEs Eq. 6.
+   */
+  settings: {
+    intervals: boolean;
+    clusters: { documents: number; buckets: number };
+    permutations: number;
+    routerTemperature: number;
+  };
   buckets: number;
   notes: string[];
   /**
-   * Seconds: the streaming pass; the document and bucket bootstraps; the
-   * permutation tests; everything after the pass (bootstraps, permutations, tables).
+   * Seconds: the streaming pass; the document and bucket jackknives; the
+   * permutation tests; everything after the pass (jackknives, permutations, tables).
    */
-  timing: { pass: number; bootstrap: number; permutations: number; afterPass: number };
+  timing: { pass: number; jackknife: number; permutations: number; afterPass: number };
 }
 
 /** Runs the streaming pass only (exposed for the benchmark). */
@@ -102,10 +117,9 @@ export async function runAnalysis(
   const manifest = reader.manifest;
   const moeLayers = manifest.model.moe_layers;
   const domains = acc.domains.filter((d) => d.docs > 0);
-  const settings: BootstrapSettings = {
-    bootstrap: options.bootstrap,
-    seed: options.seed,
-    maxCells: options.maxBootstrapCells ?? 2 ** 25,
+  const settings: IntervalSettings = {
+    intervals: options.bootstrap > 0,
+    maxGroups: options.maxJackknifeGroups ?? 1000,
     moeLayers,
   };
   const documents = documentEstimates(acc, domains, settings);
@@ -115,8 +129,7 @@ export async function runAnalysis(
     domains,
     totals,
     moeLayers,
-    resampledShares: documents.resampledShares,
-    resamples: documents.resamples,
+    intervals: settings.intervals,
     permutations: options.permutations,
     bootstrap: options.bootstrap,
     seed: options.seed,
@@ -129,7 +142,7 @@ export async function runAnalysis(
     overlap_distribution: overlapDistributionTable(doc),
     cosmoes: layerStatisticsTable(doc, "cosmoes"),
     load_balance: layerStatisticsTable(doc, "load_balance"),
-    coactivation: coactivationTable(bucket),
+    coactivation: coactivationTable(bucket, buckets.marginal),
     vocabulary_specialisation: vocabularySpecialisationTable(acc, {
       domains,
       totals: [...totals, corpus],
@@ -141,10 +154,11 @@ export async function runAnalysis(
     domain_divergence: divergence.rows,
     summary: summaryTable(doc),
   };
-  const resamples = {
-    documents: documents.resamples,
-    buckets: buckets.resamples,
+  const resultSettings = {
+    intervals: settings.intervals,
+    clusters: { documents: documents.groups, buckets: buckets.groups },
     permutations: divergence.permutations,
+    routerTemperature: options.accumulate?.routerTemperature ?? 1,
   };
   return {
     manifest,
@@ -154,56 +168,52 @@ export async function runAnalysis(
     tables,
     samples: domains.map((d) => ({ domain: d.name, docs: d.samples })),
     sampleLayers: acc.sampleLayers,
-    resamples,
+    settings: resultSettings,
     buckets: acc.buckets,
-    notes: analysisNotes(acc, { domains: domains.length, resamples, bootstrap: options.bootstrap }),
+    notes: analysisNotes(acc, {
+      domains,
+      intervals: settings.intervals,
+      pooledCoactivation: !buckets.marginalPerDocument,
+    }),
     timing: {
       pass: passSeconds,
-      bootstrap: documents.seconds + buckets.seconds,
+      jackknife: documents.seconds + buckets.seconds,
       permutations: divergence.seconds,
       afterPass: (performance.now() - afterPass) / 1000,
     },
   };
 }
 
-interface BootstrapSettings {
-  /** Resamples wanted (N). */
-  bootstrap: number;
-  seed: number;
-  /** Cells (f64) the bootstrap matrices of one kind of statistics may hold. */
-  maxCells: number;
+interface IntervalSettings {
+  /** Whether to run the jackknife (--bootstrap > 0). */
+  intervals: boolean;
+  /** Jackknife groups per domain at most. */
+  maxGroups: number;
   moeLayers: readonly number[];
 }
 
-/** Statistics of some kind, bootstrapped, for the rows of each domain and `all`. */
-interface Bootstrapped<S> {
+/** Statistics of some kind with their jackknives, for the rows of each domain and `all`. */
+interface Jackknifed<S> {
   estimates: Estimates<S>;
-  /** Resamples the bootstrap drew: N or fewer (memory cap); 0 where it did not run. */
-  resamples: number;
-  /** Seconds it took. */
+  /** Clusters (or groups) the `all` row's jackknife deleted; 0 without intervals. */
+  groups: number;
+  /** Seconds the jackknives took. */
   seconds: number;
 }
 
-interface DocumentEstimates extends Bootstrapped<DocStatistics> {
+interface DocumentEstimates extends Jackknifed<DocStatistics> {
   /** The domains' totals. */
   totals: DomainTotals[];
   /** The whole corpus's totals (`all`). */
   corpus: DomainTotals;
-  /** Per domain, [resamples, M, E] top-k counts of each resample; null where not kept. */
-  resampledShares: Float32Array[] | null;
 }
 
-/**
- * The document statistics: the domains' and the corpus's totals and
- * estimates, and each domain's top-k counts per resample, which the domain
- * divergence intervals take from the same bootstrap.
- */
+/** The document statistics of every domain and `all`, with their jackknives over documents. */
 function documentEstimates(
   acc: Accumulator,
   domains: readonly DomainData[],
-  settings: BootstrapSettings,
+  settings: IntervalSettings,
 ): DocumentEstimates {
-  const { layers: M, experts: E } = acc.dims;
   const L = acc.layout;
   const statistics = new DocStatistics(L);
   const sets: ClusterSet[] = domains.map((d) => ({ count: d.docs, data: d.docVectors }));
@@ -218,125 +228,85 @@ function documentEstimates(
     n_docs: totals.reduce((n, t) => n + t.n_docs, 0),
     n_tokens: totals.reduce((n, t) => n + t.n_tokens, 0),
   };
-  // Resamples: N, fewer where the matrices of the domains and all would pass the cap.
-  const groups = domains.length + 1;
-  const resamples = Math.min(
-    settings.bootstrap,
-    Math.max(100, Math.floor(settings.maxCells / (statistics.size * groups))),
-  );
-  // The divergence intervals need every resample's [M, E] top-k counts per domain; kept
-  // only where there is a pair of domains and they fit in the same memory cap.
-  const keepShares = resamples > 0 && domains.length >= 2 &&
-    domains.length * resamples * M * E <= settings.maxCells;
-  const resampledShares = keepShares
-    ? domains.map(() => new Float32Array(resamples * M * E))
-    : null;
-  let boot: BootstrapResult | null = null;
   const start = performance.now();
-  if (resamples > 0 && domains.length > 0) {
-    boot = clusterBootstrap(
-      sets,
-      L.size,
-      statistics.size,
-      (v, out) => statistics.evaluate(v, out),
-      {
-        resamples,
-        seed: settings.seed,
-        onResample: resampledShares
-          ? (d, b, v) => {
-            const target = resampledShares[d]!;
-            for (let i = 0; i < M * E; i++) target[b * M * E + i] = v[L.any + i]!;
-          }
-          : undefined,
-      },
-    );
-  }
-  const seconds = boot ? (performance.now() - start) / 1000 : 0;
+  const rows = estimateRows(statistics, sets, [...totals, corpus], sums, settings, true);
   return {
-    estimates: {
-      statistics,
-      moeLayers: settings.moeLayers,
-      domains: estimateDomains(
-        statistics,
-        [...totals, corpus],
-        [...sums, addUp(sums, L.size)],
-        boot,
-      ),
-    },
-    resamples: boot ? resamples : 0,
-    seconds,
+    estimates: { statistics, moeLayers: settings.moeLayers, domains: rows },
+    groups: rows.at(-1)!.jack?.groups ?? 0,
+    seconds: (performance.now() - start) / 1000,
     totals,
     corpus,
-    resampledShares,
   };
+}
+
+interface BucketEstimates extends Jackknifed<BucketStatistics> {
+  /** Per row written (domains, then `all`): the popularity-adjusted co-activation, [M, E, E]. */
+  marginal: Float64Array[];
+  /** Whether that baseline kept each document's own shares (false: pooled, over budget). */
+  marginalPerDocument: boolean;
 }
 
 /**
  * The bucket statistics (co-activation, flow information), per domain only
- * when E ≤ 16 (their tables grow with E²), always for `all`.
+ * when E ≤ 16 (their tables grow with E²), always for `all`; the jackknife
+ * deletes buckets of whole documents.
  */
 function bucketEstimates(
   acc: Accumulator,
   domains: readonly DomainData[],
-  settings: BootstrapSettings & { totals: DomainTotals[] },
-): Bootstrapped<BucketStatistics> {
+  settings: IntervalSettings & { totals: DomainTotals[] },
+): BucketEstimates {
   const B = acc.bucketLayout;
   const statistics = new BucketStatistics(B);
   const sets: ClusterSet[] = domains.map((d) => ({ count: d.usedBuckets, data: d.bucketVectors }));
   const sums = sets.map((s) => sumClusters(s, B.size));
   const perDomain = coactivationPerDomain(acc.dims);
-  // Resamples: N, fewer where the matrices of the groups written would pass the cap.
-  const groups = perDomain ? domains.length + 1 : 1;
-  const resamples = Math.min(
-    settings.bootstrap,
-    Math.max(100, Math.floor(settings.maxCells / (Math.max(1, statistics.size) * groups))),
-  );
-  let boot: BootstrapResult | null = null;
   const start = performance.now();
-  if (resamples > 0 && domains.length > 0 && statistics.size > 0) {
-    boot = clusterBootstrap(
-      sets,
-      B.size,
-      statistics.size,
-      (v, out) => statistics.evaluate(v, out),
-      { resamples, seed: settings.seed + 1, perDomain },
-    );
-  }
-  const seconds = boot ? (performance.now() - start) / 1000 : 0;
-  const all = estimateDomains(statistics, settings.totals, [...sums, addUp(sums, B.size)], boot);
+  const rows = estimateRows(statistics, sets, settings.totals, sums, settings, perDomain);
+  const seconds = (performance.now() - start) / 1000;
+  const docSets = domains.map((d) => ({ count: d.docs, data: d.docVectors }));
+  const marginals = [
+    ...(perDomain ? docSets.map((set) => coactivationMarginal(acc.layout, [set])) : []),
+    coactivationMarginal(acc.layout, docSets),
+  ];
   return {
     estimates: {
       statistics,
       moeLayers: settings.moeLayers,
       // Without per-domain rows, only `all` (the last) is written.
-      domains: perDomain ? all : all.slice(-1),
+      domains: perDomain ? rows : rows.slice(-1),
     },
-    resamples: boot ? resamples : 0,
+    groups: rows.at(-1)!.jack?.groups ?? 0,
     seconds,
+    marginal: marginals.map((m) => m.values),
+    marginalPerDocument: marginals.every((m) => m.perDocument),
   };
 }
 
 /**
- * Point estimates and intervals of the domains and then `all`: `totals` and
- * `sums` hold one entry each, in that order, as the bootstrap's domains do.
+ * Point estimates and jackknives of the domains (when `perDomain`) and then
+ * `all`, stratified by domain: `totals` and `sums` hold one entry per domain,
+ * then the corpus's.
  */
-function estimateDomains(
+function estimateRows(
   statistics: Statistics,
+  sets: readonly ClusterSet[],
   totals: readonly DomainTotals[],
   sums: readonly Float64Array[],
-  boot: BootstrapResult | null,
+  settings: IntervalSettings,
+  perDomain: boolean,
 ): DomainEstimates[] {
-  const corpus = totals.length - 1;
+  const size = sums[0]?.length ?? 0;
+  const all = addUp(sums, size);
+  const options = { maxGroups: settings.maxGroups };
   return totals.map((t, g) => {
+    const isAll = g === totals.length - 1;
+    const sample = isAll ? all : sums[g]!;
     const values = new Float64Array(statistics.size);
-    statistics.evaluate(sums[g]!, values);
-    return {
-      totals: t,
-      sums: sums[g]!,
-      values,
-      intervals: (g === corpus ? boot?.all : boot?.domains[g]) ?? null,
-      resamples: boot ? boot.resamples : 0,
-    };
+    statistics.evaluate(sample, values);
+    const wanted = settings.intervals && (isAll || perDomain);
+    const jack = wanted ? jackknife(isAll ? sets : [sets[g]!], sample, statistics, options) : null;
+    return { totals: t, sums: sample, values, jack };
   });
 }
 
@@ -356,17 +326,16 @@ function addUp(vectors: readonly Float64Array[], size: number): Float64Array {
   return out;
 }
 
-/** What the reader of the outputs should know: absent statistics, reduced tables, capped resamples. */
+/** What the reader of the outputs should know: absent statistics, reduced tables, approximations. */
 function analysisNotes(
   acc: Accumulator,
-  facts: { domains: number; resamples: AnalysisResult["resamples"]; bootstrap: number },
+  facts: { domains: readonly DomainData[]; intervals: boolean; pooledCoactivation: boolean },
 ): string[] {
   const { experts: E, topK: k, probs } = acc.dims;
-  const { documents, buckets } = facts.resamples;
   const notes: string[] = [];
   if (!probs) {
     notes.push(
-      "The trace has no router distribution (capture.probs is false): l_norm, bies, router_entropy, topk_mass and topk_margin are absent.",
+      "The trace has no router distribution (capture.probs is false): l_norm, bies, router_entropy, topk_mass and topk_margin are absent (CoSMoEs Eq. 6 needs --probs at capture).",
     );
   }
   if (acc.corpusVocabulary !== null) {
@@ -379,7 +348,7 @@ function analysisNotes(
       `vocabulary_specialisation.csv leaves out ${acc.vocabularyDropped} occurrences of token ids first seen after the token-id tables were full.`,
     );
   }
-  if (facts.domains < 2) {
+  if (facts.domains.length < 2) {
     notes.push("Domain divergence needs at least two domains; domain_divergence.csv has no rows.");
   }
   if (k < 2) notes.push("Co-activation needs top_k ≥ 2; coactivation.csv has no rows.");
@@ -388,14 +357,22 @@ function analysisNotes(
       `With ${E} experts, coactivation.csv and layer_flow.csv hold the whole corpus only (per-domain tables are written for E ≤ 16).`,
     );
   }
-  if (documents > 0 && documents < facts.bootstrap) {
+  if (k >= 3) {
     notes.push(
-      `The document bootstrap used ${documents} resamples (memory cap), not ${facts.bootstrap}.`,
+      `With top_k = ${k}, the within-document shuffle baselines of set_overlap and overlap_distribution are estimated from ${SHUFFLE_PAIRS_PER_PAIR} random token pairs per consecutive pair of each document (exact for k ≤ 2 and for first_choice_repeat, h_norm and ex_rep).`,
     );
   }
-  if (buckets > 0 && buckets < facts.bootstrap) {
+  if (facts.pooledCoactivation) {
     notes.push(
-      `The bucket bootstrap used ${buckets} resamples (memory cap), not ${facts.bootstrap}.`,
+      "The popularity-adjusted co-activation baseline pools each row's documents (per-document shares would cost more than 2·10^8 products).",
+    );
+  }
+  const single = facts.domains.filter((d) => d.docs === 1).map((d) => d.name);
+  if (facts.intervals && single.length > 0) {
+    notes.push(
+      `Domains with a single document (${
+        single.join(", ")
+      }) have no intervals of their own and are held fixed in the intervals of all.`,
     );
   }
   return notes;

@@ -36,6 +36,38 @@ export const SUMMARY_STATISTICS: readonly LayerStatistic[] = [
   ...LAYER_STATISTICS.load_balance,
 ];
 
+/**
+ * Statistics whose plug-in value is biased at finite sample size by a term
+ * of order 1/n: their value is the jackknife bias-corrected estimate, and
+ * the plug-in goes in the `plug_in` column.
+ */
+export const BIAS_CORRECTED: ReadonlySet<LayerStatistic> = new Set<LayerStatistic>([
+  "share_entropy",
+]);
+
+/**
+ * Statistics of the expert shares that sit on the boundary of their range
+ * under uniform routing (0), where no resampling interval is consistent: their
+ * value and interval come from simultaneous intervals of the shares
+ * (uniformity.ts), the plug-in goes in `plug_in`.
+ */
+export const SHARE_DEVIATIONS: ReadonlySet<LayerStatistic> = new Set<LayerStatistic>([
+  "delta_uniform",
+  "max_vio",
+]);
+
+/**
+ * Pair statistics with a within-document shuffle baseline (shuffle.ts): the
+ * `baseline_marginal` column, and a test of value − baseline_marginal.
+ */
+export const MARGINAL_STATISTICS = [
+  "first_choice_repeat",
+  "set_overlap",
+  "h_norm",
+  "ex_rep",
+] as const;
+export type MarginalStatistic = typeof MARGINAL_STATISTICS[number];
+
 /** Statistics computed from the router distribution: NaN, and left out, in a trace without it. */
 export const NEEDS_PROBS: ReadonlySet<LayerStatistic> = new Set<LayerStatistic>([
   "l_norm",
@@ -74,6 +106,14 @@ export class DocStatistics implements Statistics {
   readonly perLayer: Readonly<Record<LayerStatistic, number>>;
   /** One slot per statistic: the unweighted mean of its values over layers. */
   readonly layerMean: Readonly<Record<LayerStatistic, number>>;
+  /** [M] per pair statistic: its expectation after shuffling each document's tokens. */
+  readonly marginal: Readonly<Record<MarginalStatistic, number>>;
+  /** [M] per pair statistic: value − marginal, the locality the shuffle removes. */
+  readonly excess: Readonly<Record<MarginalStatistic, number>>;
+  /** One slot per pair statistic: the mean of `marginal` over layers. */
+  readonly marginalMean: Readonly<Record<MarginalStatistic, number>>;
+  /** [M, k+1] the overlap proportions' expectation after shuffling each document's tokens. */
+  readonly overlapMarginal: number;
   /** Length of the statistics vector. */
   readonly size: number;
 
@@ -101,6 +141,18 @@ export class DocStatistics implements Statistics {
     const layerMean = {} as Record<LayerStatistic, number>;
     for (const name of SUMMARY_STATISTICS) layerMean[name] = take(1);
     this.layerMean = layerMean;
+    const marginal = {} as Record<MarginalStatistic, number>;
+    const excess = {} as Record<MarginalStatistic, number>;
+    const marginalMean = {} as Record<MarginalStatistic, number>;
+    for (const name of MARGINAL_STATISTICS) {
+      marginal[name] = take(M);
+      excess[name] = take(M);
+      marginalMean[name] = take(1);
+    }
+    this.marginal = marginal;
+    this.excess = excess;
+    this.marginalMean = marginalMean;
+    this.overlapMarginal = take(M * (k + 1));
     this.size = o;
   }
 
@@ -113,6 +165,8 @@ export class DocStatistics implements Statistics {
     const T = v[L.tokens]!;
     const P = v[L.pairs]!;
     const kk = k + 1;
+    const marginal = this.marginal;
+    const excess = this.excess;
     for (let l = 0; l < M; l++) {
       const le = l * E;
       for (let e = 0; e < E; e++) out[share.first + le + e] = v[L.first + le + e]! / T;
@@ -124,16 +178,29 @@ export class DocStatistics implements Statistics {
 
       out[at.first_choice_repeat + l] = v[L.sameFirst + l]! / P;
       out[at.set_overlap + l] = 1 - v[L.overlap + l * kk]! / P;
-      // Experts replaced between consecutive tokens: k − |S_t ∩ S_t−1| per pair.
+      out[marginal.first_choice_repeat + l] = v[L.shuffleSameFirst + l]! / P;
+      out[marginal.set_overlap + l] = 1 - v[L.shuffleOverlap + l * kk]! / P;
+      // Experts replaced between consecutive tokens: k − |S_t ∩ S_t−1| per pair, i.e.
+      // ½ Σ_e |[e ∈ S_t] − [e ∈ S_t−1]| (CoSMoEs Eq. 4), and the same after a shuffle.
       let replaced = 0;
+      let shuffledReplaced = 0;
       for (let j = 0; j <= k; j++) {
         const pairsWith = v[L.overlap + l * kk + j]!;
+        const shuffledWith = v[L.shuffleOverlap + l * kk + j]!;
         out[this.overlap + l * kk + j] = pairsWith / P;
+        out[this.overlapMarginal + l * kk + j] = shuffledWith / P;
         replaced += pairsWith * (k - j);
+        shuffledReplaced += shuffledWith * (k - j);
       }
-      const hNorm = replaced / (P * Math.min(k, E - k));
+      // Eq. 5: H_norm = H / (B·K·(T − 1)), the pairs of all sequences times k.
+      const hNorm = replaced / (P * k);
       out[at.h_norm + l] = hNorm;
-      out[at.ex_rep + l] = replaced / (P * k);
+      out[at.ex_rep + l] = hNorm;
+      out[marginal.h_norm + l] = shuffledReplaced / (P * k);
+      out[marginal.ex_rep + l] = shuffledReplaced / (P * k);
+      for (const name of MARGINAL_STATISTICS) {
+        out[excess[name] + l] = out[at[name] + l]! - out[marginal[name] + l]!;
+      }
       let deviation = 0;
       let entropy = 0;
       let max = 0;
@@ -144,8 +211,10 @@ export class DocStatistics implements Statistics {
         if (q > 0) entropy -= q * Math.log2(q);
         if (count > max) max = count;
       }
-      out[at.delta_uniform + l] = (100 * deviation) / E;
-      const lNorm = probs ? v[L.leave + l]! / P : NaN;
+      // ΔUniform read as the mean relative deviation (1/E)·Σ_e |q_e − 1/E| / (1/E).
+      out[at.delta_uniform + l] = deviation;
+      // Eq. 6: L_norm = L / (B·T), all tokens of all sequences.
+      const lNorm = probs ? v[L.change + l]! / T : NaN;
       out[at.l_norm + l] = lNorm;
       out[at.bies + l] = hNorm * lNorm;
       out[at.share_entropy + l] = entropy;
@@ -159,6 +228,11 @@ export class DocStatistics implements Statistics {
       let sum = 0;
       for (let l = 0; l < M; l++) sum += out[at[name] + l]!;
       out[this.layerMean[name]] = sum / M;
+    }
+    for (const name of MARGINAL_STATISTICS) {
+      let sum = 0;
+      for (let l = 0; l < M; l++) sum += out[marginal[name] + l]!;
+      out[this.marginalMean[name]] = sum / M;
     }
   }
 }

@@ -208,27 +208,53 @@ Deno.test("every statistic matches its value worked out on paper", async () => {
       "C(2,2)C(2,0)/C(4,2)",
     );
 
-    // CoSMoEs, A layer 1: replacements (2−1)+(2−1) = 2 over 2 pairs.
-    // ex_rep = 2/(2·2) = 0.5; h_norm = 2/(2·min(2,2)) = 0.5.
-    // l_norm: pair 1 keeps p_t1(0)+p_t1(1) = 0.4+0.2 → leaves 0.4; pair 2 keeps
-    // p_t2(0)+p_t2(2) = 0.2+0.3 → leaves 0.5; mean 0.45. bies = 0.5·0.45 = 0.225.
-    // delta_uniform: |1/3−1/4|,|1/6−1/4|,.. all 1/12 → 100/12.
+    // CoSMoEs on doc 0 (domain A, B = 1 sequence of T = 3 tokens), layer 1: sets {0,1} {0,2}
+    // {3,2}; W_t by the rule above: [.4,.3,.2,.1], [.4,.2,.3,.1], [.2,.1,.3,.4].
+    // Eq. 4: H = ½ Σ_t Σ_e |[e ∈ S_t+1] − [e ∈ S_t]| = ½(2 + 2) = 2.
+    // Eq. 5: H_norm = H / (B·K·(T − 1)) = 2 / (1·2·2) = 0.5 (ex_rep is the same ratio).
+    // Eq. 6: L = Σ_t Σ_e |W_t+1 − W_t| = (0 + .1 + .1 + 0) + (.2 + .1 + 0 + .3) = 0.8,
+    //        L_norm = L / (B·T) = 0.8/3.
+    // Eq. 7: BIES = H_norm · L_norm = 0.4/3.
+    // ΔUniform (mean relative deviation): shares [1/3,1/6,1/3,1/6], Σ_e |q_e − 1/4| = 4/12.
     const cos = (layer: number, domain: string, statistic: string) =>
       find(t.cosmoes!, { layer, domain, statistic }).value;
     near(cos(1, "A", "ex_rep"), 0.5, "ex_rep");
     near(cos(1, "A", "h_norm"), 0.5, "h_norm");
-    near(cos(1, "A", "l_norm"), 0.45, "l_norm");
-    near(cos(1, "A", "bies"), 0.225, "bies");
-    near(cos(1, "A", "delta_uniform"), 100 / 12, "delta_uniform");
-    // A layer 3: replacements 0 + 1 → ex_rep 1/4; leaves 0.3 and 0.5 → l_norm 0.4; bies 0.1;
-    // top-k counts [0,2,3,1] → |−1/4|+|1/12|+|1/4|+|−1/12| = 2/3, /4 → 100/6.
+    near(cos(1, "A", "l_norm"), 0.8 / 3, "l_norm");
+    near(cos(1, "A", "bies"), 0.4 / 3, "bies");
+    near(cos(1, "A", "delta_uniform"), 1 / 3, "delta_uniform");
+    // A layer 3: sets {1,2} {2,1} {2,3}: H = 0 + 1 → H_norm 1/4; W [.2,.4,.3,.1],
+    // [.2,.3,.4,.1], [.2,.1,.4,.3] → L = .2 + .4 → L_norm .2; BIES .05; top-k counts
+    // [0,2,3,1] → |−1/4| + |1/12| + |1/4| + |−1/12| = 2/3.
     near(cos(3, "A", "ex_rep"), 0.25, "ex_rep l3");
-    near(cos(3, "A", "l_norm"), 0.4, "l_norm l3");
-    near(cos(3, "A", "bies"), 0.1, "bies l3");
-    near(cos(3, "A", "delta_uniform"), 100 / 6, "delta_uniform l3");
-    // All layer 1: replacements 1+1+2 = 4 over 3 pairs → 2/3; doc 1 leaves 1 − (0.2+0.1) = 0.7.
+    near(cos(3, "A", "h_norm"), 0.25, "h_norm l3");
+    near(cos(3, "A", "l_norm"), 0.2, "l_norm l3");
+    near(cos(3, "A", "bies"), 0.05, "bies l3");
+    near(cos(3, "A", "delta_uniform"), 2 / 3, "delta_uniform l3");
+    // All, layer 1: doc 1 adds H = 2 and W [.3,.4,.2,.1] → [.2,.1,.4,.3], L = .8:
+    // H_norm = 4/(2·3) = 2/3 (pairs of both sequences), L_norm = 1.6/5 (tokens of both).
     near(cos(1, ALL, "ex_rep"), 2 / 3, "all ex_rep");
-    near(cos(1, ALL, "l_norm"), 1.6 / 3, "all l_norm");
+    near(cos(1, ALL, "h_norm"), 2 / 3, "all h_norm");
+    near(cos(1, ALL, "l_norm"), 1.6 / 5, "all l_norm");
+    near(cos(1, ALL, "bies"), (2 / 3) * (1.6 / 5), "all bies");
+
+    // Within-document shuffle baselines, A layer 1. First choices 0 0 3: of the 3! orders,
+    // 003 and 300 have one repeat and 030 none → 2/3 expected repeats over 2 pairs = 1/3.
+    // Sets {0,1} {0,2} {2,3}: a random pair of distinct tokens shares 1 expert with
+    // probability 2/3 and none with 1/3, so the 2 consecutive pairs share ≥ 1 in 2/3 of
+    // cases, and replace (2·1/3 + 1·2/3)/2 = 2/3 of their experts.
+    const marginal = (statistic: string) =>
+      find(t.repetition!.concat(t.cosmoes!), { layer: 1, domain: "A", statistic })
+        .baseline_marginal;
+    near(marginal("first_choice_repeat"), 1 / 3, "shuffled repeat");
+    near(marginal("set_overlap"), 2 / 3, "shuffled overlap ≥ 1");
+    near(marginal("ex_rep"), 2 / 3, "shuffled ex_rep");
+    near(marginal("h_norm"), 2 / 3, "shuffled h_norm");
+    const ovm = (overlap: number) =>
+      find(t.overlap_distribution!, { layer: 1, domain: "A", overlap }).baseline_marginal;
+    near(ovm(0), 1 / 3, "shuffled overlap 0");
+    near(ovm(1), 2 / 3, "shuffled overlap 1");
+    near(ovm(2), 0, "shuffled overlap 2");
 
     // Load balance, A layer 1: shares [1/3,1/6,1/3,1/6] → entropy (2/3)log2 3 + (1/3)log2 6;
     // max_vio (2 − 1.5)/1.5; router entropy H(.4,.3,.2,.1); top-k mass .7; margin .3 − .2.
@@ -252,6 +278,10 @@ Deno.test("every statistic matches its value worked out on paper", async () => {
     near(co(2, 3).coactivation, 2 / 3, "N(2,3)/N(2)");
     near(co(0, 1).baseline as number, 1 / 3, "(k−1)/(E−1)");
     near(co(0, 1).lift as number, 2, "lift");
+    // Popularity-adjusted: doc 0 has c = [2,1,2,1] of kT = 6, doc 1 c = [1,1,1,1] of 4;
+    // Σ_d c_d(0)(k − 1)c_d(1)/(kT_d − c_d(0)) = 2·1/4 + 1·1/3 = 5/6, over N(0) = 3.
+    near(co(0, 1).baseline_marginal as number, 5 / 18, "popularity-adjusted");
+    near(co(0, 1).lift_marginal as number, (2 / 3) / (5 / 18), "lift over it");
     assert.equal(co(0, 1).n_ij, 2);
     assert.equal(co(0, 1).n_i, 3);
 
@@ -277,6 +307,9 @@ Deno.test("every statistic matches its value worked out on paper", async () => {
     const voc = (layer: number, domain: string) =>
       find(t.vocabulary_specialisation!, { layer, domain });
     near(voc(1, "A").mean_specialisation, 1 / 2, "A vocab");
+    // Uniform baseline for n = 2 of E = 4: both alike with probability 1/4, so
+    // E[max] = 2·1/4 + 1·3/4 = 1.25 and the share 0.625.
+    near(voc(1, "A").baseline, 0.625, "exact baseline");
     assert.equal(voc(1, "A").n_token_ids, 1);
     near(voc(3, ALL).mean_specialisation, 1 / 3, "all vocab l3: 1, 2, 3");
 
@@ -287,15 +320,43 @@ Deno.test("every statistic matches its value worked out on paper", async () => {
       0.5 * m.reduce((s, mi) => s + 0.25 * Math.log2(0.25 / mi), 0);
     near(jsd, 0.020721, "paper value of the JSD"); // 0.5·(0.021121 + 0.020321)
     const div = find(t.domain_divergence!, { layer: 1, domain_a: "A", domain_b: "B" });
-    near(div.jsd, jsd, "jsd");
-    // One document each: every permutation is the split itself or its mirror → p = 1.
-    assert.equal(div.p_value, 1);
+    near(div.jsd, jsd, "jsd (the plug-in: --bootstrap 0 gives point estimates only)");
+    near(div.plug_in, jsd, "plug-in jsd");
+    assert.ok(Number.isNaN(div.p_value), "no tests at --bootstrap 0");
+    assert.equal(div.comparison, "pair");
+    // With tests: one document each, so every permutation is the split itself or its
+    // mirror → p = 1; a single document has no jackknife, so no interval.
+    const tested = await runAnalysis(await TraceReader.open(dir), { bootstrap: 10, seed: 0 });
+    const withTest = find(tested.tables.domain_divergence!, { layer: 1, domain_a: "A" });
+    assert.equal(withTest.p_value, 1);
+    assert.ok(Number.isNaN(withTest.ci_low));
 
     // Totals.
     assert.deepEqual(result.domains, [
       { name: "A", n_docs: 1, n_tokens: 3 },
       { name: "B", n_docs: 1, n_tokens: 2 },
     ]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("l_norm follows W = softmax(τ·logits) of CoSMoEs Eq. 6 at --router-temperature 2", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await handTrace(dir);
+    const result = await runAnalysis(await TraceReader.open(dir), {
+      bootstrap: 0,
+      seed: 0,
+      accumulate: { routerTemperature: 2 },
+    });
+    // softmax(2·logits) = p²/Σp². Doc 0, layer 1: [.16,.09,.04,.01]/.3, [.16,.04,.09,.01]/.3,
+    // [.04,.01,.09,.16]/.3 → L = (.05 + .05)/.3 + (.12 + .03 + 0 + .15)/.3 = 4/3 over T = 3.
+    const row = find(result.tables.cosmoes!, { layer: 1, domain: "A", statistic: "l_norm" });
+    near(row.value, 4 / 9, "l_norm at τ = 2");
+    const bies = find(result.tables.cosmoes!, { layer: 1, domain: "A", statistic: "bies" });
+    near(bies.value, 0.5 * (4 / 9), "bies at τ = 2");
+    assert.equal(result.settings.routerTemperature, 2);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -1,14 +1,17 @@
 /**
  * vocabulary_specialisation.csv (OLMoE): how much of a token id's
  * occurrences go to its most frequent first-choice expert, against what
- * uniform random routing gives for the same number of occurrences. The
+ * uniform random routing gives for the same number of occurrences (exact,
+ * max_share.ts) and against the same trace with each document's token ids
+ * shuffled (`baseline_marginal`: the counts the pass kept for one random
+ * permutation per document, so every document keeps its experts). The
  * per-token-id counts come from the streaming pass (accumulate.ts); they are
- * not kept per document, so there are no bootstrap intervals.
+ * not kept per document, so there are no intervals.
  */
 import type { CsvRow } from "../common/csv.ts";
 import type { Accumulator, DomainData } from "./accumulate.ts";
-import { VocabularyBaseline } from "./baselines.ts";
-import { quantile } from "./bootstrap.ts";
+import { MaxShareBaseline } from "./max_share.ts";
+import { quantile } from "./permutation.ts";
 import type { DomainTotals } from "./tables.ts";
 
 export interface VocabularyOptions {
@@ -32,9 +35,20 @@ export function vocabularySpecialisationTable(
 ): CsvRow[] {
   const { layers: M, experts: E } = acc.dims;
   const { domains, minCount } = options;
-  const baseline = new VocabularyBaseline(E);
+  const baseline = new MaxShareBaseline(E);
   const perDomain = acc.corpusVocabulary === null;
   const corpus = acc.corpusVocabulary ?? mergeVocabularies(domains);
+  // Every id's occurrence count is the sum of its layer-0 counts: the exact baseline is
+  // computed once, for all counts up to the largest.
+  let largest = 0;
+  for (const vocab of [corpus, ...(perDomain ? domains.map((d) => d.vocab) : [])]) {
+    for (const counts of vocab.values()) {
+      let n = 0;
+      for (let e = 0; e < E; e++) n += counts[e]!;
+      largest = Math.max(largest, n);
+    }
+  }
+  baseline.prepare(largest);
   const rows: CsvRow[] = [];
   options.totals.forEach((totals, g) => {
     const isAll = g === domains.length;
@@ -44,18 +58,23 @@ export function vocabularySpecialisationTable(
       let ids = 0;
       let specialisation = 0;
       let expected = 0;
+      let shuffled = 0;
       const shares: number[] = [];
+      const half = M * E;
       for (const counts of vocab.values()) {
         let n = 0;
         let max = 0;
+        let shuffledMax = 0;
         for (let e = 0; e < E; e++) {
           const c = counts[l * E + e]!;
           n += c;
           if (c > max) max = c;
+          shuffledMax = Math.max(shuffledMax, counts[half + l * E + e]!);
         }
         if (n < minCount) continue;
         ids++;
         specialisation += max / n;
+        shuffled += shuffledMax / n;
         shares.push(max / n);
         expected += baseline.expectedMaxShare(n);
       }
@@ -71,6 +90,7 @@ export function vocabularySpecialisationTable(
         median_specialisation: quantile(shares, 0.5),
         p90_specialisation: quantile(shares, 0.9),
         baseline: expected / ids,
+        baseline_marginal: shuffled / ids,
         ci_low: NaN,
         ci_high: NaN,
       });

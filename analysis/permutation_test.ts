@@ -1,12 +1,6 @@
 import assert from "node:assert/strict";
 import { Rng } from "../common/random.ts";
-import {
-  benjaminiHochberg,
-  clusterBootstrap,
-  jensenShannon,
-  permutationTest,
-  quantile,
-} from "./bootstrap.ts";
+import { benjaminiHochberg, jensenShannon, permutationTest, quantile } from "./permutation.ts";
 
 Deno.test("Benjamini–Hochberg q-values match R's p.adjust(method = 'BH')", () => {
   // Sorted p: 0.005, 0.01, 0.03, 0.04 → ·4/rank: 0.02, 0.02, 0.04, 0.04, then running minima
@@ -28,31 +22,6 @@ Deno.test("quantile interpolates linearly (type 7)", () => {
 Deno.test("Jensen–Shannon divergence: 0 for equal distributions, 1 bit for disjoint ones", () => {
   assert.equal(jensenShannon([1, 1], [2, 2], 0, 2), 0);
   assert.ok(Math.abs(jensenShannon([1, 0], [0, 5], 0, 2) - 1) < 1e-12);
-});
-
-Deno.test("cluster bootstrap: multiplicities sum to the cluster count, within each domain", () => {
-  // Vectors [value, 1]: the second entry of a resample counts its clusters.
-  const domainA = { count: 3, data: Float32Array.from([1, 1, 2, 1, 3, 1]) };
-  const domainB = { count: 1, data: Float32Array.from([10, 1]) };
-  const result = clusterBootstrap([domainA, domainB], 2, 2, (v, out) => {
-    out[0] = v[0]!;
-    out[1] = v[1]!;
-  }, { resamples: 400, seed: 3 });
-  const a = result.domains[0]!;
-  const b = result.domains[1]!;
-  assert.equal(a.low[1], 3);
-  assert.equal(a.high[1], 3);
-  assert.equal(result.all.low[1], 4);
-  assert.equal(result.all.high[1], 4);
-  // Sums of three draws from {1, 2, 3}: the 95% interval lies strictly inside [3, 9].
-  assert.ok(
-    a.low[0]! >= 3 && a.low[0]! < 6 && a.high[0]! > 6 && a.high[0]! <= 9,
-    `${a.low[0]}..${a.high[0]}`,
-  );
-  // A domain of one document has no sampling variation, and B is resampled within B only.
-  assert.equal(b.low[0], 10);
-  assert.equal(b.high[0], 10);
-  assert.equal(result.all.low[0]! - a.low[0]!, 10);
 });
 
 function countsOf(rng: Rng, E: number, tokens: number, bias: number): Float64Array {
