@@ -13,7 +13,7 @@ const ROOT = new URL("..", import.meta.url).pathname;
 
 const SCRIPT = `
 import json, sys, glob, os, re
-import pandas as pd, polars as pl, duckdb, pyarrow.ipc as ipc
+import pandas as pd, polars as pl, duckdb
 result = {"csv": {}, "trace": {}}
 for folder in sys.argv[1:3]:
     readme = open(os.path.join(folder, "README.md")).read()
@@ -29,8 +29,7 @@ for folder in sys.argv[1:3]:
             "undocumented": [c for c in frame.columns if not re.search(r"\\b" + re.escape(c) + r"\\b", readme)],
             "numeric_columns": len(numeric),
         }
-shards = sorted(glob.glob(os.path.join(sys.argv[3], "shards", "*.arrow")))
-trace = ipc.open_file(shards[0]).read_all()
+trace = duckdb.read_parquet(os.path.join(sys.argv[3], "shards", "**", "*.parquet"))
 result["trace"] = {
     "domains": duckdb.sql("SELECT domain, count(*) AS n FROM trace GROUP BY domain ORDER BY domain").fetchall(),
     "tokens": duckdb.sql("SELECT count(*) FROM trace").fetchone()[0],

@@ -16,6 +16,7 @@ import {
   type ShardEntry,
   shardFingerprint,
 } from "./manifest.ts";
+import { parquetToTable } from "./parquet.ts";
 import type { TraceBatch, TraceDoc } from "./schema.ts";
 
 export interface BatchOptions {
@@ -92,18 +93,43 @@ export class TraceReader {
         `Shard ${path} does not match its fingerprint in the manifest; it is corrupted or was changed.`,
       );
     }
-    let table: arrow.Table;
-    try {
-      table = arrow.tableFromIPC(bytes);
-    } catch (error) {
-      throw new DataError(`Shard ${path} is not a readable Arrow IPC file: ${messageOf(error)}.`);
-    }
+    const columns = options.columns ?? "all";
+    const table = decodeFile(bytes, path, shard, columns);
     if (table.numRows !== shard.rows) {
       throw new DataError(
         `Shard ${path} has ${table.numRows} rows but the manifest says ${shard.rows}.`,
       );
     }
-    return decodeShard(table, this.shape, path, shard, options.columns ?? "all");
+    return decodeShard(table, this.shape, path, shard, columns);
+  }
+}
+
+/** True for a shard stored as Parquet (the default since Parquet shards); else Arrow IPC. */
+export function isParquetShard(file: string): boolean {
+  return file.endsWith(".parquet");
+}
+
+/** A shard file's bytes as an Arrow table: Parquet by its name, Arrow IPC otherwise. */
+function decodeFile(
+  bytes: Uint8Array,
+  path: string,
+  shard: ShardEntry,
+  columns: "all" | "doc",
+): arrow.Table {
+  if (!isParquetShard(shard.file)) {
+    try {
+      return arrow.tableFromIPC(bytes);
+    } catch (error) {
+      throw new DataError(`Shard ${path} is not a readable Arrow IPC file: ${messageOf(error)}.`);
+    }
+  }
+  try {
+    return parquetToTable(bytes, {
+      rows: shard.rows,
+      ...(columns === "doc" ? { columns: ["doc"] } : {}),
+    });
+  } catch (error) {
+    throw new DataError(`Shard ${path} is not a readable Parquet file: ${messageOf(error)}.`);
   }
 }
 

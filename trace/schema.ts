@@ -1,7 +1,7 @@
 /**
  * One row per token: the in-memory document and batch types, the Arrow
- * schema of a shard, and the encoder that writes whole documents as one
- * Arrow IPC file.
+ * schema of a shard, and the table of whole documents that a shard holds
+ * (written as Parquet by parquet.ts, or as one Arrow IPC file).
  */
 import * as arrow from "apache-arrow";
 import type { RowShape } from "./manifest.ts";
@@ -94,8 +94,13 @@ export function shardSchema(shape: RowShape): arrow.Schema {
   return new arrow.Schema(fields);
 }
 
-/** Encodes whole documents as one Arrow IPC file. */
+/** Encodes whole documents as one Arrow IPC file (the format of traces before Parquet). */
 export function encodeShard(docs: readonly TraceDoc[], shape: RowShape): Uint8Array {
+  return arrow.tableToIPC(shardTable(docs, shape), "file");
+}
+
+/** Whole documents as one Arrow table of one record batch, in `shardSchema(shape)`. */
+export function shardTable(docs: readonly TraceDoc[], shape: RowShape): arrow.Table {
   const rows = docs.reduce((n, d) => n + d.tokens.length, 0);
   const mk = shape.layers * shape.topK;
   const doc = new Uint32Array(rows);
@@ -114,9 +119,9 @@ export function encodeShard(docs: readonly TraceDoc[], shape: RowShape): Uint8Ar
   for (const d of docs) {
     const t = d.tokens.length;
     doc.fill(d.doc, r, r + t);
+    domains.pushRepeated(d.domain, t);
     for (let i = 0; i < t; i++) {
       pos[r + i] = i;
-      domains.push(d.domain);
       pieces.push(d.pieces[i]!);
     }
     token.set(d.tokens, r);
@@ -125,7 +130,7 @@ export function encodeShard(docs: readonly TraceDoc[], shape: RowShape): Uint8Ar
     weights.set(d.weights, r * mk);
     if (probs && d.probs) probs.set(d.probs, r * shape.layers * shape.experts);
     if (spec && d.spec) spec.set(d.spec, r * mk * shape.lookahead);
-    if (requests) { for (let i = 0; i < t; i++) requests.push(d.request ?? ""); }
+    if (requests) requests.pushRepeated(d.request ?? "", t);
     if (arrivalStep) arrivalStep.fill(d.arrivalStep ?? 0, r, r + t);
     r += t;
   }
@@ -162,7 +167,7 @@ export function encodeShard(docs: readonly TraceDoc[], shape: RowShape): Uint8Ar
     nullCount: 0,
     children,
   });
-  return arrow.tableToIPC(new arrow.Table([new arrow.RecordBatch(schema, struct)]), "file");
+  return new arrow.Table([new arrow.RecordBatch(schema, struct)]);
 }
 
 /** Builds a dictionary<utf8> column: codes into a list of distinct strings. */
@@ -177,13 +182,22 @@ class DictionaryBuilder {
   }
 
   push(value: string): void {
+    this.#codes[this.#length++] = this.#code(value);
+  }
+
+  pushRepeated(value: string, times: number): void {
+    this.#codes.fill(this.#code(value), this.#length, this.#length + times);
+    this.#length += times;
+  }
+
+  #code(value: string): number {
     let code = this.#index.get(value);
     if (code === undefined) {
       code = this.#values.length;
       this.#index.set(value, code);
       this.#values.push(value);
     }
-    this.#codes[this.#length++] = code;
+    return code;
   }
 
   toData(): arrow.Data {

@@ -5,8 +5,17 @@ import {
   syntheticModel,
   writeSyntheticTrace,
 } from "./synthetic.ts";
-import { readManifest, shardFingerprint, type TraceDoc, TraceReader, TraceWriter } from "./mod.ts";
+import {
+  readManifest,
+  shardFingerprint,
+  type ShardFormat,
+  type TraceDoc,
+  TraceReader,
+  TraceWriter,
+} from "./mod.ts";
+import { parquetToTable, tableToParquet } from "./parquet.ts";
 import { DataError } from "../common/errors.ts";
+import * as arrow from "apache-arrow";
 
 const OPTIONS = {
   numExperts: 8,
@@ -68,7 +77,7 @@ Deno.test("an abandoned writer leaves a readable trace and resuming equals an un
   const first = await TraceWriter.open(broken, init, { rowsPerShard: 200 });
   for (const doc of docs.slice(0, 31)) await first.add(doc);
   // A crash mid-rename leaves a temporary file behind.
-  await Deno.writeTextFile(`${broken}/shards/00099.arrow.tmp-12345`, "half a shard");
+  await Deno.writeTextFile(`${broken}/shards/part-00099.parquet.tmp-12345`, "half a shard");
   const partial = await readAll(broken);
   assert.ok(partial.length > 0 && partial.length < 31, "only whole shards are visible");
   assertSameDocs(partial, docs.slice(0, partial.length));
@@ -80,7 +89,10 @@ Deno.test("an abandoned writer leaves a readable trace and resuming equals an un
   await second.close();
   assertSameDocs(await readAll(broken), await readAll(whole));
   const names = [...Deno.readDirSync(`${broken}/shards`)].map((e) => e.name);
-  assert.ok(names.every((n) => n.endsWith(".arrow")), `stale temporaries left: ${names}`);
+  assert.ok(
+    names.every((n) => /^part-\d{5}\.parquet$/.test(n)),
+    `stale temporaries left: ${names}`,
+  );
   await Deno.remove(whole, { recursive: true });
   await Deno.remove(broken, { recursive: true });
 });
@@ -103,11 +115,39 @@ Deno.test("opening an existing trace without resume refuses to overwrite it", as
   await Deno.remove(dir, { recursive: true });
 });
 
-Deno.test("the reader names the fault in a damaged trace", async (t) => {
+Deno.test("an Arrow IPC trace stays readable and a resumed run adds Parquet shards to it", async () => {
+  const docs = [...syntheticDocs(OPTIONS)];
+  const init = { model: syntheticModel(OPTIONS), capture: syntheticCapture(OPTIONS) };
+  const dir = await Deno.makeTempDir();
+  const old = await TraceWriter.open(dir, init, { rowsPerShard: 200, format: "arrow" });
+  for (const doc of docs.slice(0, 30)) await old.add(doc);
+  await old.flush();
+  const resumed = await TraceWriter.open(dir, init, { rowsPerShard: 200, resume: true });
+  for (const doc of docs.slice(30)) await resumed.add(doc);
+  await resumed.close();
+  const files = (await readManifest(dir)).shards.map((s) => s.file);
+  assert.ok(files.includes("shards/00000.arrow"), `shards: ${files}`);
+  assert.ok(files.at(-1)!.endsWith(".parquet"), `shards: ${files}`);
+  assertSameDocs(await readAll(dir), docs);
+  await Deno.remove(dir, { recursive: true });
+});
+
+for (const format of ["parquet", "arrow"] as ShardFormat[]) {
+  Deno.test(`the reader names the fault in a damaged ${format} trace`, (t) =>
+    damagedTrace(t, format));
+}
+
+async function damagedTrace(t: Deno.TestContext, format: ShardFormat): Promise<void> {
   const options = { ...OPTIONS, domains: [{ name: "A", docs: 4 }] };
+  const first = format === "parquet" ? "shards/part-00000.parquet" : "shards/00000.arrow";
+  const second = format === "parquet" ? "shards/part-00001.parquet" : "shards/00001.arrow";
+  const decode = (bytes: Uint8Array) =>
+    format === "parquet" ? parquetToTable(bytes) : arrow.tableFromIPC(bytes);
+  const encode = (table: arrow.Table) =>
+    format === "parquet" ? tableToParquet(table) : arrow.tableToIPC(table, "file");
   async function damaged(damage: (dir: string) => Promise<void>): Promise<string> {
     const dir = await Deno.makeTempDir();
-    await writeSyntheticTrace(dir, options, { rowsPerShard: 50 });
+    await writeSyntheticTrace(dir, options, { rowsPerShard: 50, format });
     await damage(dir);
     try {
       await readAll(dir);
@@ -144,8 +184,11 @@ Deno.test("the reader names the fault in a damaged trace", async (t) => {
     }
   });
   await t.step("missing shard", async () => {
-    const msg = await damaged((dir) => Deno.remove(`${dir}/shards/00001.arrow`));
-    assert.match(msg, /^Shard shards\/00001.arrow listed in .*manifest.json does not exist\.$/);
+    const msg = await damaged((dir) => Deno.remove(`${dir}/${second}`));
+    assert.equal(
+      msg.replace(/ in .*manifest/, " in manifest"),
+      `Shard ${second} listed in manifest.json does not exist.`,
+    );
   });
   await t.step("wrong row count", async () => {
     const msg = await damaged(editManifest((m) => m.shards[0]!.rows += 1));
@@ -161,49 +204,47 @@ Deno.test("the reader names the fault in a damaged trace", async (t) => {
   });
   await t.step("column of the wrong type", async () => {
     const msg = await damaged(async (dir) => {
-      const { tableFromIPC, tableToIPC, Table, vectorFromArray, Float64 } = await import(
-        "apache-arrow"
-      );
-      const path = `${dir}/shards/00000.arrow`;
-      const table = tableFromIPC(await Deno.readFile(path));
+      const path = `${dir}/${first}`;
+      const table = decode(await Deno.readFile(path));
       const columns: Record<string, unknown> = {};
       for (const f of table.schema.fields) columns[f.name] = table.getChild(f.name);
-      columns.pos = vectorFromArray(
+      columns.pos = arrow.vectorFromArray(
         Array.from({ length: table.numRows }, (_, i) => i),
-        new Float64(),
+        new arrow.Float64(),
       );
-      await Deno.writeFile(path, tableToIPC(new Table(columns as never), "file"));
+      await Deno.writeFile(path, encode(new arrow.Table(columns as never)));
       await refingerprint(dir);
     });
     assert.match(msg, /column "pos" has type Float64, expected Uint32\.$/);
   });
   await t.step("shard changed after the manifest was written", async () => {
     const msg = await damaged(async (dir) => {
-      const path = `${dir}/shards/00000.arrow`;
+      const path = `${dir}/${first}`;
       const bytes = await Deno.readFile(path);
       bytes[100] = bytes[100]! ^ 0xff;
       await Deno.writeFile(path, bytes);
     });
-    assert.match(
+    assert.ok(
+      msg.endsWith(
+        `${first} does not match its fingerprint in the manifest; it is corrupted or was changed.`,
+      ),
       msg,
-      /00000\.arrow does not match its fingerprint in the manifest; it is corrupted or was changed\.$/,
     );
   });
   await t.step("expert id out of range", async () => {
     const msg = await damaged(async (dir) => {
-      const { tableFromIPC, tableToIPC } = await import("apache-arrow");
-      const path = `${dir}/shards/00000.arrow`;
-      const table = tableFromIPC(await Deno.readFile(path));
+      const path = `${dir}/${first}`;
+      const table = decode(await Deno.readFile(path));
       const experts = table.getChild("experts")!.data[0]!.children[0]!.values as Uint16Array;
       experts[5] = 8;
-      await Deno.writeFile(path, tableToIPC(table, "file"));
+      await Deno.writeFile(path, encode(table));
       await refingerprint(dir);
     });
     assert.match(msg, /column "experts" holds expert id 8, but the model has 8 experts\.$/);
   });
   await t.step("truncated shard", async () => {
     const msg = await damaged(async (dir) => {
-      const path = `${dir}/shards/00000.arrow`;
+      const path = `${dir}/${first}`;
       const bytes = await Deno.readFile(path);
       await Deno.writeFile(path, bytes.subarray(0, bytes.length >> 1));
     });
@@ -211,7 +252,7 @@ Deno.test("the reader names the fault in a damaged trace", async (t) => {
   });
   await t.step("truncated shard in a trace without fingerprints", async () => {
     const msg = await damaged(async (dir) => {
-      const path = `${dir}/shards/00000.arrow`;
+      const path = `${dir}/${first}`;
       const bytes = await Deno.readFile(path);
       await Deno.writeFile(path, bytes.subarray(0, bytes.length >> 1));
       await editManifest((m) => {
@@ -221,10 +262,35 @@ Deno.test("the reader names the fault in a damaged trace", async (t) => {
         }
       })(dir);
     });
-    assert.match(msg, /is not a readable Arrow IPC file/);
+    assert.match(
+      msg,
+      format === "parquet"
+        ? /is not a readable Parquet file: /
+        : /is not a readable Arrow IPC file/,
+    );
   });
   await t.step("unknown format version", async () => {
     const msg = await damaged(editManifest((m) => m.format = "moetrace-trace/2"));
     assert.match(msg, /has format "moetrace-trace\/2", expected "moetrace-trace\/1"\.$/);
   });
+}
+
+Deno.test("shards encoded by worker threads equal shards encoded on the writer's thread", async () => {
+  // Shards of 3 documents × 3,000 tokens: past the size below which the writer keeps them.
+  const options = { ...OPTIONS, numLayers: 1, lookahead: 0, tokensPerDoc: 3000 };
+  options.domains = [{ name: "A", docs: 9 }];
+  const inline = await Deno.makeTempDir();
+  const pooled = await Deno.makeTempDir();
+  await writeSyntheticTrace(inline, options, { rowsPerShard: 9000, encoders: 0 });
+  await writeSyntheticTrace(pooled, options, { rowsPerShard: 9000, encoders: 2 });
+  const a = await readManifest(inline);
+  const b = await readManifest(pooled);
+  assert.equal(b.shards.length, 3);
+  assert.deepEqual(
+    b.shards.map((s) => [s.file, s.rows, s.docs, s.fingerprint]),
+    a.shards.map((s) => [s.file, s.rows, s.docs, s.fingerprint]),
+  );
+  assertSameDocs(await readAll(pooled), [...syntheticDocs(options)]);
+  await Deno.remove(inline, { recursive: true });
+  await Deno.remove(pooled, { recursive: true });
 });

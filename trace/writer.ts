@@ -1,6 +1,7 @@
 /**
  * Writing a trace: documents are buffered and written as whole-document
- * shards, each to a temporary name then renamed, and the manifest is
+ * shards (zstd Parquet `shards/part-NNNNN.parquet` by default, Arrow IPC
+ * `shards/NNNNN.arrow` on request), each to a temporary name then renamed, and the manifest is
  * rewritten the same way after every shard. A killed writer therefore leaves
  * a valid trace of whole documents, and `TraceWriter.open(..., { resume: true })`
  * carries on without duplicating or losing any.
@@ -22,7 +23,15 @@ import {
   writeManifest,
 } from "./manifest.ts";
 import { TraceReader } from "./reader.ts";
-import { encodeShard, type TraceDoc } from "./schema.ts";
+import { tableToParquet } from "./parquet.ts";
+import { defaultEncoders, ParquetPool } from "./parquet_pool.ts";
+import { encodeShard, shardTable, type TraceDoc } from "./schema.ts";
+
+/** Shards with fewer rows are encoded on the writer's thread: a worker would cost more than it saves. */
+const MIN_WORKER_ROWS = 8192;
+
+/** How shards are stored: zstd Parquet (the default) or Arrow IPC files. */
+export type ShardFormat = "parquet" | "arrow";
 
 export interface TraceWriterOptions {
   /** Rows after which a shard is written (default DEFAULT_ROWS_PER_SHARD). */
@@ -32,6 +41,24 @@ export interface TraceWriterOptions {
    * and row shape must match; the documents it holds are in `completedDocs`.
    */
   resume?: boolean;
+  /** Format of the shards this writer adds (default "parquet"); a trace may mix both. */
+  format?: ShardFormat;
+  /**
+   * Worker threads that encode Parquet shards while the caller goes on
+   * (default `defaultEncoders()`: cores − 1, 1 to 4; 0 encodes on the
+   * caller's thread). At most this many shards are in flight; each is
+   * committed to the manifest in order, so an interrupted writer still
+   * leaves whole documents, and loses at most the shards in flight.
+   */
+  encoders?: number;
+}
+
+/** A shard being encoded, committed to the manifest when its bytes are ready. */
+interface InFlight {
+  file: string;
+  rows: number;
+  docs: number[];
+  bytes: Promise<Uint8Array>;
 }
 
 /** Streams documents into a trace directory as whole-document shards. */
@@ -40,6 +67,12 @@ export class TraceWriter {
   readonly shape: RowShape;
   #manifest: Manifest;
   #rowsPerShard: number;
+  #format: ShardFormat;
+  #encoders: number;
+  #pool: ParquetPool | null = null;
+  #inFlight: InFlight[] = [];
+  /** Documents queued or in flight, not yet committed. */
+  #queued = new Set<number>();
   #pending: TraceDoc[] = [];
   #pendingRows = 0;
   #completed: Set<number>;
@@ -50,11 +83,15 @@ export class TraceWriter {
     manifest: Manifest,
     rowsPerShard: number,
     completed: Set<number>,
+    format: ShardFormat,
+    encoders: number,
   ) {
     this.dir = dir;
     this.#manifest = manifest;
     this.shape = rowShape(manifest);
     this.#rowsPerShard = rowsPerShard;
+    this.#format = format;
+    this.#encoders = encoders;
     this.#completed = completed;
   }
 
@@ -68,6 +105,8 @@ export class TraceWriter {
     options: TraceWriterOptions = {},
   ): Promise<TraceWriter> {
     const rowsPerShard = options.rowsPerShard ?? DEFAULT_ROWS_PER_SHARD;
+    const format = options.format ?? "parquet";
+    const encoders = options.encoders ?? defaultEncoders();
     const now = new Date().toISOString();
     const fresh: Manifest = {
       format: TRACE_FORMAT,
@@ -85,7 +124,7 @@ export class TraceWriter {
     if (!exists) {
       await Deno.mkdir(`${dir}/shards`, { recursive: true });
       await writeManifest(dir, fresh);
-      return new TraceWriter(dir, fresh, rowsPerShard, new Set());
+      return new TraceWriter(dir, fresh, rowsPerShard, new Set(), format, encoders);
     }
     const existing = await readManifest(dir);
     const mismatch = describeMismatch(existing, fresh);
@@ -102,7 +141,7 @@ export class TraceWriter {
     existing.capture.complete = false;
     existing.capture.updated = now;
     await writeManifest(dir, existing);
-    return new TraceWriter(dir, existing, rowsPerShard, completed);
+    return new TraceWriter(dir, existing, rowsPerShard, completed, format, encoders);
   }
 
   get manifest(): Readonly<Manifest> {
@@ -118,42 +157,100 @@ export class TraceWriter {
   async add(doc: TraceDoc): Promise<void> {
     if (this.#closed) throw new Error("TraceWriter.add after close");
     checkDoc(doc, this.shape);
-    if (this.#completed.has(doc.doc) || this.#pending.some((d) => d.doc === doc.doc)) {
+    if (this.#completed.has(doc.doc) || this.#queued.has(doc.doc)) {
       throw new DataError(`Document ${doc.doc} is already in the trace in ${this.dir}.`);
     }
     if (!this.#manifest.capture.domains.includes(doc.domain)) {
       this.#manifest.capture.domains.push(doc.domain);
     }
     this.#pending.push(doc);
+    this.#queued.add(doc.doc);
     this.#pendingRows += doc.tokens.length;
-    if (this.#pendingRows >= this.#rowsPerShard) await this.flush();
+    if (this.#pendingRows >= this.#rowsPerShard) await this.#submit();
   }
 
-  /** Writes the queued documents as one shard and records it in the manifest. */
+  /** Writes the queued documents as one shard and waits until every shard is in the manifest. */
   async flush(): Promise<void> {
+    await this.#submit();
+    while (this.#inFlight.length > 0) await this.#commitOldest();
+  }
+
+  /**
+   * Starts encoding the queued documents as one shard; waits first for the
+   * oldest shard in flight when as many as there are encoders are.
+   */
+  async #submit(): Promise<void> {
     if (this.#pending.length === 0) return;
-    const index = this.#manifest.shards.length;
-    const file = `shards/${String(index).padStart(5, "0")}.arrow`;
-    const bytes = encodeShard(this.#pending, this.shape);
-    await writeFileAtomic(`${this.dir}/${file}`, bytes);
-    this.#manifest.shards.push({
-      file,
+    const workers = this.#format === "parquet" && this.#encoders > 0 &&
+      this.#pendingRows >= MIN_WORKER_ROWS;
+    while (this.#inFlight.length >= Math.max(1, workers ? this.#encoders : 0)) {
+      await this.#commitOldest();
+    }
+    const table = this.#format === "parquet" ? shardTable(this.#pending, this.shape) : null;
+    let bytes: Promise<Uint8Array>;
+    if (table && workers) {
+      this.#pool ??= new ParquetPool(this.#encoders);
+      bytes = this.#pool.encode(table);
+    } else {
+      bytes = Promise.resolve(
+        table ? tableToParquet(table) : encodeShard(this.#pending, this.shape),
+      );
+    }
+    this.#inFlight.push({
+      file: this.#nextFile(),
       rows: this.#pendingRows,
-      docs: this.#pending.length,
+      docs: this.#pending.map((d) => d.doc),
+      bytes,
+    });
+    // Settled later; a rejection is reported by the commit that awaits it.
+    bytes.catch(() => {});
+    this.#pending = [];
+    this.#pendingRows = 0;
+    if (!workers) await this.#commitOldest();
+  }
+
+  /** Writes the oldest shard in flight and records it in the manifest. */
+  async #commitOldest(): Promise<void> {
+    const shard = this.#inFlight[0]!;
+    const bytes = await shard.bytes;
+    await writeFileAtomic(`${this.dir}/${shard.file}`, bytes);
+    this.#manifest.shards.push({
+      file: shard.file,
+      rows: shard.rows,
+      docs: shard.docs.length,
       bytes: bytes.length,
       fingerprint: await shardFingerprint(bytes),
     });
     this.#manifest.capture.updated = new Date().toISOString();
     await writeManifest(this.dir, this.#manifest);
-    for (const doc of this.#pending) this.#completed.add(doc.doc);
-    this.#pending = [];
-    this.#pendingRows = 0;
+    this.#inFlight.shift();
+    for (const doc of shard.docs) {
+      this.#completed.add(doc);
+      this.#queued.delete(doc);
+    }
+  }
+
+  /** A shard name neither the manifest nor a shard in flight uses (a merged trace lists other traces' shards too). */
+  #nextFile(): string {
+    const taken = new Set([...this.#manifest.shards, ...this.#inFlight].map((s) => s.file));
+    for (let index = this.#manifest.shards.length + this.#inFlight.length;; index++) {
+      const number = String(index).padStart(5, "0");
+      const file = this.#format === "parquet"
+        ? `shards/part-${number}.parquet`
+        : `shards/${number}.arrow`;
+      if (!taken.has(file)) return file;
+    }
   }
 
   /** Flushes and marks the trace complete. */
   async close(): Promise<void> {
     if (this.#closed) return;
-    await this.flush();
+    try {
+      await this.flush();
+    } finally {
+      this.#pool?.close();
+      this.#pool = null;
+    }
     this.#manifest.capture.complete = true;
     this.#manifest.capture.updated = new Date().toISOString();
     await writeManifest(this.dir, this.#manifest);
