@@ -28,6 +28,9 @@ export interface ExpectedTensor {
   shape: number[];
 }
 
+/** Families whose forward the engine runs (the others' routers are read: router.ts). */
+const RUNNABLE = new Set<string>(["mixtral", "olmoe", "qwen2_moe", "qwen3_moe"]);
+
 const FLOAT_DTYPES: Record<string, string> = { F32: "float32", F16: "float16", BF16: "bfloat16" };
 
 /** Prefix of layer l's MoE block tensors, and the names of the three expert matrices. */
@@ -148,6 +151,13 @@ async function weightFiles(dir: string): Promise<string[]> {
 export async function openCheckpoint(dir: string): Promise<Checkpoint> {
   const configPath = `${dir}/config.json`;
   const config = parseConfig(await readJson(configPath), configPath);
+  if (!RUNNABLE.has(config.family)) {
+    throw new DataError(
+      `Field model_type in ${configPath} is ${
+        JSON.stringify(config.family)
+      }: its router is read, but the engine does not run its forward yet.`,
+    );
+  }
   const paths = await weightFiles(dir);
   const tensors = new Map<string, TensorInfo>();
   const files: { path: string; bytes: number }[] = [];

@@ -196,10 +196,10 @@ Deno.test("an unsupported family", async () => {
   await expectError(
     async (dir) => {
       const config = JSON.parse(await Deno.readTextFile(`${dir}/config.json`));
-      config.model_type = "llama";
+      config.model_type = "llama4";
       await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify(config));
     },
-    /^Field model_type in .*config\.json is "llama", expected one of mixtral, olmoe, qwen2_moe, qwen3_moe\.$/,
+    /^Field model_type in .*config\.json is "llama4", expected one of mixtral, olmoe, qwen2_moe, qwen3_moe, granitemoe, deepseek_v2, deepseek_v3, glm4_moe, gpt_oss \(not supported: llama4, phimoe, jamba, dbrx, jetmoe, minimax, qwen3_next\)\.$/,
   );
 });
 

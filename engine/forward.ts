@@ -205,12 +205,12 @@ function moeRouter(p: Pass, l: number, xn: Act): void {
     moeIndex: p.moe.indexOf(l),
     numMoe: p.moe.length,
   };
-  const weight = t.weights.layers[l]!.router!;
-  recordRouter(p.rec, { ...call, weight }, { probs: plan.probs });
+  const weights = t.weights.layers[l]!.router!;
+  recordRouter(p.rec, { ...call, weights }, { probs: plan.probs });
   for (let d = 1; d <= plan.lookahead; d++) {
     const target = t.weights.layers[l + d]?.router;
     if (target === undefined) continue;
-    recordRouter(p.rec, { ...call, weight: target }, {
+    recordRouter(p.rec, { ...call, weights: target }, {
       lookahead: plan.lookahead,
       distance: d,
     });

@@ -9,6 +9,7 @@ import { pathIsFile } from "../common/fs.ts";
 import { describeTrace } from "../trace/inspect.ts";
 import { openCheckpoint } from "./checkpoint.ts";
 import { expertParams, moeLayers } from "./config.ts";
+import { describeRouter, routerFor } from "./router.ts";
 
 export async function inspectCommand(path: string): Promise<void> {
   console.log(await inspect(path));
@@ -45,7 +46,10 @@ export async function describeCheckpoint(
     moe_layers: moeLayers(c).join(","),
     experts: c.numExperts,
     top_k: c.topK,
+    router: describeRouter(routerFor(c, `${dir}/config.json`)),
+    router_scores: routerFor(c, `${dir}/config.json`).probs,
     renormalised_topk: c.normTopK,
+    shared_experts: c.numSharedExperts,
     shared_expert_ffn: c.sharedFfn,
     hidden_size: c.hiddenSize,
     heads: c.numHeads,

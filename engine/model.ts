@@ -37,7 +37,7 @@ import { openCheckpoint } from "./checkpoint.ts";
 import { expertParams, type ModelConfig, moeLayers } from "./config.ts";
 import { forwardFlops, type ForwardPlan, recordForward, type Transformer } from "./forward.ts";
 import { createGpuContext, type GpuContext, readBack, Recorder } from "./gpu.ts";
-import { routerFor } from "./router.ts";
+import { describeRouter, routerFor } from "./router.ts";
 import { firstRows, readRouterLogs, type RouteOptions, type RouterLog } from "./router_log.ts";
 import {
   allocateRunState,
@@ -143,10 +143,12 @@ export async function loadModel(
     moe_layers: moe,
     num_experts: c.numExperts,
     top_k: c.topK,
-    num_shared_experts: c.sharedFfn > 0 ? 1 : 0,
+    num_shared_experts: c.numSharedExperts,
     hidden_size: c.hiddenSize,
     expert_params: expertParams(c),
     dtype: ck.dtype,
+    router_scores: router.probs,
+    router: describeRouter(router),
   };
   return new Model(dir, facts, ctx, { config: c, weights, state, attention, router });
 }

@@ -1,20 +1,29 @@
 /**
- * The router of an MoE layer, in three named steps so that each family's
- * variant is one case of one step:
+ * The router of an MoE layer: one configurable router for every family, in
+ * named steps so that each family's variant is a choice in each step, not a
+ * router of its own:
  *
- *   scoring:       logits [T, E] = xn [T, H] · W_router [H, E];
- *                  scores = softmax(logits) over the E experts (f32, max-subtracted)
- *   selection:     the k highest scores per token, in descending order (ties: lower id first)
- *   normalisation: gate weights = the chosen scores divided by their sum ("sum":
- *                  Mixtral, `norm_topk_prob`), or the scores as they are ("none")
+ *   logits:        [T, E] = xn [T, H] · W_router [H, E] (+ a logit bias: gpt-oss)
+ *   scoring:       scores = softmax(logits) over the E experts (Mixtral, OLMoE,
+ *                  Qwen, DeepSeek-V2), sigmoid(logits) (DeepSeek-V3, GLM-4.5), or
+ *                  "softmax-over-k": choose by logit, weights = softmax of the k
+ *                  chosen logits (Granite, gpt-oss; probs = softmax over all E)
+ *   selection:     choice scores = scores + a selection bias (DeepSeek-V3's
+ *                  `e_score_correction_bias`, for choosing only); optionally
+ *                  group-limited (DeepSeek `n_group`/`topk_group`: only experts of
+ *                  the best groups compete, a group scored by its best expert
+ *                  (V2) or the sum of its best two (V3, GLM)); then the k highest,
+ *                  in descending order (ties: lower id first)
+ *   normalisation: gate weights = the chosen (unbiased) scores divided by their
+ *                  sum ("sum": Mixtral, `norm_topk_prob`) or as they are ("none"),
+ *                  times the routed scaling factor
  *
- * Variants to come fit the same three steps: sigmoid scores with a correction
- * bias that steers selection only (DeepSeek-V3, GLM), group-limited top-k
- * (DeepSeek-V2/V3), softmax over the top-k logits (Granite, gpt-oss), a
- * routed scaling factor. `Router` describes a layer's choice of each; the
- * kernel (kernels/router_topk.ts) fuses the three steps after the matmul and
- * writes the chosen experts and weights for the expert kernels and the
- * router log (router_log.ts) at each row's log row.
+ * The fields are read from config.json as transformers' modeling code reads
+ * them (config.ts). The kernel (kernels/router_topk.ts) fuses the steps after
+ * the matmul and writes the chosen experts and the weights actually applied
+ * for the expert kernels and the router log (router_log.ts), and `probs` =
+ * the scores over all experts: softmax or sigmoid, which the trace manifest
+ * records as `router_scores`.
  */
 import { DataError } from "../common/errors.ts";
 import type { ModelConfig } from "./config.ts";
@@ -22,19 +31,30 @@ import type { Recorder } from "./gpu.ts";
 import { routerTopK } from "./kernels/router_topk.ts";
 import { type Act, linear } from "./linear.ts";
 import type { RunState } from "./run_state.ts";
-import type { Linear } from "./weights.ts";
+import type { RouterWeights } from "./weights.ts";
 
 export interface Router {
-  /** E: experts scored per token. */
+  /** E: experts scored per token (at most 256, the grouping kernel's limit). */
   readonly experts: number;
   /** k: experts chosen per token (at most 64, the kernel's register array). */
   readonly topK: number;
-  /** Router logits → scores: softmax over all E. */
-  readonly scoring: "softmax";
-  /** Scores → k experts: the k highest. */
-  readonly selection: "top-k";
-  /** The k chosen scores → gate weights: divided by their sum, or unchanged. */
+  /** Whether a bias is added to the router logits (gpt-oss `router.bias`). */
+  readonly logitBias: boolean;
+  /** Router logits → scores over all E, and how the weights come from them (see the file comment). */
+  readonly scoring: "softmax" | "sigmoid" | "softmax-over-k";
+  /** Scores → k experts. */
+  readonly selection: {
+    /** A per-expert bias added to the scores for choosing only. */
+    readonly bias: boolean;
+    /** Group-limited selection, or null: `count` groups, the `top` best compete, scored by "max" or "top2-sum". */
+    readonly groups: { count: number; top: number; score: "max" | "top2-sum" } | null;
+  };
+  /** The k chosen scores → gate weights: divided by their sum, or unchanged (softmax-over-k: always a softmax). */
   readonly normalisation: "sum" | "none";
+  /** The weights multiplied by this after normalisation (`routed_scaling_factor`; 1 otherwise). */
+  readonly scale: number;
+  /** What the `probs` log holds: softmax or sigmoid scores over all experts. */
+  readonly probs: "softmax" | "sigmoid";
 }
 
 /** The largest k the router kernel holds in registers. */
@@ -50,21 +70,38 @@ export function routerFor(c: ModelConfig, source: string): Router {
   return {
     experts: c.numExperts,
     topK: c.topK,
-    scoring: "softmax",
-    selection: "top-k",
-    normalisation: c.normTopK ? "sum" : "none",
+    logitBias: c.routing.logitBias,
+    scoring: c.routing.scoring,
+    selection: { bias: c.routing.selectionBias, groups: c.routing.groups },
+    normalisation: c.routing.scoring === "softmax-over-k" || !c.normTopK ? "none" : "sum",
+    scale: c.routing.scale,
+    probs: c.routing.scoring === "sigmoid" ? "sigmoid" : "softmax",
   };
 }
 
-/** One router evaluation in a pass: which router and weight, on which rows, logged as which MoE layer. */
+/** A one-line description of a router, for `inspect` and errors: e.g. "sigmoid + selection bias, top-8 of 256 in 4 of 8 groups (top2-sum), renormalised, × 2.5". */
+export function describeRouter(r: Router): string {
+  const parts = [r.scoring + (r.logitBias ? " + logit bias" : "")];
+  if (r.selection.bias) parts[0] += " + selection bias";
+  const g = r.selection.groups;
+  parts.push(
+    `top-${r.topK} of ${r.experts}` +
+      (g ? ` in ${g.top} of ${g.count} groups (${g.score})` : ""),
+  );
+  if (r.normalisation === "sum") parts.push("renormalised");
+  if (r.scale !== 1) parts.push(`× ${r.scale}`);
+  return parts.join(", ");
+}
+
+/** One router evaluation in a pass: which router and weights, on which rows, logged as which MoE layer. */
 export interface RouterCall {
   router: Router;
   /** The run state: router logits [T, E] go to `routerLogits`, the decision to `choice`, `choiceWeight` and the logs. */
   state: RunState;
   /** [T, H]: the MoE block's normalised input (post_attention_layernorm of the residual). */
   xn: Act;
-  /** [H, E]: this layer's router, or layer l + d's for a lookahead pick. */
-  weight: Linear;
+  /** This layer's router, or layer l + d's for a lookahead pick. */
+  weights: RouterWeights;
   rows: number;
   decode: boolean;
   /** m: index among the MoE layers of the layer whose input this is, and M. */
@@ -82,8 +119,17 @@ export type RouterOutput = { probs: boolean } | { lookahead: number; distance: n
 
 /** Records the router matmul into the run state's logits [T, E], then scoring, selection and normalisation. */
 export function recordRouter(rec: Recorder, call: RouterCall, out: RouterOutput): void {
+  const { state: s, weights: w } = call;
+  const bias = w.logitBias ? { bias: w.logitBias } : {};
+  linear(rec, call.xn, w.weight, { y: s.routerLogits, rows: call.rows, ...bias }, {
+    bias: w.logitBias !== undefined,
+  }, call.decode);
+  recordRouting(rec, call, out);
+}
+
+/** Scoring, selection and normalisation of the logits already in the run state's `routerLogits` [T, E]. */
+export function recordRouting(rec: Recorder, call: RouterCall, out: RouterOutput): void {
   const { router, state: s } = call;
-  linear(rec, call.xn, call.weight, { y: s.routerLogits, rows: call.rows }, {}, call.decode);
   const args = {
     logits: s.routerLogits,
     info: s.info,
@@ -92,7 +138,11 @@ export function recordRouter(rec: Recorder, call: RouterCall, out: RouterOutput)
     topK: router.topK,
     numMoe: call.numMoe,
     moeIndex: call.moeIndex,
+    scoring: router.scoring,
+    ...(call.weights.selectionBias ? { selectionBias: call.weights.selectionBias } : {}),
+    groups: router.selection.groups,
     normalise: router.normalisation === "sum",
+    scale: router.scale,
   };
   if ("lookahead" in out) {
     routerTopK(rec, args, {

@@ -15,6 +15,7 @@
  */
 import { type Checkpoint, expertNames, readFloat32 } from "./checkpoint.ts";
 import type { GpuContext } from "./gpu.ts";
+import { ropeTable } from "./rope.ts";
 import { readTensorBytes, toFloat32 } from "./safetensors.ts";
 
 /**
@@ -78,6 +79,16 @@ export interface ExpertLayout {
 /** Pool group (BufferPool.grouped) of the GPU memory holding routed expert weights: all of them, or the offloader's slots. */
 export const ROUTED_EXPERTS = "routed experts";
 
+/** One MoE layer's router weights (router.ts): the matmul, and the biases its variant uses. */
+export interface RouterWeights {
+  /** [H, E] */
+  weight: Linear;
+  /** [E] added to the logits (Router.logitBias). */
+  logitBias?: GPUBuffer;
+  /** [E] added to the scores for choosing (Router.selection.bias). */
+  selectionBias?: GPUBuffer;
+}
+
 export interface LayerWeights {
   attnNorm: GPUBuffer; // [H]
   wqkv: Linear; // [H, (nq + 2 nkv) d]   q | k | v columns
@@ -86,7 +97,7 @@ export interface LayerWeights {
   kNorm?: GPUBuffer; // [nkv d] or [d]
   wo: Linear; // [nq d, H]
   postNorm: GPUBuffer; // [H]
-  router?: Linear; // [H, E]
+  router?: RouterWeights; // [H, E] and its biases
   experts?: ExpertChunk[]; // on the GPU, unless the model was loaded with hostExperts
   hostExperts?: HostExperts;
   shared?: { w1: Linear; w3: Linear; w2: Linear; gate: Linear }; // [H, Fs] ×2, [Fs, H], [H, 1]
@@ -98,7 +109,7 @@ export interface Weights {
   layers: LayerWeights[];
   norm: GPUBuffer; // [H]
   lmHead: { w: Linear; first: number; count: number }[]; // column chunks of [H, V]
-  rope: GPUBuffer; // [positions, d/2, 2] cos, sin
+  rope: GPUBuffer; // [positions, rope dim/2, 2] cos, sin
 }
 
 /** Whether activations with row length k go through textures (256-byte rows). */
@@ -195,24 +206,6 @@ function matmulCpu(
   return out;
 }
 
-/** HF default RoPE in f32: inv_freq = 1/θ^(2i/d); freq = pos·inv_freq; cos, sin of it. */
-function ropeTable(theta: number, d: number, positions: number): Float32Array {
-  const half = d / 2;
-  const inv = new Float32Array(half);
-  for (let i = 0; i < half; i++) {
-    inv[i] = Math.fround(1 / Math.fround(Math.pow(theta, Math.fround((2 * i) / d))));
-  }
-  const out = new Float32Array(positions * d);
-  for (let p = 0; p < positions; p++) {
-    for (let i = 0; i < half; i++) {
-      const f = Math.fround(p * inv[i]!);
-      out[p * d + 2 * i] = Math.cos(f);
-      out[p * d + 2 * i + 1] = Math.sin(f);
-    }
-  }
-  return out;
-}
-
 /** The 16-bit dtype every linear weight shares, or null (then all widen to f32). */
 function halfDtype(ck: Checkpoint): "F16" | "BF16" | null {
   const dtypes = new Set<string>();
@@ -300,7 +293,7 @@ export async function uploadWeights(
     layers,
     norm: await r.vector("final norm", "model.norm.weight"),
     lmHead,
-    rope: ctx.pool.upload("rope table", ropeTable(c.ropeTheta, c.headDim, positions)),
+    rope: ctx.pool.upload("rope table", ropeTable(c.rope, positions)),
   };
 }
 
@@ -371,7 +364,7 @@ async function uploadMoe(
   const c = r.ck.config;
   const h = c.hiddenSize;
   const b = `model.layers.${l}.${expertNames(c).block}.`;
-  layer.router = await r.linear(`L${l} router`, b + "gate.weight", c.numExperts, h);
+  layer.router = { weight: await r.linear(`L${l} router`, b + "gate.weight", c.numExperts, h) };
   if (hostExperts) layer.hostExperts = await readHostExperts(r, l);
   else layer.experts = await uploadExperts(r, l);
   if (c.sharedFfn > 0) {

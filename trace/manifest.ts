@@ -29,6 +29,15 @@ export interface ModelFacts {
   expert_params: number;
   /** Weight dtype of the checkpoint, e.g. `float32`, `bfloat16`. */
   dtype: string;
+  /**
+   * What the `probs` column holds: the router's scores over all experts,
+   * `softmax` (Mixtral, Qwen, DeepSeek-V2, Granite and gpt-oss, whose weights
+   * are a softmax over the chosen k) or `sigmoid` (DeepSeek-V3, GLM-4.5, whose
+   * probs do not sum to 1). Absent means softmax (traces made before it).
+   */
+  router_scores?: "softmax" | "sigmoid";
+  /** The router in words, e.g. "sigmoid + selection bias, top-8 of 256 in 4 of 8 groups (top2-sum), renormalised, × 2.5". */
+  router?: string;
 }
 
 /** How the trace was made. */
@@ -192,6 +201,19 @@ export function validateManifest(json: unknown, where: string): Manifest {
     if (typeof model[key] !== "string") {
       throw new DataError(`${where} field "model.${key}" must be a string.`);
     }
+  }
+  if (
+    model.router_scores !== undefined && model.router_scores !== "softmax" &&
+    model.router_scores !== "sigmoid"
+  ) {
+    throw new DataError(
+      `${where} field "model.router_scores" must be "softmax" or "sigmoid" when present, got ${
+        JSON.stringify(model.router_scores)
+      }.`,
+    );
+  }
+  if (model.router !== undefined && typeof model.router !== "string") {
+    throw new DataError(`${where} field "model.router" must be a string when present.`);
   }
   const capture = json.capture;
   if (!isObject(capture)) throw new DataError(`${where} field "capture" must be an object.`);
