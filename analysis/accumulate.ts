@@ -146,7 +146,7 @@ export class Accumulator {
     this.#marks = new Float64Array(M * dims.experts);
     this.#scratch = new Float64Array(this.layout.size);
     this.#top = new Float64Array(dims.topK + 1);
-    this.#shuffle = new ShuffleScratch(dims.experts, dims.topK);
+    this.#shuffle = new ShuffleScratch(M, dims.experts, dims.topK);
     this.#router = {
       temperature: options.routerTemperature ?? 1,
       sums: new Float64Array(M),
@@ -277,6 +277,9 @@ export class Accumulator {
       this.vocabularyDropped = dropped;
       for (let r = start; r < end; r++) vocab.push(this.#vocabularyTable(domain, batch.token[r]!));
     }
+    // The bucket's pair counts before this document: the document's own are the difference.
+    const before = this.#shuffle.pairsBefore;
+    if (before.length > 0) before.set(bucket.subarray(B.coact, B.coact + before.length));
     this.#seq = addExpertRows(
       experts,
       start,
@@ -289,6 +292,7 @@ export class Accumulator {
       marks,
       this.#seq,
       vocab,
+      shuffledTables(vocab, batch.doc[start]!),
     );
     if (probs) {
       for (let r = start; r < end; r++) {
@@ -296,43 +300,27 @@ export class Accumulator {
       }
     }
     const docId = batch.doc[start]!;
-    addShuffleExpectations(experts, start, end, L, v, this.#shuffle, docId);
-    addShuffledVocabulary(experts, start, end, this.dims, vocab, docId);
+    addShuffleExpectations(experts, start, end, L, v, this.#shuffle, docId, bucket, B.coact);
     domain.appendDoc(docId, v);
   }
 }
 
 /**
- * Each token id's first choices after a uniformly random permutation of the
- * document's token ids (seeded by document id): row r's id gets the first
- * choices of row π(r), into the second half of its table.
+ * The token-id tables of the document's rows after a uniformly random
+ * permutation of its token ids (seeded by document id): entry r is the table
+ * of the token that lands on row r, which gets row r's first choices in its
+ * second half (the shuffled counts).
  */
-function addShuffledVocabulary(
-  experts: Uint16Array,
-  start: number,
-  end: number,
-  dims: Dims,
-  vocab: (Uint32Array | null)[],
-  docId: number,
-): void {
-  const { layers: M, experts: E, topK: k } = dims;
-  const T = end - start;
-  const order = new Int32Array(T);
-  for (let i = 0; i < T; i++) order[i] = i;
+function shuffledTables(vocab: (Uint32Array | null)[], docId: number): (Uint32Array | null)[] {
+  const shuffled = vocab.slice();
   const rng = new Rng((docId * 0x2545f491 + 0x6b43a9b5) >>> 0);
-  for (let i = T - 1; i > 0; i--) {
+  for (let i = shuffled.length - 1; i > 0; i--) {
     const j = rng.int(i + 1);
-    const x = order[i]!;
-    order[i] = order[j]!;
-    order[j] = x;
+    const x = shuffled[i]!;
+    shuffled[i] = shuffled[j]!;
+    shuffled[j] = x;
   }
-  const half = M * E;
-  for (let t = 0; t < T; t++) {
-    const table = vocab[t];
-    if (!table) continue;
-    const from = (start + order[t]!) * M * k;
-    for (let l = 0; l < M; l++) table[half + l * E + experts[from + l * k]!]! += 1;
-  }
+  return shuffled;
 }
 
 /** The router-change sums' state: τ and each layer's Σ_e p^τ of this row and the last. */
@@ -407,7 +395,8 @@ function addRouterRow(
 
 /**
  * The hot loop: adds rows start..end of one document to its vector `v` and
- * its bucket's vector. `marks[l·E + e]` holds (sequence number + 1) of the
+ * its bucket's vector, and each row's first choices to its token id's table
+ * and (second half) to the table of the id the shuffle put on the row. `marks[l·E + e]` holds (sequence number + 1) of the
  * last row that chose e at layer l, so |S_t ∩ S_t−1| is counted without
  * comparing sets; returns the last sequence number used. Offsets are read
  * into locals once, and no object is allocated per token.
@@ -424,6 +413,7 @@ function addExpertRows(
   marks: Float64Array,
   seq: number,
   vocab: (Uint32Array | null)[],
+  shuffled: (Uint32Array | null)[],
 ): number {
   const { layers: M, experts: E, topK: k } = dims;
   const mk = M * k;
@@ -438,6 +428,7 @@ function addExpertRows(
   const bFlow = B.flow;
   const pairCount = B.pairCount;
   const pairIndex = B.pairIndex;
+  const half = M * E;
   v[L.tokens]! += end - start;
   v[L.pairs]! += end - start - 1;
   bucket[B.tokens]! += end - start;
@@ -445,6 +436,7 @@ function addExpertRows(
     seq++;
     const paired = r > start;
     const table = vocab[r - start]!;
+    const shuffledTable = shuffled[r - start]!;
     let previousFirst = -1;
     for (let l = 0; l < M; l++) {
       const base = r * mk + l * k;
@@ -453,6 +445,7 @@ function addExpertRows(
       v[first + le + e0]! += 1;
       if (k > 1) v[second + le + experts[base + 1]!]! += 1;
       if (table !== null) table[le + e0]! += 1;
+      if (shuffledTable !== null) shuffledTable[half + le + e0]! += 1;
       let shared = 0;
       for (let j = 0; j < k; j++) {
         const e = experts[base + j]!;

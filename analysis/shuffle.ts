@@ -30,15 +30,19 @@ export const SHUFFLE_PAIRS_PER_PAIR = 8;
 
 /** Scratch the shuffle baselines reuse from document to document. */
 export class ShuffleScratch {
-  /** [E·E] counts of each set {a, b} (k = 2) in the current layer; zero between uses. */
-  readonly setCounts: Uint32Array;
+  /**
+   * [M, E(E−1)/2] (k = 2) the bucket's pair counts before the document: with
+   * k = 2 a token's set is one pair, so the document's count of each set is the
+   * bucket's count after it less this.
+   */
+  readonly pairsBefore: Float64Array;
   /** [E] row stamp of each expert (k ≥ 3 intersections). */
   readonly marks: Int32Array;
   /** [k + 1] ordered pairs by overlap. */
   readonly pairsByOverlap: Float64Array;
 
-  constructor(E: number, k: number) {
-    this.setCounts = new Uint32Array(k === 2 ? E * E : 0);
+  constructor(M: number, E: number, k: number) {
+    this.pairsBefore = new Float64Array(k === 2 ? (M * E * (E - 1)) / 2 : 0);
     this.marks = new Int32Array(E).fill(-1);
     this.pairsByOverlap = new Float64Array(k + 1);
   }
@@ -46,7 +50,9 @@ export class ShuffleScratch {
 
 /**
  * Adds the document's shuffle expectations to `v` (its vector, whose expert
- * counts already hold this document's rows start..end).
+ * counts already hold this document's rows start..end); `bucket` is its
+ * bucket's vector after the document (k = 2 reads the document's set counts
+ * from it, against `scratch.pairsBefore`).
  */
 export function addShuffleExpectations(
   experts: Uint16Array,
@@ -56,6 +62,8 @@ export function addShuffleExpectations(
   v: Float64Array,
   scratch: ShuffleScratch,
   docId: number,
+  bucket: Float64Array,
+  coact: number,
 ): void {
   const { layers: M, experts: E, topK: k } = L.dims;
   const T = end - start;
@@ -78,7 +86,12 @@ export function addShuffleExpectations(
       W[1] = sharedExperts;
       W[0] = all - sharedExperts;
     } else if (k === 2) {
-      const W2 = sameSetPairs(experts, start, end, l, M, E, scratch.setCounts);
+      const pairs = (E * (E - 1)) / 2;
+      let W2 = 0;
+      for (let p = l * pairs; p < (l + 1) * pairs; p++) {
+        const n = bucket[coact + p]! - scratch.pairsBefore[p]!;
+        W2 += n * (n - 1);
+      }
       W[2] = W2;
       W[1] = sharedExperts - 2 * W2;
       W[0] = all - W[1]! - W2;
@@ -88,35 +101,6 @@ export function addShuffleExpectations(
     const at = L.shuffleOverlap + l * (k + 1);
     for (let j = 0; j <= k; j++) v[at + j]! += W[j]! / T;
   }
-}
-
-/** Σ_s n_s(n_s − 1) over the distinct sets s of layer l (k = 2); leaves `counts` zero. */
-function sameSetPairs(
-  experts: Uint16Array,
-  start: number,
-  end: number,
-  l: number,
-  M: number,
-  E: number,
-  counts: Uint32Array,
-): number {
-  let before = 0;
-  for (let r = start; r < end; r++) {
-    const base = (r * M + l) * 2;
-    const a = experts[base]!;
-    const b = experts[base + 1]!;
-    const key = a < b ? a * E + b : b * E + a;
-    // n(n − 1) = 2 · Σ (count before each increment).
-    before += counts[key]!;
-    counts[key]!++;
-  }
-  for (let r = start; r < end; r++) {
-    const base = (r * M + l) * 2;
-    const a = experts[base]!;
-    const b = experts[base + 1]!;
-    counts[a < b ? a * E + b : b * E + a] = 0;
-  }
-  return 2 * before;
 }
 
 /**
