@@ -8,7 +8,7 @@
  */
 import { parseArgs } from "node:util";
 import { isUserError, UsageError } from "./common/errors.ts";
-import { TOOL_VERSION } from "./trace/mod.ts";
+import { TOOL_VERSION } from "./trace/manifest.ts";
 
 type FlagKind = "string" | "int" | "number" | "boolean" | "list" | "int-list";
 
@@ -123,6 +123,12 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
         value: "N",
         help: "Tokens per trace shard: an interrupted capture redoes at most this many.",
       },
+      shard: {
+        kind: "string",
+        value: "i/n",
+        help:
+          "Capture only part i of n (0 ≤ i < n) of the selected documents, whole documents in contiguous blocks, for `moetrace merge` (Slurm: $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT).",
+      },
     },
     run: async (_p, f) => (await import("./engine/capture.ts")).captureCommand(f),
   },
@@ -225,6 +231,34 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
     },
     run: async (_p, f, files) =>
       (await import("./trace/import/command.ts")).importCommand(files, f),
+  },
+  merge: {
+    summary:
+      "Join the parts of a capture split with --shard i/n into one trace, after checking they fit.",
+    positional: {
+      name: "TRACE...",
+      help:
+        "The part traces, each made by capture --shard i/n with the same model, corpus and options, one for every i.",
+      path: "read",
+      multiple: true,
+    },
+    flags: {
+      out: {
+        kind: "string",
+        required: true,
+        path: "write-staged",
+        value: "TRACE",
+        help:
+          "Trace directory to write: a manifest listing the parts' shards by relative path (they stay where they are).",
+      },
+      copy: {
+        kind: "boolean",
+        default: false,
+        help:
+          "Copy the parts' shards into TRACE/shards instead (for parts on another file system, or to move TRACE alone).",
+      },
+    },
+    run: async (_p, f, traces) => (await import("./trace/merge.ts")).mergeCommand(traces, f),
   },
   inspect: {
     summary: "One-screen summary of a trace or a model directory.",

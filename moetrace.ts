@@ -62,10 +62,12 @@ export function permissionsFor(
     switch (access) {
       case "read":
         read.add(full);
+        for (const folder of outsideShardFolders(full)) read.add(folder);
         break;
       case "write":
         read.add(full);
         write.add(full);
+        for (const folder of outsideShardFolders(full)) read.add(folder);
         break;
       case "write-staged":
         // Staged at <path>.partial and renamed into place; the parent is read to check both.
@@ -97,6 +99,33 @@ export function permissionsFor(
   // Benchmarks write their scratch traces to the system temporary folder.
   if (spec.scratch) grant("write", envOr("TMPDIR", "/tmp"));
   return { read: [...read], write: [...write], scratch: spec.scratch === true };
+}
+
+/**
+ * The folders outside a trace directory that hold shards its manifest lists
+ * (a trace made by `moetrace merge` lists its parts' shards where they are):
+ * reading the trace needs them too. Nothing for a path that is not a trace.
+ */
+export function outsideShardFolders(dir: string): string[] {
+  let manifest: unknown;
+  try {
+    manifest = JSON.parse(Deno.readTextFileSync(`${dir}/manifest.json`));
+  } catch {
+    return [];
+  }
+  const shards = (manifest as { shards?: unknown }).shards;
+  if (!Array.isArray(shards)) return [];
+  const folders = new Set<string>();
+  for (const shard of shards) {
+    const file = (shard as { file?: unknown })?.file;
+    if (typeof file !== "string") continue;
+    const folder = dirname(resolve(dir, file));
+    // A comma would split Deno's permission list; such a folder is left to fail with a sentence.
+    if (folder !== dir && !folder.startsWith(`${dir}/`) && !folder.includes(",")) {
+      folders.add(folder);
+    }
+  }
+  return [...folders];
 }
 
 /** The `deno run` arguments that run main.ts with `permissions`. */

@@ -7,7 +7,8 @@
  * readback). The trace writer flushes whole-document shards, so Ctrl-C or a
  * kill loses at most the documents of the shard in progress, and running the
  * same command again resumes: documents already in the trace are skipped by
- * their corpus id.
+ * their corpus id. With --shard i/n it captures the i-th of n contiguous
+ * blocks of the selection (trace/split.ts), for `moetrace merge` to join.
  */
 import { DataError } from "../common/errors.ts";
 import { Progress } from "../common/progress.ts";
@@ -16,6 +17,7 @@ import { loadModel } from "./model.ts";
 import type { RouterLog } from "./router_log.ts";
 import { TextTokenizer } from "./tokenizer.ts";
 import { type TraceDoc, TraceWriter } from "../trace/mod.ts";
+import { formatShardSpec, parseShardSpec, shardRange, type ShardSpec } from "../trace/split.ts";
 
 export interface CaptureOptions {
   model: string;
@@ -38,6 +40,8 @@ export interface CaptureOptions {
   rowsPerShard?: number;
   /** Print progress on stderr (default true). */
   progress?: boolean;
+  /** Capture only this part of the selection (default: all of it). */
+  shard?: ShardSpec;
 }
 
 export async function captureCommand(flags: Record<string, unknown>): Promise<void> {
@@ -56,6 +60,7 @@ export async function captureCommand(flags: Record<string, unknown>): Promise<vo
   if (flags["docs-per-domain"] !== undefined) {
     options.docsPerDomain = flags["docs-per-domain"] as number;
   }
+  if (typeof flags.shard === "string") options.shard = parseShardSpec(flags.shard);
   const result = await capture(options);
   console.error(
     `capture: ${result.newDocs} documents (${result.newTokens} tokens) written to ${options.out}` +
@@ -75,15 +80,18 @@ export async function capture(
     ...(options.docsPerDomain !== undefined ? { docsPerDomain: options.docsPerDomain } : {}),
     seed: options.seed,
   };
-  const docs: CorpusDoc[] = [];
-  for await (const doc of readCorpus(options.corpus, corpusOptions)) docs.push(doc);
-  if (docs.length === 0) {
+  const selection: CorpusDoc[] = [];
+  for await (const doc of readCorpus(options.corpus, corpusOptions)) selection.push(doc);
+  if (selection.length === 0) {
     throw new DataError(
       `The corpus ${options.corpus} has no documents${
         options.domains ? ` in the domains ${options.domains.join(", ")}` : ""
       }.`,
     );
   }
+  const docs = options.shard
+    ? selection.slice(...shardRange(selection.length, options.shard))
+    : selection;
   // One document longer than --batch-tokens runs as a batch of its own.
   const model = await loadModel(options.model, {
     maxBatchTokens: Math.max(options.batchTokens, options.maxTokens),
@@ -109,6 +117,10 @@ export async function capture(
           max_tokens: options.maxTokens,
           domains: options.domains ?? null,
           docs_per_domain: options.docsPerDomain ?? null,
+          // Only on parts, so a whole capture's settings (and resuming older traces) are unchanged.
+          ...(options.shard
+            ? { shard: formatShardSpec(options.shard), selected_docs: selection.length }
+            : {}),
         },
       },
     }, { resume: true, rowsPerShard: options.rowsPerShard ?? 16384 });

@@ -73,6 +73,8 @@ export interface CaptureFacts {
   arrival_steps?: boolean;
   /** How document boundaries were found, for traces imported from logs that do not record them. */
   documents?: string;
+  /** The part traces `moetrace merge` joined into this one, relative to it, in part order. */
+  merged_from?: string[];
 }
 
 export interface ShardEntry {
@@ -235,6 +237,15 @@ export function validateManifest(json: unknown, where: string): Manifest {
   }
   if (capture.documents !== undefined && typeof capture.documents !== "string") {
     throw new DataError(`${where} field "capture.documents" must be a string when present.`);
+  }
+  if (
+    capture.merged_from !== undefined &&
+    !(Array.isArray(capture.merged_from) &&
+      capture.merged_from.every((d) => typeof d === "string"))
+  ) {
+    throw new DataError(
+      `${where} field "capture.merged_from" must be a list of strings when present.`,
+    );
   }
   if (!Array.isArray(capture.domains) || !capture.domains.every((d) => typeof d === "string")) {
     throw new DataError(`${where} field "capture.domains" must be a list of strings.`);
