@@ -9,11 +9,13 @@
  *
  * One workgroup of 256 invocations, each owning a contiguous block of
  * ceil(V / 256) ids (no invocation loops over the whole vocabulary: llvmpipe
- * stops a loop at 65,535 iterations, and real vocabularies reach 201,088):
- * the first maximum is a tree reduction of the blocks' first maxima (ties:
- * lower id); the block sums of exp are scanned in id order by one invocation,
- * so the block whose cumulative interval holds u · total is found exactly,
- * and that block's owner scans its ids, comparing with the same sums.
+ * stops a loop at 65,535 iterations, and real vocabularies reach 201,088).
+ * Each finds its block's first maximum and then its block's sum of exp; one
+ * invocation combines the 256 results in id order (the first of the maxima;
+ * the cumulative sums before each block), so that the block whose interval
+ * holds u · total is found exactly, and that block's owner scans its ids,
+ * comparing with the same sums. (Combining the 256 in a tree took as long on
+ * lavapipe, with 8 barriers instead of 1.)
  */
 import { pipeline, type Recorder } from "../gpu.ts";
 
@@ -65,20 +67,13 @@ fn hash(x: u32) -> u32 {
   return (v >> 22u) ^ v;
 }
 
-/** Whether (bv, bi) is the earlier maximum than (av, ai); NONE marks an empty block. */
-fn beats(bv: f32, bi: u32, av: f32, ai: u32) -> bool {
-  if (bi == NONE) { return false; }
-  if (ai == NONE) { return true; }
-  return bv > av || (bv == av && bi < ai);
-}
-
 @compute @workgroup_size(${WG})
 fn main(@builtin(local_invocation_index) t: u32) {
   let per = (p.V + WG - 1u) / WG;
   let lo = min(t * per, p.V);
   let hi = min(lo + per, p.V);
 
-  // this block's first maximum, then the row's by a tree over the blocks
+  // this block's first maximum; then the first of the blocks' maxima, in id order
   var mi = NONE;
   var mv = 0.0;
   if (lo < hi) {
@@ -89,15 +84,17 @@ fn main(@builtin(local_invocation_index) t: u32) {
   best_v[t] = mv;
   best_i[t] = mi;
   workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s >>= 1u) {
-    if (t < s && beats(best_v[t + s], best_i[t + s], best_v[t], best_i[t])) {
-      best_v[t] = best_v[t + s];
-      best_i[t] = best_i[t + s];
+  if (t == 0u) {
+    var bv = best_v[0];
+    var bi = best_i[0];
+    for (var b = 1u; b < WG; b++) {
+      if (best_i[b] != NONE && best_v[b] > bv) { bv = best_v[b]; bi = best_i[b]; }
     }
-    workgroupBarrier();
+    best_v[0] = bv;
+    pick = bi;
   }
+  workgroupBarrier();
   let mx = best_v[0];
-  if (t == 0u) { pick = best_i[0]; }
 
   if (p.temperature > 0.0) {
     var local = 0.0;
@@ -122,8 +119,8 @@ fn main(@builtin(local_invocation_index) t: u32) {
         if (before + c > goal) { pick = i; break; }
       }
     }
+    workgroupBarrier();
   }
-  workgroupBarrier();
   if (t == 0u) { tokens[info[p.row * 4u + 3u] + 1u] = pick; }
 }
 `;
