@@ -1,9 +1,11 @@
 /**
  * Self-attention of one layer, behind one interface: the forward (forward.ts)
  * hands it the normalised residual and adds o_proj of what it returns, so an
- * attention variant (multi-head latent attention, attention sinks) is one
- * more implementation here with its weights in weights.ts and its buffers in
- * run_state.ts, and nothing in the transformer loop changes.
+ * attention variant is one more implementation with its weights in
+ * weights.ts and its buffers in run_state.ts, and nothing in the transformer
+ * loop changes. Multi-head latent attention (DeepSeek) is mla.ts; attention
+ * sinks (gpt-oss), partial rotary (GLM) and Granite's score scale are options
+ * of the grouped-query implementations here.
  *
  * The implementations are the same computation (Hugging Face's eager
  * attention in f32) on different memory:
@@ -65,8 +67,18 @@ function prepareArgs(c: ModelConfig, w: Weights, s: RunState, L: LayerWeights, r
     numHeads: c.numHeads,
     numKvHeads: c.numKvHeads,
     headDim: c.headDim,
+    ropeDim: c.rope.dim,
     eps: c.rmsEps,
     clip: c.clipQkv ?? 0,
+  };
+}
+
+/** The score arguments every path shares: scale, window and sinks of layer l. */
+function scoreArgs(c: ModelConfig, L: LayerWeights, l: number) {
+  return {
+    window: c.window[l] ?? null,
+    scale: c.attentionScale,
+    ...(L.sinks ? { sinks: L.sinks } : {}),
   };
 }
 
@@ -82,20 +94,20 @@ function textureAttention(
   return {
     path: "texture",
     record(rec, l, xn, { rows: T, decode }) {
-      const L = w.layers[l]!;
+      const L = w.layers[l]!, wqkv = L.wqkv!;
       matmulTex(rec, {
         a: xn.view!,
-        w: L.wqkv.view!,
+        w: wqkv.view!,
         y: tex.qkv,
         rows: T,
         k: c.hiddenSize,
-        n: L.wqkv.n,
+        n: wqkv.n,
         ...(L.bqkv ? { bias: L.bqkv } : {}),
       }, {
         bias: L.bqkv !== undefined,
         outTexture: true,
         shape: decode ? DECODE : PREFILL,
-        weights: wFormat(L.wqkv),
+        weights: wFormat(wqkv),
       });
       qkvPrepareTex(rec, {
         qkv: tex.qkv,
@@ -114,7 +126,7 @@ function textureAttention(
         numHeads: c.numHeads,
         numKvHeads: c.numKvHeads,
         headDim: c.headDim,
-        window: c.window[l] ?? null,
+        ...scoreArgs(c, L, l),
       });
       return { buffer: s.att, view: out };
     },
@@ -132,7 +144,7 @@ function storageAttention(c: ModelConfig, w: Weights, s: RunState): Attention {
       linear(
         rec,
         xn,
-        L.wqkv,
+        L.wqkv!,
         { y: s.qkv, rows: T, ...bias },
         { bias: L.bqkv !== undefined },
         decode,
@@ -165,7 +177,7 @@ function storageAttention(c: ModelConfig, w: Weights, s: RunState): Attention {
         numHeads: c.numHeads,
         numKvHeads: c.numKvHeads,
         headDim: c.headDim,
-        window: c.window[l] ?? null,
+        ...scoreArgs(c, L, l),
       });
       return stage(rec, s, s.att, c.numHeads * c.headDim, T);
     },

@@ -4,7 +4,8 @@
  *
  * `openCheckpoint` validates everything before a weight byte is read: every
  * safetensors header (see safetensors.ts), then every tensor the config implies
- * by name, shape and dtype (the Hub layout: one 2-D tensor per expert matrix).
+ * by name, shape and dtype (each family's Hub layout: one 2-D tensor per expert
+ * matrix, granitemoe's fused expert tensors, gpt_oss's MXFP4 blocks and scales).
  * Tensors the engine does not use (e.g. rotary caches) are ignored.
  */
 import { DataError, messageOf } from "../common/errors.ts";
@@ -26,85 +27,168 @@ export interface Checkpoint {
 export interface ExpectedTensor {
   name: string;
   shape: number[];
+  /** Integer tensors (MXFP4 blocks and scales) give their dtype; the rest are F32, F16 or BF16. */
+  dtype?: "U8";
 }
 
 /** Families whose forward the engine runs (the others' routers are read: router.ts). */
-const RUNNABLE = new Set<string>(["mixtral", "olmoe", "qwen2_moe", "qwen3_moe"]);
+const RUNNABLE = new Set<string>(["mixtral", "olmoe", "qwen2_moe", "qwen3_moe", "granitemoe"]);
 
 const FLOAT_DTYPES: Record<string, string> = { F32: "float32", F16: "float16", BF16: "bfloat16" };
 
-/** Prefix of layer l's MoE block tensors, and the names of the three expert matrices. */
-export function expertNames(
-  config: ModelConfig,
-): { block: string; gate: string; up: string; down: string } {
-  return config.family === "mixtral"
-    ? { block: "block_sparse_moe", gate: "w1", up: "w3", down: "w2" }
-    : { block: "mlp", gate: "gate_proj", up: "up_proj", down: "down_proj" };
+/** Names of layer l's MoE block tensors in each family's Hub layout. */
+export interface MoeNames {
+  /** [E, H] router weight, and its biases where the family has them. */
+  router: string;
+  logitBias?: string;
+  selectionBias?: string;
+  /** One expert's matrix prefix (per-expert layout): `${prefix}.weight`, or `.u`/`.v` when weight-decomposed. */
+  expert(e: number, which: "gate" | "up" | "down"): string;
+  /**
+   * Fused layouts: granitemoe `input_linear.weight` [E, 2F, H] (gate rows
+   * first) and `output_linear.weight` [E, H, F]; gpt_oss's MXFP4
+   * `experts.gate_up_proj` / `experts.down_proj` prefixes.
+   */
+  gateUp: string;
+  down: string;
+  /** Shared experts: `${shared}.{gate,up,down}_proj.weight`, and qwen2_moe's `shared_expert_gate.weight`. */
+  shared?: string;
+  sharedGate?: string;
+}
+
+export function moeNames(c: ModelConfig, l: number): MoeNames {
+  const f = c.family;
+  const block = `model.layers.${l}.${
+    f === "mixtral" || f === "granitemoe" ? "block_sparse_moe" : "mlp"
+  }.`;
+  const which = f === "mixtral"
+    ? { gate: "w1", up: "w3", down: "w2" }
+    : { gate: "gate_proj", up: "up_proj", down: "down_proj" };
+  const router = f === "granitemoe"
+    ? "router.layer.weight"
+    : f === "gpt_oss"
+    ? "router.weight"
+    : "gate.weight";
+  const names: MoeNames = {
+    router: block + router,
+    expert: (e, w) => `${block}experts.${e}.${which[w]}`,
+    gateUp: block + (f === "granitemoe" ? "input_linear.weight" : "experts.gate_up_proj"),
+    down: block + (f === "granitemoe" ? "output_linear.weight" : "experts.down_proj"),
+  };
+  if (c.routing.logitBias) names.logitBias = block + "router.bias";
+  if (c.routing.selectionBias) names.selectionBias = block + "gate.e_score_correction_bias";
+  if (c.sharedFfn > 0) {
+    names.shared = block + (f === "qwen2_moe" ? "shared_expert" : "shared_experts");
+    if (c.sharedGate) names.sharedGate = block + "shared_expert_gate.weight";
+  }
+  return names;
 }
 
 /** Every tensor the config implies, with its shape (Hub layout, linear weights [out, in]). */
 export function expectedTensors(config: ModelConfig): ExpectedTensor[] {
   const c = config;
-  const h = c.hiddenSize, d = c.headDim, q = c.numHeads * d, kv = c.numKvHeads * d;
+  const h = c.hiddenSize;
   const out: ExpectedTensor[] = [{ name: "model.embed_tokens.weight", shape: [c.vocabSize, h] }];
-  const names = expertNames(c);
   for (let l = 0; l < c.numLayers; l++) {
     const p = `model.layers.${l}.`;
     out.push({ name: p + "input_layernorm.weight", shape: [h] });
     out.push({ name: p + "post_attention_layernorm.weight", shape: [h] });
-    out.push({ name: p + "self_attn.q_proj.weight", shape: [q, h] });
-    out.push({ name: p + "self_attn.k_proj.weight", shape: [kv, h] });
-    out.push({ name: p + "self_attn.v_proj.weight", shape: [kv, h] });
-    out.push({ name: p + "self_attn.o_proj.weight", shape: [h, q] });
-    if (c.qkvBias) {
-      out.push({ name: p + "self_attn.q_proj.bias", shape: [q] });
-      out.push({ name: p + "self_attn.k_proj.bias", shape: [kv] });
-      out.push({ name: p + "self_attn.v_proj.bias", shape: [kv] });
-    }
-    if (c.qkNorm !== "none") {
-      out.push({ name: p + "self_attn.q_norm.weight", shape: [c.qkNorm === "whole" ? q : d] });
-      out.push({ name: p + "self_attn.k_norm.weight", shape: [c.qkNorm === "whole" ? kv : d] });
-    }
+    out.push(...(c.mla ? mlaTensors(c, p + "self_attn.") : attentionTensors(c, p + "self_attn.")));
     if (!c.isMoe[l]) {
       out.push({ name: p + "mlp.gate_proj.weight", shape: [c.denseFfn, h] });
       out.push({ name: p + "mlp.up_proj.weight", shape: [c.denseFfn, h] });
       out.push({ name: p + "mlp.down_proj.weight", shape: [h, c.denseFfn] });
       continue;
     }
-    const b = p + names.block + ".";
-    out.push({ name: b + "gate.weight", shape: [c.numExperts, h] });
-    const f = c.expertFfn, r = c.decomposedRank;
-    for (let e = 0; e < c.numExperts; e++) {
-      const x = `${b}experts.${e}.`;
-      if (r === null) {
-        out.push({ name: x + names.gate + ".weight", shape: [f, h] });
-        out.push({ name: x + names.up + ".weight", shape: [f, h] });
-        out.push({ name: x + names.down + ".weight", shape: [h, f] });
-      } else {
-        out.push({ name: x + names.gate + ".u", shape: [f, r] }, {
-          name: x + names.gate + ".v",
-          shape: [r, h],
-        });
-        out.push({ name: x + names.up + ".u", shape: [f, r] }, {
-          name: x + names.up + ".v",
-          shape: [r, h],
-        });
-        out.push({ name: x + names.down + ".u", shape: [h, r] }, {
-          name: x + names.down + ".v",
-          shape: [r, f],
-        });
-      }
-    }
-    if (c.sharedFfn > 0) {
-      const s = b + "shared_expert.";
-      out.push({ name: s + "gate_proj.weight", shape: [c.sharedFfn, h] });
-      out.push({ name: s + "up_proj.weight", shape: [c.sharedFfn, h] });
-      out.push({ name: s + "down_proj.weight", shape: [h, c.sharedFfn] });
-      out.push({ name: b + "shared_expert_gate.weight", shape: [1, h] });
-    }
+    out.push(...moeTensors(c, l));
   }
   out.push({ name: "model.norm.weight", shape: [h] });
   if (!c.tieEmbeddings) out.push({ name: "lm_head.weight", shape: [c.vocabSize, h] });
+  return out;
+}
+
+/** q, k, v, o (and their biases, q/k norms, sinks) of standard attention. */
+function attentionTensors(c: ModelConfig, p: string): ExpectedTensor[] {
+  const h = c.hiddenSize, d = c.headDim, q = c.numHeads * d, kv = c.numKvHeads * d;
+  const out: ExpectedTensor[] = [
+    { name: p + "q_proj.weight", shape: [q, h] },
+    { name: p + "k_proj.weight", shape: [kv, h] },
+    { name: p + "v_proj.weight", shape: [kv, h] },
+    { name: p + "o_proj.weight", shape: [h, q] },
+  ];
+  if (c.qkvBias) {
+    out.push({ name: p + "q_proj.bias", shape: [q] });
+    out.push({ name: p + "k_proj.bias", shape: [kv] });
+    out.push({ name: p + "v_proj.bias", shape: [kv] });
+  }
+  if (c.oBias) out.push({ name: p + "o_proj.bias", shape: [h] });
+  if (c.qkNorm !== "none") {
+    out.push({ name: p + "q_norm.weight", shape: [c.qkNorm === "whole" ? q : d] });
+    out.push({ name: p + "k_norm.weight", shape: [c.qkNorm === "whole" ? kv : d] });
+  }
+  if (c.sinks) out.push({ name: p + "sinks", shape: [c.numHeads] });
+  return out;
+}
+
+/** Multi-head latent attention's projections and norms. */
+function mlaTensors(c: ModelConfig, p: string): ExpectedTensor[] {
+  const m = c.mla!, h = c.hiddenSize, qk = c.numHeads * c.headDim;
+  const latent = m.kvLoraRank + m.ropeDim;
+  const out: ExpectedTensor[] = [];
+  if (m.qLoraRank === null) out.push({ name: p + "q_proj.weight", shape: [qk, h] });
+  else {
+    out.push({ name: p + "q_a_proj.weight", shape: [m.qLoraRank, h] });
+    if (m.bias) out.push({ name: p + "q_a_proj.bias", shape: [m.qLoraRank] });
+    out.push({ name: p + "q_a_layernorm.weight", shape: [m.qLoraRank] });
+    out.push({ name: p + "q_b_proj.weight", shape: [qk, m.qLoraRank] });
+  }
+  out.push({ name: p + "kv_a_proj_with_mqa.weight", shape: [latent, h] });
+  if (m.bias) out.push({ name: p + "kv_a_proj_with_mqa.bias", shape: [latent] });
+  out.push({ name: p + "kv_a_layernorm.weight", shape: [m.kvLoraRank] });
+  out.push({
+    name: p + "kv_b_proj.weight",
+    shape: [c.numHeads * (m.nopeDim + c.vHeadDim), m.kvLoraRank],
+  });
+  out.push({ name: p + "o_proj.weight", shape: [h, c.numHeads * c.vHeadDim] });
+  if (c.oBias) out.push({ name: p + "o_proj.bias", shape: [h] });
+  return out;
+}
+
+/** Layer l's router, routed experts and shared experts. */
+function moeTensors(c: ModelConfig, l: number): ExpectedTensor[] {
+  const names = moeNames(c, l);
+  const h = c.hiddenSize, E = c.numExperts, f = c.expertFfn, r = c.decomposedRank;
+  const out: ExpectedTensor[] = [{ name: names.router, shape: [E, h] }];
+  if (names.logitBias) out.push({ name: names.logitBias, shape: [E] });
+  if (names.selectionBias) out.push({ name: names.selectionBias, shape: [E] });
+  if (c.expertFormat === "fused") {
+    out.push({ name: names.gateUp, shape: [E, 2 * f, h] });
+    out.push({ name: names.down, shape: [E, h, f] });
+  } else if (c.expertFormat === "mxfp4") {
+    // blocks of 32 values along each matrix's input, 16 bytes each, one E8M0 scale per block
+    out.push({ name: names.gateUp + "_blocks", shape: [E, 2 * f, h / 32, 16], dtype: "U8" });
+    out.push({ name: names.gateUp + "_scales", shape: [E, 2 * f, h / 32], dtype: "U8" });
+    out.push({ name: names.gateUp + "_bias", shape: [E, 2 * f] });
+    out.push({ name: names.down + "_blocks", shape: [E, h, f / 32, 16], dtype: "U8" });
+    out.push({ name: names.down + "_scales", shape: [E, h, f / 32], dtype: "U8" });
+    out.push({ name: names.down + "_bias", shape: [E, h] });
+  } else {
+    for (let e = 0; e < E; e++) {
+      for (const which of ["gate", "up", "down"] as const) {
+        const x = names.expert(e, which);
+        const [o, i] = which === "down" ? [h, f] : [f, h];
+        if (r === null) out.push({ name: x + ".weight", shape: [o, i] });
+        else out.push({ name: x + ".u", shape: [o, r] }, { name: x + ".v", shape: [r, i] });
+      }
+    }
+  }
+  if (names.shared) {
+    const fs = c.sharedFfn;
+    out.push({ name: names.shared + ".gate_proj.weight", shape: [fs, h] });
+    out.push({ name: names.shared + ".up_proj.weight", shape: [fs, h] });
+    out.push({ name: names.shared + ".down_proj.weight", shape: [h, fs] });
+  }
+  if (names.sharedGate) out.push({ name: names.sharedGate, shape: [1, h] });
   return out;
 }
 
@@ -190,6 +274,14 @@ export async function openCheckpoint(dir: string): Promise<Checkpoint> {
           want.shape.join(", ")
         }] from config.json.`,
       );
+    }
+    if (want.dtype !== undefined) {
+      if (got.dtype !== want.dtype) {
+        throw new DataError(
+          `Tensor ${want.name} in ${got.file} has dtype ${got.dtype}, expected ${want.dtype}.`,
+        );
+      }
+      continue;
     }
     if (!(got.dtype in FLOAT_DTYPES)) {
       throw new DataError(

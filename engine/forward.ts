@@ -173,11 +173,27 @@ function routerInput(s: RunState, h: number): Act {
   return tex ? { buffer: s.xn, view: tex.view } : { buffer: s.xn };
 }
 
-/** x += o_proj(attention(input_layernorm(x))): o_proj [nq·d, H] accumulates into the residual. */
+/**
+ * x += o_proj(attention(input_layernorm(x))) (× Granite's residual
+ * multiplier): o_proj [nq·dv, H] (+ bias) accumulates into the residual.
+ */
 function attentionBlock(p: Pass, l: number, L: LayerWeights): void {
   const xn = normInto(p, L.attnNorm, { rows: p.rows });
   const att = p.t.attention.record(p.rec, l, xn, p);
-  linear(p.rec, att, L.wo, { y: p.t.state.x, rows: p.rows }, { accumulate: true }, p.decode);
+  const alpha = p.t.config.multipliers.residual;
+  linear(
+    p.rec,
+    att,
+    L.wo,
+    {
+      y: p.t.state.x,
+      rows: p.rows,
+      ...(L.bo ? { bias: L.bo } : {}),
+      ...(alpha !== 1 ? { alpha } : {}),
+    },
+    { accumulate: true, bias: L.bo !== undefined, alpha: alpha !== 1 },
+    p.decode,
+  );
 }
 
 /** x += down(silu(gate(xn)) · up(xn)): gate and up [H, F] fused into one SwiGLU matmul, down [F, H]. */
@@ -248,6 +264,7 @@ function moeExperts(p: Pass, l: number, xn: Act): void {
     topK: c.topK,
     numExperts,
     tileRows: tr,
+    weightScale: c.multipliers.residual,
   });
   const tiles = maxTiles(p.rows * c.topK, numExperts, tr);
   if (texExperts) routedExpertsTex(p, chunks, xn, tiles);
@@ -348,13 +365,21 @@ function routedExperts(p: Pass, chunks: ExpertChunk[], xn: Act, tiles: number): 
   }
 }
 
-/** x += sigmoid(xn · gate [H, 1]) · down(silu(gate(xn)) · up(xn)) (qwen2_moe's shared expert). */
+/**
+ * x += down(silu(gate(xn)) · up(xn)) of the shared experts (DeepSeek's and
+ * GLM's n_shared_experts fused into one FFN), scaled by sigmoid(xn · gate
+ * [H, 1]) where the family gates it (qwen2_moe).
+ */
 function sharedExpert(p: Pass, w: NonNullable<LayerWeights["shared"]>, xn: Act): void {
   const { rec, t } = p;
   const s = t.state;
-  linear(rec, xn, w.gate, { y: s.sharedGate, rows: p.rows }, {}, p.decode);
+  if (w.gate) linear(rec, xn, w.gate, { y: s.sharedGate, rows: p.rows }, {}, p.decode);
   linear(rec, xn, w.w1, { w3: w.w3, y: s.hidden, rows: p.rows }, { swiglu: true }, p.decode);
   const hidden = stage(rec, s, s.hidden, t.config.sharedFfn, p.rows);
+  if (!w.gate) {
+    linear(rec, hidden, w.w2, { y: s.x, rows: p.rows }, { accumulate: true }, p.decode);
+    return;
+  }
   linear(rec, hidden, w.w2, { y: s.x, scale: s.sharedGate, rows: p.rows }, {
     scale: "sigmoid",
     accumulate: true,

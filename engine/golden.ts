@@ -58,30 +58,37 @@ export interface RoutingRows {
 
 /**
  * Compares prompt p's router log with the golden's ([M, T, k] and [M, T, E]
- * layout): top-k ids equal except where the reference's k-th and (k+1)-th
- * probabilities are within 1e-4 (a tie either order may break), weights and
- * probabilities within 1e-4.
+ * layout): top-k ids equal except at near-ties (a tie either order may
+ * break): where the golden flags one (`p{p}.near_tie`, the router families:
+ * selection scores or group scores within 1e-4), else where the reference's
+ * k-th and (k+1)-th probabilities are within 1e-4; weights and probabilities
+ * within 1e-4.
  */
 export function checkRouting(
   g: Golden,
   p: number,
   log: RoutingRows,
   shape: { moeLayers: number; topK: number; experts: number },
-): void {
+): RoutingAgreement {
   const { moeLayers: M, topK: k, experts: E } = shape;
+  const agreement: RoutingAgreement = { pairs: 0, nearTies: 0, maxWeightError: 0, maxProbError: 0 };
   const ids = goldenI32(g, `p${p}.topk_ids`), weights = goldenF32(g, `p${p}.topk_weights`);
   const probs = goldenF32(g, `p${p}.probs`);
+  const nearTie = g.has(`p${p}.near_tie`) ? goldenI32(g, `p${p}.near_tie`) : null;
   const T = ids.length / (M * k);
   assert.equal(log.experts.length, T * M * k, `prompt ${p}: ${T} tokens of ${M} layers × ${k}`);
   for (let m = 0; m < M; m++) {
     for (let t = 0; t < T; t++) {
       const ref = probs.subarray((m * T + t) * E, (m * T + t + 1) * E);
       const sorted = [...ref].sort((a, b) => b - a);
-      const tie = k < E && sorted[k - 1]! - sorted[k]! < 1e-4;
+      const tie = nearTie ? nearTie[m * T + t] === 1 : k < E && sorted[k - 1]! - sorted[k]! < 1e-4;
+      agreement.pairs++;
+      if (tie) agreement.nearTies++;
       for (let j = 0; !tie && j < k; j++) {
         const got = log.experts[(t * M + m) * k + j]!, want = ids[(m * T + t) * k + j]!;
         assert.equal(got, want, `prompt ${p} layer ${m} token ${t} choice ${j}`);
         const gw = log.weights[(t * M + m) * k + j]!, ww = weights[(m * T + t) * k + j]!;
+        agreement.maxWeightError = Math.max(agreement.maxWeightError, Math.abs(gw - ww));
         assert.ok(
           Math.abs(gw - ww) <= 1e-4,
           `weight ${gw} vs ${ww} at prompt ${p} layer ${m} token ${t}`,
@@ -89,6 +96,7 @@ export function checkRouting(
       }
       for (let e = 0; e < E; e++) {
         const gp = log.probs[(t * M + m) * E + e]!;
+        agreement.maxProbError = Math.max(agreement.maxProbError, Math.abs(gp - ref[e]!));
         assert.ok(
           Math.abs(gp - ref[e]!) <= 1e-4,
           `prob ${gp} vs ${ref[e]} at prompt ${p} layer ${m} token ${t} expert ${e}`,
@@ -96,6 +104,15 @@ export function checkRouting(
       }
     }
   }
+  return agreement;
+}
+
+/** What checkRouting compared: (token, MoE layer) pairs, how many were near-ties (not compared), the largest errors. */
+export interface RoutingAgreement {
+  pairs: number;
+  nearTies: number;
+  maxWeightError: number;
+  maxProbError: number;
 }
 
 /**

@@ -124,7 +124,7 @@ export async function loadModel(
   const positions = Math.max(cap + 1, c.maxPositions);
   const weights = await uploadWeights(ctx, ck, positions, options.hostExperts ?? false);
   const state = allocateRunState(ctx, c, cap, {
-    qkvTexture: weights.layers[0]!.wqkv.view !== undefined,
+    qkvTexture: weights.layers[0]!.wqkv?.view !== undefined,
   });
   const outOfMemory = await ctx.device.popErrorScope();
   if (outOfMemory) {

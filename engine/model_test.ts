@@ -126,6 +126,22 @@ const FAMILY_CONFIGS: Record<string, Record<string, unknown>> = {
     clip_qkv: 1.0,
     vocab_size: 320,
   },
+  granitemoe: {
+    model_type: "granitemoe",
+    hidden_size: 128,
+    num_hidden_layers: 2,
+    num_attention_heads: 4,
+    num_key_value_heads: 2,
+    num_local_experts: 8,
+    num_experts_per_tok: 3,
+    intermediate_size: 64,
+    embedding_multiplier: 3.0,
+    attention_multiplier: 0.05,
+    residual_multiplier: 0.5,
+    logits_scaling: 4.0,
+    attention_bias: true,
+    vocab_size: 320,
+  },
 };
 
 for (const [family, config] of Object.entries(FAMILY_CONFIGS)) {

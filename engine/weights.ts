@@ -13,95 +13,53 @@
  * With `hostExperts` the routed experts stay in host memory (`HostExperts`),
  * each matrix laid out as one slot of the GPU copy, for offload.ts.
  */
-import { type Checkpoint, expertNames, readFloat32 } from "./checkpoint.ts";
+import type { Checkpoint } from "./checkpoint.ts";
+import { type MoeWeights, uploadMoe } from "./expert_weights.ts";
 import type { GpuContext } from "./gpu.ts";
 import { ropeTable } from "./rope.ts";
-import { readTensorBytes, toFloat32 } from "./safetensors.ts";
+import { type Linear, transpose, WeightReader } from "./weight_reader.ts";
 
-/**
- * A linear weight stored transposed, [in = K, out = N] (× experts), either as
- * an rgba32f texture for matmul_tex.ts (K a multiple of 64, fits the texture
- * limits) or as a storage buffer for matmul.ts.
- */
-export interface Linear {
-  k: number;
-  n: number;
-  /** Texture texel format: f32 (rgba32float), f16 (rgba16float) or bf16 (rg32uint, unpacked in WGSL). */
-  format: "f32" | "f16" | "bf16";
-  view?: GPUTextureView; // [experts·K, ceil(N/4)] texels
-  buffer?: GPUBuffer; // [experts, K, N]
-}
+export {
+  type ExpertChunk,
+  type ExpertLayout,
+  expertsPerChunk,
+  type HostExperts,
+  ROUTED_EXPERTS,
+  type RouterWeights,
+} from "./expert_weights.ts";
+export {
+  type HostMatrix,
+  type Linear,
+  TEXEL_FORMAT,
+  texturePath,
+  wFormat,
+} from "./weight_reader.ts";
 
-/** The GPU texture format of each texel format (bf16: four values packed into the two u32 of an rg32uint texel). */
-export const TEXEL_FORMAT = {
-  f32: "rgba32float",
-  f16: "rgba16float",
-  bf16: "rg32uint",
-} as const satisfies Record<Linear["format"], GPUTextureFormat>;
-
-/** The matmul_tex weight variant of a texture weight. */
-export function wFormat(w: Linear): "float" | "bf16" {
-  return w.format === "bf16" ? "bf16" : "float";
-}
-
-/** Host weights: f32, or the raw bits of an f16/bf16 checkpoint (kept 16-bit on the texture path). */
-export type HostMatrix = Float32Array | Uint16Array;
-
-/** Consecutive routed experts of one layer in one texture or buffer per matrix. */
-export interface ExpertChunk {
-  first: number; // first expert held
-  count: number;
-  w1: Linear; // [count, H, F]   gate projection (through SiLU)
-  w3: Linear; // [count, H, F]   up projection
-  w2: Linear; // [count, F, H]   down projection
-}
-
-/**
- * The routed experts of one MoE layer kept in host memory instead of on the
- * GPU (`loadModel`'s `hostExperts`), each expert's matrix laid out exactly as
- * one slot of the GPU copy, so that loading an expert into a slot
- * (offload.ts) is one write per matrix with no conversion.
- */
-export interface HostExperts extends ExpertLayout {
-  w1: HostMatrix[]; // [E] × [H, F]   gate projection
-  w3: HostMatrix[]; // [E] × [H, F]   up projection
-  w2: HostMatrix[]; // [E] × [F, H]   down projection
-}
-
-/** How a routed expert's GPU copy is laid out; an offloader's slots take the same layout. */
-export interface ExpertLayout {
-  /** Whether GPU copies are textures (matmul_tex.ts; H and F multiples of 64, so no row padding) or f32 storage buffers. */
-  texture: boolean;
-  /** Texel format on the texture path (16-bit checkpoints stay 16-bit); "f32" on the storage path. */
-  format: "f32" | "f16" | "bf16";
-}
-
-/** Pool group (BufferPool.grouped) of the GPU memory holding routed expert weights: all of them, or the offloader's slots. */
-export const ROUTED_EXPERTS = "routed experts";
-
-/** One MoE layer's router weights (router.ts): the matmul, and the biases its variant uses. */
-export interface RouterWeights {
-  /** [H, E] */
-  weight: Linear;
-  /** [E] added to the logits (Router.logitBias). */
-  logitBias?: GPUBuffer;
-  /** [E] added to the scores for choosing (Router.selection.bias). */
-  selectionBias?: GPUBuffer;
-}
-
-export interface LayerWeights {
+export interface LayerWeights extends Partial<MoeWeights> {
   attnNorm: GPUBuffer; // [H]
-  wqkv: Linear; // [H, (nq + 2 nkv) d]   q | k | v columns
+  wqkv?: Linear; // [H, (nq + 2 nkv) d]   q | k | v columns (every attention but MLA)
   bqkv?: GPUBuffer; // [(nq + 2 nkv) d]
   qNorm?: GPUBuffer; // [nq d] (whole) or [d] (per head)
   kNorm?: GPUBuffer; // [nkv d] or [d]
-  wo: Linear; // [nq d, H]
+  sinks?: GPUBuffer; // [nq] attention sink logits (gpt_oss)
+  mla?: MlaWeights; // multi-head latent attention (deepseek)
+  wo: Linear; // [nq dv, H]
+  bo?: GPUBuffer; // [H]
   postNorm: GPUBuffer; // [H]
-  router?: RouterWeights; // [H, E] and its biases
-  experts?: ExpertChunk[]; // on the GPU, unless the model was loaded with hostExperts
-  hostExperts?: HostExperts;
-  shared?: { w1: Linear; w3: Linear; w2: Linear; gate: Linear }; // [H, Fs] ×2, [Fs, H], [H, 1]
   dense?: { w1: Linear; w3: Linear; w2: Linear }; // [H, Fd] ×2, [Fd, H]
+}
+
+/** Multi-head latent attention weights, [in, out] as every Linear. */
+export interface MlaWeights {
+  wq?: Linear; // [H, nq (nope + rope)] when q_lora_rank is null
+  wqa?: Linear; // [H, qr]
+  bqa?: GPUBuffer; // [qr]
+  qaNorm?: GPUBuffer; // [qr]
+  wqb?: Linear; // [qr, nq (nope + rope)]
+  wkva: Linear; // [H, kvr + rope]   the latent | the shared rope key
+  bkva?: GPUBuffer; // [kvr + rope]
+  kvaNorm: GPUBuffer; // [kvr]
+  wkvb: Linear; // [kvr, nq (nope + dv)]   per head: k_nope | v
 }
 
 export interface Weights {
@@ -112,164 +70,11 @@ export interface Weights {
   rope: GPUBuffer; // [positions, rope dim/2, 2] cos, sin
 }
 
-/** Whether activations with row length k go through textures (256-byte rows). */
-export function texturePath(k: number): boolean {
-  return k % 64 === 0;
-}
-
 /**
- * Experts per chunk of [H, F] matrices: as many as fit one storage binding,
- * and with `textureBound` as many [K, N/4] slabs as stack under the texture
- * height limit. offload.ts chunks its slots the same way.
- */
-export function expertsPerChunk(
-  ctx: GpuContext,
-  shape: { h: number; f: number },
-  textureBound: boolean,
-): number {
-  const { h, f } = shape;
-  const maxTex = ctx.device.limits.maxTextureDimension2D;
-  return Math.max(
-    1,
-    Math.min(
-      Math.floor(ctx.maxBinding / (h * f * 4)),
-      textureBound ? Math.floor(maxTex / Math.max(h, f)) : Infinity,
-    ),
-  );
-}
-
-/**
- * Uploads one [K, N] (× experts) weight: a texture when the context allows
- * them, `allowTexture` holds and K takes the texture path within the texture
- * limits (rows padded to whole texels when N % 4 ≠ 0); else an f32 buffer,
- * widening 16-bit bits of dtype `half`.
- */
-function uploadLinear(
-  ctx: GpuContext,
-  label: string,
-  data: HostMatrix,
-  shape: { k: number; n: number; experts?: number },
-  options: { allowTexture: boolean; half: "F16" | "BF16" | null },
-): Linear {
-  const { k, n, experts = 1 } = shape;
-  const width = Math.ceil(n / 4), height = experts * k;
-  const maxTex = ctx.device.limits.maxTextureDimension2D;
-  if (
-    ctx.textures && options.allowTexture && texturePath(k) && width <= maxTex && height <= maxTex
-  ) {
-    let texels = data;
-    if (n % 4 !== 0) {
-      texels = new (data.constructor as new (n: number) => HostMatrix)(height * width * 4);
-      for (let r = 0; r < height; r++) texels.set(data.subarray(r * n, (r + 1) * n), r * width * 4);
-    }
-    const format = texels instanceof Float32Array
-      ? "f32"
-      : options.half === "BF16"
-      ? "bf16"
-      : "f16";
-    const view = ctx.pool.texture(label, width, height, texels, false, TEXEL_FORMAT[format])
-      .createView();
-    return { k, n, format, view };
-  }
-  const f32 = data instanceof Float32Array ? data : toFloat32(
-    new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
-    options.half ?? "F16",
-    label,
-  );
-  return { k, n, format: "f32", buffer: ctx.pool.upload(label, f32) };
-}
-
-/** [rows, cols] → [cols, rows]. */
-function transpose<T extends HostMatrix>(m: T, rows: number, cols: number): T {
-  const out = new (m.constructor as new (n: number) => T)(m.length);
-  for (let r = 0; r < rows; r++) {
-    for (let c = 0; c < cols; c++) out[c * rows + r] = m[r * cols + c]!;
-  }
-  return out;
-}
-
-/** a [m, r] @ b [r, n] on the CPU (weight-decomposed experts multiplied out on load). */
-function matmulCpu(
-  a: Float32Array,
-  b: Float32Array,
-  m: number,
-  r: number,
-  n: number,
-): Float32Array {
-  const out = new Float32Array(m * n);
-  for (let i = 0; i < m; i++) {
-    for (let j = 0; j < r; j++) {
-      const aij = a[i * r + j]!;
-      for (let c = 0; c < n; c++) out[i * n + c]! += aij * b[j * n + c]!;
-    }
-  }
-  return out;
-}
-
-/** The 16-bit dtype every linear weight shares, or null (then all widen to f32). */
-function halfDtype(ck: Checkpoint): "F16" | "BF16" | null {
-  const dtypes = new Set<string>();
-  for (const info of ck.tensors.values()) {
-    if (info.shape.length === 2 && !info.name.includes("embed_tokens")) dtypes.add(info.dtype);
-  }
-  const [only] = dtypes;
-  return dtypes.size === 1 && (only === "F16" || only === "BF16") ? only : null;
-}
-
-/** Reads tensors of one checkpoint and uploads them, 16-bit linear weights kept 16-bit where they can be. */
-class WeightReader {
-  readonly half: "F16" | "BF16" | null;
-  /** The host array type of linear weights: f32, or the raw 16-bit bits. */
-  readonly Host: new (n: number) => HostMatrix;
-
-  constructor(readonly ctx: GpuContext, readonly ck: Checkpoint) {
-    // 16-bit checkpoints keep their linear weights 16-bit on the texture path when every one shares the dtype.
-    this.half = halfDtype(ck);
-    this.Host = (this.half === null ? Float32Array : Uint16Array) as new (n: number) => HostMatrix;
-  }
-
-  /** A tensor widened to f32 (norms, biases, embeddings, decomposed factors). */
-  f32(name: string): Promise<Float32Array> {
-    return readFloat32(this.ck, name);
-  }
-
-  /** A linear weight as stored, [out, in]: f32 or the raw bits of the shared 16-bit dtype. */
-  async raw(name: string): Promise<HostMatrix> {
-    if (this.half === null) return await this.f32(name);
-    const bytes = await readTensorBytes(this.ck.tensors.get(name)!);
-    return new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 2);
-  }
-
-  /** A linear weight [out, in] on disk, transposed to [in, out]. */
-  async transposed(name: string, out: number, inp: number): Promise<HostMatrix> {
-    return transpose(await this.raw(name), out, inp);
-  }
-
-  /** Uploads [K, N] (× experts) host data; `allowTexture` false keeps it in a storage buffer. */
-  upload(
-    label: string,
-    data: HostMatrix,
-    shape: { k: number; n: number; experts?: number },
-    allowTexture = true,
-  ): Linear {
-    return uploadLinear(this.ctx, label, data, shape, { allowTexture, half: this.half });
-  }
-
-  /** Reads `name` ([out, in] on disk) and uploads it as [in, out]. */
-  async linear(label: string, name: string, out: number, inp: number): Promise<Linear> {
-    return this.upload(label, await this.transposed(name, out, inp), { k: inp, n: out });
-  }
-
-  /** An f32 vector (norm weight, bias) into a storage buffer. */
-  async vector(label: string, name: string): Promise<GPUBuffer> {
-    return this.ctx.pool.upload(label, await this.f32(name));
-  }
-}
-
-/**
- * Uploads a checkpoint: embedding, per layer attention + (dense FFN | router,
- * routed experts, shared expert), final norm, LM head, and a RoPE table of
- * `positions` rows. With `hostExperts` the routed experts stay in host memory.
+ * Uploads a checkpoint: embedding, per layer attention (or MLA) + (dense FFN |
+ * router, routed experts, shared experts: expert_weights.ts), final norm, LM
+ * head, and a RoPE table of `positions` rows. With `hostExperts` the routed
+ * experts stay in host memory.
  */
 export async function uploadWeights(
   ctx: GpuContext,
@@ -282,8 +87,8 @@ export async function uploadWeights(
   const embed = await uploadEmbedding(r);
   const layers: LayerWeights[] = [];
   for (let l = 0; l < c.numLayers; l++) {
-    const layer = await uploadAttention(r, l);
-    if (c.isMoe[l]) await uploadMoe(r, l, layer, hostExperts);
+    const layer = c.mla ? await uploadMla(r, l) : await uploadAttention(r, l);
+    if (c.isMoe[l]) Object.assign(layer, await uploadMoe(r, l, hostExperts));
     else layer.dense = await uploadDense(r, l);
     layers.push(layer);
   }
@@ -291,16 +96,30 @@ export async function uploadWeights(
   return {
     embed,
     layers,
-    norm: await r.vector("final norm", "model.norm.weight"),
+    norm: await finalNorm(r),
     lmHead,
     rope: ctx.pool.upload("rope table", ropeTable(c.rope, positions)),
   };
 }
 
-/** The embedding [V, H] in row chunks of at most one storage binding each. */
+/**
+ * The final norm's weight [H], with Granite's logits scaling folded in:
+ * logits = (norm(x) · w / s) · W_head equals HF's (norm(x) · w · W_head) / s
+ * to f32 rounding, and the LM head keeps its 16-bit weights untouched.
+ */
+async function finalNorm(r: WeightReader): Promise<GPUBuffer> {
+  const w = await r.f32("model.norm.weight");
+  const m = r.ck.config.multipliers.logits;
+  if (m !== 1) { for (let i = 0; i < w.length; i++) w[i] = w[i]! * m; }
+  return r.ctx.pool.upload("final norm", w);
+}
+
+/** The embedding [V, H] (× granite's embedding_multiplier, in f32 as HF multiplies it) in row chunks of at most one storage binding each. */
 async function uploadEmbedding(r: WeightReader): Promise<Weights["embed"]> {
   const c = r.ck.config, h = c.hiddenSize;
   const rows = await r.f32("model.embed_tokens.weight");
+  const m = c.multipliers.embedding;
+  if (m !== 1) { for (let i = 0; i < rows.length; i++) rows[i] = rows[i]! * m; }
   const rowsPerChunk = Math.max(1, Math.floor(r.ctx.maxBinding / (h * 4)));
   const embed = [];
   for (let first = 0; first < c.vocabSize; first += rowsPerChunk) {
@@ -337,10 +156,53 @@ async function uploadAttention(r: WeightReader, l: number): Promise<LayerWeights
     layer.qNorm = await r.vector(`L${l} q norm`, p + "self_attn.q_norm.weight");
     layer.kNorm = await r.vector(`L${l} k norm`, p + "self_attn.k_norm.weight");
   }
+  if (c.oBias) layer.bo = await r.vector(`L${l} o bias`, p + "self_attn.o_proj.bias");
+  if (c.sinks) layer.sinks = await r.vector(`L${l} sinks`, p + "self_attn.sinks");
   return layer;
 }
 
-/** A dense layer's SwiGLU FFN (qwen `mlp_only_layers`): gate, up [H, Fd], down [Fd, H]. */
+/**
+ * Layer l's norms and multi-head latent attention: q (directly, or through
+ * the q_a low-rank projection and its norm), the K/V latent with the shared
+ * rope key, its norm, and the up-projection to per-head k_nope | v.
+ */
+async function uploadMla(r: WeightReader, l: number): Promise<LayerWeights> {
+  const c = r.ck.config, m = c.mla!;
+  const h = c.hiddenSize, qk = c.numHeads * c.headDim;
+  const p = `model.layers.${l}.self_attn.`;
+  const latent = m.kvLoraRank + m.ropeDim;
+  const mla: MlaWeights = {
+    wkva: await r.linear(`L${l} kv_a`, p + "kv_a_proj_with_mqa.weight", latent, h),
+    kvaNorm: await r.vector(`L${l} kv_a norm`, p + "kv_a_layernorm.weight"),
+    wkvb: await r.linear(
+      `L${l} kv_b`,
+      p + "kv_b_proj.weight",
+      c.numHeads * (m.nopeDim + c.vHeadDim),
+      m.kvLoraRank,
+    ),
+  };
+  if (m.bias) mla.bkva = await r.vector(`L${l} kv_a bias`, p + "kv_a_proj_with_mqa.bias");
+  if (m.qLoraRank === null) mla.wq = await r.linear(`L${l} q`, p + "q_proj.weight", qk, h);
+  else {
+    mla.wqa = await r.linear(`L${l} q_a`, p + "q_a_proj.weight", m.qLoraRank, h);
+    mla.qaNorm = await r.vector(`L${l} q_a norm`, p + "q_a_layernorm.weight");
+    mla.wqb = await r.linear(`L${l} q_b`, p + "q_b_proj.weight", qk, m.qLoraRank);
+    if (m.bias) mla.bqa = await r.vector(`L${l} q_a bias`, p + "q_a_proj.bias");
+  }
+  const layer: LayerWeights = {
+    attnNorm: await r.vector(`L${l} input norm`, `model.layers.${l}.input_layernorm.weight`),
+    mla,
+    wo: await r.linear(`L${l} o`, p + "o_proj.weight", h, c.numHeads * c.vHeadDim),
+    postNorm: await r.vector(
+      `L${l} post norm`,
+      `model.layers.${l}.post_attention_layernorm.weight`,
+    ),
+  };
+  if (c.oBias) layer.bo = await r.vector(`L${l} o bias`, p + "o_proj.bias");
+  return layer;
+}
+
+/** A dense layer's SwiGLU FFN (qwen `mlp_only_layers`, deepseek/glm `first_k_dense_replace`): gate, up [H, Fd], down [Fd, H]. */
 async function uploadDense(
   r: WeightReader,
   l: number,
@@ -352,110 +214,6 @@ async function uploadDense(
     w3: await r.linear(`L${l} dense up`, p + "up_proj.weight", f, h),
     w2: await r.linear(`L${l} dense down`, p + "down_proj.weight", h, f),
   };
-}
-
-/** An MoE layer's router [H, E], routed experts (GPU chunks or host copies) and shared expert. */
-async function uploadMoe(
-  r: WeightReader,
-  l: number,
-  layer: LayerWeights,
-  hostExperts: boolean,
-): Promise<void> {
-  const c = r.ck.config;
-  const h = c.hiddenSize;
-  const b = `model.layers.${l}.${expertNames(c).block}.`;
-  layer.router = { weight: await r.linear(`L${l} router`, b + "gate.weight", c.numExperts, h) };
-  if (hostExperts) layer.hostExperts = await readHostExperts(r, l);
-  else layer.experts = await uploadExperts(r, l);
-  if (c.sharedFfn > 0) {
-    const s = b + "shared_expert.", fs = c.sharedFfn;
-    layer.shared = {
-      w1: await r.linear(`L${l} shared gate`, s + "gate_proj.weight", fs, h),
-      w3: await r.linear(`L${l} shared up`, s + "up_proj.weight", fs, h),
-      w2: await r.linear(`L${l} shared down`, s + "down_proj.weight", h, fs),
-      // [1, H] on disk is already [H, 1] transposed
-      gate: r.upload(`L${l} shared gate`, await r.f32(b + "shared_expert_gate.weight"), {
-        k: h,
-        n: 1,
-      }),
-    };
-  }
-}
-
-/** One expert's matrix, [out, in] on disk, as [in, out]; weight-decomposed ones are u [out, r] @ v [r, in] in f32. */
-async function expertMatrix(
-  r: WeightReader,
-  l: number,
-  e: number,
-  which: "gate" | "up" | "down",
-): Promise<HostMatrix> {
-  const c = r.ck.config, names = expertNames(c);
-  const h = c.hiddenSize, f = c.expertFfn, rank = c.decomposedRank;
-  const [out, inp] = which === "down" ? [h, f] : [f, h];
-  const base = `model.layers.${l}.${names.block}.experts.${e}.${names[which]}`;
-  const m: HostMatrix = rank === null
-    ? await r.raw(base + ".weight")
-    : matmulCpu(await r.f32(base + ".u"), await r.f32(base + ".v"), out, rank, inp);
-  return transpose(m, out, inp);
-}
-
-/** Experts use textures only when all three matrices can (one tile size for the group). */
-function expertTexture(r: WeightReader): boolean {
-  const { hiddenSize: h, expertFfn: f } = r.ck.config;
-  return texturePath(h) && texturePath(f) &&
-    Math.max(h, f) <= r.ctx.device.limits.maxTextureDimension2D;
-}
-
-/** Layer l's routed experts on the GPU, in chunks of consecutive experts (pool group ROUTED_EXPERTS). */
-async function uploadExperts(r: WeightReader, l: number): Promise<ExpertChunk[]> {
-  const c = r.ck.config, h = c.hiddenSize, f = c.expertFfn;
-  const texture = expertTexture(r);
-  const perChunk = expertsPerChunk(r.ctx, { h, f }, texture);
-  // decomposed experts are multiplied out in f32
-  const Stack = c.decomposedRank === null ? r.Host : Float32Array;
-  const chunks: ExpertChunk[] = [];
-  for (let first = 0; first < c.numExperts; first += perChunk) {
-    const count = Math.min(perChunk, c.numExperts - first);
-    const w1 = new Stack(count * h * f), w3 = new Stack(count * h * f);
-    const w2 = new Stack(count * h * f);
-    for (let i = 0; i < count; i++) {
-      w1.set(await expertMatrix(r, l, first + i, "gate"), i * h * f);
-      w3.set(await expertMatrix(r, l, first + i, "up"), i * h * f);
-      w2.set(await expertMatrix(r, l, first + i, "down"), i * h * f);
-    }
-    const label = `L${l} experts ${first}+`;
-    chunks.push(r.ctx.pool.grouped(ROUTED_EXPERTS, () => ({
-      first,
-      count,
-      w1: r.upload(`${label} gate`, w1, { k: h, n: f, experts: count }, texture),
-      w3: r.upload(`${label} up`, w3, { k: h, n: f, experts: count }, texture),
-      w2: r.upload(`${label} down`, w2, { k: f, n: h, experts: count }, texture),
-    })));
-  }
-  return chunks;
-}
-
-/**
- * Layer l's routed experts kept in host memory, nothing of them on the GPU:
- * each as its slot copy will hold it (uploadLinear's choice of texture and
- * format: 16-bit bits on the texture path, else widened to f32).
- */
-async function readHostExperts(r: WeightReader, l: number): Promise<HostExperts> {
-  const c = r.ck.config;
-  const texture = r.ctx.textures && expertTexture(r);
-  const slotCopy = (m: HostMatrix, label: string): HostMatrix =>
-    texture || m instanceof Float32Array
-      ? m
-      : toFloat32(new Uint8Array(m.buffer, m.byteOffset, m.byteLength), r.half ?? "F16", label);
-  const host: HostExperts = { texture, format: "f32", w1: [], w3: [], w2: [] };
-  for (let e = 0; e < c.numExperts; e++) {
-    const w1 = await expertMatrix(r, l, e, "gate");
-    if (texture && !(w1 instanceof Float32Array)) host.format = r.half === "BF16" ? "bf16" : "f16";
-    host.w1.push(slotCopy(w1, `L${l} expert ${e} gate`));
-    host.w3.push(slotCopy(await expertMatrix(r, l, e, "up"), `L${l} expert ${e} up`));
-    host.w2.push(slotCopy(await expertMatrix(r, l, e, "down"), `L${l} expert ${e} down`));
-  }
-  return host;
 }
 
 /** The LM head [H, V] (or the tied embedding) in column chunks under the binding and texture limits. */

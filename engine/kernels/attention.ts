@@ -3,7 +3,12 @@
  * pos, KV row kv_row) of head h attends the keys of its own sequence at rows
  * kv_row − pos + j for lo ≤ j ≤ pos, lo = max(0, pos − W + 1) with a sliding
  * window W (0 = none); kv head = h / (nq / nkv) as Hugging Face's repeat_kv.
- * Scores are scaled by 1/sqrt(d); softmax is computed online in f32.
+ * Scores are multiplied by `scale` (1/√d, Granite's attention_multiplier,
+ * MLA's YaRN-corrected scale); softmax is computed online in f32. With
+ * `sinks` (gpt-oss) head h's learned logit sinks[h] joins the softmax's
+ * denominator and is dropped from its output: the online softmax starts from
+ * m = sinks[h], l = 1 instead of m = −∞, l = 0. Values may be narrower than
+ * keys (`vHeadDim`, MLA; storage variant).
  * One invocation per (token, head); d is compiled in (a model constant).
  */
 import { pipeline, type Recorder } from "../gpu.ts";
@@ -22,6 +27,12 @@ export interface AttentionArgs {
   numKvHeads: number;
   headDim: number;
   window: number | null;
+  /** Score scale. */
+  scale: number;
+  /** [nq] sink logits (gpt-oss). */
+  sinks?: GPUBuffer;
+  /** Value head dimension (default headDim; storage variant only when different). */
+  vHeadDim?: number;
 }
 
 export function attention(rec: Recorder, a: AttentionArgs): void {
@@ -30,13 +41,24 @@ export function attention(rec: Recorder, a: AttentionArgs): void {
   if (io && (!tex || a.out instanceof GPUBuffer)) {
     throw new Error("attention: texture q needs texture K/V and output");
   }
-  const key = `attention:d${a.headDim}:${tex ? "tex" : "buf"}${io ? ":io" : ""}`;
-  const p = pipeline(rec.ctx, key, () => (tex ? wgslTex(a.headDim, io) : wgsl(a.headDim)));
+  const dv = a.vHeadDim ?? a.headDim;
+  if (tex && dv !== a.headDim) throw new Error("attention: texture K/V need equal k and v widths");
+  const sinks = a.sinks !== undefined;
+  const key = `attention:d${a.headDim}:${tex ? "tex" : "buf"}${io ? ":io" : ""}${
+    dv !== a.headDim ? `:dv${dv}` : ""
+  }${sinks ? ":sinks" : ""}`;
+  const p = pipeline(
+    rec.ctx,
+    key,
+    () => (tex ? wgslTex(a.headDim, io, sinks) : wgsl(a.headDim, dv, sinks)),
+  );
   const n = (tex ? Math.ceil(a.tokens / QUERY_BLOCK) : a.tokens) * a.numHeads;
+  const buffers = [a.q, a.kCache, a.vCache, a.info, a.out];
+  if (a.sinks) buffers.push(a.sinks);
   rec.dispatch(
     p,
-    [a.tokens, a.numHeads, a.numKvHeads, a.window ?? 0, { f32: 1 / Math.sqrt(a.headDim) }],
-    [a.q, a.kCache, a.vCache, a.info, a.out],
+    [a.tokens, a.numHeads, a.numKvHeads, a.window ?? 0, { f32: a.scale }],
+    buffers,
     [Math.ceil(n / 64)],
   );
 }
@@ -52,9 +74,10 @@ export function attentionFlops(
   return 4 * keys * numHeads * headDim;
 }
 
-function wgsl(d: number): string {
+function wgsl(d: number, dv: number, sinks: boolean): string {
   return /* wgsl */ `
 const D = ${d}u;
+const DV = ${dv}u;
 struct Params { T: u32, nq: u32, nkv: u32, window: u32, scale: f32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
@@ -62,6 +85,7 @@ struct Params { T: u32, nq: u32, nkv: u32, window: u32, scale: f32 }
 @group(0) @binding(3) var<storage, read> vc: array<f32>;
 @group(0) @binding(4) var<storage, read> info: array<u32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
+${sinks ? "@group(0) @binding(6) var<storage, read> sinks: array<f32>;" : ""}
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -75,13 +99,15 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   var lo = 0u;
   if (p.window > 0u && pos + 1u > p.window) { lo = pos + 1u - p.window; }
   var qv: array<f32, D>;
-  var acc: array<f32, D>;
-  for (var i = 0u; i < D; i++) { qv[i] = q[(t * p.nq + h) * D + i]; acc[i] = 0.0; }
-  var m = -3.0e38;
-  var l = 0.0;
+  var acc: array<f32, DV>;
+  for (var i = 0u; i < D; i++) { qv[i] = q[(t * p.nq + h) * D + i]; }
+  for (var i = 0u; i < DV; i++) { acc[i] = 0.0; }
+  var m = ${sinks ? "sinks[h]" : "-3.0e38"};
+  var l = ${sinks ? "1.0" : "0.0"};
   let kv_stride = p.nkv * D;
   for (var j = lo; j <= pos; j++) {
     let kbase = (base_row + j) * kv_stride + g * D;
+    let vbase = (base_row + j) * p.nkv * DV + g * DV;
     var s = 0.0;
     for (var i = 0u; i < D; i++) { s += qv[i] * kc[kbase + i]; }
     s = s * p.scale;
@@ -89,11 +115,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let c = exp(m - m_new);
     let e = exp(s - m_new);
     l = l * c + e;
-    for (var i = 0u; i < D; i++) { acc[i] = acc[i] * c + e * vc[kbase + i]; }
+    for (var i = 0u; i < DV; i++) { acc[i] = acc[i] * c + e * vc[vbase + i]; }
     m = m_new;
   }
   let inv = 1.0 / l;
-  for (var i = 0u; i < D; i++) { out[(t * p.nq + h) * D + i] = acc[i] * inv; }
+  for (var i = 0u; i < DV; i++) { out[(t * p.nq + h) * DV + i] = acc[i] * inv; }
 }
 `;
 }
@@ -106,7 +132,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
  */
 export const QUERY_BLOCK = 4;
 
-function wgslTex(d: number, io: boolean): string {
+function wgslTex(d: number, io: boolean, sinks: boolean): string {
   const d4 = d / 4, QB = QUERY_BLOCK;
   const I = Array.from({ length: d4 }, (_, i) => i), Q = Array.from({ length: QB }, (_, b) => b);
   return /* wgsl */ `
@@ -125,6 +151,7 @@ ${
       ? "@group(0) @binding(5) var ot: texture_storage_2d<rgba32float, write>;"
       : "@group(0) @binding(5) var<storage, read_write> out: array<vec4<f32>>;"
   }
+${sinks ? "@group(0) @binding(6) var<storage, read> sinks: array<f32>;" : ""}
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -154,7 +181,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
       ).join(" ")
     }
   ${I.map((i) => `var a${b}_${i} = vec4<f32>(0.0);`).join(" ")}
-  var m${b} = -3.0e38; var l${b} = 0.0;`).join("")
+  var m${b} = ${sinks ? "sinks[h]" : "-3.0e38"}; var l${b} = ${sinks ? "1.0" : "0.0"};`).join("")
   }
   for (var r = first; r <= last; r++) {
     ${I.map((i) => `let k${i} = textureLoad(kt, vec2<u32>(col + ${i}u, r), 0);`).join(" ")}

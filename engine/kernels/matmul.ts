@@ -17,6 +17,8 @@
  * - bias: y += bias[n]
  * - scale "row": y *= scale[out row] (gate weight of a slot);
  *   "sigmoid": y *= sigmoid(scale[out row]) (shared-expert gate)
+ * - alpha: value *= alpha (a uniform; after the bias: Granite's residual
+ *   multiplier and logits scaling)
  * - accumulate: y[m, n] += value (residual adds), else y[m, n] = value
  */
 import type { Recorder } from "../gpu.ts";
@@ -31,6 +33,8 @@ export interface MatmulVariant {
   swiglu?: boolean;
   bias?: boolean;
   scale?: "row" | "sigmoid";
+  /** Multiply the output (after any bias) by `alpha`. */
+  alpha?: boolean;
   accumulate?: boolean;
   /** Row groups of 4 per workgroup (1 for decode, 4 for prefill). */
   rowGroups?: 1 | 4;
@@ -56,6 +60,8 @@ export interface MatmulArgs {
   /** Grouped: experts held by `w` start at expertBase, expertCount of them. */
   expertBase?: number;
   expertCount?: number;
+  /** The `alpha` variant's factor. */
+  alpha?: number;
 }
 
 /** Rows a grouped tile covers for a row-group setting. */
@@ -79,6 +85,7 @@ export function matmul(rec: Recorder, args: MatmulArgs, variant: MatmulVariant =
     v.bias ? "bias" : "",
     v.scale ?? "",
     v.accumulate ? "acc" : "",
+    ...(v.alpha ? ["alpha"] : []),
     `r${v.rowGroups}`,
     k4 ? "k4" : "k1",
     n4 ? "n4" : "n1",
@@ -99,6 +106,7 @@ export function matmul(rec: Recorder, args: MatmulArgs, variant: MatmulVariant =
     args.yCol ?? 0,
     args.expertBase ?? 0,
     args.expertCount ?? 0xffffffff,
+    { f32: args.alpha ?? 1 },
   ];
   const colGroups = Math.ceil(args.n / (4 * WGX));
   const rowWorkgroups = v.grouped ? args.rows : Math.ceil(args.rows / (4 * v.rowGroups));
@@ -164,7 +172,7 @@ function wgsl(v: MatmulVariant & { rowGroups: 1 | 4 }, k4: boolean, n4: boolean)
     : "p.a_row_offset + out_row";
   const twoAcc = v.swiglu;
   return /* wgsl */ `
-struct Params { M: u32, N: u32, K: u32, a_row_offset: u32, y_stride: u32, y_col: u32, expert_base: u32, expert_count: u32 }
+struct Params { M: u32, N: u32, K: u32, a_row_offset: u32, y_stride: u32, y_col: u32, expert_base: u32, expert_count: u32, alpha: f32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> w: array<f32>;
@@ -224,6 +232,7 @@ ${rowSetup}
       let idx = out_row * p.y_stride + p.y_col + col;
       var o = val[j];
       ${v.bias ? "o += bias[col];" : ""}
+      ${v.alpha ? "o = o * p.alpha;" : ""}
       ${v.accumulate ? "y[idx] = y[idx] + o;" : "y[idx] = o;"}
     }
   }

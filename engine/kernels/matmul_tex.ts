@@ -35,6 +35,8 @@ export interface MatmulTexVariant {
   swiglu?: boolean;
   bias?: boolean;
   scale?: "row" | "sigmoid";
+  /** Multiply the output (after any bias) by `alpha` (storage output only). */
+  alpha?: boolean;
   accumulate?: boolean;
   /** Write Y as texels of a write-only storage texture [rows, N/4] (N % 4 = 0; no bias or accumulate). */
   outTexture?: boolean;
@@ -61,6 +63,7 @@ export interface MatmulTexArgs {
   yCol?: number;
   expertBase?: number;
   expertCount?: number;
+  alpha?: number;
 }
 
 export function matmulTex(rec: Recorder, args: MatmulTexArgs, v: MatmulTexVariant): void {
@@ -69,8 +72,12 @@ export function matmulTex(rec: Recorder, args: MatmulTexArgs, v: MatmulTexVarian
   if (v.grouped && !args.tiles) throw new Error("matmulTex: grouped needs tiles");
   if (v.gather && !args.rowToken) throw new Error("matmulTex: gather needs row_token");
   const s = v.shape;
-  if (v.outTexture && (args.n % 4 !== 0 || v.accumulate || args.y instanceof GPUBuffer)) {
-    throw new Error("matmulTex: a texture output needs N % 4 = 0, a texture, no accumulate");
+  if (
+    v.outTexture && (args.n % 4 !== 0 || v.accumulate || v.alpha || args.y instanceof GPUBuffer)
+  ) {
+    throw new Error(
+      "matmulTex: a texture output needs N % 4 = 0, a texture, no accumulate or alpha",
+    );
   }
   const key = [
     "matmul_tex",
@@ -80,6 +87,7 @@ export function matmulTex(rec: Recorder, args: MatmulTexArgs, v: MatmulTexVarian
     v.bias ? "bias" : "",
     v.scale ?? "",
     v.accumulate ? "acc" : "",
+    ...(v.alpha ? ["alpha"] : []),
     v.outTexture ? "outtex" : "",
     v.weights === "bf16" ? "bf16" : "",
     `${s.wgx}x${s.wgy}x${s.tm}x${s.tn4}`,
@@ -100,6 +108,7 @@ export function matmulTex(rec: Recorder, args: MatmulTexArgs, v: MatmulTexVarian
     args.yCol ?? 0,
     args.expertBase ?? 0,
     args.expertCount ?? 0xffffffff,
+    { f32: args.alpha ?? 1 },
   ];
   const colGroups = Math.ceil(Math.ceil(args.n / 4) / (s.tn4 * s.wgx));
   const rowGroups = v.grouped ? args.rows : Math.ceil(args.rows / (s.tm * s.wgy));
@@ -159,7 +168,7 @@ function wgsl(v: MatmulTexVariant): string {
     }).join("\n  ")
   ).join("\n  ");
   return /* wgsl */ `
-struct Params { M: u32, N: u32, K: u32, a_row_offset: u32, y_stride: u32, y_col: u32, expert_base: u32, expert_count: u32 }
+struct Params { M: u32, N: u32, K: u32, a_row_offset: u32, y_stride: u32, y_col: u32, expert_base: u32, expert_count: u32, alpha: f32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var at: texture_2d<f32>;
 @group(0) @binding(2) var wt: ${wType};
@@ -193,6 +202,7 @@ ${
     let idx = row * p.y_stride + p.y_col + col + j;
     var o = val[j];
     ${v.bias ? "o += bias[col + j];" : ""}
+    ${v.alpha ? "o = o * p.alpha;" : ""}
     ${v.accumulate ? "y[idx] = y[idx] + o;" : "y[idx] = o;"}
   }
 }`

@@ -5,7 +5,9 @@
  * gate weight (`row_token`, `row_weight`), and the tile list the grouped
  * matmul walks: (expert, first slot, end slot) per `tile_rows` slots of one
  * expert, padded with expert 0xffffffff up to `max_tiles` (= ceil(T·k /
- * tile_rows) + E, an upper bound, so no readback is needed).
+ * tile_rows) + E, an upper bound, so no readback is needed). A row's weight
+ * is its gate weight times `weightScale` (Granite's residual multiplier; 1
+ * leaves it bit for bit).
  */
 import { pipeline, type Recorder } from "../gpu.ts";
 
@@ -20,6 +22,8 @@ export interface MoeGroupArgs {
   topK: number;
   numExperts: number;
   tileRows: number;
+  /** Multiplies every row weight (default 1). */
+  weightScale?: number;
 }
 
 export function maxTiles(pairs: number, numExperts: number, tileRows: number): number {
@@ -32,14 +36,21 @@ export function moeGroup(rec: Recorder, a: MoeGroupArgs): void {
   const pairs = a.tokens * a.topK;
   rec.dispatch(
     p,
-    [pairs, a.topK, a.numExperts, a.tileRows, maxTiles(pairs, a.numExperts, a.tileRows)],
+    [
+      pairs,
+      a.topK,
+      a.numExperts,
+      a.tileRows,
+      maxTiles(pairs, a.numExperts, a.tileRows),
+      { f32: a.weightScale ?? 1 },
+    ],
     [a.choice, a.choiceWeight, a.rowToken, a.rowWeight, a.slotOf, a.tiles],
     [1],
   );
 }
 
 const WGSL = /* wgsl */ `
-struct Params { S: u32, k: u32, E: u32, tile_rows: u32, max_tiles: u32 }
+struct Params { S: u32, k: u32, E: u32, tile_rows: u32, max_tiles: u32, weight_scale: f32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> choice: array<u32>;
 @group(0) @binding(2) var<storage, read> choice_weight: array<f32>;
@@ -80,7 +91,7 @@ fn main(@builtin(local_invocation_index) lid: u32) {
     let slot = offsets[choice[i]] + slot_of[i];
     slot_of[i] = slot;
     row_token[slot] = i / p.k;
-    row_weight[slot] = choice_weight[i];
+    row_weight[slot] = choice_weight[i] * p.weight_scale;
   }
 }
 `;

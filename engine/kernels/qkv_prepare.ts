@@ -1,9 +1,11 @@
 /**
  * After the fused q|k|v projection: optional q/k RMSNorm (over the whole
- * projection, OLMoE, or per head, Qwen3), optional clamp to ±clip_qkv (OLMoE,
- * after the norms), RoPE on q and k (Hugging Face's rotate_half convention,
- * pairs (i, i + d/2), cos/sin from a table computed on the CPU), then q to its
- * buffer and k, v into the layer's KV store at row `info[t].kv_row`.
+ * projection, OLMoE, or per head, Qwen3, GLM), optional clamp to ±clip_qkv
+ * (OLMoE, after the norms), RoPE on the first `ropeDim` dimensions of each q
+ * and k head (Hugging Face's rotate_half convention, pairs (i, i + ropeDim/2);
+ * the rest pass through, GLM's partial rotary; cos/sin from a table
+ * [positions, ropeDim/2, 2] computed on the CPU), then q to its buffer and k,
+ * v into the layer's KV store at row `info[t].kv_row`.
  * One invocation per token.
  */
 import { pipeline, type Recorder } from "../gpu.ts";
@@ -23,6 +25,8 @@ export interface QkvPrepareArgs {
   numHeads: number;
   numKvHeads: number;
   headDim: number;
+  /** Rotated dimensions per head (even, ≤ headDim). */
+  ropeDim: number;
   eps: number;
   /** 0 = no clamp. */
   clip: number;
@@ -39,7 +43,7 @@ export function qkvPrepare(
   if (norm !== "none") buffers.push(a.qNorm!, a.kNorm!);
   rec.dispatch(
     p,
-    [a.tokens, a.numHeads, a.numKvHeads, a.headDim, { f32: a.eps }, { f32: a.clip }],
+    [a.tokens, a.numHeads, a.numKvHeads, a.headDim, { f32: a.eps }, { f32: a.clip }, a.ropeDim],
     buffers,
     [Math.ceil(a.tokens / 64)],
   );
@@ -56,7 +60,7 @@ function wgsl(norm: "none" | "whole" | "per_head", clip: boolean): string {
     ? "select(kn[h * p.d + i], qn[h * p.d + i], which == 0u) * (v * inv)"
     : "select(kn[i], qn[i], which == 0u) * (v * inv)";
   return /* wgsl */ `
-struct Params { T: u32, nq: u32, nkv: u32, d: u32, eps: f32, clip: f32 }
+struct Params { T: u32, nq: u32, nkv: u32, d: u32, eps: f32, clip: f32, rd: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> qkv: array<f32>;
 @group(0) @binding(2) var<storage, read> rope: array<f32>;
@@ -87,8 +91,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let row = t * width;
   let pos = info[t * 4u];
   let kv_row = info[t * 4u + 1u];
-  let half = p.d / 2u;
-  let rope_base = pos * p.d;
+  let half = p.rd / 2u;
+  let rope_base = pos * p.rd;
   for (var which = 0u; which < 2u; which++) {
     let heads = select(p.nkv, p.nq, which == 0u);
     let base = row + select(p.nq * p.d, 0u, which == 0u);
@@ -110,6 +114,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
           kc[kv_row * p.nkv * p.d + h * p.d + i] = o1;
           kc[kv_row * p.nkv * p.d + h * p.d + i + half] = o2;
         }
+      }
+      for (var i = p.rd; i < p.d; i++) {
+        let x = value(base, which, h, i, inv);
+        if (which == 0u) { q[t * p.nq * p.d + h * p.d + i] = x; }
+        else { kc[kv_row * p.nkv * p.d + h * p.d + i] = x; }
       }
     }
   }
@@ -138,6 +147,7 @@ export interface QkvPrepareTexArgs {
   numHeads: number;
   numKvHeads: number;
   headDim: number;
+  ropeDim: number;
   eps: number;
   clip: number;
 }
@@ -154,8 +164,11 @@ export function qkvPrepareTex(
 ): void {
   if (a.headDim % 8 !== 0) throw new Error("qkvPrepareTex needs head_dim % 8 = 0");
   const clip = a.clip > 0;
-  const key = `qkv_prepare_tex:${norm}:${clip ? "clip" : ""}:d${a.headDim}`;
-  const p = pipeline(rec.ctx, key, () => wgslTex(norm, clip, a.headDim));
+  const rd = a.ropeDim;
+  const key = `qkv_prepare_tex:${norm}:${clip ? "clip" : ""}:d${a.headDim}${
+    rd !== a.headDim ? `:rd${rd}` : ""
+  }`;
+  const p = pipeline(rec.ctx, key, () => wgslTex(norm, clip, a.headDim, rd));
   const bindings = [a.qkv, a.rope, a.info, a.q, a.kTex, a.vTex];
   if (norm !== "none") bindings.push(a.qNorm!, a.kNorm!);
   rec.dispatch(
@@ -166,8 +179,13 @@ export function qkvPrepareTex(
   );
 }
 
-function wgslTex(norm: "none" | "whole" | "per_head", clip: boolean, d: number): string {
-  const d4 = d / 4, half = d / 2;
+function wgslTex(
+  norm: "none" | "whole" | "per_head",
+  clip: boolean,
+  d: number,
+  rd: number,
+): string {
+  const d4 = d / 4, half = rd / 2;
   const normBindings = norm === "none" ? "" : `
 @group(0) @binding(7) var<storage, read> qn: array<f32>;
 @group(0) @binding(8) var<storage, read> kn: array<f32>;`;
@@ -175,6 +193,7 @@ function wgslTex(norm: "none" | "whole" | "per_head", clip: boolean, d: number):
   return /* wgsl */ `
 const D = ${d}u;
 const D4 = ${d4}u;
+const RD = ${rd}u;
 const HALF = ${half}u;
 struct Params { T: u32, nq: u32, nkv: u32, eps: f32, clip: f32 }
 @group(0) @binding(0) var<uniform> p: Params;
@@ -200,7 +219,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let kv_row = info[t * 4u + 1u];
   var cs: array<f32, HALF>;
   var sn: array<f32, HALF>;
-  for (var i = 0u; i < HALF; i++) { cs[i] = rope[pos * D + 2u * i]; sn[i] = rope[pos * D + 2u * i + 1u]; }
+  for (var i = 0u; i < HALF; i++) { cs[i] = rope[pos * RD + 2u * i]; sn[i] = rope[pos * RD + 2u * i + 1u]; }
   var x: array<f32, D>;
   var o: array<f32, D>;
   for (var which = 0u; which < 2u; which++) {
@@ -226,6 +245,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         o[i] = x[i] * cs[i] - x[i + HALF] * sn[i];
         o[i + HALF] = x[i + HALF] * cs[i] + x[i] * sn[i];
       }
+      for (var i = RD; i < D; i++) { o[i] = x[i]; }
       for (var j = 0u; j < D4; j++) {
         let texel = vec4<f32>(o[4u * j], o[4u * j + 1u], o[4u * j + 2u], o[4u * j + 3u]);
         if (which == 0u) { textureStore(qt, vec2<u32>(h * D4 + j, t), texel); }
