@@ -32,7 +32,14 @@ export interface ExpectedTensor {
 }
 
 /** Families whose forward the engine runs (the others' routers are read: router.ts). */
-const RUNNABLE = new Set<string>(["mixtral", "olmoe", "qwen2_moe", "qwen3_moe", "granitemoe"]);
+const RUNNABLE = new Set<string>([
+  "mixtral",
+  "olmoe",
+  "qwen2_moe",
+  "qwen3_moe",
+  "granitemoe",
+  "glm4_moe",
+]);
 
 const FLOAT_DTYPES: Record<string, string> = { F32: "float32", F16: "float16", BF16: "bfloat16" };
 

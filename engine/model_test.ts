@@ -142,6 +142,28 @@ const FAMILY_CONFIGS: Record<string, Record<string, unknown>> = {
     attention_bias: true,
     vocab_size: 320,
   },
+  glm4_moe: {
+    model_type: "glm4_moe",
+    hidden_size: 128,
+    head_dim: 32, // partial rotary: the first 16 of each head rotate
+    num_hidden_layers: 3,
+    first_k_dense_replace: 1,
+    num_attention_heads: 4,
+    num_key_value_heads: 2,
+    n_routed_experts: 16,
+    n_shared_experts: 1,
+    num_experts_per_tok: 4,
+    n_group: 2,
+    topk_group: 1,
+    routed_scaling_factor: 2.5,
+    norm_topk_prob: true,
+    use_qk_norm: true,
+    attention_bias: true,
+    partial_rotary_factor: 0.5,
+    moe_intermediate_size: 64,
+    intermediate_size: 256,
+    vocab_size: 320,
+  },
 };
 
 for (const [family, config] of Object.entries(FAMILY_CONFIGS)) {
