@@ -39,6 +39,8 @@ export interface AccumulateOptions {
   vocabularyCells?: number;
   /** τ of W = softmax(τ·router logits) in CoSMoEs Eq. 6 (default 1: the router's own distribution). */
   routerTemperature?: number;
+  /** What `probs` holds (the manifest's model.router_scores; default softmax). */
+  routerScores?: "softmax" | "sigmoid";
 }
 
 /** A document kept for the token colouring. */
@@ -149,6 +151,7 @@ export class Accumulator {
     this.#shuffle = new ShuffleScratch(M, dims.experts, dims.topK);
     this.#router = {
       temperature: options.routerTemperature ?? 1,
+      sigmoid: options.routerScores === "sigmoid",
       sums: new Float64Array(M),
       previousSums: new Float64Array(M),
     };
@@ -323,18 +326,26 @@ function shuffledTables(vocab: (Uint32Array | null)[], docId: number): (Uint32Ar
   return shuffled;
 }
 
-/** The router-change sums' state: τ and each layer's Σ_e p^τ of this row and the last. */
+/** The router sums' state: τ, the kind of scores, and each layer's Σ_e u^τ of this row and the last. */
 interface RouterScratch {
   temperature: number;
+  /** Scores are sigmoids (DeepSeek-V3, GLM-4.5): logits are ln(s/(1 − s)). */
+  sigmoid: boolean;
   sums: Float64Array;
   previousSums: Float64Array;
 }
 
+/** exp(logit) up to a constant: p for softmax scores, the odds s/(1 − s) for sigmoid ones. */
+function logitExp(p: number, sigmoid: boolean): number {
+  return sigmoid ? p / Math.max(1e-30, 1 - p) : p;
+}
+
 /**
- * Router-distribution sums of one row (all layers): entropy (nats), mass of
- * the k largest probabilities, the margin p_(k) − p_(k+1), and for a paired
- * row Σ_e |W_t(e) − W_t−1(e)| with W = p^τ/Σ p^τ = softmax(τ·logits) (p the
- * stored softmax of the logits). `top` is scratch of k + 1.
+ * Router-distribution sums of one row (all layers), over the scores
+ * normalised to sum 1 (a softmax router's already do): entropy (nats), mass
+ * of the k largest, the margin p_(k) − p_(k+1); and for a paired row
+ * Σ_e |W_t(e) − W_t−1(e)| with W = softmax(τ·logits) = u^τ / Σ u^τ, u =
+ * exp(logit) up to a constant (logitExp). `top` is scratch of k + 1.
  */
 function addRouterRow(
   probs: Float32Array,
@@ -348,16 +359,20 @@ function addRouterRow(
 ): void {
   const { layers: M, experts: E, topK: k } = dims;
   const tau = router.temperature;
+  const sigmoid = router.sigmoid;
+  const plain = tau === 1 && !sigmoid;
   const sums = router.sums;
   for (let l = 0; l < M; l++) {
     const pb = (r * M + l) * E;
-    // Entropy and the k+1 largest probabilities (top[] kept sorted descending).
+    // Entropy and the k+1 largest scores (top[] kept sorted descending).
     let h = 0;
+    let total = 0;
     let sum = 0;
     for (let j = 0; j <= k; j++) top[j] = -1;
     for (let e = 0; e < E; e++) {
       const p = probs[pb + e]!;
-      sum += tau === 1 ? p : Math.pow(p, tau);
+      total += p;
+      sum += plain ? p : Math.pow(logitExp(p, sigmoid), tau);
       if (p > 0) h -= p * Math.log(p);
       if (p > top[k]!) {
         let i = k;
@@ -370,20 +385,23 @@ function addRouterRow(
     }
     let mass = 0;
     for (let j = 0; j < k; j++) mass += top[j]!;
-    v[L.entropy + l]! += h;
-    v[L.topMass + l]! += mass;
-    v[L.margin + l]! += k < E ? top[k - 1]! - top[k]! : top[k - 1]!;
+    // −Σ (p/S) ln(p/S) = (−Σ p ln p)/S + ln S.
+    v[L.entropy + l]! += h / total + Math.log(total);
+    v[L.topMass + l]! += mass / total;
+    v[L.margin + l]! += (k < E ? top[k - 1]! - top[k]! : top[k - 1]!) / total;
     sums[l] = sum;
     if (paired) {
       const qb = pb - M * E;
       const s = sum;
       const q = router.previousSums[l]!;
       let change = 0;
-      if (tau === 1) {
+      if (plain) {
         for (let e = 0; e < E; e++) change += Math.abs(probs[pb + e]! / s - probs[qb + e]! / q);
       } else {
         for (let e = 0; e < E; e++) {
-          change += Math.abs(Math.pow(probs[pb + e]!, tau) / s - Math.pow(probs[qb + e]!, tau) / q);
+          const now = Math.pow(logitExp(probs[pb + e]!, sigmoid), tau) / s;
+          const before = Math.pow(logitExp(probs[qb + e]!, sigmoid), tau) / q;
+          change += Math.abs(now - before);
         }
       }
       v[L.change + l]! += change;
@@ -396,8 +414,9 @@ function addRouterRow(
 /**
  * The hot loop: adds rows start..end of one document to its vector `v` and
  * its bucket's vector, and each row's first choices to its token id's table
- * and (second half) to the table of the id the shuffle put on the row. `marks[l·E + e]` holds (sequence number + 1) of the
- * last row that chose e at layer l, so |S_t ∩ S_t−1| is counted without
+ * and (second half) to the table of the id the shuffle put on the row.
+ * `marks[l·E + e]` holds (sequence number + 1) of the last row that chose e
+ * at layer l, so |S_t ∩ S_t−1| is counted without
  * comparing sets; returns the last sequence number used. Offsets are read
  * into locals once, and no object is allocated per token.
  */

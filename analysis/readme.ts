@@ -130,7 +130,9 @@ as the sums over sequences give. The statistics:
   ratio as h_norm; kept as its own row for continuity.
 - \`l_norm\` (probs) = Eq. 6 with W = softmax(τ · logits) = p^τ / Σ_e p^τ, p the router
   distribution stored by \`capture --probs\` (τ = ${s.routerTemperature} here; --router-temperature
-  sets it). Without probs the trace cannot give it: it is absent and the note says "needs --probs".
+  sets it). For a sigmoid router (\`model.router_scores\` = sigmoid: DeepSeek-V3, GLM-4.5) the
+  logits are recovered from the stored scores as ln(s/(1 − s)), so W = (s/(1 − s))^τ normalised.
+  Without probs the trace cannot give it: it is absent and the note says "needs --probs".
   Baseline 0 (a uniform router's W never changes).
 - \`bies\` (probs) = Eq. 7, h_norm · l_norm. Baseline 0.
 - \`delta_uniform\` (ΔUniform). **The paper's definition is ambiguous**: it describes ΔUniform as
@@ -162,7 +164,8 @@ Columns: as repetition.csv.
 - \`topk_mass\` (probs): mean over tokens of the sum of the k largest probabilities; baseline k/E.
 - \`topk_margin\` (probs): mean over tokens of p_(k) − p_(k+1), the gap between the k-th and
   (k+1)-th largest probabilities; baseline 0. Router statistics are means over tokens: plug-in
-  with a jackknife t interval.
+  with a jackknife t interval. They use each token's scores normalised to sum 1 (a softmax
+  router's already do; a sigmoid router's do not).
 
 ### ΔUniform and MaxVio
 Both are 0 under uniform routing, the edge of their range, where no resampling interval of the

@@ -101,7 +101,11 @@ export async function accumulateTrace(
     topK: shape.topK,
     probs: shape.probs,
   };
-  const acc = new Accumulator(dims, reader.manifest.capture.domains, options);
+  const routerScores = reader.manifest.model.router_scores;
+  const acc = new Accumulator(dims, reader.manifest.capture.domains, {
+    ...(routerScores ? { routerScores } : {}),
+    ...options,
+  });
   for await (const batch of reader.batches()) acc.addBatch(batch);
   return acc;
 }

@@ -38,9 +38,10 @@ function probsFor(experts: number[][][]): Float32Array {
   return out;
 }
 
-async function handTrace(dir: string): Promise<void> {
+async function handTrace(dir: string, routerScores?: "sigmoid"): Promise<void> {
   const writer = await TraceWriter.open(dir, {
     model: {
+      ...(routerScores ? { router_scores: routerScores } : {}),
       name: "hand",
       family: "synthetic",
       num_layers: 4,
@@ -357,6 +358,40 @@ Deno.test("l_norm follows W = softmax(τ·logits) of CoSMoEs Eq. 6 at --router-t
     const bies = find(result.tables.cosmoes!, { layer: 1, domain: "A", statistic: "bies" });
     near(bies.value, 0.5 * (4 / 9), "bies at τ = 2");
     assert.equal(result.settings.routerTemperature, 2);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a sigmoid router's scores: Eq. 6 uses the logits ln(s/(1 − s)), router statistics the normalised scores", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await handTrace(dir, "sigmoid");
+    const result = await runAnalysis(await TraceReader.open(dir), { bootstrap: 0, seed: 0 });
+    // Independently: softmax of the logits is the odds normalised.
+    const w = (scores: number[]) => {
+      const odds = scores.map((x) => Math.fround(x) / (1 - Math.fround(x)));
+      const total = odds.reduce((a, b) => a + b, 0);
+      return odds.map((o) => o / total);
+    };
+    const l1 = [w([0.4, 0.3, 0.2, 0.1]), w([0.4, 0.2, 0.3, 0.1]), w([0.2, 0.1, 0.3, 0.4])];
+    let L = 0;
+    for (let t = 1; t < 3; t++) {
+      for (let e = 0; e < 4; e++) L += Math.abs(l1[t]![e]! - l1[t - 1]![e]!);
+    }
+    near(
+      find(result.tables.cosmoes!, { layer: 1, domain: "A", statistic: "l_norm" }).value,
+      L / 3,
+      "l_norm",
+    );
+    // The scores sum to 1 here, so the normalised entropy is H(.4, .3, .2, .1).
+    const h = -[0.4, 0.3, 0.2, 0.1].reduce((acc, p) => acc + p * Math.log2(p), 0);
+    near(
+      find(result.tables.load_balance!, { layer: 1, domain: ALL, statistic: "router_entropy" })
+        .value,
+      h,
+      "entropy",
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
