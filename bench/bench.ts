@@ -16,6 +16,8 @@ export async function benchCommand(which: string, flags: Record<string, unknown>
       return (await import("./import_bench.ts")).benchImport(options);
     case "analysis":
       return (await import("../analysis/bench.ts")).benchAnalysis(options);
+    case "coverage":
+      return (await import("../analysis/coverage_bench.ts")).benchCoverage(options);
     case "cache":
       return (await import("../cache/bench.ts")).benchCache(options);
     case "engine":
@@ -24,7 +26,7 @@ export async function benchCommand(which: string, flags: Record<string, unknown>
       return (await import("../engine/offload_bench.ts")).benchOffload(options);
     default:
       throw new UsageError(
-        `bench takes engine, offload, cache, analysis, trace or import, got "${which}".`,
+        `bench takes engine, offload, cache, analysis, coverage, trace or import, got "${which}".`,
       );
   }
 }

@@ -80,7 +80,7 @@ Deno.test("usage mistakes are one sentence and exit 2", async () => {
     ],
     [
       ["bench", "gpu"],
-      /^moetrace: bench takes engine, offload, cache, analysis, trace or import, got "gpu"\.$/,
+      /^moetrace: bench takes engine, offload, cache, analysis, coverage, trace or import, got "gpu"\.$/,
     ],
     [
       ["bench", "engine", "--large"],
