@@ -58,9 +58,9 @@ export function buildFigures(result: AnalysisResult): Figure[] {
     file: "expert_shares.svg",
     title: "Expert shares per domain",
     caption:
-      `Share of top-${k} assignments going to each expert, per domain, at the first, middle and last MoE layer, with 95% bootstrap intervals. The dashed line is the uniform share 1/E = ${
+      `Share of top-${k} assignments going to each expert, per domain, at the first, middle and last MoE layer, with 95% intervals (document jackknife, t quantiles). The dashed line is the uniform baseline, the share 1/E = ${
         (1 / E).toFixed(4)
-      }; bars far from it mark experts a domain prefers or avoids.`,
+      } that uniform random routing gives; bars far from it mark experts a domain prefers or avoids.`,
     section: "shares",
     spec: {
       title: "Expert shares per domain (top-k assignments)",
@@ -102,7 +102,7 @@ export function buildFigures(result: AnalysisResult): Figure[] {
     file: "repetition.svg",
     title: "Consecutive-token repetition per layer",
     caption:
-      `Left: how often two consecutive tokens get the same first-choice expert; right: how often their top-${k} sets share at least one expert, per layer and domain. Dashed lines are what independent random routing gives (1/E and 1 − C(E−k,k)/C(E,k)); lines above them mean routing follows the text, not chance.`,
+      `Left: how often two consecutive tokens get the same first-choice expert; right: how often their top-${k} sets share at least one expert, per layer and domain (solid lines). Dashed black line: the uniform baseline, what independent uniform random routing gives (1/E and 1 − C(E−k,k)/C(E,k), 46.4% for top-2 of 8). Dotted line in each domain's colour: the marginal-preserving baseline, the same domain with its tokens shuffled within each document, which keeps every document's expert counts. A solid line above its dotted line is locality (routing follows the text); above the dashed line only, it is popular experts.`,
     section: "repetition",
     spec: {
       title: "Repetition of expert assignments between consecutive tokens",
@@ -127,6 +127,14 @@ export function buildFigures(result: AnalysisResult): Figure[] {
             },
           },
           {
+            mark: { type: "line", strokeDash: [2, 2] },
+            encoding: {
+              x: { field: "layer", type: "quantitative" },
+              y: { field: "baseline_marginal", type: "quantitative" },
+              color: { field: "domain", type: "nominal" },
+            },
+          },
+          {
             mark: { type: "rule", strokeDash: [4, 3], color: "black" },
             encoding: { y: { field: "baseline", aggregate: "mean", type: "quantitative" } },
           },
@@ -140,7 +148,7 @@ export function buildFigures(result: AnalysisResult): Figure[] {
     file: "layer_expert_heatmap.svg",
     title: "Expert shares by layer",
     caption:
-      `Share of top-${k} assignments per expert (columns) and MoE layer (rows), for the whole corpus ("all") and each domain. Uniform routing gives the same colour everywhere (1/E); bright and dark cells are overused and underused experts.`,
+      `Share of top-${k} assignments per expert (columns) and MoE layer (rows), for the whole corpus ("all") and each domain. The uniform baseline, 1/E, would give the same colour everywhere; bright and dark cells are overused and underused experts.`,
     section: "shares",
     spec: {
       title: "Expert share by layer and expert",
@@ -183,7 +191,7 @@ export function buildFigures(result: AnalysisResult): Figure[] {
       file: "coactivation.svg",
       title: "Expert co-activation",
       caption:
-        `For each pair, the lift N(i,j)/N(i) ÷ (k−1)/(E−1): how much more often expert j is in a token's top-${k} when expert i is, than random routing would give. 1 is chance; bright cells are experts that work together.`,
+        `For each pair, the lift over the uniform baseline, N(i,j)/N(i) ÷ (k−1)/(E−1): how much more often expert j is in a token's top-${k} when expert i is, than uniform random routing would give. 1 is chance; bright cells are experts that work together or are simply popular: lift_marginal in coactivation.csv divides by the popularity-adjusted baseline instead, which keeps each document's expert counts.`,
       section: "coactivation",
       spec: {
         title: "Co-activation lift (all domains)",
@@ -213,7 +221,7 @@ export function buildFigures(result: AnalysisResult): Figure[] {
     file: "replacement_ratio.svg",
     title: "Expert replacement ratio per layer",
     caption:
-      `ExRep: the mean fraction of a token's ${k} experts that were not used by the previous token, per layer and domain, with 95% bootstrap intervals. The dashed line is random routing (1 − k/E); lower means fewer expert swaps for an offloading cache.`,
+      `ExRep (= CoSMoEs H_norm, Eq. 5): the mean fraction of a token's ${k} experts that were not used by the previous token, per layer and domain, with 95% intervals (band). Dashed black line: the uniform baseline 1 − k/E of uniform random routing. Dotted line in each domain's colour: the marginal-preserving baseline, the same domain with its tokens shuffled within each document. Below the dotted line means fewer expert swaps than the documents' expert counts alone explain (locality an offloading cache can use).`,
     section: "cosmoes",
     spec: {
       title: "Expert replacement ratio (ExRep)",
@@ -239,6 +247,14 @@ export function buildFigures(result: AnalysisResult): Figure[] {
           },
         },
         {
+          mark: { type: "line", strokeDash: [2, 2] },
+          encoding: {
+            x: { field: "layer", type: "quantitative" },
+            y: { field: "baseline_marginal", type: "quantitative" },
+            color: { field: "domain", type: "nominal" },
+          },
+        },
+        {
           mark: { type: "rule", strokeDash: [4, 3], color: "black" },
           encoding: { y: { datum: 1 - k / E } },
         },
@@ -247,53 +263,59 @@ export function buildFigures(result: AnalysisResult): Figure[] {
   });
 
   if (t.domain_divergence!.length > 0) {
+    // Both orders of every pair, and each domain against the rest, one panel per layer.
+    const cells = clean(t.domain_divergence!).flatMap((r) => {
+      const star = (r.q_value as number) < 0.05 ? "*" : "";
+      const cell = { layer: r.layer, jsd: r.jsd, star };
+      return r.comparison === "pair"
+        ? [
+          { ...cell, row: r.domain_a, column: r.domain_b },
+          { ...cell, row: r.domain_b, column: r.domain_a },
+        ]
+        : [{ ...cell, row: r.domain_a, column: "rest" }];
+    });
+    const names = result.domains.map((d) => d.name);
+    const columns = [...names, ...(cells.some((c) => c.column === "rest") ? ["rest"] : [])];
+    const side = Math.max(60, Math.min(200, names.length * 16));
     figures.push({
       file: "domain_divergence.svg",
       title: "Domain divergence per layer",
       caption:
-        "Jensen–Shannon divergence (bits) between two domains' expert distributions, per layer; filled points have a Benjamini–Hochberg q-value below 0.05. The dashed line is the mean divergence when document labels are permuted, i.e. what sampling noise alone gives.",
+        "One panel per MoE layer. Cell (row a, column b): the Jensen–Shannon divergence (bits, bias-corrected by the document jackknife) between the expert distributions of domains a and b; the column rest compares a with all other domains pooled, so the darkest cell of that column is the domain that differs most. The baseline is 0, no difference between domains (sampling noise alone gives about 0 after the correction); * marks a Benjamini–Hochberg q below 0.05 in the permutation test over document labels.",
       section: "divergence",
       spec: {
-        title: "Jensen–Shannon divergence between domains",
-        data: {
-          values: clean(t.domain_divergence!).map((r) => ({
-            ...r,
-            significant: (r.q_value as number) < 0.05 ? "q < 0.05" : "q ≥ 0.05",
-          })),
-        },
-        width: 420,
-        height: 220,
-        layer: [
-          {
-            mark: { type: "line" },
-            encoding: {
-              x: { field: "layer", type: "quantitative", title: "MoE layer", axis: LAYER_AXIS },
-              y: { field: "jsd", type: "quantitative", title: "JSD (bits)" },
-              color: { field: "domain", type: "nominal", title: "pair" },
-            },
-          },
-          {
-            mark: { type: "point", size: 40 },
-            encoding: {
-              x: { field: "layer", type: "quantitative" },
-              y: { field: "jsd", type: "quantitative" },
-              color: { field: "domain", type: "nominal" },
-              fill: {
-                field: "significant",
-                type: "nominal",
-                scale: { domain: ["q < 0.05", "q ≥ 0.05"], range: ["#333", "white"] },
-                title: "BH",
+        title: "Jensen–Shannon divergence between domains, per layer",
+        data: { values: cells },
+        facet: { field: "layer", type: "ordinal", title: "MoE layer" },
+        columns: Math.min(8, moe.length),
+        spec: {
+          width: side + (columns.length > names.length ? side / names.length : 0),
+          height: side,
+          layer: [
+            {
+              mark: "rect",
+              encoding: {
+                x: { field: "column", type: "nominal", title: null, sort: columns },
+                y: { field: "row", type: "nominal", title: null, sort: names },
+                color: {
+                  field: "jsd",
+                  type: "quantitative",
+                  title: "JSD (bits)",
+                  // Bias-corrected values a little below 0 are drawn as 0.
+                  scale: { scheme: "blues", domainMin: 0, clamp: true },
+                },
               },
             },
-          },
-          {
-            mark: { type: "line", strokeDash: [4, 3], color: "black" },
-            encoding: {
-              x: { field: "layer", type: "quantitative" },
-              y: { field: "baseline", aggregate: "mean", type: "quantitative" },
+            {
+              mark: { type: "text", fontSize: 10, color: "#c00" },
+              encoding: {
+                x: { field: "column", type: "nominal", sort: columns },
+                y: { field: "row", type: "nominal", sort: names },
+                text: { field: "star" },
+              },
             },
-          },
-        ],
+          ],
+        },
       },
     });
   }
@@ -303,7 +325,7 @@ export function buildFigures(result: AnalysisResult): Figure[] {
       file: "flow_information.svg",
       title: "Cross-layer flow",
       caption:
-        "Mutual information (bits) between a token's first-choice expert at one MoE layer and at the next, with 95% bootstrap intervals. The dashed line is the plug-in bias that independent layers would show; values far above it mean routing decisions carry over between layers.",
+        "Mutual information (bits) between a token's first-choice expert at one MoE layer and at the next, bias-corrected by the jackknife over buckets of documents, with 95% intervals (band). The dashed line is the uniform baseline, 0 bits, what independent layers give (the plug-in in flow_information.csv sits above 0 even then); values far above it mean routing decisions carry over between layers.",
       section: "flow",
       spec: {
         title: "Mutual information between consecutive layers' first choices",
@@ -318,7 +340,7 @@ export function buildFigures(result: AnalysisResult): Figure[] {
         height: 220,
         layer: [
           {
-            mark: { type: "line", point: true },
+            mark: { type: "errorband", opacity: 0.2 },
             encoding: {
               x: {
                 field: "layer",
@@ -326,16 +348,22 @@ export function buildFigures(result: AnalysisResult): Figure[] {
                 title: "MoE layer (to the next)",
                 axis: LAYER_AXIS,
               },
-              y: { field: "mutual_information", type: "quantitative", title: "MI (bits)" },
+              y: { field: "ci_low", type: "quantitative", title: "MI (bits)" },
+              y2: { field: "ci_high" },
               color: { field: "domain", type: "nominal" },
             },
           },
           {
-            mark: { type: "line", strokeDash: [4, 3], color: "black" },
+            mark: { type: "line", point: true },
             encoding: {
               x: { field: "layer", type: "quantitative" },
-              y: { field: "baseline", aggregate: "max", type: "quantitative" },
+              y: { field: "mutual_information", type: "quantitative" },
+              color: { field: "domain", type: "nominal" },
             },
+          },
+          {
+            mark: { type: "rule", strokeDash: [4, 3], color: "black" },
+            encoding: { y: { datum: 0 } },
           },
         ],
       },

@@ -35,29 +35,31 @@ const SECTIONS: { key: string; title: string; intro: string }[] = [
     key: "shares",
     title: "Expert shares per domain",
     intro:
-      "Which experts each domain's tokens are sent to (Mixtral §5, Figures 7 and 9). Flat bars near the dashed 1/E line mean experts are not specialised by domain.",
+      "Which experts each domain's tokens are sent to (Mixtral §5, Figures 7 and 9). Flat bars near the dashed line, the uniform baseline 1/E, mean experts are not specialised by domain.",
   },
   {
     key: "repetition",
     title: "Consecutive-token repetition",
     intro:
-      "How often a token is routed like the token before it (Mixtral Table 5, Figure 10), against what random routing would give.",
+      "How often a token is routed like the token before it (Mixtral Table 5, Figure 10), against two baselines: uniform random routing (dashed, the papers' 1/E and 46.4%) and the same documents with their tokens shuffled (dotted, marginal-preserving: it keeps each document's expert counts, so only locality rises above it).",
   },
   {
     key: "cosmoes",
     title: "Expert replacements (CoSMoEs)",
     intro:
-      "How many experts change from one token to the next: the cost an offloading system pays whenever the selected set changes.",
+      "How many experts change from one token to the next (CoSMoEs Eq. 4–7): the cost an offloading system pays whenever the selected set changes. Dashed: the uniform baseline; dotted: the within-document shuffle baseline. ΔUniform is shown in percent here (fractions in the CSV).",
   },
   {
     key: "coactivation",
     title: "Co-activation",
-    intro: "Which experts are chosen together for the same token (OLMoE analysis).",
+    intro:
+      "Which experts are chosen together for the same token (OLMoE analysis), as lift over the uniform baseline (k−1)/(E−1).",
   },
   {
     key: "flow",
     title: "Cross-layer flow",
-    intro: "How a token's first choice in one layer predicts its first choice in the next.",
+    intro:
+      "How a token's first choice in one layer predicts its first choice in the next, as bias-corrected mutual information against the uniform baseline of 0 bits.",
   },
   {
     key: "load",
@@ -68,12 +70,13 @@ const SECTIONS: { key: string; title: string; intro: string }[] = [
     key: "divergence",
     title: "Domain differences",
     intro:
-      "Jensen–Shannon divergence between domains' expert distributions, with permutation tests.",
+      "Jensen–Shannon divergence between domains' expert distributions (bias-corrected; baseline 0), for every pair and for each domain against the rest, with permutation tests.",
   },
   {
     key: "vocabulary",
     title: "Vocabulary specialisation",
-    intro: "Whether a token id keeps going to the same expert wherever it appears.",
+    intro:
+      "Whether a token id keeps going to the same expert wherever it appears, against uniform random routing and against the same documents with their token ids shuffled.",
   },
   {
     key: "cache",
@@ -323,6 +326,10 @@ ${rows.join("\n")}
 </tbody></table></div></section>`;
 }
 
+/** Statistics whose values the report shows in percent (ΔUniform: CoSMoEs quotes 9.60%). */
+const PERCENT_STATISTICS = new Set(["delta_uniform"]);
+const PERCENT_COLUMNS = new Set(["value", "plug_in", "ci_low", "ci_high", "baseline"]);
+
 async function csvTable(folder: Folder, name: string, maxRows: number): Promise<string> {
   let text: string;
   try {
@@ -336,15 +343,22 @@ async function csvTable(folder: Folder, name: string, maxRows: number): Promise<
   const shown = columns.includes("domain") && rows.some((r) => r.domain === "all")
     ? rows.filter((r) => r.domain === "all")
     : rows;
-  const cell = (v: string) => {
+  const cell = (v: string, percent: boolean) => {
     const n = Number(v);
-    return v !== "" && Number.isFinite(n) && !Number.isInteger(n) ? n.toPrecision(4) : v;
+    if (v === "" || !Number.isFinite(n)) return v;
+    if (percent) return `${(100 * n).toPrecision(3)}%`;
+    return !Number.isInteger(n) ? n.toPrecision(4) : v;
   };
+  // Statistics the papers quote in percent: shown so here; the CSVs keep fractions.
+  const percentOf = (r: Record<string, string>, c: string) =>
+    PERCENT_STATISTICS.has(r.statistic ?? "") && PERCENT_COLUMNS.has(c);
   return `<div class="table-wrap"><table class="data"><thead><tr>${
     columns.map((c) => `<th>${escapeHtml(c)}</th>`).join("")
   }</tr></thead><tbody>${
     shown.slice(0, maxRows).map((r) =>
-      `<tr>${columns.map((c) => `<td>${escapeHtml(cell(r[c] ?? ""))}</td>`).join("")}</tr>`
+      `<tr>${
+        columns.map((c) => `<td>${escapeHtml(cell(r[c] ?? "", percentOf(r, c)))}</td>`).join("")
+      }</tr>`
     ).join("")
   }</tbody></table>${
     shown.length > maxRows
