@@ -498,6 +498,17 @@ Deno.test("user mistakes get one-sentence errors naming the path", async () => {
         error instanceof UsageError &&
         error.message === "--bootstrap of analyze must be an integer ≥ 0, got -1.",
     );
+    await assert.rejects(
+      analyzeCommand(`${dir}/missing`, {
+        out: `${dir}/out`,
+        bootstrap: 10,
+        seed: 0,
+        "router-temperature": 0,
+      }),
+      (error: unknown) =>
+        error instanceof UsageError &&
+        error.message === "--router-temperature of analyze must be a number > 0, got 0.",
+    );
   });
 });
 
