@@ -39,6 +39,8 @@ const RUNNABLE = new Set<string>([
   "qwen3_moe",
   "granitemoe",
   "glm4_moe",
+  "deepseek_v2",
+  "deepseek_v3",
 ]);
 
 const FLOAT_DTYPES: Record<string, string> = { F32: "float32", F16: "float16", BF16: "bfloat16" };

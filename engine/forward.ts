@@ -421,6 +421,20 @@ function logits(p: Pass): void {
   }
 }
 
+/** FLOPs of one layer's attention projections over T rows: q|k|v and o, or MLA's low-rank chain. */
+function attentionProjectionFlops(c: ModelConfig, T: number): number {
+  const h = c.hiddenSize, d = c.headDim, m = c.mla, nq = c.numHeads;
+  if (m === null) {
+    return matmulFlops(T, (nq + 2 * c.numKvHeads) * d, h) + matmulFlops(T, h, nq * d);
+  }
+  const q = m.qLoraRank === null
+    ? matmulFlops(T, nq * d, h)
+    : matmulFlops(T, m.qLoraRank, h) + matmulFlops(T, nq * d, m.qLoraRank);
+  return q + matmulFlops(T, m.kvLoraRank + m.ropeDim, h) +
+    matmulFlops(T, nq * (m.nopeDim + c.vHeadDim), m.kvLoraRank) +
+    matmulFlops(T, h, nq * c.vHeadDim);
+}
+
 /** FLOPs of a forward over sequences of these lengths (`route`: up to the last router; else to logits of every token). */
 export function forwardFlops(c: ModelConfig, lengths: number[], upTo: "route" | "logits"): number {
   const h = c.hiddenSize, d = c.headDim, k = c.topK;
@@ -429,8 +443,7 @@ export function forwardFlops(c: ModelConfig, lengths: number[], upTo: "route" | 
   const last = upTo === "route" ? (moe[moe.length - 1] ?? -1) : c.numLayers;
   let flops = 0;
   for (let l = 0; l < c.numLayers && l <= last; l++) {
-    flops += matmulFlops(T, (c.numHeads + 2 * c.numKvHeads) * d, h) +
-      matmulFlops(T, h, c.numHeads * d);
+    flops += attentionProjectionFlops(c, T);
     for (const n of lengths) {
       for (let p = 0; p < n; p++) flops += attentionFlops(p, c.window[l] ?? null, c.numHeads, d);
     }

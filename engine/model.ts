@@ -37,6 +37,7 @@ import { openCheckpoint } from "./checkpoint.ts";
 import { expertParams, type ModelConfig, moeLayers } from "./config.ts";
 import { forwardFlops, type ForwardPlan, recordForward, type Transformer } from "./forward.ts";
 import { createGpuContext, type GpuContext, readBack, Recorder } from "./gpu.ts";
+import { mlaAttention } from "./mla.ts";
 import { describeRouter, routerFor } from "./router.ts";
 import { firstRows, readRouterLogs, type RouteOptions, type RouterLog } from "./router_log.ts";
 import {
@@ -134,7 +135,7 @@ export async function loadModel(
       `The GPU ran out of memory loading ${dir}: it needs about ${mib} MiB for weights and run state (${outOfMemory.message}).`,
     );
   }
-  const attention = attentionFor(c, weights, state);
+  const attention = c.mla ? mlaAttention(c, weights, state) : attentionFor(c, weights, state);
   const moe = moeLayers(c);
   const facts: ModelFacts = {
     name: basename(dir),

@@ -164,6 +164,38 @@ const FAMILY_CONFIGS: Record<string, Record<string, unknown>> = {
     intermediate_size: 256,
     vocab_size: 320,
   },
+  // MLA with every low-rank width on the texture path, rotate_half RoPE, YaRN
+  deepseek_v3: {
+    model_type: "deepseek_v3",
+    hidden_size: 128,
+    num_hidden_layers: 3,
+    first_k_dense_replace: 1,
+    num_attention_heads: 4,
+    q_lora_rank: 64,
+    kv_lora_rank: 64,
+    qk_nope_head_dim: 32,
+    qk_rope_head_dim: 16,
+    v_head_dim: 32,
+    rope_interleave: false,
+    rope_parameters: {
+      rope_type: "yarn",
+      rope_theta: 10000.0,
+      factor: 4.0,
+      original_max_position_embeddings: 64,
+      mscale: 1.0,
+      mscale_all_dim: 0.8,
+    },
+    n_routed_experts: 16,
+    n_shared_experts: 2,
+    num_experts_per_tok: 4,
+    n_group: 4,
+    topk_group: 2,
+    routed_scaling_factor: 2.5,
+    norm_topk_prob: true,
+    moe_intermediate_size: 64,
+    intermediate_size: 256,
+    vocab_size: 320,
+  },
 };
 
 for (const [family, config] of Object.entries(FAMILY_CONFIGS)) {
@@ -171,12 +203,12 @@ for (const [family, config] of Object.entries(FAMILY_CONFIGS)) {
     const dir = await Deno.makeTempDir({ prefix: `moetrace-${family}-` });
     try {
       await writeRandomCheckpoint(dir, {
-        ...config,
         hidden_act: "silu",
         rms_norm_eps: 1e-6,
         rope_parameters: { rope_type: "default", rope_theta: 10000.0 },
         max_position_embeddings: 256,
         tie_word_embeddings: false,
+        ...config,
       }, 3);
       const tex = await loadModel(dir, { maxBatchTokens: 128 });
       const buf = await loadModel(dir, { maxBatchTokens: 128, textures: false });

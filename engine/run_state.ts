@@ -12,6 +12,16 @@ import type { GpuContext } from "./gpu.ts";
 import { maxTiles } from "./kernels/moe_group.ts";
 import { texturePath } from "./weights.ts";
 
+/** Multi-head latent attention's activations for `cap` rows. */
+export interface MlaState {
+  qa: GPUBuffer | null; // [cap, q_lora_rank] q_a projection (null: q_lora_rank null)
+  qaNorm: GPUBuffer | null; // [cap, q_lora_rank] its norm (on storage)
+  ckv: GPUBuffer; // [cap, kv_lora_rank + rope]
+  latent: GPUBuffer; // [cap, kv_lora_rank] normalised latent
+  kRope: GPUBuffer; // [cap, rope] the shared rotated key
+  kv: GPUBuffer; // [cap, nq (nope + dv)] per-head k_nope | v
+}
+
 /** Buffers for one forward of up to `cap` tokens, allocated once. */
 export interface RunState {
   cap: number;
@@ -19,11 +29,13 @@ export interface RunState {
   info: GPUBuffer; // [cap, 4] u32: pos, kv_row, log_row, token_index
   x: GPUBuffer; // [cap, H] residual stream
   xn: GPUBuffer; // [cap, H] normalised
-  qkv: GPUBuffer; // [cap, (nq + 2 nkv) d]
+  qkv: GPUBuffer; // [cap, (nq + 2 nkv) d] (MLA: unused)
   q: GPUBuffer; // [cap, nq d]
-  att: GPUBuffer; // [cap, nq d]
+  att: GPUBuffer; // [cap, nq max(d, dv)]
   kCache: GPUBuffer[]; // per layer [cap, nkv d]
-  vCache: GPUBuffer[];
+  vCache: GPUBuffer[]; // per layer [cap, nkv dv]
+  /** Multi-head latent attention's activations (mla.ts), or null. */
+  mla: MlaState | null;
   /** Per layer texture mirrors of the K/V stores [nkv d / 4 texels, cap] when d % 4 = 0, else empty. */
   kTex: GPUTextureView[];
   vTex: GPUTextureView[];
@@ -76,17 +88,27 @@ export function allocateRunState(
     info: f32("token info", cap * 4),
     x: f32("x", cap * h),
     xn: f32("xn", cap * h),
-    qkv: f32("qkv", cap * (c.numHeads + 2 * c.numKvHeads) * d),
+    qkv: f32("qkv", c.mla ? 1 : cap * (c.numHeads + 2 * c.numKvHeads) * d),
     q: f32("q", cap * c.numHeads * d),
-    att: f32("attention", cap * c.numHeads * d),
+    att: f32("attention", cap * c.numHeads * Math.max(d, c.vHeadDim)),
     kCache: Array.from(
       { length: c.numLayers },
       (_, l) => f32(`k cache ${l}`, cap * c.numKvHeads * d),
     ),
     vCache: Array.from(
       { length: c.numLayers },
-      (_, l) => f32(`v cache ${l}`, cap * c.numKvHeads * d),
+      (_, l) => f32(`v cache ${l}`, cap * c.numKvHeads * c.vHeadDim),
     ),
+    mla: c.mla
+      ? {
+        qa: c.mla.qLoraRank === null ? null : f32("mla q_a", cap * c.mla.qLoraRank),
+        qaNorm: c.mla.qLoraRank === null ? null : f32("mla q_a norm", cap * c.mla.qLoraRank),
+        ckv: f32("mla ckv", cap * (c.mla.kvLoraRank + c.mla.ropeDim)),
+        latent: f32("mla latent", cap * c.mla.kvLoraRank),
+        kRope: f32("mla k rope", cap * c.mla.ropeDim),
+        kv: f32("mla kv", cap * c.numHeads * (c.mla.nopeDim + c.vHeadDim)),
+      }
+      : null,
     routerLogits: f32("router logits", cap * c.numExperts),
     choice: f32("choice", cap * k),
     choiceWeight: f32("choice weight", cap * k),
@@ -130,7 +152,8 @@ export function allocateRunState(
 function kvTextures(ctx: GpuContext, c: ModelConfig, cap: number, which: string): GPUTextureView[] {
   const texels = c.numKvHeads * c.headDim / 4;
   const maxTex = ctx.device.limits.maxTextureDimension2D;
-  if (!ctx.textures || c.headDim % 4 !== 0 || texels > maxTex || cap > maxTex) return [];
+  // MLA attends on storage (its keys and values differ in width)
+  if (!ctx.textures || c.mla || c.headDim % 4 !== 0 || texels > maxTex || cap > maxTex) return [];
   return Array.from(
     { length: c.numLayers },
     (_, l) => ctx.pool.texture(`${which} texture ${l}`, texels, cap, undefined, true).createView(),
@@ -142,7 +165,9 @@ function stagingTextures(
   c: ModelConfig,
   cap: number,
 ): Map<number, { texture: GPUTexture; view: GPUTextureView }> {
-  const widths = new Set([c.hiddenSize, c.numHeads * c.headDim, c.expertFfn]);
+  const widths = new Set([c.hiddenSize, c.numHeads * c.vHeadDim, c.expertFfn]);
+  if (c.mla?.qLoraRank) widths.add(c.mla.qLoraRank);
+  if (c.mla) widths.add(c.mla.kvLoraRank);
   if (c.denseFfn > 0) widths.add(c.denseFfn);
   if (c.sharedFfn > 0) widths.add(c.sharedFfn);
   const out = new Map<number, { texture: GPUTexture; view: GPUTextureView }>();
