@@ -31,6 +31,11 @@ interface FlagSpec {
    * file written to a temporary name beside it and renamed (so its folder).
    */
   path?: PathAccess;
+  /**
+   * The value of this flag that loads native code (DuckDB's Node addon): the
+   * launcher then grants --allow-ffi, which native code is not bound by.
+   */
+  native?: string;
 }
 
 export type PathAccess = "read" | "write" | "write-staged" | "write-file";
@@ -303,6 +308,20 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
         value: "T",
         help: "τ of W = softmax(τ·router logits) in CoSMoEs Eq. 6 (l_norm, bies; needs --probs).",
       },
+      engine: {
+        kind: "string",
+        default: "stream",
+        choices: ["stream", "duckdb"],
+        native: "duckdb",
+        help:
+          "stream: the statistics from one streaming pass; duckdb: only the count tables (counts/*.csv), by DuckDB running analysis/sql/ on the Parquet shards, for traces past memory-friendly size.",
+      },
+      counts: {
+        kind: "boolean",
+        default: false,
+        help:
+          "With --engine stream, also write the streaming pass's count tables to counts/*.csv (one more pass).",
+      },
     },
     run: async (p, f) => (await import("./analysis/analyze.ts")).analyzeCommand(p!, f),
   },
@@ -321,7 +340,8 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
         kind: "list",
         default: "lru,lfu,belady",
         value: "LIST",
-        help: "Cache policies: lru, fifo, lfu, lfru, random, belady, swap, pinned.",
+        help:
+          "Cache policies: lru, fifo, lfu, lrfu (LRFU, Lee et al. 2001), random, belady (optimal, offline), swap (CoSMoEs: swap whenever the chosen set changes), pinned (the capacity − k most used experts stay; k LRU slots stream the rest).",
       },
       capacity: {
         kind: "list",

@@ -151,8 +151,3 @@ export class TimingModel implements CacheListener {
     this.#next?.endToken();
   }
 }
-
-// engine/bench.ts and tests/fuzz/targets.ts still import these from here;
-// their home is hardware.ts, and these lines go once those files import it.
-export type { Hardware } from "./hardware.ts";
-export { HARDWARE_PRESETS, loadHardware } from "./hardware.ts";

@@ -15,7 +15,7 @@
  *   expert, embedding+lm_head+sampling) and the host→device upload rate and
  *   per-upload cost of one expert written as `generate --offload` writes it;
  *   `--calibrate FILE` writes these as a `simulate --hardware` JSON
- *   (cache/timing.ts `Hardware`).
+ *   (cache/hardware.ts `Hardware`).
  * Target: prefill GFLOP/s ≥ 50% of the matmul's.
  */
 import type { BenchOptions } from "../bench/measure.ts";

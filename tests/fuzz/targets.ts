@@ -378,7 +378,7 @@ export async function tokenizerTarget(): Promise<FuzzTarget> {
 
 export async function hardwareTarget(): Promise<FuzzTarget> {
   const dir = await Deno.makeTempDir({ prefix: "moetrace-fuzz-hw-" });
-  const { HARDWARE_PRESETS, loadHardware } = await import("../../cache/timing.ts");
+  const { HARDWARE_PRESETS, loadHardware } = await import("../../cache/hardware.ts");
   const valid = Object.values(HARDWARE_PRESETS)[0];
   return {
     name: "hardware JSON (simulate --hardware)",
