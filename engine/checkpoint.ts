@@ -29,19 +29,9 @@ export interface ExpectedTensor {
   shape: number[];
   /** Integer tensors (MXFP4 blocks and scales) give their dtype; the rest are F32, F16 or BF16. */
   dtype?: "U8";
+  /** The config.json fields the shape comes from, named when a tensor disagrees. */
+  fields?: string;
 }
-
-/** Families whose forward the engine runs (the others' routers are read: router.ts). */
-const RUNNABLE = new Set<string>([
-  "mixtral",
-  "olmoe",
-  "qwen2_moe",
-  "qwen3_moe",
-  "granitemoe",
-  "glm4_moe",
-  "deepseek_v2",
-  "deepseek_v3",
-]);
 
 const FLOAT_DTYPES: Record<string, string> = { F32: "float32", F16: "float16", BF16: "bfloat16" };
 
@@ -175,11 +165,26 @@ function moeTensors(c: ModelConfig, l: number): ExpectedTensor[] {
     out.push({ name: names.down, shape: [E, h, f] });
   } else if (c.expertFormat === "mxfp4") {
     // blocks of 32 values along each matrix's input, 16 bytes each, one E8M0 scale per block
-    out.push({ name: names.gateUp + "_blocks", shape: [E, 2 * f, h / 32, 16], dtype: "U8" });
-    out.push({ name: names.gateUp + "_scales", shape: [E, 2 * f, h / 32], dtype: "U8" });
+    const up = `num_local_experts ${E}, 2 × intermediate_size ${
+      2 * f
+    } rows, hidden_size ${h} / 32 blocks`;
+    const dn = `num_local_experts ${E}, hidden_size ${h} rows, intermediate_size ${f} / 32 blocks`;
+    const u8 = "U8" as const;
+    out.push({
+      name: names.gateUp + "_blocks",
+      shape: [E, 2 * f, h / 32, 16],
+      dtype: u8,
+      fields: up + " of 16 bytes",
+    });
+    out.push({ name: names.gateUp + "_scales", shape: [E, 2 * f, h / 32], dtype: u8, fields: up });
     out.push({ name: names.gateUp + "_bias", shape: [E, 2 * f] });
-    out.push({ name: names.down + "_blocks", shape: [E, h, f / 32, 16], dtype: "U8" });
-    out.push({ name: names.down + "_scales", shape: [E, h, f / 32], dtype: "U8" });
+    out.push({
+      name: names.down + "_blocks",
+      shape: [E, h, f / 32, 16],
+      dtype: u8,
+      fields: dn + " of 16 bytes",
+    });
+    out.push({ name: names.down + "_scales", shape: [E, h, f / 32], dtype: u8, fields: dn });
     out.push({ name: names.down + "_bias", shape: [E, h] });
   } else {
     for (let e = 0; e < E; e++) {
@@ -244,13 +249,6 @@ async function weightFiles(dir: string): Promise<string[]> {
 export async function openCheckpoint(dir: string): Promise<Checkpoint> {
   const configPath = `${dir}/config.json`;
   const config = parseConfig(await readJson(configPath), configPath);
-  if (!RUNNABLE.has(config.family)) {
-    throw new DataError(
-      `Field model_type in ${configPath} is ${
-        JSON.stringify(config.family)
-      }: its router is read, but the engine does not run its forward yet.`,
-    );
-  }
   const paths = await weightFiles(dir);
   const tensors = new Map<string, TensorInfo>();
   const files: { path: string; bytes: number }[] = [];
@@ -281,7 +279,7 @@ export async function openCheckpoint(dir: string): Promise<Checkpoint> {
       throw new DataError(
         `Tensor ${want.name} in ${got.file} has shape [${got.shape.join(", ")}], expected [${
           want.shape.join(", ")
-        }] from config.json.`,
+        }] from config.json${want.fields ? ` (${want.fields})` : ""}.`,
       );
     }
     if (want.dtype !== undefined) {

@@ -6,8 +6,10 @@
  * With `hostExperts` the routed experts stay in host memory (`HostExperts`),
  * each matrix laid out as one slot of the GPU copy, for offload.ts.
  */
+import { DataError } from "../common/errors.ts";
 import { moeNames } from "./checkpoint.ts";
 import type { GpuContext } from "./gpu.ts";
+import { type Mxfp4Chunk, uploadMxfp4Experts } from "./mxfp4_weights.ts";
 import { toFloat32 } from "./safetensors.ts";
 import {
   type HostMatrix,
@@ -65,6 +67,7 @@ export interface MoeWeights {
   router: RouterWeights; // [H, E] and its biases
   experts?: ExpertChunk[]; // on the GPU, unless the model was loaded with hostExperts
   hostExperts?: HostExperts;
+  mxfp4?: Mxfp4Chunk[]; // gpt_oss: MXFP4 blocks and scales instead of `experts`
   shared?: { w1: Linear; w3: Linear; w2: Linear; gate?: Linear }; // [H, Fs] ×2, [Fs, H], [H, 1]
 }
 
@@ -106,7 +109,14 @@ export async function uploadMoe(
     router.selectionBias = await r.vector(`L${l} selection bias`, names.selectionBias);
   }
   const moe: MoeWeights = { router };
-  if (hostExperts) moe.hostExperts = await readHostExperts(r, l);
+  if (c.expertFormat === "mxfp4") {
+    if (hostExperts) {
+      throw new DataError(
+        `${r.ck.dir} has MXFP4 experts, which the offloader cannot hold in its slots yet; run it without offloading.`,
+      );
+    }
+    moe.mxfp4 = await uploadMxfp4Experts(r, l, ROUTED_EXPERTS);
+  } else if (hostExperts) moe.hostExperts = await readHostExperts(r, l);
   else moe.experts = await uploadExperts(r, l);
   if (names.shared) {
     const s = names.shared, fs = c.sharedFfn;

@@ -29,9 +29,11 @@ import { matmulFlops, tileRows } from "./kernels/matmul.ts";
 import { DECODE, matmulTex, PREFILL, texTileRows } from "./kernels/matmul_tex.ts";
 import { moeCombine } from "./kernels/moe_combine.ts";
 import { maxTiles, moeGroup } from "./kernels/moe_group.ts";
+import { matmulMxfp4, MXFP4_TILE } from "./kernels/matmul_mxfp4.ts";
 import { rmsnorm } from "./kernels/rmsnorm.ts";
 import { sample } from "./kernels/sample.ts";
 import { type Act, linear, stage } from "./linear.ts";
+import type { Mxfp4Chunk } from "./mxfp4_weights.ts";
 import { recordRouter, type Router } from "./router.ts";
 import type { RunState } from "./run_state.ts";
 import { type ExpertChunk, type LayerWeights, type Weights, wFormat } from "./weights.ts";
@@ -245,14 +247,19 @@ function moeExperts(p: Pass, l: number, xn: Act): void {
   const c = t.config, s = t.state, L = t.weights.layers[l]!;
   rec.section = "experts";
   const chunks = plan.slots?.chunks[p.moe.indexOf(l)] ?? L.experts;
-  if (chunks === undefined) {
+  const mx = plan.slots ? undefined : L.mxfp4;
+  if (chunks === undefined && mx === undefined) {
     throw new Error(
       `recordForward: layer ${l}'s experts are in host memory (hostExperts); run the model through offload.ts`,
     );
   }
   const numExperts = plan.slots?.count ?? c.numExperts;
-  const texExperts = expertsOnTexture(p, l);
-  const tr = texExperts ? texTileRows(p.decode ? DECODE : PREFILL) : tileRows(p.decode ? 1 : 4);
+  const texExperts = mx === undefined && expertsOnTexture(p, l);
+  const tr = mx
+    ? MXFP4_TILE
+    : texExperts
+    ? texTileRows(p.decode ? DECODE : PREFILL)
+    : tileRows(p.decode ? 1 : 4);
   moeGroup(rec, {
     choice: s.choice,
     choiceWeight: s.choiceWeight,
@@ -267,8 +274,9 @@ function moeExperts(p: Pass, l: number, xn: Act): void {
     weightScale: c.multipliers.residual,
   });
   const tiles = maxTiles(p.rows * c.topK, numExperts, tr);
-  if (texExperts) routedExpertsTex(p, chunks, xn, tiles);
-  else routedExperts(p, chunks, xn, tiles);
+  if (mx) mxfp4Experts(p, mx, xn, tiles);
+  else if (texExperts) routedExpertsTex(p, chunks!, xn, tiles);
+  else routedExperts(p, chunks!, xn, tiles);
   if (L.shared) {
     rec.section = "layer";
     sharedExpert(p, L.shared, xn);
@@ -361,6 +369,35 @@ function routedExperts(p: Pass, chunks: ExpertChunk[], xn: Act, tiles: number): 
       },
       { grouped: true, scale: "row" },
       p.decode,
+    );
+  }
+}
+
+/**
+ * gpt-oss's routed experts from their MXFP4 blocks (kernels/matmul_mxfp4.ts):
+ * hidden [T·k, F] = clamped SwiGLU of xn · gate_up + bias (gate and up rows
+ * interleaved), outputs [T·k, H] = (hidden · down + bias) × the row's weight.
+ */
+function mxfp4Experts(p: Pass, chunks: Mxfp4Chunk[], xn: Act, tiles: number): void {
+  const { rec, t } = p;
+  const s = t.state, c = t.config;
+  for (const e of chunks) {
+    const where = { tiles: s.tiles, tiles_: tiles, expertBase: e.first, expertCount: e.count };
+    matmulMxfp4(rec, {
+      a: xn.buffer,
+      ...e.gateUp,
+      y: s.hidden,
+      rowToken: s.rowToken,
+      limit: c.swigluLimit,
+      ...where,
+    }, "swiglu-clamp");
+  }
+  for (const e of chunks) {
+    const where = { tiles: s.tiles, tiles_: tiles, expertBase: e.first, expertCount: e.count };
+    matmulMxfp4(
+      rec,
+      { a: s.hidden, ...e.down, y: s.expertOut, rowWeight: s.rowWeight, ...where },
+      "bias-scale",
     );
   }
 }

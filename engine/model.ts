@@ -350,6 +350,11 @@ class Model implements MoeModel {
       }
       const w1 = layer.experts?.[0]?.w1;
       if (w1) return { texture: w1.view !== undefined, format: w1.format };
+      if (layer.mxfp4) {
+        throw new DataError(
+          `${this.#dir} keeps its routed experts as MXFP4 blocks, which have no expert slot layout.`,
+        );
+      }
     }
     throw new DataError(`${this.#dir} has no MoE layer, so no routed experts.`);
   }

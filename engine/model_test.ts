@@ -196,6 +196,31 @@ const FAMILY_CONFIGS: Record<string, Record<string, unknown>> = {
     intermediate_size: 256,
     vocab_size: 320,
   },
+  // sinks in both attention kernels, sliding and full layers, MXFP4 experts reading xn from storage
+  gpt_oss: {
+    model_type: "gpt_oss",
+    hidden_size: 128,
+    head_dim: 32,
+    num_hidden_layers: 2,
+    num_attention_heads: 4,
+    num_key_value_heads: 2,
+    num_local_experts: 8,
+    num_experts_per_tok: 2,
+    intermediate_size: 64,
+    sliding_window: 8,
+    layer_types: ["sliding_attention", "full_attention"],
+    quantization_config: { quant_method: "mxfp4" },
+    rope_parameters: {
+      rope_type: "yarn",
+      rope_theta: 150000.0,
+      factor: 4.0,
+      beta_fast: 32.0,
+      beta_slow: 1.0,
+      truncate: false,
+      original_max_position_embeddings: 64,
+    },
+    vocab_size: 320,
+  },
 };
 
 for (const [family, config] of Object.entries(FAMILY_CONFIGS)) {

@@ -52,7 +52,8 @@ export async function writeRandomMixtral(
 
 /**
  * Any family: writes `config` as config.json and one random tensor for every
- * tensor the config implies (checkpoint.ts expectedTensors), f32.
+ * tensor the config implies (checkpoint.ts expectedTensors), f32 (MXFP4
+ * blocks and scales: random bytes).
  */
 export async function writeRandomCheckpoint(
   dir: string,
@@ -62,9 +63,19 @@ export async function writeRandomCheckpoint(
   await Deno.mkdir(dir, { recursive: true });
   await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify(config, null, 2));
   const rng = new Rng(seed);
-  const tensors: Record<string, { shape: number[]; data: Float32Array }> = {};
+  const tensors: Parameters<typeof writeSafetensors>[1] = {};
   for (const t of expectedTensors(parseConfig(config, "config.json"))) {
     const n = t.shape.reduce((a, b) => a * b, 1);
+    if (t.dtype === "U8") {
+      // MXFP4: random nibbles; scales 2^-5..2^-2 so that the weights are of order 1/√in
+      const bytes = new Uint8Array(n);
+      const scales = t.name.endsWith("_scales");
+      for (let i = 0; i < n; i++) {
+        bytes[i] = scales ? 122 + Math.floor(rng.next() * 4) : Math.floor(rng.next() * 256);
+      }
+      tensors[t.name] = { shape: t.shape, dtype: "U8", bytes };
+      continue;
+    }
     const data = new Float32Array(n);
     if (t.name.endsWith(".bias")) { for (let i = 0; i < n; i++) data[i] = 0.1 * rng.normal(); }
     else if (t.shape.length === 1) { for (let i = 0; i < n; i++) data[i] = 0.5 + rng.next(); }
