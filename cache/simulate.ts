@@ -238,6 +238,11 @@ export async function simulateCommand(
     }
   }
   if (data.tokens === 0) throw new UsageError(`${trace} holds no tokens to simulate.`);
+  if (!hasTimingFacts(manifest)) {
+    console.error(
+      `simulate: ${trace} does not record the model's expert_params and hidden_size (import it with --model-config config.json); latencies need them, so only hit and miss counts are written.`,
+    );
+  }
   const settings: SweepSettings = {
     ...partial,
     capacities: resolveCapacities(capacitySpecs, partial, manifest),
@@ -262,9 +267,20 @@ export async function simulateCommand(
   );
 }
 
+/**
+ * Whether the trace knows enough of the model to time it: an expert's bytes
+ * come from expert_params and attention's from hidden_size. Logs imported
+ * without --model-config record 0 for both.
+ */
+export function hasTimingFacts(manifest: Manifest): boolean {
+  return manifest.model.expert_params > 0 && manifest.model.hidden_size > 0;
+}
+
 /** The rows of simulation.csv: one per combination and layer, then `all`. */
 export function simulationRows(o: SimulationOutput): CsvRow[] {
   const { trace, settings, result, manifest } = o;
+  // Without the model's sizes, bytes and times would be made up: leave them empty.
+  const timed = hasTimingFacts(manifest) ? 1 : NaN;
   const M = trace.layers;
   const T = trace.tokens;
   const k = trace.topK;
@@ -314,16 +330,16 @@ export function simulationRows(o: SimulationOutput): CsvRow[] {
         misses,
         hit_rate: hits / (hits + misses),
         loads_per_token: (misses + issued) / T,
-        bytes_per_token: ((misses + issued) * bytes) / T,
+        bytes_per_token: (timed * (misses + issued) * bytes) / T,
         prefetch_issued: issued,
         prefetch_used: sum(c.prefetchUsed),
         prefetch_late: sum(c.prefetchLate),
-        prefetch_wasted_bytes: sum(c.prefetchWasted) * bytes,
+        prefetch_wasted_bytes: timed * sum(c.prefetchWasted) * bytes,
         prefetch_precision: precision,
         prefetch_recall: recall,
-        stall_ms_per_token: stall / T,
-        ms_per_token: ms / T,
-        tokens_per_s: all ? (1000 * T) / ms : NaN,
+        stall_ms_per_token: (timed * stall) / T,
+        ms_per_token: (timed * ms) / T,
+        tokens_per_s: all ? (timed * 1000 * T) / ms : NaN,
       };
     };
     for (let l = 0; l < M; l++) {

@@ -188,6 +188,47 @@ Deno.test("--policy lfru still works as a deprecated name of lrfu, with a one-li
   );
 });
 
+Deno.test("a trace without the model's sizes gets hit counts, empty times and one line saying why", async () => {
+  // As a log imported without --model-config records it.
+  const sizeless = `${dir}/sizeless`;
+  await writeSyntheticTrace(sizeless, {
+    numLayers: 2,
+    numExperts: 4,
+    topK: 2,
+    domains: [{ name: "A", docs: 2 }],
+    tokensPerDoc: 10,
+  });
+  const manifest = JSON.parse(await Deno.readTextFile(`${sizeless}/manifest.json`));
+  manifest.model.expert_params = 0;
+  manifest.model.hidden_size = 0;
+  await Deno.writeTextFile(`${sizeless}/manifest.json`, JSON.stringify(manifest));
+  const printed: string[] = [];
+  const error = console.error;
+  console.error = (...args: unknown[]) => printed.push(args.join(" "));
+  try {
+    await simulateCommand(sizeless, {
+      out: `${dir}/sizeless-out`,
+      policy: ["lru"],
+      capacity: ["2"],
+      budget: "per-layer",
+      seed: 0,
+    });
+  } finally {
+    console.error = error;
+  }
+  assertEquals(printed.filter((line) => line.includes("expert_params")), [
+    `simulate: ${sizeless} does not record the model's expert_params and hidden_size (import it with --model-config config.json); latencies need them, so only hit and miss counts are written.`,
+  ]);
+  const rows = readCsv(`${dir}/sizeless-out/simulation.csv`);
+  ok(rows.length > 0);
+  for (const row of rows) {
+    assertEquals([row.ms_per_token, row.tokens_per_s, row.bytes_per_token], ["", "", ""]);
+    // 2 documents × 10 tokens × top-2 per layer; "all" sums both layers.
+    assertEquals(Number(row.accesses), row.layer === "all" ? 80 : 40);
+    assertEquals(Number(row.hits) + Number(row.misses), Number(row.accesses));
+  }
+});
+
 Deno.test("auto capacities: every one up to 16 values, then 16 evenly spaced", () => {
   assertEquals(autoCapacities(2, 8), [2, 3, 4, 5, 6, 7, 8]);
   assertEquals(autoCapacities(1, 16), Array.from({ length: 16 }, (_, i) => i + 1));
