@@ -409,7 +409,7 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
     summary: "Benchmarks that print figures and ratios measured side by side.",
     scratch: true,
     positional: {
-      name: "engine|offload|cache|analysis|trace",
+      name: "engine|offload|cache|analysis|coverage|trace|import",
       help:
         "What to measure (offload: the simulator's predicted ms/token against generate --offload measured on tiny-moe, about 2 min).",
     },

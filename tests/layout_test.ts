@@ -195,4 +195,9 @@ Deno.test("every path ARCHITECTURE.md names exists, and it names every top-level
   );
   const unnamed = [...folders].filter((folder) => !named.includes(`${folder}/`));
   assert.deepEqual(unnamed, []);
+  // README's layout tree lists the same folders, one per line.
+  const readme = await Deno.readTextFile(join(ROOT, "README.md"));
+  const tree = [...readme.matchAll(/^ {2}([a-z_]+)\/ {2,}/gm)].map((m) => m[1]!);
+  assert.deepEqual([...folders].filter((folder) => !tree.includes(folder)), []);
+  for (const folder of tree) assert.ok((await Deno.stat(join(ROOT, folder))).isDirectory, folder);
 });
