@@ -4,10 +4,12 @@
  * and read back once per pass.
  *
  * Per token t and MoE layer index m (the position of layer l in `moe_layers`):
- * - experts[t, m, :] the k experts layer l uses, in descending probability;
+ * - experts[t, m, :] the k experts layer l uses, first choice first (by
+ *   selection score: probability, biased sigmoid score or logit, router.ts);
  *   weights[t, m, :] the gate weights applied to their outputs (renormalised
- *   top-k probabilities for mixtral and `norm_topk_prob` models, the raw
- *   probabilities otherwise); probs[t, m, :] = softmax(router logits) in f32.
+ *   where the family does, times a routed scaling factor, or a softmax over the
+ *   k chosen logits: they need not sum to 1); probs[t, m, :] the router's
+ *   scores over all experts in f32, softmax or sigmoid (Router.probs).
  * - spec[t, m, d − 1, :]: the top-k of layer (l + d)'s router applied to the
  *   input of layer l's router, i.e. post_attention_layernorm_l(h), where h is
  *   the residual stream after layer l's attention — exactly the vector layer
@@ -23,7 +25,7 @@ export interface RouterLog {
   experts: Uint16Array;
   /** [T, M, k] gate weights actually applied. */
   weights: Float32Array;
-  /** [T, M, E] softmax of the router logits (when asked). */
+  /** [T, M, E] the router's scores over all experts, softmax or sigmoid (when asked). */
   probs?: Float32Array;
   /** [T, M, D, k] top-k of layer l+d's router on layer l's router input; 65535 where l+d has no MoE layer. */
   spec?: Uint16Array;
