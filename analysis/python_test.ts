@@ -1,8 +1,9 @@
 /**
  * The analysis CSVs load in pandas and polars with no options, with numeric
  * columns parsed as numbers; and an independent NumPy computation straight
- * from the Arrow shards reproduces the repetition, overlap, share and
- * co-activation values (a second implementation of the formulas).
+ * from the shards (Parquet or Arrow) reproduces the repetition, overlap,
+ * share, co-activation, CoSMoEs (Eq. 5, Eq. 6, ΔUniform) and within-document
+ * shuffle values (a second implementation of the formulas).
  * Ignored, with the reason printed, where Python's data tools cannot be had.
  */
 import assert from "node:assert/strict";
@@ -14,16 +15,18 @@ import { COLUMNS, writeAnalysis } from "./write.ts";
 
 const SCRIPT = `
 import glob, json, os, sys
-import numpy as np, pandas as pd, polars as pl, pyarrow.ipc as ipc
+import numpy as np, pandas as pd, polars as pl, pyarrow.ipc as ipc, pyarrow.parquet as pq
 trace, out = sys.argv[1], sys.argv[2]
 manifest = json.load(open(os.path.join(trace, "manifest.json")))
 M = len(manifest["model"]["moe_layers"]); k = manifest["model"]["top_k"]; E = manifest["model"]["num_experts"]
-docs, experts = [], []
+docs, experts, probs = [], [], []
 for shard in manifest["shards"]:
-    table = ipc.open_file(os.path.join(trace, shard["file"])).read_all()
+    path = os.path.join(trace, shard["file"])
+    table = pq.read_table(path) if path.endswith(".parquet") else ipc.open_file(path).read_all()
     docs.append(table["doc"].to_numpy())
     experts.append(np.asarray(table["experts"].combine_chunks().flatten()).reshape(-1, M, k))
-doc = np.concatenate(docs); ex = np.concatenate(experts).astype(np.int64)
+    probs.append(np.asarray(table["probs"].combine_chunks().flatten(), dtype=np.float64).reshape(-1, M, E))
+doc = np.concatenate(docs); ex = np.concatenate(experts).astype(np.int64); pr = np.concatenate(probs)
 T = len(doc)
 paired = doc[1:] == doc[:-1]
 P = int(paired.sum())
@@ -40,6 +43,19 @@ has = np.zeros((T, M, E), dtype=bool)
 for j in range(k):
     np.put_along_axis(has, ex[:, :, j:j + 1], True, axis=2)
 coact = [[float((has[:, l, 0] & has[:, l, 1]).sum() / has[:, l, 0].sum()) for l in range(M)]]
+# CoSMoEs Eq. 6 at tau = 1: W = p normalised; L sums |W_t+1 - W_t| over pairs, L_norm = L / T.
+W = pr / pr.sum(-1, keepdims=True)
+l_norm = ((np.abs(W[1:] - W[:-1]).sum(-1)) * paired[:, None]).sum(0) / T
+# Delta-uniform, the mean relative deviation: sum_e |q_e - 1/E|.
+delta_uniform = np.abs(counts / (k * T) - 1 / E).sum(-1)
+# Within-document shuffle expectation of first-choice repeats: sum_e c(c - 1)/T_d per document.
+shuffle_repeat = np.zeros(M)
+for d in np.unique(doc):
+    rows = first[doc == d]
+    for l in range(M):
+        c = np.bincount(rows[:, l], minlength=E).astype(np.float64)
+        shuffle_repeat[l] += (c * (c - 1)).sum() / len(rows)
+shuffle_repeat /= P
 dtypes = {}
 for path in sorted(glob.glob(os.path.join(out, "*.csv"))):
     name = os.path.basename(path)[:-4]
@@ -51,6 +67,8 @@ print(json.dumps({
   "T": T, "P": P,
   "repeat": repeat.tolist(), "overlap_ge1": overlap_ge1.tolist(), "overlap_dist": overlap_dist,
   "ex_rep": ex_rep.tolist(), "top_k_share": (counts / (k * T)).tolist(), "coact_0_1": coact[0],
+  "l_norm": l_norm.tolist(), "delta_uniform": delta_uniform.tolist(),
+  "shuffle_repeat": shuffle_repeat.tolist(),
   "dtypes": dtypes,
 }))
 `;
@@ -85,8 +103,12 @@ Deno.test({
       const py = JSON.parse(await runPython(env.python, SCRIPT, [`${dir}/trace`, `${dir}/out`]));
       assert.equal(py.T, result.totals.n_tokens);
       const t = result.tables;
-      const near = (a: unknown, b: number, what: string) =>
-        assert.ok(typeof a === "number" && Math.abs(a - b) < 1e-9, `${what}: ${a} vs NumPy ${b}`);
+      // Counts are exact; sums of probabilities pass through the float32 document vectors.
+      const near = (a: unknown, b: number, what: string, tolerance = 1e-9) =>
+        assert.ok(
+          typeof a === "number" && Math.abs(a - b) < tolerance,
+          `${what}: ${a} vs NumPy ${b}`,
+        );
       for (let l = 0; l < 3; l++) {
         const all = (rows: typeof t.repetition, extra: Record<string, unknown>) =>
           rows!.find((r) =>
@@ -100,6 +122,19 @@ Deno.test({
           "overlap ≥ 1",
         );
         near(all(t.cosmoes, { statistic: "ex_rep" }).value, py.ex_rep[l], "ex_rep");
+        near(all(t.cosmoes, { statistic: "h_norm" }).value, py.ex_rep[l], "h_norm (Eq. 5)");
+        near(all(t.cosmoes, { statistic: "l_norm" }).value, py.l_norm[l], "l_norm (Eq. 6)", 1e-7);
+        near(
+          all(t.cosmoes, { statistic: "delta_uniform" }).plug_in,
+          py.delta_uniform[l],
+          "delta_uniform",
+        );
+        near(
+          all(t.repetition, { statistic: "first_choice_repeat" }).baseline_marginal,
+          py.shuffle_repeat[l],
+          "shuffled repeat",
+          1e-7,
+        );
         for (let j = 0; j <= 3; j++) {
           near(
             all(t.overlap_distribution, { overlap: j }).proportion,
