@@ -18,6 +18,12 @@ export interface Permissions {
   write: string[];
   /** Benchmarks: also the GPU driver's runtime folder variable and the load average. */
   scratch?: boolean;
+  /**
+   * Native code (DuckDB's addon for `analyze --engine duckdb`): --allow-ffi.
+   * Native code is not bound by Deno's permissions, so this is the one case
+   * where the launcher's limits do not hold.
+   */
+  ffi?: boolean;
 }
 
 const PROJECT_ROOT = dirname(fileURLToPath(import.meta.url));
@@ -89,8 +95,10 @@ export function permissionsFor(
       if (path !== undefined) grant(spec.positional.path, path);
     }
   }
+  let ffi = false;
   for (const [name, flag] of Object.entries(spec.flags)) {
     const value = flags[name];
+    if (flag.native !== undefined && value === flag.native) ffi = true;
     if (!flag.path) continue;
     for (const path of Array.isArray(value) ? value : [value]) {
       if (typeof path === "string") grant(flag.path, path);
@@ -98,7 +106,12 @@ export function permissionsFor(
   }
   // Benchmarks write their scratch traces to the system temporary folder.
   if (spec.scratch) grant("write", envOr("TMPDIR", "/tmp"));
-  return { read: [...read], write: [...write], scratch: spec.scratch === true };
+  return {
+    read: [...read],
+    write: [...write],
+    scratch: spec.scratch === true,
+    ...(ffi ? { ffi } : {}),
+  };
 }
 
 /**
@@ -133,6 +146,7 @@ export function denoArgs(permissions: Permissions, args: string[]): string[] {
   const flags = [`--allow-read=${permissions.read.join(",")}`];
   if (permissions.write.length > 0) flags.push(`--allow-write=${permissions.write.join(",")}`);
   if (permissions.scratch) flags.push("--allow-env=XDG_RUNTIME_DIR,TMPDIR", "--allow-sys=loadavg");
+  if (permissions.ffi) flags.push("--allow-ffi");
   return ["run", "--no-prompt", ...flags, `${PROJECT_ROOT}/main.ts`, ...args];
 }
 

@@ -1,13 +1,16 @@
 /**
- * `moetrace analyze TRACE --out DIR [--bootstrap N] [--seed S] [--router-temperature T]`:
+ * `moetrace analyze TRACE --out DIR [--bootstrap N] [--seed S] [--router-temperature T]
+ * [--engine stream|duckdb] [--counts]`:
  * routing statistics per layer, per domain and overall, with cluster
  * jackknife intervals, tests against random routing and uniform and
  * marginal-preserving baselines, written as tidy CSVs, SVG figures, an HTML
- * token colouring and a README documenting every column and method.
+ * token colouring and a README documenting every column and method. With
+ * --engine duckdb it writes only the count tables (sql/command.ts).
  */
 import { DataError, UsageError } from "../common/errors.ts";
 import { TraceReader } from "../trace/mod.ts";
 import { runAnalysis } from "./run.ts";
+import { writeCounts } from "./sql/command.ts";
 import { writeAnalysis } from "./write.ts";
 
 export async function analyzeCommand(
@@ -48,12 +51,28 @@ export async function analyzeCommand(
   if (reader.rows === 0) {
     throw new DataError(`The trace in ${trace} holds no tokens, so there is nothing to analyse.`);
   }
+  const engine = flags.engine ?? "stream";
+  if (engine === "duckdb") {
+    const seconds = await writeCounts(reader, out, "duckdb");
+    console.log(
+      `Counted ${reader.rows} tokens in ${reader.docs} documents with DuckDB; wrote ${out}/counts/ (${
+        seconds.toFixed(1)
+      } s). The statistics come from the default engine.`,
+    );
+    return;
+  }
+  if (engine !== "stream") {
+    throw new UsageError(
+      `--engine of analyze must be stream or duckdb, got ${JSON.stringify(engine)}.`,
+    );
+  }
   const result = await runAnalysis(reader, {
     bootstrap,
     seed,
     accumulate: { routerTemperature: temperature },
   });
   await writeAnalysis(result, out, { bootstrap, seed });
+  if (flags.counts === true) await writeCounts(reader, out, "stream");
   console.log(
     `Analysed ${result.totals.n_tokens} tokens in ${result.totals.n_docs} documents (${result.domains.length} domains); wrote ${out}/ (pass ${
       result.timing.pass.toFixed(1)

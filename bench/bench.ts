@@ -15,7 +15,8 @@ export async function benchCommand(which: string, flags: Record<string, unknown>
     case "import":
       return (await import("./import_bench.ts")).benchImport(options);
     case "analysis":
-      return (await import("../analysis/bench.ts")).benchAnalysis(options);
+      await (await import("../analysis/bench.ts")).benchAnalysis(options);
+      return (await import("../analysis/sql/bench.ts")).benchCountEngines(options);
     case "coverage":
       return (await import("../analysis/coverage_bench.ts")).benchCoverage(options);
     case "cache":
