@@ -72,7 +72,7 @@ Deno.test("usage mistakes are one sentence and exit 2", async () => {
     ],
     [
       ["generate", "--model", "m", "--prompts", "p", "--out", "o", "--offload", "belady:4"],
-      /^moetrace: --offload takes POLICY:CAPACITY with an online policy \(lru, fifo, lfu, lfru, random, swap\) and a positive integer, got "belady:4"\.$/,
+      /^moetrace: --offload takes POLICY:CAPACITY with an online policy \(lru, fifo, lfu, lrfu, random, swap\) and a positive integer, got "belady:4"\.$/,
     ],
     [
       ["capture", "--model", "m", "--corpus", "c", "--out"],
