@@ -10,7 +10,13 @@
 import type { BenchOptions } from "./measure.ts";
 import { type Figure, printFigures, rssMiB } from "./measure.ts";
 import { syntheticCapture, syntheticDocs, syntheticModel } from "../trace/synthetic.ts";
-import { type TraceDoc, TraceReader, TraceWriter, type TraceWriterOptions } from "../trace/mod.ts";
+import {
+  defaultReadWorkers,
+  type TraceDoc,
+  TraceReader,
+  TraceWriter,
+  type TraceWriterOptions,
+} from "../trace/mod.ts";
 import { defaultEncoders } from "../trace/parquet_pool.ts";
 
 const LAYERS = 32;
@@ -38,13 +44,16 @@ async function writeTrace(
   return { seconds, bytes: writer.manifest.shards.reduce((n, s) => n + (s.bytes ?? 0), 0) };
 }
 
-async function readTrace(dir: string): Promise<{ seconds: number; rows: number; peakMiB: number }> {
+async function readTrace(
+  dir: string,
+  workers?: number,
+): Promise<{ seconds: number; rows: number; peakMiB: number }> {
   const reader = await TraceReader.open(dir);
   const start = performance.now();
   let rows = 0;
   let checksum = 0;
   let peak = rssMiB();
-  for await (const batch of reader.batches()) {
+  for await (const batch of reader.batches(workers === undefined ? {} : { workers })) {
     rows += batch.rows;
     // Touch every expert id so the read is not just a file load.
     const experts = batch.experts;
@@ -56,8 +65,9 @@ async function readTrace(dir: string): Promise<{ seconds: number; rows: number; 
 }
 
 /** The median of three reads. */
-async function medianRead(dir: string) {
-  const reads = [await readTrace(dir), await readTrace(dir), await readTrace(dir)];
+async function medianRead(dir: string, workers?: number) {
+  const reads = [];
+  for (let i = 0; i < 3; i++) reads.push(await readTrace(dir, workers));
   reads.sort((a, b) => a.seconds - b.seconds);
   return reads[1]!;
 }
@@ -81,9 +91,11 @@ export async function benchTrace(options: BenchOptions): Promise<void> {
     const inline = await writeTrace(`${root}/inline`, docs, 20, { encoders: 0 });
     const ipc = await writeTrace(`${root}/arrow`, docs, 20, { format: "arrow" });
     await writeTrace(`${root}/large`, docs, 40);
-    const parquetRead = await medianRead(`${root}/parquet`);
+    const readers = Math.max(1, defaultReadWorkers());
+    const parquetRead = await medianRead(`${root}/parquet`, readers);
+    const parquetInPlace = await medianRead(`${root}/parquet`, 0);
     const ipcRead = await medianRead(`${root}/arrow`);
-    const largeRead = await readTrace(`${root}/large`);
+    const largeRead = await readTrace(`${root}/large`, readers);
     const rows = parquetRead.rows;
     const figures: Figure[] = [
       {
@@ -102,11 +114,16 @@ export async function benchTrace(options: BenchOptions): Promise<void> {
         unit: "tokens/s",
       },
       {
-        name: "read tokens/s, Parquet (median of 3)",
+        name: `read tokens/s, Parquet, ${readers} read worker(s) (median of 3)`,
         value: rows / parquetRead.seconds,
         unit: "tokens/s",
         target: 2_000_000,
         direction: "min",
+      },
+      {
+        name: "read tokens/s, Parquet, on the reader's thread (median of 3)",
+        value: rows / parquetInPlace.seconds,
+        unit: "tokens/s",
       },
       {
         name: "read tokens/s, Arrow IPC (median of 3)",

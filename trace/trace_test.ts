@@ -294,3 +294,30 @@ Deno.test("shards encoded by worker threads equal shards encoded on the writer's
   await Deno.remove(inline, { recursive: true });
   await Deno.remove(pooled, { recursive: true });
 });
+
+Deno.test("shards read by worker threads come back in order, equal to reading them in place", async () => {
+  const dir = await Deno.makeTempDir();
+  await writeSyntheticTrace(dir, OPTIONS, { rowsPerShard: 200 });
+  const reader = await TraceReader.open(dir);
+  const inPlace = [];
+  for await (const batch of reader.batches({ workers: 0 })) inPlace.push(structuredClone(batch));
+  const pooled = [];
+  for await (const batch of reader.batches({ workers: 2 })) pooled.push(batch);
+  assert.ok(pooled.length >= 5);
+  assert.deepEqual(pooled, inPlace);
+  // A damaged shard is reported as from the caller's thread, in its turn.
+  const file = `${dir}/${reader.manifest.shards[3]!.file}`;
+  const bytes = await Deno.readFile(file);
+  bytes[50] = bytes[50]! ^ 0xff;
+  await Deno.writeFile(file, bytes);
+  let seen = 0;
+  await assert.rejects(
+    async () => {
+      for await (const _ of reader.batches({ workers: 2 })) seen++;
+    },
+    (e) =>
+      e instanceof DataError && /does not match its fingerprint in the manifest/.test(e.message),
+  );
+  assert.equal(seen, 3);
+  await Deno.remove(dir, { recursive: true });
+});
