@@ -366,7 +366,7 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
         kind: "list",
         default: "bf16",
         value: "NAME",
-        help: "Expert storage: fp32, fp16, bf16, int8, int4, q3, q2.",
+        help: "Expert storage: fp32, fp16, bf16, int8, int4, mxfp4, q3, q2.",
       },
       budget: {
         kind: "string",

@@ -32,6 +32,12 @@ export const DTYPES: Record<string, DtypeInfo> = {
     bitsPerWeight: 4 + 16 / 128,
     description: "4-bit integers, one fp16 scale per group of 128 weights (4.125 bits/weight)",
   },
+  mxfp4: {
+    name: "mxfp4",
+    bitsPerWeight: 4 + 8 / 32,
+    description:
+      "OCP microscaling FP4 (E2M1) with one 8-bit power-of-two scale per block of 32, as gpt-oss ships its experts (4.25 bits/weight)",
+  },
   q3: {
     name: "q3",
     bitsPerWeight: 3 + 32 / 64,

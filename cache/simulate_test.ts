@@ -152,7 +152,7 @@ Deno.test("simulate names the bad flag and value", async () => {
   await rejects(run({ prefetch: ["psychic"] }), /--prefetch takes none, speculative/);
   await rejects(
     run({ dtype: ["fp8"] }),
-    /--dtype takes fp32, fp16, bf16, int8, int4, q3, q2, got "fp8"/,
+    /--dtype takes fp32, fp16, bf16, int8, int4, mxfp4, q3, q2, got "fp8"/,
   );
   await rejects(run({ hardware: ["pcie9"] }), UsageError);
   await rejects(
