@@ -14,7 +14,7 @@ import { zipSync } from "fflate";
 import type { BenchOptions } from "./measure.ts";
 import { type Figure, printFigures, rssMiB } from "./measure.ts";
 import { importFiles } from "../trace/import/command.ts";
-import { type TraceDoc, TraceReader, TraceWriter } from "../trace/mod.ts";
+import { type ShardFormat, type TraceDoc, TraceReader, TraceWriter } from "../trace/mod.ts";
 import { Rng } from "../common/random.ts";
 
 const LAYERS = 17; // layer 0 dense, as DeepSeek's first_k_dense_replace
@@ -56,6 +56,8 @@ export async function benchImport(options: BenchOptions): Promise<void> {
     }
     // The trace writer alone on the same documents: the part of the import that is not the importer's.
     const writerSeconds = await rewrite(`${dir}/trace${REPEATS - 1}`, `${dir}/rewritten`);
+    // The same with Arrow IPC shards, the format before Parquet, for the side-by-side figure.
+    const ipcSeconds = await rewrite(`${dir}/trace${REPEATS - 1}`, `${dir}/rewritten-ipc`, "arrow");
     seconds.sort((a, b) => a - b);
     const median = seconds[Math.floor(seconds.length / 2)]!;
     const fileMiB = files.reduce((n, f) => n + Deno.statSync(f).size, 0) / 2 ** 20;
@@ -73,8 +75,13 @@ export async function benchImport(options: BenchOptions): Promise<void> {
         unit: "rows/s",
       },
       {
-        name: "the trace writer alone, same documents",
+        name: "the trace writer alone, same documents (Parquet zstd)",
         value: tokens / writerSeconds,
+        unit: "tokens/s",
+      },
+      {
+        name: "the trace writer alone, Arrow IPC shards (before Parquet)",
+        value: tokens / ipcSeconds,
         unit: "tokens/s",
       },
       { name: "tokens", value: tokens, unit: "tokens" },
@@ -95,7 +102,7 @@ export async function benchImport(options: BenchOptions): Promise<void> {
 }
 
 /** Writes the documents of trace `from` again into `to`; returns the writer's seconds. */
-async function rewrite(from: string, to: string): Promise<number> {
+async function rewrite(from: string, to: string, format: ShardFormat = "parquet"): Promise<number> {
   const reader = await TraceReader.open(from);
   const docs: TraceDoc[] = [];
   for await (const d of reader.documents()) {
@@ -112,7 +119,7 @@ async function rewrite(from: string, to: string): Promise<number> {
   const writer = await TraceWriter.open(to, {
     model: reader.manifest.model,
     capture: { ...reader.manifest.capture, domains: [] },
-  });
+  }, { format });
   const start = performance.now();
   for (const doc of docs) await writer.add(doc);
   await writer.close();
