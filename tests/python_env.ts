@@ -6,13 +6,17 @@
  * that need it are skipped with the reason printed.
  */
 const ROOT = new URL("..", import.meta.url).pathname;
-const VENV = `${ROOT}.cache/pyenv`;
 const PACKAGES = ["pyarrow", "polars", "duckdb", "pandas"];
 const MIRRORS = ["file:///opt/pypi/simple", "file:///opt/pypi-more/simple"];
 
-let cached: Promise<{ python: string } | { reason: string }> | null = null;
+type Env = { python: string } | { reason: string };
+const cached = new Map<string, Promise<Env>>();
 
-async function run(cmd: string, args: string[]): Promise<{ ok: boolean; output: string }> {
+/** Runs a command; whether it succeeded and what it printed (stdout then stderr), never a throw. */
+export async function runCommand(
+  cmd: string,
+  args: string[],
+): Promise<{ ok: boolean; output: string }> {
   try {
     const { success, stdout, stderr } = await new Deno.Command(cmd, {
       args,
@@ -27,14 +31,10 @@ async function run(cmd: string, args: string[]): Promise<{ ok: boolean; output: 
   }
 }
 
-async function setUp(): Promise<{ python: string } | { reason: string }> {
-  const python = `${VENV}/bin/python`;
-  const check = ["-c", `import ${PACKAGES.join(", ")}`];
-  if ((await run(python, check)).ok) return { python };
-  const created = await run("python3", ["-m", "venv", VENV]);
-  if (!created.ok) {
-    return { reason: `python3 -m venv failed: ${created.output.trim().split("\n").at(-1)}` };
-  }
+async function setUp(venv: string, packages: string[], modules: string): Promise<Env> {
+  const python = `${venv}/bin/python`;
+  const check = ["-c", `import ${modules}`];
+  if ((await runCommand(python, check)).ok) return { python };
   const mirrors = MIRRORS.filter((m) => {
     try {
       return Deno.statSync(new URL(m).pathname).isDirectory;
@@ -45,21 +45,37 @@ async function setUp(): Promise<{ python: string } | { reason: string }> {
   if (mirrors.length === 0) {
     return { reason: "pip's local wheel mirror (/opt/pypi) is not on this machine" };
   }
+  const created = await runCommand("python3", ["-m", "venv", venv]);
+  if (!created.ok) {
+    return { reason: `python3 -m venv failed: ${created.output.trim().split("\n").at(-1)}` };
+  }
   const args = ["-m", "pip", "install", "--quiet", "--index-url", mirrors[0]!];
   for (const m of mirrors.slice(1)) args.push("--extra-index-url", m);
-  const installed = await run(python, [...args, ...PACKAGES]);
+  const installed = await runCommand(python, [...args, ...packages]);
   if (!installed.ok) {
     return { reason: `pip install failed: ${installed.output.trim().split("\n").at(-1)}` };
   }
-  return (await run(python, check)).ok
+  return (await runCommand(python, check)).ok
     ? { python }
-    : { reason: "the packages do not import after install" };
+    : { reason: `${modules} do not import after install` };
 }
 
-/** The venv's python, or the reason it cannot be had (computed once per test run). */
-export function pythonWithDataTools(): Promise<{ python: string } | { reason: string }> {
-  cached ??= setUp();
-  return cached;
+/**
+ * A venv under .cache/NAME holding `packages` from the local wheel mirror, whose
+ * python imports `modules`; or the reason it cannot be had (once per test run).
+ */
+export function pythonEnv(name: string, packages: string[], modules: string): Promise<Env> {
+  let env = cached.get(name);
+  if (!env) {
+    env = setUp(`${ROOT}.cache/${name}`, packages, modules);
+    cached.set(name, env);
+  }
+  return env;
+}
+
+/** The venv's python with the data tools, or the reason it cannot be had. */
+export function pythonWithDataTools(): Promise<Env> {
+  return pythonEnv("pyenv", PACKAGES, PACKAGES.join(", "));
 }
 
 /** Runs a Python script with the venv's python; returns stdout, throws with stderr on failure. */

@@ -9,56 +9,16 @@
  */
 import assert from "node:assert/strict";
 import { runCli } from "../tests/cli_helpers.ts";
+import { pythonEnv, runCommand } from "../tests/python_env.ts";
 import { TraceReader } from "../trace/mod.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
-const VENV = `${ROOT}.cache/pyenv-transformers`;
-const MIRRORS = ["file:///opt/pypi/simple", "file:///opt/pypi-more/simple"];
 const PACKAGES = ["torch==2.13.0", "transformers==5.18.0", "safetensors==0.8.0"];
 const MODELS = ["tiny-olmoe", "tiny-mixtral-swa", "tiny-qwen2-moe", "tiny-qwen3-moe"];
 
-async function run(cmd: string, args: string[]): Promise<{ ok: boolean; output: string }> {
-  try {
-    const { success, stdout, stderr } = await new Deno.Command(cmd, {
-      args,
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const d = new TextDecoder();
-    return { ok: success, output: d.decode(stdout) + d.decode(stderr) };
-  } catch (error) {
-    return { ok: false, output: String(error) };
-  }
-}
-
 /** A python with torch and transformers, or why there is none. */
-async function pythonWithTransformers(): Promise<{ python: string } | { reason: string }> {
-  const python = `${VENV}/bin/python`;
-  const check = ["-c", "import torch, transformers, safetensors"];
-  if ((await run(python, check)).ok) return { python };
-  const mirrors = MIRRORS.filter((m) => {
-    try {
-      return Deno.statSync(new URL(m).pathname).isDirectory;
-    } catch {
-      return false;
-    }
-  });
-  if (mirrors.length === 0) {
-    return { reason: "pip's local wheel mirror (/opt/pypi) is not on this machine" };
-  }
-  const created = await run("python3", ["-m", "venv", VENV]);
-  if (!created.ok) {
-    return { reason: `python3 -m venv failed: ${created.output.trim().split("\n").at(-1)}` };
-  }
-  const args = ["-m", "pip", "install", "--quiet", "--index-url", mirrors[0]!];
-  for (const m of mirrors.slice(1)) args.push("--extra-index-url", m);
-  const installed = await run(python, [...args, ...PACKAGES]);
-  if (!installed.ok) {
-    return { reason: `pip install failed: ${installed.output.trim().split("\n").at(-1)}` };
-  }
-  return (await run(python, check)).ok
-    ? { python }
-    : { reason: "torch and transformers do not import after install" };
+function pythonWithTransformers(): Promise<{ python: string } | { reason: string }> {
+  return pythonEnv("pyenv-transformers", PACKAGES, "torch, transformers, safetensors");
 }
 
 /** The tensors of a safetensors file (F32 and I32 only, as the goldens hold). */
@@ -107,7 +67,7 @@ Deno.test({
           ) + "\n",
         );
         const log = `${dir}/${model}.jsonl`;
-        const recorded = await run(env.python, [
+        const recorded = await runCommand(env.python, [
           `${ROOT}tools/record_transformers.py`,
           "--eager",
           "--model",
