@@ -8,7 +8,11 @@
  */
 import { parseArgs } from "node:util";
 import { isUserError, UsageError } from "./common/errors.ts";
+import { didYouMean } from "./common/suggest.ts";
+import { exitOnInterrupt } from "./common/interrupt.ts";
 import { TOOL_VERSION } from "./trace/manifest.ts";
+import { HARDWARE_PRESETS } from "./cache/hardware.ts";
+import { DTYPES } from "./cache/dtypes.ts";
 
 type FlagKind = "string" | "int" | "number" | "boolean" | "list" | "int-list";
 
@@ -57,6 +61,8 @@ interface CommandSpec {
   flags: Record<string, FlagSpec>;
   /** Writes scratch files to the system temporary folder (benchmarks). */
   scratch?: boolean;
+  /** Running it again after Ctrl-C resumes (the trace writer commits whole shards). */
+  resumable?: boolean;
   run: (
     positional: string | undefined,
     flags: Record<string, unknown>,
@@ -65,6 +71,27 @@ interface CommandSpec {
 }
 
 export type ParsedFlags = Record<string, unknown>;
+
+/** `--json` of every command that prints a summary. */
+const JSON_FLAG: FlagSpec = {
+  kind: "boolean",
+  default: false,
+  help: "Print the summary as one JSON object on stdout, and nothing else there.",
+};
+
+/** `--force` of the commands that refuse an --out folder holding other things. */
+function forceFlag(what: string): FlagSpec {
+  return {
+    kind: "boolean",
+    default: false,
+    help:
+      `Write into --out even when it holds files that are not ${what} (it is refused otherwise).`,
+  };
+}
+
+/** The policy names and what each does, for --policy and --offload help. */
+const POLICY_HELP =
+  "lru (least recently used), fifo, lfu (least frequently used), lrfu (LRFU, Lee et al. 2001: each use adds 1 to a score that halves every 8 tokens and the lowest score is evicted, between lru and lfu), random, swap (CoSMoEs: swap whenever the chosen set changes)";
 
 export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
   capture: {
@@ -91,7 +118,17 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
         value: "TRACE",
         help: "Trace directory to write (resumed if it exists).",
       },
-      domains: { kind: "list", value: "A,B", help: "Only these domains (default: all)." },
+      domains: {
+        kind: "list",
+        value: "A,B",
+        help:
+          "Only these domains (default: all); a name the corpus lacks is refused with the corpus's domains.",
+      },
+      "default-domain": {
+        kind: "string",
+        value: "NAME",
+        help: "Domain of JSONL lines without meta.pile_set_name (default: such a line is refused).",
+      },
       "docs-per-domain": {
         kind: "int",
         min: 1,
@@ -134,7 +171,10 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
         help:
           "Capture only part i of n (0 ≤ i < n) of the selected documents, whole documents in contiguous blocks, for `moetrace merge` (Slurm: $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT).",
       },
+      force: forceFlag("a trace"),
+      json: JSON_FLAG,
     },
+    resumable: true,
     run: async (_p, f) => (await import("./engine/capture.ts")).captureCommand(f),
   },
   generate: {
@@ -152,7 +192,8 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
         required: true,
         path: "read",
         value: "FILE",
-        help: 'Text file, one prompt per line (or JSONL with "prompt").',
+        help:
+          'Text file, one prompt per line, or JSONL: {"prompt": "...", "domain": "..."} per line ("domain" optional, default "prompts").',
       },
       out: {
         kind: "string",
@@ -185,7 +226,7 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
         kind: "string",
         value: "POLICY:CAPACITY",
         help:
-          "Keep routed experts in host memory; the GPU holds CAPACITY expert slots (see --budget).",
+          `Keep routed experts in host memory; the GPU holds CAPACITY expert slots (see --budget), managed by POLICY: ${POLICY_HELP}.`,
       },
       prefetch: {
         kind: "string",
@@ -199,7 +240,13 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
         choices: ["per-layer", "global"],
         help: "--offload CAPACITY slots per MoE layer, or one pool shared by all layers.",
       },
+      json: {
+        ...JSON_FLAG,
+        help:
+          "Print one JSON object on stdout at the end (completions, where the outputs went, the offload summary) instead of a line per completion.",
+      },
     },
+    resumable: true,
     run: async (_p, f) => (await import("./engine/generate.ts")).generateCommand(f),
   },
   import: {
@@ -233,6 +280,12 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
         help:
           "The model's Hugging Face config.json: expert count, layers, hidden size, expert size and dtype the log lacks.",
       },
+      force: {
+        kind: "boolean",
+        default: false,
+        help: "Replace an existing TRACE once the import succeeds (it is refused otherwise).",
+      },
+      json: JSON_FLAG,
     },
     run: async (_p, f, files) =>
       (await import("./trace/import/command.ts")).importCommand(files, f),
@@ -262,6 +315,7 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
         help:
           "Copy the parts' shards into TRACE/shards instead (for parts on another file system, or to move TRACE alone).",
       },
+      json: JSON_FLAG,
     },
     run: async (_p, f, traces) => (await import("./trace/merge.ts")).mergeCommand(traces, f),
   },
@@ -272,8 +326,8 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
       help: "Trace directory or checkpoint directory.",
       path: "read",
     },
-    flags: {},
-    run: async (p) => (await import("./engine/inspect.ts")).inspectCommand(p!),
+    flags: { json: JSON_FLAG },
+    run: async (p, f) => (await import("./engine/inspect.ts")).inspectCommand(p!, f),
   },
   analyze: {
     summary: "Routing statistics per domain and layer with confidence intervals, as CSV and SVG.",
@@ -322,6 +376,8 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
         help:
           "With --engine stream, also write the streaming pass's count tables to counts/*.csv (one more pass).",
       },
+      force: forceFlag("an analysis"),
+      json: JSON_FLAG,
     },
     run: async (p, f) => (await import("./analysis/analyze.ts")).analyzeCommand(p!, f),
   },
@@ -341,13 +397,14 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
         default: "lru,lfu,belady",
         value: "LIST",
         help:
-          "Cache policies: lru, fifo, lfu, lrfu (LRFU, Lee et al. 2001), random, belady (optimal, offline), swap (CoSMoEs: swap whenever the chosen set changes), pinned (the capacity − k most used experts stay; k LRU slots stream the rest).",
+          `Cache policies, any case: ${POLICY_HELP}, belady (optimal, offline: evicts the expert used furthest in the future), pinned (offline: the capacity − k experts used most in the whole trace stay; k LRU slots stream the rest).`,
       },
       capacity: {
         kind: "list",
         default: "auto",
         value: "LIST",
-        help: "Experts per layer (per-layer) or in all (global); auto: k..E.",
+        help:
+          "Expert slots per layer (per-layer) or in all (global), from top_k to the model's experts; or byte budgets such as 24GiB or 512MB (the experts of each --dtype that fit); auto: k..E.",
       },
       prefetch: {
         kind: "list",
@@ -360,13 +417,15 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
         default: "pcie4",
         value: "NAME|FILE",
         path: "read",
-        help: "Hardware presets or JSON files.",
+        help: `Hardware presets (${
+          Object.keys(HARDWARE_PRESETS).join(", ")
+        }) or JSON files (bench engine --calibrate writes one).`,
       },
       dtype: {
         kind: "list",
         default: "bf16",
         value: "NAME",
-        help: "Expert storage: fp32, fp16, bf16, int8, int4, mxfp4, q3, q2.",
+        help: `Expert storage: ${Object.keys(DTYPES).join(", ")}.`,
       },
       budget: {
         kind: "string",
@@ -375,6 +434,8 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
         help: "Capacity per layer or shared by all layers.",
       },
       seed: { kind: "int", min: 0, default: 0, value: "S", help: "Seed for the random policy." },
+      force: forceFlag("a simulation"),
+      json: JSON_FLAG,
     },
     run: async (p, f) => (await import("./cache/simulate.ts")).simulateCommand(p!, f),
   },
@@ -476,7 +537,11 @@ export function parseCommand(
 ): { positional: string | undefined; positionals: string[]; flags: ParsedFlags; help: boolean } {
   const spec = COMMANDS[name];
   if (!spec) {
-    throw new UsageError(`Unknown command "${name}"; run \`moetrace --help\` for the list.`);
+    throw new UsageError(
+      `Unknown command "${name}"; run \`moetrace --help\` for the list.${
+        didYouMean(name, Object.keys(COMMANDS))
+      }`,
+    );
   }
   const options: Record<string, { type: "string" | "boolean" }> = { help: { type: "boolean" } };
   for (const [flag, f] of Object.entries(spec.flags)) {
@@ -489,8 +554,11 @@ export function parseCommand(
     const message = error instanceof Error ? error.message : String(error);
     const unknown = /Unknown option '([^']+)'/.exec(message);
     if (unknown) {
+      const known = ["help", ...Object.keys(spec.flags)];
       throw new UsageError(
-        `Unknown option ${unknown[1]} for ${name}; run \`moetrace ${name} --help\`.`,
+        `Unknown option ${unknown[1]} for ${name}; run \`moetrace ${name} --help\`.${
+          didYouMean(unknown[1]!.replace(/^-+/, ""), known, "--")
+        }`,
       );
     }
     const missing = /Option '([^']+?)(?: <value>)?' argument missing/.exec(message);
@@ -565,7 +633,9 @@ function convertFlag(command: string, flag: string, f: FlagSpec, raw: string | b
     default:
       if (f.choices && !f.choices.includes(text)) {
         throw new UsageError(
-          `--${flag} of ${command} must be one of ${f.choices.join(", ")}, got "${text}".`,
+          `--${flag} of ${command} must be one of ${f.choices.join(", ")}, got "${text}".${
+            didYouMean(text, f.choices)
+          }`,
         );
       }
       return text;
@@ -590,7 +660,12 @@ export async function main(argv: string[]): Promise<number> {
       console.log(commandUsage(name, spec));
       return 0;
     }
-    await spec.run(positional, flags, positionals);
+    const stopListening = exitOnInterrupt(spec.resumable === true);
+    try {
+      await spec.run(positional, flags, positionals);
+    } finally {
+      stopListening();
+    }
     return 0;
   } catch (error) {
     if (isUserError(error)) {

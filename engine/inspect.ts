@@ -6,20 +6,36 @@
 import { basename } from "node:path";
 import { DataError } from "../common/errors.ts";
 import { pathIsFile } from "../common/fs.ts";
-import { describeTrace } from "../trace/inspect.ts";
+import { describeTrace, summariseTrace } from "../trace/inspect.ts";
 import { openCheckpoint } from "./checkpoint.ts";
 import { expertParams, moeLayers } from "./config.ts";
 import { describeRouter, routerFor } from "./router.ts";
 
-export async function inspectCommand(path: string): Promise<void> {
-  console.log(await inspect(path));
+export async function inspectCommand(
+  path: string,
+  flags: Record<string, unknown> = {},
+): Promise<void> {
+  console.log(flags.json === true ? JSON.stringify(await inspectJson(path)) : await inspect(path));
+}
+
+/** What `inspect --json` prints: the trace's facts and counts, or the model's facts. */
+export async function inspectJson(path: string): Promise<Record<string, unknown>> {
+  if (await pathIsFile(`${path}/manifest.json`)) return { ...await summariseTrace(path) };
+  if (await pathIsFile(`${path}/config.json`)) {
+    return { kind: "model", path, ...await describeCheckpoint(path) };
+  }
+  throw notTraceNorModel(path);
 }
 
 /** The summary text for a trace directory or a model directory. */
 export async function inspect(path: string): Promise<string> {
   if (await pathIsFile(`${path}/manifest.json`)) return await describeTrace(path);
   if (await pathIsFile(`${path}/config.json`)) return await describeModel(path);
-  throw new DataError(
+  throw notTraceNorModel(path);
+}
+
+function notTraceNorModel(path: string): DataError {
+  return new DataError(
     `${path} is neither a trace (no manifest.json) nor a model directory (no config.json).`,
   );
 }

@@ -2,10 +2,24 @@
  * `moetrace inspect TRACE`: a one-screen summary of a trace (model facts,
  * capture settings, domains with document and token counts).
  */
-import { TraceReader } from "./mod.ts";
+import { type Manifest, TraceReader } from "./mod.ts";
 
-/** The summary text for a trace directory. */
-export async function describeTrace(dir: string): Promise<string> {
+/** What `inspect --json` prints for a trace: the manifest's facts and counts per domain. */
+export interface TraceSummary {
+  kind: "trace";
+  path: string;
+  model: Manifest["model"];
+  capture: Manifest["capture"];
+  complete: boolean;
+  shards: number;
+  documents: number;
+  tokens: number;
+  generated: number;
+  domains: { domain: string; docs: number; tokens: number; generated: number }[];
+}
+
+/** Counts a trace's documents and tokens per domain (one pass over its shards). */
+export async function summariseTrace(dir: string): Promise<TraceSummary> {
   const reader = await TraceReader.open(dir);
   const { model, capture } = reader.manifest;
   const perDomain = new Map<string, { docs: number; tokens: number; generated: number }>();
@@ -19,9 +33,26 @@ export async function describeTrace(dir: string): Promise<string> {
       perDomain.set(name, entry);
     }
   }
-  const totalTokens = [...perDomain.values()].reduce((n, d) => n + d.tokens, 0);
-  const totalGenerated = [...perDomain.values()].reduce((n, d) => n + d.generated, 0);
-  const width = Math.max(6, ...[...perDomain.keys()].map((d) => d.length));
+  const domains = [...perDomain.entries()].map(([domain, d]) => ({ domain, ...d }));
+  return {
+    kind: "trace",
+    path: dir,
+    model,
+    capture,
+    complete: capture.complete,
+    shards: reader.manifest.shards.length,
+    documents: reader.docs,
+    tokens: domains.reduce((n, d) => n + d.tokens, 0),
+    generated: domains.reduce((n, d) => n + d.generated, 0),
+    domains,
+  };
+}
+
+/** The summary text for a trace directory. */
+export async function describeTrace(dir: string): Promise<string> {
+  const s = await summariseTrace(dir);
+  const { model, capture } = s;
+  const width = Math.max(6, ...s.domains.map((d) => d.domain.length));
   const lines = [
     `trace      ${dir}`,
     `model      ${model.name} (${model.family}, ${model.dtype})`,
@@ -36,14 +67,14 @@ export async function describeTrace(dir: string): Promise<string> {
     }; lookahead ${capture.lookahead}; seed ${capture.seed}`,
     `status     ${
       capture.complete ? "complete" : "incomplete (resumable)"
-    }; ${reader.manifest.shards.length} shards; updated ${capture.updated}`,
-    `documents  ${reader.docs}; tokens ${totalTokens}${
-      totalGenerated ? ` (${totalGenerated} generated)` : ""
+    }; ${s.shards} shards; updated ${capture.updated}`,
+    `documents  ${s.documents}; tokens ${s.tokens}${
+      s.generated ? ` (${s.generated} generated)` : ""
     }`,
     "",
     `  ${"domain".padEnd(width)}  ${"docs".padStart(6)}  ${"tokens".padStart(9)}`,
-    ...[...perDomain.entries()].map(([name, d]) =>
-      `  ${name.padEnd(width)}  ${String(d.docs).padStart(6)}  ${String(d.tokens).padStart(9)}`
+    ...s.domains.map((d) =>
+      `  ${d.domain.padEnd(width)}  ${String(d.docs).padStart(6)}  ${String(d.tokens).padStart(9)}`
     ),
   ];
   return lines.join("\n");
