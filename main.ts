@@ -381,6 +381,40 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
     },
     run: async (p, f) => (await import("./analysis/analyze.ts")).analyzeCommand(p!, f),
   },
+  compare: {
+    summary:
+      "Every statistic of two runs side by side, with the difference B − A and its 95% interval, as CSV.",
+    positional: {
+      name: "A B",
+      help:
+        "Two traces (analysed into DIR/a and DIR/b as analyze would) or two analyze output folders, or one of each.",
+      path: "read",
+      multiple: true,
+    },
+    flags: {
+      out: {
+        kind: "string",
+        required: true,
+        path: "write",
+        value: "DIR",
+        help: "Output directory (new, empty, or an earlier compare's).",
+      },
+      labels: {
+        kind: "list",
+        value: "NAME_A,NAME_B",
+        help: "Names of A and B in compare.json and the report (default: the folders' names).",
+      },
+      bootstrap: {
+        kind: "int",
+        min: 0,
+        default: 1000,
+        value: "N",
+        help: "As analyze's, for a trace given as A or B.",
+      },
+      seed: { kind: "int", min: 0, default: 0, value: "S", help: "As analyze's." },
+    },
+    run: async (_p, f, inputs) => (await import("./analysis/compare.ts")).compareCommand(inputs, f),
+  },
   simulate: {
     summary: "Replay a trace through expert caches and prefetchers; predict offload latency.",
     positional: { name: "TRACE", help: "Trace directory.", path: "read" },

@@ -9,7 +9,7 @@
  */
 import { DataError, UsageError } from "../common/errors.ts";
 import { TraceReader } from "../trace/mod.ts";
-import { runAnalysis } from "./run.ts";
+import { type AnalysisResult, runAnalysis } from "./run.ts";
 import { writeCounts } from "./sql/command.ts";
 import { writeAnalysis } from "./write.ts";
 
@@ -66,12 +66,7 @@ export async function analyzeCommand(
       `--engine of analyze must be stream or duckdb, got ${JSON.stringify(engine)}.`,
     );
   }
-  const result = await runAnalysis(reader, {
-    bootstrap,
-    seed,
-    accumulate: { routerTemperature: temperature },
-  });
-  await writeAnalysis(result, out, { bootstrap, seed });
+  const result = await analyseTo(reader, out, { bootstrap, seed, routerTemperature: temperature });
   if (flags.counts === true) await writeCounts(reader, out, "stream");
   console.log(
     `Analysed ${result.totals.n_tokens} tokens in ${result.totals.n_docs} documents (${result.domains.length} domains); wrote ${out}/ (pass ${
@@ -80,4 +75,23 @@ export async function analyzeCommand(
       result.timing.permutations.toFixed(1)
     } s).`,
   );
+}
+
+/**
+ * Analyses the trace of `reader` and writes the analysis into `out`, as
+ * `analyze` does (also `compare`'s analysis of a trace, so the two agree).
+ */
+export async function analyseTo(
+  reader: TraceReader,
+  out: string,
+  options: { bootstrap: number; seed: number; routerTemperature: number },
+): Promise<AnalysisResult> {
+  const { bootstrap, seed } = options;
+  const result = await runAnalysis(reader, {
+    bootstrap,
+    seed,
+    accumulate: { routerTemperature: options.routerTemperature },
+  });
+  await writeAnalysis(result, out, { bootstrap, seed });
+  return result;
 }

@@ -158,6 +158,7 @@ export function domainDivergenceTable(layout: DocLayout, options: DivergenceOpti
       const ci = jack ? tInterval(value, jack.se[l]!, jack.df[l]!) : { low: NaN, high: NaN };
       rows.push({
         layer: options.moeLayers[l]!,
+        moe_layer: l,
         domain: `${nameA} vs ${nameB}`,
         comparison: kind,
         domain_a: nameA,

@@ -29,7 +29,9 @@ ${result.notes.length > 0 ? `## Notes\n\n${result.notes.map((n) => `- ${n}`).joi
 - Tidy: one observation per row, snake_case columns, plain decimal numbers, empty cell = not defined.
   Every proportion, share and ratio is a fraction (0.464, not 46.4%); only the HTML report shows
   percent.
-- \`layer\`: the MoE layer's index in the model (\`model.moe_layers\`); \`layer_next\`: the next MoE layer.
+- \`layer\`: the MoE layer's index in the model (\`model.moe_layers\`), as in the simulation CSVs;
+  \`moe_layer\`: its index among the MoE layers (0 for the first); \`layer_next\`,
+  \`moe_layer_next\`: the same two for the next MoE layer. In summary.csv both are \`all\`.
 - \`domain\`: a domain of the trace, or \`all\` for the whole corpus. Statistics are computed from
   pooled counts (a ratio of sums over the domain's tokens), not as means of per-document values.
 - \`n_docs\`, \`n_tokens\`: documents and tokens behind the row; \`n_pairs\`: consecutive-token pairs
@@ -73,7 +75,7 @@ f_t = e, s_t = e, e ∈ S_t; q_e = c_any(e)/(kT) is expert e's share of assignme
 ## Files
 
 ### expert_shares.csv (Mixtral Fig. 7 and 9; OLMoE)
-Columns: layer, domain, expert, choice, share, ci_low, ci_high, baseline, n_docs, n_tokens,
+Columns: layer, moe_layer, domain, expert, choice, share, ci_low, ci_high, baseline, n_docs, n_tokens,
 n_clusters.
 - \`choice = first\`: c_first(e)/T, baseline 1/E.
 - \`choice = second\`: c_second(e)/T, baseline 1/E (absent when k = 1).
@@ -85,7 +87,7 @@ n_clusters.
   count of 0 has no sampling variation to resample.
 
 ### repetition.csv (Mixtral Table 5 and Fig. 10)
-Columns: layer, domain, statistic, value, plug_in, ci_low, ci_high, baseline, baseline_marginal,
+Columns: layer, moe_layer, domain, statistic, value, plug_in, ci_low, ci_high, baseline, baseline_marginal,
 p_value, q_value, n_docs, n_tokens, n_pairs, n_clusters.
 - \`first_choice_repeat\`: #{pairs with f_t = f_t−1}/P, baseline 1/E.
 - \`set_overlap\`: #{pairs with |S_t ∩ S_t−1| ≥ 1}/P, baseline 1 − C(E−k,k)/C(E,k) = ${
@@ -104,7 +106,7 @@ p_value, q_value, n_docs, n_tokens, n_pairs, n_clusters.
   locality beyond each document's expert counts.
 
 ### overlap_distribution.csv
-Columns: layer, domain, overlap, proportion, ci_low, ci_high, baseline, baseline_marginal, n_docs,
+Columns: layer, moe_layer, domain, overlap, proportion, ci_low, ci_high, baseline, baseline_marginal, n_docs,
 n_tokens, n_pairs, n_clusters.
 - \`proportion\`: #{pairs with |S_t ∩ S_t−1| = overlap}/P for overlap = 0..k; baseline the
   hypergeometric C(k,j)·C(E−k,k−j)/C(E,k); baseline_marginal the within-document shuffle (as
@@ -184,7 +186,7 @@ d_e = q_e − 1/E, so:
   (1 − k/E)^T); for shares seen at least once the interval excludes 0 exactly when p < 0.05.
 
 ### coactivation.csv (OLMoE)
-Columns: layer, domain, expert_i, expert_j, n_i, n_ij, coactivation, ci_low, ci_high, baseline,
+Columns: layer, moe_layer, domain, expert_i, expert_j, n_i, n_ij, coactivation, ci_low, ci_high, baseline,
 baseline_marginal, lift, lift_ci_low, lift_ci_high, lift_marginal, n_docs, n_tokens, n_clusters.
 - n_i = tokens with i ∈ S_t; n_ij = tokens with both i, j ∈ S_t (over all pairs of a token's top-k).
 - \`coactivation\` = n_ij/n_i (directed: i → j), baseline (k−1)/(E−1); \`lift\` = coactivation/baseline.
@@ -197,7 +199,7 @@ baseline_marginal, lift, lift_ci_low, lift_ci_high, lift_marginal, n_docs, n_tok
   Per-domain rows only when E ≤ 16 (else \`all\` only).
 
 ### vocabulary_specialisation.csv (OLMoE)
-Columns: layer, domain, n_token_ids, min_count, mean_specialisation, median_specialisation,
+Columns: layer, moe_layer, domain, n_token_ids, min_count, mean_specialisation, median_specialisation,
 p90_specialisation, ci_low, ci_high, baseline, baseline_marginal, n_docs, n_tokens.
 - For each token id seen at least \`min_count\` times in the domain: max_e N(id, e)/N(id), the largest
   share of its occurrences whose first choice is one expert. Mean, median and 90th percentile over ids.
@@ -210,13 +212,13 @@ p90_specialisation, ci_low, ci_high, baseline, baseline_marginal, n_docs, n_toke
 - No intervals (ci empty): the per-token-id tables are not kept per document.
 
 ### layer_flow.csv (OLMoE cross-layer flow)
-Columns: layer, layer_next, domain, expert_from, expert_to, count, probability, baseline, n_docs, n_tokens.
+Columns: layer, moe_layer, layer_next, moe_layer_next, domain, expert_from, expert_to, count, probability, baseline, n_docs, n_tokens.
 - \`count\`: tokens whose first choice is expert_from at layer and expert_to at layer_next;
   \`probability\` = count / Σ_to count (P(to | from)); baseline 1/E. Point estimates (no intervals).
   Per-domain rows only when E ≤ 16.
 
 ### flow_information.csv
-Columns: layer, layer_next, domain, mutual_information, plug_in, ci_low, ci_high, baseline,
+Columns: layer, moe_layer, layer_next, moe_layer_next, domain, mutual_information, plug_in, ci_low, ci_high, baseline,
 p_value, q_value, n_docs, n_tokens, n_clusters.
 - Mutual information (bits) of the layer_flow table, Σ p(i,j) log2 p(i,j)/(p(i)p(j)). The plug-in is
   biased up by about (E−1)²/(2N ln 2) bits (more with clustering) and is never below 0, so
@@ -226,7 +228,7 @@ p_value, q_value, n_docs, n_tokens, n_clusters.
   0, where the jackknife overstates the variance); q over the whole table.
 
 ### domain_divergence.csv
-Columns: layer, domain, comparison, domain_a, domain_b, jsd, plug_in, ci_low, ci_high, baseline,
+Columns: layer, moe_layer, domain, comparison, domain_a, domain_b, jsd, plug_in, ci_low, ci_high, baseline,
 p_value, q_value, n_permutations, n_docs, n_tokens, n_clusters.
 - \`comparison = pair\`: every pair of domains; \`domain\` is "a vs b".
 - \`comparison = one_vs_rest\` (three or more domains): each domain against all the others pooled
@@ -241,7 +243,7 @@ p_value, q_value, n_permutations, n_docs, n_tokens, n_clusters.
   across all layers × comparisons of one type.
 
 ### summary.csv
-Columns: statistic, layer (\`all\`), domain, value, plug_in, ci_low, ci_high, baseline,
+Columns: statistic, layer (\`all\`), moe_layer (\`all\`), domain, value, plug_in, ci_low, ci_high, baseline,
 baseline_marginal, p_value, q_value, n_docs, n_tokens, n_clusters, note. Each statistic of
 repetition.csv, cosmoes.csv and load_balance.csv averaged over the M layers (unweighted mean of
 the per-layer values). The mean is itself a statistic of the clusters, so its interval comes from

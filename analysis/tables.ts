@@ -153,6 +153,7 @@ export function expertSharesTable(doc: Estimates<DocStatistics>): CsvRow[] {
           const { value, ci_low, ci_high } = estimate(d, slot, { proportionOf: trials });
           rows.push({
             layer: doc.moeLayers[l]!,
+            moe_layer: l,
             ...domainColumns(d),
             expert: e,
             choice,
@@ -240,7 +241,14 @@ export function layerStatisticsTable(doc: Estimates<DocStatistics>, table: Layer
       for (const statistic of LAYER_STATISTICS[table]) {
         if (!S.dims.probs && NEEDS_PROBS.has(statistic)) continue;
         const { value, ...rest } = layerRow(S, d, statistic, l, baselines);
-        rows.push({ layer: doc.moeLayers[l]!, ...domainColumns(d), statistic, value, ...rest });
+        rows.push({
+          layer: doc.moeLayers[l]!,
+          moe_layer: l,
+          ...domainColumns(d),
+          statistic,
+          value,
+          ...rest,
+        });
       }
     }
   }
@@ -261,6 +269,7 @@ export function overlapDistributionTable(doc: Estimates<DocStatistics>): CsvRow[
         const { value, ci_low, ci_high } = estimate(d, slot, { proportionOf: P });
         rows.push({
           layer: doc.moeLayers[l]!,
+          moe_layer: l,
           ...domainColumns(d),
           n_pairs: P,
           overlap,
@@ -289,6 +298,7 @@ export function summaryTable(doc: Estimates<DocStatistics>): CsvRow[] {
       rows.push({
         statistic,
         layer: ALL,
+        moe_layer: ALL,
         ...domainColumns(d),
         value: absent ? NaN : row.value,
         plug_in: absent ? NaN : row.plug_in,
@@ -336,6 +346,7 @@ export function coactivationTable(
           const popular = marginal[g]![(l * E + i) * E + j]!;
           rows.push({
             layer: bucket.moeLayers[l]!,
+            moe_layer: l,
             ...domainColumns(d),
             expert_i: i,
             expert_j: j,
@@ -372,7 +383,9 @@ export function flowInformationTable(bucket: Estimates<BucketStatistics>): CsvRo
       const p = !d.jack ? NaN : se > 0 ? tUpper(value / se, d.jack.df[slot]!) : value > 0 ? 0 : 1;
       rows.push({
         layer: bucket.moeLayers[l]!,
+        moe_layer: l,
         layer_next: bucket.moeLayers[l + 1]!,
+        moe_layer_next: l + 1,
         ...domainColumns(d),
         mutual_information: value,
         plug_in: d.values[slot]!,
@@ -406,7 +419,9 @@ export function layerFlowTable(bucket: Estimates<BucketStatistics>): CsvRow[] {
           const count = d.sums[B.flow + (l * E + i) * E + j]!;
           rows.push({
             layer: bucket.moeLayers[l]!,
+            moe_layer: l,
             layer_next: bucket.moeLayers[l + 1]!,
+            moe_layer_next: l + 1,
             ...domainColumns(d),
             expert_from: i,
             expert_to: j,

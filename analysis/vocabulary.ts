@@ -81,6 +81,7 @@ export function vocabularySpecialisationTable(
       shares.sort((a, b) => a - b);
       rows.push({
         layer: options.moeLayers[l]!,
+        moe_layer: l,
         domain: totals.name,
         n_docs: totals.n_docs,
         n_tokens: totals.n_tokens,

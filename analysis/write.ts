@@ -16,6 +16,7 @@ const INTERVAL = ["ci_low", "ci_high"];
 /** Columns of the per-layer statistics (repetition, CoSMoEs, load balance). */
 const LAYER_COLUMNS = [
   "layer",
+  "moe_layer",
   "domain",
   "statistic",
   "value",
@@ -35,6 +36,7 @@ const LAYER_COLUMNS = [
 export const COLUMNS: Record<string, readonly string[]> = {
   expert_shares: [
     "layer",
+    "moe_layer",
     "domain",
     "expert",
     "choice",
@@ -48,6 +50,7 @@ export const COLUMNS: Record<string, readonly string[]> = {
   repetition: LAYER_COLUMNS,
   overlap_distribution: [
     "layer",
+    "moe_layer",
     "domain",
     "overlap",
     "proportion",
@@ -63,6 +66,7 @@ export const COLUMNS: Record<string, readonly string[]> = {
   load_balance: LAYER_COLUMNS,
   coactivation: [
     "layer",
+    "moe_layer",
     "domain",
     "expert_i",
     "expert_j",
@@ -82,6 +86,7 @@ export const COLUMNS: Record<string, readonly string[]> = {
   ],
   vocabulary_specialisation: [
     "layer",
+    "moe_layer",
     "domain",
     "n_token_ids",
     "min_count",
@@ -96,7 +101,9 @@ export const COLUMNS: Record<string, readonly string[]> = {
   ],
   layer_flow: [
     "layer",
+    "moe_layer",
     "layer_next",
+    "moe_layer_next",
     "domain",
     "expert_from",
     "expert_to",
@@ -108,7 +115,9 @@ export const COLUMNS: Record<string, readonly string[]> = {
   ],
   flow_information: [
     "layer",
+    "moe_layer",
     "layer_next",
+    "moe_layer_next",
     "domain",
     "mutual_information",
     "plug_in",
@@ -122,6 +131,7 @@ export const COLUMNS: Record<string, readonly string[]> = {
   ],
   domain_divergence: [
     "layer",
+    "moe_layer",
     "domain",
     "comparison",
     "domain_a",
@@ -140,6 +150,7 @@ export const COLUMNS: Record<string, readonly string[]> = {
   summary: [
     "statistic",
     "layer",
+    "moe_layer",
     "domain",
     "value",
     "plug_in",

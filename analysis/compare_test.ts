@@ -1,0 +1,200 @@
+/**
+ * `moetrace compare` against `analyze` run on each side alone: the values are
+ * the analyses' own cells, the difference is B − A, and the interval is the
+ * MOVER interval recomputed here from the two analyses' intervals. Routing
+ * that differs by construction (uniform A, sticky B) shows up as a repetition
+ * difference whose interval excludes 0, while expert shares (1/E on both
+ * sides) mostly do not differ.
+ */
+import assert from "node:assert/strict";
+import { parse } from "csv-parse/sync";
+import { runCli } from "../tests/cli_helpers.ts";
+import { type SyntheticOptions, writeSyntheticTrace } from "../trace/synthetic.ts";
+
+type Row = Record<string, string>;
+
+const TABLES = [
+  "expert_shares",
+  "repetition",
+  "overlap_distribution",
+  "cosmoes",
+  "load_balance",
+  "coactivation",
+  "vocabulary_specialisation",
+  "layer_flow",
+  "flow_information",
+  "domain_divergence",
+  "summary",
+];
+
+const SMALL: SyntheticOptions = { numExperts: 4, topK: 2, numLayers: 3, tokensPerDoc: 40 };
+
+async function readCsv(path: string): Promise<Row[]> {
+  return parse(await Deno.readTextFile(path), { columns: true }) as Row[];
+}
+
+async function cli(args: string[]): Promise<string> {
+  const result = await runCli(args);
+  assert.equal(result.code, 0, `${args.join(" ")}: ${result.stderr}`);
+  return result.stdout;
+}
+
+const num = (text: string | undefined) => (text === undefined || text === "" ? NaN : Number(text));
+const near = (x: number, y: number) => Math.abs(x - y) <= 1e-9 * Math.max(1, Math.abs(y));
+
+Deno.test("compare of two traces: each side is its analyze output, difference B − A, MOVER interval", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "moetrace-compare-test-" });
+  try {
+    await writeSyntheticTrace(`${dir}/uniform`, {
+      ...SMALL,
+      seed: 1,
+      domains: [{ name: "ArXiv", docs: 10 }, { name: "Github", docs: 10 }],
+    });
+    await writeSyntheticTrace(`${dir}/sticky`, {
+      ...SMALL,
+      seed: 2,
+      stickiness: 0.6,
+      domains: [{ name: "ArXiv", docs: 10 }, { name: "PubMed", docs: 12 }],
+    });
+    const bootstrap = ["--bootstrap", "200", "--seed", "3"];
+    await cli(["analyze", `${dir}/uniform`, "--out", `${dir}/analysis_a`, ...bootstrap]);
+    await cli(["analyze", `${dir}/sticky`, "--out", `${dir}/analysis_b`, ...bootstrap]);
+    const printed = await cli([
+      "compare",
+      `${dir}/uniform`,
+      `${dir}/sticky`,
+      "--out",
+      `${dir}/compare`,
+      ...bootstrap,
+    ]);
+    assert.match(printed, /Compared uniform \(800 tokens\) with sticky \(880 tokens\)/);
+
+    for (const table of TABLES) {
+      const rows = await readCsv(`${dir}/compare/${table}.csv`);
+      const sides = {
+        a: await readCsv(`${dir}/analysis_a/${table}.csv`),
+        b: await readCsv(`${dir}/analysis_b/${table}.csv`),
+      };
+      // The compare analyses of the traces are the analyses made alone.
+      for (const side of ["a", "b"] as const) {
+        assert.equal(
+          await Deno.readTextFile(`${dir}/compare/${side}/${table}.csv`),
+          await Deno.readTextFile(`${dir}/analysis_${side}/${table}.csv`),
+          `${side}/${table}.csv`,
+        );
+      }
+      if (sides.a.length + sides.b.length === 0) continue;
+      const header = Object.keys(rows[0] ?? {});
+      const keys = header.slice(0, header.indexOf("quantity"));
+      assert.ok(keys.includes("layer") || table === "summary", `${table} keys ${keys}`);
+      const keyOf = (r: Row) => keys.map((k) => r[k]).join("|");
+      const quantities = [...new Set(rows.map((r) => r.quantity!))];
+      const byKey = new Map(rows.map((r) => [`${keyOf(r)}|${r.quantity}`, r]));
+      // Every cell of every compared column of both analyses appears as value_a or value_b.
+      for (const side of ["a", "b"] as const) {
+        for (const source of sides[side]) {
+          for (const q of quantities) {
+            const row = byKey.get(`${keyOf(source)}|${q}`);
+            assert.ok(row, `${table}: no compare row for ${keyOf(source)} ${q}`);
+            assert.equal(row[`value_${side}`], source[q], `${table} ${keyOf(source)} ${q}`);
+            assert.equal(row[`n_tokens_${side}`], source.n_tokens);
+          }
+        }
+      }
+      // No invented rows: each key is a row of A or of B.
+      const sourceKeys = new Set([...sides.a, ...sides.b].map(keyOf));
+      for (const r of rows) assert.ok(sourceKeys.has(keyOf(r)), `${table}: extra row ${keyOf(r)}`);
+      for (const r of rows) {
+        const a = num(r.value_a);
+        const b = num(r.value_b);
+        if (!Number.isFinite(a) || !Number.isFinite(b)) {
+          assert.equal(r.difference, "", `${table}: difference without both sides`);
+          continue;
+        }
+        assert.ok(near(num(r.difference), b - a), `${table}: ${r.difference} vs ${b - a}`);
+        // MOVER: the lower half-width of B − A joins B's lower and A's upper half-widths.
+        const [la, ua, lb, ub] = [r.ci_low_a, r.ci_high_a, r.ci_low_b, r.ci_high_b].map(num);
+        if (![la, ua, lb, ub].every(Number.isFinite)) {
+          assert.equal(r.difference_ci_low, "", `${table}: interval without both intervals`);
+          continue;
+        }
+        const down = Math.sqrt((b - lb!) ** 2 + (ua! - a) ** 2);
+        const up = Math.sqrt((ub! - b) ** 2 + (a - la!) ** 2);
+        assert.ok(near(num(r.difference_ci_low), b - a - down), `${table} low`);
+        assert.ok(near(num(r.difference_ci_high), b - a + up), `${table} high`);
+        const excludes = b - a - down > 0 || b - a + up < 0;
+        assert.equal(r.interval_excludes_zero, String(excludes));
+      }
+    }
+
+    // Known differences: sticky B repeats its first choice far more; shares stay 1/E on both sides.
+    const summary = await readCsv(`${dir}/compare/summary.csv`);
+    const repeat = summary.find((r) =>
+      r.statistic === "first_choice_repeat" && r.domain === "all"
+    )!;
+    assert.ok(num(repeat.value_a) < 0.4 && num(repeat.value_b) > 0.6, JSON.stringify(repeat));
+    assert.ok(num(repeat.difference_ci_low) > 0.3, JSON.stringify(repeat));
+    const shares = (await readCsv(`${dir}/compare/expert_shares.csv`)).filter((r) =>
+      r.domain === "ArXiv"
+    );
+    const differing = shares.filter((r) => r.interval_excludes_zero === "true").length;
+    assert.ok(differing <= 0.2 * shares.length, `${differing} of ${shares.length} shares differ`);
+    // A domain in one side only has the other side empty.
+    const github = summary.filter((r) => r.domain === "Github");
+    assert.ok(github.every((r) => r.value_b === "" && r.n_docs_b === "" && r.n_docs_a === "10"));
+    assert.ok(github.some((r) => r.value_a !== ""));
+
+    const info = JSON.parse(await Deno.readTextFile(`${dir}/compare/compare.json`));
+    assert.equal(info.format, "moetrace-compare/1");
+    assert.equal(info.a.label, "uniform");
+    assert.equal(info.b.kind, "trace");
+    assert.equal(info.a.analysis, "a");
+    assert.equal(info.interval.method, "mover");
+    assert.equal(info.files.length, TABLES.length);
+    assert.equal(info.summary.length, summary.length);
+    const jsonRepeat = info.summary.find((r: Row) =>
+      r.statistic === "first_choice_repeat" && r.domain === "all"
+    );
+    assert.equal(jsonRepeat.value_b, num(repeat.value_b));
+
+    // The analysis folders compare to the same CSVs as the traces they came from.
+    await cli([
+      "compare",
+      `${dir}/analysis_a`,
+      `${dir}/analysis_b`,
+      "--out",
+      `${dir}/compare_folders`,
+      "--labels",
+      "uniform,sticky",
+    ]);
+    for (const table of TABLES) {
+      assert.equal(
+        await Deno.readTextFile(`${dir}/compare_folders/${table}.csv`),
+        await Deno.readTextFile(`${dir}/compare/${table}.csv`),
+        table,
+      );
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("compare refuses a wrong number of inputs, an input that is neither, and a busy folder", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "moetrace-compare-test-" });
+  try {
+    await writeSyntheticTrace(`${dir}/trace`, { ...SMALL, domains: [{ name: "ArXiv", docs: 3 }] });
+    const one = await runCli(["compare", `${dir}/trace`, "--out", `${dir}/out`]);
+    assert.equal(one.code, 2);
+    assert.match(one.stderr, /compare needs exactly two inputs .*got 1\./);
+    await Deno.mkdir(`${dir}/empty`);
+    const neither = await runCli(["compare", `${dir}/trace`, `${dir}/empty`, "--out", `${dir}/o`]);
+    assert.equal(neither.code, 1);
+    assert.match(neither.stderr, /empty is neither a trace \(no manifest\.json\) nor an analyze/);
+    await Deno.writeTextFile(`${dir}/busy.txt`, "x");
+    const busy = await runCli(["compare", `${dir}/trace`, `${dir}/trace`, "--out", dir]);
+    assert.equal(busy.code, 2);
+    assert.match(busy.stderr, /holds other files \(no compare\.json\)/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
