@@ -158,12 +158,17 @@ const LIMITS: Record<string, number> = {
 /** Families named when refusing a model_type: the common MoE families the engine does not run. */
 const NOT_SUPPORTED = "llama4, phimoe, jamba, dbrx, jetmoe, minimax, qwen3_next";
 
+/** A config value as written in an error: Infinity and NaN by name (JSON.stringify says null). */
+export function shown(value: unknown): string {
+  return typeof value === "number" && !Number.isFinite(value)
+    ? String(value)
+    : JSON.stringify(value) ?? String(value);
+}
+
 /** Readers of config.json fields that refuse a bad value with one sentence naming the field. */
 function fieldReader(c: Record<string, unknown>, file: string) {
   const bad = (key: string, expected: string): never => {
-    throw new DataError(
-      `Field ${key} in ${file} is ${JSON.stringify(c[key])}, expected ${expected}.`,
-    );
+    throw new DataError(`Field ${key} in ${file} is ${shown(c[key])}, expected ${expected}.`);
   };
   // Sizes are bounded before anything is allocated from them: a config that
   // claims 10^300 layers is refused here, not by an out-of-memory crash.
@@ -179,7 +184,7 @@ function fieldReader(c: Record<string, unknown>, file: string) {
     const v = c[key];
     if (v === undefined || v === null) return fallback;
     if (typeof v !== "number" || !(v > 0) || !Number.isFinite(v)) {
-      return bad(key, "a positive number");
+      return bad(key, "a finite positive number");
     }
     return v;
   };
@@ -334,7 +339,7 @@ export function parseConfig(raw: unknown, file: string): ModelConfig {
     routing,
     rmsEps: num("rms_norm_eps", qwen || deepseek || granite ? 1e-6 : 1e-5),
     rope,
-    window: attentionWindows(c, f, numLayers),
+    window: attentionWindows(c, f, numLayers, file),
     qkvBias: f === "qwen2_moe" ? c.qkv_bias !== false : !mla && attentionBias,
     oBias: (granite || f === "gpt_oss" || deepseek) && attentionBias,
     qkNorm: f === "olmoe"
@@ -487,9 +492,16 @@ function attentionWindows(
   c: Record<string, unknown>,
   f: Family,
   numLayers: number,
+  file: string,
 ): (number | null)[] {
-  const windowOf = (v: unknown): number | null =>
-    typeof v === "number" && Number.isInteger(v) && v > 0 ? v : null;
+  // null or absent: no window; anything else must be a positive integer, not silently ignored.
+  const windowOf = (v: unknown): number | null => {
+    if (v === undefined || v === null) return null;
+    if (typeof v === "number" && Number.isInteger(v) && v > 0) return v;
+    throw new DataError(
+      `Field sliding_window in ${file} is ${shown(v)}, expected a positive integer or null.`,
+    );
+  };
   if (f === "mixtral") return Array(numLayers).fill(windowOf(c.sliding_window));
   if (f === "qwen2_moe" || f === "gpt_oss") {
     const types = Array.isArray(c.layer_types)

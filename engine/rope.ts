@@ -55,12 +55,30 @@ export function parseRope(
   file: string,
   o: { dim: number; theta: number; interleaved: boolean; maxPositions: number },
 ): Rope {
-  const raw = c.rope_parameters ?? c.rope_scaling ?? null;
-  const r = raw !== null && typeof raw === "object" ? raw as Record<string, unknown> : {};
+  const key = c.rope_parameters !== undefined && c.rope_parameters !== null
+    ? "rope_parameters"
+    : "rope_scaling";
+  const raw = c[key] ?? null;
+  if (raw !== null && (typeof raw !== "object" || Array.isArray(raw))) {
+    throw new DataError(
+      `Field ${key} in ${file} is ${JSON.stringify(raw)}, expected an object or null.`,
+    );
+  }
+  const r = (raw ?? {}) as Record<string, unknown>;
   const type = r.rope_type ?? r.type ?? "default";
   let theta = o.theta;
-  if (typeof c.rope_theta === "number") theta = c.rope_theta;
-  if (typeof r.rope_theta === "number") theta = r.rope_theta;
+  // θ ≤ 0 or infinite makes every rotation NaN; the engine would still route, on garbage.
+  for (const [where, v] of [["rope_theta", c.rope_theta], [`${key}.rope_theta`, r.rope_theta]]) {
+    if (v === undefined || v === null) continue;
+    if (typeof v !== "number" || !(v > 0) || !Number.isFinite(v)) {
+      throw new DataError(
+        `Field ${where} in ${file} is ${
+          typeof v === "number" ? String(v) : JSON.stringify(v)
+        }, expected a finite positive number.`,
+      );
+    }
+    theta = v;
+  }
   const rope: Rope = { theta, dim: o.dim, interleaved: o.interleaved, yarn: null };
   if (type === "default") return rope;
   if (type !== "yarn") {
@@ -76,8 +94,8 @@ export function parseRope(
     if (typeof v !== "number" || !(v > 0) || !Number.isFinite(v)) {
       throw new DataError(
         `Field rope_parameters.${key} in ${file} is ${
-          JSON.stringify(v)
-        }, expected a positive number.`,
+          typeof v === "number" ? String(v) : JSON.stringify(v)
+        }, expected a finite positive number.`,
       );
     }
     return v;
@@ -86,6 +104,11 @@ export function parseRope(
   if (original === null) {
     throw new DataError(
       `Field rope_parameters.original_max_position_embeddings in ${file} is missing, expected a positive integer for YaRN.`,
+    );
+  }
+  if (theta <= 1) {
+    throw new DataError(
+      `Field rope_theta in ${file} is ${theta}, expected a number above 1 for YaRN (it divides by ln θ).`,
     );
   }
   const factor = num("factor") ?? o.maxPositions / original;

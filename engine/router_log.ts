@@ -16,6 +16,7 @@
  *   l's own router sees. 65535 where layer l + d does not exist or has no MoE
  *   block (counted in layers, not MoE layers).
  */
+import { DataError } from "../common/errors.ts";
 import { type ModelConfig, moeLayers } from "./config.ts";
 import { type GpuContext, readBack } from "./gpu.ts";
 import type { RunState } from "./run_state.ts";
@@ -65,6 +66,7 @@ export async function readRouterLogs(
   const weights = new Float32Array(data[1]!);
   const probs = withProbs ? new Float32Array(data[2]!) : null;
   const spec = D > 0 ? new Uint32Array(data[withProbs ? 3 : 2]!) : null;
+  checkFinite(experts, weights, { counts: read.counts, moe, k, experts: E });
   const logs: RouterLog[] = [];
   let row = 0;
   for (const n of read.counts) {
@@ -91,6 +93,39 @@ export async function readRouterLogs(
     row += n;
   }
   return { logs, ids };
+}
+
+/**
+ * Refuses a log whose router saw a NaN or infinite logit (the kernel logs
+ * expert 65535 for it) or whose gate weight is not finite: such choices are
+ * meaningless (a config or weight that overflows float32 makes every token
+ * pick experts 0 and 1 with equal weights), and a trace of them would analyse
+ * as perfect repetition. Names the layer, the sequence and the token.
+ */
+function checkFinite(
+  experts: Uint32Array,
+  weights: Float32Array,
+  o: { counts: readonly number[]; moe: number[]; k: number; experts: number },
+): void {
+  const M = o.moe.length;
+  let bad = -1;
+  for (let i = 0; i < weights.length; i++) {
+    if (experts[i]! >= o.experts || !Number.isFinite(weights[i]!)) {
+      bad = i;
+      break;
+    }
+  }
+  if (bad < 0) return;
+  let row = Math.floor(bad / (M * o.k));
+  const layer = o.moe[Math.floor(bad / o.k) % M]!;
+  let sequence = 0;
+  while (sequence < o.counts.length - 1 && row >= o.counts[sequence]!) row -= o.counts[sequence++]!;
+  const what = experts[bad]! >= o.experts
+    ? "logits that are NaN, infinite or all equal"
+    : "a gate weight that is not finite";
+  throw new DataError(
+    `The router of layer ${layer} gave ${what} at token ${row} of sequence ${sequence}: the activations are not finite (a checkpoint weight or a config.json number out of float32's range), so its choices would be meaningless; nothing was logged.`,
+  );
 }
 
 /** The log of the first `rows` tokens (generation cut at its stop token). */

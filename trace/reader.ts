@@ -365,6 +365,7 @@ function decodeShard(
   if (shape.arrivalSteps) batch.arrivalStep = flat("arrival_step", Uint32Array, new arrow.Uint32());
   checkLengths(batch, shape, path);
   checkExpertIds(batch.experts, shape.experts, false, path, "experts");
+  checkRouting(batch, shape, path);
   if (batch.spec) checkExpertIds(batch.spec, shape.experts, true, path, "spec");
   return batch;
 }
@@ -412,6 +413,56 @@ function checkExpertIds(
     if (id >= numExperts && !(allowNone && id === NO_EXPERT)) {
       throw new DataError(
         `Shard ${path} column "${name}" holds expert id ${id}, but the model has ${numExperts} experts.`,
+      );
+    }
+  }
+}
+
+/**
+ * A router picks k different experts with finite weights: a token that lists
+ * an expert twice, or a NaN or infinite weight, is corrupted routing (what a
+ * NaN forward logs) that would analyse as perfect repetition.
+ */
+function checkRouting(batch: TraceBatch, shape: RowShape, path: string): void {
+  const { experts, weights } = batch;
+  const k = shape.topK;
+  const where = (i: number) => {
+    const row = Math.floor(i / (shape.layers * k));
+    return `row ${row} (document ${batch.doc[row]}, position ${batch.pos[row]}) layer index ${
+      Math.floor(i / k) % shape.layers
+    }`;
+  };
+  if (k === 2) {
+    for (let i = 0; i < experts.length; i += 2) {
+      if (experts[i] === experts[i + 1]) {
+        throw new DataError(
+          `Shard ${path} ${where(i)} lists expert ${
+            experts[i]
+          } twice; a router picks different experts.`,
+        );
+      }
+    }
+  } else if (k > 2) {
+    for (let i = 0; i < experts.length; i += k) {
+      for (let a = i + 1; a < i + k; a++) {
+        for (let b = i; b < a; b++) {
+          if (experts[a] === experts[b]) {
+            throw new DataError(
+              `Shard ${path} ${where(i)} lists expert ${
+                experts[a]
+              } twice; a router picks different experts.`,
+            );
+          }
+        }
+      }
+    }
+  }
+  // NaN and ±Inf have every exponent bit set.
+  const bits = new Uint32Array(weights.buffer, weights.byteOffset, weights.length);
+  for (let i = 0; i < bits.length; i++) {
+    if ((bits[i]! & 0x7f800000) === 0x7f800000) {
+      throw new DataError(
+        `Shard ${path} ${where(i)} has gate weight ${weights[i]}; weights must be finite.`,
       );
     }
   }

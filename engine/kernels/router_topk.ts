@@ -187,6 +187,16 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   var sc: array<f32, E>;
   var ch: array<f32, E>;
   var taken: array<bool, E>;
+  // A logit that is NaN or ±Inf (exponent bits all set; tested on the bits, as compilers may
+  // assume floats are finite), or logits all equal (the router's input was zero: an RMSNorm
+  // whose sum of squares overflowed), make every choice meaningless: the log says so with 65535.
+  var finite = true;
+  var same = true;
+  for (var i = 0u; i < E; i++) {
+    if ((bitcast<u32>(logits[t * E + i]) & 0x7f800000u) == 0x7f800000u) { finite = false; }
+    if (logits[t * E + i] != logits[t * E]) { same = false; }
+  }
+  finite = finite && (E == 1u || !same);
   ${scoring}
   ${v.probs ? "for (var i = 0u; i < E; i++) { log_probs[(row * p.M + p.m) * E + i] = sc[i]; }" : ""}
   ${v.bias ? "for (var i = 0u; i < E; i++) { ch[i] = ch[i] + sel_bias[i]; }" : ""}
@@ -211,7 +221,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
       : `let w = vals[j] * p.scale;
     choice[t * p.k + j] = ids[j];
     choice_weight[t * p.k + j] = w;
-    log_experts[(row * p.M + p.m) * p.k + j] = ids[j];
+    log_experts[(row * p.M + p.m) * p.k + j] = select(0xFFFFu, ids[j], finite);
     log_weights[(row * p.M + p.m) * p.k + j] = w;`
   }
   }
