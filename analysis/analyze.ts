@@ -67,6 +67,7 @@ export async function analyzeCommand(
     );
   }
   const result = await analyseTo(reader, out, { bootstrap, seed, routerTemperature: temperature });
+  for (const line of result.skipped) console.log(line);
   if (flags.counts === true) await writeCounts(reader, out, "stream");
   console.log(
     `Analysed ${result.totals.n_tokens} tokens in ${result.totals.n_docs} documents (${result.domains.length} domains); wrote ${out}/ (pass ${

@@ -56,6 +56,14 @@ export function tokenColouringHtml(result: AnalysisResult): string {
   out.push(
     `<div style="font-family: Helvetica, Arial, sans-serif; font-size: 14px; line-height: 1.6;">`,
   );
+  if (result.manifest.capture.tokens_recorded === false) {
+    // The pieces of such a trace are placeholders: colouring them would show nothing true.
+    out.push(
+      `<p style="margin: 0;">No token colouring: the trace records no token ids or text (capture.tokens_recorded is false).</p>`,
+      `</div>`,
+    );
+    return out.join("\n") + "\n";
+  }
   out.push(
     `<p style="margin: 0 0 8px 0;">Each token is coloured by the expert its router chose first at MoE layer ${
       layers.join(", ")

@@ -81,6 +81,11 @@ export interface AnalysisResult {
     routerTemperature: number;
   };
   buckets: number;
+  /**
+   * One line per kind of statistic left out because the trace holds
+   * placeholders for a column the log did not record (also in `notes`).
+   */
+  skipped: string[];
   notes: string[];
   /**
    * Seconds: the streaming pass; the document and bucket jackknives; the
@@ -140,6 +145,7 @@ export async function runAnalysis(
   });
   const doc = documents.estimates;
   const bucket = buckets.estimates;
+  const recorded = recordedColumns(manifest);
   const tables: Record<string, CsvRow[]> = {
     expert_shares: expertSharesTable(doc),
     repetition: layerStatisticsTable(doc, "repetition"),
@@ -147,12 +153,15 @@ export async function runAnalysis(
     cosmoes: layerStatisticsTable(doc, "cosmoes"),
     load_balance: layerStatisticsTable(doc, "load_balance"),
     coactivation: coactivationTable(bucket, buckets.marginal),
-    vocabulary_specialisation: vocabularySpecialisationTable(acc, {
-      domains,
-      totals: [...totals, corpus],
-      moeLayers,
-      minCount: options.minTokenCount ?? 10,
-    }),
+    // Placeholder token ids (all 0) would make every token one id: no table rather than a false one.
+    vocabulary_specialisation: recorded.tokens
+      ? vocabularySpecialisationTable(acc, {
+        domains,
+        totals: [...totals, corpus],
+        moeLayers,
+        minCount: options.minTokenCount ?? 10,
+      })
+      : [],
     layer_flow: layerFlowTable(bucket),
     flow_information: flowInformationTable(bucket),
     domain_divergence: divergence.rows,
@@ -170,15 +179,19 @@ export async function runAnalysis(
     domains: totals,
     totals: corpus,
     tables,
-    samples: domains.map((d) => ({ domain: d.name, docs: d.samples })),
+    samples: recorded.tokens ? domains.map((d) => ({ domain: d.name, docs: d.samples })) : [],
     sampleLayers: acc.sampleLayers,
     settings: resultSettings,
     buckets: acc.buckets,
-    notes: analysisNotes(acc, {
-      domains,
-      intervals: settings.intervals,
-      pooledCoactivation: !buckets.marginalPerDocument,
-    }),
+    skipped: recorded.skipped,
+    notes: [
+      ...recorded.skipped,
+      ...analysisNotes(acc, {
+        domains,
+        intervals: settings.intervals,
+        pooledCoactivation: !buckets.marginalPerDocument,
+      }),
+    ],
     timing: {
       pass: passSeconds,
       jackknife: documents.seconds + buckets.seconds,
@@ -328,6 +341,30 @@ function addUp(vectors: readonly Float64Array[], size: number): Float64Array {
   const out = new Float64Array(size);
   for (const v of vectors) for (let i = 0; i < size; i++) out[i]! += v[i]!;
   return out;
+}
+
+/**
+ * Which columns hold what the log recorded (capture.tokens_recorded and
+ * capture.weights_recorded; absent means recorded), and one line for each
+ * that does not, saying what the analysis leaves out because of it.
+ */
+export function recordedColumns(
+  manifest: Manifest,
+): { tokens: boolean; weights: boolean; skipped: string[] } {
+  const tokens = manifest.capture.tokens_recorded !== false;
+  const weights = manifest.capture.weights_recorded !== false;
+  const skipped: string[] = [];
+  if (!tokens) {
+    skipped.push(
+      "The trace records no token ids (capture.tokens_recorded is false; its token column holds placeholders): token statistics are skipped, vocabulary_specialisation.csv has no rows and token_colouring.html shows no documents.",
+    );
+  }
+  if (!weights) {
+    skipped.push(
+      "The trace records no gate weights (capture.weights_recorded is false; its weights column holds placeholders): no statistic of this analysis reads weights (router statistics come from probs), so none is skipped and no placeholder enters a table.",
+    );
+  }
+  return { tokens, weights, skipped };
 }
 
 /** What the reader of the outputs should know: absent statistics, reduced tables, approximations. */
