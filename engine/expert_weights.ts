@@ -74,7 +74,10 @@ export interface MoeWeights {
 /**
  * Experts per chunk of [H, F] matrices: as many as fit one storage binding,
  * and with `textureBound` as many [K, N/4] slabs as stack under the texture
- * height limit. offload.ts chunks its slots the same way.
+ * height limit (the weight limits, gpu.ts). offload.ts chunks its slots the
+ * same way. One expert past a binding is a chunk of its own whose matrices
+ * uploadLinear splits into column pieces (storage path only: experts larger
+ * than a texture take the storage path).
  */
 export function expertsPerChunk(
   ctx: GpuContext,
@@ -82,11 +85,11 @@ export function expertsPerChunk(
   textureBound: boolean,
 ): number {
   const { h, f } = shape;
-  const maxTex = ctx.device.limits.maxTextureDimension2D;
+  const maxTex = ctx.weightLimits.texture;
   return Math.max(
     1,
     Math.min(
-      Math.floor(ctx.maxBinding / (h * f * 4)),
+      Math.floor(ctx.weightLimits.binding / (h * f * 4)),
       textureBound ? Math.floor(maxTex / Math.max(h, f)) : Infinity,
     ),
   );
@@ -120,9 +123,9 @@ export async function uploadMoe(
   else moe.experts = await uploadExperts(r, l);
   if (names.shared) {
     const s = names.shared, fs = c.sharedFfn;
+    const pair = { gate: s + ".gate_proj.weight", up: s + ".up_proj.weight" };
     moe.shared = {
-      w1: await r.linear(`L${l} shared gate`, s + ".gate_proj.weight", fs, h),
-      w3: await r.linear(`L${l} shared up`, s + ".up_proj.weight", fs, h),
+      ...await r.swigluPair(`L${l} shared`, pair, fs, h),
       w2: await r.linear(`L${l} shared down`, s + ".down_proj.weight", h, fs),
     };
     if (names.sharedGate) {
@@ -167,7 +170,7 @@ async function expertMatrix(
 function expertTexture(r: WeightReader): boolean {
   const { hiddenSize: h, expertFfn: f } = r.ck.config;
   return texturePath(h) && texturePath(f) &&
-    Math.max(h, f) <= r.ctx.device.limits.maxTextureDimension2D;
+    Math.max(h, f) <= r.ctx.weightLimits.texture;
 }
 
 /** Layer l's routed experts on the GPU, in chunks of consecutive experts (pool group ROUTED_EXPERTS). */

@@ -21,14 +21,29 @@ export interface GpuContext {
   readonly hasF16: boolean;
   /** Adapter description, for benchmark output. */
   readonly adapterName: string;
-  /** Counters: mapAsync readbacks so far (each costs ~10 ms on lavapipe). */
-  readonly stats: { readbacks: number };
+  /** Counters: mapAsync readbacks so far (each costs ~10 ms on lavapipe), weights uploaded in pieces. */
+  readonly stats: { readbacks: number; splitWeights: number };
   /** Whether kernels may read through textures (default true; false forces the storage-buffer kernels, for tests). */
   readonly textures: boolean;
+  /**
+   * The limits weights are split against (weights.ts): the largest storage
+   * binding in bytes and texture side in texels. The device's own, or lower
+   * ones assumed by `createGpuContext`'s `weightLimits` so that the splitting
+   * of tensors past a binding or texture runs on any machine.
+   */
+  readonly weightLimits: WeightLimits;
+}
+
+/** Largest weight binding (bytes) and texture side (texels) the engine assumes. */
+export interface WeightLimits {
+  binding: number;
+  texture: number;
 }
 
 /** Creates a device with the adapter's own limits; no adapter is a DataError naming the fix. */
-export async function createGpuContext(options: { textures?: boolean } = {}): Promise<GpuContext> {
+export async function createGpuContext(
+  options: { textures?: boolean; weightLimits?: Partial<WeightLimits> } = {},
+): Promise<GpuContext> {
   const gpu = (globalThis.navigator as { gpu?: GPU }).gpu;
   let adapter: GPUAdapter | null = null;
   try {
@@ -78,7 +93,11 @@ export async function createGpuContext(options: { textures?: boolean } = {}): Pr
     hasF16,
     adapterName: info?.description || info?.vendor || "unknown adapter",
     textures: options.textures ?? true,
-    stats: { readbacks: 0 },
+    stats: { readbacks: 0, splitWeights: 0 },
+    weightLimits: {
+      binding: Math.min(maxBinding, options.weightLimits?.binding ?? Infinity),
+      texture: Math.min(l.maxTextureDimension2D, options.weightLimits?.texture ?? Infinity),
+    },
   };
 }
 

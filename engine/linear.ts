@@ -42,9 +42,56 @@ export type LinearArgs = Omit<MatmulArgs, "a" | "w" | "w3" | "k" | "n">;
 
 /**
  * y = epilogue(a · W) ([rows, K] · [K, N]): the texture kernel when both
- * operands (and W3 of a SwiGLU pair) are textures, else the storage one.
+ * operands (and W3 of a SwiGLU pair) are textures, else the storage one. A
+ * split weight (`Linear.pieces`) runs one matmul per piece: each reads its
+ * K columns of a and writes its N columns of y; pieces after the first along
+ * K add to y (no bias), which the epilogues allow as they are linear in the
+ * product (row or sigmoid scale, alpha), except SwiGLU (refused at load).
+ * Column pieces give the unsplit result bit for bit; K pieces sum the two
+ * halves of each dot product separately (f32 rounding).
  */
 export function linear(
+  rec: Recorder,
+  a: Act,
+  w: Linear,
+  args: LinearArgs & { w3?: Linear },
+  variant: LinearVariant,
+  decode: boolean,
+): void {
+  if (w.pieces === undefined) {
+    linearWhole(rec, a, w, args, variant, decode);
+    return;
+  }
+  const { w3, ...rest } = args;
+  if (w3 && w3.pieces?.length !== w.pieces.length) {
+    throw new Error(
+      `linear: a SwiGLU pair split into ${w.pieces.length} and ${w3.pieces?.length ?? 1} pieces`,
+    );
+  }
+  w.pieces.forEach((piece, i) => {
+    const later = piece.kFirst > 0;
+    if (later && w3) throw new Error("linear: a SwiGLU weight split along K");
+    linearWhole(
+      rec,
+      a,
+      piece,
+      {
+        ...rest,
+        ...(w3 ? { w3: w3.pieces![i]! } : {}),
+        yStride: args.yStride ?? w.n,
+        yCol: (args.yCol ?? 0) + piece.nFirst,
+        aCol: (args.aCol ?? 0) + piece.kFirst,
+        aStride: args.aStride ?? w.k,
+        biasCol: (args.biasCol ?? 0) + piece.nFirst,
+      },
+      later ? { ...variant, accumulate: true, bias: false } : variant,
+      decode,
+    );
+  });
+}
+
+/** y = epilogue(a · W) for a weight held in one texture or buffer. */
+function linearWhole(
   rec: Recorder,
   a: Act,
   w: Linear,

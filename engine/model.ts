@@ -36,7 +36,13 @@ import { attentionFor } from "./attention.ts";
 import { openCheckpoint } from "./checkpoint.ts";
 import { expertParams, type ModelConfig, moeLayers } from "./config.ts";
 import { forwardFlops, type ForwardPlan, recordForward, type Transformer } from "./forward.ts";
-import { createGpuContext, type GpuContext, readBack, Recorder } from "./gpu.ts";
+import {
+  createGpuContext,
+  type GpuContext,
+  readBack,
+  Recorder,
+  type WeightLimits,
+} from "./gpu.ts";
 import { mlaAttention } from "./mla.ts";
 import { describeRouter, routerFor } from "./router.ts";
 import { firstRows, readRouterLogs, type RouteOptions, type RouterLog } from "./router_log.ts";
@@ -50,6 +56,12 @@ import {
 } from "./run_state.ts";
 import { type SegmentedDecode, segmentedDecode } from "./segments.ts";
 import { type ExpertLayout, ROUTED_EXPERTS, uploadWeights } from "./weights.ts";
+import {
+  checkGpuMemory,
+  createExpertStream,
+  type ExpertStream,
+  layerExpertBytes,
+} from "./expert_stream.ts";
 
 export interface GenerateOptions extends RouteOptions {
   maxNewTokens: number;
@@ -79,6 +91,12 @@ export interface MoeModel {
   expertLayout(): ExpertLayout;
   /** GPU → CPU readbacks (mapAsync) since loading: one per route pass, one per generate call (+1 per 32 tokens with stopIds). */
   readbacks(): number;
+  /** Weights uploaded in pieces because they exceed one binding or texture (weight_reader.ts). */
+  splitWeights(): number;
+  /** The most bytes of GPU buffers and textures this model held at once (BufferPool.peakBytes). */
+  gpuBytesPeak(): number;
+  /** Bytes of routed experts written into the ring of a model loaded with `gpuMemory` (0 otherwise). */
+  bytesStreamed(): number;
   /**
    * GPU milliseconds per kernel and per section ("layer": norms, attention,
    * routers, shared/dense FFN; "experts": grouping, routed experts, combine;
@@ -107,12 +125,24 @@ export async function loadModel(
      * its expert slots.
      */
     hostExperts?: boolean;
+    /** Lower limits to split weights against than the device's (gpu.ts `WeightLimits`, for tests). */
+    weightLimits?: Partial<WeightLimits>;
+    /**
+     * GPU memory the model may hold, in bytes (`--gpu-memory`): the routed
+     * experts stay in host memory and stream through a ring of layer slots
+     * in what is left after everything else (expert_stream.ts); `route`,
+     * `generate` and `logits` then run in segments with bit-identical logs.
+     */
+    gpuMemory?: number;
   } = {},
 ): Promise<MoeModel> {
   const ck = await openCheckpoint(dir);
   const c = ck.config;
   const router = routerFor(c, `${dir}/config.json`);
-  const ctx = await createGpuContext({ textures: options.textures ?? true });
+  const ctx = await createGpuContext({
+    textures: options.textures ?? true,
+    ...(options.weightLimits ? { weightLimits: options.weightLimits } : {}),
+  });
   // Allocation failures surface asynchronously in WebGPU: catch them in an
   // error scope around the uploads and report them as what they are.
   ctx.device.pushErrorScope("out-of-memory");
@@ -123,7 +153,8 @@ export async function loadModel(
     options.maxBatchTokens ?? 4096,
   );
   const positions = Math.max(cap + 1, c.maxPositions);
-  const weights = await uploadWeights(ctx, ck, positions, options.hostExperts ?? false);
+  const streamed = options.gpuMemory !== undefined && moeLayers(c).length > 0;
+  const weights = await uploadWeights(ctx, ck, positions, (options.hostExperts ?? false) || streamed);
   const state = allocateRunState(ctx, c, cap, {
     qkvTexture: weights.layers[0]!.wqkv?.view !== undefined,
   });
@@ -151,7 +182,25 @@ export async function loadModel(
     router_scores: router.probs,
     router: describeRouter(router),
   };
-  return new Model(dir, facts, ctx, { config: c, weights, state, attention, router });
+  const t = { config: c, weights, state, attention, router };
+  if (!streamed) return new Model(dir, facts, ctx, t);
+  const hosts = moe.map((l) => weights.layers[l]!.hostExperts!);
+  const gpuMemory = options.gpuMemory!;
+  checkGpuMemory({
+    gpuMemory,
+    resident: ctx.pool.bytes,
+    layerBytes: layerExpertBytes(hosts[0]!),
+    model: dir,
+  });
+  // the ring is made at the first pass, after the log buffers it must leave room for
+  const stream = (needed: number) =>
+    createExpertStream(ctx, hosts, {
+      gpuMemory,
+      needed,
+      model: dir,
+      shape: { h: c.hiddenSize, f: c.expertFfn },
+    });
+  return new Model(dir, facts, ctx, t, stream);
 }
 
 /** A loaded model: the transformer and its GPU context, reachable only through MoeModel. */
@@ -162,11 +211,21 @@ class Model implements MoeModel {
   readonly #dir: string;
   readonly #ctx: GpuContext;
   readonly #t: Transformer;
+  /** Streamed routed experts (`gpuMemory`): the ring's maker, then the ring. */
+  readonly #makeStream: ((needed: number) => ExpertStream) | null;
+  #stream: ExpertStream | null = null;
 
-  constructor(dir: string, readonly facts: ModelFacts, ctx: GpuContext, t: Transformer) {
+  constructor(
+    dir: string,
+    readonly facts: ModelFacts,
+    ctx: GpuContext,
+    t: Transformer,
+    makeStream: ((needed: number) => ExpertStream) | null = null,
+  ) {
     this.#dir = dir;
     this.#ctx = ctx;
     this.#t = t;
+    this.#makeStream = makeStream;
     this.config = t.config;
     this.vocabSize = t.config.vocabSize;
     this.maxBatchTokens = t.state.cap;
@@ -177,6 +236,34 @@ class Model implements MoeModel {
     const rec = new Recorder(this.#ctx);
     recordForward(rec, this.#t, plan);
     return rec.finish();
+  }
+
+  /**
+   * Records one pass: whole, or with streamed experts as segments, one per
+   * MoE layer whose experts it runs (expert_stream.ts); submit with #submit.
+   */
+  #recordPass(plan: ForwardPlan): Recorder[] {
+    if (this.#makeStream === null) return [this.#record(plan)];
+    const moe = this.facts.moe_layers, M = moe.length;
+    const last = plan.logits === "none" ? M - 1 : M;
+    this.#stream ??= this.#makeStream(Math.max(1, last));
+    const out: Recorder[] = [];
+    for (let m = 0; m <= last; m++) {
+      out.push(this.#record({
+        ...plan,
+        segment: { from: m === 0 ? -1 : moe[m - 1]!, to: m < M ? moe[m]! : this.config.numLayers },
+        slots: this.#stream.slots,
+      }));
+    }
+    return out;
+  }
+
+  /** Submits a pass's recordings, each segment after the experts it runs are in their ring slot. */
+  #submit(recs: Recorder[]): void {
+    recs.forEach((rec, m) => {
+      if (m > 0) this.#stream!.load(m - 1);
+      rec.submit();
+    });
   }
 
   #checkTokens(seq: Uint32Array): void {
@@ -230,17 +317,17 @@ class Model implements MoeModel {
         continue;
       }
       this.#writeSequences(batch);
-      const rec = this.#record({
+      const recs = this.#recordPass({
         tokens: total,
         logits: "none",
         probs: o.probs,
         lookahead: o.lookahead,
       });
-      rec.submit();
+      this.#submit(recs);
       const counts = batch.map((b) => b.length);
       const read = { rows: total, counts, options: o };
       out.push(...(await readRouterLogs(this.#ctx, this.config, this.#t.state, read)).logs);
-      rec.destroy();
+      for (const rec of recs) rec.destroy();
     }
     return out;
   }
@@ -253,16 +340,16 @@ class Model implements MoeModel {
     this.#writeSequences([sequence]);
     ensureLogBuffers(this.#ctx, this.config, this.#t.state, { probs: false, lookahead: 0 });
     const out = this.#ctx.pool.storage("all logits", T * V * 4); // [T, V]
-    const rec = this.#record({
+    const recs = this.#recordPass({
       tokens: T,
       logits: "all",
       allLogits: out,
       probs: false,
       lookahead: 0,
     });
-    rec.submit();
+    this.#submit(recs);
     const [data] = await readBack(this.#ctx, [{ buffer: out, bytes: T * V * 4 }]);
-    rec.destroy();
+    for (const rec of recs) rec.destroy();
     this.#ctx.pool.release(out);
     return new Float32Array(data!);
   }
@@ -284,20 +371,20 @@ class Model implements MoeModel {
     const logged = { probs: o.probs, lookahead: o.lookahead };
     const sampling = { temperature: Math.max(0, o.temperature), seed: o.seed };
     // the prefill's last row samples the first new token; each decode step the next one
-    const prefill = this.#record({
+    const prefill = this.#recordPass({
       tokens: P,
       ...logged,
       ...(o.maxNewTokens > 0 ? { logits: "last", sample: sampling } : { logits: "none" }),
     });
-    prefill.submit();
-    const decode = this.#record({ tokens: 1, logits: "last", ...logged, sample: sampling });
+    this.#submit(prefill);
+    const decode = this.#recordPass({ tokens: 1, logits: "last", ...logged, sample: sampling });
     const stops = new Set(o.stopIds ?? []);
     const checkEvery = stops.size > 0 ? 32 : Infinity;
     let produced = 0; // generated tokens whose forward has run
     let end = P + o.maxNewTokens;
     while (produced < o.maxNewTokens) {
       writeDecodeRow(device, s, P + produced);
-      decode.submit();
+      this.#submit(decode);
       produced++;
       if (produced % checkEvery === 0 && produced < o.maxNewTokens) {
         const [ids] = await readBack(this.#ctx, [{
@@ -319,8 +406,7 @@ class Model implements MoeModel {
     const hit = tokens.subarray(P).findIndex((id) => stops.has(id));
     if (hit >= 0) end = Math.min(end, P + hit + 1);
     end = Math.min(end, rows);
-    prefill.destroy();
-    decode.destroy();
+    for (const rec of [...prefill, ...decode]) rec.destroy();
     const log = firstRows(full!, end, {
       moeLayers: this.facts.moe_layers.length,
       topK: this.config.topK,
@@ -361,6 +447,18 @@ class Model implements MoeModel {
 
   readbacks(): number {
     return this.#ctx.stats.readbacks;
+  }
+
+  splitWeights(): number {
+    return this.#ctx.stats.splitWeights;
+  }
+
+  gpuBytesPeak(): number {
+    return this.#ctx.pool.peakBytes;
+  }
+
+  bytesStreamed(): number {
+    return this.#stream?.bytesStreamed ?? 0;
   }
 
   async profile(

@@ -38,7 +38,7 @@ export async function uploadMxfp4Experts(
   const names = moeNames(c, l);
   // bytes of one expert's blocks, the largest part of a chunk
   const perExpert = 2 * f * (h / 32) * 16 + h * (f / 32) * 16;
-  const perChunk = Math.max(1, Math.min(E, Math.floor(r.ctx.maxBinding / perExpert)));
+  const perChunk = Math.max(1, Math.min(E, Math.floor(r.ctx.weightLimits.binding / perExpert)));
   const bytes = async (name: string) => {
     const info = r.ck.tensors.get(name);
     if (info === undefined) throw new DataError(`Tensor ${name} is missing from ${r.ck.dir}.`);

@@ -10,6 +10,7 @@
  * unpacked in WGSL; no shader-f16 needed). Other sizes (the random fixtures)
  * are f32 storage buffers for kernels/matmul.ts.
  */
+import { DataError } from "../common/errors.ts";
 import { type Checkpoint, readFloat32 } from "./checkpoint.ts";
 import type { GpuContext } from "./gpu.ts";
 import { readTensorBytes, toFloat32 } from "./safetensors.ts";
@@ -26,6 +27,19 @@ export interface Linear {
   format: "f32" | "f16" | "bf16";
   view?: GPUTextureView; // [experts·K, ceil(N/4)] texels
   buffer?: GPUBuffer; // [experts, K, N]
+  /**
+   * A weight past one binding or texture (weight limits, gpu.ts): its pieces,
+   * each [experts, kCount, nCount] of rows [kFirst, +kCount) and columns
+   * [nFirst, +nCount) with its own view or buffer, in order of kFirst; the
+   * whole then has neither. linear.ts runs one matmul per piece.
+   */
+  pieces?: LinearPiece[];
+}
+
+/** One block of a split weight: a whole Linear of its own, placed at (kFirst, nFirst) of the weight. */
+export interface LinearPiece extends Linear {
+  kFirst: number;
+  nFirst: number;
 }
 
 /** The GPU texture format of each texel format (bf16: four values packed into the two u32 of an rg32uint texel). */
@@ -50,9 +64,13 @@ export function texturePath(k: number): boolean {
 
 /**
  * Uploads one [K, N] (× experts) weight: a texture when the context allows
- * them, `allowTexture` holds and K takes the texture path within the texture
- * limits (rows padded to whole texels when N % 4 ≠ 0); else an f32 buffer,
- * widening 16-bit bits of dtype `half`.
+ * them, `allowTexture` holds and K takes the texture path (rows padded to
+ * whole texels when N % 4 ≠ 0); else an f32 buffer, widening 16-bit bits of
+ * dtype `half`. A weight past the weight limits (gpu.ts `weightLimits`) is
+ * split into pieces (`Linear.pieces`): on textures into blocks of at most
+ * the texture side in rows (a multiple of 64) and 4 × the side in columns,
+ * experts never split along K; in buffers into column blocks (a multiple of
+ * 4) of one binding each, along K as well only when 4 columns exceed it.
  */
 export function uploadLinear(
   ctx: GpuContext,
@@ -62,28 +80,79 @@ export function uploadLinear(
   options: { allowTexture: boolean; half: "F16" | "BF16" | null },
 ): Linear {
   const { k, n, experts = 1 } = shape;
+  const maxTex = ctx.weightLimits.texture, maxBinding = ctx.weightLimits.binding;
+  const texture = ctx.textures && options.allowTexture && texturePath(k) &&
+    (experts === 1 ? maxTex >= 64 : experts * k <= maxTex);
+  let kBlock: number, nBlock: number;
+  if (texture) {
+    kBlock = experts === 1 ? Math.min(k, Math.floor(maxTex / 64) * 64) : k;
+    nBlock = Math.min(n, 4 * maxTex);
+  } else {
+    const columns = Math.floor(maxBinding / (experts * k * 4) / 4) * 4;
+    nBlock = Math.min(n, Math.max(4, columns));
+    kBlock = Math.min(k, Math.max(1, Math.floor(maxBinding / (experts * nBlock * 4))));
+    if (experts * kBlock * Math.min(nBlock, n) * 4 > maxBinding || (experts > 1 && kBlock < k)) {
+      throw new DataError(
+        `The weight ${label} ([${experts} × ${k} × ${n}]) cannot be split under a ${maxBinding}-byte binding: one expert's 4 columns need ${
+          experts * k * 16
+        } bytes.`,
+      );
+    }
+  }
+  if (kBlock >= k && nBlock >= n) {
+    return uploadWhole(ctx, label, data, shape, texture, options.half);
+  }
+  const pieces: LinearPiece[] = [];
+  for (let kFirst = 0; kFirst < k; kFirst += kBlock) {
+    for (let nFirst = 0; nFirst < n; nFirst += nBlock) {
+      const kc = Math.min(kBlock, k - kFirst), nc = Math.min(nBlock, n - nFirst);
+      const block = new (data.constructor as new (n: number) => HostMatrix)(experts * kc * nc);
+      for (let e = 0; e < experts; e++) {
+        for (let r = 0; r < kc; r++) {
+          const from = (e * k + kFirst + r) * n + nFirst;
+          block.set(data.subarray(from, from + nc), (e * kc + r) * nc);
+        }
+      }
+      const piece = uploadWhole(
+        ctx,
+        `${label} [${kFirst}+${kc}, ${nFirst}+${nc}]`,
+        block,
+        { k: kc, n: nc, experts },
+        texture,
+        options.half,
+      );
+      pieces.push({ ...piece, kFirst, nFirst });
+    }
+  }
+  ctx.stats.splitWeights++;
+  return { k, n, format: pieces[0]!.format, pieces };
+}
+
+/** One texture or buffer holding the whole [experts, K, N] weight. */
+function uploadWhole(
+  ctx: GpuContext,
+  label: string,
+  data: HostMatrix,
+  shape: { k: number; n: number; experts?: number },
+  texture: boolean,
+  half: "F16" | "BF16" | null,
+): Linear {
+  const { k, n, experts = 1 } = shape;
   const width = Math.ceil(n / 4), height = experts * k;
-  const maxTex = ctx.device.limits.maxTextureDimension2D;
-  if (
-    ctx.textures && options.allowTexture && texturePath(k) && width <= maxTex && height <= maxTex
-  ) {
+  if (texture) {
     let texels = data;
     if (n % 4 !== 0) {
       texels = new (data.constructor as new (n: number) => HostMatrix)(height * width * 4);
       for (let r = 0; r < height; r++) texels.set(data.subarray(r * n, (r + 1) * n), r * width * 4);
     }
-    const format = texels instanceof Float32Array
-      ? "f32"
-      : options.half === "BF16"
-      ? "bf16"
-      : "f16";
+    const format = texels instanceof Float32Array ? "f32" : half === "BF16" ? "bf16" : "f16";
     const view = ctx.pool.texture(label, width, height, texels, false, TEXEL_FORMAT[format])
       .createView();
     return { k, n, format, view };
   }
   const f32 = data instanceof Float32Array ? data : toFloat32(
     new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
-    options.half ?? "F16",
+    half ?? "F16",
     label,
   );
   return { k, n, format: "f32", buffer: ctx.pool.upload(label, f32) };
@@ -177,6 +246,26 @@ export class WeightReader {
   /** Reads `name` ([out, in] on disk) and uploads it as [in, out]. */
   async linear(label: string, name: string, out: number, inp: number): Promise<Linear> {
     return this.upload(label, await this.transposed(name, out, inp), { k: inp, n: out });
+  }
+
+  /**
+   * A SwiGLU pair (gate and up [H, F]) read and uploaded as `linear` does. The
+   * fused SwiGLU epilogue needs whole dot products, so a pair the texture
+   * limit would split along H is refused in one sentence.
+   */
+  async swigluPair(
+    label: string,
+    names: { gate: string; up: string },
+    f: number,
+    h: number,
+  ): Promise<{ w1: Linear; w3: Linear }> {
+    const w1 = await this.linear(`${label} gate`, names.gate, f, h);
+    if (w1.pieces?.some((p) => p.kFirst > 0)) {
+      throw new DataError(
+        `${this.ck.dir}: the ${label} gate and up weights have ${h} input rows, more than the ${this.ctx.weightLimits.texture}-texel texture limit the engine assumes, and a fused SwiGLU cannot be split along its input; this needs a device whose textures are at least ${h} texels on a side.`,
+      );
+    }
+    return { w1, w3: await this.linear(`${label} up`, names.up, f, h) };
   }
 
   /** An f32 vector (norm weight, bias) into a storage buffer. */

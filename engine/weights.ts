@@ -120,7 +120,7 @@ async function uploadEmbedding(r: WeightReader): Promise<Weights["embed"]> {
   const rows = await r.f32("model.embed_tokens.weight");
   const m = c.multipliers.embedding;
   if (m !== 1) { for (let i = 0; i < rows.length; i++) rows[i] = rows[i]! * m; }
-  const rowsPerChunk = Math.max(1, Math.floor(r.ctx.maxBinding / (h * 4)));
+  const rowsPerChunk = Math.max(1, Math.floor(r.ctx.weightLimits.binding / (h * 4)));
   const embed = [];
   for (let first = 0; first < c.vocabSize; first += rowsPerChunk) {
     const count = Math.min(rowsPerChunk, c.vocabSize - first);
@@ -209,9 +209,9 @@ async function uploadDense(
 ): Promise<NonNullable<LayerWeights["dense"]>> {
   const h = r.ck.config.hiddenSize, f = r.ck.config.denseFfn;
   const p = `model.layers.${l}.mlp.`;
+  const names = { gate: p + "gate_proj.weight", up: p + "up_proj.weight" };
   return {
-    w1: await r.linear(`L${l} dense gate`, p + "gate_proj.weight", f, h),
-    w3: await r.linear(`L${l} dense up`, p + "up_proj.weight", f, h),
+    ...await r.swigluPair(`L${l} dense`, names, f, h),
     w2: await r.linear(`L${l} dense down`, p + "down_proj.weight", h, f),
   };
 }
@@ -222,8 +222,8 @@ async function uploadLmHead(r: WeightReader): Promise<Weights["lmHead"]> {
   const name = c.tieEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight";
   const head = await r.transposed(name, c.vocabSize, h); // [H, V]
   const colsPerChunk = Math.min(
-    4 * r.ctx.device.limits.maxTextureDimension2D,
-    Math.max(4, Math.floor(r.ctx.maxBinding / (h * 4) / 4) * 4),
+    4 * r.ctx.weightLimits.texture,
+    Math.max(4, Math.floor(r.ctx.weightLimits.binding / (h * 4) / 4) * 4),
   );
   const lmHead = [];
   for (let first = 0; first < c.vocabSize; first += colsPerChunk) {

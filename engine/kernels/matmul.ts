@@ -61,7 +61,15 @@ export interface MatmulArgs {
   expertBase?: number;
   expertCount?: number;
   /** The `alpha` variant's factor. */
-  alpha?: number;
+  alpha?: number; /**
+   * A piece of a split weight (weight_reader.ts `LinearPiece`): the first
+   * column of A read (a multiple of 64 on textures), A's row length (default
+   * k), and the first bias element (default 0).
+   */
+
+  aCol?: number;
+  aStride?: number;
+  biasCol?: number;
 }
 
 /** Rows a grouped tile covers for a row-group setting. */
@@ -107,6 +115,9 @@ export function matmul(rec: Recorder, args: MatmulArgs, variant: MatmulVariant =
     args.expertBase ?? 0,
     args.expertCount ?? 0xffffffff,
     { f32: args.alpha ?? 1 },
+    args.aCol ?? 0,
+    args.aStride ?? args.k,
+    args.biasCol ?? 0,
   ];
   const colGroups = Math.ceil(args.n / (4 * WGX));
   const rowWorkgroups = v.grouped ? args.rows : Math.ceil(args.rows / (4 * v.rowGroups));
@@ -131,11 +142,11 @@ function wgsl(v: MatmulVariant & { rowGroups: 1 | 4 }, k4: boolean, n4: boolean)
   // A row i (0..3) as a vec4 over k..k+3; zero past K.
   const loadA = k4
     ? `fn load_a(row: u32, k: u32) -> vec4<f32> {
-  let base = row * p.K + k;
+  let base = row * p.a_stride + p.a_col + k;
   return vec4<f32>(a[base], a[base + 1u], a[base + 2u], a[base + 3u]);
 }`
     : `fn load_a(row: u32, k: u32) -> vec4<f32> {
-  let base = row * p.K;
+  let base = row * p.a_stride + p.a_col;
   var r = vec4<f32>(0.0);
   for (var i = 0u; i < 4u; i++) { if (k + i < p.K) { r[i] = a[base + k + i]; } }
   return r;
@@ -172,7 +183,7 @@ function wgsl(v: MatmulVariant & { rowGroups: 1 | 4 }, k4: boolean, n4: boolean)
     : "p.a_row_offset + out_row";
   const twoAcc = v.swiglu;
   return /* wgsl */ `
-struct Params { M: u32, N: u32, K: u32, a_row_offset: u32, y_stride: u32, y_col: u32, expert_base: u32, expert_count: u32, alpha: f32 }
+struct Params { M: u32, N: u32, K: u32, a_row_offset: u32, y_stride: u32, y_col: u32, expert_base: u32, expert_count: u32, alpha: f32, a_col: u32, a_stride: u32, bias_col: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> w: array<f32>;
@@ -231,7 +242,7 @@ ${rowSetup}
       if (col >= p.N) { break; }
       let idx = out_row * p.y_stride + p.y_col + col;
       var o = val[j];
-      ${v.bias ? "o += bias[col];" : ""}
+      ${v.bias ? "o += bias[p.bias_col + col];" : ""}
       ${v.alpha ? "o = o * p.alpha;" : ""}
       ${v.accumulate ? "y[idx] = y[idx] + o;" : "y[idx] = o;"}
     }

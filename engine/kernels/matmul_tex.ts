@@ -63,7 +63,15 @@ export interface MatmulTexArgs {
   yCol?: number;
   expertBase?: number;
   expertCount?: number;
-  alpha?: number;
+  alpha?: number; /**
+   * A piece of a split weight (weight_reader.ts `LinearPiece`): the first
+   * column of A read (a multiple of 64 on textures), A's row length (default
+   * k), and the first bias element (default 0).
+   */
+
+  aCol?: number;
+  aStride?: number;
+  biasCol?: number;
 }
 
 export function matmulTex(rec: Recorder, args: MatmulTexArgs, v: MatmulTexVariant): void {
@@ -109,6 +117,9 @@ export function matmulTex(rec: Recorder, args: MatmulTexArgs, v: MatmulTexVarian
     args.expertBase ?? 0,
     args.expertCount ?? 0xffffffff,
     { f32: args.alpha ?? 1 },
+    args.aCol ?? 0,
+    args.aStride ?? args.k,
+    args.biasCol ?? 0,
   ];
   const colGroups = Math.ceil(Math.ceil(args.n / 4) / (s.tn4 * s.wgx));
   const rowGroups = v.grouped ? args.rows : Math.ceil(args.rows / (s.tm * s.wgy));
@@ -161,14 +172,14 @@ function wgsl(v: MatmulTexVariant): string {
       if (v.scale === "row") val = `(${val} * scale[r${i}])`;
       if (v.scale === "sigmoid") val = `(${val} * (1.0 / (1.0 + exp(-scale[r${i}]))))`;
       return v.outTexture
-        ? `if (first + ${i}u < end && n4 + ${j}u < N4) { textureStore(yt, vec2<u32>(n4 + ${j}u, first + ${i}u), ${
+        ? `if (first + ${i}u < end && n4 + ${j}u < N4) { textureStore(yt, vec2<u32>(p.y_col / 4u + n4 + ${j}u, first + ${i}u), ${
           v.bias ? `${val} + bias4(n4 + ${j}u)` : val
         }); }`
         : `if (first + ${i}u < end) { put(first + ${i}u, (n4 + ${j}u) * 4u, ${val}); }`;
     }).join("\n  ")
   ).join("\n  ");
   return /* wgsl */ `
-struct Params { M: u32, N: u32, K: u32, a_row_offset: u32, y_stride: u32, y_col: u32, expert_base: u32, expert_count: u32, alpha: f32 }
+struct Params { M: u32, N: u32, K: u32, a_row_offset: u32, y_stride: u32, y_col: u32, expert_base: u32, expert_count: u32, alpha: f32, a_col: u32, a_stride: u32, bias_col: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var at: texture_2d<f32>;
 @group(0) @binding(2) var wt: ${wType};
@@ -192,7 +203,7 @@ ${
 
 ${
     v.outTexture && v.bias
-      ? "fn bias4(c: u32) -> vec4<f32> { return vec4<f32>(bias[4u * c], bias[4u * c + 1u], bias[4u * c + 2u], bias[4u * c + 3u]); }"
+      ? "fn bias4(c: u32) -> vec4<f32> { let b = p.bias_col + 4u * c; return vec4<f32>(bias[b], bias[b + 1u], bias[b + 2u], bias[b + 3u]); }"
       : ""
   }
 ${
@@ -201,7 +212,7 @@ ${
     if (col + j >= p.N) { return; }
     let idx = row * p.y_stride + p.y_col + col + j;
     var o = val[j];
-    ${v.bias ? "o += bias[col + j];" : ""}
+    ${v.bias ? "o += bias[p.bias_col + col + j];" : ""}
     ${v.alpha ? "o = o * p.alpha;" : ""}
     ${v.accumulate ? "y[idx] = y[idx] + o;" : "y[idx] = o;"}
   }
@@ -223,9 +234,10 @@ ${rowSetup}
       ? R.map((i) => C.map((j) => `var g${i}_${j} = vec4<f32>(0.0);`).join(" ")).join("\n  ")
       : ""
   }
+  let a_col4 = p.a_col / 4u;
   for (var k4 = 0u; k4 < p.K / 4u; k4++) {
     let k = k4 * 4u;
-    ${R.map((i) => `let a${i} = textureLoad(at, vec2<u32>(k4, ar${i}), 0);`).join(" ")}
+    ${R.map((i) => `let a${i} = textureLoad(at, vec2<u32>(a_col4 + k4, ar${i}), 0);`).join(" ")}
     ${loadW("wt", "w")}
     ${fma("acc", "w")}
     ${v.swiglu ? loadW("wt3", "u") : ""}
