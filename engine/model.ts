@@ -36,13 +36,7 @@ import { attentionFor } from "./attention.ts";
 import { openCheckpoint } from "./checkpoint.ts";
 import { expertParams, type ModelConfig, moeLayers } from "./config.ts";
 import { forwardFlops, type ForwardPlan, recordForward, type Transformer } from "./forward.ts";
-import {
-  createGpuContext,
-  type GpuContext,
-  readBack,
-  Recorder,
-  type WeightLimits,
-} from "./gpu.ts";
+import { createGpuContext, type GpuContext, readBack, Recorder, type WeightLimits } from "./gpu.ts";
 import { mlaAttention } from "./mla.ts";
 import { describeRouter, routerFor } from "./router.ts";
 import { firstRows, readRouterLogs, type RouteOptions, type RouterLog } from "./router_log.ts";
@@ -154,7 +148,12 @@ export async function loadModel(
   );
   const positions = Math.max(cap + 1, c.maxPositions);
   const streamed = options.gpuMemory !== undefined && moeLayers(c).length > 0;
-  const weights = await uploadWeights(ctx, ck, positions, (options.hostExperts ?? false) || streamed);
+  const weights = await uploadWeights(
+    ctx,
+    ck,
+    positions,
+    (options.hostExperts ?? false) || streamed,
+  );
   const state = allocateRunState(ctx, c, cap, {
     qkvTexture: weights.layers[0]!.wqkv?.view !== undefined,
   });
