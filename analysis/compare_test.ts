@@ -179,6 +179,50 @@ Deno.test("compare of two traces: each side is its analyze output, difference B 
   }
 });
 
+const ROOT = new URL("..", import.meta.url).pathname;
+
+Deno.test("compare of two tiny-moe captures with different document samples: both values and B − A", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "moetrace-compare-test-" });
+  try {
+    for (const seed of [1, 2]) {
+      await cli([
+        "capture",
+        "--model",
+        `${ROOT}fixtures/models/tiny-moe`,
+        "--corpus",
+        `${ROOT}fixtures/corpus/fixture.jsonl`,
+        "--out",
+        `${dir}/seed${seed}`,
+        "--max-tokens",
+        "24",
+        "--docs-per-domain",
+        "3",
+        "--seed",
+        String(seed),
+      ]);
+    }
+    await cli(["compare", `${dir}/seed1`, `${dir}/seed2`, "--out", `${dir}/compare`]);
+    const summary = await readCsv(`${dir}/compare/summary.csv`);
+    const all = summary.filter((r) => r.domain === "all" && r.value_a !== "");
+    assert.ok(all.length >= 5, `${all.length} summary rows of all`);
+    for (const r of all) {
+      assert.ok(Number.isFinite(num(r.value_b)), JSON.stringify(r));
+      assert.ok(near(num(r.difference), num(r.value_b) - num(r.value_a)), JSON.stringify(r));
+      assert.ok(num(r.difference_ci_low) <= num(r.difference), JSON.stringify(r));
+      assert.ok(num(r.difference) <= num(r.difference_ci_high), JSON.stringify(r));
+      assert.equal(r.n_docs_a, "24");
+      assert.equal(r.n_docs_b, "24");
+    }
+    // Different documents give different values somewhere.
+    assert.ok(all.some((r) => r.value_a !== r.value_b));
+    const info = JSON.parse(await Deno.readTextFile(`${dir}/compare/compare.json`));
+    assert.equal(info.a.model, info.b.model);
+    assert.ok(info.notes.some((n: string) => /paired/.test(n)), info.notes.join(" | "));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("compare refuses a wrong number of inputs, an input that is neither, and a busy folder", async () => {
   const dir = await Deno.makeTempDir({ prefix: "moetrace-compare-test-" });
   try {
