@@ -79,6 +79,12 @@ export interface CacheListener {
   prefetch(key: number): void;
   /** The current access, at `layer`, is the first use of the prefetched `key`. */
   use(layer: number, key: number): void;
+  /**
+   * The current access hits `key`, not as a first use (told only when the
+   * cache is built with `hits: true`: `simulate --miss-dtype` counts uses of
+   * low-precision copies).
+   */
+  hit?(key: number): void;
 }
 
 export class ExpertCache {
@@ -87,6 +93,8 @@ export class ExpertCache {
   readonly experts: number;
   /** Told every load, prefetch and first use (null: nobody listens). */
   readonly listener: CacheListener | null;
+  /** The listener when it is also told hits (option `hits`), else null. */
+  #hitListener: CacheListener | null;
   /** Keys that may not be evicted: the last access's experts and the prefetches since. */
   readonly guard: Guard;
   /** [keys] 1 while a key sits in the cache because of a prefetch, not yet used. */
@@ -132,12 +140,15 @@ export class ExpertCache {
       slots?: boolean;
       /** Default null. */
       listener?: CacheListener | null;
+      /** Also tell the listener every hit that is not a first use (default false). */
+      hits?: boolean;
     } = {},
   ) {
     this.policy = policy;
     this.layers = shape.layers;
     this.experts = shape.experts;
     this.listener = options.listener ?? null;
+    this.#hitListener = options.hits === true ? this.listener : null;
     const keys = shape.layers * shape.experts;
     const M = shape.layers;
     this.#slots = options.slots ?? true;
@@ -274,7 +285,7 @@ export class ExpertCache {
         this.#prefetchUsed[layer]!++;
         this.usedKeys[this.usedCount++] = key;
         this.listener?.use(layer, key);
-      }
+      } else if (this.#hitListener !== null) this.#hitListener.hit!(key);
       return;
     }
     const victim = policy.admit(key, now, true, this.guard);

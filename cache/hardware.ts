@@ -4,6 +4,7 @@
  * (validated here; `bench engine --calibrate` writes such files).
  */
 import { DataError, messageOf, UsageError } from "../common/errors.ts";
+import { didYouMean } from "../common/suggest.ts";
 
 /**
  * A machine, as a preset or a JSON file (`--hardware FILE`). Bandwidths are in
@@ -41,16 +42,40 @@ export interface Hardware {
   device_memory_gb_s?: number;
   /** Device dense half-precision throughput for the default compute model, TFLOP/s. */
   device_tflops?: number;
+  /**
+   * One expert computed on the host CPU for one token (`simulate --on-miss
+   * cpu|cheaper`), ms, as measured; when missing it is derived from the CPU's
+   * roofline (`cpu_memory_gb_s`, `cpu_tflops`), see `stepCosts`.
+   */
+  cpu_expert_ms?: number;
+  /** Host memory bandwidth the CPU reads expert weights at, GB/s. */
+  cpu_memory_gb_s?: number;
+  /** Host CPU dense throughput (all cores, the expert's dtype decoded to fp32), TFLOP/s. */
+  cpu_tflops?: number;
   /** Where the numbers come from. */
   source?: string;
 }
 
+// The desktop host CPU: a 16-core Ryzen 9 7950X class machine with two
+// channels of DDR5-5600: 2 × 8 bytes × 5600 MT/s = 89.6 GB/s peak; 16 Zen 4
+// cores × 4.5 GHz × 32 FP32 FLOP/cycle (two 256-bit FMA pipes) = 2.3 TFLOP/s.
+// At batch 1 an expert on the CPU is memory-bound (2 FLOP per weight against
+// 2 bytes of bf16), as llama.cpp's --n-cpu-moe relies on.
 const DESKTOP_GPU = {
   device_memory_gb_s: 1008,
   device_tflops: 165,
+  cpu_memory_gb_s: 89.6,
+  cpu_tflops: 2.3,
 };
 const DESKTOP_SOURCE =
-  "link: PCI-SIG x16 rate per direction; effective rate assumed 80% of it (typical pinned cudaMemcpy host→device); latency 10 µs per upload assumed; compute: RTX 4090 datasheet (1008 GB/s GDDR6X, 165 TFLOP/s dense FP16 tensor)";
+  "link: PCI-SIG x16 rate per direction; effective rate assumed 80% of it (typical pinned cudaMemcpy host→device); latency 10 µs per upload assumed; compute: RTX 4090 datasheet (1008 GB/s GDDR6X, 165 TFLOP/s dense FP16 tensor); CPU: 16-core Zen 4 (Ryzen 9 7950X class), dual-channel DDR5-5600 = 89.6 GB/s peak, 16 cores × 4.5 GHz × 32 FP32 FLOP/cycle = 2.3 TFLOP/s";
+
+// The phone's CPU reads the same LPDDR5X as its accelerator (76.8 GB/s); its
+// throughput is an assumption: 8 Armv9 cores (1 Cortex-X4, 5 A720, 2 A520)
+// at about 0.5 TFLOP/s FP32 with NEON in all.
+const PHONE_CPU = { cpu_memory_gb_s: 76.8, cpu_tflops: 0.5 };
+const PHONE_CPU_SOURCE =
+  "CPU: shares the 76.8 GB/s LPDDR5X; 0.5 TFLOP/s FP32 over 8 Armv9 cores assumed";
 
 /** Built-in machines. Effective numbers are assumptions stated in `source`. */
 export const HARDWARE_PRESETS: Record<string, Hardware> = {
@@ -81,8 +106,10 @@ export const HARDWARE_PRESETS: Record<string, Hardware> = {
     latency_us: 5,
     device_memory_gb_s: 4000,
     device_tflops: 989,
+    cpu_memory_gb_s: 500,
+    cpu_tflops: 7.1,
     source:
-      "NVIDIA GH200 datasheet: NVLink-C2C 900 GB/s total, 450 GB/s per direction (used as is); latency 5 µs assumed; H100 HBM3 4 TB/s, 989 TFLOP/s dense BF16",
+      "NVIDIA GH200 datasheet: NVLink-C2C 900 GB/s total, 450 GB/s per direction (used as is); latency 5 µs assumed; H100 HBM3 4 TB/s, 989 TFLOP/s dense BF16; Grace CPU: LPDDR5X about 500 GB/s, 72 Neoverse V2 cores × 3.1 GHz × 32 FP32 FLOP/cycle (four 128-bit SVE2 FMA pipes) = 7.1 TFLOP/s",
   },
   "phone-ufs": {
     name: "phone-ufs",
@@ -90,8 +117,9 @@ export const HARDWARE_PRESETS: Record<string, Hardware> = {
     latency_us: 100,
     device_memory_gb_s: 76.8,
     device_tflops: 4,
+    ...PHONE_CPU,
     source:
-      "UFS 4.0 sequential read 4.2 GB/s (Samsung UFS 4.0 announcement); 100 µs per read request assumed; compute: LPDDR5X-9600 on a 64-bit bus = 76.8 GB/s, 4 TFLOP/s FP16 mobile GPU/NPU assumed",
+      `UFS 4.0 sequential read 4.2 GB/s (Samsung UFS 4.0 announcement); 100 µs per read request assumed; compute: LPDDR5X-9600 on a 64-bit bus = 76.8 GB/s, 4 TFLOP/s FP16 mobile GPU/NPU assumed; ${PHONE_CPU_SOURCE}`,
   },
   "phone-unified": {
     name: "phone-unified",
@@ -99,8 +127,9 @@ export const HARDWARE_PRESETS: Record<string, Hardware> = {
     latency_us: 5,
     device_memory_gb_s: 76.8,
     device_tflops: 4,
+    ...PHONE_CPU,
     source:
-      "Experts kept in the phone's unified LPDDR5X (76.8 GB/s) and copied into the accelerator's working set: a copy reads and writes, so half of 76.8 GB/s; 5 µs per copy assumed; compute as phone-ufs",
+      "Experts kept in the phone's unified LPDDR5X (76.8 GB/s) and copied into the accelerator's working set: a copy reads and writes, so half of 76.8 GB/s; 5 µs per copy assumed; compute and CPU as phone-ufs",
   },
 };
 
@@ -115,6 +144,9 @@ const HARDWARE_FIELDS: Record<string, "string" | "positive" | "nonnegative" | "b
   uploads_overlap_compute: "boolean",
   device_memory_gb_s: "positive",
   device_tflops: "positive",
+  cpu_expert_ms: "nonnegative",
+  cpu_memory_gb_s: "positive",
+  cpu_tflops: "positive",
   source: "string",
 };
 
@@ -169,18 +201,25 @@ export function validateHardware(json: unknown, where: string): Hardware {
       `${where} needs either "expert_ms" and "attention_ms_per_layer" or "device_memory_gb_s" and "device_tflops" for compute times.`,
     );
   }
+  if ((o.cpu_memory_gb_s === undefined) !== (o.cpu_tflops === undefined)) {
+    throw new DataError(
+      `${where} gives only one of "cpu_memory_gb_s" and "cpu_tflops"; the CPU's roofline needs both.`,
+    );
+  }
   return o as unknown as Hardware;
 }
 
 /** A preset by name, or a hardware JSON file by path. */
 export async function loadHardware(nameOrPath: string): Promise<Hardware> {
-  const preset = HARDWARE_PRESETS[nameOrPath];
+  const preset = HARDWARE_PRESETS[nameOrPath] ?? HARDWARE_PRESETS[nameOrPath.toLowerCase()];
   if (preset) return preset;
   if (!nameOrPath.endsWith(".json") && !nameOrPath.includes("/")) {
     throw new UsageError(
       `--hardware takes ${
         Object.keys(HARDWARE_PRESETS).join(", ")
-      } or a JSON file, got "${nameOrPath}".`,
+      } or a JSON file, got "${nameOrPath}".${
+        didYouMean(nameOrPath, Object.keys(HARDWARE_PRESETS))
+      }`,
     );
   }
   let text: string;

@@ -20,7 +20,7 @@ import type { CachePolicy } from "./policy.ts";
 import type { Prefetcher } from "./prefetch/prefetcher.ts";
 import type { StepCosts } from "./costs.ts";
 import { OracleShadow } from "./oracle_shadow.ts";
-import { TimingModel } from "./timing.ts";
+import { TimingModel, timingNeedsHits } from "./timing.ts";
 
 /** Prediction quality per target layer and lookahead, counted against the trace. */
 export interface PrefetchAccuracy {
@@ -59,12 +59,13 @@ export interface ReplayResult {
 
 export function replay(trace: AccessTrace, options: ReplayOptions): ReplayResult {
   const { layers: M, experts: E, topK: k, chosen, tokens: T } = trace;
-  const timings = options.costs.map((c) => new TimingModel(c, { layers: M, experts: E }));
+  const timings = options.costs.map((c) => new TimingModel(c, { layers: M, experts: E, topK: k }));
   // Every timing model hears each event through the first (TimingModel.chain).
   const timing = TimingModel.chain(timings);
   const cache = new ExpertCache(options.policy, { layers: M, experts: E, budget: options.budget }, {
     slots: false,
     listener: timing,
+    hits: timingNeedsHits(options.costs),
   });
   const pf = options.prefetcher;
   const depth = pf ? pf.depth : 0;

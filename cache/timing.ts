@@ -20,12 +20,46 @@
  * the token. Without prefetch the queue is always empty when the router
  * decides, so the stall is exactly misses × transferMs.
  *
+ * What a miss does (costs.ts's `MissSetting`) changes steps 2-4:
+ *
+ * - `--tier`: a load is served from host RAM over the link when the RAM tier
+ *   (tiers.ts, its own policy) holds the expert, else it is read from the SSD
+ *   on the SSD's own FIFO queue, `ssdMs = ssd latency + bytes / min(ssd,
+ *   link)`, streaming through RAM (and admitted there) without holding the
+ *   link queue;
+ * - `--miss-dtype`: a demand load fetches the low-precision copy
+ *   (`missTransferMs`, `missSsdMs`); every use of it until the key is loaded
+ *   again (a prefetch loads full precision) is a degraded use;
+ * - `--on-miss cpu`: the m missed experts of the step are computed on the
+ *   CPU, one after another from the decision time (an expert read from the
+ *   SSD once its read completes), while the GPU computes the other count − m
+ *   after waiting only for its first uses; the uploads still go on the queue
+ *   in the background (the cache's contents, hits and misses are the same for
+ *   every `--on-miss`), so later loads queue behind them:
+ *     cpuEnd = fold(t = now; t = max(t, available_i) + cpuExpertMs)
+ *     end    = max(ready_uses + (count − m) × expertMs, cpuEnd)
+ *   `--on-miss cheaper` takes, per step, the smaller of that end and the
+ *   transfer end max(ready_uses, ready_loads) + count × expertMs.
+ *
+ * The stall is the layer's time beyond attention and its own GPU compute:
+ * end − now − (experts computed on the GPU) × expertMs.
+ *
  * The numbers per step (`StepCosts`: upload, expert and attention times)
  * come from costs.ts, out of dtypes.ts and hardware.ts. The oracle's timing
  * derived from miss counts is in oracle_shadow.ts.
  */
 import type { StepCosts } from "./costs.ts";
 import type { CacheListener } from "./expert_cache.ts";
+import { RamTier } from "./tiers.ts";
+
+/**
+ * Whether timing models of these costs must be told every hit (the cache's
+ * `hits` option): uses of low-precision copies are counted, and under
+ * --on-miss cpu|cheaper a hit may find its upload still in flight.
+ */
+export function timingNeedsHits(costs: readonly StepCosts[]): boolean {
+  return costs.some((c) => c.missBytes !== undefined || c.onMiss !== undefined);
+}
 
 /** Clock, transfer queue and per-layer time of one replay under one cost setting. */
 export class TimingModel implements CacheListener {
@@ -34,6 +68,8 @@ export class TimingModel implements CacheListener {
   now = 0;
   /** When the transfer queue is next idle, ms. */
   queueFree = 0;
+  /** When the SSD's read queue is next idle, ms (with a tier). */
+  ssdFree = 0;
   /** [keys] when each expert's last upload completes, ms. */
   readonly readyAt: Float64Array;
   /** [M] stall ms summed over tokens. */
@@ -42,39 +78,91 @@ export class TimingModel implements CacheListener {
   readonly layerMs: Float64Array;
   /** [M] prefetched experts first used while still in flight. */
   readonly late: Float64Array;
+  /** [M] missed experts computed on the CPU (`--on-miss cpu|cheaper`). */
+  readonly cpuExperts: Float64Array;
+  /** [M] uploads (demand and prefetch) served from host RAM, by the key's layer (with a tier). */
+  readonly ramHits: Float64Array;
+  /** [M] uploads read from the SSD, by the key's layer (with a tier). */
+  readonly ssdReads: Float64Array;
+  /** [M] expert uses served by a low-precision copy (`--miss-dtype`). */
+  readonly degradedUses: Float64Array;
+  /** [M] token-layers with at least one degraded expert. */
+  readonly degradedSteps: Float64Array;
+  /** Tokens with a degraded expert at any layer. */
+  degradedTokens = 0;
   tokens = 0;
   /** The current step's decision time, ms. */
   #decision = 0;
-  /** When the current step's demand loads and first uses are all resident, ms. */
+  /** When the current step's first uses of prefetched keys are all resident, ms. */
   #ready = 0;
+  /** When the current step's demand loads are all resident, ms. */
+  #demandReady = 0;
   /** The next model of a chain (see `chain`). */
   #next: TimingModel | null = null;
   #attentionMs: number;
   #transferMs: number;
   #expertMs: number;
   #serial: boolean;
+  #experts: number;
+  /** Any of --on-miss cpu|cheaper, --miss-dtype, --tier: loads take the slower path. */
+  #extras: boolean;
+  /** 0 transfer, 1 cpu, 2 cheaper. */
+  #onMiss: number;
+  #cpuMs: number;
+  /** [keys] 1 while the cached copy is the low-precision one, or null without --miss-dtype. */
+  #degraded: Uint8Array | null;
+  #missTransferMs: number;
+  #ram: RamTier | null;
+  #ssdMs: number;
+  #missSsdMs: number;
+  // The current step's CPU work and degraded uses.
+  #cpuEnd = 0;
+  #cpuCount = 0;
+  #degradedLoads = 0;
+  #degradedHits = 0;
+  #tokenDegraded = false;
 
-  constructor(costs: StepCosts, shape: { layers: number; experts: number }) {
+  constructor(costs: StepCosts, shape: { layers: number; experts: number; topK?: number }) {
     this.costs = costs;
     this.#attentionMs = costs.attentionMs;
     this.#transferMs = costs.transferMs;
     this.#expertMs = costs.expertMs;
     this.#serial = costs.serialUploads === true;
-    this.readyAt = new Float64Array(shape.layers * shape.experts);
+    this.#experts = shape.experts;
+    const keys = shape.layers * shape.experts;
+    this.readyAt = new Float64Array(keys);
     this.stallMs = new Float64Array(shape.layers);
     this.layerMs = new Float64Array(shape.layers);
     this.late = new Float64Array(shape.layers);
+    this.cpuExperts = new Float64Array(shape.layers);
+    this.ramHits = new Float64Array(shape.layers);
+    this.ssdReads = new Float64Array(shape.layers);
+    this.degradedUses = new Float64Array(shape.layers);
+    this.degradedSteps = new Float64Array(shape.layers);
+    this.#onMiss = costs.onMiss === "cpu" ? 1 : costs.onMiss === "cheaper" ? 2 : 0;
+    this.#cpuMs = costs.cpuExpertMs ?? 0;
+    this.#degraded = costs.missBytes !== undefined ? new Uint8Array(keys) : null;
+    this.#missTransferMs = costs.missTransferMs ?? costs.transferMs;
+    const tier = costs.tier;
+    this.#ram = tier
+      ? new RamTier(tier, { layers: shape.layers, experts: shape.experts, topK: shape.topK ?? 1 })
+      : null;
+    this.#ssdMs = tier?.ssdMs ?? 0;
+    this.#missSsdMs = tier?.missSsdMs ?? 0;
+    this.#extras = this.#onMiss !== 0 || this.#degraded !== null || this.#ram !== null;
   }
 
   // One layer of one token as events, in this order: `begin`; `load` for each
-  // demand load and `use` for each prefetched key used for the first time
-  // (in the order of the step's experts), then `prefetch` for each prefetch
-  // issued; `end`. The replay gives the clock (`begin`, `end`, `endToken`);
-  // `load`, `use` and `prefetch` come from the ExpertCache this model listens
-  // to, as it decides. The layer waits only for its demand loads and first
-  // uses: every other expert it needs was waited for by the layer that last
-  // used it, and has not been uploaded since (a cached key is never uploaded
-  // again). timing_test.ts checks this against waiting for every expert.
+  // demand load, `use` for each prefetched key used for the first time and
+  // `hit` for each other hit (only when the cache is asked to tell hits: with
+  // --miss-dtype), in the order of the step's experts, then `prefetch` for
+  // each prefetch issued; `end`. The replay gives the clock (`begin`, `end`,
+  // `endToken`); `load`, `use`, `hit` and `prefetch` come from the
+  // ExpertCache this model listens to, as it decides. The layer waits only for
+  // its demand loads and first uses: every other expert it needs was waited
+  // for by the layer that last used it, and has not been uploaded since (a
+  // cached key is never uploaded again). timing_test.ts checks this against
+  // waiting for every expert.
   //
   // Every event is passed on to the model `chain` linked after this one, so
   // a replay timing several settings sends each event once; with one setting
@@ -91,29 +179,103 @@ export class TimingModel implements CacheListener {
     const decision = this.now + this.#attentionMs;
     this.#decision = decision;
     this.#ready = decision;
+    this.#demandReady = decision;
+    if (this.#extras) {
+      this.#cpuEnd = decision;
+      this.#cpuCount = 0;
+      this.#degradedLoads = 0;
+      this.#degradedHits = 0;
+      this.#ram?.step();
+    }
     this.#next?.begin();
   }
 
-  /** Queues the demand upload of `key` at the decision time; the layer waits for it. */
+  /** Queues the demand upload of `key` at the decision time; the layer waits for it (or computes it on the CPU). */
   load(key: number): void {
-    const done = this.#upload(key);
-    if (done > this.#ready) this.#ready = done;
+    const done = this.#extras ? this.#fetch(key, true) : this.#upload(key, this.#transferMs);
+    if (done > this.#demandReady) this.#demandReady = done;
     this.#next?.load(key);
   }
 
   /** Queues the upload of `key` at the decision time; the layer does not wait for it. */
   prefetch(key: number): void {
-    this.#upload(key);
+    if (this.#extras) this.#fetch(key, false);
+    else this.#upload(key, this.#transferMs);
     this.#next?.prefetch(key);
   }
 
-  /** Queues an upload of `key` at the decision time; returns when it completes. */
-  #upload(key: number): number {
+  /**
+   * A hit on a key not first used now. Under --on-miss cpu|cheaper a hit may
+   * find its background upload still in flight: it is then computed like a
+   * miss (on the CPU, or waited for when the step takes the transfer path).
+   * A hit on a low-precision copy is a degraded use.
+   */
+  hit(key: number): void {
+    if (this.#extras) {
+      const degraded = this.#degraded;
+      const low = degraded !== null && degraded[key] === 1;
+      const r = this.readyAt[key]!;
+      if (r > this.#decision) {
+        if (r > this.#demandReady) this.#demandReady = r;
+        if (low) this.#degradedLoads++;
+        if (this.#onMiss !== 0) {
+          const start = this.#cpuEnd;
+          this.#cpuEnd = start + this.#cpuMs;
+          this.#cpuCount++;
+        }
+      } else if (low) this.#degradedHits++;
+    }
+    this.#next?.hit(key);
+  }
+
+  /** Queues an upload of `key` taking `ms` on the link at the decision time; returns when it completes. */
+  #upload(key: number, ms: number): number {
     const now = this.#decision;
     const free = this.queueFree;
-    const done = (free > now ? free : now) + this.#transferMs;
+    const done = (free > now ? free : now) + ms;
     this.readyAt[key] = done;
     this.queueFree = done;
+    return done;
+  }
+
+  /**
+   * An upload with a tier, a low-precision copy or CPU compute in play:
+   * from RAM over the link or from the SSD, the low-precision copy for a
+   * demand load under --miss-dtype, and the CPU's work for a demand load
+   * under --on-miss. Returns when the upload completes.
+   */
+  #fetch(key: number, demand: boolean): number {
+    const degraded = this.#degraded;
+    const low = demand && degraded !== null;
+    if (degraded !== null) degraded[key] = low ? 1 : 0;
+    let done: number;
+    // When the CPU can read the expert: at once from RAM, after the SSD read.
+    let available = this.#decision;
+    const ram = this.#ram;
+    if (ram !== null) {
+      const layer = Math.floor(key / this.#experts);
+      if (ram.fetch(key, demand)) {
+        this.ramHits[layer]!++;
+        done = this.#upload(key, low ? this.#missTransferMs : this.#transferMs);
+      } else {
+        this.ssdReads[layer]!++;
+        const free = this.ssdFree;
+        done = (free > available ? free : available) + (low ? this.#missSsdMs : this.#ssdMs);
+        this.ssdFree = done;
+        this.readyAt[key] = done;
+        available = done;
+      }
+    } else {
+      done = this.#upload(key, low ? this.#missTransferMs : this.#transferMs);
+    }
+    if (demand) {
+      if (low) this.#degradedLoads++;
+      if (this.#onMiss !== 0) {
+        const start = this.#cpuEnd > available ? this.#cpuEnd : available;
+        this.#cpuEnd = start + this.#cpuMs;
+        this.#cpuCount++;
+      }
+    }
     return done;
   }
 
@@ -134,13 +296,42 @@ export class TimingModel implements CacheListener {
   end(layer: number, count: number): void {
     const now = this.#decision;
     let ready = this.#ready;
-    // Serial uploads: this step's prefetches also run before its experts.
+    // Serial uploads: this step's uploads, prefetches included, run before its experts.
     if (this.#serial && this.queueFree > ready) ready = this.queueFree;
-    const stall = ready - now;
-    const compute = count * this.#expertMs;
+    const demand = this.#demandReady;
+    if (demand > ready) ready = demand;
+    // Written as before the CPU path existed, so plain timings stay bit for bit.
+    let stall = ready - now;
+    let compute = count * this.#expertMs;
+    let end = ready + compute;
+    if (this.#extras) {
+      const m = this.#cpuCount;
+      let onCpu = false;
+      if (m > 0) {
+        // The GPU computes the hits once its first uses are in; the CPU the misses.
+        let gpuReady = this.#ready;
+        if (this.#serial && this.queueFree > gpuReady) gpuReady = this.queueFree;
+        const gpuCompute = (count - m) * this.#expertMs;
+        const gpuEnd = gpuReady + gpuCompute;
+        const splitEnd = this.#cpuEnd > gpuEnd ? this.#cpuEnd : gpuEnd;
+        if (this.#onMiss === 1 || splitEnd < end) {
+          onCpu = true;
+          end = splitEnd;
+          this.cpuExperts[layer]! += m;
+          compute = gpuCompute;
+          stall = splitEnd - now - gpuCompute;
+        }
+      }
+      const degraded = this.#degradedHits + (onCpu ? 0 : this.#degradedLoads);
+      if (degraded > 0) {
+        this.degradedUses[layer]! += degraded;
+        this.degradedSteps[layer]!++;
+        this.#tokenDegraded = true;
+      }
+    }
     this.stallMs[layer]! += stall;
     this.layerMs[layer]! += this.#attentionMs + stall + compute;
-    this.now = ready + compute;
+    this.now = end;
     this.#next?.end(layer, count);
   }
 
@@ -148,6 +339,10 @@ export class TimingModel implements CacheListener {
   endToken(): void {
     this.now += this.costs.otherMs;
     this.tokens++;
+    if (this.#tokenDegraded) {
+      this.degradedTokens++;
+      this.#tokenDegraded = false;
+    }
     this.#next?.endToken();
   }
 }
