@@ -23,6 +23,12 @@ export interface AccessTrace {
   spec: Uint16Array | null;
   /** [T] document id of each token. */
   doc: Uint32Array;
+  /**
+   * [T] the serving step at which each token's document arrived, for traces
+   * imported from serving logs with an `arrival_step` column (absent or null
+   * otherwise); a batched replay admits documents in this order (batch.ts).
+   */
+  arrival?: Uint32Array | null;
 }
 
 /** Reads every shard of the trace in `dir` into one AccessTrace. */
@@ -43,11 +49,13 @@ export async function loadAccessTrace(
   const chosen = sharedUint16(rows * width);
   const spec = wantSpec ? sharedUint16(rows * width * lookahead) : null;
   const doc = new Uint32Array(rows);
+  const arrival = reader.shape.arrivalSteps ? new Uint32Array(rows) : null;
   let row = 0;
   for await (const batch of reader.batches()) {
     chosen.set(batch.experts, row * width);
     if (spec && batch.spec) spec.set(batch.spec, row * width * lookahead);
     doc.set(batch.doc, row);
+    if (arrival && batch.arrivalStep) arrival.set(batch.arrivalStep, row);
     row += batch.rows;
   }
   const bad = checkGroups(chosen, topK, experts, false);
@@ -72,7 +80,7 @@ export async function loadAccessTrace(
     }
   }
   return {
-    trace: { tokens: rows, layers, experts, topK, chosen, lookahead, spec, doc },
+    trace: { tokens: rows, layers, experts, topK, chosen, lookahead, spec, doc, arrival },
     manifest: reader.manifest,
   };
 }

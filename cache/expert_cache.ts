@@ -121,6 +121,8 @@ export class ExpertCache {
   #partitionOf: Int32Array;
   /** Whether slots (`slotOf`, `evictedKeys`, `slotsUsed`) are kept: the engine's uploads need them, a replay does not. */
   #slots: boolean;
+  /** Whether an expert that finds only guarded victims is streamed (loaded, used, not kept) instead of an error. */
+  #stream: boolean;
   #stats: CacheStats;
   /** [M] demand accesses: hits are accesses − misses, so a hit counts nothing. */
   #accesses: Float64Array;
@@ -140,6 +142,13 @@ export class ExpertCache {
       slots?: boolean;
       /** Default null. */
       listener?: CacheListener | null;
+      /**
+       * Stream what does not fit (default false: an error). A batched replay
+       * (batch.ts) accesses the union of several tokens' experts at once,
+       * which may exceed the capacity: the experts that find every victim
+       * guarded are uploaded and used but not cached (a miss each).
+       */
+      stream?: boolean;
       /** Also tell the listener every hit that is not a first use (default false). */
       hits?: boolean;
     } = {},
@@ -152,6 +161,7 @@ export class ExpertCache {
     const keys = shape.layers * shape.experts;
     const M = shape.layers;
     this.#slots = options.slots ?? true;
+    this.#stream = options.stream ?? false;
     this.#accesses = new Float64Array(M);
     this.#stats = {
       hits: new Float64Array(M),
@@ -289,8 +299,11 @@ export class ExpertCache {
       return;
     }
     const victim = policy.admit(key, now, true, this.guard);
-    if (victim === REFUSED) this.#refused(key);
-    this.#placed(key, victim);
+    if (victim === REFUSED) {
+      if (!this.#stream) this.#refused(key);
+    } else {
+      this.#placed(key, victim);
+    }
     this.#misses[layer]!++;
     this.missKeys[this.missCount++] = key;
     this.listener?.load(key);

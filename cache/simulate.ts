@@ -7,6 +7,10 @@
 import { writeFileAtomic } from "../common/atomic_write.ts";
 import { type CsvRow, writeCsv } from "../common/csv.ts";
 import { UsageError } from "../common/errors.ts";
+import { writingOutputs } from "../common/interrupt.ts";
+import { checkOutputFolder, tablesOutput } from "../common/output_folder.ts";
+import { Progress } from "../common/progress.ts";
+import { didYouMean } from "../common/suggest.ts";
 import { renderSvg } from "../common/plot.ts";
 import { type Manifest, TOOL_VERSION } from "../trace/mod.ts";
 import { loadAccessTrace } from "./access_trace.ts";
@@ -16,8 +20,10 @@ import { parsePrefetch, type PrefetchSpec } from "./prefetch/mod.ts";
 import { simulationFigures } from "./simulate_figures.ts";
 import type { SimulationOutput } from "./simulate_output.ts";
 import { simulationReadme } from "./simulate_readme.ts";
+import { bootstrapInterval, bootstrapSweep } from "./bootstrap.ts";
 import { capacityExperts, type CapacitySpec, runSweep, type SweepSettings } from "./sweep.ts";
 import { dtypeInfo } from "./dtypes.ts";
+import { checkMissSetting, missSettingFromFlags } from "./costs.ts";
 import { type Hardware, loadHardware } from "./hardware.ts";
 import { lruHits } from "./stack_distance.ts";
 
@@ -30,14 +36,20 @@ export const SIMULATION_COLUMNS = [
   "prefetch",
   "dtype",
   "hardware",
+  "batch",
   "layer",
-  "model_layer",
+  "moe_layer",
   "n_docs",
   "n_tokens",
+  "n_steps",
   "accesses",
+  "experts_per_step",
   "hits",
   "misses",
   "hit_rate",
+  "hit_rate_ci_low",
+  "hit_rate_ci_high",
+  "hit_rate_in_time",
   "loads_per_token",
   "bytes_per_token",
   "prefetch_issued",
@@ -48,14 +60,26 @@ export const SIMULATION_COLUMNS = [
   "prefetch_recall",
   "stall_ms_per_token",
   "ms_per_token",
+  "ms_per_token_ci_low",
+  "ms_per_token_ci_high",
   "tokens_per_s",
+  "on_miss",
+  "cpu_experts",
+  "tier",
+  "ram_hits",
+  "ssd_reads",
+  "miss_dtype",
+  "degraded_uses",
+  "degraded_tokens",
 ] as const;
 
 export const MRC_COLUMNS = [
   "policy",
   "budget",
   "capacity",
+  "batch",
   "layer",
+  "moe_layer",
   "n_docs",
   "n_tokens",
   "accesses",
@@ -68,6 +92,7 @@ export const MRC_COLUMNS = [
 export const ACCURACY_COLUMNS = [
   "prefetch",
   "layer",
+  "moe_layer",
   "lookahead",
   "n_docs",
   "n_tokens",
@@ -119,7 +144,12 @@ export interface SimulateOptions {
   dtype: string[];
   budget: Budget;
   seed: number;
+  batch: number;
+  bootstrap: number;
 }
+
+/** Default `--bootstrap`: resamples of the document-level bootstrap (bootstrap.ts). */
+export const DEFAULT_BOOTSTRAP = 20;
 
 /** Reads and checks the flags main.ts parsed. */
 export async function simulateSettings(
@@ -140,31 +170,74 @@ export async function simulateSettings(
     dtype: list("dtype", ["bf16"]),
     budget: (flags.budget ?? "per-layer") as Budget,
     seed: typeof flags.seed === "number" ? flags.seed : 0,
+    batch: typeof flags.batch === "number" ? flags.batch : 1,
+    bootstrap: typeof flags.bootstrap === "number" ? flags.bootstrap : DEFAULT_BOOTSTRAP,
   };
+  if (!Number.isInteger(raw.batch) || raw.batch < 1) {
+    throw new UsageError(`--batch takes a whole number of documents ≥ 1, got "${raw.batch}".`);
+  }
+  if (!Number.isInteger(raw.bootstrap) || raw.bootstrap < 0) {
+    throw new UsageError(
+      `--bootstrap takes a whole number of resamples ≥ 0, got "${raw.bootstrap}".`,
+    );
+  }
   if (raw.budget !== "per-layer" && raw.budget !== "global") {
     throw new UsageError(`--budget takes per-layer or global, got "${raw.budget}".`);
   }
   const policies: PolicyName[] = [];
   for (const text of raw.policy) {
-    const p = policyByName(text, "--policy");
+    const p = policyByName(text.toLowerCase(), "--policy");
     if (p === null) {
-      throw new UsageError(`--policy takes ${POLICY_NAMES.join(", ")}, got "${text}".`);
+      throw new UsageError(
+        `--policy takes ${POLICY_NAMES.join(", ")}, got "${text}".${
+          didYouMean(text, POLICY_NAMES)
+        }`,
+      );
     }
     if (!policies.includes(p)) policies.push(p);
   }
+  noteDuplicates("--policy", raw.policy.length, policies);
   const prefetchers: PrefetchSpec[] = [];
   for (const p of raw.prefetch) {
-    const spec = parsePrefetch(p);
+    const spec = parsePrefetch(p.toLowerCase());
     if (!spec) {
       throw new UsageError(
-        `--prefetch takes none, speculative, speculative:D, markov or oracle, got "${p}".`,
+        `--prefetch takes none, speculative, speculative:D, markov or oracle, got "${p}".${
+          didYouMean(p, ["none", "speculative", "markov", "oracle"])
+        }`,
       );
     }
     if (!prefetchers.some((q) => q.name === spec.name)) prefetchers.push(spec);
   }
-  const dtypes = [...new Set(raw.dtype)].map(dtypeInfo);
+  if (raw.batch > 1 && prefetchers.some((p) => p.kind !== "none")) {
+    throw new UsageError(
+      `--batch ${raw.batch} replays without prefetch; use --prefetch none (prefetchers predict one document's next step).`,
+    );
+  }
+  noteDuplicates("--prefetch", raw.prefetch.length, prefetchers.map((p) => p.name));
+  const dtypes = [...new Set(raw.dtype.map((d) => d.toLowerCase()))].map(dtypeInfo);
+  noteDuplicates("--dtype", raw.dtype.length, dtypes.map((d) => d.name));
   const hardware: Hardware[] = [];
   for (const h of [...new Set(raw.hardware)]) hardware.push(await loadHardware(h));
+  noteDuplicates("--hardware", raw.hardware.length, hardware.map((h) => h.name));
+  // What a miss does (costs.ts, tiers.ts): one setting for every combination.
+  const miss = missSettingFromFlags(
+    {
+      ...(typeof flags["on-miss"] === "string" ? { onMiss: flags["on-miss"] } : {}),
+      ...(typeof flags.tier === "string" ? { tier: flags.tier } : {}),
+      ...(typeof flags["miss-dtype"] === "string" ? { missDtype: flags["miss-dtype"] } : {}),
+    },
+    dtypes,
+    raw.budget,
+  );
+  if (miss !== undefined) {
+    checkMissSetting(miss, hardware);
+    if (raw.batch > 1) {
+      throw new UsageError(
+        `--on-miss, --tier and --miss-dtype time one document's steps; --batch ${raw.batch} replays several (use --batch 1).`,
+      );
+    }
+  }
   const names = hardware.map((h) => h.name);
   if (new Set(names).size !== names.length) {
     throw new UsageError(`--hardware lists two machines with the same name: ${names.join(", ")}.`);
@@ -172,8 +245,28 @@ export async function simulateSettings(
   return {
     out: raw.out,
     raw,
-    partial: { policies, prefetchers, dtypes, hardware, budget: raw.budget, seed: raw.seed },
+    partial: {
+      policies,
+      prefetchers,
+      dtypes,
+      hardware,
+      budget: raw.budget,
+      seed: raw.seed,
+      batch: raw.batch,
+      ...(miss !== undefined ? { miss } : {}),
+    },
   };
+}
+
+/** One line on stderr when a list flag named the same value twice (it is simulated once). */
+function noteDuplicates(flag: string, given: number, kept: readonly string[]): void {
+  if (kept.length < given) {
+    console.error(
+      `simulate: ${flag} named ${given - kept.length} value${
+        given - kept.length === 1 ? "" : "s"
+      } twice; each is simulated once: ${kept.join(", ")}.`,
+    );
+  }
 }
 
 /** Most capacities `auto` sweeps; LRU still gets every capacity in miss_ratio_curve.csv. */
@@ -205,9 +298,29 @@ export function resolveCapacities(
       return { kind: "experts" as const, experts, text: String(experts) };
     });
   }
+  // More slots than experts would be clamped to all of them: an expert count
+  // above is a mistake (refused), a byte budget that holds every expert is not.
+  const most = E * scale;
+  const where = settings.budget === "global" ? `${E} experts × ${M} MoE layers` : `${E} experts`;
   for (const spec of specs) {
+    if (spec.kind === "experts" && spec.experts > most) {
+      throw new UsageError(
+        `--capacity ${spec.text} is more than the model's ${where}${
+          settings.budget === "global" ? "" : " per layer"
+        }; give at most ${most}${
+          settings.budget === "global" ? "" : " (or --budget global for slots shared by all layers)"
+        }.`,
+      );
+    }
     for (const dtype of settings.dtypes) {
       const c = capacityExperts(spec, dtype, manifest.model, settings.budget, M);
+      if (spec.kind === "bytes" && c > most) {
+        console.error(
+          `simulate: --capacity ${spec.text} holds all ${most} experts of ${dtype.name}${
+            settings.budget === "global" ? "" : " per layer"
+          }, so it is simulated as ${most}.`,
+        );
+      }
       if (c < k) {
         const what = spec.kind === "bytes"
           ? ` (${c} experts of ${dtype.name}${settings.budget === "per-layer" ? " per layer" : ""})`
@@ -226,6 +339,11 @@ export async function simulateCommand(
   flags: Record<string, unknown>,
 ): Promise<void> {
   const { out, raw, partial } = await simulateSettings(flags);
+  await checkOutputFolder(
+    out,
+    { command: "simulate", ...tablesOutput("a simulation", "simulation.json") },
+    flags.force === true,
+  );
   const capacitySpecs = parseCapacities(raw.capacity);
   const needSpec = partial.prefetchers.some((p) => p.kind === "speculative");
   const started = performance.now();
@@ -248,23 +366,129 @@ export async function simulateCommand(
     capacities: resolveCapacities(capacitySpecs, partial, manifest),
   };
   const loaded = performance.now();
+  // The sweep counts distinct cache runs: combinations that share a policy,
+  // capacity and prefetcher share one run (dtype and hardware only retime it).
+  let progress = null as Progress | null;
+  let runs = 0;
   const result = await runSweep(data, manifest.model, settings, {
     onProgress: (done, total) => {
-      if (Deno.stderr.isTerminal()) {
-        Deno.stderr.writeSync(
-          new TextEncoder().encode(`\rsimulate: ${done}/${total} configurations`),
-        );
-      }
+      runs = total;
+      progress ??= new Progress("simulate", total, { unit: "cache runs" });
+      progress.set(done);
     },
   });
-  if (Deno.stderr.isTerminal()) console.error("");
+  progress?.finish();
   const simulated = performance.now();
-  await writeSimulation(out, { traceDir: trace, manifest, trace: data, settings, result });
+  const bootstrap = raw.bootstrap > 0
+    ? await bootstrapSweep(data, manifest.model, settings, {
+      resamples: raw.bootstrap,
+      seed: raw.seed,
+      // A small trace replays faster than workers start.
+      ...(data.chosen.length < 1_000_000 ? { workers: 0 } : {}),
+    })
+    : null;
+  const resampled = performance.now();
+  writingOutputs(out);
+  const output: SimulationOutput = {
+    traceDir: trace,
+    manifest,
+    trace: data,
+    settings,
+    result,
+    bootstrap,
+  };
+  await writeSimulation(out, output);
+  const summary = simulationSummary(out, output);
+  const seconds = {
+    simulate: (simulated - loaded) / 1000,
+    read: (loaded - started) / 1000,
+    bootstrap: (resampled - simulated) / 1000,
+  };
+  if (flags.json === true) {
+    console.log(JSON.stringify({ ...summary, cache_runs: runs, replays: result.replays, seconds }));
+    return;
+  }
   console.error(
-    `simulate: ${result.combinations.length} combinations (${result.replays} replays) over ${data.tokens} tokens in ${
-      ((simulated - loaded) / 1000).toFixed(1)
-    } s (trace read in ${((loaded - started) / 1000).toFixed(1)} s); written to ${out}`,
+    `simulate: ${result.combinations.length} combinations from ${runs} cache runs (${result.replays} replayed, ${
+      runs - result.replays
+    } from one LRU stack-distance pass) over ${data.tokens} tokens in ${
+      seconds.simulate.toFixed(1)
+    } s (trace read in ${seconds.read.toFixed(1)} s${
+      bootstrap ? `; ${raw.bootstrap} bootstrap resamples in ${seconds.bootstrap.toFixed(1)} s` : ""
+    }); written to ${out}`,
   );
+  for (const line of summary.notes) console.error(`simulate: ${line}`);
+}
+
+/** What `simulate --json` prints: the settings, and the best ms/token per dtype, hardware and capacity. */
+export function simulationSummary(out: string, o: SimulationOutput): {
+  out: string;
+  trace: string;
+  tokens: number;
+  combinations: number;
+  policies: string[];
+  prefetchers: string[];
+  dtypes: string[];
+  hardware: string[];
+  budget: Budget;
+  capacities: number[];
+  best: {
+    dtype: string;
+    hardware: string;
+    capacity: number;
+    policy: string;
+    prefetch: string;
+    hit_rate: number;
+    ms_per_token: number | null;
+  }[];
+  notes: string[];
+} {
+  const { settings, result } = o;
+  const rows = simulationRows(o).filter((r) => r.layer === "all");
+  const best = new Map<string, CsvRow>();
+  for (const r of rows) {
+    const key = `${r.dtype}|${r.hardware}|${r.capacity}`;
+    const seen = best.get(key);
+    const better = (a: CsvRow, b: CsvRow) => {
+      const ma = a.ms_per_token as number, mb = b.ms_per_token as number;
+      return Number.isFinite(ma) && Number.isFinite(mb)
+        ? ma < mb
+        : (a.hit_rate as number) > (b.hit_rate as number);
+    };
+    if (!seen || better(r, seen)) best.set(key, r);
+  }
+  const notes: string[] = [];
+  const dtypes = settings.dtypes.map((d) => d.name);
+  const machines = settings.hardware.map((h) => h.name);
+  if (dtypes.length > 1) {
+    notes.push(
+      `simulation.csv and --json hold every dtype (${
+        dtypes.join(", ")
+      }); the figures, and so the report's, show ${dtypes[0]} only.`,
+    );
+  }
+  return {
+    out,
+    trace: o.traceDir,
+    tokens: o.trace.tokens,
+    combinations: result.combinations.length,
+    policies: [...settings.policies],
+    prefetchers: settings.prefetchers.map((p) => p.name),
+    dtypes,
+    hardware: machines,
+    budget: settings.budget,
+    capacities: [...new Set(result.combinations.map((c) => c.capacity))].sort((a, b) => a - b),
+    best: [...best.values()].map((r) => ({
+      dtype: String(r.dtype),
+      hardware: String(r.hardware),
+      capacity: r.capacity as number,
+      policy: String(r.policy),
+      prefetch: String(r.prefetch),
+      hit_rate: r.hit_rate as number,
+      ms_per_token: Number.isFinite(r.ms_per_token as number) ? r.ms_per_token as number : null,
+    })),
+    notes,
+  };
 }
 
 /**
@@ -286,8 +510,13 @@ export function simulationRows(o: SimulationOutput): CsvRow[] {
   const k = trace.topK;
   const nDocs = countDocs(trace.doc);
   const rows: CsvRow[] = [];
-  for (const c of result.combinations) {
+  const steps = result.steps;
+  const boot = o.bootstrap ?? null;
+  result.combinations.forEach((c, index) => {
     const bytes = c.costs.expertBytes;
+    // A demand miss fetches the low-precision copy under --miss-dtype.
+    const missBytes = c.costs.missBytes ?? bytes;
+    const miss = settings.miss;
     const slots = settings.budget === "global" ? c.capacity : c.capacity * M;
     const accuracy = result.accuracy.get(c.prefetch);
     const base: CsvRow = {
@@ -299,12 +528,25 @@ export function simulationRows(o: SimulationOutput): CsvRow[] {
       prefetch: c.prefetch,
       dtype: c.dtype,
       hardware: c.hardware,
+      batch: settings.batch ?? 1,
       n_docs: nDocs,
       n_tokens: T,
+      n_steps: steps,
+      on_miss: miss?.onMiss ?? "transfer",
+      tier: miss?.tier?.text ?? "none",
+      miss_dtype: miss?.missDtype?.name ?? "none",
     };
     const metrics = (layers: number[]): CsvRow => {
       const sum = (a: Float64Array) => layers.reduce((s, l) => s + a[l]!, 0);
       const hits = sum(c.hits);
+      // The bootstrap's intervals of this row (index M: all layers).
+      const at = layers.length === 1 ? layers[0]! : M;
+      const [hitLow, hitHigh] = boot
+        ? bootstrapInterval(boot.hitRate[index]!, boot.resamples, M, at)
+        : [NaN, NaN];
+      const [msLow, msHigh] = boot
+        ? bootstrapInterval(boot.msPerToken[index]!, boot.resamples, M, at)
+        : [NaN, NaN];
       const misses = sum(c.misses);
       const issued = sum(c.prefetchIssued);
       const stall = sum(c.stallMs);
@@ -326,11 +568,17 @@ export function simulationRows(o: SimulationOutput): CsvRow[] {
       }
       return {
         accesses: hits + misses,
+        experts_per_step: sum(result.unionSum) / (steps * layers.length),
         hits,
         misses,
         hit_rate: hits / (hits + misses),
+        hit_rate_ci_low: hitLow,
+        hit_rate_ci_high: hitHigh,
+        // Hits whose expert was resident when the router asked: prefetches
+        // still in flight at their first use (late) are not.
+        hit_rate_in_time: (timed * (hits - sum(c.prefetchLate))) / (hits + misses),
         loads_per_token: (misses + issued) / T,
-        bytes_per_token: (timed * (misses + issued) * bytes) / T,
+        bytes_per_token: (timed * (misses * missBytes + issued * bytes)) / T,
         prefetch_issued: issued,
         prefetch_used: sum(c.prefetchUsed),
         prefetch_late: sum(c.prefetchLate),
@@ -339,30 +587,38 @@ export function simulationRows(o: SimulationOutput): CsvRow[] {
         prefetch_recall: recall,
         stall_ms_per_token: (timed * stall) / T,
         ms_per_token: (timed * ms) / T,
+        ms_per_token_ci_low: timed * msLow,
+        ms_per_token_ci_high: timed * msHigh,
         tokens_per_s: all ? (timed * 1000 * T) / ms : NaN,
+        cpu_experts: c.miss ? sum(c.miss.cpuExperts) : 0,
+        ram_hits: c.miss ? sum(c.miss.ramHits) : 0,
+        ssd_reads: c.miss ? sum(c.miss.ssdReads) : 0,
+        degraded_uses: c.miss ? sum(c.miss.degradedUses) : 0,
+        // Per layer: tokens with a degraded expert there; all: at any layer.
+        degraded_tokens: c.miss ? (all ? c.miss.degradedTokens : sum(c.miss.degradedSteps)) : 0,
       };
     };
     for (let l = 0; l < M; l++) {
       rows.push({
         ...base,
-        layer: String(l),
-        model_layer: manifest.model.moe_layers[l]!,
+        layer: String(manifest.model.moe_layers[l]!),
+        moe_layer: String(l),
         ...metrics([l]),
       });
     }
     rows.push({
       ...base,
       layer: "all",
-      model_layer: "all",
+      moe_layer: "all",
       ...metrics(Array.from({ length: M }, (_, l) => l)),
     });
-  }
+  });
   return rows;
 }
 
 /** LRU for every capacity from the stack distances, Belady at the simulated capacities. */
 export function missRatioRows(o: SimulationOutput): CsvRow[] {
-  const { trace, settings, result } = o;
+  const { trace, settings, result, manifest } = o;
   const sd = result.stackDistances;
   const M = trace.layers;
   const nDocs = countDocs(trace.doc);
@@ -372,7 +628,9 @@ export function missRatioRows(o: SimulationOutput): CsvRow[] {
       policy,
       budget: settings.budget,
       capacity,
-      layer,
+      batch: settings.batch ?? 1,
+      layer: layer === "all" ? "all" : String(manifest.model.moe_layers[Number(layer)]!),
+      moe_layer: layer,
       n_docs: nDocs,
       n_tokens: trace.tokens,
       accesses,
@@ -381,25 +639,32 @@ export function missRatioRows(o: SimulationOutput): CsvRow[] {
       hit_rate: hits / accesses,
       miss_ratio: (accesses - hits) / accesses,
     });
-  for (let c = trace.topK; c <= sd.maxDistance; c++) {
-    let all = 0;
-    for (let l = 0; l < M; l++) {
-      const hits = lruHits(sd, l, c);
-      all += hits;
-      push("lru", c, String(l), sd.accesses[l]!, hits);
+  if (sd !== null) {
+    for (let c = trace.topK; c <= sd.maxDistance; c++) {
+      let all = 0;
+      for (let l = 0; l < M; l++) {
+        const hits = lruHits(sd, l, c);
+        all += hits;
+        push("lru", c, String(l), sd.accesses[l]!, hits);
+      }
+      push("lru", c, "all", trace.chosen.length, all);
     }
-    push("lru", c, "all", trace.chosen.length, all);
   }
-  const seen = new Set<number>();
-  for (const c of result.combinations) {
-    if (c.policy !== "belady" || c.prefetch !== "none" || seen.has(c.capacity)) continue;
-    seen.add(c.capacity);
-    let all = 0;
-    for (let l = 0; l < M; l++) {
-      all += c.hits[l]!;
-      push("belady", c.capacity, String(l), c.hits[l]! + c.misses[l]!, c.hits[l]!);
+  // Belady at the simulated capacities; so is LRU for a batched replay (no stack distances).
+  const simulated = sd === null ? ["lru", "belady"] : ["belady"];
+  for (const policy of simulated) {
+    const seen = new Set<number>();
+    for (const c of result.combinations) {
+      if (c.policy !== policy || c.prefetch !== "none" || seen.has(c.capacity)) continue;
+      seen.add(c.capacity);
+      let all = 0, accesses = 0;
+      for (let l = 0; l < M; l++) {
+        all += c.hits[l]!;
+        accesses += c.hits[l]! + c.misses[l]!;
+        push(policy, c.capacity, String(l), c.hits[l]! + c.misses[l]!, c.hits[l]!);
+      }
+      push(policy, c.capacity, "all", accesses, all);
     }
-    push("belady", c.capacity, "all", trace.chosen.length, all);
   }
   return rows;
 }
@@ -415,7 +680,8 @@ export function accuracyRows(o: SimulationOutput): CsvRow[] {
         if (opportunities === 0) continue;
         rows.push({
           prefetch: name,
-          layer: l,
+          layer: o.manifest.model.moe_layers[l]!,
+          moe_layer: l,
           lookahead: d,
           n_docs: nDocs,
           n_tokens: o.trace.tokens,
@@ -499,7 +765,12 @@ export function simulationFacts(o: SimulationOutput): Record<string, unknown> {
       hardware: settings.hardware.map((h) => h.name),
       budget: settings.budget,
       seed: settings.seed,
+      batch: settings.batch ?? 1,
+      bootstrap: o.bootstrap
+        ? { method: "document resampling, percentile", resamples: o.bootstrap.resamples }
+        : null,
     },
+    steps: o.result.steps,
     hardware: settings.hardware,
     costs,
     replays: o.result.replays,

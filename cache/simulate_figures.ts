@@ -128,7 +128,7 @@ export function simulationFigures(
         x: {
           field: "layer",
           type: "quantitative",
-          title: "MoE layer",
+          title: "layer (the model's index)",
           axis: { tickMinStep: 1, format: "d" },
         },
         y: {
@@ -146,8 +146,11 @@ export function simulationFigures(
   figures.push({
     file: "miss_ratio_curve.svg",
     title: "Miss-ratio curve",
-    caption:
-      "The fraction of expert accesses that must be uploaded, for LRU at every capacity (from one stack-distance pass) and for Belady at the simulated capacities. Where the curve flattens, more cache memory buys little.",
+    caption: `The fraction of expert accesses that must be uploaded, for LRU at ${
+      o.result.stackDistances
+        ? "every capacity (from one stack-distance pass)"
+        : "the simulated capacities"
+    } and for Belady at the simulated capacities. Where the curve flattens, more cache memory buys little.`,
     section: "cache",
     spec: {
       width: 420,

@@ -6,6 +6,7 @@
 import type { Manifest } from "../trace/mod.ts";
 import type { AccessTrace } from "./access_trace.ts";
 import type { SweepResult, SweepSettings } from "./sweep.ts";
+import type { SweepBootstrap } from "./bootstrap.ts";
 
 export interface SimulationOutput {
   /** The trace directory as given on the command line. */
@@ -14,4 +15,6 @@ export interface SimulationOutput {
   trace: AccessTrace;
   settings: SweepSettings;
   result: SweepResult;
+  /** The document-level bootstrap behind the intervals (absent or null: none, empty intervals). */
+  bootstrap?: SweepBootstrap | null;
 }

@@ -70,7 +70,9 @@ Sweep: policies ${settings.policies.join(", ")}; capacities ${
   } (${settings.budget} budget); prefetch ${settings.prefetchers.map((p) => p.name).join(", ")};
 dtypes ${settings.dtypes.map((d) => d.name).join(", ")}; hardware ${
     settings.hardware.map((h) => h.name).join(", ")
-  }; seed ${settings.seed}. Every combination is one set of rows.
+  }; seed ${settings.seed}; batch ${settings.batch ?? 1}; ${
+    o.bootstrap ? `${o.bootstrap.resamples} bootstrap resamples` : "no bootstrap"
+  }. Every combination is one set of rows.
 
 ## Semantics
 
@@ -83,7 +85,35 @@ dtypes ${settings.dtypes.map((d) => d.name).join(", ")}; hardware ${
   evicted to make room for each other: all k are guarded while they are
   loaded, and stay guarded while the prefetches of the same step are issued.
   A hit on an expert still being prefetched counts as a hit (and as a late
-  prefetch, see below).
+  prefetch, see below); \`hit_rate_in_time\` leaves those out.
+- **Batches** (\`--batch N\`, N > 1). N documents decode in lockstep, one
+  token each per step; documents fill slots 0..N−1 in trace order and, when
+  one has decoded its last token, the next document takes its slot at the
+  next step (a trace with an \`arrival_step\` column admits documents in
+  order of arrival, each at the first step not before its arrival at which
+  a slot is free; steps with nothing to decode are skipped). At each step and
+  MoE layer the cache is accessed once with the union of the active
+  documents' experts, in slot order, each document's experts first choice
+  first, each expert once; all of them are guarded together, so none evicts
+  another of the same step. When the union is larger than the capacity, the
+  experts that find only guarded victims are streamed: uploaded and used (a
+  miss each) but not kept. The timing model charges a step like one token
+  (attention and other_ms once, each expert of the union once): a
+  memory-bound batch reads each weight once per step. Batches replay without
+  prefetch, and every policy is replayed (the LRU shortcuts hold for one
+  token per step only), so miss_ratio_curve.csv has LRU at the simulated
+  capacities. \`--batch 1\` is exactly the plain replay.
+- **Uncertainty** (\`--bootstrap B\`, default 20). A document-level
+  bootstrap: each resample draws as many documents as the trace has, with
+  replacement (documents are runs of one \`doc\` id), from a generator seeded
+  by \`--seed\` (common/random.ts: \`Rng(seed)\`, document \`rng.int(G)\`,
+  resample after resample), concatenates them in the order drawn and replays
+  every combination on that trace from empty caches. \`*_ci_low\` and
+  \`*_ci_high\` are the 2.5th and 97.5th percentiles of the B resampled
+  values (linear interpolation between order statistics, h = (B − 1) p).
+  With B = 20 the interval is a rough one (its ends sit near the second
+  smallest and second largest resample); ask for \`--bootstrap 200\` or more
+  before telling two close policies apart. Empty when B = 0.
 - **Budgets.** \`per-layer\`: each layer has its own cache of \`capacity\`
   experts (capacity ≥ k). \`global\`: one cache of \`capacity\` experts shared by
   all layers, evictions may cross layers. A byte capacity (\`24GiB\`) is turned
@@ -245,7 +275,7 @@ true) and \`source\`.
 ### simulation.csv
 
 One row per combination (policy × capacity × prefetch × dtype × hardware) and
-MoE layer, plus a row with \`layer\` = \`all\` for the whole model.
+MoE layer, plus a row with \`layer\` = \`moe_layer\` = \`all\` for the whole model.
 
 ${
     table(["column", "meaning"], [
@@ -260,12 +290,29 @@ ${
       ["prefetch", "prefetcher (none, speculative, speculative:D, markov, oracle)"],
       ["dtype", "expert storage format"],
       ["hardware", "machine preset or file name"],
-      ["layer", "MoE layer index 0..M−1 in moe_layers order, or all"],
-      ["model_layer", "the layer's index in the whole model (moe_layers), or all"],
+      ["batch", "documents decoding in lockstep (--batch; 1: one token per step)"],
+      [
+        "layer",
+        "the layer's index in the whole model (as in moe_layers and the analysis CSVs), or all",
+      ],
+      ["moe_layer", "index among the MoE layers, 0..M−1 in moe_layers order, or all"],
       ["n_docs, n_tokens", "documents and tokens replayed"],
-      ["accesses", "expert accesses (tokens × k per layer)"],
+      ["n_steps", "decoding steps: tokens, or with --batch N the batched steps"],
+      ["accesses", "expert accesses (per step the union of its experts: tokens × k at batch 1)"],
+      [
+        "experts_per_step",
+        "the union size: accesses / (steps × layers), i.e. distinct experts per layer per step",
+      ],
       ["hits, misses", "accesses found in cache / loaded on demand (misses = demand uploads)"],
       ["hit_rate", "hits / accesses"],
+      [
+        "hit_rate_ci_low, hit_rate_ci_high",
+        "95% document-bootstrap percentile interval of hit_rate (see Uncertainty)",
+      ],
+      [
+        "hit_rate_in_time",
+        "(hits − prefetch_late) / accesses: hits whose expert was resident when the router asked",
+      ],
       ["loads_per_token", "uploads (demand + prefetch) per token"],
       ["bytes_per_token", "uploaded bytes per token"],
       ["prefetch_issued", "experts uploaded by prefetch"],
@@ -282,6 +329,10 @@ ${
         "ms_per_token",
         "per layer: attention + stall + expert compute; all: whole token incl. other_ms",
       ],
+      [
+        "ms_per_token_ci_low, ms_per_token_ci_high",
+        "95% document-bootstrap percentile interval of ms_per_token",
+      ],
       ["tokens_per_s", "1000 / ms_per_token (all rows only)"],
     ])
   }
@@ -294,9 +345,9 @@ ${
     table(["column", "meaning"], [
       [
         "policy",
-        "lru (every capacity, from stack distances) or belady (the simulated capacities, no prefetch)",
+        "lru (every capacity, from stack distances; with --batch above 1 the simulated capacities) or belady (the simulated capacities, no prefetch)",
       ],
-      ["budget, capacity, layer, n_docs, n_tokens", "as above"],
+      ["budget, capacity, batch, layer, moe_layer, n_docs, n_tokens", "as above"],
       ["accesses, hits, misses", "counts"],
       ["hit_rate, miss_ratio", "hits / accesses, misses / accesses"],
     ])
@@ -307,7 +358,8 @@ ${
 ${
     table(["column", "meaning"], [
       ["prefetch", "prefetcher"],
-      ["layer", "target layer of the prediction"],
+      ["layer", "target layer of the prediction (the model's index)"],
+      ["moe_layer", "its index among the MoE layers"],
       [
         "lookahead",
         "d: predicted at layer − d (for the oracle's wrap to the next token, at the previous token's last layers)",

@@ -10,6 +10,8 @@
  * - a capacity that holds every key of a partition never evicts, so every
  *   policy behaves like LRU there (swap excepted: it keeps k per layer);
  * - swap ignores the capacity, so it runs once per prefetcher.
+ * With `batch` above 1 every combination replays the batched schedule
+ * (batch.ts) without prefetch; only the full-capacity shortcut holds there.
  */
 import type { ModelFacts } from "../trace/mod.ts";
 import { accessCounts, type AccessTrace } from "./access_trace.ts";
@@ -18,12 +20,25 @@ import type { FutureUses } from "./policy.ts";
 import { createPolicy, type PolicyName, traceFutureUses } from "./policies/mod.ts";
 import { createPrefetcher, type PrefetchSpec } from "./prefetch/mod.ts";
 import { type PrefetchAccuracy, replay } from "./replay.ts";
+import {
+  batchAccessCounts,
+  batchFutureUses,
+  type BatchSchedule,
+  batchSchedule,
+  replayBatch,
+} from "./batch.ts";
 import { lruHits, lruStackDistances, type StackDistances } from "./stack_distance.ts";
-import { type StepCosts, stepCosts } from "./costs.ts";
+import {
+  type MissSetting,
+  missSettingActive,
+  type StepCosts,
+  stepCosts,
+  timedByReplay,
+} from "./costs.ts";
 import { type DtypeInfo, expertBytes } from "./dtypes.ts";
 import type { Hardware } from "./hardware.ts";
 import { oracleShadowStats } from "./oracle_shadow.ts";
-import type { TimingModel } from "./timing.ts";
+import { type MissCounts, missCounts, type TimingModel } from "./timing.ts";
 
 /** A capacity as given: a number of experts, or a byte budget. */
 export type CapacitySpec = { kind: "experts"; experts: number; text: string } | {
@@ -40,6 +55,10 @@ export interface SweepSettings {
   hardware: Hardware[];
   budget: Budget;
   seed: number;
+  /** Documents decoding in lockstep (default 1: the plain replay). */
+  batch?: number;
+  /** What a miss does (--on-miss, --miss-dtype, --tier); default: uploaded and waited for. */
+  miss?: MissSetting;
 }
 
 /** One combination's per-layer results under one (dtype, hardware). */
@@ -63,15 +82,22 @@ export interface Combination {
   layerMs: Float64Array;
   /** Total ms of the whole replay, other_ms included. */
   totalMs: number;
+  /** CPU-computed, tiered and degraded counts (absent when the timing came from counts alone). */
+  miss?: MissCounts;
 }
 
 export interface SweepResult {
   combinations: Combination[];
   /** Prediction quality per prefetcher name (independent of the cache). */
   accuracy: Map<string, PrefetchAccuracy>;
-  stackDistances: StackDistances;
+  /** LRU at every capacity (null for a batched replay, where LRU rows come from its replays). */
+  stackDistances: StackDistances | null;
   /** Replays actually run (after sharing). */
   replays: number;
+  /** Steps replayed: tokens, or batched steps. */
+  steps: number;
+  /** [M] experts accessed per layer summed over steps (the unions of a batch; T × k otherwise). */
+  unionSum: Float64Array;
 }
 
 /** Experts a capacity spec buys under a dtype: per layer or in all. */
@@ -123,6 +149,8 @@ export interface JobContext {
   trace: AccessTrace;
   budget: Budget;
   seed: number;
+  /** The batched schedule replayed instead of the trace (null: the plain replay). */
+  schedule?: BatchSchedule | null;
 }
 
 export interface WorkerRequest {
@@ -135,6 +163,7 @@ export interface JobTiming {
   stallMs: Float64Array;
   layerMs: Float64Array;
   totalMs: number;
+  miss?: MissCounts;
 }
 
 export interface JobResult {
@@ -152,6 +181,7 @@ export function runJob(
   memo: { future?: FutureUses; counts?: Float64Array },
 ): JobResult {
   const { trace, budget, seed } = context;
+  const schedule = context.schedule ?? null;
   const options = policyOptions({
     layers: trace.layers,
     experts: trace.experts,
@@ -160,9 +190,27 @@ export function runJob(
     budget,
     seed,
   });
+  if (schedule !== null) {
+    if (job.run === "belady") options.future = memo.future ??= batchFutureUses(schedule);
+    if (job.run === "pinned") options.counts = memo.counts ??= batchAccessCounts(schedule);
+    const batched = replayBatch(schedule, {
+      policy: createPolicy(job.run, options),
+      budget,
+      costs: job.costs,
+    });
+    return {
+      id: job.id,
+      stats: batched.stats,
+      timings: batched.timings.map(jobTiming),
+      accuracy: null,
+      oracleTimings: [],
+    };
+  }
   if (job.run === "belady") options.future = memo.future ??= traceFutureUses(trace);
   if (job.run === "pinned") options.counts = memo.counts ??= accessCounts(trace);
-  const none = job.prefetch.kind === "none";
+  // Without prefetch the timing is exact from the counts, unless a miss may
+  // be computed on the CPU, read from a tier or fetched in low precision.
+  const none = job.prefetch.kind === "none" && !job.costs.some(timedByReplay);
   const result = replay(trace, {
     policy: createPolicy(job.run, options),
     budget,
@@ -172,21 +220,25 @@ export function runJob(
     accuracy: job.accuracy,
     oracleCosts: job.oracleCosts,
   });
-  const timing = (t: TimingModel): JobTiming => ({
-    late: t.late,
-    stallMs: t.stallMs,
-    layerMs: t.layerMs,
-    totalMs: t.now,
-  });
   const timings = none
     ? job.costs.map((c) => noPrefetchTiming(result.stats, c, trace))
-    : result.timings.map(timing);
+    : result.timings.map(jobTiming);
   return {
     id: job.id,
     stats: result.stats,
     timings,
     accuracy: result.accuracy,
-    oracleTimings: result.oracleTimings.map(timing),
+    oracleTimings: result.oracleTimings.map(jobTiming),
+  };
+}
+
+function jobTiming(t: TimingModel): JobTiming {
+  return {
+    late: t.late,
+    stallMs: t.stallMs,
+    layerMs: t.layerMs,
+    totalMs: t.now,
+    miss: missCounts(t),
   };
 }
 
@@ -204,7 +256,16 @@ export async function runSweep(
 ): Promise<SweepResult> {
   const { layers: M, experts: E, topK: k } = trace;
   const partitionKeys = settings.budget === "global" ? M * E : E;
+  const batch = settings.batch ?? 1;
+  const schedule = batch > 1 ? batchSchedule(trace, batch) : null;
+  if (schedule !== null && settings.prefetchers.some((p) => p.kind !== "none")) {
+    throw new RangeError("a batched replay runs without prefetch.");
+  }
+  // The shortcuts below that rest on one token's k experts per step (stack
+  // distances, capacity k, the oracle's shadow) hold for the plain replay only.
   const perLayer = settings.budget === "per-layer";
+  // CPU compute, tiers or low-precision copies: the timing needs a replay.
+  const replayTiming = missSettingActive(settings.miss);
   const jobs = new Map<string, Job>();
   for (const policy of settings.policies) {
     // Swap ignores the capacity: one set of rows, not one per requested capacity.
@@ -217,9 +278,12 @@ export async function runSweep(
             if (policy === "swap") capacity = perLayer ? k : M * k;
             else capacity = Math.min(capacity, partitionKeys);
             // Per-layer oracle prefetch is derived from the replay without prefetch.
-            const shadow = prefetch.kind === "oracle" && perLayer;
+            // (Its timing from miss counts needs plain uploads: see oracle_shadow.ts.)
+            const shadow = prefetch.kind === "oracle" && perLayer && !replayTiming;
             const kind = shadow ? "none" : prefetch.kind;
-            const run = effectivePolicy(policy, capacity, kind, k, partitionKeys, perLayer);
+            const run = schedule !== null
+              ? (capacity >= partitionKeys ? "lru" : policy)
+              : effectivePolicy(policy, capacity, kind, k, partitionKeys, perLayer);
             const runPrefetch = shadow ? NO_PREFETCH : prefetch;
             const key = `${run}|${capacity}|${runPrefetch.name}`;
             let job = jobs.get(key);
@@ -258,12 +322,14 @@ export async function runSweep(
         settings.hardware[i % settings.hardware.length]!,
         settings.dtypes[Math.floor(i / settings.hardware.length)]!,
         model,
+        settings.miss,
       )
     );
   // LRU without prefetch: every capacity from the stack distances, and with a
   // per-layer budget the oracle timings from the same pass. Everything else
   // is replayed, in workers started before that pass so they overlap with it.
-  const fromStack = (job: Job) => job.run === "lru" && job.prefetch.kind === "none";
+  const fromStack = (job: Job) =>
+    schedule === null && !replayTiming && job.run === "lru" && job.prefetch.kind === "none";
   const results = new Map<number, JobResult>();
   const replayed: JobSpec[] = [];
   const accuracyWanted = new Set<string>();
@@ -283,7 +349,7 @@ export async function runSweep(
   }
   let done = 0;
   const progress = () => sweepOptions.onProgress?.(done, all.length);
-  const context: JobContext = { trace, budget: settings.budget, seed: settings.seed };
+  const context: JobContext = { trace, budget: settings.budget, seed: settings.seed, schedule };
   const groups = groupByClass(replayed);
   // Replays are independent: one worker per core (the stack-distance pass on
   // this thread is short next to them).
@@ -298,18 +364,12 @@ export async function runSweep(
       }));
 
   const stackJobs = all.filter((job) => fromStack(job) && job.oracleTargets.length > 0);
-  const stackDistances = lruStackDistances(trace, settings.budget, {
+  const stackDistances = schedule !== null ? null : lruStackDistances(trace, settings.budget, {
     capacities: stackJobs.map((job) => job.capacity),
     costs: stackJobs.map((job) => costsOf(job.oracleTargets)),
   });
-  const timing = (t: TimingModel): JobTiming => ({
-    late: t.late,
-    stallMs: t.stallMs,
-    layerMs: t.layerMs,
-    totalMs: t.now,
-  });
   for (const job of all) {
-    if (!fromStack(job)) continue;
+    if (!fromStack(job) || stackDistances === null) continue;
     const stats = lruStatsFromStack(stackDistances, job.capacity, M);
     const s = stackJobs.indexOf(job);
     results.set(job.id, {
@@ -317,7 +377,7 @@ export async function runSweep(
       stats,
       timings: costsOf(job.targets).map((c) => noPrefetchTiming(stats, c, trace)),
       accuracy: null,
-      oracleTimings: s >= 0 ? stackDistances.oracleTimings[s]!.map(timing) : [],
+      oracleTimings: s >= 0 ? stackDistances.oracleTimings[s]!.map(jobTiming) : [],
     });
     done++;
     progress();
@@ -360,6 +420,7 @@ export async function runSweep(
           stallMs: timing.stallMs,
           layerMs: timing.layerMs,
           totalMs: timing.totalMs,
+          ...(timing.miss ? { miss: timing.miss } : {}),
         });
       });
     };
@@ -379,7 +440,17 @@ export async function runSweep(
     settings.hardware.findIndex((h) => h.name === a.hardware) -
       settings.hardware.findIndex((h) => h.name === b.hardware)
   );
-  return { combinations, accuracy, stackDistances, replays: replayed.length };
+  const unionSum = schedule !== null
+    ? schedule.unionSum
+    : new Float64Array(M).fill(trace.tokens * k);
+  return {
+    combinations,
+    accuracy,
+    stackDistances,
+    replays: replayed.length,
+    steps: schedule !== null ? schedule.steps : trace.tokens,
+    unionSum,
+  };
 }
 
 /**
