@@ -8,6 +8,8 @@
  * --engine duckdb it writes only the count tables (sql/command.ts).
  */
 import { DataError, UsageError } from "../common/errors.ts";
+import { writingOutputs } from "../common/interrupt.ts";
+import { checkOutputFolder, tablesOutput } from "../common/output_folder.ts";
 import { TraceReader } from "../trace/mod.ts";
 import { type AnalysisResult, runAnalysis } from "./run.ts";
 import { writeCounts } from "./sql/command.ts";
@@ -39,21 +41,29 @@ export async function analyzeCommand(
       `--router-temperature of analyze must be a number > 0, got ${JSON.stringify(temperature)}.`,
     );
   }
-  try {
-    const info = await Deno.stat(out);
-    if (!info.isDirectory) {
-      throw new UsageError(`--out of analyze must be a directory, got the file "${out}".`);
-    }
-  } catch (error) {
-    if (!(error instanceof Deno.errors.NotFound)) throw error;
-  }
+  await checkOutputFolder(
+    out,
+    { command: "analyze", ...tablesOutput("an analysis", "analysis.json") },
+    flags.force === true,
+  );
   const reader = await TraceReader.open(trace);
   if (reader.rows === 0) {
     throw new DataError(`The trace in ${trace} holds no tokens, so there is nothing to analyse.`);
   }
+  if (!reader.manifest.capture.complete) {
+    console.error(
+      `analyze: ${trace} is incomplete (its capture was interrupted or is still running), so this analyses only its ${reader.docs} documents so far; run the same capture again to finish it.`,
+    );
+  }
   const engine = flags.engine ?? "stream";
   if (engine === "duckdb") {
+    writingOutputs(out);
     const seconds = await writeCounts(reader, out, "duckdb");
+    if (flags.json === true) {
+      const counted = { out, engine, tokens: reader.rows, docs: reader.docs, seconds };
+      console.log(JSON.stringify({ ...counted, complete: reader.manifest.capture.complete }));
+      return;
+    }
     console.log(
       `Counted ${reader.rows} tokens in ${reader.docs} documents with DuckDB; wrote ${out}/counts/ (${
         seconds.toFixed(1)
@@ -66,9 +76,28 @@ export async function analyzeCommand(
       `--engine of analyze must be stream or duckdb, got ${JSON.stringify(engine)}.`,
     );
   }
-  const result = await analyseTo(reader, out, { bootstrap, seed, routerTemperature: temperature });
+  const result = await analyseTo(reader, out, {
+    bootstrap,
+    seed,
+    routerTemperature: temperature,
+    onWrite: () => writingOutputs(out),
+  });
   for (const line of result.skipped) console.log(line);
   if (flags.counts === true) await writeCounts(reader, out, "stream");
+  if (flags.json === true) {
+    console.log(JSON.stringify({
+      out,
+      engine,
+      tokens: result.totals.n_tokens,
+      docs: result.totals.n_docs,
+      domains: result.domains,
+      complete: reader.manifest.capture.complete,
+      bootstrap,
+      seed,
+      seconds: result.timing,
+    }));
+    return;
+  }
   console.log(
     `Analysed ${result.totals.n_tokens} tokens in ${result.totals.n_docs} documents (${result.domains.length} domains); wrote ${out}/ (pass ${
       result.timing.pass.toFixed(1)
@@ -85,7 +114,13 @@ export async function analyzeCommand(
 export async function analyseTo(
   reader: TraceReader,
   out: string,
-  options: { bootstrap: number; seed: number; routerTemperature: number },
+  options: {
+    bootstrap: number;
+    seed: number;
+    routerTemperature: number;
+    /** Called as the writing of `out` begins (what Ctrl-C then says). */
+    onWrite?: () => void;
+  },
 ): Promise<AnalysisResult> {
   const { bootstrap, seed } = options;
   const result = await runAnalysis(reader, {
@@ -93,6 +128,7 @@ export async function analyseTo(
     seed,
     accumulate: { routerTemperature: options.routerTemperature },
   });
+  options.onWrite?.();
   await writeAnalysis(result, out, { bootstrap, seed });
   return result;
 }

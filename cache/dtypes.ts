@@ -3,6 +3,7 @@
  * zero points included, and the bytes of one expert.
  */
 import { UsageError } from "../common/errors.ts";
+import { didYouMean } from "../common/suggest.ts";
 
 export interface DtypeInfo {
   name: string;
@@ -56,7 +57,9 @@ export function dtypeInfo(name: string): DtypeInfo {
   const info = DTYPES[name];
   if (!info) {
     throw new UsageError(
-      `--dtype takes ${Object.keys(DTYPES).join(", ")}, got "${name}".`,
+      `--dtype takes ${Object.keys(DTYPES).join(", ")}, got "${name}".${
+        didYouMean(name, Object.keys(DTYPES))
+      }`,
     );
   }
   return info;

@@ -7,6 +7,9 @@ export interface ProgressOptions {
   unit?: string;
   /** Seconds between lines when stderr is not a terminal (default 5). */
   logInterval?: number;
+  /** Where lines go (default stderr) and whether it is a terminal (default: asked), for tests. */
+  write?: (text: string) => void;
+  tty?: boolean;
 }
 
 export class Progress {
@@ -20,6 +23,7 @@ export class Progress {
   #rateCount = 0;
   #lastDraw = 0;
   #note = "";
+  readonly #write: (text: string) => void;
 
   /** `total` is in the same unit as `advance`, or null when unknown. */
   constructor(label: string, total: number | null, options: ProgressOptions = {}) {
@@ -27,7 +31,9 @@ export class Progress {
     this.#total = total;
     this.#unit = options.unit ?? "items";
     this.#logInterval = (options.logInterval ?? 5) * 1000;
-    this.#tty = Deno.stderr.isTerminal();
+    this.#tty = options.tty ?? Deno.stderr.isTerminal();
+    this.#write = options.write ??
+      ((text) => Deno.stderr.writeSync(new TextEncoder().encode(text)));
   }
 
   /**
@@ -38,6 +44,17 @@ export class Progress {
     this.#done += amount;
     this.#rateCount += rateAmount;
     this.#note = note;
+    this.#maybeDraw();
+  }
+
+  /** Moves the position to `done` (a count reported by someone else, e.g. a worker pool). */
+  set(done: number): void {
+    this.#rateCount += done - this.#done;
+    this.#done = done;
+    this.#maybeDraw();
+  }
+
+  #maybeDraw(): void {
     const now = performance.now();
     if (now - this.#lastDraw >= (this.#tty ? 200 : this.#logInterval)) {
       this.#lastDraw = now;
@@ -66,10 +83,7 @@ export class Progress {
       line += `${this.#done}, ${formatRate(rate)} ${this.#unit}/s, ${formatSeconds(seconds)}`;
     }
     if (this.#note) line += ` ${this.#note}`;
-    const encoded = new TextEncoder().encode(
-      this.#tty ? `\r\x1b[K${line}${final ? "\n" : ""}` : `${line}\n`,
-    );
-    Deno.stderr.writeSync(encoded);
+    this.#write(this.#tty ? `\r\x1b[K${line}${final ? "\n" : ""}` : `${line}\n`);
   }
 }
 

@@ -1,26 +1,32 @@
 /**
- * "Did you mean …?" for mistyped commands, flags and names: the Levenshtein
- * distance (insertions, deletions and substitutions, each costing 1) to each
- * known word, and the nearest one when it is close enough to be a typo.
+ * "Did you mean …?" for mistyped commands, flags and names: the edit
+ * distance to each known word, and the nearest one when it is close enough to be a typo.
  */
 
-/** Levenshtein distance between `a` and `b` (two rows of the DP table, O(|a|·|b|) time). */
+/**
+ * Edit distance between `a` and `b` counting insertions, deletions,
+ * substitutions and transpositions of two adjacent characters as 1 each (the
+ * optimal string alignment distance: Levenshtein plus swaps, the commonest
+ * typo; no substring is edited twice). Full DP table, O(|a|·|b|).
+ */
 export function editDistance(a: string, b: string): number {
   if (a === b) return 0;
-  if (a.length === 0) return b.length;
-  if (b.length === 0) return a.length;
-  // previous[j]: distance between a[0, i) and b[0, j).
-  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
-  let current = new Array<number>(b.length + 1);
+  // d[i][j]: distance between a[0, i) and b[0, j).
+  const d = Array.from(
+    { length: a.length + 1 },
+    (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)),
+  );
   for (let i = 1; i <= a.length; i++) {
-    current[0] = i;
     for (let j = 1; j <= b.length; j++) {
-      const substitute = previous[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1);
-      current[j] = Math.min(substitute, previous[j]! + 1, current[j - 1]! + 1);
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      let best = Math.min(d[i - 1]![j - 1]! + cost, d[i - 1]![j]! + 1, d[i]![j - 1]! + 1);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) {
+        best = Math.min(best, d[i - 2]![j - 2]! + 1);
+      }
+      d[i]![j] = best;
     }
-    [previous, current] = [current, previous];
   }
-  return previous[b.length]!;
+  return d[a.length]![b.length]!;
 }
 
 /**

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { didYouMean, editDistance, nearest } from "./suggest.ts";
 
-Deno.test("editDistance equals hand-computed Levenshtein distances", () => {
+Deno.test("editDistance equals hand-computed distances (Levenshtein plus adjacent swaps)", () => {
   const cases: [string, string, number][] = [
     ["", "", 0],
     ["", "abc", 3],
@@ -15,8 +15,14 @@ Deno.test("editDistance equals hand-computed Levenshtein distances", () => {
     ["analyse", "analyze", 1],
     // max-token → max-tokens: one insertion.
     ["max-token", "max-tokens", 1],
-    // ab → ba: two substitutions (no transpositions in Levenshtein).
-    ["ab", "ba", 2],
+    // ab → ba: one swap of adjacent letters.
+    ["ab", "ba", 1],
+    // belday → belady: one swap; lfru → lrfu: one swap.
+    ["belday", "belady", 1],
+    ["lfru", "lrfu", 1],
+    // ca → abc: 3, not 2 (ca → ac → abc edits the swapped pair again, which
+    // optimal string alignment does not allow): delete c, keep a, insert b, c.
+    ["ca", "abc", 3],
     // intention → execution, the textbook example: 5.
     ["intention", "execution", 5],
   ];

@@ -13,6 +13,7 @@ import { Decompress } from "fzstd";
 import { DataError, messageOf } from "../common/errors.ts";
 import { readLines } from "../common/lines.ts";
 import { Rng } from "../common/random.ts";
+import { nearest } from "../common/suggest.ts";
 
 export interface CorpusDoc {
   /** Ordinal position in the corpus: the trace's `doc` id. */
@@ -28,6 +29,8 @@ export interface CorpusOptions {
   docsPerDomain?: number;
   /** Seed of the sample (default 0). */
   seed?: number;
+  /** Domain of a JSONL line without meta.pile_set_name (default: such a line is refused). */
+  defaultDomain?: string;
 }
 
 /** Reads the corpus at `path` with the selection in `options`, in corpus order. */
@@ -36,9 +39,14 @@ export async function* readCorpus(
   options: CorpusOptions = {},
 ): AsyncGenerator<CorpusDoc> {
   const wanted = options.domains ? new Set(options.domains) : null;
-  const all = readRaw(path);
+  const all = readRaw(path, options.defaultDomain);
   const selected = (async function* () {
-    for await (const doc of all) if (!wanted || wanted.has(doc.domain)) yield doc;
+    const seen = new Set<string>();
+    for await (const doc of all) {
+      seen.add(doc.domain);
+      if (!wanted || wanted.has(doc.domain)) yield doc;
+    }
+    if (wanted) checkDomains(path, [...wanted], seen);
   })();
   if (options.docsPerDomain === undefined) {
     yield* selected;
@@ -46,6 +54,27 @@ export async function* readCorpus(
   }
   const sample = await sampleByDomain(selected, options.docsPerDomain, options.seed ?? 0);
   yield* sample;
+}
+
+/**
+ * Refuses --domains names the corpus does not hold (a typo would otherwise
+ * capture the other domains alone), naming the corpus's domains and the
+ * nearest one. Checked once the whole corpus was read, before any document
+ * reaches the model: capture reads the selection first.
+ */
+function checkDomains(path: string, wanted: string[], seen: Set<string>): void {
+  const missing = wanted.filter((d) => !seen.has(d));
+  if (missing.length === 0) return;
+  const known = [...seen].sort();
+  const hints = missing.map((d) => {
+    const near = nearest(d, known);
+    return near === null ? `"${d}"` : `"${d}" (did you mean ${near}?)`;
+  });
+  throw new DataError(
+    `--domains names ${hints.join(", ")}, which the corpus ${path} does not hold; its domains are ${
+      known.length > 0 ? known.join(", ") : "none"
+    }.`,
+  );
 }
 
 /** A uniform sample of `n` documents per domain (reservoir sampling), returned in corpus order. */
@@ -79,7 +108,7 @@ function hashString(text: string): number {
   return h;
 }
 
-async function* readRaw(path: string): AsyncGenerator<CorpusDoc> {
+async function* readRaw(path: string, defaultDomain?: string): AsyncGenerator<CorpusDoc> {
   let info: Deno.FileInfo;
   try {
     info = await Deno.stat(path);
@@ -89,9 +118,9 @@ async function* readRaw(path: string): AsyncGenerator<CorpusDoc> {
   if (info.isDirectory) yield* readFolder(path);
   else if (path.endsWith(".zst")) {
     const file = await Deno.open(path);
-    yield* readPileJsonl(path, file.readable.pipeThrough(zstdStream(path)));
+    yield* readPileJsonl(path, file.readable.pipeThrough(zstdStream(path)), defaultDomain);
   } else if (path.endsWith(".jsonl") || path.endsWith(".json")) {
-    yield* readPileJsonl(path, (await Deno.open(path)).readable);
+    yield* readPileJsonl(path, (await Deno.open(path)).readable, defaultDomain);
   } else {
     throw new DataError(
       `The corpus ${path} must be a .jsonl or .jsonl.zst file or a folder of text files.`,
@@ -103,6 +132,7 @@ async function* readRaw(path: string): AsyncGenerator<CorpusDoc> {
 async function* readPileJsonl(
   path: string,
   stream: ReadableStream<Uint8Array>,
+  defaultDomain?: string,
 ): AsyncGenerator<CorpusDoc> {
   let id = 0;
   let lastLine = 0;
@@ -120,9 +150,11 @@ async function* readPileJsonl(
       if (typeof json !== "object" || json === null || typeof record.text !== "string") {
         throw new DataError(`${path} line ${number} has no string field "text".`);
       }
-      const domain = record.meta?.pile_set_name;
+      const domain = record.meta?.pile_set_name ?? defaultDomain;
       if (typeof domain !== "string") {
-        throw new DataError(`${path} line ${number} has no string field "meta.pile_set_name".`);
+        throw new DataError(
+          `${path} line ${number} has no string field "meta.pile_set_name"; pass --default-domain NAME to label such lines.`,
+        );
       }
       yield { id: id++, domain, text: record.text };
     }

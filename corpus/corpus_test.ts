@@ -72,7 +72,7 @@ Deno.test("bad corpus input is one sentence naming the file and line", async (t)
     [
       "nometa.jsonl",
       '{"text": "a"}\n',
-      /nometa\.jsonl line 1 has no string field "meta\.pile_set_name"\.$/,
+      /nometa\.jsonl line 1 has no string field "meta\.pile_set_name"; pass --default-domain NAME to label such lines\.$/,
     ],
     ["broken.jsonl", '{"text": "a", "meta"\n', /broken\.jsonl line 1 is not valid JSON/],
     [

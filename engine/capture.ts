@@ -11,6 +11,7 @@
  * blocks of the selection (trace/split.ts), for `moetrace merge` to join.
  */
 import { DataError } from "../common/errors.ts";
+import { checkOutputFolder, TRACE_OUTPUT } from "../common/output_folder.ts";
 import { Progress } from "../common/progress.ts";
 import { type CorpusDoc, readCorpus } from "../corpus/corpus.ts";
 import { loadModel } from "./model.ts";
@@ -42,6 +43,8 @@ export interface CaptureOptions {
   progress?: boolean;
   /** Capture only this part of the selection (default: all of it). */
   shard?: ShardSpec;
+  /** Domain of corpus lines without meta.pile_set_name (default: refused). */
+  defaultDomain?: string;
 }
 
 export async function captureCommand(flags: Record<string, unknown>): Promise<void> {
@@ -61,7 +64,24 @@ export async function captureCommand(flags: Record<string, unknown>): Promise<vo
     options.docsPerDomain = flags["docs-per-domain"] as number;
   }
   if (typeof flags.shard === "string") options.shard = parseShardSpec(flags.shard);
+  if (typeof flags["default-domain"] === "string") {
+    options.defaultDomain = flags["default-domain"];
+  }
+  await checkOutputFolder(
+    options.out,
+    { command: "capture", ...TRACE_OUTPUT },
+    flags.force === true,
+  );
   const result = await capture(options);
+  if (flags.json === true) {
+    console.log(JSON.stringify({
+      out: options.out,
+      new_docs: result.newDocs,
+      new_tokens: result.newTokens,
+      skipped_docs: result.skippedDocs,
+    }));
+    return;
+  }
   console.error(
     `capture: ${result.newDocs} documents (${result.newTokens} tokens) written to ${options.out}` +
       (result.skippedDocs ? `, ${result.skippedDocs} already there` : "") + ".",
@@ -78,6 +98,7 @@ export async function capture(
   const corpusOptions = {
     ...(options.domains ? { domains: options.domains } : {}),
     ...(options.docsPerDomain !== undefined ? { docsPerDomain: options.docsPerDomain } : {}),
+    ...(options.defaultDomain !== undefined ? { defaultDomain: options.defaultDomain } : {}),
     seed: options.seed,
   };
   const selection: CorpusDoc[] = [];
@@ -117,6 +138,7 @@ export async function capture(
           max_tokens: options.maxTokens,
           domains: options.domains ?? null,
           docs_per_domain: options.docsPerDomain ?? null,
+          ...(options.defaultDomain !== undefined ? { default_domain: options.defaultDomain } : {}),
           // Only on parts, so a whole capture's settings (and resuming older traces) are unchanged.
           ...(options.shard
             ? { shard: formatShardSpec(options.shard), selected_docs: selection.length }

@@ -56,6 +56,52 @@ export interface GenerateSummary {
   gpuBytes: number;
   /** The part of gpuBytes holding routed expert weights (MoeModel.expertGpuBytes). */
   expertGpuBytes: number;
+  /** Prompts already in the trace from an earlier run, skipped. */
+  skipped: number;
+  /** Prompts in the file. */
+  prompts: number;
+  /** Of an offloaded run: its settings and totals over this run's tokens (null without --offload). */
+  offload: OffloadTotals | null;
+}
+
+/** What an offloaded run measured, summed over this run's tokens (measured.csv holds each). */
+export interface OffloadTotals {
+  settings: OffloadSettings;
+  /** Mean wall ms of a decode step (generated tokens), NaN if none was timed. */
+  meanMsPerToken: number;
+  /** Generated tokens timed. */
+  timedTokens: number;
+  /** Expert uploads: misses + prefetched, over prompt and generated tokens. */
+  uploads: number;
+  misses: number;
+  prefetched: number;
+  uploadBytes: number;
+}
+
+/** Sums the measurements of an offloaded run. */
+export function offloadTotals(
+  measured: readonly TokenMeasure[],
+  settings: OffloadSettings,
+): OffloadTotals {
+  let ms = 0, timed = 0, misses = 0, prefetched = 0, bytes = 0;
+  for (const m of measured) {
+    if (m.phase === 1 && !Number.isNaN(m.ms)) {
+      ms += m.ms;
+      timed++;
+    }
+    misses += m.misses;
+    prefetched += m.prefetched;
+    bytes += m.bytes;
+  }
+  return {
+    settings,
+    meanMsPerToken: timed > 0 ? ms / timed : NaN,
+    timedTokens: timed,
+    uploads: misses + prefetched,
+    misses,
+    prefetched,
+    uploadBytes: bytes,
+  };
 }
 
 export async function generateCommand(flags: Record<string, unknown>): Promise<void> {
@@ -65,7 +111,10 @@ export async function generateCommand(flags: Record<string, unknown>): Promise<v
   if (flags.offload === undefined && flags.budget !== undefined && flags.budget !== "per-layer") {
     throw new UsageError("--budget needs --offload POLICY:CAPACITY.");
   }
-  await generate({
+  const json = flags.json === true;
+  const out = flags.out as string;
+  const summary = await generate({
+    print: !json,
     ...(flags.offload !== undefined
       ? {
         offload: parseOffload(flags.offload as string, {
@@ -82,6 +131,76 @@ export async function generateCommand(flags: Record<string, unknown>): Promise<v
     temperature: flags.temperature as number,
     seed: flags.seed as number,
   });
+  const measuredCsv = summary.offload ? `${out}/measured.csv` : null;
+  if (json) {
+    const o = summary.offload;
+    console.log(JSON.stringify({
+      out,
+      measured: measuredCsv,
+      prompts: summary.prompts,
+      skipped: summary.skipped,
+      already_complete: summary.skipped === summary.prompts,
+      generated: summary.generated,
+      completions: summary.completions,
+      gpu_bytes: summary.gpuBytes,
+      expert_gpu_bytes: summary.expertGpuBytes,
+      offload: o && {
+        policy: o.settings.policy,
+        capacity: o.settings.capacity,
+        prefetch: o.settings.prefetch,
+        budget: o.settings.budget,
+        mean_ms_per_token: Number.isNaN(o.meanMsPerToken) ? null : o.meanMsPerToken,
+        timed_tokens: o.timedTokens,
+        uploads: o.uploads,
+        misses: o.misses,
+        prefetched: o.prefetched,
+        upload_bytes: o.uploadBytes,
+      },
+    }));
+    return;
+  }
+  for (const line of generateReport(out, summary)) console.error(line);
+}
+
+/** The lines `generate` ends with: where its outputs went and, when offloaded, what it cost. */
+export function generateReport(out: string, s: GenerateSummary): string[] {
+  if (s.skipped === s.prompts) {
+    return [
+      `generate: ${out} already holds all ${s.prompts} prompts' completions; nothing to do (choose another --out, or remove it, to generate again).`,
+    ];
+  }
+  const lines = [
+    `generate: ${s.prompts - s.skipped} prompts, ${s.generated} tokens generated${
+      s.skipped ? ` (${s.skipped} prompts already there)` : ""
+    }; trace in ${out}${s.offload ? `, per-token measurements in ${out}/measured.csv` : ""}.`,
+  ];
+  const o = s.offload;
+  if (o) {
+    const { policy, capacity, prefetch, budget } = o.settings;
+    lines.push(
+      `generate: offload ${policy}:${capacity} (${budget}, prefetch ${prefetch}): ${
+        Number.isNaN(o.meanMsPerToken)
+          ? "no decode step timed"
+          : `mean ${o.meanMsPerToken.toFixed(2)} ms per generated token over ${o.timedTokens}`
+      }; ${o.uploads} expert uploads (${o.misses} misses, ${o.prefetched} prefetched, ${
+        formatMiB(o.uploadBytes)
+      }); routed experts hold ${formatMiB(s.expertGpuBytes)} of ${
+        formatMiB(s.gpuBytes)
+      } GPU memory.`,
+    );
+    if (s.skipped) {
+      lines.push(
+        `generate: measured.csv holds this run's ${
+          s.prompts - s.skipped
+        } prompts only (a resumed run starts a fresh cache).`,
+      );
+    }
+  }
+  return lines;
+}
+
+function formatMiB(bytes: number): string {
+  return `${(bytes / 2 ** 20).toFixed(1)} MiB`;
 }
 
 /** A prompt with its domain label. */
@@ -166,9 +285,11 @@ export async function generate(options: GenerateOptions): Promise<GenerateSummar
     const progress = new Progress("generate", prompts.length, { unit: "tokens" });
     const completions: string[] = [];
     let generated = 0;
+    let skipped = 0;
     for (let i = 0; i < prompts.length; i++) {
       if (writer.completedDocs.has(i)) {
         progress.advance(1, 0);
+        skipped++;
         continue;
       }
       const genOptions = {
@@ -205,13 +326,19 @@ export async function generate(options: GenerateOptions): Promise<GenerateSummar
       progress.advance(1, result.tokens.length - result.promptLength);
     }
     await writer.close();
-    if (off) await writeMeasured(`${options.out}/measured.csv`, measured, off);
+    // A rerun with nothing left to do keeps the measurements of the run that did it.
+    if (off && skipped < prompts.length) {
+      await writeMeasured(`${options.out}/measured.csv`, measured, off);
+    }
     progress.finish();
     return {
       completions,
       generated,
       gpuBytes: model.gpuBytes(),
       expertGpuBytes: model.expertGpuBytes(),
+      skipped,
+      prompts: prompts.length,
+      offload: off ? offloadTotals(measured, off) : null,
     };
   } finally {
     offloader?.destroy();

@@ -106,7 +106,8 @@ export function parseOffload(
   text: string,
   o: { prefetch: string; budget: string },
 ): OffloadSettings {
-  const [name, cap, ...rest] = text.split(":");
+  // Policy names in any case, as simulate --policy takes them.
+  const [name, cap, ...rest] = text.toLowerCase().split(":");
   const capacity = Number(cap);
   if (
     rest.length > 0 || name === undefined || !isPolicyName(name) ||

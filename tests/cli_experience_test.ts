@@ -5,6 +5,10 @@
 import assert from "node:assert/strict";
 import { runCli } from "./cli_helpers.ts";
 import { writeSyntheticTrace } from "../trace/synthetic.ts";
+import { type CorpusOptions, readCorpus } from "../corpus/corpus.ts";
+import { DataError } from "../common/errors.ts";
+import { Progress } from "../common/progress.ts";
+import { generateReport, offloadTotals } from "../engine/generate.ts";
 
 Deno.test("typos of commands, flags and choices get a did-you-mean and exit 2", async () => {
   const cases: [string[], RegExp][] = [
@@ -63,4 +67,265 @@ Deno.test("inspect --json prints one JSON object with the trace's counts", async
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+/** A small synthetic trace of 8 experts, top-2, 4 MoE layers, in a fresh folder. */
+async function smallTrace(): Promise<{ root: string; trace: string }> {
+  const root = await Deno.makeTempDir();
+  const trace = `${root}/trace`;
+  await writeSyntheticTrace(trace, {
+    domains: [{ name: "ArXiv", docs: 3 }, { name: "Github", docs: 2 }],
+    tokensPerDoc: 12,
+    numExperts: 8,
+    topK: 2,
+    numLayers: 4,
+  });
+  return { root, trace };
+}
+
+Deno.test("simulate: policy names in any case, duplicates noted, --capacity above E refused", async () => {
+  const { root, trace } = await smallTrace();
+  try {
+    const typo = await runCli(["simulate", trace, "--out", `${root}/s`, "--policy", "lru,belday"]);
+    assert.equal(typo.code, 2);
+    assert.match(typo.stderr, /--policy takes .*, got "belday"\. Did you mean belady\?$/);
+    const dtype = await runCli(["simulate", trace, "--out", `${root}/s`, "--dtype", "int5"]);
+    assert.equal(dtype.code, 2);
+    assert.match(dtype.stderr, /--dtype takes .*, got "int5"\. Did you mean int8\?$/);
+    const machine = await runCli(["simulate", trace, "--out", `${root}/s`, "--hardware", "pcie6"]);
+    assert.equal(machine.code, 2);
+    assert.match(machine.stderr, /--hardware takes .*, got "pcie6"\. Did you mean pcie3\?$/);
+    const over = await runCli(["simulate", trace, "--out", `${root}/s`, "--capacity", "2,9"]);
+    assert.equal(over.code, 2);
+    assert.equal(
+      over.stderr,
+      "moetrace: --capacity 9 is more than the model's 8 experts per layer; give at most 8 (or --budget global for slots shared by all layers).",
+    );
+    // Global: 8 experts × 4 layers = 32 slots at most.
+    const global = await runCli([
+      ...["simulate", trace, "--out", `${root}/s`, "--capacity", "33", "--budget", "global"],
+    ]);
+    assert.equal(global.code, 2);
+    assert.match(
+      global.stderr,
+      /--capacity 33 is more than the model's 8 experts × 4 MoE layers; give at most 32\.$/,
+    );
+
+    const ok = await runCli([
+      ...["simulate", trace, "--out", `${root}/s`, "--policy", "LRU,lru,Belady"],
+      ...["--dtype", "bf16,INT4,bf16", "--capacity", "2,4", "--json"],
+    ]);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.match(
+      ok.stderr,
+      /^simulate: --policy named 1 value twice; each is simulated once: lru, belady\.$/m,
+    );
+    assert.match(
+      ok.stderr,
+      /^simulate: --dtype named 1 value twice; each is simulated once: bf16, int4\.$/m,
+    );
+    const json = JSON.parse(ok.stdout);
+    assert.deepEqual(json.policies, ["lru", "belady"]);
+    assert.deepEqual(json.dtypes, ["bf16", "int4"]);
+    assert.deepEqual(json.capacities, [2, 4]);
+    // lru and belady at 2 capacities, 2 dtypes: 8 combinations; one best per dtype and capacity.
+    assert.equal(json.combinations, 8);
+    assert.equal(json.best.length, 4);
+    assert.deepEqual(
+      new Set(json.best.map((b: { dtype: string }) => b.dtype)),
+      new Set(["bf16", "int4"]),
+    );
+    // int4 experts are 4.125/16 of bf16's bytes, so no slower at the same capacity.
+    for (const capacity of [2, 4]) {
+      const ms = (d: string) =>
+        json.best.find((b: { dtype: string; capacity: number }) =>
+          b.dtype === d && b.capacity === capacity
+        )
+          .ms_per_token;
+      assert.ok(ms("int4") <= ms("bf16"), `capacity ${capacity}`);
+    }
+    assert.match(json.notes[0], /the figures, and so the report's, show bf16 only/);
+    const csv = await Deno.readTextFile(`${root}/s/simulation.csv`);
+    assert.match(csv, /,int4,/);
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("--domains names the corpus lacks are refused with its domains; --default-domain labels bare lines", async () => {
+  const path = "tests/data/mini-pile.jsonl";
+  const collect = async (options: CorpusOptions) => {
+    const docs = [];
+    for await (const d of readCorpus(path, options)) docs.push(d);
+    return docs;
+  };
+  // "Arxiv" is a typo of ArXiv: without the check this captured Github alone.
+  await assert.rejects(
+    collect({ domains: ["Arxiv", "Github"] }),
+    (e: Error) =>
+      e instanceof DataError &&
+      e.message ===
+        `--domains names "Arxiv" (did you mean ArXiv?), which the corpus ${path} does not hold; its domains are ArXiv, EuroParl, Github.`,
+  );
+  await assert.rejects(
+    collect({ domains: ["Wikipedia"], docsPerDomain: 1 }),
+    /--domains names "Wikipedia", which the corpus .* does not hold; its domains are ArXiv, EuroParl, Github\.$/,
+  );
+  assert.equal((await collect({ domains: ["ArXiv", "Github"] })).length, 5);
+  const dir = await Deno.makeTempDir();
+  try {
+    const bare = `${dir}/bare.jsonl`;
+    await Deno.writeTextFile(
+      bare,
+      '{"text": "a"}\n{"text": "b", "meta": {"pile_set_name": "Github"}}\n',
+    );
+    const docs = [];
+    for await (const d of readCorpus(bare, { defaultDomain: "web" })) docs.push(d);
+    assert.deepEqual(docs.map((d) => [d.id, d.domain]), [[0, "web"], [1, "Github"]]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("analyze, simulate and capture refuse an --out holding other things unless --force; import replaces only with --force", async () => {
+  const { root, trace } = await smallTrace();
+  try {
+    const other = `${root}/mine`;
+    await Deno.mkdir(other);
+    await Deno.writeTextFile(`${other}/notes.txt`, "my notes");
+    await Deno.writeTextFile(`${other}/.hidden`, "");
+    const analyze = await runCli(["analyze", trace, "--out", other, "--bootstrap", "0"]);
+    assert.equal(analyze.code, 2);
+    assert.equal(
+      analyze.stderr,
+      `moetrace: --out ${other} of analyze holds 1 other entry (notes.txt) and not an analysis; choose a new or empty folder, or pass --force to write into it anyway.`,
+    );
+    const simulate = await runCli(["simulate", trace, "--out", other, "--capacity", "2"]);
+    assert.equal(simulate.code, 2);
+    assert.match(simulate.stderr, /holds 1 other entry \(notes\.txt\) and not a simulation;/);
+    // A trace is not an analysis either.
+    const onTrace = await runCli(["analyze", trace, "--out", trace, "--bootstrap", "0"]);
+    assert.equal(onTrace.code, 2);
+    assert.match(onTrace.stderr, /holds 1 other entry \(shards\) and not an analysis;/);
+    const capture = await runCli([
+      ...[
+        "capture",
+        "--model",
+        "fixtures/models/tiny-moe",
+        "--corpus",
+        "tests/data/mini-pile.jsonl",
+      ],
+      ...["--out", other],
+    ]);
+    assert.equal(capture.code, 2);
+    assert.match(capture.stderr, /of capture holds 1 other entry \(notes\.txt\) and not a trace;/);
+    // Its own kind of output is rewritten: analyze twice into one folder; --force writes beside notes.
+    const out = `${root}/analysis`;
+    for (let i = 0; i < 2; i++) {
+      const ok = await runCli(["analyze", trace, "--out", out, "--bootstrap", "0", "--json"]);
+      assert.equal(ok.code, 0, ok.stderr);
+      const json = JSON.parse(ok.stdout);
+      assert.equal(json.tokens, 60);
+      assert.equal(json.docs, 5);
+      assert.equal(json.complete, true);
+    }
+    const forced = await runCli(["analyze", trace, "--out", other, "--bootstrap", "0", "--force"]);
+    assert.equal(forced.code, 0, forced.stderr);
+    assert.equal(await Deno.readTextFile(`${other}/notes.txt`), "my notes");
+
+    const files = ["fixtures/import/sglang_rank0.pt", "fixtures/import/sglang_rank1.pt"];
+    const first = await runCli(["import", ...files, "--out", `${root}/imported`, "--json"]);
+    assert.equal(first.code, 0, first.stderr);
+    assert.deepEqual(JSON.parse(first.stdout), {
+      out: `${root}/imported`,
+      format: "sglang-pt",
+      files,
+      docs: 7,
+      tokens: 26,
+    });
+    const again = await runCli(["import", ...files, "--out", `${root}/imported`]);
+    assert.equal(again.code, 2);
+    assert.equal(
+      again.stderr,
+      `moetrace: --out ${root}/imported of import already exists; choose a new folder, or pass --force to replace it.`,
+    );
+    const replaced = await runCli(["import", ...files, "--out", `${root}/imported`, "--force"]);
+    assert.equal(replaced.code, 0, replaced.stderr);
+    // An empty folder (made beforehand) is fine without --force.
+    await Deno.mkdir(`${root}/empty`);
+    const empty = await runCli(["import", ...files, "--out", `${root}/empty`]);
+    assert.equal(empty.code, 0, empty.stderr);
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("analyze of an incomplete trace warns in one line", async () => {
+  const { root, trace } = await smallTrace();
+  try {
+    const manifest = JSON.parse(await Deno.readTextFile(`${trace}/manifest.json`));
+    manifest.capture.complete = false;
+    await Deno.writeTextFile(`${trace}/manifest.json`, JSON.stringify(manifest));
+    const result = await runCli(["analyze", trace, "--out", `${root}/a`, "--bootstrap", "0"]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(
+      result.stderr,
+      `analyze: ${trace} is incomplete (its capture was interrupted or is still running), so this analyses only its 5 documents so far; run the same capture again to finish it.`,
+    );
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("progress prints plain lines off a terminal, and its last count is the total", () => {
+  const lines: string[] = [];
+  const progress = new Progress("simulate", 7, {
+    unit: "cache runs",
+    tty: false,
+    logInterval: 0,
+    write: (text) => lines.push(text),
+  });
+  for (let done = 1; done <= 7; done++) progress.set(done);
+  progress.finish();
+  // One plain line per update (interval 0) plus the final one; no carriage returns.
+  assert.equal(lines.length, 8);
+  assert.ok(lines.every((l) => l.endsWith("\n") && !l.includes("\r")));
+  assert.match(lines[0]!, /^simulate: \[###\.{21}\] 1\/7 14%, /);
+  assert.match(lines.at(-1)!, /^simulate: \[#{24}\] 7\/7 100%, .* cache runs\/s, \d+s\n$/);
+  // On a terminal the line is redrawn in place and ended once.
+  const tty: string[] = [];
+  const drawn = new Progress("x", 2, { tty: true, write: (t) => tty.push(t) });
+  drawn.advance(2);
+  drawn.finish();
+  assert.ok(tty.every((t) => t.startsWith("\r\x1b[K")));
+  assert.ok(tty.at(-1)!.endsWith("\n"));
+});
+
+Deno.test("generate's closing lines say where the outputs went and what offloading cost", () => {
+  const settings = { policy: "lru", capacity: 4, prefetch: "none", budget: "per-layer" } as const;
+  // Two generated tokens at 3 and 5 ms, a prompt token (no ms); 2 + 1 + 3 misses, 1 prefetch.
+  const totals = offloadTotals([
+    { phase: 0, token: -1, pos: 0, ms: NaN, misses: 3, prefetched: 0, bytes: 300 },
+    { phase: 1, token: 0, pos: 1, ms: 3, misses: 2, prefetched: 1, bytes: 300 },
+    { phase: 1, token: 1, pos: 2, ms: 5, misses: 1, prefetched: 0, bytes: 100 },
+  ], settings);
+  assert.equal(totals.meanMsPerToken, 4);
+  assert.equal(totals.uploads, 7);
+  assert.equal(totals.uploadBytes, 700);
+  const summary = {
+    completions: ["x"],
+    generated: 2,
+    gpuBytes: 8 * 2 ** 20,
+    expertGpuBytes: 2 * 2 ** 20,
+    skipped: 0,
+    prompts: 1,
+    offload: totals,
+  };
+  assert.deepEqual(generateReport("out", summary), [
+    "generate: 1 prompts, 2 tokens generated; trace in out, per-token measurements in out/measured.csv.",
+    "generate: offload lru:4 (per-layer, prefetch none): mean 4.00 ms per generated token over 2; 7 expert uploads (6 misses, 1 prefetched, 0.0 MiB); routed experts hold 2.0 MiB of 8.0 MiB GPU memory.",
+  ]);
+  assert.deepEqual(generateReport("out", { ...summary, skipped: 1, generated: 0 }), [
+    "generate: out already holds all 1 prompts' completions; nothing to do (choose another --out, or remove it, to generate again).",
+  ]);
 });

@@ -29,6 +29,11 @@ export async function mergeCommand(
   const manifest = await mergeTraces(traces, out, { copy: flags.copy === true });
   const rows = manifest.shards.reduce((n, s) => n + s.rows, 0);
   const docs = manifest.shards.reduce((n, s) => n + s.docs, 0);
+  if (flags.json === true) {
+    const copied = flags.copy === true;
+    console.log(JSON.stringify({ out, parts: traces.length, docs, tokens: rows, copied }));
+    return;
+  }
   console.error(
     `merge: ${traces.length} parts, ${docs} documents (${rows} tokens) in ${out}` +
       (flags.copy ? " (shards copied)." : " (shards left in place, listed by relative path)."),

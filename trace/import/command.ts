@@ -5,6 +5,7 @@
  * first JSON line's fields.
  */
 import { DataError, UsageError } from "../../common/errors.ts";
+import { pathExists } from "../../common/fs.ts";
 import { importJsonl } from "./interchange.ts";
 import { firstJsonLine } from "./json_lines.ts";
 import { type ConfigFacts, readModelConfig } from "./model_config.ts";
@@ -32,10 +33,37 @@ export async function importCommand(
     ? await readModelConfig(flags["model-config"])
     : null;
   const format = (flags.from as ImportFormat | undefined) ?? await detectFormats(files);
+  await clearOutput(out, flags.force === true);
   const summary = await importFiles(files, out, format, config);
+  if (flags.json === true) {
+    console.log(JSON.stringify({ out, format, files, docs: summary.docs, tokens: summary.tokens }));
+    return;
+  }
   console.error(
     `Imported ${summary.docs} documents, ${summary.tokens} tokens (${format}) into ${out}.`,
   );
+}
+
+/**
+ * The import is staged beside `out` and renamed into place, which needs `out`
+ * gone: an empty folder is removed, anything else only with --force (after
+ * the formats were told apart, so a wrong FILE leaves it alone).
+ */
+async function clearOutput(out: string, force: boolean): Promise<void> {
+  if (!await pathExists(out)) return;
+  let empty = false;
+  try {
+    empty = (await Deno.stat(out)).isDirectory &&
+      (await Array.fromAsync(Deno.readDir(out))).length === 0;
+  } catch {
+    // Unreadable: left to the refusal below.
+  }
+  if (!empty && !force) {
+    throw new UsageError(
+      `--out ${out} of import already exists; choose a new folder, or pass --force to replace it.`,
+    );
+  }
+  await Deno.remove(out, { recursive: true });
 }
 
 /** Imports `files` of one format into a trace at `out`. */
