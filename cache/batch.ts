@@ -28,7 +28,7 @@ import { type Budget, type CacheStats, ExpertCache } from "./expert_cache.ts";
 import type { CachePolicy, FutureUses } from "./policy.ts";
 import { futureUses } from "./policies/belady.ts";
 import type { StepCosts } from "./costs.ts";
-import { TimingModel } from "./timing.ts";
+import { TimingModel, timingNeedsHits } from "./timing.ts";
 
 /** The access stream of a batched replay. */
 export interface BatchSchedule {
@@ -175,15 +175,24 @@ export interface BatchReplayResult {
 /** Replays a batched schedule through one policy, without prefetch, timing each cost setting. */
 export function replayBatch(
   schedule: BatchSchedule,
-  options: { policy: CachePolicy; budget: Budget; costs: readonly StepCosts[] },
+  options: {
+    policy: CachePolicy;
+    budget: Budget;
+    costs: readonly StepCosts[];
+    /** k of the trace (a RAM tier's policy options, timing.ts). */
+    topK: number;
+  },
 ): BatchReplayResult {
   const { layers: M, experts: E, steps: S, offsets, chosen } = schedule;
-  const timings = options.costs.map((c) => new TimingModel(c, { layers: M, experts: E }));
+  const timings = options.costs.map((c) =>
+    new TimingModel(c, { layers: M, experts: E, topK: options.topK })
+  );
   const timing = TimingModel.chain(timings);
   const cache = new ExpertCache(options.policy, { layers: M, experts: E, budget: options.budget }, {
     slots: false,
     listener: timing,
     stream: true,
+    hits: timingNeedsHits(options.costs),
   });
   for (let s = 0; s < S; s++) {
     for (let l = 0; l < M; l++) {

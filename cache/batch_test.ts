@@ -212,7 +212,7 @@ Deno.test("the batch-1 schedule replays exactly like the plain replay, counters 
           policyOptions({ layers: 2, experts: 6, topK: 2, capacity, budget, seed: 1 }),
         );
       const plain = replay(t, { policy: make(), budget, prefetcher: null, costs: [costs] });
-      const batched = replayBatch(schedule, { policy: make(), budget, costs: [costs] });
+      const batched = replayBatch(schedule, { policy: make(), budget, costs: [costs], topK: 2 });
       assertEquals(batched.stats, plain.stats, `${policy} ${budget}`);
       assertEquals(batched.timings[0]!.now, plain.timings[0]!.now);
       assertEquals(batched.timings[0]!.stallMs, plain.timings[0]!.stallMs);

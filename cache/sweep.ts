@@ -197,6 +197,7 @@ export function runJob(
       policy: createPolicy(job.run, options),
       budget,
       costs: job.costs,
+      topK: trace.topK,
     });
     return {
       id: job.id,
