@@ -329,3 +329,57 @@ Deno.test("generate's closing lines say where the outputs went and what offloadi
     "generate: out already holds all 1 prompts' completions; nothing to do (choose another --out, or remove it, to generate again).",
   ]);
 });
+
+/**
+ * Runs main.ts on a named pipe it will block reading, opens the pipe's
+ * writing end (which returns once the command opened it, so its signal
+ * listener is in place), sends SIGINT and returns the exit status and stderr.
+ */
+async function interruptWhileReading(args: (fifo: string, root: string) => string[], name: string) {
+  const root = await Deno.makeTempDir();
+  const fifo = `${root}/${name}`;
+  const made = await new Deno.Command("mkfifo", { args: [fifo] }).output();
+  assert.equal(made.code, 0, "mkfifo");
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      ...["run", "--allow-read", "--allow-write", "--allow-env=XDG_RUNTIME_DIR"],
+      new URL("../main.ts", import.meta.url).pathname,
+      ...args(fifo, root),
+    ],
+    stdout: "piped",
+    stderr: "piped",
+    env: { XDG_RUNTIME_DIR: "/tmp", NO_COLOR: "1" },
+  }).spawn();
+  const writer = await Deno.open(fifo, { write: true });
+  child.kill("SIGINT");
+  const { code, stderr } = await child.output();
+  writer.close();
+  return { code, stderr: new TextDecoder().decode(stderr), root };
+}
+
+Deno.test("Ctrl-C says whether running again resumes, and exits 130", async () => {
+  const imported = await interruptWhileReading(
+    (fifo, root) => ["import", fifo, "--from", "interchange", "--out", `${root}/t`],
+    "log.jsonl",
+  );
+  try {
+    assert.equal(imported.code, 130, imported.stderr);
+    assert.equal(imported.stderr, "moetrace: interrupted; nothing was written.\n");
+    assert.equal(await Array.fromAsync(Deno.readDir(imported.root)).then((e) => e.length), 1);
+  } finally {
+    await Deno.remove(imported.root, { recursive: true });
+  }
+  const captured = await interruptWhileReading(
+    (fifo, root) => [
+      ...["capture", "--model", "fixtures/models/tiny-moe", "--corpus", fifo],
+      ...["--out", `${root}/trace`],
+    ],
+    "corpus.jsonl",
+  );
+  try {
+    assert.equal(captured.code, 130, captured.stderr);
+    assert.equal(captured.stderr, "moetrace: interrupted; run the same command to resume.\n");
+  } finally {
+    await Deno.remove(captured.root, { recursive: true });
+  }
+});
