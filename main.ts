@@ -336,7 +336,7 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
       out: {
         kind: "string",
         required: true,
-        path: "write",
+        path: "write-staged",
         value: "DIR",
         help: "Output directory.",
       },
@@ -467,7 +467,48 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
         choices: ["per-layer", "global"],
         help: "Capacity per layer or shared by all layers.",
       },
-      seed: { kind: "int", min: 0, default: 0, value: "S", help: "Seed for the random policy." },
+      batch: {
+        kind: "int",
+        min: 1,
+        default: 1,
+        value: "N",
+        help:
+          "Documents decoding in lockstep: each step reads the union of their experts once; a finished document's slot goes to the next (traces with arrival_step: in arrival order). Needs --prefetch none above 1.",
+      },
+      bootstrap: {
+        kind: "int",
+        min: 0,
+        default: 20,
+        value: "B",
+        help:
+          "Document-level bootstrap resamples for the hit-rate and ms/token intervals (0: none).",
+      },
+      seed: {
+        kind: "int",
+        min: 0,
+        default: 0,
+        value: "S",
+        help: "Seed for the random policy and the bootstrap.",
+      },
+      "on-miss": {
+        kind: "string",
+        default: "transfer",
+        choices: ["transfer", "cpu", "cheaper"],
+        help:
+          "A missed expert is uploaded and waited for (transfer), computed on the host CPU while the GPU computes the hits (cpu; the upload goes on in the background), or whichever is faster for the step (cheaper). The CPU's time is the hardware's cpu_expert_ms or its roofline.",
+      },
+      tier: {
+        kind: "string",
+        value: "ram=CAP[:POLICY],ssd=DEVICE",
+        help:
+          "Memory below the GPU cache: host RAM holding CAP experts (per layer or in all, as --budget) or bytes such as 64GiB under its own POLICY (lru, fifo, lfu, lrfu, random; default lru), and the SSD every expert lives on (nvme-gen4, nvme-gen5, ufs4, or READ_GB_S:LATENCY_US). A GPU miss is served from RAM when RAM holds it, else read from the SSD.",
+      },
+      "miss-dtype": {
+        kind: "string",
+        value: "NAME",
+        help:
+          "On a demand miss fetch this lower-precision copy (HOBBIT), e.g. int4 under --dtype bf16; it serves until the expert is loaded again. simulation.csv counts the degraded uses and tokens.",
+      },
       force: forceFlag("a simulation"),
       json: JSON_FLAG,
     },
@@ -493,9 +534,21 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
       out: {
         kind: "string",
         required: true,
-        path: "write-file",
+        path: "write-staged",
         value: "FILE.html",
-        help: "Report file.",
+        help: "Report file (its folder must exist; nothing else is written there).",
+      },
+      layers: {
+        kind: "list",
+        value: "L,...",
+        help:
+          "Layers (as in the CSVs' layer column) for the figures that show a few layers: expert shares and co-activation (default: analyze's first, middle and last).",
+      },
+      capacity: {
+        kind: "string",
+        value: "C",
+        help:
+          "Capacity (as in simulation.csv's capacity or capacity_spec) for the hit-rate-per-layer figure and the results table (default: simulate's middle capacity, every capacity).",
       },
     },
     run: async (_p, f) => (await import("./report/report.ts")).reportCommand(f),
