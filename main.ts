@@ -91,7 +91,7 @@ function forceFlag(what: string): FlagSpec {
 
 /** The policy names and what each does, for --policy and --offload help. */
 const POLICY_HELP =
-  "lru (least recently used), fifo, lfu (least frequently used), lrfu (LRFU, Lee et al. 2001: each use adds 1 to a score that halves every 8 tokens and the lowest score is evicted, between lru and lfu), random, swap (CoSMoEs: swap whenever the chosen set changes)";
+  "lru (least recently used), fifo (first in, first out), lfu (least frequently used), lrfu (LRFU, Lee et al. 2001: each use adds 1 to a score that halves every 8 tokens and the lowest score is evicted, between lru and lfu), random (evicts a random resident expert), swap (CoSMoEs: swap whenever the chosen set changes)";
 
 export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
   capture: {

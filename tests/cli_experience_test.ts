@@ -9,6 +9,9 @@ import { type CorpusOptions, readCorpus } from "../corpus/corpus.ts";
 import { DataError } from "../common/errors.ts";
 import { Progress } from "../common/progress.ts";
 import { generateReport, offloadTotals } from "../engine/generate.ts";
+import { HARDWARE_PRESETS } from "../cache/hardware.ts";
+import { DTYPES } from "../cache/dtypes.ts";
+import { POLICY_NAMES } from "../cache/policies/mod.ts";
 
 Deno.test("typos of commands, flags and choices get a did-you-mean and exit 2", async () => {
   const cases: [string[], RegExp][] = [
@@ -381,5 +384,28 @@ Deno.test("Ctrl-C says whether running again resumes, and exits 130", async () =
     assert.equal(captured.stderr, "moetrace: interrupted; run the same command to resume.\n");
   } finally {
     await Deno.remove(captured.root, { recursive: true });
+  }
+});
+
+Deno.test("help lists hardware presets and dtypes, byte budgets, every policy, JSONL prompts' domain", async () => {
+  const simulate = (await runCli(["simulate", "--help"])).stdout;
+  for (const preset of Object.keys(HARDWARE_PRESETS)) assert.ok(simulate.includes(preset), preset);
+  for (const dtype of Object.keys(DTYPES)) assert.ok(simulate.includes(dtype), dtype);
+  assert.match(simulate, /--capacity LIST .*byte budgets such as 24GiB/);
+  for (const policy of POLICY_NAMES) {
+    // Each policy is named and followed by what it does, in parentheses.
+    assert.match(simulate, new RegExp(`\\b${policy} \\(`), policy);
+  }
+  assert.match(simulate, /lrfu \(LRFU, Lee et al\. 2001: each use adds 1 to a score that halves/);
+  assert.match(simulate, /pinned \(offline: the capacity − k experts used most/);
+  const generate = (await runCli(["generate", "--help"])).stdout;
+  assert.match(generate, /--prompts FILE .*JSONL: \{"prompt": "\.\.\.", "domain": "\.\.\."\}/);
+  assert.match(generate, /--offload POLICY:CAPACITY .*lrfu \(LRFU/);
+  const capture = (await runCli(["capture", "--help"])).stdout;
+  assert.match(capture, /--default-domain NAME +Domain of JSONL lines without meta\.pile_set_name/);
+  for (
+    const command of ["capture", "generate", "import", "merge", "inspect", "analyze", "simulate"]
+  ) {
+    assert.match((await runCli([command, "--help"])).stdout, /--json /, command);
   }
 });
