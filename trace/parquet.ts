@@ -20,6 +20,7 @@
  */
 import * as arrow from "apache-arrow";
 import * as parquet from "parquet-wasm";
+import { fastParquetToTable } from "./parquet_decode.ts";
 
 /** Columns whose values repeat (strings): dictionary-encoded and given statistics. */
 const DICTIONARY_COLUMNS = ["domain", "piece", "request"];
@@ -81,8 +82,21 @@ export interface ParquetReadOptions {
   columns?: string[];
 }
 
-/** Decodes a Parquet file into an Arrow table; throws the decoder's error on bytes it cannot decode. */
+/**
+ * Decodes a Parquet file into an Arrow table: moetrace's own shards on the
+ * fast path of parquet_decode.ts, anything else (and any file the fast path
+ * does not vouch for) through parquet-wasm; throws the decoder's error on
+ * bytes it cannot decode.
+ */
 export function parquetToTable(bytes: Uint8Array, options: ParquetReadOptions = {}): arrow.Table {
+  return fastParquetToTable(bytes, options.columns) ?? parquetWasmToTable(bytes, options);
+}
+
+/** The same through parquet-wasm alone (every file it can read; the fast path's reference in tests). */
+export function parquetWasmToTable(
+  bytes: Uint8Array,
+  options: ParquetReadOptions = {},
+): arrow.Table {
   const wasmTable = parquet.readParquet(bytes, {
     batchSize: Math.max(1, options.rows ?? 65536),
     ...(options.columns ? { columns: options.columns } : {}),
