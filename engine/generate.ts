@@ -131,7 +131,7 @@ export async function generateCommand(flags: Record<string, unknown>): Promise<v
     temperature: flags.temperature as number,
     seed: flags.seed as number,
   });
-  const measuredCsv = summary.offload ? `${out}/measured.csv` : null;
+  const measuredCsv = flags.offload !== undefined ? `${out}/measured.csv` : null;
   if (json) {
     const o = summary.offload;
     console.log(JSON.stringify({
@@ -166,12 +166,16 @@ export async function generateCommand(flags: Record<string, unknown>): Promise<v
 export function generateReport(out: string, s: GenerateSummary): string[] {
   if (s.skipped === s.prompts) {
     return [
-      `generate: ${out} already holds all ${s.prompts} prompts' completions; nothing to do (choose another --out, or remove it, to generate again).`,
+      `generate: ${out} is already complete (all ${
+        plural(s.prompts, "prompt")
+      }); nothing to do (choose another --out, or remove it, to generate again).`,
     ];
   }
   const lines = [
-    `generate: ${s.prompts - s.skipped} prompts, ${s.generated} tokens generated${
-      s.skipped ? ` (${s.skipped} prompts already there)` : ""
+    `generate: ${plural(s.prompts - s.skipped, "prompt")}, ${
+      plural(s.generated, "token")
+    } generated${
+      s.skipped ? ` (${plural(s.skipped, "prompt")} already there)` : ""
     }; trace in ${out}${s.offload ? `, per-token measurements in ${out}/measured.csv` : ""}.`,
   ];
   const o = s.offload;
@@ -181,7 +185,9 @@ export function generateReport(out: string, s: GenerateSummary): string[] {
       `generate: offload ${policy}:${capacity} (${budget}, prefetch ${prefetch}): ${
         Number.isNaN(o.meanMsPerToken)
           ? "no decode step timed"
-          : `mean ${o.meanMsPerToken.toFixed(2)} ms per generated token over ${o.timedTokens}`
+          : `mean ${o.meanMsPerToken.toFixed(2)} ms per generated token over ${
+            plural(o.timedTokens, "token")
+          }`
       }; ${o.uploads} expert uploads (${o.misses} misses, ${o.prefetched} prefetched, ${
         formatMiB(o.uploadBytes)
       }); routed experts hold ${formatMiB(s.expertGpuBytes)} of ${
@@ -197,6 +203,10 @@ export function generateReport(out: string, s: GenerateSummary): string[] {
     }
   }
   return lines;
+}
+
+function plural(n: number, noun: string): string {
+  return `${n} ${noun}${n === 1 ? "" : "s"}`;
 }
 
 function formatMiB(bytes: number): string {
@@ -338,7 +348,7 @@ export async function generate(options: GenerateOptions): Promise<GenerateSummar
       expertGpuBytes: model.expertGpuBytes(),
       skipped,
       prompts: prompts.length,
-      offload: off ? offloadTotals(measured, off) : null,
+      offload: off && skipped < prompts.length ? offloadTotals(measured, off) : null,
     };
   } finally {
     offloader?.destroy();

@@ -325,11 +325,11 @@ Deno.test("generate's closing lines say where the outputs went and what offloadi
     offload: totals,
   };
   assert.deepEqual(generateReport("out", summary), [
-    "generate: 1 prompts, 2 tokens generated; trace in out, per-token measurements in out/measured.csv.",
-    "generate: offload lru:4 (per-layer, prefetch none): mean 4.00 ms per generated token over 2; 7 expert uploads (6 misses, 1 prefetched, 0.0 MiB); routed experts hold 2.0 MiB of 8.0 MiB GPU memory.",
+    "generate: 1 prompt, 2 tokens generated; trace in out, per-token measurements in out/measured.csv.",
+    "generate: offload lru:4 (per-layer, prefetch none): mean 4.00 ms per generated token over 2 tokens; 7 expert uploads (6 misses, 1 prefetched, 0.0 MiB); routed experts hold 2.0 MiB of 8.0 MiB GPU memory.",
   ]);
   assert.deepEqual(generateReport("out", { ...summary, skipped: 1, generated: 0 }), [
-    "generate: out already holds all 1 prompts' completions; nothing to do (choose another --out, or remove it, to generate again).",
+    "generate: out is already complete (all 1 prompt); nothing to do (choose another --out, or remove it, to generate again).",
   ]);
 });
 
@@ -407,5 +407,53 @@ Deno.test("help lists hardware presets and dtypes, byte budgets, every policy, J
     const command of ["capture", "generate", "import", "merge", "inspect", "analyze", "simulate"]
   ) {
     assert.match((await runCli([command, "--help"])).stdout, /--json /, command);
+  }
+});
+
+Deno.test("generate says where its outputs went, what offloading cost, and that a rerun has nothing to do", async () => {
+  const root = await Deno.makeTempDir();
+  try {
+    const prompts = `${root}/prompts.txt`;
+    await Deno.writeTextFile(prompts, 'Hello there\n{"prompt": "def f(x):", "domain": "code"}\n');
+    const out = `${root}/trace`;
+    const args = [
+      ...["generate", "--model", "fixtures/models/tiny-moe", "--prompts", prompts, "--out", out],
+      ...["--max-new-tokens", "3", "--offload", "lru:4"],
+    ];
+    const first = await runCli(args);
+    assert.equal(first.code, 0, first.stderr);
+    assert.equal(first.stdout.split("\n").length, 2, "one completion line per prompt");
+    const lines = first.stderr.split("\n");
+    assert.equal(
+      lines[0],
+      `generate: 2 prompts, 6 tokens generated; trace in ${out}, per-token measurements in ${out}/measured.csv.`,
+    );
+    // The summary line against measured.csv, summed here.
+    const csv = (await Deno.readTextFile(`${out}/measured.csv`)).trim().split("\n");
+    const header = csv[0]!.split(",");
+    const rows = csv.slice(1).map((l) => l.split(","));
+    const col = (name: string) => rows.map((r) => r[header.indexOf(name)]!);
+    const ms = col("ms").filter((v) => v !== "").map(Number);
+    const uploads = col("uploads").reduce((a, v) => a + Number(v), 0);
+    const mean = ms.reduce((a, b) => a + b, 0) / ms.length;
+    assert.equal(ms.length, 6);
+    const offload = new RegExp(
+      `^generate: offload lru:4 \\(per-layer, prefetch none\\): mean ([0-9.]+) ms per generated token over 6 tokens; ${uploads} expert uploads \\(${uploads} misses, 0 prefetched, [0-9.]+ MiB\\); routed experts hold [0-9.]+ MiB of [0-9.]+ MiB GPU memory\\.$`,
+    );
+    const match = offload.exec(lines[1]!);
+    assert.ok(match, lines[1]);
+    assert.ok(Math.abs(Number(match[1]) - mean) < 0.006, `${match[1]} vs ${mean}`);
+    const before = await Deno.readTextFile(`${out}/measured.csv`);
+    const again = await runCli([...args, "--json"]);
+    assert.equal(again.code, 0, again.stderr);
+    const json = JSON.parse(again.stdout);
+    assert.equal(json.already_complete, true);
+    assert.equal(json.measured, `${out}/measured.csv`);
+    assert.equal(json.offload, null);
+    assert.equal(await Deno.readTextFile(`${out}/measured.csv`), before, "measured.csv kept");
+    const text = await runCli(args);
+    assert.match(text.stderr, /^generate: .* is already complete \(all 2 prompts\); nothing to do/);
+  } finally {
+    await Deno.remove(root, { recursive: true });
   }
 });
