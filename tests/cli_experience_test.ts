@@ -457,3 +457,55 @@ Deno.test("generate says where its outputs went, what offloading cost, and that 
     await Deno.remove(root, { recursive: true });
   }
 });
+
+Deno.test("capture and merge --json print one object; capture refuses a misspelt domain", async () => {
+  const root = await Deno.makeTempDir();
+  try {
+    const base = [
+      ...[
+        "capture",
+        "--model",
+        "fixtures/models/tiny-moe",
+        "--corpus",
+        "tests/data/mini-pile.jsonl",
+      ],
+      ...["--max-tokens", "8"],
+    ];
+    const typo = await runCli([...base, "--out", `${root}/x`, "--domains", "Arxiv,Github"]);
+    assert.equal(typo.code, 1);
+    assert.match(typo.stderr, /--domains names "Arxiv" \(did you mean ArXiv\?\), which the corpus/);
+    const parts = [];
+    for (const i of [0, 1]) {
+      const part = `${root}/part${i}`;
+      const result = await runCli([...base, "--out", part, "--shard", `${i}/2`, "--json"]);
+      assert.equal(result.code, 0, result.stderr);
+      const json = JSON.parse(result.stdout);
+      // mini-pile's 6 documents in two contiguous blocks of 3.
+      assert.deepEqual({ ...json, new_tokens: 0 }, {
+        out: part,
+        new_docs: 3,
+        new_tokens: 0,
+        skipped_docs: 0,
+      });
+      assert.ok(json.new_tokens > 0 && json.new_tokens <= 3 * 8);
+      parts.push({ part, tokens: json.new_tokens as number });
+    }
+    const merged = await runCli([
+      "merge",
+      ...parts.map((p) => p.part),
+      "--out",
+      `${root}/all`,
+      "--json",
+    ]);
+    assert.equal(merged.code, 0, merged.stderr);
+    assert.deepEqual(JSON.parse(merged.stdout), {
+      out: `${root}/all`,
+      parts: 2,
+      docs: 6,
+      tokens: parts[0]!.tokens + parts[1]!.tokens,
+      copied: false,
+    });
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
