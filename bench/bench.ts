@@ -1,5 +1,6 @@
 /** `moetrace bench NAME`: dispatches to the benchmark of one part. */
 import { UsageError } from "../common/errors.ts";
+import { didYouMean } from "../common/suggest.ts";
 import type { BenchOptions } from "./measure.ts";
 
 export async function benchCommand(which: string, flags: Record<string, unknown>): Promise<void> {
@@ -27,7 +28,17 @@ export async function benchCommand(which: string, flags: Record<string, unknown>
       return (await import("../engine/offload_bench.ts")).benchOffload(options);
     default:
       throw new UsageError(
-        `bench takes engine, offload, cache, analysis, coverage, trace or import, got "${which}".`,
+        `bench takes engine, offload, cache, analysis, coverage, trace or import, got "${which}".${
+          didYouMean(which, [
+            "engine",
+            "offload",
+            "cache",
+            "analysis",
+            "coverage",
+            "trace",
+            "import",
+          ])
+        }`,
       );
   }
 }

@@ -12,6 +12,7 @@ import { generateReport, offloadTotals } from "../engine/generate.ts";
 import { HARDWARE_PRESETS } from "../cache/hardware.ts";
 import { DTYPES } from "../cache/dtypes.ts";
 import { POLICY_NAMES } from "../cache/policies/mod.ts";
+import { parseOffload } from "../engine/offload.ts";
 
 Deno.test("typos of commands, flags and choices get a did-you-mean and exit 2", async () => {
   const cases: [string[], RegExp][] = [
@@ -26,6 +27,10 @@ Deno.test("typos of commands, flags and choices get a did-you-mean and exit 2", 
     [
       ["simulate", "t", "--out", "o", "--budget", "perlayer"],
       /^moetrace: --budget of simulate must be one of per-layer, global, got "perlayer"\. Did you mean per-layer\?$/,
+    ],
+    [
+      ["bench", "offlaod"],
+      /^moetrace: bench takes engine, offload, .*, got "offlaod"\. Did you mean offload\?$/,
     ],
     // Nothing near: no suggestion.
     [
@@ -85,6 +90,13 @@ async function smallTrace(): Promise<{ root: string; trace: string }> {
   });
   return { root, trace };
 }
+
+Deno.test("generate --offload takes policy names in any case", () => {
+  const o = { prefetch: "none", budget: "per-layer" };
+  assert.deepEqual(parseOffload("LRU:4", o), { policy: "lru", capacity: 4, ...o });
+  assert.deepEqual(parseOffload("Lrfu:2", o), { policy: "lrfu", capacity: 2, ...o });
+  assert.throws(() => parseOffload("Belady:4", o), /an online policy/);
+});
 
 Deno.test("simulate: policy names in any case, duplicates noted, --capacity above E refused", async () => {
   const { root, trace } = await smallTrace();
