@@ -2,18 +2,57 @@
  * Writes that never leave a half-written file under its final name: the data
  * goes to `<path>.tmp-<pid>` and is renamed over `path` once complete.
  */
+import { DataError, messageOf } from "./errors.ts";
+
+/**
+ * Writes `data` to `path` through a temporary name. The temporary file is
+ * created new (an existing one, or a symlink planted under its name, is
+ * removed first rather than written through), and a full disk or any other
+ * write failure removes it and is reported as one sentence: no partial file
+ * is left under either name.
+ */
 export async function writeFileAtomic(path: string, data: Uint8Array | string): Promise<void> {
   const tmp = `${path}.tmp-${Deno.pid}`;
-  if (typeof data === "string") await Deno.writeTextFile(tmp, data);
-  else await Deno.writeFile(tmp, data);
-  await Deno.rename(tmp, path);
+  await Deno.remove(tmp).catch(() => {});
+  try {
+    if (typeof data === "string") await Deno.writeTextFile(tmp, data, { createNew: true });
+    else await Deno.writeFile(tmp, data, { createNew: true });
+    await Deno.rename(tmp, path);
+  } catch (error) {
+    await Deno.remove(tmp).catch(() => {});
+    throw writeError(path, error);
+  }
 }
 
-/** Removes the temporary files an interrupted `writeFileAtomic` left in `dir`. */
+/**
+ * A write failure as a user error: a full disk or quota, a read-only file
+ * system, a missing folder or a missing permission is something the user can
+ * fix, named with the path; anything else is kept as it is (a bug).
+ */
+export function writeError(path: string, error: unknown): unknown {
+  if (error instanceof DataError) return error;
+  const message = messageOf(error);
+  if (/No space left|ENOSPC|quota|os error 28\b|os error 122\b/i.test(message)) {
+    return new DataError(`Cannot write ${path}: the disk is full (${message}).`);
+  }
+  if (
+    error instanceof Deno.errors.NotFound || error instanceof Deno.errors.PermissionDenied ||
+    error instanceof Deno.errors.NotADirectory || error instanceof Deno.errors.IsADirectory ||
+    /Read-only file system|os error 30\b/i.test(message)
+  ) {
+    return new DataError(`Cannot write ${path}: ${message}.`);
+  }
+  return error;
+}
+
+/** Removes the temporary files (or links under their names) an interrupted `writeFileAtomic` left in `dir`. */
 export async function removeStaleTemporaries(dir: string): Promise<void> {
   try {
     for await (const entry of Deno.readDir(dir)) {
-      if (entry.isFile && /\.tmp-\d+$/.test(entry.name)) await Deno.remove(`${dir}/${entry.name}`);
+      if ((entry.isFile || entry.isSymlink) && /\.tmp-\d+$/.test(entry.name)) {
+        // Removing a symlink removes the link, never its target.
+        await Deno.remove(`${dir}/${entry.name}`);
+      }
     }
   } catch (error) {
     if (!(error instanceof Deno.errors.NotFound)) throw error;

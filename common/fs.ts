@@ -1,4 +1,5 @@
 /** Small file-system helpers shared by commands. */
+import { DataError, messageOf } from "./errors.ts";
 
 /** True when `path` exists (file or folder); false when it does not; other errors are thrown. */
 export async function pathExists(path: string): Promise<boolean> {
@@ -17,5 +18,139 @@ export async function pathIsFile(path: string): Promise<boolean> {
     return (await Deno.stat(path)).isFile;
   } catch {
     return false;
+  }
+}
+
+/** True when `path` is `root` or lies under it (both absolute and normalised). */
+export function isWithin(path: string, root: string): boolean {
+  return path === root || path.startsWith(root.endsWith("/") ? root : `${root}/`);
+}
+
+/**
+ * The real path of `path` (symlinks resolved), refused with one sentence when
+ * it lies outside the real path of every folder in `roots`: the launcher
+ * grants reads and writes on the paths a user named, but reads and writes
+ * follow symlinks, so a link inside an input or output that points elsewhere
+ * would reach files the user never named. `what` names the file in the error;
+ * the target is not shown (nor ever read).
+ */
+export async function realPathWithin(
+  path: string,
+  roots: readonly string[],
+  what: string,
+): Promise<string> {
+  let real: string;
+  try {
+    real = await Deno.realPath(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) throw new DataError(`${what} does not exist.`);
+    throw new DataError(`Cannot read ${what}: ${messageOf(error)}.`);
+  }
+  for (const root of roots) {
+    let realRoot: string;
+    try {
+      realRoot = await Deno.realPath(root);
+    } catch {
+      continue;
+    }
+    if (isWithin(real, realRoot)) return real;
+  }
+  throw new DataError(
+    `${what} is a symbolic link (or lies under one) that leaves ${
+      roots.join(" and ")
+    }; moetrace reads and writes only inside the folders it was given.`,
+  );
+}
+
+/** A folder lock held by this process (see lockFolder). */
+export interface FolderLock {
+  release(): void;
+}
+
+/** The lock file's name in a locked folder. */
+export const LOCK_FILE = ".moetrace.lock";
+
+/**
+ * Takes the lock of `dir` for `command` (an exclusive advisory lock on
+ * `dir/.moetrace.lock`), or refuses with one sentence when another process
+ * holds it: two captures into one trace would interleave their shards. The
+ * operating system releases the lock when its holder exits, however it
+ * exits, so a lock left by a killed run is simply taken over. The file stays
+ * (deleting it would let a third run lock a new file while a second still
+ * holds the old one) and holds the holder's pid, for the message.
+ */
+export async function lockFolder(dir: string, command: string): Promise<FolderLock> {
+  const path = `${dir}/${LOCK_FILE}`;
+  let file: Deno.FsFile;
+  try {
+    const info = await Deno.lstat(path).catch(() => null);
+    if (info && !info.isFile) {
+      throw new DataError(`${path} is not a plain file; remove it before running ${command}.`);
+    }
+    file = await Deno.open(path, { read: true, write: true, create: true });
+  } catch (error) {
+    if (error instanceof DataError) throw error;
+    throw new DataError(`Cannot create the lock file ${path}: ${messageOf(error)}.`);
+  }
+  if (!(await file.tryLock(true))) {
+    const holder = await readHolder(file);
+    file.close();
+    throw new DataError(
+      `Another moetrace ${command}${
+        holder ? ` (pid ${holder})` : ""
+      } is writing to ${dir}; wait for it to finish or choose another --out.`,
+    );
+  }
+  const pid = new TextEncoder().encode(`${Deno.pid}\n`);
+  await file.truncate(0);
+  await file.write(pid);
+  return {
+    release() {
+      try {
+        file.unlockSync();
+        file.close();
+      } catch {
+        // Already released.
+      }
+    },
+  };
+}
+
+async function readHolder(file: Deno.FsFile): Promise<number | null> {
+  try {
+    const buffer = new Uint8Array(32);
+    const n = await file.read(buffer);
+    const text = new TextDecoder().decode(buffer.subarray(0, n ?? 0)).trim();
+    return /^\d{1,10}$/.test(text) ? Number(text) : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Refuses an output folder flag that names an existing file, with one
+ * sentence, before anything is written: `flag` is e.g. "--out".
+ */
+export async function requireFolderOrAbsent(path: string, flag: string): Promise<void> {
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.stat(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return;
+    throw new DataError(`Cannot use ${flag} ${path}: ${messageOf(error)}.`);
+  }
+  if (!info.isDirectory) {
+    throw new DataError(`${flag} ${path} is a file; it must name a folder (new or existing).`);
+  }
+}
+
+/** Removes the folder `dir` when it holds nothing but `name` (a lock left by a run that wrote nothing). */
+export async function removeIfOnly(dir: string, name: string): Promise<void> {
+  try {
+    const entries: string[] = [];
+    for await (const entry of Deno.readDir(dir)) entries.push(entry.name);
+    if (entries.length === 1 && entries[0] === name) await Deno.remove(dir, { recursive: true });
+  } catch {
+    // Nothing to tidy.
   }
 }

@@ -11,6 +11,13 @@
  * blocks of the selection (trace/split.ts), for `moetrace merge` to join.
  */
 import { DataError } from "../common/errors.ts";
+import {
+  LOCK_FILE,
+  lockFolder,
+  pathExists,
+  removeIfOnly,
+  requireFolderOrAbsent,
+} from "../common/fs.ts";
 import { checkOutputFolder, TRACE_OUTPUT } from "../common/output_folder.ts";
 import { Progress } from "../common/progress.ts";
 import { type CorpusDoc, readCorpus } from "../corpus/corpus.ts";
@@ -19,6 +26,9 @@ import type { RouterLog } from "./router_log.ts";
 import { TextTokenizer } from "./tokenizer.ts";
 import { type TraceDoc, TraceWriter } from "../trace/mod.ts";
 import { formatShardSpec, parseShardSpec, shardRange, type ShardSpec } from "../trace/split.ts";
+
+/** Rows per shard unless --shard-rows says otherwise. */
+const DEFAULT_SHARD_ROWS = 16384;
 
 export interface CaptureOptions {
   model: string;
@@ -92,6 +102,23 @@ export async function captureCommand(flags: Record<string, unknown>): Promise<vo
 export async function capture(
   options: CaptureOptions,
 ): Promise<{ newDocs: number; newTokens: number; skippedDocs: number }> {
+  await requireFolderOrAbsent(options.out, "--out");
+  const created = !(await pathExists(options.out));
+  await Deno.mkdir(options.out, { recursive: true });
+  // Two captures into one trace would interleave their shards and manifests.
+  const lock = await lockFolder(options.out, "capture");
+  try {
+    return await captureLocked(options);
+  } finally {
+    lock.release();
+    // A run that failed before writing its trace leaves no folder holding only the lock.
+    if (created) await removeIfOnly(options.out, LOCK_FILE);
+  }
+}
+
+async function captureLocked(
+  options: CaptureOptions,
+): Promise<{ newDocs: number; newTokens: number; skippedDocs: number }> {
   const tokenizer = await TextTokenizer.load(options.model);
   // The selection is read before the model loads, so corpus mistakes are
   // reported at once and the progress bar knows its total.
@@ -138,6 +165,9 @@ export async function capture(
           max_tokens: options.maxTokens,
           domains: options.domains ?? null,
           docs_per_domain: options.docsPerDomain ?? null,
+          // Which documents share a shard depends on both: a resumed run must cut them alike.
+          shard_rows: options.rowsPerShard ?? DEFAULT_SHARD_ROWS,
+          batch_tokens: options.batchTokens,
           ...(options.defaultDomain !== undefined ? { default_domain: options.defaultDomain } : {}),
           // Only on parts, so a whole capture's settings (and resuming older traces) are unchanged.
           ...(options.shard
@@ -145,7 +175,7 @@ export async function capture(
             : {}),
         },
       },
-    }, { resume: true, rowsPerShard: options.rowsPerShard ?? 16384 });
+    }, { resume: true, rowsPerShard: options.rowsPerShard ?? DEFAULT_SHARD_ROWS });
     const todo = docs.filter((d) => !writer.completedDocs.has(d.id));
     const skippedDocs = docs.length - todo.length;
     const progress = options.progress === false

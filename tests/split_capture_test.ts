@@ -40,7 +40,8 @@ async function documents(dir: string): Promise<TraceDoc[]> {
 
 /** The manifest less what differs between any two runs (dates) and the merge's own record. */
 function facts(manifest: Manifest): unknown {
-  const { created: _c, updated: _u, merged_from: _m, ...capture } = manifest.capture;
+  const { created: _c, updated: _u, merged_from: _m, merged_trace_ids: _i, ...capture } =
+    manifest.capture;
   return { format: manifest.format, model: manifest.model, capture };
 }
 

@@ -3,8 +3,10 @@
  * capture facts and shard list of a trace directory, read and validated
  * before any shard is touched.
  */
+import { normalize } from "node:path";
 import { DataError, messageOf } from "../common/errors.ts";
 import { writeFileAtomic } from "../common/atomic_write.ts";
+import { realPathWithin } from "../common/fs.ts";
 
 export const TRACE_FORMAT = "moetrace-trace/1";
 export const TOOL_VERSION = "0.1.0";
@@ -75,6 +77,8 @@ export interface CaptureFacts {
   documents?: string;
   /** The part traces `moetrace merge` joined into this one, relative to it, in part order. */
   merged_from?: string[];
+  /** The trace ids of those parts (and of their own parts): the ids its shards may carry. */
+  merged_trace_ids?: string[];
 }
 
 export interface ShardEntry {
@@ -107,8 +111,17 @@ export async function shardFingerprint(bytes: Uint8Array): Promise<string> {
   return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
+/** The Arrow schema metadata key under which every shard carries its trace's id. */
+export const TRACE_ID_KEY = "moetrace:trace_id";
+
 export interface Manifest {
   format: string;
+  /**
+   * A random id given when the trace is created; every shard carries it in
+   * its Arrow schema metadata (TRACE_ID_KEY), so a shard copied in from
+   * another trace is refused. Absent in traces made before it existed.
+   */
+  trace_id?: string;
   model: ModelFacts;
   capture: CaptureFacts;
   shards: ShardEntry[];
@@ -125,6 +138,14 @@ export interface RowShape {
   requests?: boolean;
   /** An `arrival_step` column (u32); absent means false. */
   arrivalSteps?: boolean;
+  /**
+   * False when capture.weights_recorded is false: shards are written without
+   * a `weights` column and readers give every choice 1/k (shards written
+   * before that, with a column of 1/k, read as they are). Absent means true.
+   */
+  weights?: false;
+  /** The trace ids a shard may carry (the trace's and its merged parts'); absent: not checked. */
+  traceIds?: string[];
 }
 
 export function rowShape(manifest: Manifest): RowShape {
@@ -137,6 +158,10 @@ export function rowShape(manifest: Manifest): RowShape {
   };
   if (manifest.capture.requests) shape.requests = true;
   if (manifest.capture.arrival_steps) shape.arrivalSteps = true;
+  if (manifest.capture.weights_recorded === false) shape.weights = false;
+  if (manifest.trace_id !== undefined) {
+    shape.traceIds = [manifest.trace_id, ...(manifest.capture.merged_trace_ids ?? [])];
+  }
   return shape;
 }
 
@@ -167,6 +192,11 @@ export function validateManifest(json: unknown, where: string): Manifest {
   if (json.format !== TRACE_FORMAT) {
     throw new DataError(
       `${where} has format ${JSON.stringify(json.format)}, expected "${TRACE_FORMAT}".`,
+    );
+  }
+  if (json.trace_id !== undefined && !isTraceId(json.trace_id)) {
+    throw new DataError(
+      `${where} field "trace_id" must be an id of 8 to 64 letters, digits or dashes when present.`,
     );
   }
   const model = json.model;
@@ -247,11 +277,22 @@ export function validateManifest(json: unknown, where: string): Manifest {
       `${where} field "capture.merged_from" must be a list of strings when present.`,
     );
   }
+  if (
+    capture.merged_trace_ids !== undefined &&
+    !(Array.isArray(capture.merged_trace_ids) && capture.merged_trace_ids.every(isTraceId))
+  ) {
+    throw new DataError(
+      `${where} field "capture.merged_trace_ids" must be a list of trace ids when present.`,
+    );
+  }
   if (!Array.isArray(capture.domains) || !capture.domains.every((d) => typeof d === "string")) {
     throw new DataError(`${where} field "capture.domains" must be a list of strings.`);
   }
   const shards = json.shards;
   if (!Array.isArray(shards)) throw new DataError(`${where} field "shards" must be a list.`);
+  // A merged trace lists its parts' shards where they are; no other shard may leave the trace.
+  const parts = ((capture.merged_from ?? []) as string[]).map((d) => normalize(d));
+  const listed = new Map<string, number>();
   shards.forEach((shard, i) => {
     if (
       !isObject(shard) || typeof shard.file !== "string" || shard.file === "" ||
@@ -263,6 +304,31 @@ export function validateManifest(json: unknown, where: string): Manifest {
         }.`,
       );
     }
+    const file = normalize(shard.file);
+    if (file === "." || file.endsWith("/") || file.endsWith("/.") || file.endsWith("/..")) {
+      throw new DataError(
+        `${where} field "shards[${i}].file" must name a file, got ${JSON.stringify(shard.file)}.`,
+      );
+    }
+    if (
+      (file === ".." || file.startsWith("../")) &&
+      !parts.some((part) => file.startsWith(part.endsWith("/") ? part : `${part}/`))
+    ) {
+      throw new DataError(
+        `${where} field "shards[${i}].file" is ${
+          JSON.stringify(shard.file)
+        }, which lies outside the trace; only a merged trace lists shards of its parts (capture.merged_from).`,
+      );
+    }
+    const earlier = listed.get(file);
+    if (earlier !== undefined) {
+      throw new DataError(
+        `${where} lists the shard ${
+          JSON.stringify(shard.file)
+        } twice (shards[${earlier}] and shards[${i}]); its documents would be counted twice.`,
+      );
+    }
+    listed.set(file, i);
     requireCount(shard.rows, `${where} field "shards[${i}].rows"`, 0);
     requireCount(shard.docs, `${where} field "shards[${i}].docs"`, 0);
     if (shard.bytes !== undefined) {
@@ -273,6 +339,27 @@ export function validateManifest(json: unknown, where: string): Manifest {
     }
   });
   return json as unknown as Manifest;
+}
+
+function isTraceId(value: unknown): value is string {
+  return typeof value === "string" && /^[0-9A-Za-z-]{8,64}$/.test(value);
+}
+
+/**
+ * Checks that every shard the manifest of the trace in `dir` lists exists and
+ * that its real path (symlinks resolved) lies in the trace or, for a merged
+ * trace, in one of its parts: a symlinked shard or shards folder pointing
+ * elsewhere is refused before a byte of it is read.
+ */
+export async function checkShardFiles(dir: string, manifest: Manifest): Promise<void> {
+  const roots = [dir, ...(manifest.capture.merged_from ?? []).map((d) => `${dir}/${d}`)];
+  for (const shard of manifest.shards) {
+    await realPathWithin(
+      `${dir}/${shard.file}`,
+      roots,
+      `Shard ${shard.file} listed in ${dir}/manifest.json`,
+    );
+  }
 }
 
 function isObject(value: unknown): value is Record<string, unknown> {

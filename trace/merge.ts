@@ -117,8 +117,15 @@ export async function mergeTraces(
         if (!domains.includes(d)) domains.push(d);
       }
     }
+    // The parts' shards carry the parts' ids: the merged trace accepts those (when every part has one).
+    const partIds = parts.flatMap((p) => {
+      const m = p.reader.manifest;
+      return m.trace_id === undefined ? [] : [m.trace_id, ...(m.capture.merged_trace_ids ?? [])];
+    });
+    const everyPartHasId = parts.every((p) => p.reader.manifest.trace_id !== undefined);
     const manifest: Manifest = {
       format: TRACE_FORMAT,
+      ...(everyPartHasId ? { trace_id: crypto.randomUUID() } : {}),
       model: first.model,
       capture: {
         ...first.capture,
@@ -128,6 +135,7 @@ export async function mergeTraces(
         updated: new Date().toISOString(),
         complete: true,
         merged_from: parts.map((p) => relative(resolve(out), resolve(p.dir))),
+        ...(everyPartHasId ? { merged_trace_ids: partIds } : {}),
       },
       shards,
     };

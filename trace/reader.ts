@@ -6,8 +6,8 @@
  */
 import * as arrow from "apache-arrow";
 import { DataError, messageOf } from "../common/errors.ts";
-import { pathExists } from "../common/fs.ts";
 import {
+  checkShardFiles,
   type Manifest,
   NO_EXPERT,
   readManifest,
@@ -15,6 +15,7 @@ import {
   rowShape,
   type ShardEntry,
   shardFingerprint,
+  TRACE_ID_KEY,
 } from "./manifest.ts";
 import { parquetToTable } from "./parquet.ts";
 import type { TraceBatch, TraceDoc } from "./schema.ts";
@@ -56,13 +57,7 @@ export class TraceReader {
   /** Opens a trace and checks that every shard the manifest lists exists. */
   static async open(dir: string): Promise<TraceReader> {
     const manifest = await readManifest(dir);
-    for (const shard of manifest.shards) {
-      if (!(await pathExists(`${dir}/${shard.file}`))) {
-        throw new DataError(
-          `Shard ${shard.file} listed in ${dir}/manifest.json does not exist.`,
-        );
-      }
-    }
+    await checkShardFiles(dir, manifest);
     return new TraceReader(dir, manifest);
   }
 
@@ -221,8 +216,9 @@ function decodeFile(
   if (!isParquetShard(shard.file)) {
     try {
       return arrow.tableFromIPC(bytes);
-    } catch (error) {
-      throw new DataError(`Shard ${path} is not a readable Arrow IPC file: ${messageOf(error)}.`);
+    } catch {
+      // The decoder's message can quote the file's first bytes as a length: not shown.
+      throw new DataError(`Shard ${path} is not a readable Arrow IPC file.`);
     }
   }
   try {
@@ -298,7 +294,10 @@ function decodeShard(
       `Shard ${path} holds ${docCount} documents but the manifest says ${shard.docs}.`,
     );
   }
-  if (columns === "doc") return emptyBatchWithDocs(doc);
+  if (columns === "doc") {
+    checkTraceId(table, shape, path);
+    return emptyBatchWithDocs(doc);
+  }
   const list = <T extends Typed>(
     name: string,
     ctor: TypedCtor<T>,
@@ -351,7 +350,9 @@ function decodeShard(
     pieceNames,
     phase: flat("phase", Uint8Array, new arrow.Uint8()),
     experts: list("experts", Uint16Array, mk, new arrow.Uint16()),
-    weights: list("weights", Float32Array, mk, new arrow.Float32()),
+    weights: shape.weights === false && table.getChild("weights") === null
+      ? new Float32Array(rows * mk).fill(1 / shape.topK)
+      : list("weights", Float32Array, mk, new arrow.Float32()),
     probs: shape.probs
       ? list("probs", Float32Array, shape.layers * shape.experts, new arrow.Float32())
       : null,
@@ -366,8 +367,27 @@ function decodeShard(
   checkLengths(batch, shape, path);
   checkExpertIds(batch.experts, shape.experts, false, path, "experts");
   checkRouting(batch, shape, path);
+  checkTraceId(table, shape, path);
   if (batch.spec) checkExpertIds(batch.spec, shape.experts, true, path, "spec");
   return batch;
+}
+
+/** A shard carries the id of its trace (or of a part merged into it), when the trace has one. */
+function checkTraceId(table: arrow.Table, shape: RowShape, path: string): void {
+  if (!shape.traceIds) return;
+  const id = table.schema.metadata.get(TRACE_ID_KEY);
+  if (id === undefined) {
+    throw new DataError(
+      `Shard ${path} carries no trace id; it was not written for this trace (shards from another trace are refused).`,
+    );
+  }
+  if (!shape.traceIds.includes(id)) {
+    throw new DataError(
+      `Shard ${path} belongs to another trace (id ${JSON.stringify(id.slice(0, 64))}, not ${
+        shape.traceIds[0]
+      }); copying shards between traces would mix their documents.`,
+    );
+  }
 }
 
 /** Every column holds exactly rows × width values (a damaged buffer holds fewer). */

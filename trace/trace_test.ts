@@ -281,8 +281,10 @@ Deno.test("shards encoded by worker threads equal shards encoded on the writer's
   options.domains = [{ name: "A", docs: 9 }];
   const inline = await Deno.makeTempDir();
   const pooled = await Deno.makeTempDir();
-  await writeSyntheticTrace(inline, options, { rowsPerShard: 9000, encoders: 0 });
-  await writeSyntheticTrace(pooled, options, { rowsPerShard: 9000, encoders: 2 });
+  // One trace id for both: shards carry it, and the fingerprints compared cover it.
+  const traceId = "00000000-0000-4000-8000-000000000000";
+  await writeSyntheticTrace(inline, options, { rowsPerShard: 9000, encoders: 0, traceId });
+  await writeSyntheticTrace(pooled, options, { rowsPerShard: 9000, encoders: 2, traceId });
   const a = await readManifest(inline);
   const b = await readManifest(pooled);
   assert.equal(b.shards.length, 3);

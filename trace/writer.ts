@@ -6,11 +6,13 @@
  * a valid trace of whole documents, and `TraceWriter.open(..., { resume: true })`
  * carries on without duplicating or losing any.
  */
+import * as arrow from "apache-arrow";
 import { DataError } from "../common/errors.ts";
 import { removeStaleTemporaries, writeFileAtomic } from "../common/atomic_write.ts";
 import { pathExists } from "../common/fs.ts";
 import {
   type CaptureFacts,
+  checkShardFiles,
   DEFAULT_ROWS_PER_SHARD,
   type Manifest,
   type ModelFacts,
@@ -19,13 +21,14 @@ import {
   rowShape,
   shardFingerprint,
   TRACE_FORMAT,
+  TRACE_ID_KEY,
   validateManifest,
   writeManifest,
 } from "./manifest.ts";
 import { TraceReader } from "./reader.ts";
 import { tableToParquet } from "./parquet.ts";
 import { defaultEncoders, ParquetPool } from "./parquet_pool.ts";
-import { encodeShard, shardTable, type TraceDoc } from "./schema.ts";
+import { shardTable, type TraceDoc } from "./schema.ts";
 
 /** Shards with fewer rows are encoded on the writer's thread: a worker would cost more than it saves. */
 const MIN_WORKER_ROWS = 8192;
@@ -51,6 +54,8 @@ export interface TraceWriterOptions {
    * leaves whole documents, and loses at most the shards in flight.
    */
   encoders?: number;
+  /** The new trace's id (default a random UUID): tests that compare two traces' bytes fix it. */
+  traceId?: string;
 }
 
 /** A shard being encoded, committed to the manifest when its bytes are ready. */
@@ -110,6 +115,7 @@ export class TraceWriter {
     const now = new Date().toISOString();
     const fresh: Manifest = {
       format: TRACE_FORMAT,
+      trace_id: options.traceId ?? crypto.randomUUID(),
       model: init.model,
       capture: { ...init.capture, created: now, updated: now, complete: false },
       shards: [],
@@ -123,6 +129,7 @@ export class TraceWriter {
     }
     if (!exists) {
       await Deno.mkdir(`${dir}/shards`, { recursive: true });
+      await checkShardsFolder(dir);
       await writeManifest(dir, fresh);
       return new TraceWriter(dir, fresh, rowsPerShard, new Set(), format, encoders);
     }
@@ -131,6 +138,10 @@ export class TraceWriter {
     if (mismatch) {
       throw new DataError(`Cannot resume the trace in ${dir}: ${mismatch}.`);
     }
+    // Before anything is deleted or written: a shards folder or shard that is a
+    // symlink out of the trace would have this run write and delete elsewhere.
+    await checkShardsFolder(dir);
+    await checkShardFiles(dir, existing);
     await removeStaleTemporaries(`${dir}/shards`);
     await removeStaleTemporaries(dir);
     const completed = new Set<number>();
@@ -186,14 +197,14 @@ export class TraceWriter {
     while (this.#inFlight.length >= Math.max(1, workers ? this.#encoders : 0)) {
       await this.#commitOldest();
     }
-    const table = this.#format === "parquet" ? shardTable(this.#pending, this.shape) : null;
+    const table = this.#format === "parquet" ? this.#table() : null;
     let bytes: Promise<Uint8Array>;
     if (table && workers) {
       this.#pool ??= new ParquetPool(this.#encoders);
       bytes = this.#pool.encode(table);
     } else {
       bytes = Promise.resolve(
-        table ? tableToParquet(table) : encodeShard(this.#pending, this.shape),
+        table ? tableToParquet(table) : arrow.tableToIPC(this.#table(), "file"),
       );
     }
     this.#inFlight.push({
@@ -207,6 +218,16 @@ export class TraceWriter {
     this.#pending = [];
     this.#pendingRows = 0;
     if (!workers) await this.#commitOldest();
+  }
+
+  /** The queued documents as one shard's table, carrying the trace's id in its schema metadata. */
+  #table(): arrow.Table {
+    const table = shardTable(this.#pending, this.shape);
+    const id = this.#manifest.trace_id;
+    if (id === undefined) return table;
+    const metadata = new Map(table.schema.metadata);
+    metadata.set(TRACE_ID_KEY, id);
+    return new arrow.Table(new arrow.Schema(table.schema.fields, metadata), table.batches);
   }
 
   /** Writes the oldest shard in flight and records it in the manifest. */
@@ -258,6 +279,18 @@ export class TraceWriter {
   }
 }
 
+/** The shards folder of a trace must be a real folder inside it, not a link elsewhere. */
+async function checkShardsFolder(dir: string): Promise<void> {
+  const info = await Deno.lstat(`${dir}/shards`);
+  if (!info.isDirectory) {
+    throw new DataError(
+      `${dir}/shards is ${
+        info.isSymlink ? "a symbolic link" : "not a folder"
+      }; a trace's shards folder must be a folder inside it, so that writing and tidying it stays there.`,
+    );
+  }
+}
+
 function describeMismatch(existing: Manifest, fresh: Manifest): string | null {
   for (const key of Object.keys(fresh.model) as (keyof ModelFacts)[]) {
     if (JSON.stringify(existing.model[key]) !== JSON.stringify(fresh.model[key])) {
@@ -289,9 +322,9 @@ function describeMismatch(existing: Manifest, fresh: Manifest): string | null {
   const now = fresh.capture.settings ?? {};
   for (const key of new Set([...Object.keys(before), ...Object.keys(now)])) {
     if (JSON.stringify(before[key]) !== JSON.stringify(now[key])) {
-      return `its capture.settings.${key} is ${JSON.stringify(before[key])}, this run has ${
-        JSON.stringify(now[key])
-      }`;
+      return `its capture.settings.${key} is ${
+        JSON.stringify(before[key]) ?? "not recorded"
+      }, this run has ${JSON.stringify(now[key]) ?? "none"}`;
     }
   }
   return null;
