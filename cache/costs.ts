@@ -8,10 +8,10 @@
  */
 import { UsageError } from "../common/errors.ts";
 import type { ModelFacts } from "../trace/mod.ts";
-import { type DtypeInfo, expertBytes } from "./dtypes.ts";
+import { type DtypeInfo, dtypeInfo, expertBytes } from "./dtypes.ts";
 import type { Budget } from "./expert_cache.ts";
 import type { Hardware } from "./hardware.ts";
-import { ramExperts, ssdReadMs, type TierCosts, type TierSpec } from "./tiers.ts";
+import { parseTier, ramExperts, ssdReadMs, type TierCosts, type TierSpec } from "./tiers.ts";
 
 /** `--on-miss`: a missed expert is uploaded, computed on the CPU, or whichever is faster for the step. */
 export const ON_MISS = ["transfer", "cpu", "cheaper"] as const;
@@ -98,6 +98,42 @@ export function cpuExpertMs(
     hardware.cpu_tflops,
     tokens,
   );
+}
+
+/**
+ * The miss setting of `simulate --on-miss`, `--tier` and `--miss-dtype`, or
+ * undefined when none changes plain uploads. `dtypes` are the run's
+ * `--dtype` values: the low-precision copy must be smaller than each.
+ */
+export function missSettingFromFlags(
+  flags: { onMiss?: string; tier?: string; missDtype?: string },
+  dtypes: readonly DtypeInfo[],
+  budget: Budget,
+): MissSetting | undefined {
+  const onMiss = flags.onMiss ?? "transfer";
+  if (!(ON_MISS as readonly string[]).includes(onMiss)) {
+    throw new UsageError(`--on-miss takes ${ON_MISS.join(", ")}, got "${onMiss}".`);
+  }
+  const tier = flags.tier === undefined || flags.tier === "none" ? null : parseTier(flags.tier);
+  let missDtype: DtypeInfo | null = null;
+  if (flags.missDtype !== undefined && flags.missDtype !== "none") {
+    try {
+      missDtype = dtypeInfo(flags.missDtype.toLowerCase());
+    } catch {
+      throw new UsageError(
+        `--miss-dtype takes none or a storage format smaller than --dtype (int8, int4, mxfp4, q3, q2, ...), got "${flags.missDtype}".`,
+      );
+    }
+    for (const d of dtypes) {
+      if (missDtype.bitsPerWeight >= d.bitsPerWeight) {
+        throw new UsageError(
+          `--miss-dtype ${missDtype.name} (${missDtype.bitsPerWeight} bits per weight) is not smaller than --dtype ${d.name} (${d.bitsPerWeight}).`,
+        );
+      }
+    }
+  }
+  const miss: MissSetting = { onMiss: onMiss as OnMiss, missDtype, tier, budget };
+  return missSettingActive(miss) ? miss : undefined;
 }
 
 /** Refuses `--on-miss cpu|cheaper` on a machine that gives no CPU time, in one sentence. */

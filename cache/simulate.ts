@@ -744,6 +744,17 @@ export function simulationFacts(o: SimulationOutput): Record<string, unknown> {
       expert_ms: c.costs.expertMs,
       attention_ms_per_layer: c.costs.attentionMs,
       other_ms_per_token: c.costs.otherMs,
+      ...(c.costs.cpuExpertMs !== undefined ? { cpu_expert_ms: c.costs.cpuExpertMs } : {}),
+      ...(c.costs.missBytes !== undefined
+        ? { miss_expert_bytes: c.costs.missBytes, miss_transfer_ms: c.costs.missTransferMs }
+        : {}),
+      ...(c.costs.tier !== undefined
+        ? {
+          ram_experts: c.costs.tier.ramCapacity,
+          ram_policy: c.costs.tier.ramPolicy,
+          ssd_read_ms: c.costs.tier.ssdMs,
+        }
+        : {}),
     });
   }
   return {

@@ -334,6 +334,19 @@ ${
         "95% document-bootstrap percentile interval of ms_per_token",
       ],
       ["tokens_per_s", "1000 / ms_per_token (all rows only)"],
+      ["on_miss", "--on-miss: transfer, cpu or cheaper"],
+      [
+        "cpu_experts",
+        "experts computed on the host CPU instead of waiting for their upload (misses, and hits whose background upload was still in flight)",
+      ],
+      ["tier", "--tier (none: every expert in host RAM)"],
+      ["ram_hits, ssd_reads", "uploads served from host RAM / read from the SSD, by the expert's layer"],
+      ["miss_dtype", "--miss-dtype, the low-precision copy a demand miss fetches (none)"],
+      ["degraded_uses", "expert uses served by a low-precision copy"],
+      [
+        "degraded_tokens",
+        "tokens that used a low-precision copy at this layer (all: at any layer)",
+      ],
     ])
   }
 

@@ -61,6 +61,28 @@ export function timingNeedsHits(costs: readonly StepCosts[]): boolean {
   return costs.some((c) => c.missBytes !== undefined || c.onMiss !== undefined);
 }
 
+/** What the miss handling counted in one replay (per layer unless said). */
+export interface MissCounts {
+  cpuExperts: Float64Array;
+  ramHits: Float64Array;
+  ssdReads: Float64Array;
+  degradedUses: Float64Array;
+  degradedSteps: Float64Array;
+  /** Tokens with a degraded expert at any layer. */
+  degradedTokens: number;
+}
+
+export function missCounts(t: TimingModel): MissCounts {
+  return {
+    cpuExperts: t.cpuExperts,
+    ramHits: t.ramHits,
+    ssdReads: t.ssdReads,
+    degradedUses: t.degradedUses,
+    degradedSteps: t.degradedSteps,
+    degradedTokens: t.degradedTokens,
+  };
+}
+
 /** Clock, transfer queue and per-layer time of one replay under one cost setting. */
 export class TimingModel implements CacheListener {
   readonly costs: StepCosts;
