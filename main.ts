@@ -412,6 +412,7 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
         help: "As analyze's, for a trace given as A or B.",
       },
       seed: { kind: "int", min: 0, default: 0, value: "S", help: "As analyze's." },
+      json: JSON_FLAG,
     },
     run: async (_p, f, inputs) => (await import("./analysis/compare.ts")).compareCommand(inputs, f),
   },

@@ -82,7 +82,8 @@ export async function analyzeCommand(
     routerTemperature: temperature,
     onWrite: () => writingOutputs(out),
   });
-  for (const line of result.skipped) console.log(line);
+  // With --json the lines go into the object: stdout holds nothing else.
+  if (flags.json !== true) { for (const line of result.skipped) console.log(line); }
   if (flags.counts === true) await writeCounts(reader, out, "stream");
   if (flags.json === true) {
     console.log(JSON.stringify({
@@ -95,6 +96,7 @@ export async function analyzeCommand(
       bootstrap,
       seed,
       seconds: result.timing,
+      skipped: result.skipped,
     }));
     return;
   }

@@ -1,5 +1,5 @@
 /**
- * `moetrace compare A B --out DIR [--labels NAME_A,NAME_B] [--bootstrap N] [--seed S]`:
+ * `moetrace compare A B --out DIR [--labels NAME_A,NAME_B] [--bootstrap N] [--seed S] [--json]`:
  * every statistic of two runs side by side (two models, base vs instruct, two
  * corpora, BIES vs standard training). A and B are traces, analysed here into
  * DIR/a and DIR/b as `analyze` would, or folders `analyze` wrote. For each
@@ -138,6 +138,18 @@ export async function compareCommand(
   await writeFileAtomic(`${out}/compare.json`, JSON.stringify(info, null, 2) + "\n");
   const excluding = summary.filter((r) => r.interval_excludes_zero === true).length;
   const withInterval = summary.filter((r) => r.interval_excludes_zero !== "").length;
+  if (flags.json === true) {
+    console.log(JSON.stringify({
+      out,
+      a: sides[0],
+      b: sides[1],
+      tables: files.map((f) => ({ file: f.file, rows: f.rows })),
+      summary_differences: withInterval,
+      summary_differences_excluding_zero: excluding,
+      notes,
+    }));
+    return;
+  }
   console.log(
     `Compared ${sides[0]!.label} (${sides[0]!.n_tokens} tokens) with ${sides[1]!.label} (${
       sides[1]!.n_tokens

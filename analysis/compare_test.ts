@@ -201,7 +201,17 @@ Deno.test("compare of two tiny-moe captures with different document samples: bot
         String(seed),
       ]);
     }
-    await cli(["compare", `${dir}/seed1`, `${dir}/seed2`, "--out", `${dir}/compare`]);
+    const printed = await cli([
+      "compare",
+      `${dir}/seed1`,
+      `${dir}/seed2`,
+      "--out",
+      `${dir}/compare`,
+      "--json",
+    ]);
+    const summaryJson = JSON.parse(printed);
+    assert.equal(summaryJson.a.label, "seed1");
+    assert.equal(summaryJson.tables.length, 11);
     const summary = await readCsv(`${dir}/compare/summary.csv`);
     const all = summary.filter((r) => r.domain === "all" && r.value_a !== "");
     assert.ok(all.length >= 5, `${all.length} summary rows of all`);

@@ -72,6 +72,11 @@ Deno.test("a log without token ids or weights: token statistics skipped with a l
     const lines = printed.split("\n");
     assert.equal(lines.filter((l) => /^The trace records no token ids/.test(l)).length, 1);
     assert.equal(lines.filter((l) => /^The trace records no gate weights/.test(l)).length, 1);
+    // With --json the same lines are in the one object on stdout.
+    const json = JSON.parse(
+      await cli(["analyze", `${dir}/trace`, "--out", `${dir}/json`, "--bootstrap", "0", "--json"]),
+    );
+    assert.deepEqual(json.skipped, lines.filter((l) => /^The trace records no/.test(l)));
     const readme = await Deno.readTextFile(`${dir}/out/README.md`);
     assert.match(
       readme,
