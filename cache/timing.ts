@@ -30,16 +30,19 @@
  * - `--miss-dtype`: a demand load fetches the low-precision copy
  *   (`missTransferMs`, `missSsdMs`); every use of it until the key is loaded
  *   again (a prefetch loads full precision) is a degraded use;
- * - `--on-miss cpu`: the m missed experts of the step are computed on the
- *   CPU, one after another from the decision time (an expert read from the
- *   SSD once its read completes), while the GPU computes the other count − m
- *   after waiting only for its first uses; the uploads still go on the queue
- *   in the background (the cache's contents, hits and misses are the same for
- *   every `--on-miss`), so later loads queue behind them:
+ * - `--on-miss cpu`: the m experts of the step that are not resident when
+ *   the router decides (misses, hits whose background upload is still in
+ *   flight, prefetches still in flight) are computed on the CPU, one after
+ *   another from the decision time (an expert being read from the SSD once
+ *   its read completes), while the GPU computes the other count − m at once;
+ *   the uploads still go on the queue in the background (the cache's
+ *   contents, hits and misses are the same for every `--on-miss`), so later
+ *   loads queue behind them:
  *     cpuEnd = fold(t = now; t = max(t, available_i) + cpuExpertMs)
- *     end    = max(ready_uses + (count − m) × expertMs, cpuEnd)
+ *     end    = max(now + (count − m) × expertMs, cpuEnd)
  *   `--on-miss cheaper` takes, per step, the smaller of that end and the
- *   transfer end max(ready_uses, ready_loads) + count × expertMs.
+ *   transfer end max(now, ready_i) + count × expertMs, where ready_i is when
+ *   each of the m uploads completes.
  *
  * The stall is the layer's time beyond attention and its own GPU compute:
  * end − now − (experts computed on the GPU) × expertMs.
@@ -135,6 +138,8 @@ export class TimingModel implements CacheListener {
   #degraded: Uint8Array | null;
   #missTransferMs: number;
   #ram: RamTier | null;
+  /** [keys] 1 when the key's last upload was read from the SSD (with a tier and --on-miss), else null. */
+  #onSsd: Uint8Array | null;
   #ssdMs: number;
   #missSsdMs: number;
   // The current step's CPU work and degraded uses.
@@ -169,6 +174,7 @@ export class TimingModel implements CacheListener {
     this.#ram = tier
       ? new RamTier(tier, { layers: shape.layers, experts: shape.experts, topK: shape.topK ?? 1 })
       : null;
+    this.#onSsd = tier && this.#onMiss !== 0 ? new Uint8Array(keys) : null;
     this.#ssdMs = tier?.ssdMs ?? 0;
     this.#missSsdMs = tier?.missSsdMs ?? 0;
     this.#extras = this.#onMiss !== 0 || this.#degraded !== null || this.#ram !== null;
@@ -238,13 +244,9 @@ export class TimingModel implements CacheListener {
       const low = degraded !== null && degraded[key] === 1;
       const r = this.readyAt[key]!;
       if (r > this.#decision) {
-        if (r > this.#demandReady) this.#demandReady = r;
         if (low) this.#degradedLoads++;
-        if (this.#onMiss !== 0) {
-          const start = this.#cpuEnd;
-          this.#cpuEnd = start + this.#cpuMs;
-          this.#cpuCount++;
-        }
+        if (this.#onMiss !== 0) this.#inFlight(key, r);
+        else if (r > this.#demandReady) this.#demandReady = r;
       } else if (low) this.#degradedHits++;
     }
     this.#next?.hit(key);
@@ -276,7 +278,9 @@ export class TimingModel implements CacheListener {
     const ram = this.#ram;
     if (ram !== null) {
       const layer = Math.floor(key / this.#experts);
-      if (ram.fetch(key, demand)) {
+      const fromRam = ram.fetch(key, demand);
+      if (this.#onSsd !== null) this.#onSsd[key] = fromRam ? 0 : 1;
+      if (fromRam) {
         this.ramHits[layer]!++;
         done = this.#upload(key, low ? this.#missTransferMs : this.#transferMs);
       } else {
@@ -303,15 +307,28 @@ export class TimingModel implements CacheListener {
 
   /**
    * A prefetched key's first demand use: the layer waits for it, and it is
-   * late when its upload is still in flight.
+   * late when its upload is still in flight. Under --on-miss cpu|cheaper a
+   * late one is computed like a miss instead (on the CPU, or waited for when
+   * the step takes the transfer path).
    */
   use(layer: number, key: number): void {
     const r = this.readyAt[key]!;
     if (r > this.#decision) {
       this.late[layer]!++;
-      if (r > this.#ready) this.#ready = r;
+      if (this.#onMiss !== 0) this.#inFlight(key, r);
+      else if (r > this.#ready) this.#ready = r;
     }
     this.#next?.use(layer, key);
+  }
+
+  /** Under --on-miss cpu|cheaper: an expert needed now whose upload completes at `r`. */
+  #inFlight(key: number, r: number): void {
+    if (r > this.#demandReady) this.#demandReady = r;
+    // The CPU reads it from RAM at once, or once its SSD read is done.
+    const available = this.#onSsd !== null && this.#onSsd[key] === 1 ? r : this.#decision;
+    const start = this.#cpuEnd > available ? this.#cpuEnd : available;
+    this.#cpuEnd = start + this.#cpuMs;
+    this.#cpuCount++;
   }
 
   /** The layer waits for its demand loads and first uses, then computes `count` experts. */

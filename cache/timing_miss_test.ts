@@ -227,3 +227,33 @@ Deno.test("miss-dtype: a demand miss fetches the low-precision copy, used until 
   assertEquals([...timing.degradedSteps], [2, 0]);
   assertEquals(timing.degradedTokens, 2);
 });
+
+Deno.test("on-miss cpu: a prefetch still in flight at its first use is computed on the CPU too (hand-computed)", () => {
+  // Top-1, two layers, 4 experts, LRU 1 slot per layer; token 0 picks 0 then
+  // 1, and at layer 0 the speculative pick for layer 1 is 1. Attention 1,
+  // expert 1 on the GPU, upload 4, CPU 2.
+  const trace = accessTraceOf([[[0], [1]]], { experts: 4, spec: [[[[1]], [[NO_EXPERT]]]] });
+  const costs: StepCosts = {
+    expertBytes: 1000,
+    transferMs: 4,
+    expertMs: 1,
+    attentionMs: 1,
+    otherMs: 0,
+    onMiss: "cpu",
+    cpuExpertMs: 2,
+  };
+  const timing = replay(trace, {
+    policy: createPolicy("lru", policyOptions({ layers: 2, experts: 4, topK: 1, capacity: 1 })),
+    budget: "per-layer",
+    prefetcher: new SpeculativePrefetcher(trace, 1),
+    costs: [costs],
+  }).timings[0]!;
+  // L0: router at 1; 0 misses: upload 1→5 in the background, CPU 1→3; the
+  //     prefetch of layer 1's expert 1 queues 5→9. End 3, stall 2.
+  // L1: router at 4; 1 is in flight until 9 (late): the CPU computes it 4→6
+  //     instead of the GPU waiting until 9 and computing →10. End 6, stall 2.
+  assertEquals(timing.now, 6);
+  assertEquals([...timing.stallMs], [2, 2]);
+  assertEquals([...timing.late], [0, 1]);
+  assertEquals([...timing.cpuExperts], [1, 1]);
+});
