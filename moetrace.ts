@@ -69,6 +69,7 @@ export function permissionsFor(
       case "read":
         read.add(full);
         for (const folder of outsideShardFolders(full)) read.add(folder);
+        for (const file of simulatedMeasurements(full, base)) read.add(file);
         break;
       case "write":
         read.add(full);
@@ -139,6 +140,26 @@ export function outsideShardFolders(dir: string): string[] {
     }
   }
   return [...folders];
+}
+
+/**
+ * The measured.csv of the trace a simulation folder's simulation.json names
+ * (`report` sets the prediction against it): that one file, with the trace's
+ * path resolved as the worker resolves it, from the caller's folder. Nothing
+ * for a path that is not a simulation folder.
+ */
+export function simulatedMeasurements(dir: string, base: string): string[] {
+  let facts: unknown;
+  try {
+    facts = JSON.parse(Deno.readTextFileSync(`${dir}/simulation.json`));
+  } catch {
+    return [];
+  }
+  const trace = (facts as { trace?: unknown } | null)?.trace;
+  if (typeof trace !== "string" || trace === "") return [];
+  const file = resolve(base, trace, "measured.csv");
+  // A comma would split Deno's permission list; such a trace's measurements are left out.
+  return file.includes(",") ? [] : [file];
 }
 
 /** The `deno run` arguments that run main.ts with `permissions`. */

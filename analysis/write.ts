@@ -1,9 +1,13 @@
 /**
  * Writes an analysis to its output directory: tidy CSVs, README.md,
- * figures (SVG + figures.json), token_colouring.html and analysis.json, each
- * file atomically (a killed run never leaves a half-written file under its
- * final name).
+ * figures (SVG + figures.json), token_colouring.html and analysis.json.
+ * Everything is written into a staging folder `<out>.partial/new` and moved
+ * into place by renames only when complete, as `import` does: a killed run
+ * over an existing folder leaves the previous analysis whole, never a mix of
+ * old and new files.
  */
+import { resolve } from "node:path";
+import { pathExists } from "../common/fs.ts";
 import { writeCsv } from "../common/csv.ts";
 import { writeFileAtomic } from "../common/atomic_write.ts";
 import { renderSvg } from "../common/plot.ts";
@@ -173,13 +177,93 @@ export interface WriteOptions {
   seed: number;
 }
 
-/** Writes every output file of `result` into `dir` (created if needed). */
+/**
+ * Writes every output file of `result` into `out` (created if needed),
+ * staged in `<out>.partial` and renamed into place. Files in an existing
+ * `out` that an analysis does not write (anything but its CSVs, figures,
+ * README, token colouring, analysis.json and counts/) are kept.
+ */
 export async function writeAnalysis(
+  result: AnalysisResult,
+  out: string,
+  options: WriteOptions,
+): Promise<void> {
+  const target = resolve(out);
+  const staging = `${target}.partial`;
+  await recoverStaging(staging, target);
+  const dir = `${staging}/new`;
+  await Deno.mkdir(dir, { recursive: true });
+  await writeFiles(result, dir, options);
+  await publish(staging, target);
+}
+
+/** Names an analysis folder's own outputs: the files its analysis.json lists, and the fixed names. */
+async function analysisOutputs(dir: string): Promise<Set<string>> {
+  const names = new Set([
+    ...Object.keys(COLUMNS).map((n) => `${n}.csv`),
+    "figures.json",
+    "token_colouring.html",
+    "README.md",
+    "analysis.json",
+    "counts",
+  ]);
+  try {
+    const files = JSON.parse(await Deno.readTextFile(`${dir}/analysis.json`)).files;
+    if (Array.isArray(files)) { for (const f of files) if (typeof f === "string") names.add(f); }
+  } catch {
+    // No readable analysis.json: only the fixed names are the analysis's own.
+  }
+  return names;
+}
+
+/**
+ * Swaps the complete `<staging>/new` in for `target`: the previous folder
+ * goes to `<staging>/old`, the new one takes its name, the previous folder's
+ * files that are not analysis outputs move across, and the staging folder
+ * is removed. Each step is a rename, so a kill between two of them leaves a
+ * state that `recoverStaging` completes or undoes.
+ */
+async function publish(staging: string, target: string): Promise<void> {
+  const old = `${staging}/old`;
+  if (await pathExists(target)) await Deno.rename(target, old);
+  await Deno.rename(`${staging}/new`, target);
+  await carryOver(old, target);
+  await Deno.remove(staging, { recursive: true });
+}
+
+/** Moves what the user kept in the previous folder `old` (not analysis outputs) into `target`. */
+async function carryOver(old: string, target: string): Promise<void> {
+  if (!(await pathExists(old))) return;
+  const own = await analysisOutputs(old);
+  for await (const entry of Deno.readDir(old)) {
+    if (own.has(entry.name)) continue;
+    if (!(await pathExists(`${target}/${entry.name}`))) {
+      await Deno.rename(`${old}/${entry.name}`, `${target}/${entry.name}`);
+    }
+  }
+}
+
+/**
+ * Finishes or undoes a run killed while publishing: killed between the two
+ * renames, the previous folder is put back; killed after them, the user's
+ * files still in `old` are carried over. A staging folder with only `new`
+ * (killed while writing) is discarded.
+ */
+async function recoverStaging(staging: string, target: string): Promise<void> {
+  if (!(await pathExists(staging))) return;
+  const old = `${staging}/old`;
+  if (await pathExists(old)) {
+    if (await pathExists(target)) await carryOver(old, target);
+    else await Deno.rename(old, target);
+  }
+  await Deno.remove(staging, { recursive: true });
+}
+
+async function writeFiles(
   result: AnalysisResult,
   dir: string,
   options: WriteOptions,
 ): Promise<void> {
-  await Deno.mkdir(dir, { recursive: true });
   for (const [name, columns] of Object.entries(COLUMNS)) {
     await writeCsv(`${dir}/${name}.csv`, result.tables[name] ?? [], columns);
   }

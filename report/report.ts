@@ -1,33 +1,47 @@
 /**
- * `moetrace report --analysis DIR --simulation DIR --out FILE.html`: one
- * self-contained HTML file (no network, no scripts, no external fonts) that
- * puts the analysis and the cache simulation side by side.
+ * `moetrace report --analysis DIR --simulation DIR --out FILE.html
+ * [--layers L,...] [--capacity C]`: one self-contained HTML file (no
+ * network, no scripts: its content security policy forbids both) that puts
+ * the analysis and the cache simulation side by side, key findings first.
  *
- * It reads what the two commands promise to write:
+ * It reads what the two commands promise to write (report/inputs.ts checks
+ * each file):
  * - `figures.json` in each folder: `[{file, title, caption, section}]`, SVGs
  *   embedded as data URIs (each SVG keeps its own ids, unlike inline <svg>);
  * - `analysis.json` / `simulation.json`: model, corpus and sweep facts;
- * - `token_colouring.html`: an HTML fragment, embedded as is;
- * - every `*.csv`, linked relative to the report, with CoSMoEs and summary
- *   tables rendered from their CSVs.
+ * - `token_colouring.html`: an HTML fragment, shown in a sandboxed frame
+ *   where no script runs;
+ * - every `*.csv`, linked relative to the report, with the summary, CoSMoEs
+ *   and simulation tables rendered from their CSVs, the key findings read
+ *   from them (report/findings.ts) and the figures analyze and simulate do
+ *   not draw (report/figures.ts).
+ *
+ * The report is written to `<out>.partial` and renamed: nothing else is
+ * written in --out's folder.
  */
-import { parse } from "csv-parse/sync";
-import { DataError, messageOf } from "../common/errors.ts";
-import { writeFileAtomic } from "../common/atomic_write.ts";
-
-interface FigureEntry {
-  file: string;
-  title: string;
-  caption: string;
-  section: string;
-}
-
-interface Folder {
-  dir: string;
-  figures: FigureEntry[];
-  facts: Record<string, unknown>;
-  csvs: string[];
-}
+import { dirname, relative, resolve } from "node:path";
+import { DataError, messageOf, UsageError } from "../common/errors.ts";
+import { renderSvg } from "../common/plot.ts";
+import {
+  COLUMN_DEFINITIONS,
+  definitionList,
+  SIMULATION_DEFINITIONS,
+  STATISTIC_DEFINITIONS,
+} from "./definitions.ts";
+import { findingsSection, simulationTable } from "./findings.ts";
+import { type FigureChoices, type ReportFigure, reportFigures } from "./figures.ts";
+import { CONTENT_SECURITY_POLICY, encodeBase64, escapeHtml, htmlTable, STYLE } from "./html.ts";
+import {
+  type FigureEntry,
+  type Folder,
+  isObject,
+  objectField,
+  readFolder,
+  readInput,
+  readTable,
+  type Table,
+} from "./inputs.ts";
+import { measuredSection } from "./measured.ts";
 
 /** Sections in reading order, with the heading and a sentence on what they answer. */
 const SECTIONS: { key: string; title: string; intro: string }[] = [
@@ -64,7 +78,8 @@ const SECTIONS: { key: string; title: string; intro: string }[] = [
   {
     key: "load",
     title: "Load balance and router confidence",
-    intro: "How evenly the load is spread, and how sure the router is.",
+    intro:
+      "How evenly the load is spread over the experts, and how sure the router is of its choices.",
   },
   {
     key: "divergence",
@@ -88,70 +103,185 @@ const SECTIONS: { key: string; title: string; intro: string }[] = [
 
 export async function reportCommand(flags: Record<string, unknown>): Promise<void> {
   const out = flags.out as string;
-  await writeReport(flags.analysis as string, flags.simulation as string, out);
+  const choices: FigureChoices = {};
+  if (Array.isArray(flags.layers)) choices.layers = flags.layers.map(String);
+  if (typeof flags.capacity === "string") choices.capacity = flags.capacity;
+  await writeReport(flags.analysis as string, flags.simulation as string, out, choices);
   console.error(`report: written to ${out}`);
+}
+
+/**
+ * Refuses an --out that is a folder, or whose folder is missing or a file,
+ * before anything is read or written.
+ */
+export async function checkReportOut(out: string): Promise<void> {
+  if (out === "" || out.endsWith("/")) {
+    throw new UsageError(`--out of report must name an .html file, got the folder "${out}".`);
+  }
+  const folder = dirname(out);
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.stat(folder);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) {
+      throw new UsageError(
+        `--out of report: the folder "${folder}" does not exist; create it first or choose another.`,
+      );
+    }
+    if (error instanceof Deno.errors.NotADirectory) {
+      throw new UsageError(`--out of report: a folder above "${folder}" is a file.`);
+    }
+    throw new DataError(`Cannot check the folder of --out ${out}: ${messageOf(error)}.`);
+  }
+  if (!info.isDirectory) {
+    throw new UsageError(`--out of report: "${folder}" is a file, not a folder.`);
+  }
+  try {
+    if (!(await Deno.stat(out)).isFile) {
+      throw new UsageError(`--out of report must name an .html file, got the folder "${out}".`);
+    }
+  } catch (error) {
+    if (error instanceof UsageError) throw error;
+    if (!(error instanceof Deno.errors.NotFound)) {
+      throw new DataError(`Cannot check --out ${out}: ${messageOf(error)}.`);
+    }
+  }
 }
 
 export async function writeReport(
   analysisDir: string,
   simulationDir: string,
   out: string,
+  choices: FigureChoices = {},
 ): Promise<void> {
+  await checkReportOut(out);
   const analysis = await readFolder(analysisDir, "analysis.json", "analyze");
   const simulation = await readFolder(simulationDir, "simulation.json", "simulate");
-  const html = await renderReport(analysis, simulation, out);
-  await writeFileAtomic(out, html);
+  const html = await renderReport(analysis, simulation, out, choices);
+  // Written beside --out under one fixed name (the launcher grants it and nothing else there).
+  const partial = `${out}.partial`;
+  try {
+    await Deno.writeTextFile(partial, html);
+    await Deno.rename(partial, out);
+  } catch (error) {
+    await Deno.remove(partial).catch(() => {});
+    throw new DataError(`Cannot write ${out}: ${messageOf(error)}.`);
+  }
 }
 
-async function readFolder(dir: string, factsFile: string, command: string): Promise<Folder> {
-  const readJson = async (name: string) => {
-    const path = `${dir}/${name}`;
-    let text: string;
-    try {
-      text = await Deno.readTextFile(path);
-    } catch (error) {
-      if (error instanceof Deno.errors.NotFound) {
-        throw new DataError(
-          `${path} does not exist; is ${dir} the output of \`moetrace ${command}\`?`,
-        );
-      }
-      throw new DataError(`Cannot read ${path}: ${messageOf(error)}.`);
-    }
-    try {
-      return JSON.parse(text);
-    } catch (error) {
-      throw new DataError(`${path} is not valid JSON: ${messageOf(error)}.`);
-    }
+/** The CSVs the report reads, each checked for the columns it uses. */
+async function readTables(analysis: Folder, simulation: Folder) {
+  const stat = ["layer", "domain", "statistic", "value", "ci_low", "ci_high", "baseline"];
+  return {
+    summary: await readTable(analysis.dir, "summary.csv", [
+      "statistic",
+      "layer",
+      "domain",
+      "value",
+      "ci_low",
+      "ci_high",
+      "baseline",
+      "baseline_marginal",
+    ]),
+    repetition: await readTable(analysis.dir, "repetition.csv", [...stat, "baseline_marginal"]),
+    cosmoes: await readTable(analysis.dir, "cosmoes.csv", ["domain", "statistic"]),
+    load: await readTable(analysis.dir, "load_balance.csv", stat),
+    divergence: await readTable(analysis.dir, "domain_divergence.csv", [
+      "layer",
+      "domain",
+      "comparison",
+      "domain_a",
+      "jsd",
+      "ci_low",
+      "ci_high",
+      "q_value",
+    ]),
+    vocabulary: await readTable(analysis.dir, "vocabulary_specialisation.csv", [
+      "layer",
+      "domain",
+      "mean_specialisation",
+      "baseline",
+      "baseline_marginal",
+    ]),
+    shares: await readTable(analysis.dir, "expert_shares.csv", [
+      "layer",
+      "domain",
+      "expert",
+      "choice",
+      "share",
+      "ci_low",
+      "ci_high",
+    ]),
+    coactivation: await readTable(analysis.dir, "coactivation.csv", [
+      "layer",
+      "domain",
+      "expert_i",
+      "expert_j",
+      "lift",
+    ]),
+    simulation: await readTable(simulation.dir, "simulation.csv", [
+      "policy",
+      "budget",
+      "capacity",
+      "prefetch",
+      "dtype",
+      "hardware",
+      "layer",
+      "hit_rate",
+      "ms_per_token",
+    ]),
+    prefetch: await readTable(simulation.dir, "prefetch_accuracy.csv", [
+      "prefetch",
+      "layer",
+      "lookahead",
+      "precision",
+      "recall",
+    ]),
   };
-  const figures = await readJson("figures.json");
-  if (
-    !Array.isArray(figures) ||
-    !figures.every((f) => typeof f?.file === "string" && typeof f?.title === "string")
-  ) {
-    throw new DataError(`${dir}/figures.json must be a list of {file, title, caption, section}.`);
-  }
-  const csvs: string[] = [];
-  for await (const entry of Deno.readDir(dir)) {
-    if (entry.isFile && entry.name.endsWith(".csv")) csvs.push(entry.name);
-  }
-  csvs.sort();
-  return { dir, figures, facts: await readJson(factsFile), csvs };
 }
 
-async function renderReport(analysis: Folder, simulation: Folder, out: string): Promise<string> {
-  const outDir = out.includes("/") ? out.slice(0, out.lastIndexOf("/")) : ".";
-  const figuresBySection = new Map<string, { folder: Folder; figure: FigureEntry }[]>();
+/** E and k from analysis.json's model, else simulation.json's. */
+function modelSize(analysis: Folder, simulation: Folder): { experts: number; topK: number } {
+  const fromAnalysis = objectField(objectField(analysis.facts, "trace"), "model");
+  const model = Object.keys(fromAnalysis).length > 0
+    ? fromAnalysis
+    : objectField(simulation.facts, "model");
+  return { experts: Number(model.num_experts), topK: Number(model.top_k) };
+}
+
+type Placed = { folder: Folder; figure: FigureEntry } | { own: ReportFigure };
+
+async function renderReport(
+  analysis: Folder,
+  simulation: Folder,
+  out: string,
+  choices: FigureChoices,
+): Promise<string> {
+  const tables = await readTables(analysis, simulation);
+  const own = reportFigures(tables, modelSize(analysis, simulation), choices);
+  const bySection = new Map<string, Placed[]>();
+  const place = (section: string, entry: Placed) => {
+    const key = SECTIONS.some((s) => s.key === section) ? section : "other";
+    bySection.set(key, [...(bySection.get(key) ?? []), entry]);
+  };
+  // A figure redrawn for --layers or --capacity takes the place of the one it replaces.
+  const placed = new Set<ReportFigure>();
   for (const folder of [analysis, simulation]) {
     for (const figure of folder.figures) {
-      const key = SECTIONS.some((s) => s.key === figure.section) ? figure.section : "other";
-      const list = figuresBySection.get(key) ?? [];
-      list.push({ folder, figure });
-      figuresBySection.set(key, list);
+      const replacement = own.find((f) => f.replaces === figure.file);
+      if (replacement) placed.add(replacement);
+      place(figure.section, replacement ? { own: replacement } : { folder, figure });
     }
   }
+  for (const figure of own) if (!placed.has(figure)) place(figure.section, { own: figure });
   const body: string[] = [];
   const toc: string[] = [];
-  body.push(await factsSection(analysis, simulation));
+  const findings = findingsSection(tables);
+  if (findings) {
+    body.push(findings);
+    toc.push(`<a href="#findings">Key findings</a>`);
+  }
+  body.push(factsSection(analysis, simulation, tables.summary));
   toc.push(`<a href="#facts">Model and corpus</a>`);
   const measured = await measuredSection(simulation);
   if (measured) {
@@ -160,31 +290,42 @@ async function renderReport(analysis: Folder, simulation: Folder, out: string): 
   }
   const sections = [...SECTIONS, { key: "other", title: "Other figures", intro: "" }];
   for (const section of sections) {
-    const entries = figuresBySection.get(section.key) ?? [];
-    const extra = section.key === "cosmoes" ? await csvTable(analysis, "cosmoes.csv", 40) : "";
+    const entries = bySection.get(section.key) ?? [];
+    const extra = section.key === "cosmoes"
+      ? statisticTable(tables.cosmoes, 40)
+      : section.key === "cache" && tables.simulation
+      ? simulationResults(tables.simulation, choices.capacity)
+      : "";
     const colouring = section.key === "repetition" ? await tokenColouring(analysis) : "";
     if (entries.length === 0 && !extra && !colouring) continue;
     toc.push(`<a href="#${section.key}">${escapeHtml(section.title)}</a>`);
     const parts = [`<section id="${section.key}"><h2>${escapeHtml(section.title)}</h2>`];
     if (section.intro) parts.push(`<p class="intro">${escapeHtml(section.intro)}</p>`);
-    for (const { folder, figure } of entries) parts.push(await figureHtml(folder, figure));
+    for (const entry of entries) {
+      parts.push(
+        "own" in entry
+          ? figureHtml(entry.own.title, entry.own.caption, await renderSvg(entry.own.spec))
+          : await folderFigure(entry.folder, entry.figure),
+      );
+    }
     parts.push(extra, colouring, "</section>");
     body.push(parts.join("\n"));
   }
-  body.push(csvLinks([analysis, simulation], outDir));
+  body.push(csvLinks([analysis, simulation], out));
   toc.push(`<a href="#data">Data files</a>`);
-  const model = ((analysis.facts.trace as Record<string, unknown> | undefined)?.model ??
-    {}) as Record<string, unknown>;
+  const model = objectField(objectField(analysis.facts, "trace"), "model");
+  const name = escapeHtml(typeof model.name === "string" ? model.name : "trace");
   return `<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="${CONTENT_SECURITY_POLICY}">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>moetrace report: ${escapeHtml(String(model.name ?? "trace"))}</title>
+<title>moetrace report: ${name}</title>
 <style>${STYLE}</style>
 </head>
 <body>
-<header><h1>moetrace report: ${escapeHtml(String(model.name ?? "trace"))}</h1>
+<header><h1>moetrace report: ${name}</h1>
 <nav>${toc.join(" · ")}</nav></header>
 <main>
 ${body.join("\n")}
@@ -197,152 +338,110 @@ ${body.join("\n")}
 `;
 }
 
-async function factsSection(analysis: Folder, simulation: Folder): Promise<string> {
-  const trace = (analysis.facts.trace ?? {}) as Record<string, unknown>;
-  const model = (trace.model ?? {}) as Record<string, unknown>;
-  const capture = (trace.capture ?? {}) as Record<string, unknown>;
-  const totals = (analysis.facts.totals ?? {}) as Record<string, unknown>;
+/** A fact for the facts table: a string or number as text, anything else "?". */
+function text(value: unknown): string {
+  return typeof value === "string" || typeof value === "number" ? String(value) : "?";
+}
+
+function factsSection(analysis: Folder, simulation: Folder, summary: Table | null): string {
+  const trace = objectField(analysis.facts, "trace");
+  const model = objectField(trace, "model");
+  const capture = objectField(trace, "capture");
+  const totals = objectField(analysis.facts, "totals");
   const domains = Array.isArray(totals.domains)
-    ? (totals.domains as { name: string; n_docs: number; n_tokens: number }[])
-      .map((d) => `${d.name} (${d.n_docs} docs, ${d.n_tokens} tokens)`).join("; ")
+    ? totals.domains.filter(isObject)
+      .map((d) => `${text(d.name)} (${text(d.n_docs)} docs, ${text(d.n_tokens)} tokens)`).join(
+        "; ",
+      )
     : "?";
-  const rows: [string, unknown][] = [
-    ["Model", `${model.name ?? "?"} (${model.family ?? "?"}, ${model.dtype ?? "?"})`],
+  const rows: [string, string][] = [
+    ["Model", `${text(model.name)} (${text(model.family)}, ${text(model.dtype)})`],
     [
       "Layers",
-      `${model.num_layers ?? "?"}, of which ${
+      `${text(model.num_layers)}, of which ${
         Array.isArray(model.moe_layers) ? model.moe_layers.length : "?"
       } MoE`,
     ],
     [
       "Experts",
-      `${model.num_experts ?? "?"} routed, top-${model.top_k ?? "?"}, ${
-        model.num_shared_experts ?? 0
-      } shared; ${model.expert_params ?? "?"} parameters per expert`,
+      `${text(model.num_experts)} routed, top-${text(model.top_k)}, ${
+        text(model.num_shared_experts ?? 0)
+      } shared; ${text(model.expert_params)} parameters per expert`,
     ],
-    ["Corpus", `${capture.corpus ?? "?"} (${capture.mode ?? "?"})`],
-    ["Documents", totals.n_docs ?? "?"],
-    ["Tokens", totals.n_tokens ?? "?"],
+    ["Corpus", `${text(capture.corpus)} (${text(capture.mode)})`],
+    ["Documents", text(totals.n_docs)],
+    ["Tokens", text(totals.n_tokens)],
     ["Domains", domains],
   ];
   const sweep = simulation.facts.sweep;
-  if (sweep) rows.push(["Cache sweep", summariseSweep(sweep)]);
-  const summary = await csvTable(analysis, "summary.csv", 60);
+  if (sweep !== undefined) rows.push(["Cache sweep", summariseSweep(sweep)]);
+  const table = statisticTable(summary, 60);
   return `<section id="facts"><h2>Model and corpus</h2>
 <table class="facts">${
-    rows.map(([k, v]) => `<tr><th>${escapeHtml(k)}</th><td>${escapeHtml(String(v))}</td></tr>`)
-      .join("")
+    rows.map(([k, v]) => `<tr><th>${escapeHtml(k)}</th><td>${escapeHtml(v)}</td></tr>`).join("")
   }</table>
-${summary ? `<h3>Summary</h3>${summary}` : ""}</section>`;
+${table ? `<h3>Summary: each statistic averaged over the MoE layers</h3>${table}` : ""}</section>`;
 }
 
 function summariseSweep(sweep: unknown): string {
-  if (typeof sweep !== "object" || sweep === null) return String(sweep);
-  return Object.entries(sweep as Record<string, unknown>)
-    .map(([k, v]) => `${k}: ${Array.isArray(v) ? v.join(", ") : String(v)}`)
+  if (!isObject(sweep)) return text(sweep);
+  return Object.entries(sweep)
+    .map(([k, v]) => `${k}: ${Array.isArray(v) ? v.map(text).join(", ") : text(v)}`)
     .join("; ");
 }
 
-async function figureHtml(folder: Folder, figure: FigureEntry): Promise<string> {
-  const path = `${folder.dir}/${figure.file}`;
-  let svg: Uint8Array;
-  try {
-    svg = await Deno.readFile(path);
-  } catch (error) {
-    throw new DataError(
-      `Figure ${path} listed in ${folder.dir}/figures.json cannot be read: ${messageOf(error)}.`,
-    );
-  }
+function figureHtml(title: string, caption: string, svg: string | Uint8Array): string {
+  const bytes = typeof svg === "string" ? new TextEncoder().encode(svg) : svg;
   return `<figure>
-<img alt="${escapeHtml(figure.title)}" src="data:image/svg+xml;base64,${encodeBase64(svg)}">
-<figcaption><strong>${
-    escapeHtml(figure.title)
-  }.</strong> <span class="how">How to read this:</span> ${
-    escapeHtml(figure.caption ?? "")
+<img alt="${escapeHtml(title)}" src="data:image/svg+xml;base64,${encodeBase64(bytes)}">
+<figcaption><strong>${escapeHtml(title)}.</strong> <span class="how">How to read this:</span> ${
+    escapeHtml(caption)
   }</figcaption>
 </figure>`;
 }
 
-async function tokenColouring(analysis: Folder): Promise<string> {
-  try {
-    const fragment = await Deno.readTextFile(`${analysis.dir}/token_colouring.html`);
-    return `<h3>Token colouring</h3>
-<p class="intro">Each token of sample documents coloured by its first-choice expert (Mixtral Figure 8). Runs of one colour are the repetition measured above.</p>
-<div class="colouring">${fragment}</div>`;
-  } catch {
-    return "";
+async function folderFigure(folder: Folder, figure: FigureEntry): Promise<string> {
+  const svg = await readInput(folder.dir, figure.file);
+  if (svg === null) {
+    throw new DataError(
+      `Figure ${folder.dir}/${figure.file} listed in ${folder.dir}/figures.json does not exist.`,
+    );
   }
+  return figureHtml(figure.title, figure.caption, svg);
 }
 
-/** A CSV of `folder` as an HTML table (rows with domain "all" only, when there is such a column). */
 /**
- * When the simulated trace came from `generate --offload` (a measured.csv
- * beside its manifest), the simulation's prediction for that run's policy,
- * capacity and prefetch against the measured decode steps.
+ * The token colouring, a fragment from the analysis folder: shown in a frame
+ * whose sandbox allows nothing (no script runs, no form submits, no
+ * navigation of the report), under the report's content security policy.
  */
-async function measuredSection(simulation: Folder): Promise<string> {
-  const trace = simulation.facts.trace;
-  if (typeof trace !== "string") return "";
-  let measuredText: string, simText: string;
-  try {
-    measuredText = await Deno.readTextFile(`${trace}/measured.csv`);
-    simText = await Deno.readTextFile(`${simulation.dir}/simulation.csv`);
-  } catch {
-    return "";
-  }
-  const measured = parse(measuredText, { columns: true }) as Record<string, string>[];
-  const generated = measured.filter((r) => r.phase === "1").map((r) => Number(r.ms));
-  if (generated.length === 0) return "";
-  const { policy, capacity, prefetch } = measured[0]!;
-  const budget = measured[0]!.budget ?? "per-layer"; // measured.csv before the global pool had no budget column
-  const uploads = measured.reduce((a, r) => a + Number(r.uploads), 0);
-  const sorted = [...generated].sort((a, b) => a - b);
-  const n = sorted.length;
-  const median = n % 2 === 1 ? sorted[(n - 1) / 2]! : (sorted[n / 2 - 1]! + sorted[n / 2]!) / 2;
-  const mean = generated.reduce((a, b) => a + b, 0) / n;
-  const sims = (parse(simText, { columns: true }) as Record<string, string>[]).filter((r) =>
-    r.layer === "all" && r.policy === policy && r.capacity === capacity &&
-    r.prefetch === prefetch && r.budget === budget
-  );
-  if (sims.length === 0) return "";
-  const f = (v: number) => v.toPrecision(4);
-  const rows = sims.map((r) => {
-    const predicted = Number(r.ms_per_token);
-    const loads = Number(r.misses) + Number(r.prefetch_issued);
-    return `<tr><td>${escapeHtml(r.hardware!)}</td><td>${escapeHtml(r.dtype!)}</td><td>${
-      f(predicted)
-    }</td><td>${f(median)}</td><td>${f(mean)}</td><td>${
-      f(100 * (predicted - median) / median)
-    }%</td><td>${loads}</td><td>${uploads}</td></tr>`;
-  });
-  return `<section id="measured"><h2>Predicted against measured</h2>
-<p class="intro">${
-    escapeHtml(
-      `The trace comes from generate --offload ${policy}:${capacity} --prefetch ${prefetch} --budget ${budget}; its measured.csv holds ${n} timed decode steps. Predicted: the simulation's mean ms/token over every trace row; measured: median and mean wall ms of the decode steps. Loads: simulated misses + prefetches against the engine's uploads (prompt and generated rows).`,
-    )
-  }</p>
-<div class="table-wrap"><table class="data"><thead><tr><th>hardware</th><th>dtype</th><th>predicted ms/token</th><th>measured median</th><th>measured mean</th><th>error (of median)</th><th>simulated loads</th><th>uploads</th></tr></thead><tbody>
-${rows.join("\n")}
-</tbody></table></div></section>`;
+async function tokenColouring(analysis: Folder): Promise<string> {
+  const fragment = await readInput(analysis.dir, "token_colouring.html");
+  if (fragment === null) return "";
+  const page =
+    `<!doctype html><meta charset="utf-8"><meta http-equiv="Content-Security-Policy" content="${CONTENT_SECURITY_POLICY}"><body style="font-family: Helvetica, Arial, sans-serif; font-size: 12px; line-height: 1.7">${fragment}</body>`;
+  return `<h3>Token colouring</h3>
+<p class="intro">Each token of sample documents coloured by its first-choice expert (Mixtral Figure 8). Runs of one colour are the repetition measured above.</p>
+<iframe class="colouring" title="Token colouring" sandbox="" srcdoc="${
+    escapeHtml(page)
+  }"></iframe>`;
 }
 
 /** Statistics whose values the report shows in percent (ΔUniform: CoSMoEs quotes 9.60%). */
 const PERCENT_STATISTICS = new Set(["delta_uniform"]);
 const PERCENT_COLUMNS = new Set(["value", "plug_in", "ci_low", "ci_high", "baseline"]);
 
-async function csvTable(folder: Folder, name: string, maxRows: number): Promise<string> {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(`${folder.dir}/${name}`);
-  } catch {
-    return "";
-  }
-  const rows = parse(text, { columns: true }) as Record<string, string>[];
-  if (rows.length === 0) return "";
-  const columns = Object.keys(rows[0]!);
-  const shown = columns.includes("domain") && rows.some((r) => r.domain === "all")
-    ? rows.filter((r) => r.domain === "all")
-    : rows;
+/**
+ * A table of statistics (summary.csv, cosmoes.csv; rows of domain "all" only
+ * when there are such rows), followed by the definition of every statistic
+ * and column it shows.
+ */
+function statisticTable(table: Table | null, maxRows: number): string {
+  if (!table || table.rows.length === 0) return "";
+  const columns = table.columns;
+  const shown = columns.includes("domain") && table.rows.some((r) => r.domain === "all")
+    ? table.rows.filter((r) => r.domain === "all")
+    : table.rows;
   const cell = (v: string, percent: boolean) => {
     const n = Number(v);
     if (v === "" || !Number.isFinite(n)) return v;
@@ -352,77 +451,46 @@ async function csvTable(folder: Folder, name: string, maxRows: number): Promise<
   // Statistics the papers quote in percent: shown so here; the CSVs keep fractions.
   const percentOf = (r: Record<string, string>, c: string) =>
     PERCENT_STATISTICS.has(r.statistic ?? "") && PERCENT_COLUMNS.has(c);
-  return `<div class="table-wrap"><table class="data"><thead><tr>${
-    columns.map((c) => `<th>${escapeHtml(c)}</th>`).join("")
-  }</tr></thead><tbody>${
-    shown.slice(0, maxRows).map((r) =>
-      `<tr>${
-        columns.map((c) => `<td>${escapeHtml(cell(r[c] ?? "", percentOf(r, c)))}</td>`).join("")
-      }</tr>`
-    ).join("")
-  }</tbody></table>${
+  const rows = shown.slice(0, maxRows);
+  const name = table.path.slice(table.path.lastIndexOf("/") + 1);
+  return `${
+    htmlTable(columns, rows.map((r) => columns.map((c) => cell(r[c] ?? "", percentOf(r, c)))))
+  }${
     shown.length > maxRows
       ? `<p class="note">First ${maxRows} of ${shown.length} rows; all in ${escapeHtml(name)}.</p>`
       : ""
-  }</div>`;
+  }<h3>What the statistics mean</h3>${
+    definitionList(rows.map((r) => r.statistic ?? ""), STATISTIC_DEFINITIONS)
+  }${definitionList(columns.filter((c) => c in COLUMN_DEFINITIONS), COLUMN_DEFINITIONS)}`;
 }
 
-function csvLinks(folders: Folder[], outDir: string): string {
+function simulationResults(simulation: Table, capacity: string | undefined): string {
+  const table = simulationTable(simulation, capacity);
+  if (!table) return "";
+  return `<h3>Simulation results${
+    capacity === undefined ? "" : ` at capacity ${escapeHtml(capacity)}`
+  }</h3>
+<p class="intro">Every policy, prefetcher and capacity over the whole model (simulation.csv's rows of layer "all"), cheapest first at each capacity.</p>
+<div class="scroll">${table}</div>${
+    definitionList(Object.keys(SIMULATION_DEFINITIONS), SIMULATION_DEFINITIONS)
+  }`;
+}
+
+/**
+ * Links to every CSV, relative to the report: each path segment
+ * percent-encoded, so a file named "javascript:…csv" is a relative link to
+ * that file and never a scheme.
+ */
+function csvLinks(folders: Folder[], out: string): string {
+  const outDir = dirname(resolve(out));
   const items = folders.flatMap((folder) =>
     folder.csvs.map((name) => {
-      const href = relativePath(outDir, `${folder.dir}/${name}`);
-      return `<li><a href="${escapeHtml(href)}">${escapeHtml(href)}</a></li>`;
+      const path = relative(outDir, resolve(folder.dir, name)).split("/");
+      const href = `./${path.map(encodeURIComponent).join("/")}`;
+      return `<li><a href="${escapeHtml(href)}">${escapeHtml(path.join("/"))}</a></li>`;
     })
   );
   return `<section id="data"><h2>Data files</h2>
 <p class="intro">Tidy CSV, one observation per row; each folder's README.md documents every column and formula. They load in pandas and polars with no options.</p>
 <ul class="csvs">${items.join("\n")}</ul></section>`;
 }
-
-/** `to` relative to directory `from` (both relative to the working directory, or both absolute). */
-export function relativePath(from: string, to: string): string {
-  const split = (p: string) => p.split("/").filter((s) => s !== "" && s !== ".");
-  const a = split(from);
-  const b = split(to);
-  let common = 0;
-  while (common < a.length && common < b.length - 1 && a[common] === b[common]) common++;
-  return [...Array(a.length - common).fill(".."), ...b.slice(common)].join("/");
-}
-
-/** Base64 of bytes (btoa takes a binary string; built in chunks to bound the argument count). */
-function encodeBase64(bytes: Uint8Array): string {
-  let binary = "";
-  for (let i = 0; i < bytes.length; i += 0x8000) {
-    binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
-  }
-  return btoa(binary);
-}
-
-function escapeHtml(text: string): string {
-  return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
-}
-
-const STYLE = `
-body { font-family: Helvetica, Arial, sans-serif; margin: 0; color: #222; background: #fafafa; }
-header { background: #1f2d3d; color: #fff; padding: 16px 32px; }
-header h1 { margin: 0 0 8px; font-size: 22px; }
-nav a { color: #cfe3ff; text-decoration: none; font-size: 13px; }
-main { max-width: 1200px; margin: 0 auto; padding: 8px 32px 32px; }
-section { background: #fff; border: 1px solid #e3e3e3; border-radius: 6px; padding: 12px 20px; margin: 18px 0; }
-h2 { font-size: 19px; margin: 6px 0 8px; }
-h3 { font-size: 15px; }
-p.intro { color: #444; margin-top: 0; }
-figure { margin: 16px 0; display: inline-block; vertical-align: top; max-width: 100%; }
-figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
-figcaption { font-size: 13px; color: #333; max-width: 720px; margin-top: 4px; }
-span.how { color: #666; font-style: italic; }
-table { border-collapse: collapse; font-size: 12px; }
-table.facts th { text-align: left; padding: 3px 14px 3px 0; color: #555; }
-table.data th, table.data td { border: 1px solid #ddd; padding: 3px 6px; text-align: right; }
-table.data th { background: #f0f3f7; }
-.table-wrap { overflow-x: auto; }
-.colouring { font-size: 12px; line-height: 1.7; max-height: 640px; overflow-y: auto; border: 1px solid #eee; padding: 4px 8px; }
-ul.csvs { columns: 2; font-size: 13px; }
-footer { text-align: center; font-size: 12px; color: #777; padding: 16px; }
-p.note { font-size: 12px; color: #666; }
-`;

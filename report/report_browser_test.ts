@@ -13,15 +13,28 @@ import { runCli } from "../tests/cli_helpers.ts";
 
 const ARTIFACTS = new URL("../out/test-artifacts/", import.meta.url).pathname;
 
+/** Put first in <head>, so that it hears a frame that runs before the page has loaded. */
+const LISTEN_SCRIPT = `<script>
+const messages = [];
+window.addEventListener("message", (event) => messages.push(String(event.data)));
+</script>`;
+
 const CHECK_SCRIPT = `<script>
-window.addEventListener("load", () => {
+window.addEventListener("load", () => setTimeout(() => {
   const images = [...document.images];
   const broken = images.filter((i) => !i.complete || i.naturalWidth === 0).map((i) => i.alt);
   const sizes = images.map((i) => [i.alt, i.naturalWidth, i.naturalHeight]);
   const sections = [...document.querySelectorAll("section")].map((s) => [s.id, s.innerText.trim().length]);
-  document.body.setAttribute("data-check", JSON.stringify({ images: images.length, broken, sizes, sections }));
-});
+  document.body.setAttribute("data-check", JSON.stringify({ images: images.length, broken, sizes, sections, messages }));
+}, 1000));
 </script>`;
+
+/**
+ * Appended to token_colouring.html: if any of it ran, it would tell the
+ * report's page, which the check script listens to.
+ */
+const HOSTILE_COLOURING = `<script>parent.postMessage("script ran", "*")</script>
+<img src="x" onerror="parent.postMessage('onerror ran', '*')">`;
 
 async function chromium(): Promise<string | null> {
   for (const name of ["chromium", "chromium-browser", "google-chrome"]) {
@@ -101,6 +114,7 @@ Deno.test({
           "--capacity",
           "2,4,8",
         ],
+        ["hostile-colouring"],
         [
           "report",
           "--analysis",
@@ -112,6 +126,11 @@ Deno.test({
         ],
       ]
     ) {
+      if (args[0] === "hostile-colouring") {
+        const path = `${dir}/analysis/token_colouring.html`;
+        await Deno.writeTextFile(path, (await Deno.readTextFile(path)) + HOSTILE_COLOURING);
+        continue;
+      }
       const result = await runCli(args);
       assert.equal(result.code, 0, `${args[0]}: ${result.stderr}`);
     }
@@ -121,9 +140,14 @@ Deno.test({
       /<script|https?:\/\/(?!www\.w3\.org)/,
       "self-contained: no scripts, no remote URLs",
     );
+    assert.match(html, /<meta http-equiv="Content-Security-Policy" content="default-src 'none';/);
+    // The check script is a script: the checked copy drops the policy that would block it, so the
+    // colouring's sandbox alone must keep its scripts from running.
     await Deno.writeTextFile(
       `${dir}/checked.html`,
-      html.replace("</body>", `${CHECK_SCRIPT}</body>`),
+      html.replace(/<meta http-equiv="Content-Security-Policy"[^>]*>/, "")
+        .replace("<head>", `<head>${LISTEN_SCRIPT}`)
+        .replace("</body>", `${CHECK_SCRIPT}</body>`),
     );
 
     const dom = await runChromium(browser, [
@@ -136,6 +160,7 @@ Deno.test({
     const check = JSON.parse(match[1]!.replaceAll("&quot;", '"').replaceAll("&amp;", "&"));
     assert.ok(check.images >= 5, `expected the figures as images, got ${check.images}`);
     assert.deepEqual(check.broken, [], "broken images");
+    assert.deepEqual(check.messages, [], "a script in token_colouring.html ran");
     for (const [alt, width, height] of check.sizes) {
       assert.ok(width > 50 && height > 50, `${alt} is ${width}×${height}`);
     }

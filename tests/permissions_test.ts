@@ -11,8 +11,9 @@ import { writeSyntheticTrace } from "../trace/synthetic.ts";
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 
 Deno.test("each command writes only to its output", () => {
+  // analyze stages its folder at <out>.partial and renames it into place.
   const analyze = permissionsFor("analyze", "trace", { out: "out/a" });
-  assert.deepEqual(analyze.write, [resolve("out/a")]);
+  assert.deepEqual(analyze.write, [resolve("out/a"), resolve("out/a.partial")]);
   assert.ok(analyze.read.includes(resolve("trace")));
   assert.deepEqual(permissionsFor("inspect", "t", {}).write, []);
   const capture = permissionsFor("capture", undefined, { model: "m", corpus: "c.jsonl", out: "t" });
@@ -21,11 +22,10 @@ Deno.test("each command writes only to its output", () => {
     new Set(capture.read),
     new Set([ROOT, resolve("m"), resolve("c.jsonl"), resolve("t")]),
   );
+  // report writes its file and its staging name, never the rest of the folder.
   assert.deepEqual(
     permissionsFor("report", undefined, { analysis: "a", simulation: "s", out: "r/x.html" }).write,
-    [
-      resolve("r"),
-    ],
+    [resolve("r/x.html"), resolve("r/x.html.partial")],
   );
 });
 
@@ -50,6 +50,7 @@ Deno.test("every path flag in COMMANDS is granted as its `path` field says", () 
   // Flags that are not paths grant nothing.
   assert.deepEqual(permissionsFor("analyze", "t", { out: "o", bootstrap: 10, seed: 3 }).write, [
     resolve("o"),
+    resolve("o.partial"),
   ]);
 });
 
@@ -67,7 +68,7 @@ Deno.test("import grants read for every FILE and for --model-config", () => {
 
 Deno.test("relative paths are granted from the caller's folder; a comma in a path is refused", () => {
   const from = permissionsFor("analyze", "trace", { out: "results" }, "/home/user/work");
-  assert.deepEqual(from.write, ["/home/user/work/results"]);
+  assert.deepEqual(from.write, ["/home/user/work/results", "/home/user/work/results.partial"]);
   assert.ok(from.read.includes("/home/user/work/trace"));
   // Deno splits permission lists at commas: "results,../elsewhere" would grant two folders.
   assert.throws(
