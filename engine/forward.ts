@@ -54,6 +54,16 @@ export interface ExpertSlots {
   count: number;
 }
 
+/**
+ * Routed experts streamed from host memory (expert_stream.ts): MoE layer m's
+ * chunks as the kernels read them, each in a ring slot, and the host write
+ * that puts chunk i there, recorded before the chunk's matmuls.
+ */
+export interface ExpertSource {
+  chunks(m: number): ExpertChunk[];
+  load(m: number, i: number): void;
+}
+
 export interface ForwardPlan {
   /** Tokens in this pass (rows of info). */
   tokens: number;
@@ -72,6 +82,8 @@ export interface ForwardPlan {
   segment?: { from: number; to: number };
   /** Routed experts from these slots instead of the model's own. */
   slots?: ExpertSlots;
+  /** Routed experts streamed chunk by chunk through a ring of slots. */
+  stream?: ExpertSource;
 }
 
 /** One pass: the recorder, what it reads, its plan and rows. */
@@ -165,8 +177,14 @@ function normInto(
  * storage, e.g. an expert width not a multiple of 64, read an unwritten buffer).
  */
 function expertsOnTexture(p: Pass, l: number): boolean {
-  const chunks = p.plan.slots?.chunks[p.moe.indexOf(l)] ?? p.t.weights.layers[l]!.experts;
+  const chunks = layerChunks(p, l);
   return chunks?.[0]?.w1.view !== undefined && p.t.state.staging.has(p.t.config.hiddenSize);
+}
+
+/** MoE layer l's routed expert chunks: the pass's slots, the stream's ring slots, or the model's own. */
+function layerChunks(p: Pass, l: number): ExpertChunk[] | undefined {
+  const m = p.moe.indexOf(l);
+  return p.plan.slots?.chunks[m] ?? p.plan.stream?.chunks(m) ?? p.t.weights.layers[l]!.experts;
 }
 
 /** The MoE block input a previous pass left in xn (and in the H staging texture on the texture path). */
@@ -246,8 +264,8 @@ function moeExperts(p: Pass, l: number, xn: Act): void {
   const { rec, t, plan } = p;
   const c = t.config, s = t.state, L = t.weights.layers[l]!;
   rec.section = "experts";
-  const chunks = plan.slots?.chunks[p.moe.indexOf(l)] ?? L.experts;
-  const mx = plan.slots ? undefined : L.mxfp4;
+  const chunks = layerChunks(p, l);
+  const mx = plan.slots || plan.stream ? undefined : L.mxfp4;
   if (chunks === undefined && mx === undefined) {
     throw new Error(
       `recordForward: layer ${l}'s experts are in host memory (hostExperts); run the model through offload.ts`,
@@ -274,8 +292,18 @@ function moeExperts(p: Pass, l: number, xn: Act): void {
     weightScale: c.multipliers.residual,
   });
   const tiles = maxTiles(p.rows * c.topK, numExperts, tr);
+  const stream = plan.stream;
   if (mx) mxfp4Experts(p, mx, xn, tiles);
-  else if (texExperts) routedExpertsTex(p, chunks!, xn, tiles);
+  else if (stream) {
+    // chunk by chunk, each after the host write that puts it in its ring slot:
+    // its rows are its experts' own, so the order of chunks changes no result
+    const m = p.moe.indexOf(l);
+    chunks!.forEach((chunk, i) => {
+      rec.hostWrite(() => stream.load(m, i));
+      if (texExperts) routedExpertsTex(p, [chunk], xn, tiles);
+      else routedExperts(p, [chunk], xn, tiles);
+    });
+  } else if (texExperts) routedExpertsTex(p, chunks!, xn, tiles);
   else routedExperts(p, chunks!, xn, tiles);
   if (L.shared) {
     rec.section = "layer";

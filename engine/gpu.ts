@@ -277,6 +277,17 @@ interface Copy {
 }
 
 /**
+ * A host write between two dispatches (streamed experts, expert_stream.ts):
+ * `submit` submits what came before, calls `write` (queue.writeTexture /
+ * writeBuffer, which the queue orders after that submission), and goes on.
+ */
+interface HostWrite {
+  kind: "write";
+  section: string;
+  write: () => void;
+}
+
+/**
  * Collects dispatches; `finish()` writes the uniform arena once and creates the
  * bind groups, after which `encode()` can be called any number of times (a decode
  * step re-encodes the same recording with new token positions in storage).
@@ -285,7 +296,7 @@ export class Recorder {
   readonly ctx: GpuContext;
   /** Label of the dispatches recorded from now on, for `profile()` (e.g. "layer", "experts"). */
   section = "other";
-  #dispatches: (Dispatch | Copy)[] = [];
+  #dispatches: (Dispatch | Copy | HostWrite)[] = [];
   #arena = new ArrayBuffer(1 << 16);
   #used = 0;
   #uniform: GPUBuffer | null = null;
@@ -359,6 +370,11 @@ export class Recorder {
     });
   }
 
+  /** Records a host write (queue.writeTexture/writeBuffer) to run between the dispatches before and after it. */
+  hostWrite(write: () => void): void {
+    this.#dispatches.push({ kind: "write", section: this.section, write });
+  }
+
   finish(): this {
     const device = this.ctx.device;
     this.#uniform = device.createBuffer({
@@ -368,7 +384,7 @@ export class Recorder {
     });
     device.queue.writeBuffer(this.#uniform, 0, this.#arena, 0, Math.ceil(this.#used / 4) * 4);
     this.#groups = this.#dispatches.map((d) =>
-      d.kind === "copy" ? null : device.createBindGroup({
+      d.kind !== "dispatch" ? null : device.createBindGroup({
         layout: d.pipeline.getBindGroupLayout(0),
         entries: [
           {
@@ -385,11 +401,20 @@ export class Recorder {
     return this;
   }
 
-  /** Encodes every dispatch, in order, into one compute pass. */
+  /** Encodes every dispatch, in order, into one compute pass (a recording without host writes). */
   encode(encoder: GPUCommandEncoder): void {
+    if (this.#dispatches.some((d) => d.kind === "write")) {
+      throw new Error("Recorder.encode of a recording with host writes; submit it");
+    }
+    this.#encodeRange(encoder, 0, this.#dispatches.length);
+  }
+
+  #encodeRange(encoder: GPUCommandEncoder, from: number, to: number): void {
     if (this.#uniform === null) throw new Error("Recorder.encode before finish");
     let pass: GPUComputePassEncoder | null = null;
-    this.#dispatches.forEach((d, i) => {
+    this.#dispatches.slice(from, to).forEach((d, j) => {
+      const i = from + j;
+      if (d.kind === "write") return;
       if (d.kind === "copy") {
         pass?.end();
         pass = null;
@@ -408,11 +433,23 @@ export class Recorder {
     (pass as GPUComputePassEncoder | null)?.end();
   }
 
-  /** Encodes the recording into one command buffer and submits it (a pass, or one decode step). */
+  /** Encodes the recording into one command buffer and submits it (a pass, or one decode step); one per stretch between host writes. */
   submit(): void {
-    const encoder = this.ctx.device.createCommandEncoder();
-    this.encode(encoder);
-    this.ctx.device.queue.submit([encoder.finish()]);
+    const device = this.ctx.device;
+    let from = 0;
+    this.#dispatches.forEach((d, i) => {
+      if (d.kind !== "write") return;
+      if (i > from) {
+        const encoder = device.createCommandEncoder();
+        this.#encodeRange(encoder, from, i);
+        device.queue.submit([encoder.finish()]);
+      }
+      d.write();
+      from = i + 1;
+    });
+    const encoder = device.createCommandEncoder();
+    this.#encodeRange(encoder, from, this.#dispatches.length);
+    device.queue.submit([encoder.finish()]);
   }
 
   /**
@@ -422,6 +459,9 @@ export class Recorder {
    */
   async profile(): Promise<{ kernels: Map<string, number>; sections: Map<string, number> }> {
     const device = this.ctx.device;
+    if (this.#dispatches.some((d) => d.kind === "write")) {
+      throw new Error("Recorder.profile of a recording with host writes (streamed experts)");
+    }
     const n = this.#dispatches.length;
     const querySet = device.createQuerySet({ type: "timestamp", count: 2 * n });
     const resolve = device.createBuffer({
@@ -430,6 +470,7 @@ export class Recorder {
     });
     const encoder = device.createCommandEncoder();
     this.#dispatches.forEach((d, i) => {
+      if (d.kind === "write") return;
       if (d.kind === "copy") {
         encoder.copyBufferToTexture(
           { buffer: d.buffer, offset: d.offset, bytesPerRow: d.bytesPerRow },
@@ -456,7 +497,7 @@ export class Recorder {
     const t = new BigUint64Array(data!);
     const kernels = new Map<string, number>(), sections = new Map<string, number>();
     this.#dispatches.forEach((d, i) => {
-      if (d.kind === "copy") return; // encoder timestamps around copies are not supported everywhere
+      if (d.kind !== "dispatch") return; // encoder timestamps around copies are not supported everywhere
       const name = d.pipeline.label.split(":").slice(0, 2).join(":");
       const ns = t[2 * i + 1]! - t[2 * i]!;
       const ms = ns > 0n && ns < 10n ** 12n ? Number(ns) / 1e6 : 0;

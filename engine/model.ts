@@ -123,9 +123,9 @@ export async function loadModel(
     weightLimits?: Partial<WeightLimits>;
     /**
      * GPU memory the model may hold, in bytes (`--gpu-memory`): the routed
-     * experts stay in host memory and stream through a ring of layer slots
-     * in what is left after everything else (expert_stream.ts); `route`,
-     * `generate` and `logits` then run in segments with bit-identical logs.
+     * experts stay in host memory and stream through a ring of slots in what
+     * is left after everything else (expert_stream.ts), with bit-identical
+     * router logs.
      */
     gpuMemory?: number;
   } = {},
@@ -148,12 +148,8 @@ export async function loadModel(
   );
   const positions = Math.max(cap + 1, c.maxPositions);
   const streamed = options.gpuMemory !== undefined && moeLayers(c).length > 0;
-  const weights = await uploadWeights(
-    ctx,
-    ck,
-    positions,
-    (options.hostExperts ?? false) || streamed,
-  );
+  const hostExperts = (options.hostExperts ?? false) || streamed;
+  const weights = await uploadWeights(ctx, ck, positions, hostExperts);
   const state = allocateRunState(ctx, c, cap, {
     qkvTexture: weights.layers[0]!.wqkv?.view !== undefined,
   });
@@ -185,17 +181,12 @@ export async function loadModel(
   if (!streamed) return new Model(dir, facts, ctx, t);
   const hosts = moe.map((l) => weights.layers[l]!.hostExperts!);
   const gpuMemory = options.gpuMemory!;
-  checkGpuMemory({
-    gpuMemory,
-    resident: ctx.pool.bytes,
-    layerBytes: layerExpertBytes(hosts[0]!),
-    model: dir,
-  });
+  const expertBytes = layerExpertBytes(hosts[0]!) / c.numExperts;
+  checkGpuMemory({ gpuMemory, resident: ctx.pool.bytes, expertBytes, model: dir });
   // the ring is made at the first pass, after the log buffers it must leave room for
-  const stream = (needed: number) =>
+  const stream = () =>
     createExpertStream(ctx, hosts, {
       gpuMemory,
-      needed,
       model: dir,
       shape: { h: c.hiddenSize, f: c.expertFfn },
     });
@@ -211,7 +202,7 @@ class Model implements MoeModel {
   readonly #ctx: GpuContext;
   readonly #t: Transformer;
   /** Streamed routed experts (`gpuMemory`): the ring's maker, then the ring. */
-  readonly #makeStream: ((needed: number) => ExpertStream) | null;
+  readonly #makeStream: (() => ExpertStream) | null;
   #stream: ExpertStream | null = null;
 
   constructor(
@@ -219,7 +210,7 @@ class Model implements MoeModel {
     readonly facts: ModelFacts,
     ctx: GpuContext,
     t: Transformer,
-    makeStream: ((needed: number) => ExpertStream) | null = null,
+    makeStream: (() => ExpertStream) | null = null,
   ) {
     this.#dir = dir;
     this.#ctx = ctx;
@@ -233,36 +224,11 @@ class Model implements MoeModel {
   /** Records and finishes one forward pass (submit, profile or reuse it; destroy when done). */
   #record(plan: ForwardPlan): Recorder {
     const rec = new Recorder(this.#ctx);
-    recordForward(rec, this.#t, plan);
+    if (this.#makeStream !== null && !plan.slots) {
+      this.#stream ??= this.#makeStream();
+      recordForward(rec, this.#t, { ...plan, stream: this.#stream });
+    } else recordForward(rec, this.#t, plan);
     return rec.finish();
-  }
-
-  /**
-   * Records one pass: whole, or with streamed experts as segments, one per
-   * MoE layer whose experts it runs (expert_stream.ts); submit with #submit.
-   */
-  #recordPass(plan: ForwardPlan): Recorder[] {
-    if (this.#makeStream === null) return [this.#record(plan)];
-    const moe = this.facts.moe_layers, M = moe.length;
-    const last = plan.logits === "none" ? M - 1 : M;
-    this.#stream ??= this.#makeStream(Math.max(1, last));
-    const out: Recorder[] = [];
-    for (let m = 0; m <= last; m++) {
-      out.push(this.#record({
-        ...plan,
-        segment: { from: m === 0 ? -1 : moe[m - 1]!, to: m < M ? moe[m]! : this.config.numLayers },
-        slots: this.#stream.slots,
-      }));
-    }
-    return out;
-  }
-
-  /** Submits a pass's recordings, each segment after the experts it runs are in their ring slot. */
-  #submit(recs: Recorder[]): void {
-    recs.forEach((rec, m) => {
-      if (m > 0) this.#stream!.load(m - 1);
-      rec.submit();
-    });
   }
 
   #checkTokens(seq: Uint32Array): void {
@@ -316,17 +282,17 @@ class Model implements MoeModel {
         continue;
       }
       this.#writeSequences(batch);
-      const recs = this.#recordPass({
+      const rec = this.#record({
         tokens: total,
         logits: "none",
         probs: o.probs,
         lookahead: o.lookahead,
       });
-      this.#submit(recs);
+      rec.submit();
       const counts = batch.map((b) => b.length);
       const read = { rows: total, counts, options: o };
       out.push(...(await readRouterLogs(this.#ctx, this.config, this.#t.state, read)).logs);
-      for (const rec of recs) rec.destroy();
+      rec.destroy();
     }
     return out;
   }
@@ -339,16 +305,16 @@ class Model implements MoeModel {
     this.#writeSequences([sequence]);
     ensureLogBuffers(this.#ctx, this.config, this.#t.state, { probs: false, lookahead: 0 });
     const out = this.#ctx.pool.storage("all logits", T * V * 4); // [T, V]
-    const recs = this.#recordPass({
+    const rec = this.#record({
       tokens: T,
       logits: "all",
       allLogits: out,
       probs: false,
       lookahead: 0,
     });
-    this.#submit(recs);
+    rec.submit();
     const [data] = await readBack(this.#ctx, [{ buffer: out, bytes: T * V * 4 }]);
-    for (const rec of recs) rec.destroy();
+    rec.destroy();
     this.#ctx.pool.release(out);
     return new Float32Array(data!);
   }
@@ -370,20 +336,20 @@ class Model implements MoeModel {
     const logged = { probs: o.probs, lookahead: o.lookahead };
     const sampling = { temperature: Math.max(0, o.temperature), seed: o.seed };
     // the prefill's last row samples the first new token; each decode step the next one
-    const prefill = this.#recordPass({
+    const prefill = this.#record({
       tokens: P,
       ...logged,
       ...(o.maxNewTokens > 0 ? { logits: "last", sample: sampling } : { logits: "none" }),
     });
-    this.#submit(prefill);
-    const decode = this.#recordPass({ tokens: 1, logits: "last", ...logged, sample: sampling });
+    prefill.submit();
+    const decode = this.#record({ tokens: 1, logits: "last", ...logged, sample: sampling });
     const stops = new Set(o.stopIds ?? []);
     const checkEvery = stops.size > 0 ? 32 : Infinity;
     let produced = 0; // generated tokens whose forward has run
     let end = P + o.maxNewTokens;
     while (produced < o.maxNewTokens) {
       writeDecodeRow(device, s, P + produced);
-      this.#submit(decode);
+      decode.submit();
       produced++;
       if (produced % checkEvery === 0 && produced < o.maxNewTokens) {
         const [ids] = await readBack(this.#ctx, [{
@@ -405,7 +371,8 @@ class Model implements MoeModel {
     const hit = tokens.subarray(P).findIndex((id) => stops.has(id));
     if (hit >= 0) end = Math.min(end, P + hit + 1);
     end = Math.min(end, rows);
-    for (const rec of [...prefill, ...decode]) rec.destroy();
+    prefill.destroy();
+    decode.destroy();
     const log = firstRows(full!, end, {
       moeLayers: this.facts.moe_layers.length,
       topK: this.config.topK,
