@@ -69,6 +69,12 @@ export interface CaptureFacts {
   weights_recorded?: boolean;
   /** False when the log had no token ids: the `token` column then holds 0. Absent means true. */
   tokens_recorded?: boolean;
+  /** Bytes the engine held on the GPU at its peak in the last capture run (absent in traces made before it was recorded). */
+  gpu_bytes_peak?: number;
+  /** Bytes of routed experts the last run streamed from host memory (0 unless --gpu-memory made it stream). */
+  bytes_streamed?: number;
+  /** The last run's --gpu-memory cap in bytes, when given. */
+  gpu_memory?: number;
   /** Rows carry a `request` column (the serving request id of their document). */
   requests?: boolean;
   /** Rows carry an `arrival_step` column (the serving step their document's request arrived). */
@@ -139,9 +145,10 @@ export interface RowShape {
   /** An `arrival_step` column (u32); absent means false. */
   arrivalSteps?: boolean;
   /**
-   * False when capture.weights_recorded is false: shards are written without
-   * a `weights` column and readers give every choice 1/k (shards written
-   * before that, with a column of 1/k, read as they are). Absent means true.
+   * False when capture.weights_recorded is false: a shard whose weights are
+   * all the 1/k placeholder is written without a `weights` column, and
+   * readers give every choice 1/k (shards with a column read as they are).
+   * Absent means true.
    */
   weights?: false;
   /** The trace ids a shard may carry (the trace's and its merged parts'); absent: not checked. */

@@ -68,8 +68,12 @@ function listType(width: number, item: arrow.DataType): arrow.FixedSizeList {
   return new arrow.FixedSizeList(width, new arrow.Field("item", item, false));
 }
 
-/** The Arrow schema of a shard for this row shape. */
-export function shardSchema(shape: RowShape): arrow.Schema {
+/**
+ * The Arrow schema of a shard for this row shape; `weights` false leaves out
+ * the weights column (a shard of a trace whose log recorded no weights, all
+ * 1/k: see `shardTable`).
+ */
+export function shardSchema(shape: RowShape, weights = true): arrow.Schema {
   const mk = shape.layers * shape.topK;
   const fields = [
     new arrow.Field("doc", new arrow.Uint32(), false),
@@ -79,8 +83,10 @@ export function shardSchema(shape: RowShape): arrow.Schema {
     new arrow.Field("piece", UTF8_DICT(), false),
     new arrow.Field("phase", new arrow.Uint8(), false),
     new arrow.Field("experts", listType(mk, new arrow.Uint16()), false),
-    new arrow.Field("weights", listType(mk, new arrow.Float32()), false),
   ];
+  if (weights) {
+    fields.push(new arrow.Field("weights", listType(mk, new arrow.Float32()), false));
+  }
   if (shape.probs) {
     fields.push(
       new arrow.Field("probs", listType(shape.layers * shape.experts, new arrow.Float32()), false),
@@ -108,7 +114,14 @@ export function shardTable(docs: readonly TraceDoc[], shape: RowShape): arrow.Ta
   const token = new Uint32Array(rows);
   const phase = new Uint8Array(rows);
   const experts = new Uint16Array(rows * mk);
-  const weights = new Float32Array(rows * mk);
+  // Left out when the log recorded no weights and every value is the 1/k
+  // placeholder (readers give it back): the column would be most of the
+  // bytes to encode. A trace that says not recorded but holds some real
+  // weights (interchange JSONL where only some documents had them) keeps it.
+  const placeholder = Math.fround(1 / shape.topK);
+  const omitWeights = shape.weights === false &&
+    docs.every((d) => allEqual(d.weights, placeholder));
+  const weights = omitWeights ? null : new Float32Array(rows * mk);
   const probs = shape.probs ? new Float32Array(rows * shape.layers * shape.experts) : null;
   const spec = shape.lookahead > 0 ? new Uint16Array(rows * mk * shape.lookahead) : null;
   const domains = new DictionaryBuilder(rows);
@@ -127,14 +140,14 @@ export function shardTable(docs: readonly TraceDoc[], shape: RowShape): arrow.Ta
     token.set(d.tokens, r);
     if (d.phase) phase.set(d.phase, r);
     experts.set(d.experts, r * mk);
-    weights.set(d.weights, r * mk);
+    if (weights) weights.set(d.weights, r * mk);
     if (probs && d.probs) probs.set(d.probs, r * shape.layers * shape.experts);
     if (spec && d.spec) spec.set(d.spec, r * mk * shape.lookahead);
     if (requests) requests.pushRepeated(d.request ?? "", t);
     if (arrivalStep) arrivalStep.fill(d.arrivalStep ?? 0, r, r + t);
     r += t;
   }
-  const schema = shardSchema(shape);
+  const schema = shardSchema(shape, !omitWeights);
   const field = (name: string) => schema.fields.find((f) => f.name === name)!.type;
   const list = (name: string, values: Uint16Array | Float32Array) => {
     const type = field(name) as arrow.FixedSizeList;
@@ -153,8 +166,8 @@ export function shardTable(docs: readonly TraceDoc[], shape: RowShape): arrow.Ta
     pieces.toData(),
     arrow.makeData({ type: new arrow.Uint8(), length: rows, data: phase }),
     list("experts", experts),
-    list("weights", weights),
   ];
+  if (weights) children.push(list("weights", weights));
   if (probs) children.push(list("probs", probs));
   if (spec) children.push(list("spec", spec));
   if (requests) children.push(requests.toData());
@@ -168,6 +181,11 @@ export function shardTable(docs: readonly TraceDoc[], shape: RowShape): arrow.Ta
     children,
   });
   return new arrow.Table([new arrow.RecordBatch(schema, struct)]);
+}
+
+function allEqual(values: Float32Array, value: number): boolean {
+  for (let i = 0; i < values.length; i++) if (values[i] !== value) return false;
+  return true;
 }
 
 /** Builds a dictionary<utf8> column: codes into a list of distinct strings. */
