@@ -464,7 +464,7 @@ export function simulationSummary(out: string, o: SimulationOutput): {
     notes.push(
       `simulation.csv and --json hold every dtype (${
         dtypes.join(", ")
-      }); the figures, and so the report's, show ${dtypes[0]} only.`,
+      }), as does the report's results table; the figures show ${dtypes[0]} only.`,
     );
   }
   return {

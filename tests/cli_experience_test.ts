@@ -159,7 +159,10 @@ Deno.test("simulate: policy names in any case, duplicates noted, --capacity abov
           .ms_per_token;
       assert.ok(ms("int4") <= ms("bf16"), `capacity ${capacity}`);
     }
-    assert.match(json.notes[0], /the figures, and so the report's, show bf16 only/);
+    assert.match(
+      json.notes[0],
+      /as does the report's results table; the figures show bf16 only\.$/,
+    );
     const csv = await Deno.readTextFile(`${root}/s/simulation.csv`);
     assert.match(csv, /,int4,/);
   } finally {
