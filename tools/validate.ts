@@ -105,7 +105,9 @@ const QWEN3_30B = shape("Qwen3-30B-A3B", {
  * A GPU as the timing model sees it. Link: the PCIe generation the paper
  * names, at 80% of its x16 rate as the pcieN presets assume; compute: the
  * datasheet's memory bandwidth and dense FP16 tensor throughput (a batch-1
- * roofline). `attentionBits` is the dtype of the non-expert weights.
+ * roofline). `attentionBits` is the dtype of the attention weights, `headBits`
+ * the LM head's (Eliseev & Mazur keep "embeddings, logits, MoE gates and
+ * normalization layers in 16-bit format").
  */
 function gpu(
   name: string,
@@ -115,10 +117,11 @@ function gpu(
   source: string,
   model: Shape,
   attentionBits: number,
+  headBits = 16,
 ): Hardware {
-  const ms = (params: number) =>
+  const ms = (params: number, bits: number) =>
     Math.max(
-      (params * attentionBits / 8) / (memoryGbS * 1e9),
+      (params * bits / 8) / (memoryGbS * 1e9),
       (2 * params) / (tflops * 1e12),
     ) * 1000;
   return validateHardware({
@@ -127,8 +130,8 @@ function gpu(
     latency_us: 10,
     device_memory_gb_s: memoryGbS,
     device_tflops: tflops,
-    attention_ms_per_layer: ms(model.layerParams),
-    other_ms_per_token: ms(model.headParams),
+    attention_ms_per_layer: ms(model.layerParams, attentionBits),
+    other_ms_per_token: ms(model.headParams, headBits),
     source,
   }, name);
 }
