@@ -219,7 +219,7 @@ class DictionaryBuilder {
   }
 
   toData(): arrow.Data {
-    const dictionary = arrow.vectorFromArray(this.#values, new arrow.Utf8());
+    const dictionary = arrow.makeVector(utf8Data(this.#values));
     return arrow.makeData({
       type: UTF8_DICT(),
       length: this.#length,
@@ -228,4 +228,30 @@ class DictionaryBuilder {
       dictionary,
     });
   }
+}
+
+const ENCODER = new TextEncoder();
+
+/**
+ * A utf8 column of `values`: their bytes end to end and [n + 1] offsets,
+ * written directly (apache-arrow's vectorFromArray builds it value by value,
+ * most of a shard's encode time for a dictionary of 50,000 token pieces).
+ */
+function utf8Data(values: readonly string[]): arrow.Data<arrow.Utf8> {
+  let bound = 0;
+  for (const v of values) bound += v.length * 3;
+  const bytes = new Uint8Array(bound);
+  const offsets = new Int32Array(values.length + 1);
+  let at = 0;
+  for (let i = 0; i < values.length; i++) {
+    at += ENCODER.encodeInto(values[i]!, bytes.subarray(at)).written;
+    offsets[i + 1] = at;
+  }
+  return arrow.makeData({
+    type: new arrow.Utf8(),
+    length: values.length,
+    nullCount: 0,
+    valueOffsets: offsets,
+    data: bytes.subarray(0, at),
+  });
 }
