@@ -171,6 +171,12 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
         help:
           "Capture only part i of n (0 ≤ i < n) of the selected documents, whole documents in contiguous blocks, for `moetrace merge` (Slurm: $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT).",
       },
+      "gpu-memory": {
+        kind: "string",
+        value: "SIZE",
+        help:
+          "GPU memory the model may hold, such as 24GiB or 512MB (default: what the device allows). When the weights do not fit, everything but the routed experts stays on the GPU and the experts stream from host memory through a ring of slots in what is left, with the same router log; a size below the rest plus one expert is refused.",
+      },
       force: forceFlag("a trace"),
       json: JSON_FLAG,
     },
@@ -239,6 +245,12 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
         default: "per-layer",
         choices: ["per-layer", "global"],
         help: "--offload CAPACITY slots per MoE layer, or one pool shared by all layers.",
+      },
+      "gpu-memory": {
+        kind: "string",
+        value: "SIZE",
+        help:
+          "GPU memory the model may hold, such as 24GiB or 512MB (default: what the device allows). When the weights do not fit, everything but the routed experts stays on the GPU and the experts stream from host memory through a ring of slots in what is left, with the same router log; a size below the rest plus one expert is refused.",
       },
       json: {
         ...JSON_FLAG,
