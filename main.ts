@@ -563,6 +563,12 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
         help:
           "Capacity (as in simulation.csv's capacity or capacity_spec) for the hit-rate-per-layer figure and the results table (default: simulate's middle capacity, every capacity).",
       },
+      compare: {
+        kind: "string",
+        path: "read",
+        value: "DIR",
+        help: "Output of `moetrace compare`: a section with the two runs side by side.",
+      },
     },
     run: async (_p, f) => (await import("./report/report.ts")).reportCommand(f),
   },

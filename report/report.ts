@@ -28,6 +28,7 @@ import {
   SIMULATION_DEFINITIONS,
   STATISTIC_DEFINITIONS,
 } from "./definitions.ts";
+import { compareSection, type Comparison, readComparison } from "./compare.ts";
 import { findingsSection, simulationTable } from "./findings.ts";
 import { type FigureChoices, type ReportFigure, reportFigures } from "./figures.ts";
 import { CONTENT_SECURITY_POLICY, encodeBase64, escapeHtml, htmlTable, STYLE } from "./html.ts";
@@ -101,9 +102,15 @@ const SECTIONS: { key: string; title: string; intro: string }[] = [
   },
 ];
 
+/** The figures' layers and capacity, and the `moetrace compare` folder to show. */
+export interface ReportOptions extends FigureChoices {
+  compare?: string;
+}
+
 export async function reportCommand(flags: Record<string, unknown>): Promise<void> {
   const out = flags.out as string;
-  const choices: FigureChoices = {};
+  const choices: ReportOptions = {};
+  if (typeof flags.compare === "string") choices.compare = flags.compare;
   if (Array.isArray(flags.layers)) choices.layers = flags.layers.map(String);
   if (typeof flags.capacity === "string") choices.capacity = flags.capacity;
   await writeReport(flags.analysis as string, flags.simulation as string, out, choices);
@@ -152,12 +159,13 @@ export async function writeReport(
   analysisDir: string,
   simulationDir: string,
   out: string,
-  choices: FigureChoices = {},
+  choices: ReportOptions = {},
 ): Promise<void> {
   await checkReportOut(out);
   const analysis = await readFolder(analysisDir, "analysis.json", "analyze");
   const simulation = await readFolder(simulationDir, "simulation.json", "simulate");
-  const html = await renderReport(analysis, simulation, out, choices);
+  const comparison = choices.compare === undefined ? null : await readComparison(choices.compare);
+  const html = await renderReport(analysis, simulation, out, choices, comparison);
   // Written beside --out under one fixed name (the launcher grants it and nothing else there).
   const partial = `${out}.partial`;
   try {
@@ -256,6 +264,7 @@ async function renderReport(
   simulation: Folder,
   out: string,
   choices: FigureChoices,
+  comparison: Comparison | null,
 ): Promise<string> {
   const tables = await readTables(analysis, simulation);
   const own = reportFigures(tables, modelSize(analysis, simulation), choices);
@@ -283,6 +292,10 @@ async function renderReport(
   }
   body.push(factsSection(analysis, simulation, tables.summary));
   toc.push(`<a href="#facts">Model and corpus</a>`);
+  if (comparison) {
+    body.push(compareSection(comparison));
+    toc.push(`<a href="#compare">Comparison</a>`);
+  }
   const measured = await measuredSection(simulation);
   if (measured) {
     body.push(measured);
@@ -311,7 +324,7 @@ async function renderReport(
     parts.push(extra, colouring, "</section>");
     body.push(parts.join("\n"));
   }
-  body.push(csvLinks([analysis, simulation], out));
+  body.push(csvLinks([analysis, simulation, ...(comparison ? [comparison] : [])], out));
   toc.push(`<a href="#data">Data files</a>`);
   const model = objectField(objectField(analysis.facts, "trace"), "model");
   const name = escapeHtml(typeof model.name === "string" ? model.name : "trace");
@@ -481,7 +494,7 @@ function simulationResults(simulation: Table, capacity: string | undefined): str
  * percent-encoded, so a file named "javascript:…csv" is a relative link to
  * that file and never a scheme.
  */
-function csvLinks(folders: Folder[], out: string): string {
+function csvLinks(folders: { dir: string; csvs: string[] }[], out: string): string {
   const outDir = dirname(resolve(out));
   const items = folders.flatMap((folder) =>
     folder.csvs.map((name) => {

@@ -6,14 +6,20 @@ moetrace interchange JSONL, for families moetrace's own engine cannot run.
     deno task moetrace import log.jsonl --out trace/
 
 Every router module of the model is hooked (transformers 5's `*TopKRouter`
-modules, which return (router_logits, weights, indices), or an older
-`nn.Linear` gate that returns logits), and each document is run once,
-teacher-forced. For each token and MoE layer the log holds the chosen
-experts (first choice first: highest weight first), the gate weights the
-model applied, and the full router distribution `probs` (softmax of the
-logits, or the sigmoid scores for routers that score with a sigmoid, such as
-DeepSeek-V3's). Nothing here runs inside moetrace: this is a recipe, and
-moetrace reads only its output.
+modules, which return (router_logits, weights, indices), except Granite's,
+which returns (indices, weights, router_logits); or an older `nn.Linear` gate
+that returns logits), and each document is run once, teacher-forced. For each
+token and MoE layer the log holds the chosen experts, first choice first,
+the gate weights the model applied, and the full router distribution `probs`
+(softmax of the logits, or the sigmoid scores for routers that score with a
+sigmoid, such as DeepSeek-V3's). First choice first means the router's own
+selection order, as moetrace's engine and its goldens order them: by the
+score the router chooses by (its probability, plus DeepSeek-V3's and
+GLM-4.5's `e_score_correction_bias`, which chooses but does not weigh), ties
+to the lower expert id. Several routers return their top k unsorted, and a
+selection bias can rank experts differently from their weights, so neither
+the returned order nor the weights' order will do. Nothing here runs inside
+moetrace: this is a recipe, and moetrace reads only its output.
 
 Corpus: a JSONL file whose lines hold "text" (tokenized with the model's
 tokenizer) or "input_ids"/"tokens" (used as they are), and optionally
@@ -79,6 +85,7 @@ class RouterLog:
     def __init__(self, model, scoring):
         self.scoring = scoring
         self.outputs = {}
+        self.modules = {}
         self.layers = []
         for name, module in model.named_modules():
             if not is_router(name, module):
@@ -90,6 +97,7 @@ class RouterLog:
             if layer in self.layers:
                 continue
             self.layers.append(layer)
+            self.modules[layer] = module
             module.register_forward_hook(self.hook(layer))
         self.layers.sort()
         if not self.layers:
@@ -105,26 +113,59 @@ class RouterLog:
         out = []
         for layer in self.layers:
             output = self.outputs[layer]
+            module = self.modules[layer]
             if isinstance(output, tuple):
-                logits, weights, indices = output[0], output[1], output[2]
-                logits = logits.reshape(-1, logits.shape[-1]).float()
-                indices = indices.reshape(-1, indices.shape[-1]).long()
-                weights = weights.reshape(-1, weights.shape[-1]).float()
-                if weights.shape[-1] == num_experts and indices.shape[-1] != num_experts:
-                    weights = weights.gather(1, indices)  # dense scores: keep the chosen ones
+                logits, weights, indices = router_output(module, output, num_experts)
             else:
                 # An nn.Linear gate (transformers 4): softmax, top-k, renormalised if the model does.
                 logits = output.reshape(-1, output.shape[-1]).float()
                 weights, indices = torch.topk(torch.softmax(logits, dim=-1), k, dim=-1)
                 if norm_topk:
                     weights = weights / weights.sum(dim=-1, keepdim=True)
-            # First choice first: the chosen experts ordered by the weight applied to them.
-            order = torch.argsort(weights, dim=-1, descending=True, stable=True)
-            weights = weights.gather(1, order)
-            indices = indices.gather(1, order)
             probs = torch.sigmoid(logits) if self.scoring == "sigmoid" else torch.softmax(logits, dim=-1)
-            out.append((indices, weights, probs))
+            order = selection_order(module, logits, indices, self.scoring)
+            out.append((indices.gather(1, order), weights.gather(1, order), probs))
         return out
+
+
+def router_output(module, output, num_experts):
+    """(logits [T, E], weights [T, k], indices [T, k]) of a router module's
+    output tuple. transformers 5 routers return (router_logits, weights,
+    indices), except Granite's GraniteMoeTopKRouter, which returns
+    (indices, weights, router_logits): the integer tensor says which."""
+    first, weights, last = output[0], output[1], output[2]
+    if not first.is_floating_point():
+        indices, logits = first, last
+    else:
+        logits, indices = first, last
+    if indices.is_floating_point() or logits.shape[-1] != num_experts:
+        sys.exit(
+            f"{type(module).__name__} returned tensors of shapes {[tuple(x.shape) for x in output[:3]]}; "
+            f"expected router logits over {num_experts} experts and integer expert indices."
+        )
+    logits = logits.reshape(-1, logits.shape[-1]).float()
+    indices = indices.reshape(-1, indices.shape[-1]).long()
+    weights = weights.reshape(-1, weights.shape[-1]).float()
+    if weights.shape[-1] == num_experts and indices.shape[-1] != num_experts:
+        weights = weights.gather(1, indices)  # dense scores: keep the chosen ones
+    return logits, weights, indices
+
+
+def selection_order(module, logits, indices, scoring):
+    """[T, k] permutation putting each token's chosen experts in the router's
+    selection order: descending by the score it chooses by (the softmax or
+    sigmoid score, in float64, plus a selection-only `e_score_correction_bias`
+    where the router has one; for routers that choose by logit the softmax
+    ranks the same), equal scores by lower expert id."""
+    logits = logits.double()
+    scores = torch.sigmoid(logits) if scoring == "sigmoid" else torch.softmax(logits, dim=-1)
+    bias = getattr(module, "e_score_correction_bias", None)
+    if torch.is_tensor(bias):
+        scores = scores + bias.double().to(scores.device)
+    by_id = torch.argsort(indices, dim=-1)
+    picked = scores.gather(1, indices.gather(1, by_id))
+    # A stable descending sort of experts already in id order keeps the lower id first on ties.
+    return by_id.gather(1, torch.argsort(picked, dim=-1, descending=True, stable=True))
 
 
 def is_router(name, module):
