@@ -1,5 +1,5 @@
-import { deepStrictEqual as assertEquals, rejects, throws } from "node:assert";
-import { loadHardware, validateHardware } from "./hardware.ts";
+import { deepStrictEqual as assertEquals, ok, rejects, throws } from "node:assert";
+import { HARDWARE_PRESETS, loadHardware, validateHardware } from "./hardware.ts";
 
 Deno.test("hardware validation names the bad field", async () => {
   const base = {
@@ -40,4 +40,27 @@ Deno.test("hardware validation names the bad field", async () => {
   await Deno.writeTextFile(`${dir}/bad.json`, "{");
   await rejects(loadHardware(`${dir}/bad.json`), /bad.json is not valid JSON/);
   await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("hardware: every preset gives its CPU's roofline; a file gives both CPU fields or neither", () => {
+  for (const preset of Object.values(HARDWARE_PRESETS)) {
+    ok(preset.cpu_memory_gb_s! > 0 && preset.cpu_tflops! > 0, preset.name);
+    ok(preset.source!.includes("CPU"), preset.name);
+  }
+  const base = {
+    name: "lab",
+    bandwidth_gb_s: 1,
+    latency_us: 0,
+    expert_ms: 1,
+    attention_ms_per_layer: 1,
+  };
+  throws(() => validateHardware({ ...base, cpu_memory_gb_s: 50 }, "f.json"), {
+    message:
+      'f.json gives only one of "cpu_memory_gb_s" and "cpu_tflops"; the CPU\'s roofline needs both.',
+  });
+  throws(
+    () => validateHardware({ ...base, cpu_expert_ms: -1 }, "f.json"),
+    /"cpu_expert_ms" must be a non-negative number/,
+  );
+  assertEquals(validateHardware({ ...base, cpu_expert_ms: 4 }, "f.json").cpu_expert_ms, 4);
 });
