@@ -21,6 +21,7 @@ import {
 import { checkOutputFolder, TRACE_OUTPUT } from "../common/output_folder.ts";
 import { Progress } from "../common/progress.ts";
 import { type CorpusDoc, readCorpus } from "../corpus/corpus.ts";
+import { mib, parseGpuMemory } from "./expert_stream.ts";
 import { loadModel } from "./model.ts";
 import type { RouterLog } from "./router_log.ts";
 import { TextTokenizer } from "./tokenizer.ts";
@@ -55,6 +56,17 @@ export interface CaptureOptions {
   shard?: ShardSpec;
   /** Domain of corpus lines without meta.pile_set_name (default: refused). */
   defaultDomain?: string;
+  /** Bytes of GPU memory the model may hold (--gpu-memory): routed experts stream from host memory. */
+  gpuMemory?: number;
+}
+
+/** What a capture run added, and its GPU memory (the manifest records the last two as capture.gpu_bytes_peak and bytes_streamed). */
+export interface CaptureResult {
+  newDocs: number;
+  newTokens: number;
+  skippedDocs: number;
+  gpuBytesPeak: number;
+  bytesStreamed: number;
 }
 
 export async function captureCommand(flags: Record<string, unknown>): Promise<void> {
@@ -77,6 +89,9 @@ export async function captureCommand(flags: Record<string, unknown>): Promise<vo
   if (typeof flags["default-domain"] === "string") {
     options.defaultDomain = flags["default-domain"];
   }
+  if (typeof flags["gpu-memory"] === "string") {
+    options.gpuMemory = parseGpuMemory(flags["gpu-memory"]);
+  }
   await checkOutputFolder(
     options.out,
     { command: "capture", ...TRACE_OUTPUT },
@@ -89,19 +104,22 @@ export async function captureCommand(flags: Record<string, unknown>): Promise<vo
       new_docs: result.newDocs,
       new_tokens: result.newTokens,
       skipped_docs: result.skippedDocs,
+      gpu_bytes_peak: result.gpuBytesPeak,
+      bytes_streamed: result.bytesStreamed,
     }));
     return;
   }
   console.error(
     `capture: ${result.newDocs} documents (${result.newTokens} tokens) written to ${options.out}` +
-      (result.skippedDocs ? `, ${result.skippedDocs} already there` : "") + ".",
+      (result.skippedDocs ? `, ${result.skippedDocs} already there` : "") +
+      `; GPU memory peak ${mib(result.gpuBytesPeak)}, ${
+        mib(result.bytesStreamed)
+      } of experts streamed from host memory.`,
   );
 }
 
 /** Runs the capture; returns what this run added. */
-export async function capture(
-  options: CaptureOptions,
-): Promise<{ newDocs: number; newTokens: number; skippedDocs: number }> {
+export async function capture(options: CaptureOptions): Promise<CaptureResult> {
   await requireFolderOrAbsent(options.out, "--out");
   const created = !(await pathExists(options.out));
   await Deno.mkdir(options.out, { recursive: true });
@@ -116,9 +134,7 @@ export async function capture(
   }
 }
 
-async function captureLocked(
-  options: CaptureOptions,
-): Promise<{ newDocs: number; newTokens: number; skippedDocs: number }> {
+async function captureLocked(options: CaptureOptions): Promise<CaptureResult> {
   const tokenizer = await TextTokenizer.load(options.model);
   // The selection is read before the model loads, so corpus mistakes are
   // reported at once and the progress bar knows its total.
@@ -143,6 +159,7 @@ async function captureLocked(
   // One document longer than --batch-tokens runs as a batch of its own.
   const model = await loadModel(options.model, {
     maxBatchTokens: Math.max(options.batchTokens, options.maxTokens),
+    ...(options.gpuMemory !== undefined ? { gpuMemory: options.gpuMemory } : {}),
   });
   try {
     const moeLayers = model.facts.moe_layers.length;
@@ -206,9 +223,14 @@ async function captureLocked(
       batchTokens += ids.length;
     }
     await runBatch();
-    await writer.close();
+    const gpu = { gpuBytesPeak: model.gpuBytesPeak(), bytesStreamed: model.bytesStreamed() };
+    await writer.close({
+      gpu_bytes_peak: gpu.gpuBytesPeak,
+      bytes_streamed: gpu.bytesStreamed,
+      ...(options.gpuMemory !== undefined ? { gpu_memory: options.gpuMemory } : {}),
+    });
     progress?.finish();
-    return { newDocs: todo.length, newTokens, skippedDocs };
+    return { newDocs: todo.length, newTokens, skippedDocs, ...gpu };
   } finally {
     model.destroy();
   }

@@ -21,6 +21,7 @@ import { DataError, messageOf, UsageError } from "../common/errors.ts";
 import { readLines } from "../common/lines.ts";
 import { Progress } from "../common/progress.ts";
 import { toTraceDoc } from "./capture.ts";
+import { parseGpuMemory } from "./expert_stream.ts";
 import { loadModel } from "./model.ts";
 import { TextTokenizer } from "./tokenizer.ts";
 import { TraceWriter } from "../trace/mod.ts";
@@ -43,6 +44,8 @@ export interface GenerateOptions {
   seed: number;
   /** Offloaded decode (issue 9); undefined keeps every expert on the GPU. */
   offload?: OffloadSettings;
+  /** Bytes of GPU memory the model may hold (--gpu-memory): routed experts stream from host memory (expert_stream.ts). */
+  gpuMemory?: number;
   /** Print each completion as a JSON line on stdout (default true; the offload benchmark turns it off). */
   print?: boolean;
 }
@@ -62,6 +65,8 @@ export interface GenerateSummary {
   prompts: number;
   /** Of an offloaded run: its settings and totals over this run's tokens (null without --offload). */
   offload: OffloadTotals | null;
+  /** With --gpu-memory: the cap, the pool's peak and the expert bytes streamed from host memory. */
+  gpu?: { cap: number; peak: number; streamed: number };
 }
 
 /** What an offloaded run measured, summed over this run's tokens (measured.csv holds each). */
@@ -111,9 +116,17 @@ export async function generateCommand(flags: Record<string, unknown>): Promise<v
   if (flags.offload === undefined && flags.budget !== undefined && flags.budget !== "per-layer") {
     throw new UsageError("--budget needs --offload POLICY:CAPACITY.");
   }
+  if (flags.offload !== undefined && flags["gpu-memory"] !== undefined) {
+    throw new UsageError(
+      "--gpu-memory and --offload cannot be combined: --offload sets the GPU's expert slots itself.",
+    );
+  }
   const json = flags.json === true;
   const out = flags.out as string;
   const summary = await generate({
+    ...(typeof flags["gpu-memory"] === "string"
+      ? { gpuMemory: parseGpuMemory(flags["gpu-memory"]) }
+      : {}),
     print: !json,
     ...(flags.offload !== undefined
       ? {
@@ -144,6 +157,9 @@ export async function generateCommand(flags: Record<string, unknown>): Promise<v
       completions: summary.completions,
       gpu_bytes: summary.gpuBytes,
       expert_gpu_bytes: summary.expertGpuBytes,
+      ...(summary.gpu
+        ? { gpu_bytes_peak: summary.gpu.peak, bytes_streamed: summary.gpu.streamed }
+        : {}),
       offload: o && {
         policy: o.settings.policy,
         capacity: o.settings.capacity,
@@ -178,6 +194,13 @@ export function generateReport(out: string, s: GenerateSummary): string[] {
       s.skipped ? ` (${plural(s.skipped, "prompt")} already there)` : ""
     }; trace in ${out}${s.offload ? `, per-token measurements in ${out}/measured.csv` : ""}.`,
   ];
+  if (s.gpu) {
+    lines.push(
+      `generate: GPU memory peak ${formatMiB(s.gpu.peak)} of the --gpu-memory ${
+        formatMiB(s.gpu.cap)
+      }; ${formatMiB(s.gpu.streamed)} of routed experts streamed from host memory.`,
+    );
+  }
   const o = s.offload;
   if (o) {
     const { policy, capacity, prefetch, budget } = o.settings;
@@ -264,7 +287,10 @@ export async function generate(options: GenerateOptions): Promise<GenerateSummar
     );
   }
   const off = options.offload;
-  const model = await loadModel(options.model, { hostExperts: off !== undefined });
+  const model = await loadModel(options.model, {
+    hostExperts: off !== undefined,
+    ...(options.gpuMemory !== undefined ? { gpuMemory: options.gpuMemory } : {}),
+  });
   const measured: (TokenMeasure & { doc: number })[] = [];
   const offloader = off ? createOffloader(model, off) : null;
   try {
@@ -335,7 +361,11 @@ export async function generate(options: GenerateOptions): Promise<GenerateSummar
       }
       progress.advance(1, result.tokens.length - result.promptLength);
     }
-    await writer.close();
+    await writer.close({
+      gpu_bytes_peak: model.gpuBytesPeak(),
+      bytes_streamed: model.bytesStreamed(),
+      ...(options.gpuMemory !== undefined ? { gpu_memory: options.gpuMemory } : {}),
+    });
     // A rerun with nothing left to do keeps the measurements of the run that did it.
     if (off && skipped < prompts.length) {
       await writeMeasured(`${options.out}/measured.csv`, measured, off);
@@ -349,6 +379,15 @@ export async function generate(options: GenerateOptions): Promise<GenerateSummar
       skipped,
       prompts: prompts.length,
       offload: off && skipped < prompts.length ? offloadTotals(measured, off) : null,
+      ...(options.gpuMemory !== undefined
+        ? {
+          gpu: {
+            cap: options.gpuMemory,
+            peak: model.gpuBytesPeak(),
+            streamed: model.bytesStreamed(),
+          },
+        }
+        : {}),
     };
   } finally {
     offloader?.destroy();

@@ -263,8 +263,8 @@ export class TraceWriter {
     }
   }
 
-  /** Flushes and marks the trace complete. */
-  async close(): Promise<void> {
+  /** Flushes and marks the trace complete, recording `facts` of this run (capture's GPU memory) in the manifest. */
+  async close(facts: Partial<CaptureFacts> = {}): Promise<void> {
     if (this.#closed) return;
     try {
       await this.flush();
@@ -272,6 +272,7 @@ export class TraceWriter {
       this.#pool?.close();
       this.#pool = null;
     }
+    Object.assign(this.#manifest.capture, facts);
     this.#manifest.capture.complete = true;
     this.#manifest.capture.updated = new Date().toISOString();
     await writeManifest(this.dir, this.#manifest);
