@@ -58,15 +58,10 @@ export async function loadAccessTrace(
     if (arrival && batch.arrivalStep) arrival.set(batch.arrivalStep, row);
     row += batch.rows;
   }
-  const bad = checkGroups(chosen, topK, experts, false);
-  if (bad >= 0) {
-    const t = Math.floor(bad / layers);
-    throw new DataError(
-      `${dir} token ${t} layer ${bad % layers} lists experts [${
-        chosen.subarray(bad * topK, (bad + 1) * topK).join(", ")
-      }]; expected ${topK} distinct experts below ${experts}.`,
-    );
-  }
+  // The reader has checked every shard's chosen experts (ids below E, k
+  // distinct per token and layer); a second pass here cost 0.5 s of the
+  // read of 1M tokens × 32 layers. Speculative picks it checks for range
+  // only: a group must also be k distinct experts or all NO_EXPERT.
   if (spec) {
     const badSpec = checkGroups(spec, topK, experts, true);
     if (badSpec >= 0) {

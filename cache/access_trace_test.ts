@@ -51,11 +51,11 @@ Deno.test("loadAccessTrace rejects repeated experts and half-empty speculative p
   const repeated = await traceWith((doc) => {
     doc.experts[2 * 2 + 1] = doc.experts[2 * 2]!; // token 1, layer 0
   });
-  await rejects(loadAccessTrace(repeated), {
-    message: new RegExp(
-      `^${repeated} token 1 layer 0 lists experts \\[(\\d), \\1\\]; expected 2 distinct experts below 4\\.$`,
-    ),
-  });
+  // The trace reader refuses it (and names the shard, row and layer).
+  await rejects(
+    loadAccessTrace(repeated),
+    /row 1 \(document 0, position 1\) layer index 0 lists expert \d twice/,
+  );
   const halfEmpty = await traceWith((doc) => {
     doc.spec![(0 * 2 + 0) * 2 + 1] = 65535; // token 0, layer 0, lookahead 1
   });
