@@ -11,7 +11,8 @@
  */
 import { Decompress } from "fzstd";
 import { DataError, messageOf } from "../common/errors.ts";
-import { readLines } from "../common/lines.ts";
+import { realPathWithin } from "../common/fs.ts";
+import { MAX_DOCUMENT_CHARS, readLines } from "../common/lines.ts";
 import { Rng } from "../common/random.ts";
 import { nearest } from "../common/suggest.ts";
 
@@ -156,6 +157,13 @@ async function* readPileJsonl(
           `${path} line ${number} has no string field "meta.pile_set_name"; pass --default-domain NAME to label such lines.`,
         );
       }
+      if (record.text.length > MAX_DOCUMENT_CHARS) {
+        throw new DataError(
+          `${path} line ${number} holds a document of ${
+            record.text.length.toLocaleString("en-US")
+          } characters, over the limit of ${MAX_DOCUMENT_CHARS.toLocaleString("en-US")}.`,
+        );
+      }
       yield { id: id++, domain, text: record.text };
     }
   } catch (error) {
@@ -166,10 +174,16 @@ async function* readPileJsonl(
   }
 }
 
-/** A folder whose sub-folders are domains, each holding text files (sorted by name). */
+/**
+ * A folder whose sub-folders are domains, each holding text files (sorted by
+ * name). Symlinks are followed when they stay inside the folder and refused
+ * when they leave it; a file over MAX_DOCUMENT_CHARS is refused unread.
+ */
 async function* readFolder(path: string): AsyncGenerator<CorpusDoc> {
   const domains: string[] = [];
-  for await (const entry of Deno.readDir(path)) if (entry.isDirectory) domains.push(entry.name);
+  for await (const entry of Deno.readDir(path)) {
+    if (await entryIs(entry, `${path}/${entry.name}`, path, "folder")) domains.push(entry.name);
+  }
   if (domains.length === 0) {
     throw new DataError(`The corpus folder ${path} has no sub-folders; expected one per domain.`);
   }
@@ -179,37 +193,94 @@ async function* readFolder(path: string): AsyncGenerator<CorpusDoc> {
   for (const domain of domains) {
     const files: string[] = [];
     for await (const entry of Deno.readDir(`${path}/${domain}`)) {
-      if (entry.isFile && !entry.name.startsWith(".")) files.push(entry.name);
+      if (entry.name.startsWith(".")) continue;
+      if (await entryIs(entry, `${path}/${domain}/${entry.name}`, path, "file")) {
+        files.push(entry.name);
+      }
     }
     files.sort();
     for (const name of files) {
       const file = `${path}/${domain}/${name}`;
       let text: string;
       try {
+        // UTF-8 takes at most 4 bytes a character: a larger file is over the limit unread.
+        if ((await Deno.stat(file)).size > 4 * MAX_DOCUMENT_CHARS) throw tooLarge(file);
         text = decoder.decode(await Deno.readFile(file));
       } catch (error) {
+        if (error instanceof DataError) throw error;
         throw new DataError(
           error instanceof TypeError
             ? `${file} is not valid UTF-8 text.`
             : `Cannot read ${file}: ${messageOf(error)}.`,
         );
       }
+      if (text.length > MAX_DOCUMENT_CHARS) throw tooLarge(file);
       yield { id: id++, domain, text };
     }
   }
 }
 
-/** Decompresses a Zstandard stream chunk by chunk (fzstd's streaming API). */
-function zstdStream(path: string): TransformStream<Uint8Array, Uint8Array> {
+function tooLarge(file: string): DataError {
+  return new DataError(
+    `${file} is larger than ${
+      MAX_DOCUMENT_CHARS.toLocaleString("en-US")
+    } characters, the limit for one document.`,
+  );
+}
+
+/** Whether a folder entry is a `kind`, following a symlink only when it stays inside `root`. */
+async function entryIs(
+  entry: Deno.DirEntry,
+  full: string,
+  root: string,
+  kind: "file" | "folder",
+): Promise<boolean> {
+  if (!entry.isSymlink) return kind === "file" ? entry.isFile : entry.isDirectory;
+  const real = await realPathWithin(full, [root], `${full} in the corpus`);
+  const info = await Deno.stat(real);
+  return kind === "file" ? info.isFile : info.isDirectory;
+}
+
+/**
+ * The most a `.zst` corpus may expand, as decompressed bytes per compressed
+ * byte, once past MAX_DOCUMENT_CHARS: text compresses 3 to 10 fold, a
+ * decompression bomb (336 KB of zeros that would become 10 GB) 30,000 fold.
+ */
+export const MAX_ZSTD_RATIO = 1000;
+
+/**
+ * Decompresses a Zstandard stream chunk by chunk (fzstd's streaming API),
+ * stopping with one sentence when the output outgrows MAX_ZSTD_RATIO times the
+ * input read so far (checked per 128 KB block, before it is queued).
+ */
+export function zstdStream(path: string): TransformStream<Uint8Array, Uint8Array> {
   let decompressor: Decompress;
+  let compressed = 0;
+  let decompressed = 0;
+  let bomb: DataError | null = null;
   return new TransformStream({
     start(controller) {
-      decompressor = new Decompress((chunk) => controller.enqueue(chunk));
+      decompressor = new Decompress((chunk) => {
+        decompressed += chunk.length;
+        if (decompressed > MAX_DOCUMENT_CHARS && decompressed > MAX_ZSTD_RATIO * compressed) {
+          bomb = new DataError(
+            `${path} expands more than ${MAX_ZSTD_RATIO}-fold (${
+              compressed.toLocaleString("en-US")
+            } compressed bytes became over ${
+              decompressed.toLocaleString("en-US")
+            }); it looks like a decompression bomb, not a text corpus, so reading stopped.`,
+          );
+          throw bomb;
+        }
+        controller.enqueue(chunk);
+      });
     },
     transform(chunk) {
+      compressed += chunk.length;
       try {
         decompressor.push(chunk);
       } catch (error) {
+        if (bomb) throw bomb;
         throw new DataError(`${path} is not valid Zstandard data: ${messageOf(error)}.`);
       }
     },
@@ -217,6 +288,7 @@ function zstdStream(path: string): TransformStream<Uint8Array, Uint8Array> {
       try {
         decompressor.push(new Uint8Array(0), true);
       } catch (error) {
+        if (bomb) throw bomb;
         throw new DataError(
           `${path} is truncated or not valid Zstandard data: ${messageOf(error)}.`,
         );

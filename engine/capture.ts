@@ -24,7 +24,7 @@ import { type CorpusDoc, readCorpus } from "../corpus/corpus.ts";
 import { mib, parseGpuMemory } from "./expert_stream.ts";
 import { loadModel } from "./model.ts";
 import type { RouterLog } from "./router_log.ts";
-import { TextTokenizer } from "./tokenizer.ts";
+import { BoundedEncoder, encodePrefix, TextTokenizer } from "./tokenizer.ts";
 import { type TraceDoc, TraceWriter } from "../trace/mod.ts";
 import { formatShardSpec, parseShardSpec, shardRange, type ShardSpec } from "../trace/split.ts";
 
@@ -161,6 +161,7 @@ async function captureLocked(options: CaptureOptions): Promise<CaptureResult> {
     maxBatchTokens: Math.max(options.batchTokens, options.maxTokens),
     ...(options.gpuMemory !== undefined ? { gpuMemory: options.gpuMemory } : {}),
   });
+  let encoder: BoundedEncoder | null = null;
   try {
     const moeLayers = model.facts.moe_layers.length;
     if (options.lookahead >= moeLayers) {
@@ -216,8 +217,11 @@ async function captureLocked(options: CaptureOptions): Promise<CaptureResult> {
       batch = [];
       batchTokens = 0;
     };
+    // Tokenized in a worker stopped after TOKENIZE_TIMEOUT_MS a call, and only as far as
+    // --max-tokens needs: a stranger's tokenizer.json or document must not hang the capture.
+    encoder = await BoundedEncoder.start(options.model);
     for (const doc of todo) {
-      const ids = tokenizer.encode(doc.text).subarray(0, options.maxTokens);
+      const ids = await encodePrefix((text) => encoder!.encode(text), doc.text, options.maxTokens);
       if (batchTokens + ids.length > options.batchTokens) await runBatch();
       batch.push({ doc, ids });
       batchTokens += ids.length;
@@ -232,6 +236,7 @@ async function captureLocked(options: CaptureOptions): Promise<CaptureResult> {
     progress?.finish();
     return { newDocs: todo.length, newTokens, skippedDocs, ...gpu };
   } finally {
+    encoder?.close();
     model.destroy();
   }
 }

@@ -8,6 +8,7 @@
  */
 import { Tokenizer } from "@huggingface/tokenizers";
 import { DataError, messageOf } from "../common/errors.ts";
+import { MAX_DOCUMENT_CHARS } from "../common/lines.ts";
 
 export interface ChatMessage {
   role: "system" | "user" | "assistant";
@@ -75,7 +76,7 @@ export class TextTokenizer {
   }
 
   get hasChatTemplate(): boolean {
-    return typeof this.#config.chat_template === "string";
+    return typeof chatTemplate(this.#config.chat_template) === "string";
   }
 
   /**
@@ -86,10 +87,14 @@ export class TextTokenizer {
    * library) can alone take seconds on a loaded machine.
    */
   async encodeChat(messages: ChatMessage[], timeoutMs = 2000): Promise<Uint32Array> {
-    const source = this.#config.chat_template;
+    const source = chatTemplate(this.#config.chat_template);
     const where = `${this.#dir}/tokenizer_config.json`;
     if (typeof source !== "string") {
-      throw new DataError(`${where} has no "chat_template"; drop --chat or add one.`);
+      throw new DataError(
+        Array.isArray(this.#config.chat_template)
+          ? `${where} lists chat templates without one named "default"; drop --chat or add one.`
+          : `${where} has no "chat_template"; drop --chat or add one.`,
+      );
     }
     const context = {
       messages,
@@ -123,11 +128,163 @@ export class TextTokenizer {
           `The chat template in ${where} failed: ${String(reply.error).replace(/\.$/, "")}.`,
         );
       }
+      if (reply.text.length > MAX_DOCUMENT_CHARS) {
+        throw new DataError(
+          `The chat template in ${where} rendered ${
+            reply.text.length.toLocaleString("en-US")
+          } characters, over the limit of ${
+            MAX_DOCUMENT_CHARS.toLocaleString("en-US")
+          } for one document.`,
+        );
+      }
       return this.encode(reply.text, false);
     } finally {
       clearTimeout(timer);
       worker.terminate();
     }
+  }
+}
+
+/**
+ * Time one encode call in BoundedEncoder may take (capture encodes at most
+ * about 16 × --max-tokens characters of a document per call, see
+ * encodePrefix): a tokenizer.json whose pre-tokenizer regex backtracks
+ * catastrophically is then an error, not a hang.
+ */
+export const TOKENIZE_TIMEOUT_MS = 10_000;
+/** Time loading tokenizer.json (and its probe) in the worker may take. */
+const TOKENIZER_LOAD_TIMEOUT_MS = 60_000;
+
+/**
+ * A checkpoint's tokenizer run in a worker (tokenize_worker.ts), stopped when
+ * one call takes longer than `timeoutMs`: a stranger's tokenizer.json is data,
+ * and a regex in it must not hang a capture. Each clock starts when the
+ * worker has started (its first start alone can take seconds).
+ */
+export class BoundedEncoder {
+  readonly #worker: Worker;
+  readonly #dir: string;
+  readonly #timeoutMs: number;
+  #next = 0;
+  #closed = false;
+
+  private constructor(worker: Worker, dir: string, timeoutMs: number) {
+    this.#worker = worker;
+    this.#dir = dir;
+    this.#timeoutMs = timeoutMs;
+  }
+
+  /** Starts the worker and loads DIR's tokenizer in it. */
+  static async start(dir: string, timeoutMs = TOKENIZE_TIMEOUT_MS): Promise<BoundedEncoder> {
+    const worker = new Worker(new URL("./tokenize_worker.ts", import.meta.url), { type: "module" });
+    const encoder = new BoundedEncoder(worker, dir, timeoutMs);
+    try {
+      await encoder.#call(
+        (reply) => reply.started === true,
+        null,
+        Number.POSITIVE_INFINITY,
+        "start",
+      );
+      await encoder.#call(
+        (reply) => reply.ready === true || reply.error !== undefined,
+        { dir },
+        Math.max(TOKENIZER_LOAD_TIMEOUT_MS, timeoutMs),
+        "load",
+      );
+    } catch (error) {
+      encoder.close();
+      throw error;
+    }
+    return encoder;
+  }
+
+  /** Token ids of `text` (with the BOS the tokenizer adds unless `addSpecialTokens` is false). */
+  encode(text: string, addSpecialTokens = true): Promise<Uint32Array> {
+    const id = this.#next++;
+    return this.#call(
+      (reply) => reply.id === id,
+      { id, text, special: addSpecialTokens },
+      this.#timeoutMs,
+      `encode ${text.length.toLocaleString("en-US")} characters`,
+    ).then((reply) => reply.ids as Uint32Array);
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#worker.terminate();
+  }
+
+  #call(
+    done: (reply: Record<string, unknown>) => boolean,
+    message: unknown,
+    timeoutMs: number,
+    what: string,
+  ): Promise<Record<string, unknown>> {
+    if (this.#closed) return Promise.reject(new Error("BoundedEncoder used after close"));
+    const where = `${this.#dir}/tokenizer.json`;
+    return new Promise((resolve, reject) => {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const finish = (settle: () => void) => {
+        clearTimeout(timer);
+        this.#worker.onmessage = null;
+        this.#worker.onerror = null;
+        settle();
+      };
+      this.#worker.onmessage = (event: MessageEvent<Record<string, unknown>>) => {
+        const reply = event.data;
+        if (!done(reply)) return;
+        if (reply.error !== undefined) {
+          const text = String(reply.error);
+          return finish(() => reject(reply.data ? new DataError(text) : new Error(text)));
+        }
+        finish(() => resolve(reply));
+      };
+      this.#worker.onerror = (event) => {
+        event.preventDefault();
+        finish(() => reject(new Error(`the tokenizer worker failed: ${event.message}`)));
+      };
+      if (Number.isFinite(timeoutMs)) {
+        timer = setTimeout(() => {
+          this.close();
+          finish(() =>
+            reject(
+              new DataError(
+                `${where} did not ${what} within ${
+                  timeoutMs / 1000
+                } s; its pre-tokenizer or normalizer may backtrack without end (a regex in it), so it was stopped.`,
+              ),
+            )
+          );
+        }, timeoutMs);
+      }
+      if (message !== null) this.#worker.postMessage(message);
+    });
+  }
+}
+
+/**
+ * The first `maxTokens` token ids of `text` (BOS included), encoding only a
+ * prefix of it: a 64 MiB document cut to 512 tokens costs a few kilobytes of
+ * tokenizing. Token boundaries are local (a pre-tokenizer splits at spaces
+ * and punctuation, BPE merges within a piece), so the ids of a prefix agree
+ * with those of the whole text except near its cut; a prefix is accepted when
+ * it and a prefix twice as long agree on the first `maxTokens` ids, else the
+ * prefix grows fourfold, up to the whole text.
+ */
+export async function encodePrefix(
+  encode: (text: string) => Uint32Array | Promise<Uint32Array>,
+  text: string,
+  maxTokens: number,
+): Promise<Uint32Array> {
+  for (let chars = Math.max(1024, maxTokens * 8);; chars *= 4) {
+    if (2 * chars >= text.length) return (await encode(text)).subarray(0, maxTokens);
+    const short = await encode(text.slice(0, chars));
+    if (short.length <= maxTokens) continue;
+    const long = await encode(text.slice(0, 2 * chars));
+    let same = long.length > maxTokens;
+    for (let i = 0; same && i < maxTokens; i++) same = short[i] === long[i];
+    if (same) return short.subarray(0, maxTokens);
   }
 }
 
@@ -158,9 +315,13 @@ function checkModel(model: unknown, where: string): void {
     if (!Array.isArray(merges)) {
       throw new DataError(`${where} field "model.merges" must be a list.`);
     }
+    const pieces = vocab !== null && typeof vocab === "object" && !Array.isArray(vocab)
+      ? vocab as Record<string, unknown>
+      : null;
     merges.forEach((m, i) => {
-      const ok = typeof m === "string" ||
-        (Array.isArray(m) && m.length === 2 && m.every((p) => typeof p === "string"));
+      const pair = typeof m === "string" ? m.split(" ") : m;
+      const ok = Array.isArray(pair) && pair.length === 2 &&
+        pair.every((p) => typeof p === "string" && p !== "");
       if (!ok) {
         throw new DataError(
           `${where} field "model.merges[${i}]" must be "a b" or ["a", "b"], got ${
@@ -168,8 +329,34 @@ function checkModel(model: unknown, where: string): void {
           }.`,
         );
       }
+      // A merge whose parts or result the vocabulary lacks would silently become id 0.
+      if (pieces) {
+        const [a, b] = pair as [string, string];
+        for (const piece of [a, b, a + b]) {
+          if (!Object.hasOwn(pieces, piece)) {
+            throw new DataError(
+              `${where} field "model.merges[${i}]" (${JSON.stringify(m)}) needs ${
+                JSON.stringify(piece)
+              }, which is not in "model.vocab".`,
+            );
+          }
+        }
+      }
     });
   }
+}
+
+/**
+ * The chat template of tokenizer_config.json: a string, or (as transformers
+ * writes several) a list of {name, template} whose "default" is the one used.
+ */
+function chatTemplate(value: unknown): string | undefined {
+  if (typeof value === "string") return value;
+  if (!Array.isArray(value)) return undefined;
+  const entry = value.find((t) =>
+    typeof t === "object" && t !== null && (t as { name?: unknown }).name === "default"
+  ) as { template?: unknown } | undefined;
+  return typeof entry?.template === "string" ? entry.template : undefined;
 }
 
 /** A special token given as a string or as {"content": "..."}. */
