@@ -133,6 +133,7 @@ Deno.test("key findings, definitions, results table and the new figures come fro
     const simulation = (await csv(`${dir}/simulation/simulation.csv`)).filter((r) =>
       r.layer === "all"
     );
+    assert.ok("ms_per_token_ci_low" in simulation[0]!, "simulate wrote intervals");
     const policy = element(html, "li", 'data-finding="policy"');
     for (const capacity of ["2", "4", "6"]) {
       const online = simulation.filter((r) =>
@@ -148,6 +149,13 @@ Deno.test("key findings, definitions, results table and the new figures come fro
       assert.equal(values[1], `${cheapest.policy} + ${cheapest.prefetch}`, `capacity ${capacity}`);
       assert.equal(values[2], Number(cheapest.ms_per_token).toPrecision(4));
       assert.equal(values[4], pct(cheapest.hit_rate!));
+      // simulate's bootstrap interval of ms/token, when it wrote one.
+      const interval = cheapest.ms_per_token_ci_low
+        ? `[${Number(cheapest.ms_per_token_ci_low).toPrecision(4)}, ${
+          Number(cheapest.ms_per_token_ci_high).toPrecision(4)
+        }]`
+        : "–";
+      assert.equal(values[3], interval);
     }
 
     // Every summary statistic is defined where the summary is shown.
