@@ -9,7 +9,9 @@
  *
  * Targets (issue 6): ≥ 20,000,000 expert accesses/s for one LRU replay; a
  * sweep of 8 policies × 7 capacities × 3 prefetchers (none, speculative,
- * oracle) with one dtype and one machine in under 2 minutes.
+ * oracle) with one dtype and one machine in under 2 minutes. Batch-8 replay
+ * (`simulate --batch 8`, issue 19) is reported beside them: trace accesses
+ * consumed per second, and the cache accesses (the unions) it makes.
  */
 import type { BenchOptions } from "../bench/measure.ts";
 import { type Figure, medianSeconds, printFigures, rssMiB } from "../bench/measure.ts";
@@ -20,6 +22,7 @@ import { parsePrefetch } from "./prefetch/mod.ts";
 import { replay } from "./replay.ts";
 import { lruStackDistances } from "./stack_distance.ts";
 import { runSweep } from "./sweep.ts";
+import { batchSchedule, replayBatch } from "./batch.ts";
 import { syntheticAccessTrace } from "./synthetic.ts";
 import { stepCosts } from "./costs.ts";
 import { DTYPES } from "./dtypes.ts";
@@ -75,6 +78,43 @@ export async function benchCache(options: BenchOptions): Promise<void> {
   const stackSeconds = await medianSeconds(1, () => {
     lruStackDistances(trace, "per-layer");
   });
+  // `simulate --batch 8`: the schedule (unions of 8 documents per step) is
+  // built once per trace, then replayed by each policy, here LRU at 4 per layer
+  // with its timing model.
+  let schedule = batchSchedule(trace, 8);
+  const scheduleSeconds = await medianSeconds(1, () => {
+    schedule = batchSchedule(trace, 8);
+  });
+  const batchSeconds = await medianSeconds(3, () => {
+    replayBatch(schedule, {
+      policy: createPolicy(
+        "lru",
+        policyOptions({ layers: LAYERS, experts: EXPERTS, topK: TOP_K, capacity: 4 }),
+      ),
+      budget: "per-layer",
+      costs: [costs],
+      topK: TOP_K,
+    });
+  });
+  const batchFigures: Figure[] = [
+    {
+      name: `batch-8 schedule (${schedule.steps} steps, ${
+        (schedule.chosen.length / (schedule.steps * LAYERS)).toFixed(2)
+      } experts per layer per step)`,
+      value: accesses / scheduleSeconds / 1e6,
+      unit: "M trace accesses/s",
+    },
+    {
+      name: "batch-8 LRU replay with the timing model",
+      value: accesses / batchSeconds / 1e6,
+      unit: "M trace accesses/s",
+    },
+    {
+      name: "batch-8 LRU replay, cache accesses (the unions)",
+      value: schedule.chosen.length / batchSeconds / 1e6,
+      unit: "M accesses/s",
+    },
+  ];
 
   if (Deno.env.get("MOETRACE_BENCH_CACHE_SWEEP") === "0") {
     printFigures("bench cache (sweep skipped)", [
@@ -89,6 +129,8 @@ export async function benchCache(options: BenchOptions): Promise<void> {
         unit: "M accesses/s",
       },
       { name: "LRU replay per CPU second", value: accesses / lruCpu / 1e6, unit: "M accesses/s" },
+      ...batchFigures,
+      { name: "load average (1 min) at the end", value: Deno.loadavg()[0]!, unit: "" },
     ], options.json);
     return;
   }
@@ -144,6 +186,7 @@ export async function benchCache(options: BenchOptions): Promise<void> {
       value: accesses / stackSeconds / 1e6,
       unit: "M accesses/s",
     },
+    ...batchFigures,
     {
       name:
         `sweep 8 policies × 7 capacities × 3 prefetchers (${result.combinations.length} combinations, ${result.replays} replays)`,
