@@ -482,7 +482,7 @@ Deno.test("user mistakes get one-sentence errors naming the path", async () => {
       analyzeCommand(`${dir}/missing`, { out: `${dir}/file`, bootstrap: 10, seed: 0 }),
       (error: unknown) =>
         error instanceof UsageError &&
-        error.message === `--out of analyze must be a directory, got the file "${dir}/file".`,
+        error.message === `--out of analyze must be a folder, got the file "${dir}/file".`,
     );
     await writeSyntheticTrace(`${dir}/empty`, { domains: [] });
     await assert.rejects(
