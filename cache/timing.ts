@@ -220,7 +220,15 @@ export class TimingModel implements CacheListener {
 
   /** Queues the demand upload of `key` at the decision time; the layer waits for it (or computes it on the CPU). */
   load(key: number): void {
-    const done = this.#extras ? this.#fetch(key, true) : this.#upload(key, this.#transferMs);
+    let done: number;
+    if (this.#extras) done = this.#fetch(key, true);
+    else {
+      const now = this.#decision;
+      const free = this.queueFree;
+      done = (free > now ? free : now) + this.#transferMs;
+      this.readyAt[key] = done;
+      this.queueFree = done;
+    }
     if (done > this.#demandReady) this.#demandReady = done;
     this.#next?.load(key);
   }
@@ -339,39 +347,50 @@ export class TimingModel implements CacheListener {
     if (this.#serial && this.queueFree > ready) ready = this.queueFree;
     const demand = this.#demandReady;
     if (demand > ready) ready = demand;
-    // Written as before the CPU path existed, so plain timings stay bit for bit.
+    if (this.#extras) {
+      this.#endWithExtras(layer, count, now, ready);
+    } else {
+      const stall = ready - now;
+      const compute = count * this.#expertMs;
+      this.stallMs[layer]! += stall;
+      this.layerMs[layer]! += this.#attentionMs + stall + compute;
+      this.now = ready + compute;
+    }
+    this.#next?.end(layer, count);
+  }
+
+  /** `end` when the step's pending experts may go to the CPU or be degraded copies. */
+  #endWithExtras(layer: number, count: number, now: number, ready: number): void {
     let stall = ready - now;
     let compute = count * this.#expertMs;
     let end = ready + compute;
-    if (this.#extras) {
-      const m = this.#cpuCount;
-      let onCpu = false;
-      if (m > 0) {
-        // The GPU computes the hits once its first uses are in; the CPU the misses.
-        let gpuReady = this.#ready;
-        if (this.#serial && this.queueFree > gpuReady) gpuReady = this.queueFree;
-        const gpuCompute = (count - m) * this.#expertMs;
-        const gpuEnd = gpuReady + gpuCompute;
-        const splitEnd = this.#cpuEnd > gpuEnd ? this.#cpuEnd : gpuEnd;
-        if (this.#onMiss === 1 || splitEnd < end) {
-          onCpu = true;
-          end = splitEnd;
-          this.cpuExperts[layer]! += m;
-          compute = gpuCompute;
-          stall = splitEnd - now - gpuCompute;
-        }
+    const m = this.#cpuCount;
+    let onCpu = false;
+    if (m > 0) {
+      // The GPU computes the resident experts at once (after its own uploads
+      // when they share its queue); the CPU the m pending ones.
+      let gpuReady = this.#ready;
+      if (this.#serial && this.queueFree > gpuReady) gpuReady = this.queueFree;
+      const gpuCompute = (count - m) * this.#expertMs;
+      const gpuEnd = gpuReady + gpuCompute;
+      const splitEnd = this.#cpuEnd > gpuEnd ? this.#cpuEnd : gpuEnd;
+      if (this.#onMiss === 1 || splitEnd < end) {
+        onCpu = true;
+        end = splitEnd;
+        this.cpuExperts[layer]! += m;
+        compute = gpuCompute;
+        stall = splitEnd - now - gpuCompute;
       }
-      const degraded = this.#degradedHits + (onCpu ? 0 : this.#degradedLoads);
-      if (degraded > 0) {
-        this.degradedUses[layer]! += degraded;
-        this.degradedSteps[layer]!++;
-        this.#tokenDegraded = true;
-      }
+    }
+    const degraded = this.#degradedHits + (onCpu ? 0 : this.#degradedLoads);
+    if (degraded > 0) {
+      this.degradedUses[layer]! += degraded;
+      this.degradedSteps[layer]!++;
+      this.#tokenDegraded = true;
     }
     this.stallMs[layer]! += stall;
     this.layerMs[layer]! += this.#attentionMs + stall + compute;
     this.now = end;
-    this.#next?.end(layer, count);
   }
 
   /** Ends a token. */
