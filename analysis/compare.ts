@@ -78,6 +78,10 @@ export async function compareCommand(
   const seed = (flags.seed as number | undefined) ?? 0;
   await checkOutput(out);
   const kinds = await Promise.all(inputs.map(inputKind));
+  // Analysis folders are read before any trace is analysed, so that a bad one fails fast.
+  const tables = await Promise.all(
+    inputs.map((input, i) => kinds[i] === "analysis" ? readTables(input) : null),
+  );
   await Deno.mkdir(out, { recursive: true });
   const sides: Side[] = [];
   for (const [i, input] of inputs.entries()) {
@@ -104,14 +108,12 @@ export async function compareCommand(
   }
   const files = [];
   let summary: CsvRow[] = [];
+  const [tablesA, tablesB] = [
+    tables[0] ?? await readTables(`${out}/a`),
+    tables[1] ?? await readTables(`${out}/b`),
+  ];
   for (const spec of COMPARE_TABLES) {
-    const folderA = kinds[0] === "trace" ? `${out}/a` : inputs[0]!;
-    const folderB = kinds[1] === "trace" ? `${out}/b` : inputs[1]!;
-    const rows = compareRows(
-      spec,
-      await readTable(folderA, spec),
-      await readTable(folderB, spec),
-    );
+    const rows = compareRows(spec, tablesA.get(spec.table)!, tablesB.get(spec.table)!);
     await writeCsv(`${out}/${spec.table}.csv`, rows, [...spec.keys, ...COMPARE_VALUE_COLUMNS]);
     files.push({
       file: `${spec.table}.csv`,
@@ -164,23 +166,36 @@ function defaultLabels(inputs: string[]): string[] {
   return names[0] === names[1] ? ["A", "B"] : names;
 }
 
-/** Refuses an output folder that holds something other than an earlier comparison. */
+/** What compare writes into DIR (and the staging and temporary names of an interrupted run). */
+function isCompareOutput(name: string): boolean {
+  if (/\.tmp-\d+$/.test(name)) return true;
+  if (/^[ab](\.partial)?$/.test(name)) return true;
+  if (name === "compare.json" || name === "README.md") return true;
+  return COMPARE_TABLES.some((t) => name === `${t.table}.csv`);
+}
+
+/** Refuses an output folder that holds anything but an earlier (or interrupted) comparison. */
 async function checkOutput(out: string): Promise<void> {
-  let entries: string[];
+  const foreign: string[] = [];
   try {
     const info = await Deno.stat(out);
     if (!info.isDirectory) {
       throw new UsageError(`--out of compare must be a directory, got the file "${out}".`);
     }
-    entries = [];
-    for await (const entry of Deno.readDir(out)) entries.push(entry.name);
+    for await (const entry of Deno.readDir(out)) {
+      if (!isCompareOutput(entry.name)) foreign.push(entry.name);
+    }
   } catch (error) {
     if (error instanceof Deno.errors.NotFound) return;
     throw error;
   }
-  if (entries.length > 0 && !entries.includes("compare.json")) {
+  if (foreign.length > 0) {
     throw new UsageError(
-      `--out of compare names ${out}, which holds other files (no compare.json); give an empty or new folder.`,
+      `--out of compare names ${out}, which holds files compare does not write (${
+        foreign.sort().slice(0, 3).join(", ")
+      }${
+        foreign.length > 3 ? ", ..." : ""
+      }); give an empty or new folder, or an earlier compare's.`,
     );
   }
 }
@@ -224,6 +239,13 @@ async function describeSide(
     intervals: info.settings?.intervals ?? "",
     corpus: info.trace?.capture?.corpus ?? null,
   };
+}
+
+/** Every compared table of an analysis folder, by name. */
+async function readTables(folder: string): Promise<Map<string, TextRow[]>> {
+  const tables = new Map<string, TextRow[]>();
+  for (const spec of COMPARE_TABLES) tables.set(spec.table, await readTable(folder, spec));
+  return tables;
 }
 
 /** The rows of one analysis CSV as text, after checking it has the table's key columns. */

@@ -244,10 +244,25 @@ Deno.test("compare refuses a wrong number of inputs, an input that is neither, a
     const neither = await runCli(["compare", `${dir}/trace`, `${dir}/empty`, "--out", `${dir}/o`]);
     assert.equal(neither.code, 1);
     assert.match(neither.stderr, /empty is neither a trace \(no manifest\.json\) nor an analyze/);
+    // An analysis from before moe_layer existed cannot be joined on it: say so, and what to do.
+    await cli(["analyze", `${dir}/trace`, "--out", `${dir}/old`, "--bootstrap", "0"]);
+    const shares = await Deno.readTextFile(`${dir}/old/expert_shares.csv`);
+    await Deno.writeTextFile(
+      `${dir}/old/expert_shares.csv`,
+      shares.split("\n").map((line) => line.split(",").toSpliced(1, 1).join(",")).join("\n"),
+    );
+    const old = await runCli(["compare", `${dir}/old`, `${dir}/trace`, "--out", `${dir}/o2`]);
+    assert.equal(old.code, 1);
+    // Refused before B's trace was analysed: nothing was written.
+    assert.equal(await Deno.stat(`${dir}/o2`).then(() => true, () => false), false);
+    assert.match(
+      old.stderr,
+      /old\/expert_shares\.csv lacks the column moe_layer; rerun analyze with this version of moetrace\./,
+    );
     await Deno.writeTextFile(`${dir}/busy.txt`, "x");
     const busy = await runCli(["compare", `${dir}/trace`, `${dir}/trace`, "--out", dir]);
     assert.equal(busy.code, 2);
-    assert.match(busy.stderr, /holds other files \(no compare\.json\)/);
+    assert.match(busy.stderr, /holds files compare does not write \(busy\.txt, empty, old/);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
