@@ -32,8 +32,10 @@ export async function writeFileAtomic(path: string, data: Uint8Array | string): 
 export function writeError(path: string, error: unknown): unknown {
   if (error instanceof DataError) return error;
   const message = messageOf(error);
-  if (/No space left|ENOSPC|quota|os error 28\b|os error 122\b/i.test(message)) {
-    return new DataError(`Cannot write ${path}: the disk is full (${message}).`);
+  if (/No space left|ENOSPC|quota|File too large|os error (28|27|122)\b/i.test(message)) {
+    return new DataError(
+      `Cannot write ${path}: the disk is full or a file-size limit was reached (${message}).`,
+    );
   }
   if (
     error instanceof Deno.errors.NotFound || error instanceof Deno.errors.PermissionDenied ||

@@ -236,10 +236,18 @@ async function weightFiles(dir: string): Promise<string[]> {
   }
   const shards = [...new Set(Object.values(index.weight_map))].sort();
   for (const s of shards) {
-    if (typeof s !== "string" || s.includes("/") || s.includes("\\")) {
+    if (
+      typeof s !== "string" || s === "" || s === "." || s === ".." || s.includes("/") ||
+      s.includes("\\")
+    ) {
       throw new DataError(
         `${indexPath} lists shard ${JSON.stringify(s)}, expected a file name in ${dir}.`,
       );
+    }
+    // A missing shard is named when it is opened; a folder would fail there as a stack trace.
+    const info = await Deno.stat(`${dir}/${s}`).catch(() => null);
+    if (info && !info.isFile) {
+      throw new DataError(`${indexPath} lists shard ${JSON.stringify(s)}, which is not a file.`);
     }
   }
   return shards.map((s) => `${dir}/${s}`);

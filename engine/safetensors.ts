@@ -172,7 +172,18 @@ async function readExactly(
   length: number,
   file: string,
 ): Promise<Uint8Array> {
-  const out = new Uint8Array(length);
+  let out: Uint8Array;
+  try {
+    out = new Uint8Array(length);
+  } catch (error) {
+    if (!(error instanceof RangeError)) throw error;
+    // A tensor past the engine's typed-array limit, or more than the host can give.
+    throw new DataError(
+      `Cannot allocate ${
+        (length / 2 ** 30).toFixed(2)
+      } GiB of host memory to read a tensor of ${file} (${length} bytes at byte ${offset}): it is larger than this machine or the JavaScript engine can hold in one array.`,
+    );
+  }
   await handle.seek(offset, Deno.SeekMode.Start);
   let done = 0;
   while (done < length) {
