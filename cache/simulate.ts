@@ -777,6 +777,16 @@ export function simulationFacts(o: SimulationOutput): Record<string, unknown> {
       budget: settings.budget,
       seed: settings.seed,
       batch: settings.batch ?? 1,
+      on_miss: settings.miss?.onMiss ?? "transfer",
+      tier: settings.miss?.tier
+        ? {
+          text: settings.miss.tier.text,
+          ram: settings.miss.tier.ram,
+          ram_policy: settings.miss.tier.ramPolicy,
+          ssd: settings.miss.tier.ssd,
+        }
+        : null,
+      miss_dtype: settings.miss?.missDtype?.name ?? null,
       bootstrap: o.bootstrap
         ? { method: "document resampling, percentile", resamples: o.bootstrap.resamples }
         : null,

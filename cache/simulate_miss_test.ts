@@ -59,6 +59,11 @@ Deno.test("simulate --tier: with RAM holding every expert, only first touches re
   assertEquals(Number(row.ssd_reads), first);
   assertEquals(Number(row.ram_hits), Number(row.misses) - first);
   assertEquals(row.tier, "ram=8:lru,ssd=nvme-gen4");
+  const facts = JSON.parse(Deno.readTextFileSync(`${out}/simulation.json`));
+  assertEquals(facts.sweep.tier.ssd.read_gb_s, 7.45);
+  assertEquals(facts.sweep.tier.ram, { kind: "experts", experts: 8 });
+  assertEquals([facts.sweep.on_miss, facts.sweep.miss_dtype], ["transfer", null]);
+  assertEquals(facts.costs[0].ram_experts, 8);
   // Every SSD read is slower than an upload from RAM: the tiered run is slower.
   const plain = `${dir}/plain`;
   await simulateCommand(trace, { ...base, out: plain });
