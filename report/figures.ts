@@ -51,7 +51,12 @@ function perLayerSpec(
   statistics: readonly string[],
   yTitle: string,
 ): VegaLiteSpec {
-  const x = { field: "layer", type: "quantitative", title: "MoE layer", axis: LAYER_AXIS };
+  const x = {
+    field: "layer",
+    type: "quantitative",
+    title: "layer (the model's index)",
+    axis: LAYER_AXIS,
+  };
   const color = { field: "domain", type: "nominal", title: "domain" };
   return {
     data: { values: data },
@@ -136,7 +141,12 @@ function vocabularyFigure(vocabulary: Table): ReportFigure[] {
     "baseline",
     "baseline_marginal",
   ]);
-  const x = { field: "layer", type: "quantitative", title: "MoE layer", axis: LAYER_AXIS };
+  const x = {
+    field: "layer",
+    type: "quantitative",
+    title: "layer (the model's index)",
+    axis: LAYER_AXIS,
+  };
   const color = { field: "domain", type: "nominal", title: "domain" };
   return [{
     title: "Vocabulary specialisation per layer",
@@ -261,7 +271,7 @@ function layerFigures(
     );
     figures.push({
       replaces: "expert_shares.svg",
-      title: `Expert shares per domain at MoE layer${layers.length > 1 ? "s" : ""} ${
+      title: `Expert shares per domain at layer${layers.length > 1 ? "s" : ""} ${
         layers.join(", ")
       }`,
       caption:
@@ -269,7 +279,7 @@ function layerFigures(
       section: "shares",
       spec: {
         data: { values: values(shares, rows, ["expert", "share", "ci_low", "ci_high"]) },
-        facet: { column: { field: "layer", type: "ordinal", title: "MoE layer" } },
+        facet: { column: { field: "layer", type: "ordinal", title: "layer" } },
         spec: {
           width: Math.max(160, Math.min(520, E * 5 * new Set(rows.map((r) => r.domain)).size)),
           height: 180,
@@ -306,15 +316,13 @@ function layerFigures(
     const rows = coactivation.rows.filter((r) => r.domain === "all" && chosen.has(r.layer ?? ""));
     figures.push({
       replaces: "coactivation.svg",
-      title: `Expert co-activation at MoE layer${layers.length > 1 ? "s" : ""} ${
-        layers.join(", ")
-      }`,
+      title: `Expert co-activation at layer${layers.length > 1 ? "s" : ""} ${layers.join(", ")}`,
       caption:
         "For each pair, the lift over the uniform baseline (k−1)/(E−1): how much more often expert j is in a token's top-k when expert i is, than uniform random routing gives. 1 (the middle colour) is the baseline; lift_marginal in coactivation.csv divides by the within-document baseline that keeps each document's expert counts instead.",
       section: "coactivation",
       spec: {
         data: { values: values(coactivation, rows, ["expert_i", "expert_j", "lift"]) },
-        facet: { column: { field: "layer", type: "ordinal", title: "MoE layer" } },
+        facet: { column: { field: "layer", type: "ordinal", title: "layer" } },
         spec: {
           width: Math.max(160, Math.min(360, E * 8)),
           height: Math.max(160, Math.min(360, E * 8)),

@@ -56,10 +56,10 @@ function specialisationFinding(divergence: Table): string {
   );
   const q = numberIn(divergence, best, "q_value");
   const who = oneVsRest.length > 0
-    ? `<strong>${escapeHtml(best.domain_a ?? "")}</strong> at MoE layer ${
+    ? `<strong>${escapeHtml(best.domain_a ?? "")}</strong> at layer ${
       escapeHtml(best.layer ?? "")
     }: the Jensen–Shannon divergence of its expert distribution from the other domains pooled`
-    : `<strong>${escapeHtml(best.domain ?? "")}</strong> at MoE layer ${
+    : `<strong>${escapeHtml(best.domain ?? "")}</strong> at layer ${
       escapeHtml(best.layer ?? "")
     }: the Jensen–Shannon divergence between the two domains' expert distributions`;
   return `<li data-finding="specialisation" data-layer="${
@@ -82,7 +82,7 @@ function vocabularyFinding(vocabulary: Table): string {
   const value = numberIn(vocabulary, best, "mean_specialisation");
   return `<li data-finding="vocabulary" data-layer="${
     escapeHtml(best.layer ?? "")
-  }">Vocabulary specialisation is strongest at MoE layer ${
+  }">Vocabulary specialisation is strongest at layer ${
     escapeHtml(best.layer ?? "")
   }: a token id sends on average <span class="value">${
     percent(value)
@@ -120,7 +120,7 @@ function repetitionFinding(summary: Table, repetition: Table | null): string {
         (r) => numberIn(repetition, r, "value") - numberIn(repetition, r, "baseline_marginal"),
       );
       if (best) {
-        locality = `; the most locality is at MoE layer ${escapeHtml(best.layer ?? "")} (${
+        locality = `; the most locality is at layer ${escapeHtml(best.layer ?? "")} (${
           percent(numberIn(repetition, best, "value"))
         } against ${percent(numberIn(repetition, best, "baseline_marginal"))} shuffled)`;
       }
@@ -209,8 +209,8 @@ function policyFinding(simulation: Table): string {
   }
   if (lines.length === 0) return "";
   const intervals = simulation.columns.includes("ms_per_token_ci_low")
-    ? "the interval is simulation.csv's 95% interval of ms/token"
-    : "simulation.csv carries no interval for ms/token, so none is shown";
+    ? "The interval is simulate's 95% bootstrap interval of ms/token over documents"
+    : "simulation.csv carries no interval for ms/token (simulate --bootstrap 0), so none is shown";
   const table = htmlTable(
     [
       "capacity",

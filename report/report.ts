@@ -398,9 +398,17 @@ ${table ? `<h3>Summary: each statistic averaged over the MoE layers</h3>${table}
 
 function summariseSweep(sweep: unknown): string {
   if (!isObject(sweep)) return text(sweep);
-  return Object.entries(sweep)
-    .map(([k, v]) => `${k}: ${Array.isArray(v) ? v.map(text).join(", ") : text(v)}`)
-    .join("; ");
+  const value = (v: unknown): string =>
+    Array.isArray(v)
+      ? v.map(value).join(", ")
+      : isObject(v)
+      ? Object.entries(v).map(([k, w]) => `${k} ${value(w)}`).join(", ")
+      : typeof v === "boolean"
+      ? String(v)
+      : v === null
+      ? "none"
+      : text(v);
+  return Object.entries(sweep).map(([k, v]) => `${k}: ${value(v)}`).join("; ");
 }
 
 function figureHtml(title: string, caption: string, svg: string | Uint8Array): string {

@@ -182,8 +182,8 @@ Deno.test("key findings, definitions, results table and the new figures come fro
         "Router confidence per layer",
         "Vocabulary specialisation per layer",
         "Prefetch accuracy per layer",
-        `Expert shares per domain at MoE layer ${chosenLayer}`,
-        `Expert co-activation at MoE layer ${chosenLayer}`,
+        `Expert shares per domain at layer ${chosenLayer}`,
+        `Expert co-activation at layer ${chosenLayer}`,
         "Hit rate per layer at capacity 4",
       ]
     ) {
