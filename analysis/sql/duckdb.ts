@@ -124,11 +124,18 @@ export async function countsWithDuckDB(
   const run = async (sql: string): Promise<CsvRow[]> => {
     try {
       const result = await connection.runAndReadAll(sql);
-      return result.getRowObjects().map((row) => {
+      // Column by column: getRowObjects made a DuckDBValue per cell (2.5 s for the
+      // 496,000 rows of flow.sql on 10 M token-layers, against 0.6 s this way).
+      const names = result.columnNames();
+      const columns = result.getColumnsJS();
+      const rows: CsvRow[] = [];
+      const count = columns[0]?.length ?? 0;
+      for (let i = 0; i < count; i++) {
         const out: CsvRow = {};
-        for (const [key, value] of Object.entries(row)) out[key] = toNumber(value) as never;
-        return out;
-      });
+        for (let c = 0; c < names.length; c++) out[names[c]!] = toNumber(columns[c]![i]) as never;
+        rows.push(out);
+      }
+      return rows;
     } catch (error) {
       throw new DataError(`DuckDB could not count the trace in ${reader.dir}: ${messageOf(error)}`);
     }
