@@ -26,7 +26,19 @@ export interface Permissions {
   ffi?: boolean;
 }
 
+// fileURLToPath decodes the URL (a checkout path with a space arrives as %20).
 const PROJECT_ROOT = dirname(fileURLToPath(import.meta.url));
+/**
+ * The checkout's real path too: reached through a symlink, Deno resolves the
+ * npm packages' files to their real paths, which the child must be able to read.
+ */
+const PROJECT_REAL = (() => {
+  try {
+    return Deno.realPathSync(PROJECT_ROOT);
+  } catch {
+    return PROJECT_ROOT;
+  }
+})();
 
 /**
  * The folder relative paths mean: the caller's. `deno task` runs its command
@@ -57,7 +69,7 @@ export function permissionsFor(
   base = Deno.cwd(),
 ): Permissions {
   const spec = COMMANDS[command];
-  const read = new Set<string>([PROJECT_ROOT]);
+  const read = new Set<string>([PROJECT_ROOT, PROJECT_REAL]);
   const write = new Set<string>();
   const grant = (access: PathAccess, path: string) => {
     // Deno's permission lists are comma-separated: "a,../b" would grant both.
@@ -128,14 +140,29 @@ export function outsideShardFolders(dir: string): string[] {
     return [];
   }
   const shards = (manifest as { shards?: unknown }).shards;
-  if (!Array.isArray(shards)) return [];
+  const mergedFrom = (manifest as { capture?: { merged_from?: unknown } }).capture?.merged_from;
+  if (!Array.isArray(shards) || !Array.isArray(mergedFrom)) return [];
+  // Only the parts of a merged trace, and only those that are traces: a manifest from a
+  // stranger must not widen the grant to any folder it names.
+  const parts = mergedFrom.filter((p): p is string => typeof p === "string")
+    .map((p) => resolve(dir, p))
+    .filter((part) => {
+      try {
+        return Deno.statSync(`${part}/manifest.json`).isFile;
+      } catch {
+        return false;
+      }
+    });
   const folders = new Set<string>();
   for (const shard of shards) {
     const file = (shard as { file?: unknown })?.file;
     if (typeof file !== "string") continue;
     const folder = dirname(resolve(dir, file));
     // A comma would split Deno's permission list; such a folder is left to fail with a sentence.
-    if (folder !== dir && !folder.startsWith(`${dir}/`) && !folder.includes(",")) {
+    if (
+      folder !== dir && !folder.startsWith(`${dir}/`) && !folder.includes(",") &&
+      parts.some((part) => folder === part || folder.startsWith(`${part}/`))
+    ) {
       folders.add(folder);
     }
   }
@@ -174,7 +201,7 @@ export function denoArgs(permissions: Permissions, args: string[]): string[] {
 async function launch(args: string[]): Promise<number> {
   const [command, ...rest] = args;
   const cwd = callerFolder();
-  let permissions: Permissions = { read: [PROJECT_ROOT], write: [] };
+  let permissions: Permissions = { read: [...new Set([PROJECT_ROOT, PROJECT_REAL])], write: [] };
   if (command !== undefined && !command.startsWith("-") && command !== "help") {
     let parsed: ReturnType<typeof parseCommand> | null = null;
     try {

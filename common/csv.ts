@@ -5,6 +5,7 @@
  */
 import { stringify } from "csv-stringify/sync";
 import { writeFileAtomic } from "./atomic_write.ts";
+import { spreadsheetSafe } from "./text.ts";
 
 export type CsvValue = string | number | boolean | null | undefined;
 export type CsvRow = Record<string, CsvValue>;
@@ -25,7 +26,12 @@ export function toCsv(rows: readonly CsvRow[], columns: readonly string[]): stri
     {
       header: true,
       columns: [...columns],
-      cast: { number: formatNumber, boolean: (b) => (b ? "true" : "false") },
+      cast: {
+        number: formatNumber,
+        boolean: (b) => (b ? "true" : "false"),
+        // Domain names and other strangers' text must not become spreadsheet formulas.
+        string: spreadsheetSafe,
+      },
     },
   );
 }

@@ -6,6 +6,7 @@
 import { basename } from "node:path";
 import { DataError } from "../common/errors.ts";
 import { pathIsFile } from "../common/fs.ts";
+import { printable } from "../common/text.ts";
 import { describeTrace, summariseTrace } from "../trace/inspect.ts";
 import { openCheckpoint } from "./checkpoint.ts";
 import { expertParams, moeLayers } from "./config.ts";
@@ -15,7 +16,10 @@ export async function inspectCommand(
   path: string,
   flags: Record<string, unknown> = {},
 ): Promise<void> {
-  console.log(flags.json === true ? JSON.stringify(await inspectJson(path)) : await inspect(path));
+  // Names in a trace or config.json are strangers' text: no escape sequence reaches the terminal.
+  console.log(
+    flags.json === true ? JSON.stringify(await inspectJson(path)) : printable(await inspect(path)),
+  );
 }
 
 /** What `inspect --json` prints: the trace's facts and counts, or the model's facts. */

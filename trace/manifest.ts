@@ -7,6 +7,7 @@ import { normalize } from "node:path";
 import { DataError, messageOf } from "../common/errors.ts";
 import { writeFileAtomic } from "../common/atomic_write.ts";
 import { realPathWithin } from "../common/fs.ts";
+import { hasControlCharacters } from "../common/text.ts";
 
 export const TRACE_FORMAT = "moetrace-trace/1";
 export const TOOL_VERSION = "0.1.0";
@@ -346,6 +347,18 @@ export function validateManifest(json: unknown, where: string): Manifest {
     }
   });
   return json as unknown as Manifest;
+}
+
+/**
+ * Why a domain name cannot be used, or null: "all" names the rows of every
+ * domain together in analysis outputs, and control characters would reach
+ * terminals (escape sequences) and SVG figures (invalid XML).
+ */
+export function domainNameProblem(name: string): string | null {
+  if (name === "") return "is empty";
+  if (name === "all") return 'is "all", which names the rows of every domain together';
+  if (hasControlCharacters(name)) return "holds control characters";
+  return null;
 }
 
 function isTraceId(value: unknown): value is string {

@@ -8,6 +8,7 @@ import * as arrow from "apache-arrow";
 import { DataError, messageOf } from "../common/errors.ts";
 import {
   checkShardFiles,
+  domainNameProblem,
   type Manifest,
   NO_EXPERT,
   readManifest,
@@ -227,7 +228,13 @@ function decodeFile(
       ...(columns === "doc" ? { columns: ["doc"] } : {}),
     });
   } catch (error) {
-    throw new DataError(`Shard ${path} is not a readable Parquet file: ${messageOf(error)}.`);
+    // The decoder's message can quote bytes of the file as a length ("need 174617449"):
+    // its words are kept, its numbers not.
+    throw new DataError(
+      `Shard ${path} is not a readable Parquet file: ${
+        messageOf(error).replace(/\d+/g, "N").replace(/\.$/, "")
+      }.`,
+    );
   }
 }
 
@@ -334,6 +341,12 @@ function decodeShard(
     return out;
   };
   const [domainCodes, domainNames] = dictionary(column("domain"), path, "domain", rows);
+  for (const name of domainNames) {
+    const problem = domainNameProblem(name);
+    if (problem) {
+      throw new DataError(`Shard ${path}: its domain ${JSON.stringify(name)} ${problem}.`);
+    }
+  }
   const [pieceCodes, pieceNames] = dictionary(column("piece"), path, "piece", rows);
   const hasProbs = table.getChild("probs") !== null;
   if (shape.probs && !hasProbs) throw new DataError(`Shard ${path} has no column "probs".`);

@@ -14,6 +14,7 @@ import {
   type CaptureFacts,
   checkShardFiles,
   DEFAULT_ROWS_PER_SHARD,
+  domainNameProblem,
   type Manifest,
   type ModelFacts,
   readManifest,
@@ -168,6 +169,12 @@ export class TraceWriter {
   async add(doc: TraceDoc): Promise<void> {
     if (this.#closed) throw new Error("TraceWriter.add after close");
     checkDoc(doc, this.shape);
+    const problem = domainNameProblem(doc.domain);
+    if (problem) {
+      throw new DataError(
+        `Document ${doc.doc}'s domain ${JSON.stringify(doc.domain)} ${problem}; rename the domain.`,
+      );
+    }
     if (this.#completed.has(doc.doc) || this.#queued.has(doc.doc)) {
       throw new DataError(`Document ${doc.doc} is already in the trace in ${this.dir}.`);
     }
