@@ -576,9 +576,9 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
     summary: "Benchmarks that print figures and ratios measured side by side.",
     scratch: true,
     positional: {
-      name: "engine|offload|cache|analysis|coverage|trace|import",
+      name: "engine|offload|widths|gpu|cache|analysis|coverage|trace|import",
       help:
-        "What to measure (offload: the simulator's predicted ms/token against generate --offload measured on tiny-moe, about 2 min).",
+        "What to measure (offload: the simulator's predicted ms/token against generate --offload measured on tiny-moe, about 2 min; widths: random checkpoints at the real widths of six published MoE models against transformers on the same weights, cached in $TMPDIR/moetrace-widths, long on a CPU; gpu: a reduced widths run, engine and offload --large in one table, for a machine with a real GPU, under 8 min there).",
     },
     flags: {
       json: { kind: "boolean", default: false, help: "Print results as JSON." },

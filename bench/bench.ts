@@ -23,15 +23,24 @@ export async function benchCommand(which: string, flags: Record<string, unknown>
     case "cache":
       return (await import("../cache/bench.ts")).benchCache(options);
     case "engine":
-      return (await import("../engine/bench.ts")).benchEngine(options);
+      await (await import("../engine/bench.ts")).benchEngine(options);
+      return;
     case "offload":
-      return (await import("../engine/offload_bench.ts")).benchOffload(options);
+      await (await import("../engine/offload_bench.ts")).benchOffload(options);
+      return;
+    case "widths":
+      await (await import("../engine/widths_bench.ts")).benchWidths(options);
+      return;
+    case "gpu":
+      return (await import("../engine/gpu_bench.ts")).benchGpu(options);
     default:
       throw new UsageError(
-        `bench takes engine, offload, cache, analysis, coverage, trace or import, got "${which}".${
+        `bench takes engine, offload, widths, gpu, cache, analysis, coverage, trace or import, got "${which}".${
           didYouMean(which, [
             "engine",
             "offload",
+            "widths",
+            "gpu",
             "cache",
             "analysis",
             "coverage",

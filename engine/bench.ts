@@ -230,7 +230,8 @@ export async function calibrate(
   };
 }
 
-export async function benchEngine(options: BenchOptions): Promise<void> {
+/** Prints the figures (and returns them, for `bench gpu`). */
+export async function benchEngine(options: BenchOptions): Promise<Figure[]> {
   Deno.env.set("XDG_RUNTIME_DIR", Deno.env.get("XDG_RUNTIME_DIR") ?? "/tmp");
   let dir = TINY_MOE;
   let temp: string | null = null;
@@ -337,6 +338,7 @@ export async function benchEngine(options: BenchOptions): Promise<void> {
       figures,
       options.json,
     );
+    return figures;
   } finally {
     if (temp) await Deno.remove(temp, { recursive: true });
   }

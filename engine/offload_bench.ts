@@ -109,7 +109,8 @@ async function readCsv(path: string): Promise<Csv> {
   return parse(await Deno.readTextFile(path), { columns: true }) as Csv;
 }
 
-export async function benchOffload(options: BenchOptions): Promise<void> {
+/** Prints the figures (and returns them, for `bench gpu`). */
+export async function benchOffload(options: BenchOptions): Promise<Figure[]> {
   Deno.env.set("XDG_RUNTIME_DIR", Deno.env.get("XDG_RUNTIME_DIR") ?? "/tmp");
   const needs = options.large ? "tokenizer.json" : "model.safetensors";
   if (!(await pathExists(`${TINY_MOE}${needs}`))) {
@@ -125,14 +126,14 @@ export async function benchOffload(options: BenchOptions): Promise<void> {
     for (const file of ["tokenizer.json", "tokenizer_config.json"]) {
       await Deno.copyFile(`${TINY_MOE}${file}`, `${dir}/${file}`);
     }
-    await runPart({ ...LARGE, dir }, root, options);
+    return await runPart({ ...LARGE, dir }, root, options);
   } finally {
     await Deno.remove(root, { recursive: true });
   }
 }
 
 /** Steps 2–4 of the header on one checkpoint, temporary files under `root`. */
-async function runPart(part: Part, root: string, options: BenchOptions): Promise<void> {
+async function runPart(part: Part, root: string, options: BenchOptions): Promise<Figure[]> {
   // ---- 2. calibration
   const probe = await createGpuContext();
   const adapter = probe.adapterName;
@@ -317,4 +318,5 @@ async function runPart(part: Part, root: string, options: BenchOptions): Promise
     figures,
     options.json,
   );
+  return figures;
 }

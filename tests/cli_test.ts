@@ -79,8 +79,8 @@ Deno.test("usage mistakes are one sentence and exit 2", async () => {
       /^moetrace: Option --out of capture needs a value\.$/,
     ],
     [
-      ["bench", "gpu"],
-      /^moetrace: bench takes engine, offload, cache, analysis, coverage, trace or import, got "gpu"\.$/,
+      ["bench", "nonsense"],
+      /^moetrace: bench takes engine, offload, widths, gpu, cache, analysis, coverage, trace or import, got "nonsense"\.$/,
     ],
     [
       ["bench", "engine", "--large"],
