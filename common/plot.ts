@@ -17,6 +17,9 @@ const CONFIG = {
   title: { fontSize: 14, anchor: "start" },
 };
 
+// deno-lint-ignore no-control-regex -- the characters XML 1.0 forbids
+const XML_INVALID = /[\u0000-\u0008\u000b\u000c\u000e-\u001f]/g;
+
 /** Compiles a Vega-Lite spec and renders it to a standalone SVG document. */
 export async function renderSvg(spec: VegaLiteSpec): Promise<string> {
   const full = {
@@ -27,7 +30,9 @@ export async function renderSvg(spec: VegaLiteSpec): Promise<string> {
   const compiled = vegaLite.compile(full as unknown as vegaLite.TopLevelSpec).spec;
   const view = new vega.View(vega.parse(compiled), { renderer: "none" });
   try {
-    return await view.toSVG();
+    // Labels come from strangers (domain names, pieces): a control character other than
+    // tab and newline is not allowed in XML and would make the whole figure invalid.
+    return (await view.toSVG()).replace(XML_INVALID, "\uFFFD");
   } finally {
     view.finalize();
   }

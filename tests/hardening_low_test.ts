@@ -153,3 +153,14 @@ Deno.test("the launcher runs from a checkout reached by a path with a space thro
   assert.match(text, /family {13}mixtral/);
   await Deno.remove(dir, { recursive: true });
 });
+
+Deno.test("an SVG figure whose labels hold control characters is still valid XML", async () => {
+  const { renderSvg } = await import("../common/plot.ts");
+  const svg = await renderSvg({
+    data: { values: [{ domain: "bad\u0001\u001b[31mname", n: 1 }, { domain: "ok", n: 2 }] },
+    mark: "bar",
+    encoding: { x: { field: "domain", type: "nominal" }, y: { field: "n", type: "quantitative" } },
+  });
+  assert.ok(!svg.includes("\u001b") && !svg.includes("\u0001"));
+  assert.match(svg, /bad\uFFFD\uFFFD\[31mname/);
+});
