@@ -24,6 +24,8 @@ interface FlagSpec {
   required?: boolean;
   /** Smallest accepted value for int/number flags. */
   min?: number;
+  /** Largest accepted value for int/number flags (seeds: 2^32 − 1, the PRNG's state). */
+  max?: number;
   /** Accepted values for string flags. */
   choices?: readonly string[];
   /** Placeholder shown in help. */
@@ -41,6 +43,9 @@ interface FlagSpec {
    */
   native?: string;
 }
+
+/** Seeds seed a 32-bit PRNG: a larger one would silently be taken modulo 2^32. */
+const SEED_MAX = 2 ** 32 - 1;
 
 export type PathAccess = "read" | "write" | "write-staged" | "write-file";
 
@@ -157,7 +162,14 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
         value: "D",
         help: "Store the speculative picks of layers l+1..l+D.",
       },
-      seed: { kind: "int", min: 0, default: 0, value: "S", help: "Seed for document sampling." },
+      seed: {
+        kind: "int",
+        min: 0,
+        max: SEED_MAX,
+        default: 0,
+        value: "S",
+        help: "Seed for document sampling.",
+      },
       "shard-rows": {
         kind: "int",
         min: 1,
@@ -227,7 +239,7 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
         value: "T",
         help: "Sampling temperature; 0 is greedy.",
       },
-      seed: { kind: "int", min: 0, default: 0, value: "S", help: "Sampling seed." },
+      seed: { kind: "int", min: 0, max: SEED_MAX, default: 0, value: "S", help: "Sampling seed." },
       offload: {
         kind: "string",
         value: "POLICY:CAPACITY",
@@ -363,6 +375,7 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
       seed: {
         kind: "int",
         min: 0,
+        max: SEED_MAX,
         default: 0,
         value: "S",
         help: "Permutation seed.",
@@ -423,7 +436,14 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
         value: "N",
         help: "As analyze's, for a trace given as A or B.",
       },
-      seed: { kind: "int", min: 0, default: 0, value: "S", help: "As analyze's." },
+      seed: { kind: "int", min: 0, max: SEED_MAX, default: 0, value: "S", help: "As analyze's." },
+      pairing: {
+        kind: "string",
+        default: "auto",
+        choices: ["auto", "none"],
+        help:
+          "auto: when A and B are traces of the same documents, paired jackknife intervals for the document statistics' differences; none: MOVER intervals for independent samples throughout.",
+      },
       json: JSON_FLAG,
     },
     run: async (_p, f, inputs) => (await import("./analysis/compare.ts")).compareCommand(inputs, f),
@@ -499,6 +519,7 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
       seed: {
         kind: "int",
         min: 0,
+        max: SEED_MAX,
         default: 0,
         value: "S",
         help: "Seed for the random policy and the bootstrap.",
@@ -720,6 +741,9 @@ function convertFlag(command: string, flag: string, f: FlagSpec, raw: string | b
     }
     if (f.min !== undefined && value < f.min) {
       throw new UsageError(`--${flag} of ${command} must be at least ${f.min}, got ${value}.`);
+    }
+    if (f.max !== undefined && value > f.max) {
+      throw new UsageError(`--${flag} of ${command} must be at most ${f.max}, got ${part}.`);
     }
     return value;
   };

@@ -164,3 +164,14 @@ Deno.test("an SVG figure whose labels hold control characters is still valid XML
   assert.ok(!svg.includes("\u001b") && !svg.includes("\u0001"));
   assert.match(svg, /bad\uFFFD\uFFFD\[31mname/);
 });
+
+Deno.test("a seed beyond 2^32 − 1 is refused instead of being taken modulo 2^32", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "moetrace-seed-" });
+  const result = await runCli(["analyze", dir, "--out", `${dir}/a`, "--seed", "4294967296"]);
+  assert.equal(result.code, 2);
+  assert.equal(
+    result.stderr.trim().replace(/^moetrace: /, ""),
+    "--seed of analyze must be at most 4294967295, got 4294967296.",
+  );
+  await Deno.remove(dir, { recursive: true });
+});
