@@ -115,7 +115,7 @@ export async function uploadMoe(
   if (c.expertFormat === "mxfp4") {
     if (hostExperts) {
       throw new DataError(
-        `${r.ck.dir} has MXFP4 experts, which the offloader cannot hold in its slots yet; run it without offloading.`,
+        `${r.ck.dir} has MXFP4 experts, which cannot be kept in host memory yet (for --offload or --gpu-memory); run it with its experts on the GPU.`,
       );
     }
     moe.mxfp4 = await uploadMxfp4Experts(r, l, ROUTED_EXPERTS);

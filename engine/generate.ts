@@ -289,7 +289,13 @@ export async function generate(options: GenerateOptions): Promise<GenerateSummar
   const off = options.offload;
   const model = await loadModel(options.model, {
     hostExperts: off !== undefined,
-    ...(options.gpuMemory !== undefined ? { gpuMemory: options.gpuMemory } : {}),
+    // under a cap the run state holds only the longest prompt and its new tokens, not 4096 rows
+    ...(options.gpuMemory !== undefined
+      ? {
+        gpuMemory: options.gpuMemory,
+        maxBatchTokens: Math.max(1, ...encoded.map((e) => e.length)) + options.maxNewTokens,
+      }
+      : {}),
   });
   const measured: (TokenMeasure & { doc: number })[] = [];
   const offloader = off ? createOffloader(model, off) : null;

@@ -64,6 +64,50 @@ Deno.test("capture --gpu-memory at a third of tiny-moe's weight bytes writes the
   }
 });
 
+Deno.test("generate --gpu-memory at a third of tiny-moe's weight bytes generates the unconstrained tokens and log", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "moetrace-gpu-memory-" });
+  try {
+    const cap = Math.floor((await Deno.stat(`${MODEL}/model.safetensors`)).size / 3);
+    await Deno.writeTextFile(
+      `${dir}/prompts.txt`,
+      "The history of the city\nfunction add(a, b) {\n",
+    );
+    const common = [
+      "generate",
+      "--model",
+      MODEL,
+      "--prompts",
+      `${dir}/prompts.txt`,
+      "--max-new-tokens",
+      "12",
+      "--json",
+    ];
+    const whole = await runCli([...common, "--out", `${dir}/whole`]);
+    assert.equal(whole.code, 0, whole.stderr);
+    const capped = await runCli([...common, "--out", `${dir}/capped`, "--gpu-memory", String(cap)]);
+    assert.equal(capped.code, 0, capped.stderr);
+    const a = await docs(`${dir}/whole`), b = await docs(`${dir}/capped`);
+    assert.equal(a.length, 2);
+    assert.deepEqual(b, a);
+    const summary = JSON.parse(capped.stdout.trim().split("\n").at(-1)!);
+    assert.ok(summary.gpu_bytes_peak <= cap, `peak ${summary.gpu_bytes_peak} within ${cap}`);
+    assert.ok(summary.bytes_streamed > 0);
+    const offload = await runCli([
+      ...common,
+      "--out",
+      `${dir}/o`,
+      "--gpu-memory",
+      "1GiB",
+      "--offload",
+      "lru:4",
+    ]);
+    assert.equal(offload.code, 2);
+    assert.match(offload.stderr, /--gpu-memory and --offload cannot be combined/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("capture --gpu-memory refuses a bad size (usage) and a cap below one expert's working set (data)", async () => {
   const dir = await Deno.makeTempDir({ prefix: "moetrace-gpu-memory-" });
   try {
