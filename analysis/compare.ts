@@ -13,7 +13,9 @@ import { writeFileAtomic } from "../common/atomic_write.ts";
 import { type CsvRow, writeCsv } from "../common/csv.ts";
 import { DataError, messageOf, UsageError } from "../common/errors.ts";
 import { TraceReader } from "../trace/mod.ts";
+import type { Accumulator } from "./accumulate.ts";
 import { analyseTo } from "./analyze.ts";
+import { documentFingerprints, PairedIntervals, pairingProblem } from "./compare_paired.ts";
 import {
   cellNumber,
   COMPARE_TABLES,
@@ -50,6 +52,9 @@ interface AnalysisInfo {
   settings?: { intervals?: string };
 }
 
+const PAIRED_DESCRIPTION =
+  "A and B hold the same documents: the difference of each document statistic with a value ± t·se interval (shares, repetition, overlap, H_norm, ExRep, L_norm, BIES, load balance and router statistics, their means over layers) has a paired cluster-jackknife interval (difference_interval = paired jackknife): document j is deleted from both sides at once, stratified by domain, and the interval is the difference ± t_ν · se with Satterthwaite ν. The rest (difference_interval = mover):";
+
 const INTERVAL_DESCRIPTION =
   "MOVER (Newcombe 1998; Zou & Donner 2008) from each side's own 95% interval, for independent samples: low = d − √((v_b − l_b)² + (u_a − v_a)²), high = d + √((u_b − v_b)² + (v_a − l_a)²), d = v_b − v_a. Conservative when A and B are paired (two models on the same documents).";
 
@@ -84,6 +89,7 @@ export async function compareCommand(
   );
   await Deno.mkdir(out, { recursive: true });
   const sides: Side[] = [];
+  const accumulators: (Accumulator | null)[] = [null, null];
   for (const [i, input] of inputs.entries()) {
     const sub = i === 0 ? "a" : "b";
     let folder = input;
@@ -95,7 +101,8 @@ export async function compareCommand(
         );
       }
       folder = `${out}/${sub}`;
-      await analyseTo(reader, folder, { bootstrap, seed, routerTemperature: 1 });
+      const result = await analyseTo(reader, folder, { bootstrap, seed, routerTemperature: 1 });
+      accumulators[i] = result.accumulator;
     }
     sides.push(
       await describeSide(folder, {
@@ -112,8 +119,16 @@ export async function compareCommand(
     tables[0] ?? await readTables(`${out}/a`),
     tables[1] ?? await readTables(`${out}/b`),
   ];
+  const pairing = await pairSides(inputs, sides, accumulators, {
+    wanted: flags.pairing !== "none",
+    intervals: bootstrap > 0,
+  });
   for (const spec of COMPARE_TABLES) {
-    const rows = compareRows(spec, tablesA.get(spec.table)!, tablesB.get(spec.table)!);
+    const paired = pairing.intervals
+      ? (row: CsvRow, quantity: string, difference: number) =>
+        pairing.intervals!.interval(spec.table, row, quantity, difference)
+      : undefined;
+    const rows = compareRows(spec, tablesA.get(spec.table)!, tablesB.get(spec.table)!, paired);
     await writeCsv(`${out}/${spec.table}.csv`, rows, [...spec.keys, ...COMPARE_VALUE_COLUMNS]);
     files.push({
       file: `${spec.table}.csv`,
@@ -124,18 +139,29 @@ export async function compareCommand(
     });
     if (spec.table === "summary") summary = rows;
   }
-  const notes = compareNotes(sides[0]!, sides[1]!);
+  const notes = compareNotes(sides[0]!, sides[1]!, pairing);
   const info = {
     format: COMPARE_FORMAT,
     a: sides[0],
     b: sides[1],
     difference: "value_b - value_a",
-    interval: { method: "mover", level: 0.95, description: INTERVAL_DESCRIPTION },
+    interval: {
+      method: pairing.intervals ? "paired jackknife and mover" : "mover",
+      level: 0.95,
+      description: pairing.intervals
+        ? `${PAIRED_DESCRIPTION} ${INTERVAL_DESCRIPTION}`
+        : INTERVAL_DESCRIPTION,
+      paired: pairing.intervals !== null,
+      pairing: pairing.reason,
+    },
     files,
     summary: summary.map(jsonRow),
     notes,
   };
-  await writeFileAtomic(`${out}/README.md`, compareReadme(sides[0]!, sides[1]!, notes));
+  await writeFileAtomic(
+    `${out}/README.md`,
+    compareReadme(sides[0]!, sides[1]!, { notes, paired: pairing.intervals !== null }),
+  );
   // Written last: its presence marks a finished comparison.
   await writeFileAtomic(`${out}/compare.json`, JSON.stringify(info, null, 2) + "\n");
   const excluding = summary.filter((r) => r.interval_excludes_zero === true).length;
@@ -288,8 +314,48 @@ function jsonRow(row: CsvRow): Record<string, string | number | boolean | null> 
   return out;
 }
 
+/** Whether A and B hold the same documents, and if so their paired jackknives. */
+interface Pairing {
+  intervals: PairedIntervals | null;
+  /** Why the intervals are or are not paired, in a few words. */
+  reason: string;
+}
+
+async function pairSides(
+  inputs: string[],
+  sides: Side[],
+  accumulators: (Accumulator | null)[],
+  options: { wanted: boolean; intervals: boolean },
+): Promise<Pairing> {
+  if (!options.wanted) return { intervals: null, reason: "--pairing none" };
+  const [accA, accB] = accumulators;
+  if (!accA || !accB) {
+    return { intervals: null, reason: "pairing needs both A and B given as traces" };
+  }
+  if (!options.intervals) return { intervals: null, reason: "--bootstrap 0: no intervals" };
+  const problem = pairingProblem(
+    { acc: accA, corpus: sides[0]!.corpus },
+    { acc: accB, corpus: sides[1]!.corpus },
+  );
+  if (problem) return { intervals: null, reason: `not paired: ${problem}` };
+  const readers = await Promise.all(inputs.map((input) => TraceReader.open(input)));
+  if (readers.some((r) => r.manifest.capture.tokens_recorded === false)) {
+    return { intervals: null, reason: "not paired: token ids are not recorded" };
+  }
+  const printsA = await documentFingerprints(readers[0]!);
+  const printsB = await documentFingerprints(readers[1]!);
+  const differing = printsA.findIndex((p, i) => p !== printsB[i]);
+  if (differing >= 0 || printsA.length !== printsB.length) {
+    return { intervals: null, reason: "not paired: their documents' token ids differ" };
+  }
+  return {
+    intervals: new PairedIntervals(accA, accB),
+    reason: "paired: the same documents (ids and lengths) in every domain",
+  };
+}
+
 /** What the reader should know before reading the differences. */
-function compareNotes(a: Side, b: Side): string[] {
+function compareNotes(a: Side, b: Side, pairing: Pairing): string[] {
   const notes: string[] = [];
   if (a.model !== b.model) {
     notes.push(
@@ -312,7 +378,11 @@ function compareNotes(a: Side, b: Side): string[] {
       );
     }
   }
-  if (JSON.stringify(a.corpus) === JSON.stringify(b.corpus) && a.n_docs === b.n_docs) {
+  if (pairing.intervals) {
+    notes.push(
+      "A and B hold the same documents: the document statistics' difference intervals are paired (difference_interval = paired jackknife); the others are MOVER intervals for independent samples, conservative here.",
+    );
+  } else if (JSON.stringify(a.corpus) === JSON.stringify(b.corpus) && a.n_docs === b.n_docs) {
     notes.push(
       "A and B come from the same corpus with as many documents: if they hold the same documents the samples are paired, and the intervals (made for independent samples) are conservative.",
     );
@@ -320,7 +390,12 @@ function compareNotes(a: Side, b: Side): string[] {
   return notes;
 }
 
-function compareReadme(a: Side, b: Side, notes: string[]): string {
+function compareReadme(
+  a: Side,
+  b: Side,
+  facts: { notes: string[]; paired: boolean },
+): string {
+  const { notes } = facts;
   const tables = COMPARE_TABLES.map((t) =>
     `- \`${t.table}.csv\`: keys ${t.keys.map((k) => `\`${k}\``).join(", ")}; quantities ${
       t.quantities.map((q) => `\`${q.column}\``).join(", ")
@@ -356,6 +431,13 @@ ${tables}
   low = d − √((v_b − l_b)² + (u_a − v_a)²), high = d + √((u_b − v_b)² + (v_a − l_a)²). It treats A
   and B as independent samples of documents; for two models on the same documents (paired) it is
   conservative. Empty where either side has no interval.
+- \`difference_interval\`: how that interval was made: \`mover\` (above), or \`paired jackknife\`
+  when A and B hold the same documents (${
+    facts.paired ? "they do here" : "they do not here"
+  }): for the document statistics with value ± t·se intervals (shares, repetition, overlap, H_norm,
+  ExRep, L_norm, BIES, load balance and router statistics, and their means over layers) the
+  difference θ_B − θ_A is jackknifed deleting each document from both sides at once, stratified by
+  domain: difference ± t_ν · se with Satterthwaite ν. Empty where there is no interval.
 - \`interval_excludes_zero\`: true when the interval lies wholly above or below 0 (one comparison at
   the 5% level; no correction for the many rows).
 - \`ci_low_a\`, \`ci_high_a\`, \`ci_low_b\`, \`ci_high_b\`: each side's interval as analysed.

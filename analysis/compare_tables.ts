@@ -97,6 +97,7 @@ export const COMPARE_VALUE_COLUMNS = [
   "difference",
   "difference_ci_low",
   "difference_ci_high",
+  "difference_interval",
   "interval_excludes_zero",
   "ci_low_a",
   "ci_high_a",
@@ -142,10 +143,21 @@ export function moverInterval(
  * The compare rows of one table: the union of both sides' rows by key (A's
  * order, then rows only B has), one row per key and quantity.
  */
+/**
+ * A paired interval of a row's difference (its key cells and quantity), or
+ * null where there is none: then MOVER is used.
+ */
+export type PairedInterval = (
+  row: CsvRow,
+  quantity: string,
+  difference: number,
+) => { low: number; high: number } | null;
+
 export function compareRows(
   spec: CompareTable,
   rowsA: readonly TextRow[],
   rowsB: readonly TextRow[],
+  paired?: PairedInterval,
 ): CsvRow[] {
   const keyOf = (row: TextRow) => spec.keys.map((k) => row[k] ?? "").join("\u0000");
   const byKeyB = new Map<string, TextRow>();
@@ -181,13 +193,22 @@ export function compareRows(
       });
       const sa = side(a);
       const sb = side(b);
-      const interval = moverInterval(sa, sb);
+      const difference = sb.value - sa.value;
+      const pairedInterval = paired && Number.isFinite(difference)
+        ? paired(row, q.column, difference)
+        : null;
+      const interval = pairedInterval ?? moverInterval(sa, sb);
       row.quantity = q.column;
       row.value_a = sa.text;
       row.value_b = sb.text;
-      row.difference = sb.value - sa.value;
+      row.difference = difference;
       row.difference_ci_low = interval.low;
       row.difference_ci_high = interval.high;
+      row.difference_interval = pairedInterval
+        ? "paired jackknife"
+        : Number.isFinite(interval.low)
+        ? "mover"
+        : "";
       row.interval_excludes_zero = Number.isFinite(interval.low)
         ? interval.low > 0 || interval.high < 0
         : "";

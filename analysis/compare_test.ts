@@ -9,7 +9,15 @@
 import assert from "node:assert/strict";
 import { parse } from "csv-parse/sync";
 import { runCli } from "../tests/cli_helpers.ts";
-import { type SyntheticOptions, writeSyntheticTrace } from "../trace/synthetic.ts";
+import { Rng } from "../common/random.ts";
+import { TraceWriter } from "../trace/mod.ts";
+import {
+  syntheticCapture,
+  syntheticDocs,
+  syntheticModel,
+  type SyntheticOptions,
+  writeSyntheticTrace,
+} from "../trace/synthetic.ts";
 
 type Row = Record<string, string>;
 
@@ -181,6 +189,134 @@ Deno.test("compare of two traces: each side is its analyze output, difference B 
 
 const ROOT = new URL("..", import.meta.url).pathname;
 
+/**
+ * Two traces of the same documents: A is sticky synthetic routing; B is A
+ * with, at every MoE layer, each token's experts replaced by the previous
+ * token's with probability 0.3 (more repetition, strongly tied to A's
+ * documents). Returns A's and B's first choices at MoE layer 0 per ArXiv document.
+ */
+async function writePairedTraces(dir: string): Promise<{ a: number[][]; b: number[][] }> {
+  const options: SyntheticOptions = {
+    ...SMALL,
+    stickiness: 0.3,
+    seed: 5,
+    domains: [{ name: "ArXiv", docs: 10 }, { name: "Github", docs: 8 }],
+  };
+  const { M, k } = { M: SMALL.numLayers!, k: SMALL.topK! };
+  const firsts = { a: [] as number[][], b: [] as number[][] };
+  const writers = {
+    a: await TraceWriter.open(`${dir}/base`, {
+      model: syntheticModel(options),
+      capture: syntheticCapture(options),
+    }),
+    b: await TraceWriter.open(`${dir}/tuned`, {
+      model: syntheticModel(options),
+      capture: syntheticCapture(options),
+    }),
+    // B's routing over documents that differ in one token id only: ids and lengths match.
+    other: await TraceWriter.open(`${dir}/other`, {
+      model: syntheticModel(options),
+      capture: syntheticCapture(options),
+    }),
+  };
+  const rng = new Rng(11);
+  for (const doc of syntheticDocs(options)) {
+    const experts = doc.experts.slice();
+    const T = doc.tokens.length;
+    for (let t = 1; t < T; t++) {
+      for (let l = 0; l < M; l++) {
+        if (rng.next() >= 0.3) continue;
+        const at = (t * M + l) * k;
+        experts.copyWithin(at, at - M * k, at - M * k + k);
+      }
+    }
+    await writers.a.add(doc);
+    await writers.b.add({ ...doc, experts });
+    const tokens = doc.tokens.slice();
+    if (doc.doc === 3) tokens[5] = tokens[5]! + 1;
+    await writers.other.add({ ...doc, tokens, experts });
+    if (doc.domain === "ArXiv") {
+      firsts.a.push(Array.from({ length: T }, (_, t) => doc.experts[t * M * k]!));
+      firsts.b.push(Array.from({ length: T }, (_, t) => experts[t * M * k]!));
+    }
+  }
+  for (const writer of Object.values(writers)) await writer.close();
+  return firsts;
+}
+
+Deno.test("compare of two traces of the same documents: paired jackknife intervals, checked by hand", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "moetrace-compare-test-" });
+  try {
+    const firsts = await writePairedTraces(dir);
+    await cli(["compare", `${dir}/base`, `${dir}/tuned`, "--out", `${dir}/paired`]);
+    await cli([
+      "compare",
+      `${dir}/base`,
+      `${dir}/tuned`,
+      "--out",
+      `${dir}/independent`,
+      "--pairing",
+      "none",
+    ]);
+    const info = JSON.parse(await Deno.readTextFile(`${dir}/paired/compare.json`));
+    assert.equal(info.interval.paired, true, info.interval.pairing);
+    const row = (rows: Row[]) =>
+      rows.find((r) =>
+        r.statistic === "first_choice_repeat" && r.moe_layer === "0" && r.domain === "ArXiv"
+      )!;
+    const paired = row(await readCsv(`${dir}/paired/repetition.csv`));
+    const independent = row(await readCsv(`${dir}/independent/repetition.csv`));
+    assert.equal(paired.difference_interval, "paired jackknife");
+    assert.equal(independent.difference_interval, "mover");
+    assert.equal(paired.difference, independent.difference);
+
+    // The delete-one-document jackknife of θ_B − θ_A, by hand, over ArXiv's 10 documents.
+    const same = (first: number[]) => first.slice(1).filter((e, t) => e === first[t]).length;
+    const pairs = firsts.a.map((f) => f.length - 1);
+    const [sameA, sameB] = [firsts.a.map(same), firsts.b.map(same)];
+    const total = (xs: number[]) => xs.reduce((x, y) => x + y, 0);
+    const d = total(sameB) / total(pairs) - total(sameA) / total(pairs);
+    assert.ok(near(num(paired.difference), d));
+    const G = pairs.length;
+    const deleted = pairs.map((_, j) => {
+      const n = total(pairs) - pairs[j]!;
+      return (total(sameB) - sameB[j]!) / n - (total(sameA) - sameA[j]!) / n;
+    });
+    const mean = total(deleted) / G;
+    const se = Math.sqrt(((G - 1) / G) * total(deleted.map((x) => (x - mean) ** 2)));
+    const t9 = 2.2621571627982053; // Student's t, 0.975 quantile, 9 degrees of freedom
+    assert.ok(near(num(paired.difference_ci_low), d - t9 * se), `${paired.difference_ci_low}`);
+    assert.ok(near(num(paired.difference_ci_high), d + t9 * se), `${paired.difference_ci_high}`);
+    // Shared documents make the paired interval the narrower one.
+    const width = (r: Row) => num(r.difference_ci_high) - num(r.difference_ci_low);
+    assert.ok(
+      width(paired) < 0.8 * width(independent),
+      `${width(paired)} vs ${width(independent)}`,
+    );
+
+    // Documents with the same ids and lengths but another token are not the same documents.
+    const other = JSON.parse(
+      await cli(["compare", `${dir}/base`, `${dir}/other`, "--out", `${dir}/o`, "--json"]),
+    );
+    assert.ok(other.notes.every((n: string) => !/difference intervals are paired/.test(n)));
+    const otherInfo = JSON.parse(await Deno.readTextFile(`${dir}/o/compare.json`));
+    assert.equal(otherInfo.interval.pairing, "not paired: their documents' token ids differ");
+
+    // Rows the paired method does not cover keep MOVER.
+    const cosmoes = await readCsv(`${dir}/paired/cosmoes.csv`);
+    assert.ok(
+      cosmoes.some((r) => r.statistic === "delta_uniform" && r.difference_interval === "mover"),
+    );
+    assert.ok(
+      cosmoes.some((r) => r.statistic === "ex_rep" && r.difference_interval === "paired jackknife"),
+    );
+    const coactivation = await readCsv(`${dir}/paired/coactivation.csv`);
+    assert.ok(coactivation.every((r) => r.difference_interval !== "paired jackknife"));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("compare of two tiny-moe captures with different document samples: both values and B − A", async () => {
   const dir = await Deno.makeTempDir({ prefix: "moetrace-compare-test-" });
   try {
@@ -228,6 +364,9 @@ Deno.test("compare of two tiny-moe captures with different document samples: bot
     const info = JSON.parse(await Deno.readTextFile(`${dir}/compare/compare.json`));
     assert.equal(info.a.model, info.b.model);
     assert.ok(info.notes.some((n: string) => /paired/.test(n)), info.notes.join(" | "));
+    // Same corpus and options, but other documents: not paired.
+    assert.equal(info.interval.paired, false);
+    assert.match(info.interval.pairing, /^not paired: document \d+ of /);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -61,6 +61,8 @@ export interface AnalysisOptions {
 
 export interface AnalysisResult {
   manifest: Manifest;
+  /** The streaming pass's sums (per-document vectors), for paired comparisons (compare_paired.ts). */
+  accumulator: Accumulator;
   dims: Dims;
   domains: DomainTotals[];
   totals: DomainTotals;
@@ -175,6 +177,7 @@ export async function runAnalysis(
   };
   return {
     manifest,
+    accumulator: acc,
     dims: acc.dims,
     domains: totals,
     totals: corpus,
