@@ -94,6 +94,12 @@ function forceFlag(what: string): FlagSpec {
   };
 }
 
+/** simulate --batch and --bootstrap. */
+const BATCH_HELP =
+  "Documents decoding in lockstep: each step reads the union of their experts once; a finished document's slot goes to the next (traces with arrival_step: in arrival order). Needs --prefetch none above 1.";
+const RESAMPLES_HELP =
+  "Document-level bootstrap resamples for the hit-rate and ms/token intervals (0: none).";
+const SIM_SEED_HELP = "Seed for the random policy and the bootstrap.";
 /** The policy names and what each does, for --policy and --offload help. */
 const POLICY_HELP =
   "lru (least recently used), fifo (first in, first out), lfu (least frequently used), lrfu (LRFU, Lee et al. 2001: each use adds 1 to a score that halves every 8 tokens and the lowest score is evicted, between lru and lfu), random (evicts a random resident expert), swap (CoSMoEs: swap whenever the chosen set changes)";
@@ -500,30 +506,9 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
         choices: ["per-layer", "global"],
         help: "Capacity per layer or shared by all layers.",
       },
-      batch: {
-        kind: "int",
-        min: 1,
-        default: 1,
-        value: "N",
-        help:
-          "Documents decoding in lockstep: each step reads the union of their experts once; a finished document's slot goes to the next (traces with arrival_step: in arrival order). Needs --prefetch none above 1.",
-      },
-      bootstrap: {
-        kind: "int",
-        min: 0,
-        default: 20,
-        value: "B",
-        help:
-          "Document-level bootstrap resamples for the hit-rate and ms/token intervals (0: none).",
-      },
-      seed: {
-        kind: "int",
-        min: 0,
-        max: SEED_MAX,
-        default: 0,
-        value: "S",
-        help: "Seed for the random policy and the bootstrap.",
-      },
+      batch: { kind: "int", min: 1, default: 1, value: "N", help: BATCH_HELP },
+      bootstrap: { kind: "int", min: 0, default: 20, value: "B", help: RESAMPLES_HELP },
+      seed: { kind: "int", min: 0, max: SEED_MAX, default: 0, value: "S", help: SIM_SEED_HELP },
       "on-miss": {
         kind: "string",
         default: "transfer",

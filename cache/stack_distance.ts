@@ -51,10 +51,23 @@ export function lruStackDistances(
   trace: AccessTrace,
   budget: Budget,
   oracle?: StackOracle,
-  /** Force the Fenwick tree (tests compare both ways). */
-  options: { tree?: boolean } = {},
-): StackDistances & { oracleTimings: TimingModel[][] } {
-  const { layers: M, experts: E, topK: k, chosen, tokens: T } = trace;
+  options: {
+    /** Force the Fenwick tree (tests compare both ways). */
+    tree?: boolean;
+    /** Tokens [from, to) only, from an empty stack (default the whole trace): a chunk of stack_parallel.ts. */
+    from?: number;
+    to?: number;
+    /** Record each key's first access (`firsts`) and the final recency (`last`) for merging chunks. */
+    firsts?: boolean;
+  } = {},
+): StackDistances & { oracleTimings: TimingModel[][]; chunk?: StackChunk } {
+  const { layers: M, experts: E, topK: k, chosen } = trace;
+  const from = options.from ?? 0;
+  const T = options.to ?? trace.tokens;
+  const record = options.firsts === true;
+  // [first accesses] key, and how many distinct keys of its partition came before its step.
+  const firstKey: number[] = [];
+  const firstBefore: number[] = [];
   const keys = M * E;
   const P = budget === "global" ? keys : E;
   const partitions = keys / P;
@@ -114,7 +127,7 @@ export function lruStackDistances(
     clock[p] = n;
   };
 
-  for (let t = 0; t < T; t++) {
+  for (let t = from; t < T; t++) {
     for (let l = 0; l < M; l++) {
       const offset = (t * M + l) * k;
       const base = l * E;
@@ -123,8 +136,13 @@ export function lruStackDistances(
       for (let j = 0; j < k; j++) {
         const key = base + chosen[offset + j]!;
         const previous = last[key]!;
-        if (previous < 0) depths[j] = 0;
-        else if (scan) {
+        if (previous < 0) {
+          depths[j] = 0;
+          if (record) {
+            firstKey.push(key);
+            firstBefore.push(marked[p]!);
+          }
+        } else if (scan) {
           // Keys used after `previous`, counted without a branch (the sign
           // bit of previous − last): which keys qualify is unpredictable.
           let since = 0;
@@ -135,10 +153,10 @@ export function lruStackDistances(
       for (let j = 0; j < k; j++) {
         const key = base + chosen[offset + j]!;
         const now = clock[p]!++;
+        const previous = last[key]!;
+        if (previous < 0) marked[p]!++;
         if (!scan) {
-          const previous = last[key]!;
           if (previous >= 0) add(p, previous, -1);
-          else marked[p]!++;
           add(p, now, 1);
           keyAt[p * W + now] = key;
         }
@@ -166,7 +184,29 @@ export function lruStackDistances(
     cold,
     accesses,
     oracleTimings: shadows.map((shadow) => shadow.timings),
+    ...(record
+      ? {
+        chunk: {
+          firstKey: Int32Array.from(firstKey),
+          firstBefore: Int32Array.from(firstBefore),
+          last,
+        },
+      }
+      : {}),
   };
+}
+
+/**
+ * What merging a chunk's pass needs besides its histogram (stack_parallel.ts):
+ * its accesses that were first uses within the chunk, counted there as cold.
+ */
+export interface StackChunk {
+  /** Keys in order of their first access in the chunk. */
+  firstKey: Int32Array;
+  /** For each, the distinct keys of its partition accessed in the chunk before its step. */
+  firstBefore: Int32Array;
+  /** [keys] each key's last access on the chunk's clock (order within a partition), −1 if none. */
+  last: Int32Array;
 }
 
 /** Hits of layer l's accesses in an LRU cache of capacity c (per partition). */

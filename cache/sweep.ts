@@ -28,6 +28,7 @@ import {
   replayBatch,
 } from "./batch.ts";
 import { lruHits, lruStackDistances, type StackDistances } from "./stack_distance.ts";
+import { parallelStackDistances } from "./stack_parallel.ts";
 import {
   type MissSetting,
   missSettingActive,
@@ -365,20 +366,30 @@ export async function runSweep(
       }));
 
   const stackJobs = all.filter((job) => fromStack(job) && job.oracleTargets.length > 0);
-  const stackDistances = schedule !== null ? null : lruStackDistances(trace, settings.budget, {
-    capacities: stackJobs.map((job) => job.capacity),
-    costs: stackJobs.map((job) => costsOf(job.oracleTargets)),
-  });
+  // With nothing else to replay (LRU alone), the pass itself is split over
+  // the cores (stack_parallel.ts); oracle shadows need it in one piece.
+  const cores = sweepOptions.workers ?? navigator.hardwareConcurrency;
+  const split = schedule === null && stackJobs.length === 0 && groups.length === 0 &&
+    cores > 1 && trace.chosen.length >= PARALLEL_STACK_ACCESSES;
+  const stackDistances = schedule !== null
+    ? null
+    : split
+    ? await parallelStackDistances(trace, settings.budget, cores)
+    : lruStackDistances(trace, settings.budget, {
+      capacities: stackJobs.map((job) => job.capacity),
+      costs: stackJobs.map((job) => costsOf(job.oracleTargets)),
+    });
   for (const job of all) {
     if (!fromStack(job) || stackDistances === null) continue;
     const stats = lruStatsFromStack(stackDistances, job.capacity, M);
     const s = stackJobs.indexOf(job);
+    const oracle = (stackDistances as { oracleTimings?: TimingModel[][] }).oracleTimings;
     results.set(job.id, {
       id: job.id,
       stats,
       timings: costsOf(job.targets).map((c) => noPrefetchTiming(stats, c, trace)),
       accuracy: null,
-      oracleTimings: s >= 0 ? stackDistances.oracleTimings[s]!.map(jobTiming) : [],
+      oracleTimings: s >= 0 && oracle ? oracle[s]!.map(jobTiming) : [],
     });
     done++;
     progress();
@@ -509,6 +520,12 @@ function runInWorker(request: WorkerRequest, onResult: (r: JobResult) => void): 
     worker.postMessage(request);
   });
 }
+
+/**
+ * Traces from this many accesses split the stack-distance pass over the cores
+ * when it is all there is to do (below it, starting workers costs more).
+ */
+const PARALLEL_STACK_ACCESSES = 8_000_000;
 
 const NO_PREFETCH: PrefetchSpec = { name: "none", kind: "none", depth: 0 };
 
