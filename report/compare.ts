@@ -8,7 +8,15 @@
 import { DataError, messageOf } from "../common/errors.ts";
 import { STATISTIC_DEFINITIONS } from "./definitions.ts";
 import { escapeHtml, htmlTable, interval, significant } from "./html.ts";
-import { isObject, numberIn, readInput, readTable, type Row, type Table } from "./inputs.ts";
+import {
+  isObject,
+  numberIn,
+  parseJson,
+  readInput,
+  readTable,
+  type Row,
+  type Table,
+} from "./inputs.ts";
 
 const SUMMARY_COLUMNS = [
   "statistic",
@@ -42,14 +50,9 @@ export async function readComparison(dir: string): Promise<Comparison> {
     throw new DataError(`Cannot read ${path}: ${messageOf(error)}.`);
   }
   if (text === null) {
-    throw new DataError(`${path} does not exist; is ${dir} the output of \`moetrace compare\`?`);
+    throw new DataError(`${path} does not exist; give the folder \`moetrace compare\` wrote.`);
   }
-  let facts: unknown;
-  try {
-    facts = JSON.parse(text);
-  } catch (error) {
-    throw new DataError(`${path} is not valid JSON: ${messageOf(error)}.`);
-  }
+  const facts = parseJson(path, text);
   if (!isObject(facts) || facts.format !== "moetrace-compare/1") {
     throw new DataError(
       `${path} must be a JSON object with "format": "moetrace-compare/1", as \`moetrace compare\` writes.`,
@@ -58,7 +61,7 @@ export async function readComparison(dir: string): Promise<Comparison> {
   const summary = await readTable(dir, "summary.csv", SUMMARY_COLUMNS);
   if (!summary) {
     throw new DataError(
-      `${dir}/summary.csv does not exist; is ${dir} the output of \`moetrace compare\`?`,
+      `${dir}/summary.csv does not exist; give the folder \`moetrace compare\` wrote.`,
     );
   }
   const label = (side: unknown, fallback: string) =>

@@ -84,13 +84,31 @@ async function readJson(dir: string, name: string, command: string): Promise<unk
   const path = `${dir}/${name}`;
   const text = await readInput(dir, name);
   if (text === null) {
-    throw new DataError(`${path} does not exist; is ${dir} the output of \`moetrace ${command}\`?`);
+    throw new DataError(`${path} does not exist; give the folder \`moetrace ${command}\` wrote.`);
   }
+  return parseJson(path, text);
+}
+
+/**
+ * `text` parsed as JSON, or a sentence naming `path` and where the syntax
+ * breaks (never quoting the file: the parser's own message does).
+ */
+export function parseJson(path: string, text: string): unknown {
   try {
     return JSON.parse(text);
   } catch (error) {
-    throw new DataError(`${path} is not valid JSON: ${messageOf(error)}.`);
+    const at = /line (\d+) column (\d+)/.exec(messageOf(error));
+    throw new DataError(
+      `${path} is not valid JSON${at ? ` (line ${at[1]}, column ${at[2]})` : ""}.`,
+    );
   }
+}
+
+/** csv-parse's error as a clause without the cell it quotes: its kind and the line. */
+function csvProblem(error: unknown): string {
+  const kind = messageOf(error).split(":")[0]!.trim().toLowerCase();
+  const lines = (error as { lines?: unknown }).lines;
+  return `${kind}${typeof lines === "number" ? ` at line ${lines}` : ""}`;
 }
 
 /** A figure's file: a plain SVG file name in its folder, never a path. */
@@ -167,8 +185,7 @@ export async function readTable(
   try {
     records = parse(text, { skip_empty_lines: true }) as string[][];
   } catch (error) {
-    // csv-parse's messages name the line and the problem, never the cell's bytes.
-    throw new DataError(`${path} is not a valid CSV file: ${messageOf(error).replace(/\.$/, "")}.`);
+    throw new DataError(`${path} is not a valid CSV file: ${csvProblem(error)}.`);
   }
   const [header, ...body] = records;
   if (!header) return { path, columns: [], rows: [] };
@@ -177,7 +194,7 @@ export async function readTable(
     throw new DataError(
       `${path} lacks the column${missing.length > 1 ? "s" : ""} ${
         missing.join(", ")
-      }; is it the file moetrace wrote?`,
+      }, which moetrace writes there.`,
     );
   }
   const rows = body.map((record, i) => {

@@ -29,7 +29,7 @@ async function measuredTable(simulation: Folder): Promise<Table | null> {
   try {
     await Deno.lstat(`${trace}/measured.csv`);
   } catch (error) {
-    if (!(error instanceof Deno.errors.NotFound)) {
+    if (!(error instanceof Deno.errors.NotFound || error instanceof Deno.errors.NotADirectory)) {
       console.error(
         `report: ${trace}/measured.csv cannot be read (${
           error instanceof Error ? error.name : "error"
