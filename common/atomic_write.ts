@@ -40,6 +40,7 @@ export function writeError(path: string, error: unknown): unknown {
   if (
     error instanceof Deno.errors.NotFound || error instanceof Deno.errors.PermissionDenied ||
     error instanceof Deno.errors.NotADirectory || error instanceof Deno.errors.IsADirectory ||
+    error instanceof Deno.errors.AlreadyExists ||
     /Read-only file system|os error 30\b/i.test(message)
   ) {
     return new DataError(`Cannot write ${path}: ${message}.`);

@@ -29,3 +29,13 @@ export function printable(text: string): string {
 export function spreadsheetSafe(cell: string): string {
   return /^[=+\-@\t\r]/.test(cell) && !/^[+-]?\d+(\.\d+)?$/.test(cell) ? `'${cell}` : cell;
 }
+
+/**
+ * A JSON.parse error's message without the excerpt of the text V8 quotes
+ * (`Unexpected token 'S', "SECRET 123"... is not valid JSON`): what was
+ * wrong and where, never the file's bytes.
+ */
+export function jsonErrorMessage(error: unknown): string {
+  const message = error instanceof Error ? error.message : String(error);
+  return message.replace(/, ".*"(\.\.\.)? is not valid JSON$/s, "").replace(/\.$/, "");
+}

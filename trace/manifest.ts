@@ -7,7 +7,7 @@ import { normalize } from "node:path";
 import { DataError, messageOf } from "../common/errors.ts";
 import { writeFileAtomic } from "../common/atomic_write.ts";
 import { realPathWithin } from "../common/fs.ts";
-import { hasControlCharacters } from "../common/text.ts";
+import { hasControlCharacters, jsonErrorMessage } from "../common/text.ts";
 
 export const TRACE_FORMAT = "moetrace-trace/1";
 export const TOOL_VERSION = "0.1.0";
@@ -178,9 +178,12 @@ export async function readManifest(dir: string): Promise<Manifest> {
   const path = `${dir}/manifest.json`;
   let text: string;
   try {
+    // A manifest.json that is a symlink out of the trace is refused unread.
+    if ((await Deno.lstat(path)).isSymlink) await realPathWithin(path, [dir], path);
     text = await Deno.readTextFile(path);
   } catch (error) {
-    if (error instanceof Deno.errors.NotFound) {
+    if (error instanceof DataError) throw error;
+    if (error instanceof Deno.errors.NotFound || error instanceof Deno.errors.NotADirectory) {
       throw new DataError(`${dir} is not a trace: ${path} does not exist.`);
     }
     throw new DataError(`Cannot read ${path}: ${messageOf(error)}.`);
@@ -189,7 +192,7 @@ export async function readManifest(dir: string): Promise<Manifest> {
   try {
     json = JSON.parse(text);
   } catch (error) {
-    throw new DataError(`${path} is not valid JSON: ${messageOf(error)}.`);
+    throw new DataError(`${path} is not valid JSON: ${jsonErrorMessage(error)}.`);
   }
   return validateManifest(json, path);
 }

@@ -8,7 +8,7 @@
  */
 import * as arrow from "apache-arrow";
 import { DataError } from "../common/errors.ts";
-import { removeStaleTemporaries, writeFileAtomic } from "../common/atomic_write.ts";
+import { removeStaleTemporaries, writeError, writeFileAtomic } from "../common/atomic_write.ts";
 import { pathExists } from "../common/fs.ts";
 import {
   type CaptureFacts,
@@ -129,7 +129,12 @@ export class TraceWriter {
       );
     }
     if (!exists) {
-      await Deno.mkdir(`${dir}/shards`, { recursive: true });
+      try {
+        await Deno.mkdir(`${dir}/shards`, { recursive: true });
+      } catch (error) {
+        // A file where the trace or its shards folder should be, a parent that is a file, ...
+        throw writeError(`${dir}/shards`, error);
+      }
       await checkShardsFolder(dir);
       await writeManifest(dir, fresh);
       return new TraceWriter(dir, fresh, rowsPerShard, new Set(), format, encoders);

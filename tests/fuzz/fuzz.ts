@@ -25,6 +25,8 @@ export interface FuzzTarget {
   make: (rng: Rng, i: number) => Promise<FuzzCase>;
   /** Called once after all cases. */
   teardown?: () => Promise<void>;
+  /** Every case is a valid input (concurrent runs): only the outcome is checked, none need fail. */
+  validInputs?: true;
 }
 
 export interface FuzzResult {

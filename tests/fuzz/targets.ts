@@ -11,6 +11,7 @@ import { TraceReader } from "../../trace/mod.ts";
 import { parseCommand } from "../../main.ts";
 import { type FuzzTarget, mutateBytes, mutateJson, pick } from "./fuzz.ts";
 import { pathExists } from "../../common/fs.ts";
+import { moreTargets } from "./targets_more.ts";
 
 const encoder = new TextEncoder();
 
@@ -221,9 +222,13 @@ export function cliTarget(): FuzzTarget {
   };
 }
 
-/** Every target, for the fuzz test and `deno task fuzz`. */
-export async function allTargets(): Promise<FuzzTarget[]> {
-  return [
+/**
+ * Every target, for the fuzz test and `deno task fuzz`, with the share of a
+ * run's cases per target each gets: 1 for the in-process single-file targets,
+ * less for those that start processes or write whole outputs.
+ */
+export async function allTargets(): Promise<{ target: FuzzTarget; share: number }[]> {
+  const single = [
     await interchangeTarget(),
     await traceTarget(),
     await pileTarget(),
@@ -233,6 +238,12 @@ export async function allTargets(): Promise<FuzzTarget[]> {
     await tokenizerTarget(),
     await hardwareTarget(),
   ];
+  return [...single.map((target) => ({ target, share: 1 })), ...(await moreTargets())];
+}
+
+/** The cases a target gets in a run of `cases` per target: its share, at least 2. */
+export function casesFor(cases: number, share: number): number {
+  return Math.max(2, Math.round(cases * share));
 }
 
 const SOURCE_MODEL = new URL("../../fixtures/models/tiny-mixtral-swa/", import.meta.url).pathname;
