@@ -23,7 +23,7 @@ import { Progress } from "../common/progress.ts";
 import { toTraceDoc } from "./capture.ts";
 import { parseGpuMemory } from "./expert_stream.ts";
 import { loadModel } from "./model.ts";
-import { TextTokenizer } from "./tokenizer.ts";
+import { BoundedEncoder, TextTokenizer } from "./tokenizer.ts";
 import { TraceWriter } from "../trace/mod.ts";
 import {
   createOffloader,
@@ -279,12 +279,21 @@ export async function generate(options: GenerateOptions): Promise<GenerateSummar
   const tokenizer = await TextTokenizer.load(options.model);
   const prompts = await readPrompts(options.prompts);
   const encoded: Uint32Array[] = [];
-  for (const p of prompts) {
-    encoded.push(
-      options.chat
-        ? await tokenizer.encodeChat([{ role: "user", content: p.text }])
-        : tokenizer.encode(p.text),
-    );
+  // Encoded in a worker with a time limit: a stranger's tokenizer.json must not hang generate.
+  const encoder = await BoundedEncoder.start(options.model);
+  try {
+    for (const p of prompts) {
+      encoded.push(
+        options.chat
+          ? await encoder.encode(
+            await tokenizer.renderChat([{ role: "user", content: p.text }]),
+            false,
+          )
+          : await encoder.encode(p.text),
+      );
+    }
+  } finally {
+    encoder.close();
   }
   const off = options.offload;
   const model = await loadModel(options.model, {

@@ -87,6 +87,11 @@ export class TextTokenizer {
    * library) can alone take seconds on a loaded machine.
    */
   async encodeChat(messages: ChatMessage[], timeoutMs = 2000): Promise<Uint32Array> {
+    return this.encode(await this.renderChat(messages, timeoutMs), false);
+  }
+
+  /** The text the chat template renders for `messages` (what encodeChat encodes, with no BOS). */
+  async renderChat(messages: ChatMessage[], timeoutMs = 2000): Promise<string> {
     const source = chatTemplate(this.#config.chat_template);
     const where = `${this.#dir}/tokenizer_config.json`;
     if (typeof source !== "string") {
@@ -137,7 +142,7 @@ export class TextTokenizer {
           } for one document.`,
         );
       }
-      return this.encode(reply.text, false);
+      return reply.text;
     } finally {
       clearTimeout(timer);
       worker.terminate();
