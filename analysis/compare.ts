@@ -350,7 +350,7 @@ async function pairSides(
   }
   return {
     intervals: new PairedIntervals(accA, accB),
-    reason: "paired: the same documents (ids and lengths) in every domain",
+    reason: "paired: the same documents (ids, lengths and token ids) in every domain",
   };
 }
 
