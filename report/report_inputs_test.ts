@@ -230,6 +230,13 @@ Deno.test("under the launcher the report sets the prediction against the trace's
     }, root);
     assert.ok(granted.read.includes(resolve(root, "trace/measured.csv")));
     assert.ok(!granted.read.includes(resolve(root, "trace")), "the measurements, not the trace");
+    const comparing = permissionsFor("report", undefined, {
+      analysis: "an",
+      simulation: "sim",
+      out: "r.html",
+      compare: "cmp",
+    }, root);
+    assert.ok(comparing.read.includes(resolve(root, "cmp")), "--compare is read");
     const { code, stderr } = await new Deno.Command(Deno.execPath(), {
       args: [
         "run",
