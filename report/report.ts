@@ -179,37 +179,29 @@ export async function writeReport(
 
 /** The CSVs the report reads, each checked for the columns it uses. */
 async function readTables(analysis: Folder, simulation: Folder) {
-  const stat = ["layer", "domain", "statistic", "value", "ci_low", "ci_high", "baseline"];
+  // Required: the columns that pick rows and the value itself. Intervals and baselines an older
+  // analysis may lack are shown as "–".
+  const stat = ["layer", "domain", "statistic", "value"];
   return {
     summary: await readTable(analysis.dir, "summary.csv", [
       "statistic",
       "layer",
       "domain",
       "value",
-      "ci_low",
-      "ci_high",
-      "baseline",
-      "baseline_marginal",
     ]),
-    repetition: await readTable(analysis.dir, "repetition.csv", [...stat, "baseline_marginal"]),
+    repetition: await readTable(analysis.dir, "repetition.csv", stat),
     cosmoes: await readTable(analysis.dir, "cosmoes.csv", ["domain", "statistic"]),
     load: await readTable(analysis.dir, "load_balance.csv", stat),
     divergence: await readTable(analysis.dir, "domain_divergence.csv", [
       "layer",
       "domain",
       "comparison",
-      "domain_a",
       "jsd",
-      "ci_low",
-      "ci_high",
-      "q_value",
     ]),
     vocabulary: await readTable(analysis.dir, "vocabulary_specialisation.csv", [
       "layer",
       "domain",
       "mean_specialisation",
-      "baseline",
-      "baseline_marginal",
     ]),
     shares: await readTable(analysis.dir, "expert_shares.csv", [
       "layer",
@@ -217,8 +209,6 @@ async function readTables(analysis: Folder, simulation: Folder) {
       "expert",
       "choice",
       "share",
-      "ci_low",
-      "ci_high",
     ]),
     coactivation: await readTable(analysis.dir, "coactivation.csv", [
       "layer",

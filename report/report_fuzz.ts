@@ -6,7 +6,7 @@
  * with one sentence and leave neither the report nor its staging file; a
  * report that is written must hold no live script.
  */
-import { Rng } from "../common/random.ts";
+import type { Rng } from "../common/random.ts";
 import { writeSyntheticTrace } from "../trace/synthetic.ts";
 import { TraceReader } from "../trace/mod.ts";
 import { runAnalysis } from "../analysis/run.ts";
