@@ -87,6 +87,7 @@ export async function benchGpu(options: BenchOptions): Promise<void> {
   for (const s of settings) {
     const predicted = figure(offload, `${s}: predicted ms/token`);
     const measured = figure(offload, `${s}: measured mean ms/token`);
+    if (Number.isNaN(measured)) continue; // a difference of two settings, not a run
     offloadRows.push([
       s,
       predicted.toFixed(2),
