@@ -437,6 +437,22 @@ export function reportFigures(
       throw new UsageError("--capacity of report needs the simulation folder's simulation.csv.");
     }
     figures.push(capacityFigure(tables.simulation, choices.capacity, E));
+  } else if (tables.simulation) {
+    // simulate's own figure at its middle capacity, redrawn with the uniform-routing baseline.
+    const middle = middleCapacity(tables.simulation);
+    if (middle !== undefined) figures.push(capacityFigure(tables.simulation, middle, E));
   }
   return figures;
+}
+
+/** The capacity simulate draws hit rate per layer at: the middle of the swept ones (swap aside). */
+function middleCapacity(simulation: Table): string | undefined {
+  const capacities = [
+    ...new Set(
+      simulation.rows.filter((r) => r.policy !== "swap" && r.layer !== "all").map((r) =>
+        r.capacity ?? ""
+      ),
+    ),
+  ].filter((c) => c !== "" && Number.isFinite(Number(c))).sort((a, b) => Number(a) - Number(b));
+  return capacities[Math.floor((capacities.length - 1) / 2)];
 }

@@ -270,6 +270,11 @@ Deno.test("report --compare shows compare's summary side by side as compare wrot
     ];
     await run(args);
     const html = await Deno.readTextFile(`${dir}/r.html`);
+    // Without --capacity, simulate's hit-rate-per-layer figure (its middle capacity, 4 of 2, 4, 6)
+    // is redrawn with the uniform-routing baseline in it.
+    const hitRate = /<strong>Hit rate per layer at capacity 4\.<\/strong>(.*?)<\/figcaption>/s
+      .exec(html)?.[1];
+    assert.ok(hitRate && textOf(hitRate).includes("the uniform baseline, C/E = 0.500"), hitRate);
     const section = element(html, "section", 'id="compare"');
     assert.ok(textOf(section).includes("Comparison: loose against sticky"));
     const rows = (await csv(`${dir}/compare/summary.csv`)).filter((r) => r.domain === "all");
