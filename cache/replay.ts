@@ -59,7 +59,9 @@ export interface ReplayResult {
 
 export function replay(trace: AccessTrace, options: ReplayOptions): ReplayResult {
   const { layers: M, experts: E, topK: k, chosen, tokens: T } = trace;
-  const timings = options.costs.map((c) => new TimingModel(c, { layers: M, experts: E, topK: k }));
+  const timings = options.costs.map((c) =>
+    TimingModel.create(c, { layers: M, experts: E, topK: k })
+  );
   // Every timing model hears each event through the first (TimingModel.chain).
   const timing = TimingModel.chain(timings);
   const cache = new ExpertCache(options.policy, { layers: M, experts: E, budget: options.budget }, {

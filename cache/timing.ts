@@ -51,7 +51,7 @@
  * come from costs.ts, out of dtypes.ts and hardware.ts. The oracle's timing
  * derived from miss counts is in oracle_shadow.ts.
  */
-import type { StepCosts } from "./costs.ts";
+import { type StepCosts, timedByReplay } from "./costs.ts";
 import type { CacheListener } from "./expert_cache.ts";
 import { RamTier } from "./tiers.ts";
 
@@ -86,7 +86,15 @@ export function missCounts(t: TimingModel): MissCounts {
   };
 }
 
-/** Clock, transfer queue and per-layer time of one replay under one cost setting. */
+type Shape = { layers: number; experts: number; topK?: number };
+
+/**
+ * Clock, transfer queue and per-layer time of one replay under one cost
+ * setting with plain uploads. `TimingModel.create` returns the subclass that
+ * handles --on-miss, --tier and --miss-dtype when the costs ask for them, so
+ * the plain replay's events stay as short as they were (the replay loop
+ * calls them for every step).
+ */
 export class TimingModel implements CacheListener {
   readonly costs: StepCosts;
   /** Compute clock, ms. */
@@ -103,7 +111,7 @@ export class TimingModel implements CacheListener {
   readonly layerMs: Float64Array;
   /** [M] prefetched experts first used while still in flight. */
   readonly late: Float64Array;
-  /** [M] missed experts computed on the CPU (`--on-miss cpu|cheaper`). */
+  /** [M] experts computed on the CPU (`--on-miss cpu|cheaper`). */
   readonly cpuExperts: Float64Array;
   /** [M] uploads (demand and prefetch) served from host RAM, by the key's layer (with a tier). */
   readonly ramHits: Float64Array;
@@ -117,20 +125,145 @@ export class TimingModel implements CacheListener {
   degradedTokens = 0;
   tokens = 0;
   /** The current step's decision time, ms. */
-  #decision = 0;
-  /** When the current step's first uses of prefetched keys are all resident, ms. */
-  #ready = 0;
-  /** When the current step's demand loads are all resident, ms. */
-  #demandReady = 0;
+  protected decision = 0;
+  /** When the current step's demand loads and first uses are all resident, ms. */
+  protected ready = 0;
   /** The next model of a chain (see `chain`). */
-  #next: TimingModel | null = null;
-  #attentionMs: number;
-  #transferMs: number;
-  #expertMs: number;
-  #serial: boolean;
-  #experts: number;
-  /** Any of --on-miss cpu|cheaper, --miss-dtype, --tier: loads take the slower path. */
-  #extras: boolean;
+  protected next: TimingModel | null = null;
+  protected readonly attentionMs: number;
+  protected readonly transferMs: number;
+  protected readonly expertMs: number;
+  protected readonly serial: boolean;
+
+  constructor(costs: StepCosts, shape: Shape) {
+    if (new.target === TimingModel && timedByReplay(costs)) {
+      throw new RangeError("costs with --on-miss, --tier or --miss-dtype need TimingModel.create.");
+    }
+    this.costs = costs;
+    this.attentionMs = costs.attentionMs;
+    this.transferMs = costs.transferMs;
+    this.expertMs = costs.expertMs;
+    this.serial = costs.serialUploads === true;
+    const keys = shape.layers * shape.experts;
+    this.readyAt = new Float64Array(keys);
+    this.stallMs = new Float64Array(shape.layers);
+    this.layerMs = new Float64Array(shape.layers);
+    this.late = new Float64Array(shape.layers);
+    this.cpuExperts = new Float64Array(shape.layers);
+    this.ramHits = new Float64Array(shape.layers);
+    this.ssdReads = new Float64Array(shape.layers);
+    this.degradedUses = new Float64Array(shape.layers);
+    this.degradedSteps = new Float64Array(shape.layers);
+  }
+
+  /** The timing model for `costs`: plain, or the one that handles what a miss does. */
+  static create(costs: StepCosts, shape: Shape): TimingModel {
+    return timedByReplay(costs) ? new MissTimingModel(costs, shape) : new TimingModel(costs, shape);
+  }
+
+  // One layer of one token as events, in this order: `begin`; `load` for each
+  // demand load, `use` for each prefetched key used for the first time and
+  // `hit` for each other hit (only when the cache is asked to tell hits: with
+  // --miss-dtype or --on-miss), in the order of the step's experts, then
+  // `prefetch` for each prefetch issued; `end`. The replay gives the clock
+  // (`begin`, `end`, `endToken`); `load`, `use`, `hit` and `prefetch` come
+  // from the ExpertCache this model listens to, as it decides. The layer
+  // waits only for its demand loads and first uses: every other expert it
+  // needs was waited for by the layer that last used it, and has not been
+  // uploaded since (a cached key is never uploaded again). timing_test.ts
+  // checks this against waiting for every expert.
+  //
+  // Every event is passed on to the model `chain` linked after this one, so
+  // a replay timing several settings sends each event once; with one setting
+  // (the usual case) that costs a null check, not a loop over models.
+
+  /** Links `models` in order; returns the first, whose events reach them all (null for none). */
+  static chain(models: readonly TimingModel[]): TimingModel | null {
+    for (let i = 0; i + 1 < models.length; i++) models[i]!.next = models[i + 1]!;
+    return models[0] ?? null;
+  }
+
+  /** Attention and the router run; the router decides at `now + attentionMs`. */
+  begin(): void {
+    const decision = this.now + this.attentionMs;
+    this.decision = decision;
+    this.ready = decision;
+    this.next?.begin();
+  }
+
+  /** Queues the demand upload of `key` at the decision time; the layer waits for it. */
+  load(key: number): void {
+    const done = this.upload(key, this.transferMs);
+    if (done > this.ready) this.ready = done;
+    this.next?.load(key);
+  }
+
+  /** Queues the upload of `key` at the decision time; the layer does not wait for it. */
+  prefetch(key: number): void {
+    this.upload(key, this.transferMs);
+    this.next?.prefetch(key);
+  }
+
+  /** A hit that is not a first use: nothing to time with plain uploads. */
+  hit(key: number): void {
+    this.next?.hit(key);
+  }
+
+  /** Queues an upload of `key` taking `ms` on the link at the decision time; returns when it completes. */
+  protected upload(key: number, ms: number): number {
+    const now = this.decision;
+    const free = this.queueFree;
+    const done = (free > now ? free : now) + ms;
+    this.readyAt[key] = done;
+    this.queueFree = done;
+    return done;
+  }
+
+  /**
+   * A prefetched key's first demand use: the layer waits for it, and it is
+   * late when its upload is still in flight.
+   */
+  use(layer: number, key: number): void {
+    const r = this.readyAt[key]!;
+    if (r > this.decision) {
+      this.late[layer]!++;
+      if (r > this.ready) this.ready = r;
+    }
+    this.next?.use(layer, key);
+  }
+
+  /** The layer waits for its demand loads and first uses, then computes `count` experts. */
+  end(layer: number, count: number): void {
+    const now = this.decision;
+    let ready = this.ready;
+    // Serial uploads: this step's prefetches also run before its experts.
+    if (this.serial && this.queueFree > ready) ready = this.queueFree;
+    const stall = ready - now;
+    const compute = count * this.expertMs;
+    this.stallMs[layer]! += stall;
+    this.layerMs[layer]! += this.attentionMs + stall + compute;
+    this.now = ready + compute;
+    this.next?.end(layer, count);
+  }
+
+  /** Ends a token. */
+  endToken(): void {
+    this.now += this.costs.otherMs;
+    this.tokens++;
+    this.next?.endToken();
+  }
+}
+
+/**
+ * The timing model with what a miss does: uploads from RAM or the SSD
+ * (`--tier`), low-precision copies on demand misses (`--miss-dtype`), and
+ * pending experts computed on the CPU (`--on-miss cpu|cheaper`); see the
+ * file's comment for the equations. `ready` holds only the first uses of
+ * prefetches here; demand loads and in-flight needs go to `#demandReady`.
+ */
+class MissTimingModel extends TimingModel {
+  /** When the current step's demand loads (and in-flight needs) are all resident, ms. */
+  #demandReady = 0;
   /** 0 transfer, 1 cpu, 2 cheaper. */
   #onMiss: number;
   #cpuMs: number;
@@ -142,6 +275,7 @@ export class TimingModel implements CacheListener {
   #onSsd: Uint8Array | null;
   #ssdMs: number;
   #missSsdMs: number;
+  #experts: number;
   // The current step's CPU work and degraded uses.
   #cpuEnd = 0;
   #cpuCount = 0;
@@ -149,23 +283,10 @@ export class TimingModel implements CacheListener {
   #degradedHits = 0;
   #tokenDegraded = false;
 
-  constructor(costs: StepCosts, shape: { layers: number; experts: number; topK?: number }) {
-    this.costs = costs;
-    this.#attentionMs = costs.attentionMs;
-    this.#transferMs = costs.transferMs;
-    this.#expertMs = costs.expertMs;
-    this.#serial = costs.serialUploads === true;
-    this.#experts = shape.experts;
+  constructor(costs: StepCosts, shape: Shape) {
+    super(costs, shape);
     const keys = shape.layers * shape.experts;
-    this.readyAt = new Float64Array(keys);
-    this.stallMs = new Float64Array(shape.layers);
-    this.layerMs = new Float64Array(shape.layers);
-    this.late = new Float64Array(shape.layers);
-    this.cpuExperts = new Float64Array(shape.layers);
-    this.ramHits = new Float64Array(shape.layers);
-    this.ssdReads = new Float64Array(shape.layers);
-    this.degradedUses = new Float64Array(shape.layers);
-    this.degradedSteps = new Float64Array(shape.layers);
+    this.#experts = shape.experts;
     this.#onMiss = costs.onMiss === "cpu" ? 1 : costs.onMiss === "cheaper" ? 2 : 0;
     this.#cpuMs = costs.cpuExpertMs ?? 0;
     this.#degraded = costs.missBytes !== undefined ? new Uint8Array(keys) : null;
@@ -177,67 +298,31 @@ export class TimingModel implements CacheListener {
     this.#onSsd = tier && this.#onMiss !== 0 ? new Uint8Array(keys) : null;
     this.#ssdMs = tier?.ssdMs ?? 0;
     this.#missSsdMs = tier?.missSsdMs ?? 0;
-    this.#extras = this.#onMiss !== 0 || this.#degraded !== null || this.#ram !== null;
   }
 
-  // One layer of one token as events, in this order: `begin`; `load` for each
-  // demand load, `use` for each prefetched key used for the first time and
-  // `hit` for each other hit (only when the cache is asked to tell hits: with
-  // --miss-dtype), in the order of the step's experts, then `prefetch` for
-  // each prefetch issued; `end`. The replay gives the clock (`begin`, `end`,
-  // `endToken`); `load`, `use`, `hit` and `prefetch` come from the
-  // ExpertCache this model listens to, as it decides. The layer waits only for
-  // its demand loads and first uses: every other expert it needs was waited
-  // for by the layer that last used it, and has not been uploaded since (a
-  // cached key is never uploaded again). timing_test.ts checks this against
-  // waiting for every expert.
-  //
-  // Every event is passed on to the model `chain` linked after this one, so
-  // a replay timing several settings sends each event once; with one setting
-  // (the usual case) that costs a null check, not a loop over models.
-
-  /** Links `models` in order; returns the first, whose events reach them all (null for none). */
-  static chain(models: readonly TimingModel[]): TimingModel | null {
-    for (let i = 0; i + 1 < models.length; i++) models[i]!.#next = models[i + 1]!;
-    return models[0] ?? null;
-  }
-
-  /** Attention and the router run; the router decides at `now + attentionMs`. */
-  begin(): void {
-    const decision = this.now + this.#attentionMs;
-    this.#decision = decision;
-    this.#ready = decision;
+  override begin(): void {
+    const decision = this.now + this.attentionMs;
+    this.decision = decision;
+    this.ready = decision;
     this.#demandReady = decision;
-    if (this.#extras) {
-      this.#cpuEnd = decision;
-      this.#cpuCount = 0;
-      this.#degradedLoads = 0;
-      this.#degradedHits = 0;
-      this.#ram?.step();
-    }
-    this.#next?.begin();
+    this.#cpuEnd = decision;
+    this.#cpuCount = 0;
+    this.#degradedLoads = 0;
+    this.#degradedHits = 0;
+    this.#ram?.step();
+    this.next?.begin();
   }
 
-  /** Queues the demand upload of `key` at the decision time; the layer waits for it (or computes it on the CPU). */
-  load(key: number): void {
-    let done: number;
-    if (this.#extras) done = this.#fetch(key, true);
-    else {
-      const now = this.#decision;
-      const free = this.queueFree;
-      done = (free > now ? free : now) + this.#transferMs;
-      this.readyAt[key] = done;
-      this.queueFree = done;
-    }
+  /** A demand load: waited for on the transfer path, computed on the CPU on the other. */
+  override load(key: number): void {
+    const done = this.#fetch(key, true);
     if (done > this.#demandReady) this.#demandReady = done;
-    this.#next?.load(key);
+    this.next?.load(key);
   }
 
-  /** Queues the upload of `key` at the decision time; the layer does not wait for it. */
-  prefetch(key: number): void {
-    if (this.#extras) this.#fetch(key, false);
-    else this.#upload(key, this.#transferMs);
-    this.#next?.prefetch(key);
+  override prefetch(key: number): void {
+    this.#fetch(key, false);
+    this.next?.prefetch(key);
   }
 
   /**
@@ -246,33 +331,20 @@ export class TimingModel implements CacheListener {
    * miss (on the CPU, or waited for when the step takes the transfer path).
    * A hit on a low-precision copy is a degraded use.
    */
-  hit(key: number): void {
-    if (this.#extras) {
-      const degraded = this.#degraded;
-      const low = degraded !== null && degraded[key] === 1;
-      const r = this.readyAt[key]!;
-      if (r > this.#decision) {
-        if (low) this.#degradedLoads++;
-        if (this.#onMiss !== 0) this.#inFlight(key, r);
-        else if (r > this.#demandReady) this.#demandReady = r;
-      } else if (low) this.#degradedHits++;
-    }
-    this.#next?.hit(key);
-  }
-
-  /** Queues an upload of `key` taking `ms` on the link at the decision time; returns when it completes. */
-  #upload(key: number, ms: number): number {
-    const now = this.#decision;
-    const free = this.queueFree;
-    const done = (free > now ? free : now) + ms;
-    this.readyAt[key] = done;
-    this.queueFree = done;
-    return done;
+  override hit(key: number): void {
+    const degraded = this.#degraded;
+    const low = degraded !== null && degraded[key] === 1;
+    const r = this.readyAt[key]!;
+    if (r > this.decision) {
+      if (low) this.#degradedLoads++;
+      if (this.#onMiss !== 0) this.#inFlight(key, r);
+      else if (r > this.#demandReady) this.#demandReady = r;
+    } else if (low) this.#degradedHits++;
+    this.next?.hit(key);
   }
 
   /**
-   * An upload with a tier, a low-precision copy or CPU compute in play:
-   * from RAM over the link or from the SSD, the low-precision copy for a
+   * From RAM over the link or from the SSD, the low-precision copy for a
    * demand load under --miss-dtype, and the CPU's work for a demand load
    * under --on-miss. Returns when the upload completes.
    */
@@ -282,7 +354,7 @@ export class TimingModel implements CacheListener {
     if (degraded !== null) degraded[key] = low ? 1 : 0;
     let done: number;
     // When the CPU can read the expert: at once from RAM, after the SSD read.
-    let available = this.#decision;
+    let available = this.decision;
     const ram = this.#ram;
     if (ram !== null) {
       const layer = Math.floor(key / this.#experts);
@@ -290,7 +362,7 @@ export class TimingModel implements CacheListener {
       if (this.#onSsd !== null) this.#onSsd[key] = fromRam ? 0 : 1;
       if (fromRam) {
         this.ramHits[layer]!++;
-        done = this.#upload(key, low ? this.#missTransferMs : this.#transferMs);
+        done = this.upload(key, low ? this.#missTransferMs : this.transferMs);
       } else {
         this.ssdReads[layer]!++;
         const free = this.ssdFree;
@@ -300,7 +372,7 @@ export class TimingModel implements CacheListener {
         available = done;
       }
     } else {
-      done = this.#upload(key, low ? this.#missTransferMs : this.#transferMs);
+      done = this.upload(key, low ? this.#missTransferMs : this.transferMs);
     }
     if (demand) {
       if (low) this.#degradedLoads++;
@@ -314,64 +386,46 @@ export class TimingModel implements CacheListener {
   }
 
   /**
-   * A prefetched key's first demand use: the layer waits for it, and it is
-   * late when its upload is still in flight. Under --on-miss cpu|cheaper a
-   * late one is computed like a miss instead (on the CPU, or waited for when
-   * the step takes the transfer path).
+   * A prefetched key's first use; under --on-miss cpu|cheaper a late one is
+   * computed like a miss instead (on the CPU, or waited for when the step
+   * takes the transfer path).
    */
-  use(layer: number, key: number): void {
+  override use(layer: number, key: number): void {
     const r = this.readyAt[key]!;
-    if (r > this.#decision) {
+    if (r > this.decision) {
       this.late[layer]!++;
       if (this.#onMiss !== 0) this.#inFlight(key, r);
-      else if (r > this.#ready) this.#ready = r;
+      else if (r > this.ready) this.ready = r;
     }
-    this.#next?.use(layer, key);
+    this.next?.use(layer, key);
   }
 
   /** Under --on-miss cpu|cheaper: an expert needed now whose upload completes at `r`. */
   #inFlight(key: number, r: number): void {
     if (r > this.#demandReady) this.#demandReady = r;
     // The CPU reads it from RAM at once, or once its SSD read is done.
-    const available = this.#onSsd !== null && this.#onSsd[key] === 1 ? r : this.#decision;
+    const available = this.#onSsd !== null && this.#onSsd[key] === 1 ? r : this.decision;
     const start = this.#cpuEnd > available ? this.#cpuEnd : available;
     this.#cpuEnd = start + this.#cpuMs;
     this.#cpuCount++;
   }
 
-  /** The layer waits for its demand loads and first uses, then computes `count` experts. */
-  end(layer: number, count: number): void {
-    const now = this.#decision;
-    let ready = this.#ready;
-    // Serial uploads: this step's uploads, prefetches included, run before its experts.
-    if (this.#serial && this.queueFree > ready) ready = this.queueFree;
+  override end(layer: number, count: number): void {
+    const now = this.decision;
+    // The GPU's own wait: first uses of prefetches (and, when uploads share
+    // its queue, every upload issued).
+    let gpuReady = this.ready;
+    if (this.serial && this.queueFree > gpuReady) gpuReady = this.queueFree;
     const demand = this.#demandReady;
-    if (demand > ready) ready = demand;
-    if (this.#extras) {
-      this.#endWithExtras(layer, count, now, ready);
-    } else {
-      const stall = ready - now;
-      const compute = count * this.#expertMs;
-      this.stallMs[layer]! += stall;
-      this.layerMs[layer]! += this.#attentionMs + stall + compute;
-      this.now = ready + compute;
-    }
-    this.#next?.end(layer, count);
-  }
-
-  /** `end` when the step's pending experts may go to the CPU or be degraded copies. */
-  #endWithExtras(layer: number, count: number, now: number, ready: number): void {
+    const ready = demand > gpuReady ? demand : gpuReady;
     let stall = ready - now;
-    let compute = count * this.#expertMs;
+    let compute = count * this.expertMs;
     let end = ready + compute;
     const m = this.#cpuCount;
     let onCpu = false;
     if (m > 0) {
-      // The GPU computes the resident experts at once (after its own uploads
-      // when they share its queue); the CPU the m pending ones.
-      let gpuReady = this.#ready;
-      if (this.#serial && this.queueFree > gpuReady) gpuReady = this.queueFree;
-      const gpuCompute = (count - m) * this.#expertMs;
+      // The GPU computes the resident experts; the CPU the m pending ones.
+      const gpuCompute = (count - m) * this.expertMs;
       const gpuEnd = gpuReady + gpuCompute;
       const splitEnd = this.#cpuEnd > gpuEnd ? this.#cpuEnd : gpuEnd;
       if (this.#onMiss === 1 || splitEnd < end) {
@@ -389,18 +443,18 @@ export class TimingModel implements CacheListener {
       this.#tokenDegraded = true;
     }
     this.stallMs[layer]! += stall;
-    this.layerMs[layer]! += this.#attentionMs + stall + compute;
+    this.layerMs[layer]! += this.attentionMs + stall + compute;
     this.now = end;
+    this.next?.end(layer, count);
   }
 
-  /** Ends a token. */
-  endToken(): void {
+  override endToken(): void {
     this.now += this.costs.otherMs;
     this.tokens++;
     if (this.#tokenDegraded) {
       this.degradedTokens++;
       this.#tokenDegraded = false;
     }
-    this.#next?.endToken();
+    this.next?.endToken();
   }
 }
