@@ -257,3 +257,38 @@ Deno.test("on-miss cpu: a prefetch still in flight at its first use is computed 
   assertEquals([...timing.late], [0, 1]);
   assertEquals([...timing.cpuExperts], [1, 1]);
 });
+
+Deno.test("tiers with on-miss cpu: SSD reads queue one after another and the CPU starts each expert when its read is done (hand-computed)", () => {
+  // Top-2, one layer, 4 experts, GPU LRU 2 slots, RAM holding nothing: every
+  // upload reads the SSD (10 ms each, one at a time). Attention 1, expert 2
+  // on the GPU, CPU 3. Tokens pick {0,1} then {0,2}.
+  const trace = accessTraceOf([[[0, 1]], [[0, 2]]], { experts: 4 });
+  const costs: StepCosts = {
+    expertBytes: 1000,
+    transferMs: 2,
+    expertMs: 2,
+    attentionMs: 1,
+    otherMs: 0,
+    onMiss: "cpu",
+    cpuExpertMs: 3,
+    tier: { ramCapacity: 0, ramPolicy: "lru", budget: "per-layer", ssdMs: 10, missSsdMs: 10 },
+  };
+  const timing = replay(trace, {
+    policy: createPolicy("lru", policyOptions({ layers: 1, experts: 4, topK: 2, capacity: 2 })),
+    budget: "per-layer",
+    prefetcher: null,
+    costs: [costs],
+  }).timings[0]!;
+  // t0: router at 1; 0 is read 1→11, 1 is read 11→21; the CPU computes 0
+  //     from 11→14 and 1 from 21→24; the GPU has none. End 24, stall 23.
+  // t1: router at 25; 0 hits (resident since 11); 2 is read 25→35 and
+  //     computed 35→38 on the CPU while the GPU computes 0 from 25→27.
+  //     End 38, stall 38 − 25 − 2 = 11.
+  assertEquals(timing.now, 38);
+  assertEquals([...timing.stallMs], [23 + 11]);
+  assertEquals([...timing.cpuExperts], [3]);
+  assertEquals([...timing.ssdReads], [3]);
+  assertEquals([...timing.ramHits], [0]);
+  assertEquals(timing.ssdFree, 35);
+  assertEquals(timing.queueFree, 0);
+});
