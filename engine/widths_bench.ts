@@ -17,6 +17,7 @@
  */
 import type { BenchOptions } from "../bench/measure.ts";
 import { medianSeconds, rssMiB } from "../bench/measure.ts";
+import { messageOf } from "../common/errors.ts";
 import { pathExists } from "../common/fs.ts";
 import { Rng } from "../common/random.ts";
 import { pythonEnv } from "../tests/python_env.ts";
@@ -236,7 +237,17 @@ export function printWidths(rows: WidthRow[], json: boolean): void {
 export async function benchWidths(o: WidthsOptions): Promise<WidthRow[]> {
   const shapes = o.shapes ? WIDTH_SHAPES.filter((s) => o.shapes!.includes(s.name)) : WIDTH_SHAPES;
   const rows: WidthRow[] = [];
-  for (const shape of shapes) rows.push(await benchWidth(shape, o));
+  const failed: string[] = [];
+  for (const shape of shapes) {
+    try {
+      rows.push(await benchWidth(shape, o));
+      if (!o.json) console.error(`bench widths: ${shape.name} done`);
+    } catch (error) {
+      // one shape's failure (memory, a family transformers cannot load) leaves the others' figures
+      failed.push(`${shape.name}: ${messageOf(error)}`);
+    }
+  }
   printWidths(rows, o.json);
+  for (const f of failed) console.log(`  failed: ${f}`);
   return rows;
 }
