@@ -195,7 +195,10 @@ export function ssdReadMs(ssd: Ssd, bytes: number, linkGbS: number): number {
 /**
  * Host RAM as a second cache over the same keys (layer × E + expert) that
  * sees the GPU cache's uploads only. Keys fetched within one step are guarded
- * together, so they never evict each other.
+ * together, so they never evict each other. Its policy's clock counts RAM
+ * accesses, not the trace's: lrfu's half-life (set in tokens of layers × k
+ * accesses) therefore spans more tokens here, as many more as GPU hits are
+ * left out.
  */
 export class RamTier {
   readonly policy: CachePolicy | null;
