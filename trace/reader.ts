@@ -77,7 +77,19 @@ export class TraceReader {
     const workers = options.workers ??
       (shards.length >= 2 && this.rows >= 65536 ? defaultReadWorkers() : 0);
     if (workers === 0 || columns === "doc" || shards.length < 2) {
-      for (const shard of shards) yield await this.readShard(shard, options);
+      // The next shard's file is read and fingerprinted (off this thread) while
+      // this one is decoded and used; faults are still reported in shard order.
+      let next: Promise<Uint8Array> | null = null;
+      try {
+        for (let i = 0; i < shards.length; i++) {
+          const bytes = await (next ?? readShardBytes(this.dir, shards[i]!));
+          next = i + 1 < shards.length ? readShardBytes(this.dir, shards[i + 1]!) : null;
+          next?.catch(() => {}); // reported when awaited, in order
+          yield decodeShardBytes(bytes, this.dir, shards[i]!, this.shape, columns);
+        }
+      } finally {
+        await next?.catch(() => {});
+      }
       return;
     }
     const pool = new ShardReadPool(Math.min(workers, shards.length));
@@ -124,6 +136,11 @@ export async function loadShard(
   shape: RowShape,
   columns: "all" | "doc",
 ): Promise<TraceBatch> {
+  return decodeShardBytes(await readShardBytes(dir, shard), dir, shard, shape, columns);
+}
+
+/** A shard's bytes, checked against the manifest's size and fingerprint. */
+async function readShardBytes(dir: string, shard: ShardEntry): Promise<Uint8Array> {
   const path = `${dir}/${shard.file}`;
   let bytes: Uint8Array;
   try {
@@ -146,6 +163,18 @@ export async function loadShard(
       `Shard ${path} does not match its fingerprint in the manifest; it is corrupted or was changed.`,
     );
   }
+  return bytes;
+}
+
+/** Decodes a shard's checked bytes and checks the table against the manifest and the row shape. */
+function decodeShardBytes(
+  bytes: Uint8Array,
+  dir: string,
+  shard: ShardEntry,
+  shape: RowShape,
+  columns: "all" | "doc",
+): TraceBatch {
+  const path = `${dir}/${shard.file}`;
   const table = decodeFile(bytes, path, shard, columns);
   if (table.numRows !== shard.rows) {
     throw new DataError(
