@@ -20,7 +20,7 @@ import { parsePrefetch, type PrefetchSpec } from "./prefetch/mod.ts";
 import { simulationFigures } from "./simulate_figures.ts";
 import type { SimulationOutput } from "./simulate_output.ts";
 import { simulationReadme } from "./simulate_readme.ts";
-import { bootstrapInterval, bootstrapSweep } from "./bootstrap.ts";
+import { bootstrapSweep, rowIntervals } from "./bootstrap.ts";
 import { capacityExperts, type CapacitySpec, runSweep, type SweepSettings } from "./sweep.ts";
 import { dtypeInfo } from "./dtypes.ts";
 import { checkMissSetting, missSettingFromFlags } from "./costs.ts";
@@ -539,19 +539,13 @@ export function simulationRows(o: SimulationOutput): CsvRow[] {
     const metrics = (layers: number[]): CsvRow => {
       const sum = (a: Float64Array) => layers.reduce((s, l) => s + a[l]!, 0);
       const hits = sum(c.hits);
-      // The bootstrap's intervals of this row (index M: all layers).
-      const at = layers.length === 1 ? layers[0]! : M;
-      const [hitLow, hitHigh] = boot
-        ? bootstrapInterval(boot.hitRate[index]!, boot.resamples, M, at)
-        : [NaN, NaN];
-      const [msLow, msHigh] = boot
-        ? bootstrapInterval(boot.msPerToken[index]!, boot.resamples, M, at)
-        : [NaN, NaN];
       const misses = sum(c.misses);
       const issued = sum(c.prefetchIssued);
       const stall = sum(c.stallMs);
       const all = layers.length === M;
       const ms = all ? c.totalMs : sum(c.layerMs);
+      // The bootstrap's intervals of this row (index M: all layers).
+      const ci = rowIntervals(boot, index, all ? M : layers[0]!, hits / (hits + misses), ms / T);
       let precision = NaN;
       let recall = NaN;
       if (accuracy) {
@@ -572,8 +566,8 @@ export function simulationRows(o: SimulationOutput): CsvRow[] {
         hits,
         misses,
         hit_rate: hits / (hits + misses),
-        hit_rate_ci_low: hitLow,
-        hit_rate_ci_high: hitHigh,
+        hit_rate_ci_low: ci.hitLow,
+        hit_rate_ci_high: ci.hitHigh,
         // Hits whose expert was resident when the router asked: prefetches
         // still in flight at their first use (late) are not.
         hit_rate_in_time: (timed * (hits - sum(c.prefetchLate))) / (hits + misses),
@@ -587,8 +581,8 @@ export function simulationRows(o: SimulationOutput): CsvRow[] {
         prefetch_recall: recall,
         stall_ms_per_token: (timed * stall) / T,
         ms_per_token: (timed * ms) / T,
-        ms_per_token_ci_low: timed * msLow,
-        ms_per_token_ci_high: timed * msHigh,
+        ms_per_token_ci_low: timed * ci.msLow,
+        ms_per_token_ci_high: timed * ci.msHigh,
         tokens_per_s: all ? (timed * 1000 * T) / ms : NaN,
         cpu_experts: c.miss ? sum(c.miss.cpuExperts) : 0,
         ram_hits: c.miss ? sum(c.miss.ramHits) : 0,

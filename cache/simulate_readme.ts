@@ -107,11 +107,15 @@ dtypes ${settings.dtypes.map((d) => d.name).join(", ")}; hardware ${
   bootstrap: each resample draws as many documents as the trace has, with
   replacement (documents are runs of one \`doc\` id), from a generator seeded
   by \`--seed\` (common/random.ts: \`Rng(seed)\`, document \`rng.int(G)\`,
-  resample after resample), concatenates them in the order drawn and replays
-  every combination on that trace from empty caches. \`*_ci_low\` and
-  \`*_ci_high\` are the 2.5th and 97.5th percentiles of the B resampled
-  values (linear interpolation between order statistics, h = (B − 1) p).
-  With B = 20 the interval is a rough one (its ends sit near the second
+  resample after resample), lays them out copy by copy (every document drawn,
+  in trace order, then the second copies, and so on, so no copy runs right
+  after or beside itself) and replays every combination on that trace from
+  empty caches. \`*_ci_low\` and \`*_ci_high\` are the 2.5th and 97.5th
+  percentiles of the B resampled values (linear interpolation between order
+  statistics, h = (B − 1) p), shifted by the point estimate minus the
+  resamples' mean: a repeated document finds some of its experts still
+  cached from its first copy, which moves the resampled values (batched
+  replays most) but not their spread. With B = 20 the interval is a rough one (its ends sit near the second
   smallest and second largest resample); ask for \`--bootstrap 200\` or more
   before telling two close policies apart. Empty when B = 0.
 - **Budgets.** \`per-layer\`: each layer has its own cache of \`capacity\`
@@ -307,7 +311,7 @@ ${
       ["hit_rate", "hits / accesses"],
       [
         "hit_rate_ci_low, hit_rate_ci_high",
-        "95% document-bootstrap percentile interval of hit_rate (see Uncertainty)",
+        "95% document-bootstrap interval of hit_rate (see Uncertainty)",
       ],
       [
         "hit_rate_in_time",
@@ -331,7 +335,7 @@ ${
       ],
       [
         "ms_per_token_ci_low, ms_per_token_ci_high",
-        "95% document-bootstrap percentile interval of ms_per_token",
+        "95% document-bootstrap interval of ms_per_token",
       ],
       ["tokens_per_s", "1000 / ms_per_token (all rows only)"],
       ["on_miss", "--on-miss: transfer, cpu or cheaper"],
@@ -340,7 +344,10 @@ ${
         "experts computed on the host CPU instead of waiting for their upload (misses, and hits whose background upload was still in flight)",
       ],
       ["tier", "--tier (none: every expert in host RAM)"],
-      ["ram_hits, ssd_reads", "uploads served from host RAM / read from the SSD, by the expert's layer"],
+      [
+        "ram_hits, ssd_reads",
+        "uploads served from host RAM / read from the SSD, by the expert's layer",
+      ],
       ["miss_dtype", "--miss-dtype, the low-precision copy a demand miss fetches (none)"],
       ["degraded_uses", "expert uses served by a low-precision copy"],
       [
