@@ -157,6 +157,14 @@ export class TextTokenizer {
  * catastrophically is then an error, not a hang.
  */
 export const TOKENIZE_TIMEOUT_MS = 10_000;
+/**
+ * Characters a second below which a call is thought stuck: the time limit of
+ * one call is TOKENIZE_TIMEOUT_MS plus 1 s per this many characters (a
+ * tokenizer in JavaScript does 1 to 5 MB a second; a regex that backtracks
+ * takes exponential time on a few dozen), so a whole long document, when
+ * --max-tokens asks for it, is not stopped for being long.
+ */
+export const TOKENIZE_CHARS_PER_S = 50_000;
 /** Time loading tokenizer.json (and its probe) in the worker may take. */
 const TOKENIZER_LOAD_TIMEOUT_MS = 60_000;
 
@@ -206,10 +214,12 @@ export class BoundedEncoder {
   /** Token ids of `text` (with the BOS the tokenizer adds unless `addSpecialTokens` is false). */
   encode(text: string, addSpecialTokens = true): Promise<Uint32Array> {
     const id = this.#next++;
+    // A long text may take longer, in proportion: 1 s more per TOKENIZE_CHARS_PER_S characters.
+    const ms = this.#timeoutMs + Math.floor((1000 * text.length) / TOKENIZE_CHARS_PER_S);
     return this.#call(
       (reply) => reply.id === id,
       { id, text, special: addSpecialTokens },
-      this.#timeoutMs,
+      ms,
       `encode ${text.length.toLocaleString("en-US")} characters`,
     ).then((reply) => reply.ids as Uint32Array);
   }
@@ -256,7 +266,7 @@ export class BoundedEncoder {
             reject(
               new DataError(
                 `${where} did not ${what} within ${
-                  timeoutMs / 1000
+                  (timeoutMs / 1000).toFixed(timeoutMs % 1000 ? 1 : 0)
                 } s; its pre-tokenizer or normalizer may backtrack without end (a regex in it), so it was stopped.`,
               ),
             )
