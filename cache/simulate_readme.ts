@@ -315,7 +315,7 @@ ${
       ],
       [
         "hit_rate_in_time",
-        "(hits − prefetch_late) / accesses: hits whose expert was resident when the router asked",
+        "(hits − prefetch_late) / accesses: hits whose expert was resident when the router asked (empty when times are)",
       ],
       ["loads_per_token", "uploads (demand + prefetch) per token"],
       ["bytes_per_token", "uploaded bytes per token"],
