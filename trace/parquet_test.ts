@@ -3,12 +3,24 @@
  * weights (capture.weights_recorded false) a shard whose weights are all the
  * 1/k placeholder is written without a `weights` column, and readers give
  * every choice 1/k; a shard holding any other weight keeps its column, and
- * shards written before the column became optional read as they are.
+ * shards written before the column became optional read as they are. And
+ * what a "routing" read leaves out (BatchOptions.columns).
  */
 import * as assert from "node:assert/strict";
 import { parquetToTable } from "./parquet.ts";
-import { syntheticCapture, syntheticDocs, syntheticModel } from "./synthetic.ts";
-import { type TraceDoc, TraceReader, TraceWriter } from "./mod.ts";
+import {
+  syntheticCapture,
+  syntheticDocs,
+  syntheticModel,
+  writeSyntheticTrace,
+} from "./synthetic.ts";
+import {
+  type ShardFormat,
+  type TraceBatch,
+  type TraceDoc,
+  TraceReader,
+  TraceWriter,
+} from "./mod.ts";
 
 const OPTIONS = { numLayers: 3, topK: 2, numExperts: 8, tokensPerDoc: 30, seed: 5 };
 
@@ -94,5 +106,45 @@ Deno.test("shards with a stored weights column read as stored when the manifest 
     assert.deepEqual(read.map((d) => d.weights), docs.map((d) => d.weights));
   } finally {
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a routing read decodes all but weights, probs and pieces, equal to a full read", async () => {
+  for (const format of ["parquet", "arrow"] as ShardFormat[]) {
+    const dir = await Deno.makeTempDir();
+    try {
+      const options = { ...OPTIONS, probs: true, lookahead: 1, domains: [{ name: "A", docs: 9 }] };
+      await writeSyntheticTrace(dir, options, { rowsPerShard: 60, format });
+      const reader = await TraceReader.open(dir);
+      const read = async (columns: "all" | "routing", workers: number) => {
+        const batches: TraceBatch[] = [];
+        for await (const batch of reader.batches({ columns, workers })) batches.push(batch);
+        return batches;
+      };
+      const full = await read("all", 0);
+      assert.ok(full.length >= 3);
+      for (const workers of [0, 2]) {
+        const routing = await read("routing", workers);
+        assert.equal(routing.length, full.length);
+        for (const [i, batch] of routing.entries()) {
+          const want = full[i]!;
+          for (
+            const key of ["rows", "doc", "domainCodes", "domainNames", "pos", "token"] as const
+          ) {
+            assert.deepEqual(batch[key], want[key], `${format} ${workers} ${key}`);
+          }
+          assert.deepEqual(batch.phase, want.phase);
+          assert.deepEqual(batch.experts, want.experts);
+          assert.deepEqual(batch.spec, want.spec);
+          assert.ok(want.probs && want.probs.length > 0 && want.weights.length > 0);
+          assert.equal(batch.probs, null);
+          assert.equal(batch.weights.length, 0);
+          assert.equal(batch.pieceCodes.length, 0);
+          assert.deepEqual(batch.pieceNames, []);
+        }
+      }
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
   }
 });

@@ -21,9 +21,30 @@ import {
 import { parquetToTable } from "./parquet.ts";
 import type { TraceBatch, TraceDoc } from "./schema.ts";
 
+/**
+ * Which columns a read decodes: "all"; "doc" only (resume); "routing", every
+ * column but the large ones a cache replay never reads (`weights`, `probs`
+ * and the token pieces), which then come back empty: `weights` and
+ * `pieceCodes` of length 0, `pieceNames` [], `probs` null.
+ */
+export type ShardColumns = "all" | "doc" | "routing";
+
+/** The Parquet columns a "routing" read decodes. */
+const ROUTING_COLUMNS = [
+  "doc",
+  "domain",
+  "pos",
+  "token",
+  "phase",
+  "experts",
+  "spec",
+  "request",
+  "arrival_step",
+];
+
 export interface BatchOptions {
-  /** Read only the `doc` column (for resume); default all columns. */
-  columns?: "all" | "doc";
+  /** Which columns to decode (default "all"; see ShardColumns). */
+  columns?: ShardColumns;
   /**
    * Worker threads that read, check and decode shards ahead of the caller, by
    * shard, while batches are still yielded one at a time in manifest order
@@ -99,7 +120,7 @@ export class TraceReader {
       const pending: Promise<TraceBatch>[] = [];
       let next = 0;
       const submit = () => {
-        const batch = pool.read(this.dir, shards[next]!, this.shape);
+        const batch = pool.read(this.dir, shards[next]!, this.shape, columns);
         batch.catch(() => {}); // reported when awaited, in order
         pending.push(batch);
         next++;
@@ -134,7 +155,7 @@ export async function loadShard(
   dir: string,
   shard: ShardEntry,
   shape: RowShape,
-  columns: "all" | "doc",
+  columns: ShardColumns,
 ): Promise<TraceBatch> {
   return decodeShardBytes(await readShardBytes(dir, shard), dir, shard, shape, columns);
 }
@@ -172,7 +193,7 @@ function decodeShardBytes(
   dir: string,
   shard: ShardEntry,
   shape: RowShape,
-  columns: "all" | "doc",
+  columns: ShardColumns,
 ): TraceBatch {
   const path = `${dir}/${shard.file}`;
   const table = decodeFile(bytes, path, shard, columns);
@@ -216,11 +237,16 @@ class ShardReadPool {
     }
   }
 
-  read(dir: string, shard: ShardEntry, shape: RowShape): Promise<TraceBatch> {
+  read(
+    dir: string,
+    shard: ShardEntry,
+    shape: RowShape,
+    columns: ShardColumns,
+  ): Promise<TraceBatch> {
     const id = this.#next++;
     return new Promise((resolve, reject) => {
       this.#pending.set(id, { resolve, reject });
-      this.#workers[id % this.size]!.postMessage({ id, dir, shard, shape });
+      this.#workers[id % this.size]!.postMessage({ id, dir, shard, shape, columns });
     });
   }
 
@@ -241,7 +267,7 @@ function decodeFile(
   bytes: Uint8Array,
   path: string,
   shard: ShardEntry,
-  columns: "all" | "doc",
+  columns: ShardColumns,
 ): arrow.Table {
   if (!isParquetShard(shard.file)) {
     try {
@@ -255,6 +281,7 @@ function decodeFile(
     return parquetToTable(bytes, {
       rows: shard.rows,
       ...(columns === "doc" ? { columns: ["doc"] } : {}),
+      ...(columns === "routing" ? { columns: ROUTING_COLUMNS } : {}),
     });
   } catch (error) {
     // The decoder's message can quote bytes of the file as a length ("need 174617449"):
@@ -305,7 +332,7 @@ function decodeShard(
   shape: RowShape,
   path: string,
   shard: ShardEntry,
-  columns: "all" | "doc",
+  columns: ShardColumns,
 ): TraceBatch {
   const rows = table.numRows;
   const mk = shape.layers * shape.topK;
@@ -376,9 +403,14 @@ function decodeShard(
       throw new DataError(`Shard ${path}: its domain ${JSON.stringify(name)} ${problem}.`);
     }
   }
-  const [pieceCodes, pieceNames] = dictionary(column("piece"), path, "piece", rows);
+  const routing = columns === "routing";
+  const [pieceCodes, pieceNames] = routing
+    ? [new Int32Array(0), []]
+    : dictionary(column("piece"), path, "piece", rows);
   const hasProbs = table.getChild("probs") !== null;
-  if (shape.probs && !hasProbs) throw new DataError(`Shard ${path} has no column "probs".`);
+  if (shape.probs && !hasProbs && !routing) {
+    throw new DataError(`Shard ${path} has no column "probs".`);
+  }
   const hasSpec = table.getChild("spec") !== null;
   if (shape.lookahead > 0 && !hasSpec) throw new DataError(`Shard ${path} has no column "spec".`);
   const batch: TraceBatch = {
@@ -392,10 +424,12 @@ function decodeShard(
     pieceNames,
     phase: flat("phase", Uint8Array, new arrow.Uint8()),
     experts: list("experts", Uint16Array, mk, new arrow.Uint16()),
-    weights: shape.weights === false && table.getChild("weights") === null
+    weights: routing
+      ? new Float32Array(0)
+      : shape.weights === false && table.getChild("weights") === null
       ? new Float32Array(rows * mk).fill(1 / shape.topK)
       : list("weights", Float32Array, mk, new arrow.Float32()),
-    probs: shape.probs
+    probs: shape.probs && !routing
       ? list("probs", Float32Array, shape.layers * shape.experts, new arrow.Float32())
       : null,
     spec: shape.lookahead > 0
@@ -406,7 +440,7 @@ function decodeShard(
     [batch.requestCodes, batch.requestNames] = dictionary(column("request"), path, "request", rows);
   }
   if (shape.arrivalSteps) batch.arrivalStep = flat("arrival_step", Uint32Array, new arrow.Uint32());
-  checkLengths(batch, shape, path);
+  checkLengths(batch, shape, path, routing);
   checkExpertIds(batch.experts, shape.experts, false, path, "experts");
   checkRouting(batch, shape, path);
   checkTraceId(table, shape, path);
@@ -433,14 +467,14 @@ function checkTraceId(table: arrow.Table, shape: RowShape, path: string): void {
 }
 
 /** Every column holds exactly rows × width values (a damaged buffer holds fewer). */
-function checkLengths(batch: TraceBatch, shape: RowShape, path: string): void {
+function checkLengths(batch: TraceBatch, shape: RowShape, path: string, routing: boolean): void {
   const mk = shape.layers * shape.topK;
   const expected: [string, ArrayLike<number> | null, number][] = [
     ["pos", batch.pos, batch.rows],
     ["token", batch.token, batch.rows],
     ["phase", batch.phase, batch.rows],
     ["experts", batch.experts, batch.rows * mk],
-    ["weights", batch.weights, batch.rows * mk],
+    ["weights", routing ? null : batch.weights, batch.rows * mk],
     ["probs", batch.probs, batch.rows * shape.layers * shape.experts],
     ["spec", batch.spec, batch.rows * mk * shape.lookahead],
   ];
