@@ -429,6 +429,9 @@ function checkLevels(page: Page, maxDef: number, maxRep: number, width: number):
   const known = checkedLevels.get(key);
   if (known && sameBytes(known[0], page.defLevels) && sameBytes(known[1], page.repLevels)) return;
   checkLevelsOnce(page, maxDef, maxRep, width);
+  // Bounded: the last page of each column chunk has its own length, so a long
+  // trace would otherwise add a few entries per shard.
+  if (checkedLevels.size >= MAX_CHECKED_LEVELS) checkedLevels.clear();
   checkedLevels.set(key, [page.defLevels.slice(), page.repLevels.slice()]);
 }
 
@@ -438,6 +441,7 @@ function checkLevels(page: Page, maxDef: number, maxRep: number, width: number):
  * checked once and later pages only compared with them.
  */
 const checkedLevels = new Map<string, [Uint8Array, Uint8Array]>();
+const MAX_CHECKED_LEVELS = 64;
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   if (a.length !== b.length) return false;
