@@ -142,7 +142,9 @@ export async function countsWithDuckDB(
   };
   try {
     const files = paths.map(quote).join(", ");
-    await run(`CREATE VIEW trace AS SELECT * FROM read_parquet([${files}])`);
+    // By name: shards of one trace may differ in optional columns (a weights column is
+    // left out of shards that would hold only the 1/k placeholder).
+    await run(`CREATE VIEW trace AS SELECT * FROM read_parquet([${files}], union_by_name = true)`);
     const slots: string[] = [];
     for (let l = 0; l < M; l++) {
       for (let r = 0; r < k; r++) slots.push(`(${l * k + r + 1}, ${moeLayers[l]}, ${l}, ${r})`);
