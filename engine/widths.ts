@@ -154,6 +154,28 @@ export async function widthConfig(shape: WidthShape): Promise<Record<string, unk
   return { ...base, ...shape.config, dtype: "bfloat16", torch_dtype: "bfloat16" };
 }
 
+/**
+ * config.json text for `config`, keeping the fields the fixture wrote as
+ * floats floats (transformers' strict config classes refuse `0` for a float
+ * field such as DeepSeek-V2's attention_dropout, and JSON.stringify writes 0.0
+ * as 0).
+ */
+export async function widthConfigText(
+  shape: WidthShape,
+  config: Record<string, unknown>,
+): Promise<string> {
+  const text = await Deno.readTextFile(`${FIXTURES}${shape.fixture}/config.json`);
+  const floats = new Set(
+    [...text.matchAll(/"(\w+)":\s*-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?/g)]
+      .filter((m) => /[.eE]/.test(m[0].split(":")[1]!))
+      .map((m) => m[1]!),
+  );
+  return JSON.stringify(config, null, 2).replace(
+    /"(\w+)": (-?\d+)(?=,?\n)/g,
+    (all, key: string, value: string) => floats.has(key) ? `"${key}": ${value}.0` : all,
+  );
+}
+
 /** Bytes of the checkpoint `config` implies (bf16 weights, MXFP4 tensors as stored). */
 export function checkpointBytes(config: Record<string, unknown>): number {
   let bytes = 0;
@@ -165,17 +187,18 @@ export function checkpointBytes(config: Record<string, unknown>): number {
 }
 
 /**
- * Writes `config` as config.json and a random bf16 model.safetensors of every
+ * Writes `configText` (`config` as config.json) and a random bf16 model.safetensors of every
  * tensor it implies, tensor by tensor (≤ one tensor in memory), then renames
  * the folder's marker `complete` into place so a killed run is redone.
  */
 export async function writeWidthCheckpoint(
   dir: string,
   config: Record<string, unknown>,
+  configText: string,
   seed = 1,
 ): Promise<void> {
   await Deno.mkdir(dir, { recursive: true });
-  await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify(config, null, 2));
+  await Deno.writeTextFile(`${dir}/config.json`, configText);
   const tensors = expectedTensors(parseConfig(config, `${dir}/config.json`));
   const header: Record<string, unknown> = {};
   let offset = 0;

@@ -28,6 +28,7 @@ import {
   checkpointBytes,
   WIDTH_SHAPES,
   widthConfig,
+  widthConfigText,
   type WidthShape,
   writeWidthCheckpoint,
 } from "./widths.ts";
@@ -71,10 +72,12 @@ function cacheDir(): string {
 
 async function ensureCheckpoint(shape: WidthShape): Promise<string> {
   const dir = `${cacheDir()}/${shape.name}`;
+  const config = await widthConfig(shape);
+  const text = await widthConfigText(shape, config);
   if (!(await pathExists(`${dir}/complete`))) {
     console.error(`bench widths: writing the random ${shape.name} checkpoint into ${dir}`);
-    await writeWidthCheckpoint(dir, await widthConfig(shape), 17);
-  }
+    await writeWidthCheckpoint(dir, config, text, 17);
+  } else await Deno.writeTextFile(`${dir}/config.json`, text); // the tensors depend on sizes only
   return dir;
 }
 
@@ -85,8 +88,9 @@ async function golden(dir: string, ids: number[][]): Promise<Golden | string> {
   if (await pathExists(file)) return JSON.parse(await Deno.readTextFile(file));
   const env = await pythonEnv(
     "pyenv-transformers",
-    ["torch==2.13.0", "transformers==5.18.0", "safetensors==0.8.0"],
-    "torch, transformers, safetensors",
+    // accelerate: transformers loads gpt-oss's MXFP4 experts (dequantised on a CPU) only with it
+    ["torch==2.13.0", "transformers==5.18.0", "safetensors==0.8.0", "accelerate==1.15.0"],
+    "torch, transformers, safetensors, accelerate",
   );
   if ("reason" in env) return env.reason;
   await Deno.writeTextFile(`${dir}/ids-${key}.json`, JSON.stringify(ids));
