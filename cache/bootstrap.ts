@@ -86,7 +86,57 @@ export function quantile(values: ArrayLike<number>, p: number): number {
   return sorted[lo]! + (h - lo) * (sorted[hi]! - sorted[lo]!);
 }
 
-/** Runs the sweep on `resamples` document resamples of `trace`. */
+/** One resample's values per combination (in `SweepResult.combinations` order), each [M + 1]. */
+export interface ResampleValues {
+  hitRate: Float64Array[];
+  msPerToken: Float64Array[];
+}
+
+/** The hit rate and ms per token of each layer, then of all layers (index M), of every combination. */
+export function resampleValues(result: SweepResult, tokens: number, M: number): ResampleValues {
+  const hitRate: Float64Array[] = [];
+  const msPerToken: Float64Array[] = [];
+  for (const c of result.combinations) {
+    const rates = new Float64Array(M + 1);
+    const ms = new Float64Array(M + 1);
+    let hits = 0, accesses = 0;
+    for (let l = 0; l < M; l++) {
+      const a = c.hits[l]! + c.misses[l]!;
+      rates[l] = c.hits[l]! / a;
+      ms[l] = c.layerMs[l]! / tokens;
+      hits += c.hits[l]!;
+      accesses += a;
+    }
+    rates[M] = hits / accesses;
+    ms[M] = c.totalMs / tokens;
+    hitRate.push(rates);
+    msPerToken.push(ms);
+  }
+  return { hitRate, msPerToken };
+}
+
+/** Replays one resample (documents in `order`) through the whole sweep. */
+export async function replayResample(
+  trace: AccessTrace,
+  starts: Int32Array,
+  order: Int32Array,
+  model: ModelFacts,
+  settings: SweepSettings,
+  sweepOptions: { workers?: number },
+): Promise<ResampleValues> {
+  const sample = resampleDocuments(trace, starts, order);
+  const result = await runSweep(sample, model, settings, sweepOptions);
+  return resampleValues(result, sample.tokens, trace.layers);
+}
+
+/**
+ * Runs the sweep on `resamples` document resamples of `trace`. With
+ * `parallel` above 0 that many worker threads (bootstrap_worker.ts) replay
+ * whole resamples side by side, each sweep in its worker's own thread; the
+ * draws are made here first, in resample order, so the values are those of
+ * the sequential path. Otherwise resamples run one after another, each sweep
+ * with `workers` threads of its own (sweep.ts).
+ */
 export async function bootstrapSweep(
   trace: AccessTrace,
   model: ModelFacts,
@@ -95,6 +145,7 @@ export async function bootstrapSweep(
     resamples: number;
     seed: number;
     workers?: number;
+    parallel?: number;
     onProgress?: (done: number, total: number) => void;
   },
 ): Promise<SweepBootstrap> {
@@ -103,33 +154,109 @@ export async function bootstrapSweep(
   const starts = documentStarts(trace.doc);
   const G = starts.length - 1;
   const rng = new Rng(options.seed);
-  const hitRate: Float64Array[] = [];
-  const msPerToken: Float64Array[] = [];
+  const orders: Int32Array[] = [];
   const copies = new Int32Array(G);
   for (let b = 0; b < B; b++) {
     copies.fill(0);
     for (let i = 0; i < G; i++) copies[rng.int(G)]!++;
-    const sample = resampleDocuments(trace, starts, spreadCopies(copies));
+    orders.push(spreadCopies(copies));
+  }
+  const hitRate: Float64Array[] = [];
+  const msPerToken: Float64Array[] = [];
+  let done = 0;
+  const store = (b: number, values: ResampleValues) => {
+    values.hitRate.forEach((rates, i) => {
+      (hitRate[i] ??= new Float64Array(B * (M + 1))).set(rates, b * (M + 1));
+      (msPerToken[i] ??= new Float64Array(B * (M + 1))).set(values.msPerToken[i]!, b * (M + 1));
+    });
+    options.onProgress?.(++done, B);
+  };
+  const parallel = Math.min(options.parallel ?? 0, B);
+  if (parallel > 0) {
+    await replayInWorkers({ trace, starts, model, settings }, orders, parallel, store);
+  } else {
     const sweepOptions: { workers?: number } = {};
     if (options.workers !== undefined) sweepOptions.workers = options.workers;
-    const result: SweepResult = await runSweep(sample, model, settings, sweepOptions);
-    result.combinations.forEach((c, i) => {
-      const rates = hitRate[i] ??= new Float64Array(B * (M + 1));
-      const ms = msPerToken[i] ??= new Float64Array(B * (M + 1));
-      let hits = 0, accesses = 0;
-      for (let l = 0; l < M; l++) {
-        const a = c.hits[l]! + c.misses[l]!;
-        rates[b * (M + 1) + l] = c.hits[l]! / a;
-        ms[b * (M + 1) + l] = c.layerMs[l]! / sample.tokens;
-        hits += c.hits[l]!;
-        accesses += a;
-      }
-      rates[b * (M + 1) + M] = hits / accesses;
-      ms[b * (M + 1) + M] = c.totalMs / sample.tokens;
-    });
-    options.onProgress?.(b + 1, B);
+    for (let b = 0; b < B; b++) {
+      store(b, await replayResample(trace, starts, orders[b]!, model, settings, sweepOptions));
+    }
   }
   return { resamples: B, seed: options.seed, hitRate, msPerToken };
+}
+
+/**
+ * Resamples × replays × accesses from which the bootstrap of a small trace
+ * runs whole resamples in worker threads: below it (the default policies on
+ * the demo trace, 31 M, 0.8 s in one thread) starting them costs more.
+ */
+const PARALLEL_BOOTSTRAP_ACCESSES = 64_000_000;
+
+/**
+ * `bootstrapSweep`'s threads for `resamples` of a trace of `accesses` whose
+ * sweep replays `replays` cache runs: a small trace (under 1 M accesses)
+ * replays faster than a sweep's workers start, so each resample's sweep stays
+ * in one thread, and whole resamples run side by side, one per core, when
+ * they add up to enough work; a large one keeps the sweep's own workers.
+ */
+export function bootstrapThreads(
+  resamples: number,
+  replays: number,
+  accesses: number,
+): { workers?: number; parallel?: number } {
+  if (accesses >= 1_000_000) return {};
+  const enough = resamples * (replays + 1) * accesses >= PARALLEL_BOOTSTRAP_ACCESSES;
+  return { workers: 0, parallel: enough ? navigator.hardwareConcurrency : 0 };
+}
+
+/** What every bootstrap worker is sent once, before its resamples. */
+export interface BootstrapWorkerSetup {
+  trace: AccessTrace;
+  starts: Int32Array;
+  model: ModelFacts;
+  settings: SweepSettings;
+}
+
+/** Hands resamples to `width` workers, the next one to whichever finishes first. */
+function replayInWorkers(
+  setup: BootstrapWorkerSetup,
+  orders: Int32Array[],
+  width: number,
+  store: (b: number, values: ResampleValues) => void,
+): Promise<void> {
+  const workers: Worker[] = [];
+  let next = 0, finished = 0;
+  return new Promise<void>((resolve, reject) => {
+    const fail = (message: string) => {
+      for (const w of workers) w.terminate();
+      reject(new Error(`bootstrap worker failed: ${message}`));
+    };
+    const give = (worker: Worker) => {
+      if (next < orders.length) {
+        worker.postMessage({ kind: "resample", b: next, order: orders[next++] });
+      } else worker.terminate();
+    };
+    for (let w = 0; w < width; w++) {
+      const worker = new Worker(new URL("./bootstrap_worker.ts", import.meta.url).href, {
+        type: "module",
+      });
+      workers.push(worker);
+      worker.onmessage = (event) => {
+        const message = event.data;
+        if (message.kind !== "result") return fail(message.message);
+        store(message.b, message.values as ResampleValues);
+        if (++finished === orders.length) {
+          for (const w of workers) w.terminate();
+          resolve();
+        } else give(worker);
+      };
+      worker.onerror = (event) => {
+        event.preventDefault();
+        fail(event.message);
+      };
+      worker.postMessage({ kind: "setup", setup });
+      give(worker);
+    }
+  });
 }
 
 /**

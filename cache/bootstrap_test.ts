@@ -8,7 +8,13 @@ import {
   type SyntheticOptions,
   writeSyntheticTrace,
 } from "../trace/synthetic.ts";
+import { bootstrapSweep } from "./bootstrap.ts";
+import { DTYPES } from "./dtypes.ts";
+import { HARDWARE_PRESETS } from "./hardware.ts";
+import { parsePrefetch } from "./prefetch/mod.ts";
 import { simulateCommand } from "./simulate.ts";
+import type { SweepSettings } from "./sweep.ts";
+import { syntheticAccessTrace } from "./synthetic.ts";
 
 const dir = await Deno.makeTempDir({ prefix: "moetrace-bootstrap-test-" });
 
@@ -222,4 +228,41 @@ Deno.test("the bootstrap interval holds the point estimate and narrows with more
     width.push(Number(all.hit_rate_ci_high) - Number(all.hit_rate_ci_low));
   }
   ok(width[1]! < width[0]!, `widths ${width}`);
+});
+
+Deno.test("resamples replayed in worker threads give the sequential path's values exactly", async () => {
+  // 8 documents of 40 tokens; random needs the seed, markov and speculative
+  // prefetch and two hardware settings take the replay's timing path.
+  const trace = syntheticAccessTrace({
+    tokens: 320,
+    layers: 3,
+    experts: 6,
+    topK: 2,
+    stickiness: 0.6,
+    memory: "geometric",
+    tokensPerDoc: 40,
+    lookahead: 1,
+    seed: 3,
+  });
+  const model = { ...syntheticModel({ numLayers: 3, numExperts: 6, topK: 2 }), expert_params: 1e6 };
+  const settings: SweepSettings = {
+    policies: ["lru", "lfu", "random", "belady"],
+    capacities: [3, 4].map((c) => ({ kind: "experts", experts: c, text: String(c) })),
+    prefetchers: ["none", "speculative", "markov"].map((p) => parsePrefetch(p)!),
+    dtypes: [DTYPES.bf16!],
+    hardware: ["pcie4", "pcie3"].map((h) => HARDWARE_PRESETS[h]!),
+    budget: "per-layer",
+    seed: 7,
+  };
+  const run = (threads: { workers?: number; parallel?: number }) =>
+    bootstrapSweep(trace, model, settings, { resamples: 5, seed: 11, ...threads });
+  const sequential = await run({ workers: 0 });
+  ok(sequential.hitRate.length > 0 && sequential.hitRate[0]!.length === 5 * 4);
+  // Resamples differ from one another (the draws are not all the same).
+  const all = sequential.hitRate[0]!.filter((_, i) => i % 4 === 3);
+  ok(new Set(all).size > 1, `resampled hit rates ${all}`);
+  // 5 resamples over 3 workers: they finish out of order.
+  const parallel = await run({ parallel: 3 });
+  assertEquals(parallel.hitRate, sequential.hitRate, "hit rates");
+  assertEquals(parallel.msPerToken, sequential.msPerToken, "ms/token");
 });

@@ -20,7 +20,7 @@ import { parsePrefetch, type PrefetchSpec } from "./prefetch/mod.ts";
 import { simulationFigures } from "./simulate_figures.ts";
 import type { SimulationOutput } from "./simulate_output.ts";
 import { simulationReadme } from "./simulate_readme.ts";
-import { bootstrapSweep, rowIntervals } from "./bootstrap.ts";
+import { bootstrapSweep, bootstrapThreads, rowIntervals } from "./bootstrap.ts";
 import { capacityExperts, type CapacitySpec, runSweep, type SweepSettings } from "./sweep.ts";
 import { dtypeInfo } from "./dtypes.ts";
 import { checkMissSetting, missSettingFromFlags } from "./costs.ts";
@@ -383,8 +383,7 @@ export async function simulateCommand(
     ? await bootstrapSweep(data, manifest.model, settings, {
       resamples: raw.bootstrap,
       seed: raw.seed,
-      // A small trace replays faster than workers start.
-      ...(data.chosen.length < 1_000_000 ? { workers: 0 } : {}),
+      ...bootstrapThreads(raw.bootstrap, result.replays, data.chosen.length),
     })
     : null;
   const resampled = performance.now();
