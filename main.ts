@@ -13,6 +13,7 @@ import { exitOnInterrupt } from "./common/interrupt.ts";
 import { TOOL_VERSION } from "./trace/manifest.ts";
 import { HARDWARE_PRESETS } from "./cache/hardware.ts";
 import { DTYPES } from "./cache/dtypes.ts";
+import { BATCH_HELP, POLICY_HELP, RESAMPLES_HELP, SIM_SEED_HELP } from "./cache/simulate_help.ts";
 
 type FlagKind = "string" | "int" | "number" | "boolean" | "list" | "int-list";
 
@@ -93,16 +94,6 @@ function forceFlag(what: string): FlagSpec {
       `Write into --out even when it holds files that are not ${what} (it is refused otherwise).`,
   };
 }
-
-/** simulate --batch and --bootstrap. */
-const BATCH_HELP =
-  "Documents decoding in lockstep: each step reads the union of their experts once; a finished document's slot goes to the next (traces with arrival_step: in arrival order). Needs --prefetch none above 1.";
-const RESAMPLES_HELP =
-  "Document-level bootstrap resamples for the hit-rate and ms/token intervals (0: none).";
-const SIM_SEED_HELP = "Seed for the random policy and the bootstrap.";
-/** The policy names and what each does, for --policy and --offload help. */
-const POLICY_HELP =
-  "lru (least recently used), fifo (first in, first out), lfu (least frequently used), lrfu (LRFU, Lee et al. 2001: each use adds 1 to a score that halves every 8 tokens and the lowest score is evicted, between lru and lfu), random (evicts a random resident expert), swap (CoSMoEs: swap whenever the chosen set changes)";
 
 export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
   capture: {
@@ -361,7 +352,7 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
   },
   analyze: {
     summary: "Routing statistics per domain and layer with confidence intervals, as CSV and SVG.",
-    positional: { name: "TRACE", help: "Trace directory.", path: "read" },
+    positional: { name: "TRACE", help: "Trace directory.", path: "read", optional: true },
     flags: {
       out: {
         kind: "string",
@@ -407,10 +398,17 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
         help:
           "With --engine stream, also write the streaming pass's count tables to counts/*.csv (one more pass).",
       },
+      "from-counts": {
+        kind: "string",
+        path: "read",
+        value: "DIR",
+        help:
+          'Analyse the per-document count tables of analysis/sql/ in DIR (run by Spark or DuckDB; README "Analysis on DuckDB and Spark") instead of a TRACE.',
+      },
       force: forceFlag("an analysis"),
       json: JSON_FLAG,
     },
-    run: async (p, f) => (await import("./analysis/analyze.ts")).analyzeCommand(p!, f),
+    run: async (p, f) => (await import("./analysis/analyze.ts")).analyzeCommand(p, f),
   },
   compare: {
     summary:

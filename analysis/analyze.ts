@@ -1,6 +1,7 @@
 /**
  * `moetrace analyze TRACE --out DIR [--bootstrap N] [--seed S] [--router-temperature T]
- * [--engine stream|duckdb] [--counts]`:
+ * [--engine stream|duckdb] [--counts]`, or `analyze --from-counts DIR --out OUT`
+ * (from_counts.ts):
  * routing statistics per layer, per domain and overall, with cluster
  * jackknife intervals, tests against random routing and uniform and
  * marginal-preserving baselines, written as tidy CSVs, SVG figures, an HTML
@@ -11,12 +12,13 @@ import { DataError, UsageError } from "../common/errors.ts";
 import { writingOutputs } from "../common/interrupt.ts";
 import { checkOutputFolder, tablesOutput } from "../common/output_folder.ts";
 import { TraceReader } from "../trace/mod.ts";
+import { analyseCounts } from "./from_counts.ts";
 import { type AnalysisResult, runAnalysis } from "./run.ts";
 import { writeCounts } from "./sql/command.ts";
 import { writeAnalysis } from "./write.ts";
 
 export async function analyzeCommand(
-  trace: string,
+  trace: string | undefined,
   flags: Record<string, unknown>,
 ): Promise<void> {
   const out = flags.out;
@@ -41,12 +43,45 @@ export async function analyzeCommand(
       `--router-temperature of analyze must be a number > 0, got ${JSON.stringify(temperature)}.`,
     );
   }
+  const fromCounts = flags["from-counts"];
+  if ((fromCounts === undefined) === (trace === undefined)) {
+    throw new UsageError(
+      "analyze needs either a TRACE argument or --from-counts DIR (count tables of analysis/sql/), not both.",
+    );
+  }
   await checkOutputFolder(
     out,
     { command: "analyze", ...tablesOutput("an analysis", "analysis.json") },
     flags.force === true,
   );
-  const reader = await TraceReader.open(trace);
+  if (typeof fromCounts === "string") {
+    if (flags.engine === "duckdb" || flags.counts === true) {
+      throw new UsageError(
+        "--engine duckdb and --counts of analyze read a trace, not --from-counts.",
+      );
+    }
+    const options = { bootstrap, seed, accumulate: { routerTemperature: temperature } };
+    const result = await analyseCounts(fromCounts, options);
+    writingOutputs(out);
+    await writeAnalysis(result, out, { bootstrap, seed });
+    if (flags.json !== true) { for (const line of result.skipped) console.log(line); }
+    console.log(
+      flags.json === true
+        ? JSON.stringify({
+          out,
+          from_counts: fromCounts,
+          tokens: result.totals.n_tokens,
+          docs: result.totals.n_docs,
+          domains: result.domains,
+          bootstrap,
+          seed,
+          skipped: result.skipped,
+        })
+        : `Analysed ${result.totals.n_tokens} tokens in ${result.totals.n_docs} documents (${result.domains.length} domains) from the count tables in ${fromCounts}; wrote ${out}/.`,
+    );
+    return;
+  }
+  const reader = await TraceReader.open(trace!);
   if (reader.rows === 0) {
     throw new DataError(`The trace in ${trace} holds no tokens, so there is nothing to analyse.`);
   }

@@ -124,8 +124,29 @@ export async function runAnalysis(
   const started = performance.now();
   const acc = await accumulateTrace(reader, options.accumulate);
   const passSeconds = (performance.now() - started) / 1000;
+  return analyseAccumulator(acc, reader.manifest, options, passSeconds);
+}
+
+/**
+ * What the counts of an analysis came from when not from the streaming pass
+ * (`analyze --from-counts`, from_counts.ts): whether the per-token-id tables
+ * and sample documents exist, and the lines saying what is left out (they
+ * replace the notes on router sums and on k ≥ 3 sampling).
+ */
+export interface CountsInput {
+  tokens: boolean;
+  notes: string[];
+}
+
+/** The statistics and tables of an accumulator filled by the streaming pass or from count tables. */
+export function analyseAccumulator(
+  acc: Accumulator,
+  manifest: Manifest,
+  options: AnalysisOptions,
+  passSeconds: number,
+  input?: CountsInput,
+): AnalysisResult {
   const afterPass = performance.now();
-  const manifest = reader.manifest;
   const moeLayers = manifest.model.moe_layers;
   const domains = acc.domains.filter((d) => d.docs > 0);
   const settings: IntervalSettings = {
@@ -148,6 +169,8 @@ export async function runAnalysis(
   const doc = documents.estimates;
   const bucket = buckets.estimates;
   const recorded = recordedColumns(manifest);
+  if (input && !input.tokens) recorded.tokens = false;
+  if (input) recorded.skipped.push(...input.notes);
   const tables: Record<string, CsvRow[]> = {
     expert_shares: expertSharesTable(doc),
     repetition: layerStatisticsTable(doc, "repetition"),
@@ -193,6 +216,7 @@ export async function runAnalysis(
         domains,
         intervals: settings.intervals,
         pooledCoactivation: !buckets.marginalPerDocument,
+        fromCounts: input !== undefined,
       }),
     ],
     timing: {
@@ -373,11 +397,17 @@ export function recordedColumns(
 /** What the reader of the outputs should know: absent statistics, reduced tables, approximations. */
 function analysisNotes(
   acc: Accumulator,
-  facts: { domains: readonly DomainData[]; intervals: boolean; pooledCoactivation: boolean },
+  facts: {
+    domains: readonly DomainData[];
+    intervals: boolean;
+    pooledCoactivation: boolean;
+    /** Counts read by --from-counts: its own lines say what they lack (router sums, k ≥ 3 sampling). */
+    fromCounts: boolean;
+  },
 ): string[] {
   const { experts: E, topK: k, probs } = acc.dims;
   const notes: string[] = [];
-  if (!probs) {
+  if (!probs && !facts.fromCounts) {
     notes.push(
       "The trace has no router distribution (capture.probs is false): l_norm, bies, router_entropy, topk_mass and topk_margin are absent (CoSMoEs Eq. 6 needs --probs at capture).",
     );
@@ -401,7 +431,7 @@ function analysisNotes(
       `With ${E} experts, coactivation.csv and layer_flow.csv hold the whole corpus only (per-domain tables are written for E ≤ 16).`,
     );
   }
-  if (k >= 3) {
+  if (k >= 3 && !facts.fromCounts) {
     notes.push(
       `With top_k = ${k}, the within-document shuffle baselines of set_overlap and overlap_distribution are estimated from ${SHUFFLE_PAIRS_PER_PAIR} random token pairs per consecutive pair of each document (exact for k ≤ 2 and for first_choice_repeat, h_norm and ex_rep).`,
     );

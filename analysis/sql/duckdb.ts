@@ -107,6 +107,67 @@ function toNumber(value: unknown): unknown {
   return typeof value === "bigint" ? Number(value) : value;
 }
 
+/**
+ * The two views every SQL file of this folder reads, as DuckDB defines them:
+ * `trace` (the shards, matched by column name, with each row's file and place
+ * in it for documents.sql) and `slots` (subscripts from 1).
+ */
+function viewsSql(paths: readonly string[], reader: TraceReader): string[] {
+  const { layers: M, topK: k } = reader.shape;
+  const moeLayers = reader.manifest.model.moe_layers;
+  const files = paths.map(quote).join(", ");
+  const slots: string[] = [];
+  for (let l = 0; l < M; l++) {
+    for (let r = 0; r < k; r++) slots.push(`(${l * k + r + 1}, ${moeLayers[l]}, ${l}, ${r})`);
+  }
+  return [
+    // By name: shards of one trace may differ in optional columns (a weights column is
+    // left out of shards that would hold only the 1/k placeholder).
+    `CREATE VIEW trace AS SELECT *, filename AS shard_file, file_row_number AS shard_row FROM read_parquet([${files}], union_by_name = true, filename = true, file_row_number = true)`,
+    `CREATE TABLE slots AS SELECT * FROM (VALUES ${
+      slots.join(", ")
+    }) AS s(slot, layer, layer_index, rank)`,
+  ];
+}
+
+/** The tables `analyze --from-counts DIR` reads: documents.sql's, then the per-document count tables. */
+export const EXPORTED_TABLES = ["documents", ...QUERIES] as const;
+
+/**
+ * Runs documents.sql and the per-document count SQL on the trace in DuckDB
+ * and writes each result as `DIR/<table>/part-00000.parquet` (or `.csv`
+ * with a header), with a copy of the trace's manifest.json: the folder that
+ * the Spark recipe of README "Analysis on DuckDB and Spark" writes, for
+ * `moetrace analyze --from-counts DIR` (DuckDB standing in for Spark in tests).
+ */
+export async function exportCountTables(
+  reader: TraceReader,
+  dir: string,
+  options: DuckDBCountOptions & { format?: "parquet" | "csv" } = {},
+): Promise<void> {
+  const paths = await checkedShardPaths(reader);
+  const format = options.format ?? "parquet";
+  const instance = await DuckDBInstance.create(":memory:", {
+    threads: String(options.threads ?? navigator.hardwareConcurrency ?? 1),
+  });
+  const connection = await instance.connect();
+  try {
+    for (const sql of viewsSql(paths, reader)) await connection.run(sql);
+    for (const name of EXPORTED_TABLES) {
+      await Deno.mkdir(`${dir}/${name}`, { recursive: true });
+      const to = quote(`${dir}/${name}/part-00000.${format}`);
+      const how = format === "csv" ? "FORMAT csv, HEADER true" : "FORMAT parquet";
+      await connection.run(`COPY (${await sqlFile(name)}) TO ${to} (${how})`);
+    }
+  } catch (error) {
+    throw new DataError(`DuckDB could not count the trace in ${reader.dir}: ${messageOf(error)}`);
+  } finally {
+    connection.closeSync();
+    instance.closeSync();
+  }
+  await Deno.copyFile(`${reader.dir}/manifest.json`, `${dir}/manifest.json`);
+}
+
 /** Runs the SQL of analysis/sql/ on the trace in DuckDB; returns the count tables. */
 export async function countsWithDuckDB(
   reader: TraceReader,
@@ -114,7 +175,6 @@ export async function countsWithDuckDB(
 ): Promise<CountTables> {
   const paths = await checkedShardPaths(reader);
   const { layers: M, topK: k, experts: E } = reader.shape;
-  const moeLayers = reader.manifest.model.moe_layers;
   const config: Record<string, string> = {
     threads: String(options.threads ?? navigator.hardwareConcurrency ?? 1),
   };
@@ -142,18 +202,7 @@ export async function countsWithDuckDB(
   };
   try {
     const files = paths.map(quote).join(", ");
-    // By name: shards of one trace may differ in optional columns (a weights column is
-    // left out of shards that would hold only the 1/k placeholder).
-    await run(`CREATE VIEW trace AS SELECT * FROM read_parquet([${files}], union_by_name = true)`);
-    const slots: string[] = [];
-    for (let l = 0; l < M; l++) {
-      for (let r = 0; r < k; r++) slots.push(`(${l * k + r + 1}, ${moeLayers[l]}, ${l}, ${r})`);
-    }
-    await run(
-      `CREATE TABLE slots AS SELECT * FROM (VALUES ${
-        slots.join(", ")
-      }) AS s(slot, layer, layer_index, rank)`,
-    );
+    for (const sql of viewsSql(paths, reader)) await run(sql);
     const perDoc: Record<string, CsvRow[]> = {};
     for (const name of QUERIES) perDoc[name] = await run(await sqlFile(name));
     // Trace order of each domain's documents: manifest order of the files, then row order.

@@ -7,6 +7,13 @@
 --     the MoE layer (manifest model.moe_layers), layer_index its place on the trace's
 --     layer axis (0..M-1), rank the choice (0 first, ..., k-1).
 -- Each scans the trace once (no join between token rows). Rows with no token are absent.
+-- Portable SQL, the same text for DuckDB and Spark SQL: SELECT, WITH, GROUP BY, CROSS/INNER/
+-- LEFT JOIN, UNION ALL, CASE, CAST(... AS BIGINT), COUNT, SUM, MIN, COALESCE, LEAST,
+-- GREATEST, array subscripts `experts[i]` and the window function LAG(...) OVER
+-- (PARTITION BY ... ORDER BY ...); no engine's own functions. Where the engines differ
+-- (reading Parquet, subscripts from 1 or 0, a row's file and place in it) is in the views.
+-- documents.sql gives each document's tokens and place in the trace; the five count
+-- tables and it are what `moetrace analyze --from-counts DIR` reads.
 SELECT
   t.domain AS domain,
   CAST(t.doc AS BIGINT) AS doc,

@@ -1,0 +1,392 @@
+/**
+ * `moetrace analyze --from-counts DIR`: the analysis of a trace from the
+ * small per-document tables that the SQL of analysis/sql/ produces (DuckDB,
+ * or Spark SQL on a cluster: README "Analysis on DuckDB and Spark"), so the
+ * jackknife, permutations and report run on one machine without the trace.
+ *
+ * DIR holds the trace's manifest.json and one table per SQL file, each as
+ * `DIR/<table>.parquet`, `DIR/<table>.csv` (with a header) or a folder
+ * `DIR/<table>/` of part files of either kind (as Spark writes them;
+ * `_SUCCESS`, `.crc` and other names starting with `_` or `.` are skipped).
+ *
+ * The tables refill the streaming pass's per-document and per-bucket vectors
+ * (accumulate.ts, layout.ts) exactly: counts are integers, the documents are
+ * put back in trace order (documents.sql: each document's shard and first
+ * row) and dealt into buckets as the pass deals them, and the shuffle
+ * baselines are computed from the document's counts with the pass's own
+ * arithmetic (shuffle.ts). What the tables cannot give is left out, each
+ * with a note: router-distribution statistics (no sums of probs), token
+ * statistics (vocabulary specialisation, token colouring) and, for k ≥ 3,
+ * the within-document shuffle baselines of the top-k overlap (the pass
+ * estimates them from random token pairs that counts cannot reproduce).
+ */
+import { parse } from "csv-parse/sync";
+import { DataError, messageOf } from "../common/errors.ts";
+import { type Manifest, readManifest, rowShape } from "../trace/manifest.ts";
+import { parquetWasmToTable } from "../trace/parquet.ts";
+import { Accumulator } from "./accumulate.ts";
+import type { Dims, DocLayout } from "./layout.ts";
+import { analyseAccumulator, type AnalysisOptions, type AnalysisResult } from "./run.ts";
+
+/** The tables read, with their columns (`domain` and `shard_file` text, the rest integers ≥ 0). */
+export const COUNT_INPUTS = {
+  documents: ["domain", "doc", "shard_file", "first_row", "tokens"],
+  expert_counts: [
+    "domain",
+    "doc",
+    "layer",
+    "expert",
+    "first_tokens",
+    "second_tokens",
+    "any_tokens",
+  ],
+  repetition: ["domain", "doc", "layer", "pairs", "same_first_pairs"],
+  overlap: ["domain", "doc", "layer", "shared", "pairs"],
+  coactivation: ["domain", "doc", "layer", "expert_i", "expert_j", "tokens"],
+  flow: ["domain", "doc", "layer", "next_layer", "expert_from", "expert_to", "tokens"],
+} as const;
+
+type InputName = keyof typeof COUNT_INPUTS;
+const TEXT_COLUMNS = new Set(["domain", "shard_file"]);
+
+/** A table column by column: text columns as strings, the others as numbers. */
+type Columns = Record<string, (string | number)[]>;
+
+/** The files of one table in DIR, in name order. */
+async function tableFiles(dir: string, name: string): Promise<string[]> {
+  const found: string[] = [];
+  for (const ext of ["parquet", "csv"]) {
+    try {
+      if ((await Deno.stat(`${dir}/${name}.${ext}`)).isFile) found.push(`${dir}/${name}.${ext}`);
+    } catch { /* absent */ }
+  }
+  try {
+    const parts: string[] = [];
+    for await (const entry of Deno.readDir(`${dir}/${name}`)) {
+      if (!entry.isFile || /^[_.]/.test(entry.name)) continue;
+      if (/\.(parquet|csv)$/.test(entry.name)) parts.push(`${dir}/${name}/${entry.name}`);
+    }
+    found.push(...parts.sort());
+  } catch { /* absent */ }
+  if (found.length === 0) {
+    throw new DataError(
+      `--from-counts ${dir} has no ${name} table: expected ${name}.parquet, ${name}.csv or a folder ${name}/ of part-*.parquet or part-*.csv files (analysis/sql/${name}.sql's output).`,
+    );
+  }
+  return found;
+}
+
+function cell(value: unknown, column: string, path: string): string | number {
+  if (TEXT_COLUMNS.has(column)) {
+    if (value === null || value === undefined) {
+      throw new DataError(`${path}: column ${column} has an empty cell; expected text.`);
+    }
+    return String(value);
+  }
+  const n = typeof value === "bigint"
+    ? Number(value)
+    : typeof value === "string"
+    ? Number(value)
+    : value;
+  if (typeof n !== "number" || !Number.isSafeInteger(n) || n < 0 || value === "") {
+    throw new DataError(
+      `${path}: column ${column} holds ${JSON.stringify(String(value))}; expected an integer ≥ 0.`,
+    );
+  }
+  return n;
+}
+
+/** Reads one table (all its files) into columns, checking every cell. */
+export async function readCountTable(dir: string, name: InputName): Promise<Columns> {
+  const wanted = COUNT_INPUTS[name];
+  const out: Columns = Object.fromEntries(wanted.map((c) => [c, []]));
+  for (const path of await tableFiles(dir, name)) {
+    if (path.endsWith(".parquet")) {
+      let table;
+      try {
+        table = parquetWasmToTable(await Deno.readFile(path));
+      } catch (error) {
+        throw new DataError(`Cannot read ${path} as Parquet: ${messageOf(error)}.`);
+      }
+      for (const column of wanted) {
+        const vector = table.getChild(column);
+        if (!vector) {
+          throw new DataError(`${path} has no column ${column} (columns: ${wanted.join(", ")}).`);
+        }
+        const into = out[column]!;
+        for (const value of vector) into.push(cell(value, column, path));
+      }
+    } else {
+      let rows: Record<string, string>[];
+      try {
+        rows = parse(await Deno.readTextFile(path), { columns: true, skip_empty_lines: true });
+      } catch (error) {
+        throw new DataError(`Cannot read ${path} as CSV with a header: ${messageOf(error)}.`);
+      }
+      for (const column of wanted) {
+        if (rows.length > 0 && !(column in rows[0]!)) {
+          throw new DataError(`${path} has no column ${column} (columns: ${wanted.join(", ")}).`);
+        }
+        const into = out[column]!;
+        for (const row of rows) into.push(cell(row[column], column, path));
+      }
+    }
+  }
+  return out;
+}
+
+/** The analysis of the count tables in `dir` (see the header). */
+export async function analyseCounts(
+  dir: string,
+  options: AnalysisOptions,
+): Promise<AnalysisResult> {
+  const started = performance.now();
+  const manifest = await readManifest(dir);
+  const tables = {} as Record<InputName, Columns>;
+  for (const name of Object.keys(COUNT_INPUTS) as InputName[]) {
+    tables[name] = await readCountTable(dir, name);
+  }
+  const acc = accumulatorFromCounts(manifest, tables, `--from-counts ${dir}`, options);
+  const seconds = (performance.now() - started) / 1000;
+  return analyseAccumulator(acc, manifest, options, seconds, {
+    tokens: false,
+    notes: countsNotes(manifest),
+  });
+}
+
+/** What an analysis from count tables leaves out, one line each. */
+export function countsNotes(manifest: Manifest): string[] {
+  const notes = [
+    "Analysed from count tables (--from-counts): they hold no token ids, so vocabulary_specialisation.csv has no rows and token_colouring.html shows no documents.",
+  ];
+  notes.push(
+    manifest.capture.probs
+      ? "Analysed from count tables (--from-counts): they hold no sums of the router distribution, so l_norm, bies, router_entropy, topk_mass and topk_margin are absent (analyze TRACE gives them)."
+      : "The trace has no router distribution (capture.probs is false): l_norm, bies, router_entropy, topk_mass and topk_margin are absent (CoSMoEs Eq. 6 needs --probs at capture).",
+  );
+  if (manifest.model.top_k >= 3) {
+    notes.push(
+      `Analysed from count tables (--from-counts) with top_k = ${manifest.model.top_k}: the within-document shuffle baselines of set_overlap, h_norm, ex_rep and overlap_distribution are left empty (analyze TRACE estimates them from random token pairs, which counts cannot reproduce); first_choice_repeat's is exact.`,
+    );
+  }
+  return notes;
+}
+
+interface DocumentRow {
+  domain: string;
+  doc: number;
+  shard: number;
+  firstRow: number;
+  tokens: number;
+}
+
+/** The documents in trace order: manifest order of their shards, then first row. */
+function traceOrder(manifest: Manifest, docs: Columns, where: string): DocumentRow[] {
+  const shardOf = new Map<string, number>();
+  const find = (file: string): number => {
+    let index = shardOf.get(file);
+    if (index !== undefined) return index;
+    let path = file;
+    try {
+      path = decodeURIComponent(file);
+    } catch { /* not percent-encoded */ }
+    path = path.replaceAll("\\", "/");
+    index = manifest.shards.findIndex((s) => path === s.file || path.endsWith(`/${s.file}`));
+    if (index < 0) {
+      throw new DataError(
+        `${where}: documents names shard_file ${
+          JSON.stringify(file)
+        }, which ends with no shard path of manifest.json.`,
+      );
+    }
+    shardOf.set(file, index);
+    return index;
+  };
+  const rows: DocumentRow[] = docs.doc!.map((doc, i) => ({
+    domain: docs.domain![i] as string,
+    doc: doc as number,
+    shard: find(docs.shard_file![i] as string),
+    firstRow: docs.first_row![i] as number,
+    tokens: docs.tokens![i] as number,
+  }));
+  rows.sort((a, b) => a.shard - b.shard || a.firstRow - b.firstRow);
+  const rowsInTrace = manifest.shards.reduce((n, s) => n + s.rows, 0);
+  const counted = rows.reduce((n, r) => n + r.tokens, 0);
+  if (counted !== rowsInTrace) {
+    throw new DataError(
+      `${where}: documents counts ${counted} tokens but manifest.json's shards hold ${rowsInTrace}; the tables come from another trace or from part of it.`,
+    );
+  }
+  return rows;
+}
+
+/**
+ * The accumulator the streaming pass would have filled, from the count
+ * tables: per-document vectors in trace order and per-bucket sums. Router
+ * sums stay out (dims.probs false) and k ≥ 3 overlap shuffle baselines are NaN.
+ */
+export function accumulatorFromCounts(
+  manifest: Manifest,
+  tables: Record<InputName, Columns>,
+  where: string,
+  options: AnalysisOptions,
+): Accumulator {
+  const shape = rowShape(manifest);
+  const dims: Dims = {
+    layers: shape.layers,
+    experts: shape.experts,
+    topK: shape.topK,
+    probs: false,
+  };
+  const { layers: M, experts: E, topK: k } = dims;
+  const acc = new Accumulator(dims, manifest.capture.domains, options.accumulate ?? {});
+  const L = acc.layout;
+  const B = acc.bucketLayout;
+  const order = traceOrder(manifest, tables.documents, where);
+  const docIndex = new Map<number, number>();
+  order.forEach((d, i) => {
+    if (docIndex.has(d.doc)) {
+      throw new DataError(`${where}: documents lists document ${d.doc} twice.`);
+    }
+    docIndex.set(d.doc, i);
+  });
+  const layerIndex = new Map(manifest.model.moe_layers.map((layer, l) => [layer, l]));
+  const vectors = order.map(() => new Float64Array(L.size));
+  // Bucket of each document: its place among its domain's documents in trace order, mod buckets.
+  const buckets: Float64Array[] = order.map(() => new Float64Array(0));
+  const seen = new Map<string, number>();
+  order.forEach((doc, d) => {
+    const n = seen.get(doc.domain) ?? 0;
+    const at = (n % acc.buckets) * B.size;
+    buckets[d] = acc.domain(doc.domain).bucketVectors.subarray(at, at + B.size);
+    buckets[d]![B.tokens]! += doc.tokens;
+    seen.set(doc.domain, n + 1);
+  });
+  // k = 2: [M, E(E−1)/2] each document's own co-activation counts (its shuffle baseline's W_2).
+  const pairs = k === 2 ? order.map(() => new Float64Array(M * B.pairCount)) : [];
+  const rowsOf = (name: InputName, each: (d: number, l: number, i: number) => void) => {
+    const t = tables[name];
+    for (let i = 0; i < t.doc!.length; i++) {
+      const d = docIndex.get(t.doc![i] as number);
+      if (d === undefined || order[d]!.domain !== t.domain![i]) {
+        throw new DataError(
+          `${where}: ${name} has a row for document ${t.doc![i]} of ${
+            t.domain![i]
+          }, which documents does not list.`,
+        );
+      }
+      const l = layerIndex.get(t.layer![i] as number);
+      if (l === undefined) {
+        throw new DataError(
+          `${where}: ${name} has layer ${
+            t.layer![i]
+          }, which is not in manifest.json's model.moe_layers.`,
+        );
+      }
+      each(d, l, i);
+    }
+  };
+  const expert = (name: InputName, column: string, i: number): number => {
+    const e = tables[name][column]![i] as number;
+    if (e >= E) {
+      throw new DataError(`${where}: ${name} has ${column} ${e}; the model has ${E} experts.`);
+    }
+    return e;
+  };
+  const ec = tables.expert_counts;
+  rowsOf("expert_counts", (d, l, i) => {
+    const at = l * E + expert("expert_counts", "expert", i);
+    const v = vectors[d]!;
+    v[L.first + at] = ec.first_tokens![i] as number;
+    v[L.second + at] = ec.second_tokens![i] as number;
+    v[L.any + at] = ec.any_tokens![i] as number;
+    buckets[d]![B.any + at]! += ec.any_tokens![i] as number;
+  });
+  rowsOf("repetition", (d, l, i) => {
+    vectors[d]![L.sameFirst + l] = tables.repetition.same_first_pairs![i] as number;
+  });
+  rowsOf("overlap", (d, l, i) => {
+    const shared = tables.overlap.shared![i] as number;
+    if (shared > k) throw new DataError(`${where}: overlap has shared ${shared}; top_k is ${k}.`);
+    vectors[d]![L.overlap + l * (k + 1) + shared] = tables.overlap.pairs![i] as number;
+  });
+  const ca = tables.coactivation;
+  rowsOf("coactivation", (d, l, i) => {
+    const a = expert("coactivation", "expert_i", i);
+    const p = B.pairIndex[a * E + expert("coactivation", "expert_j", i)]!;
+    if (p < 0) throw new DataError(`${where}: coactivation pairs expert ${a} with itself.`);
+    const tokens = ca.tokens![i] as number;
+    buckets[d]![B.coact + l * B.pairCount + p]! += tokens;
+    if (k === 2) pairs[d]![l * B.pairCount + p] = tokens;
+  });
+  const fl = tables.flow;
+  rowsOf("flow", (d, l, i) => {
+    if (l === M - 1 || manifest.model.moe_layers[l + 1] !== fl.next_layer![i]) {
+      throw new DataError(
+        `${where}: flow has next_layer ${fl.next_layer![i]} after layer ${
+          fl.layer![i]
+        }; expected the next MoE layer.`,
+      );
+    }
+    const from = expert("flow", "expert_from", i);
+    const at = B.flow + (l * E + from) * E + expert("flow", "expert_to", i);
+    buckets[d]![at]! += fl.tokens![i] as number;
+  });
+  order.forEach((doc, d) => {
+    const v = vectors[d]!;
+    v[L.tokens] = doc.tokens;
+    v[L.pairs] = doc.tokens - 1;
+    addShuffleBaselines(v, L, doc.tokens, k === 2 ? pairs[d]! : null);
+    acc.domain(doc.domain).appendDoc(doc.doc, v);
+  });
+  return acc;
+}
+
+/**
+ * The within-document shuffle baselines of shuffle.ts from a document's
+ * counts, with its arithmetic in its order (so the values are the pass's to
+ * the bit): same first choice for any k; |S_t ∩ S_u| = j for k ≤ 2 (k = 2
+ * reads the document's own pair counts, [M, E(E−1)/2]); NaN for k ≥ 3.
+ */
+function addShuffleBaselines(
+  v: Float64Array,
+  L: DocLayout,
+  T: number,
+  pairs: Float64Array | null,
+): void {
+  const { layers: M, experts: E, topK: k } = L.dims;
+  if (T < 2) return;
+  const all = T * (T - 1);
+  const W = new Float64Array(k + 1);
+  const pairCount = (E * (E - 1)) / 2;
+  for (let l = 0; l < M; l++) {
+    const le = l * E;
+    let sameFirst = 0;
+    let sharedExperts = 0;
+    for (let e = 0; e < E; e++) {
+      const f = v[L.first + le + e]!;
+      sameFirst += f * (f - 1);
+      const c = v[L.any + le + e]!;
+      sharedExperts += c * (c - 1);
+    }
+    v[L.shuffleSameFirst + l]! += sameFirst / T;
+    W.fill(0);
+    if (k === 1) {
+      W[1] = sharedExperts;
+      W[0] = all - sharedExperts;
+    } else if (k === 2) {
+      let W2 = 0;
+      for (let p = l * pairCount; p < (l + 1) * pairCount; p++) {
+        const n = pairs![p]!;
+        W2 += n * (n - 1);
+      }
+      W[2] = W2;
+      W[1] = sharedExperts - 2 * W2;
+      W[0] = all - W[1]! - W2;
+    } else {
+      W.fill(NaN);
+    }
+    const at = L.shuffleOverlap + l * (k + 1);
+    for (let j = 0; j <= k; j++) v[at + j]! += W[j]! / T;
+  }
+}

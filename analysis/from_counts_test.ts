@@ -1,0 +1,183 @@
+/**
+ * `analyze --from-counts DIR` against `analyze TRACE`: DuckDB (embedded)
+ * runs the SQL of analysis/sql/ on a synthetic Parquet trace and writes the
+ * per-document tables into a folder as Spark would (DIR/<table>/part-*
+ * files beside _SUCCESS and .crc files, Parquet, and CSV split into two
+ * parts); the analysis of those tables must write the same CSVs as the
+ * streaming analysis of the trace, byte for byte, except what the count
+ * tables cannot hold, which is named here column by column.
+ */
+import assert from "node:assert/strict";
+import { runCli } from "../tests/cli_helpers.ts";
+import { syntheticCapture, syntheticDocs, syntheticModel } from "../trace/synthetic.ts";
+import { TraceReader, TraceWriter } from "../trace/mod.ts";
+import { parse } from "csv-parse/sync";
+import { exportCountTables, EXPORTED_TABLES } from "./sql/duckdb.ts";
+
+/** A trace whose documents interleave two domains and differ in length (one has a single token). */
+async function writeTrace(dir: string, topK: number): Promise<void> {
+  const options = {
+    numExperts: 6,
+    topK,
+    numLayers: 3,
+    tokensPerDoc: 24,
+    stickiness: 0.5,
+    // More documents per domain than buckets (20), so the trace order decides the buckets.
+    domains: [{ name: "ArXiv", docs: 27 }, { name: "Github", docs: 25 }],
+    seed: 7,
+  };
+  const model = { ...syntheticModel(options), moe_layers: [1, 2, 4], num_layers: 5 };
+  const writer = await TraceWriter.open(dir, { model, capture: syntheticCapture(options) }, {
+    rowsPerShard: 200,
+  });
+  const docs = [...syntheticDocs(options)];
+  docs.sort((a, b) => (a.doc % 7) - (b.doc % 7) || b.doc - a.doc);
+  const mk = options.numLayers * topK;
+  for (const [i, doc] of docs.entries()) {
+    const T = i === 3 ? 1 : 5 + (i * 7) % 20;
+    await writer.add({
+      ...doc,
+      tokens: doc.tokens.subarray(0, T),
+      pieces: doc.pieces.slice(0, T),
+      experts: doc.experts.subarray(0, T * mk),
+      weights: doc.weights.subarray(0, T * mk),
+    });
+  }
+  await writer.close();
+}
+
+/** Makes DIR look as Spark leaves it: part files with long names, _SUCCESS and .crc files. */
+async function sparkLike(dir: string, format: "parquet" | "csv"): Promise<void> {
+  for (const name of EXPORTED_TABLES) {
+    const from = `${dir}/${name}/part-00000.${format}`;
+    if (format === "csv" && name === "expert_counts") {
+      // Two parts, each with its header, as Spark writes a table of two partitions.
+      const lines = (await Deno.readTextFile(from)).trimEnd().split("\n");
+      const half = Math.floor(lines.length / 2);
+      await Deno.writeTextFile(
+        `${dir}/${name}/part-00000-5e1f-c000.csv`,
+        lines.slice(0, half).join("\n") + "\n",
+      );
+      await Deno.writeTextFile(
+        `${dir}/${name}/part-00001-5e1f-c000.csv`,
+        [lines[0], ...lines.slice(half)].join("\n") + "\n",
+      );
+      await Deno.remove(from);
+    } else {
+      await Deno.rename(from, `${dir}/${name}/part-00000-5e1f-c000.snappy.${format}`);
+    }
+    await Deno.writeTextFile(`${dir}/${name}/_SUCCESS`, "");
+    await Deno.writeTextFile(`${dir}/${name}/.part-00000-5e1f-c000.snappy.${format}.crc`, "junk");
+  }
+}
+
+async function analyse(args: string[]): Promise<string> {
+  const result = await runCli(["analyze", ...args, "--bootstrap", "30"]);
+  assert.equal(result.code, 0, result.stderr);
+  return result.stdout;
+}
+
+async function csvFiles(dir: string): Promise<string[]> {
+  const names: string[] = [];
+  for await (const entry of Deno.readDir(dir)) {
+    if (entry.name.endsWith(".csv")) names.push(entry.name);
+  }
+  return names.sort();
+}
+
+/**
+ * The (file, column) pairs whose cells differ between two analysis folders,
+ * as "file:statistic:column" (statistic empty in tables without one); cells are compared in row order (the rows' keys must agree).
+ */
+async function differences(a: string, b: string): Promise<string[]> {
+  const files = await csvFiles(a);
+  assert.deepEqual(await csvFiles(b), files);
+  const out = new Set<string>();
+  for (const file of files) {
+    const x = await Deno.readTextFile(`${a}/${file}`);
+    const y = await Deno.readTextFile(`${b}/${file}`);
+    if (x === y) continue;
+    const rx: Record<string, string>[] = parse(x, { columns: true });
+    const ry: Record<string, string>[] = parse(y, { columns: true });
+    if (rx.length !== ry.length) {
+      out.add(`${file}::rows`);
+      continue;
+    }
+    for (let i = 0; i < rx.length; i++) {
+      for (const column of Object.keys(rx[i]!)) {
+        if (rx[i]![column] !== ry[i]![column]) {
+          out.add(`${file}:${rx[i]!.statistic ?? ""}:${column}`);
+        }
+      }
+    }
+  }
+  return [...out].sort();
+}
+
+Deno.test("analyze --from-counts on Spark-like Parquet and CSV count tables writes analyze's CSVs (top-2)", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "moetrace-from-counts-" });
+  await writeTrace(`${dir}/trace`, 2);
+  const reader = await TraceReader.open(`${dir}/trace`);
+  assert.ok(reader.manifest.shards.length >= 3);
+  await exportCountTables(reader, `${dir}/parquet`, { threads: 2 });
+  await sparkLike(`${dir}/parquet`, "parquet");
+  await exportCountTables(reader, `${dir}/csv`, { threads: 2, format: "csv" });
+  await sparkLike(`${dir}/csv`, "csv");
+  await analyse([`${dir}/trace`, "--out", `${dir}/stream`]);
+  const said = await analyse(["--from-counts", `${dir}/parquet`, "--out", `${dir}/parquet-out`]);
+  assert.match(said, /no token ids, so vocabulary_specialisation\.csv has no rows/);
+  assert.match(said, /Analysed 52\d* tokens|Analysed \d+ tokens in 52 documents \(2 domains\)/);
+  await analyse(["--from-counts", `${dir}/csv`, "--out", `${dir}/csv-out`]);
+  // Every CSV byte-identical but vocabulary specialisation (token ids are not in the counts).
+  assert.deepEqual(await differences(`${dir}/stream`, `${dir}/parquet-out`), [
+    "vocabulary_specialisation.csv::rows",
+  ]);
+  for (const file of await csvFiles(`${dir}/stream`)) {
+    const a = await Deno.readTextFile(`${dir}/parquet-out/${file}`);
+    assert.ok(a === await Deno.readTextFile(`${dir}/csv-out/${file}`), file);
+    if (file === "vocabulary_specialisation.csv") {
+      assert.equal(a.trim().split("\n").length, 1, "header only");
+      continue;
+    }
+    assert.ok(a === await Deno.readTextFile(`${dir}/stream/${file}`), `${file} differs`);
+  }
+  // The tables are not trivial: the bucket statistics have rows for both domains and all.
+  const coactivation = await Deno.readTextFile(`${dir}/parquet-out/coactivation.csv`);
+  for (const domain of ["ArXiv", "Github", "all"]) assert.ok(coactivation.includes(`,${domain},`));
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("analyze --from-counts leaves out only the sampled shuffle baselines at top-3", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "moetrace-from-counts-" });
+  await writeTrace(`${dir}/trace`, 3);
+  await exportCountTables(await TraceReader.open(`${dir}/trace`), `${dir}/counts`, { threads: 2 });
+  await analyse([`${dir}/trace`, "--out", `${dir}/stream`]);
+  const said = await analyse(["--from-counts", `${dir}/counts`, "--out", `${dir}/counts-out`]);
+  assert.match(said, /with top_k = 3: the within-document shuffle baselines of set_overlap/);
+  // The pass samples token pairs for these baselines at k ≥ 3; the counts leave them empty,
+  // and with them the tests against them (BH families are per statistic: no other q moves).
+  assert.deepEqual(await differences(`${dir}/stream`, `${dir}/counts-out`), [
+    "cosmoes.csv:ex_rep:baseline_marginal",
+    "cosmoes.csv:ex_rep:p_value",
+    "cosmoes.csv:ex_rep:q_value",
+    "cosmoes.csv:h_norm:baseline_marginal",
+    "cosmoes.csv:h_norm:p_value",
+    "cosmoes.csv:h_norm:q_value",
+    "overlap_distribution.csv::baseline_marginal",
+    "repetition.csv:set_overlap:baseline_marginal",
+    "repetition.csv:set_overlap:p_value",
+    "repetition.csv:set_overlap:q_value",
+    "summary.csv:ex_rep:baseline_marginal",
+    "summary.csv:h_norm:baseline_marginal",
+    "summary.csv:set_overlap:baseline_marginal",
+    "vocabulary_specialisation.csv::rows",
+  ]);
+  const rows: Record<string, string>[] = parse(
+    await Deno.readTextFile(`${dir}/counts-out/repetition.csv`),
+    { columns: true },
+  );
+  for (const row of rows) {
+    assert.equal(row.baseline_marginal === "", row.statistic === "set_overlap");
+  }
+  await Deno.remove(dir, { recursive: true });
+});
