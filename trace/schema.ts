@@ -120,7 +120,10 @@ export function shardTable(docs: readonly TraceDoc[], shape: RowShape): arrow.Ta
   // weights (interchange JSONL where only some documents had them) keeps it.
   const placeholder = Math.fround(1 / shape.topK);
   const omitWeights = shape.weights === false &&
-    docs.every((d) => allEqual(d.weights, placeholder));
+    docs.every((d) =>
+      (d.weights.buffer === placeholderBuffer.buffer && placeholderBuffer[0] === placeholder) ||
+      allEqual(d.weights, placeholder)
+    );
   const weights = omitWeights ? null : new Float32Array(rows * mk);
   const probs = shape.probs ? new Float32Array(rows * shape.layers * shape.experts) : null;
   const spec = shape.lookahead > 0 ? new Uint16Array(rows * mk * shape.lookahead) : null;
@@ -181,6 +184,21 @@ export function shardTable(docs: readonly TraceDoc[], shape: RowShape): arrow.Ta
     children,
   });
   return new arrow.Table([new arrow.RecordBatch(schema, struct)]);
+}
+
+let placeholderBuffer = new Float32Array(0);
+
+/**
+ * `length` gate weights of 1/k each, for logs that record no weights: a view
+ * of one shared, never-written buffer, so a large import does not allocate
+ * and fill a weights array per document, and `shardTable` knows such a view
+ * without reading it.
+ */
+export function placeholderWeights(length: number, k: number): Float32Array {
+  if (placeholderBuffer.length < length || placeholderBuffer[0] !== Math.fround(1 / k)) {
+    placeholderBuffer = new Float32Array(Math.max(length, 1 << 16)).fill(1 / k);
+  }
+  return placeholderBuffer.subarray(0, length);
 }
 
 function allEqual(values: Float32Array, value: number): boolean {

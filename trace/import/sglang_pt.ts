@@ -137,6 +137,7 @@ export async function importSglangPt(
       numExperts = Math.max(numExperts, id + 1);
     }
   }
+  const mapped = numExperts;
   if (config?.numExperts !== undefined) {
     if (numExperts > config.numExperts) {
       throw new DataError(
@@ -195,8 +196,13 @@ export async function importSglangPt(
       documents:
         "rebuilt from extend_seq_lens and positions per rank (SGLang records no request ids): a segment at position 0 starts a document; one at position p continues the document of length p last extended in the most recent earlier pass, first in that pass's order",
     });
+    const pieceOf = new PieceStrings();
+    // Every logical id is below mapped, the largest id of the maps + 1.
+    const seen = new Uint32Array(mapped);
     for (const { sequence, passes: stream } of sequences) {
-      await sink.add(documentOf(sequence, stream, ranks, plan.keep, topK, firstId));
+      await sink.add(
+        documentOf(sequence, stream, ranks, plan.keep, topK, firstId, pieceOf, seen),
+      );
     }
     return await sink.finish({
       import_format: "sglang-pt",
@@ -401,6 +407,11 @@ function layerPlan(routed: number[], layers: number, config: ConfigFacts | null,
   return { keep: moe, moeLayers: moe, numLayers: layers };
 }
 
+/**
+ * One rebuilt sequence as a document. Each segment is copied layer by layer:
+ * `topk` is [L, T, K], so a layer's rows of one segment lie end to end and
+ * are read in order, and written at a stride of M·k into `experts`.
+ */
 function documentOf(
   sequence: Sequence,
   passes: Pass[],
@@ -408,71 +419,99 @@ function documentOf(
   keep: number[],
   k: number,
   firstId: number,
+  pieceOf: PieceStrings,
+  seen: Uint32Array,
 ): ImportedDoc {
   const T = sequence.segments.reduce((n, s) => n + s.length, 0);
   const M = keep.length;
+  const stride = M * k;
   const tokens = new Uint32Array(T);
   const phase = new Uint8Array(T);
-  const experts = new Uint16Array(T * M * k);
-  // seen[e] === stamp: expert e was already chosen for this token and layer.
-  const seen = new Uint32Array(65536);
+  const experts = new Uint16Array(T * stride);
+  // seen[e] === stamp: logical expert e was already chosen for this token and
+  // layer. `seen` has one slot per logical expert (a few hundred bytes).
+  seen.fill(0);
   let stamp = 0;
   let row = 0;
-  const restamp = () => {
-    if (stamp === 0xffffffff) seen.fill(0), stamp = 0;
-    return ++stamp;
-  };
   for (const segment of sequence.segments) {
     const pass = passes[segment.pass]!;
     const map = ranks[pass.file]!.physicalToLogical;
     const P = ranks[pass.file]!.physical;
     const K = pass.width;
     const topk = pass.topk;
+    const inputIds = pass.inputIds;
     for (let i = 0; i < segment.length; i++) {
-      const t = segment.start + i;
-      const id = pass.inputIds[t]!;
+      const id = inputIds[segment.start + i]!;
       if (id < 0) {
         throw new DataError(
-          `${pass.where} field "input_ids" holds ${id} at token ${t}; token ids are ≥ 0.`,
+          `${pass.where} field "input_ids" holds ${id} at token ${
+            segment.start + i
+          }; token ids are ≥ 0.`,
         );
       }
-      tokens[row] = id;
-      phase[row] = segment.phase;
-      let target = row * M * k;
-      for (let m = 0; m < M; m++) {
-        const l = keep[m]!;
-        const source = (l * pass.tokens + t) * K;
-        const logical = l * P;
-        restamp();
+      tokens[row + i] = id;
+    }
+    phase.fill(segment.phase, row, row + segment.length);
+    for (let m = 0; m < M; m++) {
+      const l = keep[m]!;
+      const logical = l * P;
+      let source = (l * pass.tokens + segment.start) * K;
+      let target = row * stride + m * k;
+      for (let i = 0; i < segment.length; i++, source += K, target += stride) {
+        stamp++;
         for (let j = 0; j < k; j++) {
           const physical = topk[source + j]!;
           if (physical < 0) {
             throw new DataError(
-              `${pass.where} field "topk_ids_of_layer" layer ${l} token ${t} routes to ${j} experts, expected ${k}.`,
+              `${pass.where} field "topk_ids_of_layer" layer ${l} token ${
+                segment.start + i
+              } routes to ${j} experts, expected ${k}.`,
             );
           }
           const e = map[logical + physical]!;
           if (seen[e] === stamp) {
             throw new DataError(
-              `${pass.where} layer ${l} token ${t} maps two chosen physical experts to logical expert ${e}; the physical-to-logical map changed while recording.`,
+              `${pass.where} layer ${l} token ${
+                segment.start + i
+              } maps two chosen physical experts to logical expert ${e}; the physical-to-logical map changed while recording.`,
             );
           }
           seen[e] = stamp;
-          experts[target++] = e;
+          experts[target + j] = e;
         }
       }
-      row++;
     }
+    row += segment.length;
   }
   return {
     domain: "sglang",
     tokens,
-    pieces: Array.from(tokens, String),
+    pieces: pieceOf.all(tokens),
     phase,
     experts,
-    weights: placeholderWeights(T * M * k, k),
+    weights: placeholderWeights(T * stride, k),
     arrivalStep: passes[sequence.firstPass]!.id - firstId,
   };
+}
+
+/**
+ * A token's piece is its id as text (SGLang records no text). One string per
+ * distinct id, shared by every document: the writer's dictionary of pieces
+ * then looks up strings whose hash is already computed.
+ */
+class PieceStrings {
+  #strings = new Map<number, string>();
+
+  all(tokens: Uint32Array): string[] {
+    const out = new Array<string>(tokens.length);
+    for (let i = 0; i < tokens.length; i++) {
+      const id = tokens[i]!;
+      let s = this.#strings.get(id);
+      if (s === undefined) this.#strings.set(id, s = String(id));
+      out[i] = s;
+    }
+    return out;
+  }
 }
 
 function describe(value: PyValue | undefined): string {

@@ -8,6 +8,8 @@ import {
   readBack,
   runImport,
 } from "./fixtures_test_helpers.ts";
+import { isTensorRef, readPickle } from "./pickle.ts";
+import { field } from "./torch_zip.ts";
 
 const RANK0 = `${FIXTURES}sglang_rank0.pt`;
 const RANK1 = `${FIXTURES}sglang_rank1.pt`;
@@ -147,6 +149,24 @@ Deno.test("unreadable .pt files are refused with one sentence and leave no trace
         return zipSync(entries, { level: 0 });
       })(),
       /in\.pt records\[0\] field "topk_ids_of_layer" needs \d+ elements but its storage holds 2; the file is truncated or damaged\.$/,
+    ],
+    [
+      "a map that sends two chosen physical experts to one logical expert",
+      (() => {
+        const entries = unzipSync(original);
+        const pickle = Object.keys(entries).find((n) => n.endsWith("/data.pkl"))!;
+        const map = field(readPickle(entries[pickle]!, "data.pkl"), "last_physical_to_logical_map");
+        assert.ok(isTensorRef(map));
+        const name = Object.keys(entries).find((n) => n.endsWith(`/data/${map.storageKey}`))!;
+        // Every physical expert but the last of each layer now maps to logical
+        // expert 0 (the last to 1, so that num_experts stays ≥ top-k 2).
+        const [layers, physical] = map.shape as [number, number];
+        const logical = new BigInt64Array(layers * physical);
+        for (let l = 0; l < layers; l++) logical[l * physical + physical - 1] = 1n;
+        entries[name] = new Uint8Array(logical.buffer);
+        return zipSync(entries, { level: 0 });
+      })(),
+      /in\.pt records\[\d+\] \(forward_pass_id \d+\) layer \d+ token \d+ maps two chosen physical experts to logical expert 0; the physical-to-logical map changed while recording\.$/,
     ],
     [
       "torch.save's legacy format",

@@ -178,19 +178,8 @@ export function modelFacts(
   };
 }
 
-let placeholder = new Float32Array(0);
-
-/**
- * `length` gate weights of 1/k each, for logs that record no weights: a view
- * of one shared, never-written buffer, so a large import does not allocate
- * and fill a weights array per document (the writer copies it into its shard).
- */
-export function placeholderWeights(length: number, k: number): Float32Array {
-  if (placeholder.length < length || placeholder[0] !== Math.fround(1 / k)) {
-    placeholder = new Float32Array(Math.max(length, 1 << 16)).fill(1 / k);
-  }
-  return placeholder.subarray(0, length);
-}
+/** 1/k placeholder weights (a view of one shared buffer the writer recognises). */
+export { placeholderWeights } from "../schema.ts";
 
 /** The base name of a path, for a model name when nothing better is known. */
 export function baseName(path: string): string {
