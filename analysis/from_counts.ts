@@ -141,6 +141,13 @@ export async function analyseCounts(
   options: AnalysisOptions,
 ): Promise<AnalysisResult> {
   const started = performance.now();
+  try {
+    await Deno.stat(`${dir}/manifest.json`);
+  } catch {
+    throw new DataError(
+      `--from-counts ${dir} has no manifest.json: copy the trace's manifest.json beside the count tables.`,
+    );
+  }
   const manifest = await readManifest(dir);
   const tables = {} as Record<InputName, Columns>;
   for (const name of Object.keys(COUNT_INPUTS) as InputName[]) {

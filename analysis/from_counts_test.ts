@@ -34,7 +34,7 @@ async function writeTrace(dir: string, topK: number): Promise<void> {
   docs.sort((a, b) => (a.doc % 7) - (b.doc % 7) || b.doc - a.doc);
   const mk = options.numLayers * topK;
   for (const [i, doc] of docs.entries()) {
-    const T = i === 3 ? 1 : 5 + (i * 7) % 20;
+    const T = i === 3 ? 1 : 5 + (i * 7) % 20; // the test below adds these up
     await writer.add({
       ...doc,
       tokens: doc.tokens.subarray(0, T),
@@ -126,7 +126,13 @@ Deno.test("analyze --from-counts on Spark-like Parquet and CSV count tables writ
   await analyse([`${dir}/trace`, "--out", `${dir}/stream`]);
   const said = await analyse(["--from-counts", `${dir}/parquet`, "--out", `${dir}/parquet-out`]);
   assert.match(said, /no token ids, so vocabulary_specialisation\.csv has no rows/);
-  assert.match(said, /Analysed 52\d* tokens|Analysed \d+ tokens in 52 documents \(2 domains\)/);
+  // writeTrace's lengths: 1 token for the fourth document, 5 + (7i mod 20) for the others.
+  const tokens = Array.from({ length: 52 }, (_, i) => i === 3 ? 1 : 5 + (i * 7) % 20)
+    .reduce((a, b) => a + b);
+  assert.match(
+    said,
+    new RegExp(`^Analysed ${tokens} tokens in 52 documents \\(2 domains\\) from `, "m"),
+  );
   await analyse(["--from-counts", `${dir}/csv`, "--out", `${dir}/csv-out`]);
   // Every CSV byte-identical but vocabulary specialisation (token ids are not in the counts).
   assert.deepEqual(await differences(`${dir}/stream`, `${dir}/parquet-out`), [
@@ -177,7 +183,61 @@ Deno.test("analyze --from-counts leaves out only the sampled shuffle baselines a
     { columns: true },
   );
   for (const row of rows) {
-    assert.equal(row.baseline_marginal === "", row.statistic === "set_overlap");
+    const left = row.statistic === "set_overlap";
+    assert.equal(row.baseline_marginal === "" && row.p_value === "" && row.q_value === "", left);
   }
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("analyze --from-counts refuses bad input in one sentence", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "moetrace-from-counts-" });
+  await writeTrace(`${dir}/trace`, 2);
+  const counts = `${dir}/counts`;
+  await exportCountTables(await TraceReader.open(`${dir}/trace`), counts, { format: "csv" });
+  const run = (args: string[]) => runCli(["analyze", ...args, "--out", `${dir}/out`, "--force"]);
+  const neither = await run([]);
+  assert.equal(neither.code, 2);
+  assert.match(
+    neither.stderr,
+    /^moetrace: analyze needs either a TRACE argument or --from-counts DIR/,
+  );
+  assert.equal((await run([`${dir}/trace`, "--from-counts", counts])).code, 2);
+  // A cell that is not a count names its file and column.
+  const repetition = `${counts}/repetition/part-00000.csv`;
+  const text = await Deno.readTextFile(repetition);
+  const lines = text.split("\n");
+  const cells = lines[1]!.split(",");
+  cells[4] = "-3";
+  await Deno.writeTextFile(repetition, [lines[0], cells.join(","), ...lines.slice(2)].join("\n"));
+  const negative = await run(["--from-counts", counts]);
+  assert.equal(negative.code, 1);
+  assert.equal(
+    negative.stderr,
+    `moetrace: ${repetition}: column same_first_pairs holds "-3"; expected an integer ≥ 0.`,
+  );
+  await Deno.writeTextFile(repetition, text);
+  // The tables of part of the trace: its documents do not add up to the manifest's rows.
+  const documents = `${counts}/documents/part-00000.csv`;
+  const docs = (await Deno.readTextFile(documents)).trimEnd().split("\n");
+  await Deno.writeTextFile(documents, docs.slice(0, -1).join("\n") + "\n");
+  const part = await run(["--from-counts", counts]);
+  assert.equal(part.code, 1);
+  assert.match(
+    part.stderr,
+    /^moetrace: --from-counts .*: documents counts \d+ tokens but manifest\.json's shards hold \d+; the tables come from another trace or from part of it\.$/,
+  );
+  await Deno.remove(`${counts}/manifest.json`);
+  assert.equal(
+    (await run(["--from-counts", counts])).stderr,
+    `moetrace: --from-counts ${counts} has no manifest.json: copy the trace's manifest.json beside the count tables.`,
+  );
+  await Deno.copyFile(`${dir}/trace/manifest.json`, `${counts}/manifest.json`);
+  await Deno.remove(`${counts}/flow`, { recursive: true });
+  const missing = await run(["--from-counts", counts]);
+  assert.equal(missing.code, 1);
+  assert.match(
+    missing.stderr,
+    /has no flow table: expected flow\.parquet, flow\.csv or a folder flow\//,
+  );
   await Deno.remove(dir, { recursive: true });
 });
