@@ -26,6 +26,7 @@ import { type Manifest, readManifest, rowShape } from "../trace/manifest.ts";
 import { parquetWasmToTable } from "../trace/parquet.ts";
 import { Accumulator } from "./accumulate.ts";
 import type { Dims, DocLayout } from "./layout.ts";
+import { SHUFFLE_PAIRS_PER_PAIR } from "./shuffle.ts";
 import { analyseAccumulator, type AnalysisOptions, type AnalysisResult } from "./run.ts";
 
 /** The tables read, with their columns (`domain` and `shard_file` text, the rest integers ≥ 0). */
@@ -44,13 +45,15 @@ export const COUNT_INPUTS = {
   overlap: ["domain", "doc", "layer", "shared", "pairs"],
   coactivation: ["domain", "doc", "layer", "expert_i", "expert_j", "tokens"],
   flow: ["domain", "doc", "layer", "next_layer", "expert_from", "expert_to", "tokens"],
+  /** Optional, read for top_k ≥ 3 only: `experts` a list of k experts (Parquet list, or CSV text). */
+  topk_sets: ["domain", "doc", "layer", "experts", "tokens"],
 } as const;
 
 type InputName = keyof typeof COUNT_INPUTS;
 const TEXT_COLUMNS = new Set(["domain", "shard_file"]);
 
 /** A table column by column: text columns as strings, the others as numbers. */
-type Columns = Record<string, (string | number)[]>;
+type Columns = Record<string, (string | number | number[])[]>;
 
 /** The files of one table in DIR, in name order. */
 async function tableFiles(dir: string, name: string): Promise<string[]> {
@@ -76,7 +79,24 @@ async function tableFiles(dir: string, name: string): Promise<string[]> {
   return found;
 }
 
-function cell(value: unknown, column: string, path: string): string | number {
+function cell(value: unknown, column: string, path: string): string | number | number[] {
+  if (column === "experts") {
+    // A Parquet list arrives as an Arrow vector; CSV text as "[1, 4, 7]" or "1 4 7".
+    const items = typeof value === "string"
+      ? (value.match(/-?\d+(\.\d+)?/g) ?? [])
+      : value && typeof value === "object" && Symbol.iterator in value
+      ? Array.from(value as Iterable<unknown>)
+      : null;
+    const experts = items?.map((x) => cell(x, "expert", path) as number);
+    if (!experts || experts.length === 0) {
+      throw new DataError(
+        `${path}: column experts holds ${
+          JSON.stringify(String(value))
+        }; expected a list of experts.`,
+      );
+    }
+    return experts;
+  }
   if (TEXT_COLUMNS.has(column)) {
     if (value === null || value === undefined) {
       throw new DataError(`${path}: column ${column} has an empty cell; expected text.`);
@@ -94,6 +114,11 @@ function cell(value: unknown, column: string, path: string): string | number {
     );
   }
   return n;
+}
+
+/** Whether DIR holds table `name` in any of the accepted forms. */
+async function hasTable(dir: string, name: string): Promise<boolean> {
+  return await tableFiles(dir, name).then(() => true, () => false);
 }
 
 /** Reads one table (all its files) into columns, checking every cell. */
@@ -150,19 +175,21 @@ export async function analyseCounts(
   }
   const manifest = await readManifest(dir);
   const tables = {} as Record<InputName, Columns>;
+  const exactSets = manifest.model.top_k >= 3 && await hasTable(dir, "topk_sets");
   for (const name of Object.keys(COUNT_INPUTS) as InputName[]) {
+    if (name === "topk_sets" && !exactSets) continue;
     tables[name] = await readCountTable(dir, name);
   }
   const acc = accumulatorFromCounts(manifest, tables, `--from-counts ${dir}`, options);
   const seconds = (performance.now() - started) / 1000;
   return analyseAccumulator(acc, manifest, options, seconds, {
     tokens: false,
-    notes: countsNotes(manifest),
+    notes: countsNotes(manifest, exactSets),
   });
 }
 
 /** What an analysis from count tables leaves out, one line each. */
-export function countsNotes(manifest: Manifest): string[] {
+export function countsNotes(manifest: Manifest, exactSets: boolean): string[] {
   const notes = [
     "Analysed from count tables (--from-counts): they hold no token ids, so vocabulary_specialisation.csv has no rows and token_colouring.html shows no documents.",
   ];
@@ -171,9 +198,13 @@ export function countsNotes(manifest: Manifest): string[] {
       ? "Analysed from count tables (--from-counts): they hold no sums of the router distribution, so l_norm, bies, router_entropy, topk_mass and topk_margin are absent (analyze TRACE gives them)."
       : "The trace has no router distribution (capture.probs is false): l_norm, bies, router_entropy, topk_mass and topk_margin are absent (CoSMoEs Eq. 6 needs --probs at capture).",
   );
-  if (manifest.model.top_k >= 3) {
+  if (manifest.model.top_k >= 3 && exactSets) {
     notes.push(
-      `Analysed from count tables (--from-counts) with top_k = ${manifest.model.top_k}: the within-document shuffle baselines of set_overlap, h_norm, ex_rep and overlap_distribution are left empty (analyze TRACE estimates them from random token pairs, which counts cannot reproduce); first_choice_repeat's is exact.`,
+      `Analysed from count tables (--from-counts) with top_k = ${manifest.model.top_k}: the within-document shuffle baselines of set_overlap, h_norm, ex_rep and overlap_distribution are exact (from topk_sets, every top-k set's count per document), where analyze TRACE estimates them from ${SHUFFLE_PAIRS_PER_PAIR} random token pairs per consecutive pair of documents longer than 16 tokens, so those columns differ from its by that sampling error.`,
+    );
+  } else if (manifest.model.top_k >= 3) {
+    notes.push(
+      `Analysed from count tables (--from-counts) with top_k = ${manifest.model.top_k}: the within-document shuffle baselines of set_overlap, h_norm, ex_rep and overlap_distribution are left empty (there is no topk_sets table, which gives them exactly; analyze TRACE estimates them from random token pairs, which counts cannot reproduce); first_choice_repeat's is exact.`,
     );
   }
   return notes;
@@ -339,11 +370,40 @@ export function accumulatorFromCounts(
     const at = B.flow + (l * E + from) * E + expert("flow", "expert_to", i);
     buckets[d]![at]! += fl.tokens![i] as number;
   });
+  // k ≥ 3 with topk_sets: per document and layer, each distinct top-k set and its tokens.
+  const sets: { experts: number[]; tokens: number }[][][] = [];
+  if (k >= 3 && tables.topk_sets) {
+    const ts = tables.topk_sets;
+    rowsOf("topk_sets", (d, l, i) => {
+      const experts = ts.experts![i] as number[];
+      if (experts.length !== k || experts.some((e) => e >= E)) {
+        throw new DataError(
+          `${where}: topk_sets has the set [${experts}]; expected ${k} experts below ${E}.`,
+        );
+      }
+      sets[d] ??= Array.from({ length: M }, () => []);
+      sets[d]![l]!.push({ experts, tokens: ts.tokens![i] as number });
+    });
+  }
+  if (k >= 3 && tables.topk_sets) {
+    order.forEach((doc, d) => {
+      for (let l = 0; l < M; l++) {
+        const n = (sets[d]?.[l] ?? []).reduce((n, s) => n + s.tokens, 0);
+        if (n !== doc.tokens) {
+          throw new DataError(
+            `${where}: topk_sets counts ${n} tokens of document ${doc.doc} at layer ${
+              manifest.model.moe_layers[l]
+            }, but documents says it has ${doc.tokens}.`,
+          );
+        }
+      }
+    });
+  }
   order.forEach((doc, d) => {
     const v = vectors[d]!;
     v[L.tokens] = doc.tokens;
     v[L.pairs] = doc.tokens - 1;
-    addShuffleBaselines(v, L, doc.tokens, k === 2 ? pairs[d]! : null);
+    addShuffleBaselines(v, L, doc.tokens, k === 2 ? pairs[d]! : null, sets[d] ?? null);
     acc.domain(doc.domain).appendDoc(doc.doc, v);
   });
   return acc;
@@ -353,13 +413,15 @@ export function accumulatorFromCounts(
  * The within-document shuffle baselines of shuffle.ts from a document's
  * counts, with its arithmetic in its order (so the values are the pass's to
  * the bit): same first choice for any k; |S_t ∩ S_u| = j for k ≤ 2 (k = 2
- * reads the document's own pair counts, [M, E(E−1)/2]); NaN for k ≥ 3.
+ * reads the document's own pair counts, [M, E(E−1)/2]); for k ≥ 3 exact from
+ * the document's top-k sets per layer (`sets`), or NaN without them.
  */
 function addShuffleBaselines(
   v: Float64Array,
   L: DocLayout,
   T: number,
   pairs: Float64Array | null,
+  sets: { experts: number[]; tokens: number }[][] | null,
 ): void {
   const { layers: M, experts: E, topK: k } = L.dims;
   if (T < 2) return;
@@ -390,10 +452,50 @@ function addShuffleBaselines(
       W[2] = W2;
       W[1] = sharedExperts - 2 * W2;
       W[0] = all - W[1]! - W2;
+    } else if (sets) {
+      exactOverlaps(sets[l]!, T, W);
     } else {
       W.fill(NaN);
     }
     const at = L.shuffleOverlap + l * (k + 1);
     for (let j = 0; j <= k; j++) v[at + j]! += W[j]! / T;
+  }
+}
+
+/**
+ * W_j, the ordered pairs (t, u), t ≠ u, of a document's T tokens whose top-k
+ * sets share j experts, exactly, from each distinct set's token count: with
+ * N_A the tokens whose set holds A, the binomial moments are
+ * B_m = Σ_{t≠u} C(|S_t ∩ S_u|, m) = Σ_{|A|=m} N_A(N_A − 1) (B_0 = T(T − 1)),
+ * and W_j = Σ_{m≥j} (−1)^(m−j) C(m, j) B_m. Costs 2^k per distinct set.
+ */
+export function exactOverlaps(
+  sets: readonly { experts: readonly number[]; tokens: number }[],
+  T: number,
+  W: Float64Array,
+): void {
+  const k = W.length - 1;
+  const containing = new Map<string, number>();
+  for (const { experts, tokens } of sets) {
+    for (let mask = 1; mask < 1 << k; mask++) {
+      let key = "";
+      for (let j = 0; j < k; j++) if (mask & (1 << j)) key += `${experts[j]},`;
+      containing.set(key, (containing.get(key) ?? 0) + tokens);
+    }
+  }
+  const moments = new Float64Array(k + 1);
+  moments[0] = T * (T - 1);
+  for (const [key, n] of containing) {
+    const m = key.split(",").length - 1;
+    moments[m]! += n * (n - 1);
+  }
+  for (let j = 0; j <= k; j++) {
+    let w = 0;
+    let choose = 1; // C(m, j), from m = j up
+    for (let m = j; m <= k; m++) {
+      w += ((m - j) % 2 === 0 ? 1 : -1) * choose * moments[m]!;
+      choose = (choose * (m + 1)) / (m + 1 - j);
+    }
+    W[j] = w;
   }
 }

@@ -13,9 +13,14 @@ import { syntheticCapture, syntheticDocs, syntheticModel } from "../trace/synthe
 import { TraceReader, TraceWriter } from "../trace/mod.ts";
 import { parse } from "csv-parse/sync";
 import { exportCountTables, EXPORTED_TABLES } from "./sql/duckdb.ts";
+import { exactOverlaps } from "./from_counts.ts";
+import { Rng } from "../common/random.ts";
 
-/** A trace whose documents interleave two domains and differ in length (one has a single token). */
-async function writeTrace(dir: string, topK: number): Promise<void> {
+/**
+ * A trace whose documents interleave two domains and differ in length (one
+ * has a single token, the others 5 to 4 + `spread`).
+ */
+async function writeTrace(dir: string, topK: number, spread = 20): Promise<void> {
   const options = {
     numExperts: 6,
     topK,
@@ -34,7 +39,7 @@ async function writeTrace(dir: string, topK: number): Promise<void> {
   docs.sort((a, b) => (a.doc % 7) - (b.doc % 7) || b.doc - a.doc);
   const mk = options.numLayers * topK;
   for (const [i, doc] of docs.entries()) {
-    const T = i === 3 ? 1 : 5 + (i * 7) % 20; // the test below adds these up
+    const T = i === 3 ? 1 : 5 + (i * 7) % spread; // the top-2 test adds these up
     await writer.add({
       ...doc,
       tokens: doc.tokens.subarray(0, T),
@@ -153,13 +158,16 @@ Deno.test("analyze --from-counts on Spark-like Parquet and CSV count tables writ
   await Deno.remove(dir, { recursive: true });
 });
 
-Deno.test("analyze --from-counts leaves out only the sampled shuffle baselines at top-3", async () => {
+Deno.test("analyze --from-counts without topk_sets leaves out only the sampled shuffle baselines at top-3", async () => {
   const dir = await Deno.makeTempDir({ prefix: "moetrace-from-counts-" });
   await writeTrace(`${dir}/trace`, 3);
-  await exportCountTables(await TraceReader.open(`${dir}/trace`), `${dir}/counts`, { threads: 2 });
+  await exportCountTables(await TraceReader.open(`${dir}/trace`), `${dir}/counts`, {
+    threads: 2,
+    topkSets: false,
+  });
   await analyse([`${dir}/trace`, "--out", `${dir}/stream`]);
   const said = await analyse(["--from-counts", `${dir}/counts`, "--out", `${dir}/counts-out`]);
-  assert.match(said, /with top_k = 3: the within-document shuffle baselines of set_overlap/);
+  assert.match(said, /with top_k = 3: the within-document shuffle baselines of set_overlap.*empty/);
   // The pass samples token pairs for these baselines at k ≥ 3; the counts leave them empty,
   // and with them the tests against them (BH families are per statistic: no other q moves).
   assert.deepEqual(await differences(`${dir}/stream`, `${dir}/counts-out`), [
@@ -240,4 +248,50 @@ Deno.test("analyze --from-counts refuses bad input in one sentence", async () =>
     /has no flow table: expected flow\.parquet, flow\.csv or a folder flow\//,
   );
   await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("analyze --from-counts with topk_sets gives analyze's exact top-3 baselines of short documents", async () => {
+  // Documents of at most 16 tokens: the streaming pass counts every token pair (no sampling).
+  const dir = await Deno.makeTempDir({ prefix: "moetrace-from-counts-" });
+  await writeTrace(`${dir}/trace`, 3, 12);
+  await exportCountTables(await TraceReader.open(`${dir}/trace`), `${dir}/counts`, { threads: 2 });
+  await sparkLike(`${dir}/counts`, "parquet");
+  await Deno.rename(
+    `${dir}/counts/topk_sets/part-00000.parquet`,
+    `${dir}/counts/topk_sets/part-00000-5e1f-c000.snappy.parquet`,
+  );
+  await analyse([`${dir}/trace`, "--out", `${dir}/stream`]);
+  const said = await analyse(["--from-counts", `${dir}/counts`, "--out", `${dir}/counts-out`]);
+  assert.match(said, /are exact \(from topk_sets/);
+  assert.deepEqual(await differences(`${dir}/stream`, `${dir}/counts-out`), [
+    "vocabulary_specialisation.csv::rows",
+  ]);
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("exactOverlaps counts the ordered token pairs by shared experts as a double loop does", () => {
+  const rng = new Rng(3);
+  for (const k of [3, 4, 6]) {
+    // 40 tokens, top-k of 8: many repeated sets and every overlap size.
+    const tokens = Array.from({ length: 40 }, () => {
+      const set = new Set<number>();
+      while (set.size < k) set.add(rng.int(8));
+      return [...set].sort((a, b) => a - b);
+    });
+    const expected = new Float64Array(k + 1);
+    for (let t = 0; t < tokens.length; t++) {
+      for (let u = 0; u < tokens.length; u++) {
+        if (t !== u) expected[tokens[t]!.filter((e) => tokens[u]!.includes(e)).length]!++;
+      }
+    }
+    const counts = new Map<string, number>();
+    for (const set of tokens) counts.set(set.join(" "), (counts.get(set.join(" ")) ?? 0) + 1);
+    const sets = [...counts].map(([key, n]) => ({
+      experts: key.split(" ").map(Number),
+      tokens: n,
+    }));
+    const W = new Float64Array(k + 1);
+    exactOverlaps(sets, tokens.length, W);
+    assert.deepEqual([...W], [...expected], `k = ${k}`);
+  }
 });

@@ -136,14 +136,15 @@ export const EXPORTED_TABLES = ["documents", ...QUERIES] as const;
 /**
  * Runs documents.sql and the per-document count SQL on the trace in DuckDB
  * and writes each result as `DIR/<table>/part-00000.parquet` (or `.csv`
- * with a header), with a copy of the trace's manifest.json: the folder that
+ * with a header; for top_k ≥ 3 also topk_sets.sql's, unless `topkSets` is
+ * false), with a copy of the trace's manifest.json: the folder that
  * the Spark recipe of README "Analysis on DuckDB and Spark" writes, for
  * `moetrace analyze --from-counts DIR` (DuckDB standing in for Spark in tests).
  */
 export async function exportCountTables(
   reader: TraceReader,
   dir: string,
-  options: DuckDBCountOptions & { format?: "parquet" | "csv" } = {},
+  options: DuckDBCountOptions & { format?: "parquet" | "csv"; topkSets?: boolean } = {},
 ): Promise<void> {
   const paths = await checkedShardPaths(reader);
   const format = options.format ?? "parquet";
@@ -153,7 +154,11 @@ export async function exportCountTables(
   const connection = await instance.connect();
   try {
     for (const sql of viewsSql(paths, reader)) await connection.run(sql);
-    for (const name of EXPORTED_TABLES) {
+    // topk_sets (exact k ≥ 3 shuffle baselines) only where they need it: it is large.
+    const names = reader.shape.topK >= 3 && options.topkSets !== false
+      ? [...EXPORTED_TABLES, "topk_sets"]
+      : EXPORTED_TABLES;
+    for (const name of names) {
       await Deno.mkdir(`${dir}/${name}`, { recursive: true });
       const to = quote(`${dir}/${name}/part-00000.${format}`);
       const how = format === "csv" ? "FORMAT csv, HEADER true" : "FORMAT parquet";
