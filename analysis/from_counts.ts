@@ -15,10 +15,11 @@
  * row) and dealt into buckets as the pass deals them, and the shuffle
  * baselines are computed from the document's counts with the pass's own
  * arithmetic (shuffle.ts). What the tables cannot give is left out, each
- * with a note: router-distribution statistics (no sums of probs), token
- * statistics (vocabulary specialisation, token colouring) and, for k ≥ 3,
- * the within-document shuffle baselines of the top-k overlap (the pass
- * estimates them from random token pairs that counts cannot reproduce).
+ * with a note: router-distribution statistics (no sums of probs) and token
+ * statistics (vocabulary specialisation, token colouring). For k ≥ 3 the
+ * within-document shuffle baselines of the top-k overlap come exactly from
+ * the optional topk_sets table (the pass estimates them from random token
+ * pairs, which counts cannot reproduce), or are left empty without it.
  */
 import { parse } from "csv-parse/sync";
 import { DataError, messageOf } from "../common/errors.ts";
