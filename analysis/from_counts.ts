@@ -124,9 +124,22 @@ async function hasTable(dir: string, name: string): Promise<boolean> {
 
 /** Reads one table (all its files) into columns, checking every cell. */
 export async function readCountTable(dir: string, name: InputName): Promise<Columns> {
+  const out: Columns = Object.fromEntries(COUNT_INPUTS[name].map((c) => [c, []]));
+  for (const path of await tableFiles(dir, name)) {
+    const part = await readCountPart(path, name);
+    for (const column of COUNT_INPUTS[name]) {
+      const into = out[column]!;
+      for (const value of part[column]!) into.push(value);
+    }
+  }
+  return out;
+}
+
+/** Reads one file of a table into columns, checking every cell. */
+async function readCountPart(path: string, name: InputName): Promise<Columns> {
   const wanted = COUNT_INPUTS[name];
   const out: Columns = Object.fromEntries(wanted.map((c) => [c, []]));
-  for (const path of await tableFiles(dir, name)) {
+  {
     if (path.endsWith(".parquet")) {
       let table;
       try {
@@ -175,13 +188,12 @@ export async function analyseCounts(
     );
   }
   const manifest = await readManifest(dir);
-  const tables = {} as Record<InputName, Columns>;
-  const exactSets = manifest.model.top_k >= 3 && await hasTable(dir, "topk_sets");
-  for (const name of Object.keys(COUNT_INPUTS) as InputName[]) {
-    if (name === "topk_sets" && !exactSets) continue;
-    tables[name] = await readCountTable(dir, name);
+  // Every table there before any is read (a missing one is found in a moment, not after the rest).
+  for (const name of Object.keys(COUNT_INPUTS)) {
+    if (name !== "topk_sets") await tableFiles(dir, name);
   }
-  const acc = accumulatorFromCounts(manifest, tables, `--from-counts ${dir}`, options);
+  const exactSets = manifest.model.top_k >= 3 && await hasTable(dir, "topk_sets");
+  const acc = await accumulatorFromCounts(manifest, dir, exactSets, options);
   const seconds = (performance.now() - started) / 1000;
   return analyseAccumulator(acc, manifest, options, seconds, {
     tokens: false,
@@ -262,14 +274,16 @@ function traceOrder(manifest: Manifest, docs: Columns, where: string): DocumentR
 /**
  * The accumulator the streaming pass would have filled, from the count
  * tables: per-document vectors in trace order and per-bucket sums. Router
- * sums stay out (dims.probs false) and k ≥ 3 overlap shuffle baselines are NaN.
+ * sums stay out (dims.probs false); k ≥ 3 overlap shuffle baselines are
+ * exact from topk_sets (`exactSets`) or NaN.
  */
-export function accumulatorFromCounts(
+export async function accumulatorFromCounts(
   manifest: Manifest,
-  tables: Record<InputName, Columns>,
-  where: string,
+  dir: string,
+  exactSets: boolean,
   options: AnalysisOptions,
-): Accumulator {
+): Promise<Accumulator> {
+  const where = `--from-counts ${dir}`;
   const shape = rowShape(manifest);
   const dims: Dims = {
     layers: shape.layers,
@@ -281,7 +295,7 @@ export function accumulatorFromCounts(
   const acc = new Accumulator(dims, manifest.capture.domains, options.accumulate ?? {});
   const L = acc.layout;
   const B = acc.bucketLayout;
-  const order = traceOrder(manifest, tables.documents, where);
+  const order = traceOrder(manifest, await readCountTable(dir, "documents"), where);
   const docIndex = new Map<number, number>();
   order.forEach((d, i) => {
     if (docIndex.has(d.doc)) {
@@ -303,90 +317,90 @@ export function accumulatorFromCounts(
   });
   // k = 2: [M, E(E−1)/2] each document's own co-activation counts (its shuffle baseline's W_2).
   const pairs = k === 2 ? order.map(() => new Float64Array(M * B.pairCount)) : [];
-  const rowsOf = (name: InputName, each: (d: number, l: number, i: number) => void) => {
-    const t = tables[name];
-    for (let i = 0; i < t.doc!.length; i++) {
-      const d = docIndex.get(t.doc![i] as number);
-      if (d === undefined || order[d]!.domain !== t.domain![i]) {
-        throw new DataError(
-          `${where}: ${name} has a row for document ${t.doc![i]} of ${
-            t.domain![i]
-          }, which documents does not list.`,
-        );
+  // Each table a file at a time (Spark's part files), so only one file's columns are held.
+  const rowsOf = async (
+    name: InputName,
+    each: (d: number, l: number, i: number, t: Columns) => void,
+  ) => {
+    for (const path of await tableFiles(dir, name)) {
+      const t = await readCountPart(path, name);
+      for (let i = 0; i < t.doc!.length; i++) {
+        const d = docIndex.get(t.doc![i] as number);
+        if (d === undefined || order[d]!.domain !== t.domain![i]) {
+          throw new DataError(
+            `${where}: ${name} has a row for document ${t.doc![i]} of ${
+              t.domain![i]
+            }, which documents does not list.`,
+          );
+        }
+        const l = layerIndex.get(t.layer![i] as number);
+        if (l === undefined) {
+          throw new DataError(
+            `${where}: ${name} has layer ${
+              t.layer![i]
+            }, which is not in manifest.json's model.moe_layers.`,
+          );
+        }
+        each(d, l, i, t);
       }
-      const l = layerIndex.get(t.layer![i] as number);
-      if (l === undefined) {
-        throw new DataError(
-          `${where}: ${name} has layer ${
-            t.layer![i]
-          }, which is not in manifest.json's model.moe_layers.`,
-        );
-      }
-      each(d, l, i);
     }
   };
-  const expert = (name: InputName, column: string, i: number): number => {
-    const e = tables[name][column]![i] as number;
+  const expert = (name: InputName, t: Columns, column: string, i: number): number => {
+    const e = t[column]![i] as number;
     if (e >= E) {
       throw new DataError(`${where}: ${name} has ${column} ${e}; the model has ${E} experts.`);
     }
     return e;
   };
-  const ec = tables.expert_counts;
-  rowsOf("expert_counts", (d, l, i) => {
-    const at = l * E + expert("expert_counts", "expert", i);
+  await rowsOf("expert_counts", (d, l, i, t) => {
+    const at = l * E + expert("expert_counts", t, "expert", i);
     const v = vectors[d]!;
-    v[L.first + at] = ec.first_tokens![i] as number;
-    v[L.second + at] = ec.second_tokens![i] as number;
-    v[L.any + at] = ec.any_tokens![i] as number;
-    buckets[d]![B.any + at]! += ec.any_tokens![i] as number;
+    v[L.first + at] = t.first_tokens![i] as number;
+    v[L.second + at] = t.second_tokens![i] as number;
+    v[L.any + at] = t.any_tokens![i] as number;
+    buckets[d]![B.any + at]! += t.any_tokens![i] as number;
   });
-  rowsOf("repetition", (d, l, i) => {
-    vectors[d]![L.sameFirst + l] = tables.repetition.same_first_pairs![i] as number;
+  await rowsOf("repetition", (d, l, i, t) => {
+    vectors[d]![L.sameFirst + l] = t.same_first_pairs![i] as number;
   });
-  rowsOf("overlap", (d, l, i) => {
-    const shared = tables.overlap.shared![i] as number;
+  await rowsOf("overlap", (d, l, i, t) => {
+    const shared = t.shared![i] as number;
     if (shared > k) throw new DataError(`${where}: overlap has shared ${shared}; top_k is ${k}.`);
-    vectors[d]![L.overlap + l * (k + 1) + shared] = tables.overlap.pairs![i] as number;
+    vectors[d]![L.overlap + l * (k + 1) + shared] = t.pairs![i] as number;
   });
-  const ca = tables.coactivation;
-  rowsOf("coactivation", (d, l, i) => {
-    const a = expert("coactivation", "expert_i", i);
-    const p = B.pairIndex[a * E + expert("coactivation", "expert_j", i)]!;
+  await rowsOf("coactivation", (d, l, i, t) => {
+    const a = expert("coactivation", t, "expert_i", i);
+    const p = B.pairIndex[a * E + expert("coactivation", t, "expert_j", i)]!;
     if (p < 0) throw new DataError(`${where}: coactivation pairs expert ${a} with itself.`);
-    const tokens = ca.tokens![i] as number;
+    const tokens = t.tokens![i] as number;
     buckets[d]![B.coact + l * B.pairCount + p]! += tokens;
     if (k === 2) pairs[d]![l * B.pairCount + p] = tokens;
   });
-  const fl = tables.flow;
-  rowsOf("flow", (d, l, i) => {
-    if (l === M - 1 || manifest.model.moe_layers[l + 1] !== fl.next_layer![i]) {
+  await rowsOf("flow", (d, l, i, t) => {
+    if (l === M - 1 || manifest.model.moe_layers[l + 1] !== t.next_layer![i]) {
       throw new DataError(
-        `${where}: flow has next_layer ${fl.next_layer![i]} after layer ${
-          fl.layer![i]
+        `${where}: flow has next_layer ${t.next_layer![i]} after layer ${
+          t.layer![i]
         }; expected the next MoE layer.`,
       );
     }
-    const from = expert("flow", "expert_from", i);
-    const at = B.flow + (l * E + from) * E + expert("flow", "expert_to", i);
-    buckets[d]![at]! += fl.tokens![i] as number;
+    const from = expert("flow", t, "expert_from", i);
+    const at = B.flow + (l * E + from) * E + expert("flow", t, "expert_to", i);
+    buckets[d]![at]! += t.tokens![i] as number;
   });
   // k ≥ 3 with topk_sets: per document and layer, each distinct top-k set and its tokens.
   const sets: { experts: number[]; tokens: number }[][][] = [];
-  if (k >= 3 && tables.topk_sets) {
-    const ts = tables.topk_sets;
-    rowsOf("topk_sets", (d, l, i) => {
-      const experts = ts.experts![i] as number[];
+  if (k >= 3 && exactSets) {
+    await rowsOf("topk_sets", (d, l, i, t) => {
+      const experts = t.experts![i] as number[];
       if (experts.length !== k || experts.some((e) => e >= E)) {
         throw new DataError(
           `${where}: topk_sets has the set [${experts}]; expected ${k} experts below ${E}.`,
         );
       }
       sets[d] ??= Array.from({ length: M }, () => []);
-      sets[d]![l]!.push({ experts, tokens: ts.tokens![i] as number });
+      sets[d]![l]!.push({ experts, tokens: t.tokens![i] as number });
     });
-  }
-  if (k >= 3 && tables.topk_sets) {
     order.forEach((doc, d) => {
       for (let l = 0; l < M; l++) {
         const n = (sets[d]?.[l] ?? []).reduce((n, s) => n + s.tokens, 0);

@@ -226,7 +226,8 @@ Deno.test("analyze --from-counts refuses bad input in one sentence", async () =>
   await Deno.writeTextFile(repetition, text);
   // The tables of part of the trace: its documents do not add up to the manifest's rows.
   const documents = `${counts}/documents/part-00000.csv`;
-  const docs = (await Deno.readTextFile(documents)).trimEnd().split("\n");
+  const documentsText = await Deno.readTextFile(documents);
+  const docs = documentsText.trimEnd().split("\n");
   await Deno.writeTextFile(documents, docs.slice(0, -1).join("\n") + "\n");
   const part = await run(["--from-counts", counts]);
   assert.equal(part.code, 1);
@@ -234,6 +235,7 @@ Deno.test("analyze --from-counts refuses bad input in one sentence", async () =>
     part.stderr,
     /^moetrace: --from-counts .*: documents counts \d+ tokens but manifest\.json's shards hold \d+; the tables come from another trace or from part of it\.$/,
   );
+  await Deno.writeTextFile(documents, documentsText);
   await Deno.remove(`${counts}/manifest.json`);
   assert.equal(
     (await run(["--from-counts", counts])).stderr,
