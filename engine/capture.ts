@@ -112,7 +112,7 @@ export async function captureCommand(flags: Record<string, unknown>): Promise<vo
   console.error(
     `capture: ${result.newDocs} documents (${result.newTokens} tokens) written to ${options.out}` +
       (result.skippedDocs ? `, ${result.skippedDocs} already there` : "") +
-      `; GPU memory peak ${mib(result.gpuBytesPeak)}, ${
+      `. GPU memory peak ${mib(result.gpuBytesPeak)}, ${
         mib(result.bytesStreamed)
       } of experts streamed from host memory.`,
   );
