@@ -496,13 +496,16 @@ Deno.test("capture and merge --json print one object; capture refuses a misspelt
       assert.equal(result.code, 0, result.stderr);
       const json = JSON.parse(result.stdout);
       // mini-pile's 6 documents in two contiguous blocks of 3.
-      assert.deepEqual({ ...json, new_tokens: 0 }, {
+      assert.deepEqual({ ...json, new_tokens: 0, gpu_bytes_peak: 0 }, {
         out: part,
         new_docs: 3,
         new_tokens: 0,
         skipped_docs: 0,
+        gpu_bytes_peak: 0,
+        bytes_streamed: 0,
       });
       assert.ok(json.new_tokens > 0 && json.new_tokens <= 3 * 8);
+      assert.ok(json.gpu_bytes_peak > 0, "the GPU memory peak is reported");
       parts.push({ part, tokens: json.new_tokens as number });
     }
     const merged = await runCli([
