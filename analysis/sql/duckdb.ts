@@ -206,17 +206,15 @@ export async function countsWithDuckDB(
     }
   };
   try {
-    const files = paths.map(quote).join(", ");
     for (const sql of viewsSql(paths, reader)) await run(sql);
     const perDoc: Record<string, CsvRow[]> = {};
     for (const name of QUERIES) perDoc[name] = await run(await sqlFile(name));
-    // Trace order of each domain's documents: manifest order of the files, then row order.
-    const firsts = await run(
-      `SELECT filename, domain, doc, MIN(file_row_number) AS first_row FROM read_parquet([${files}], filename = true, file_row_number = true) GROUP BY filename, domain, doc`,
-    );
+    // Trace order of each domain's documents: manifest order of the files, then row order
+    // (documents.sql, as analyze --from-counts reads it).
+    const firsts = await run(await sqlFile("documents"));
     const fileIndex = new Map(paths.map((p, i) => [p, i]));
     firsts.sort((a, b) =>
-      (fileIndex.get(a.filename as string)! - fileIndex.get(b.filename as string)!) ||
+      (fileIndex.get(a.shard_file as string)! - fileIndex.get(b.shard_file as string)!) ||
       (a.first_row as number) - (b.first_row as number)
     );
     const order = new Map<string, number[]>();
