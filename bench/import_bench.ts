@@ -4,16 +4,27 @@
  * experts, one dense layer, 72 physical experts) written by two ranks, end to
  * end: read the .pt files, unzip, read the pickles, rebuild the sequences,
  * map physical to logical ids and write the trace. Target: ≥ 1,000,000
- * tokens/s (a token is one sequence position with all its layers).
+ * tokens/s (a token is one sequence position with all its 16 MoE layers;
+ * the token-layer rows/s printed beside it are 16× that).
+ *
+ * Then each stage on its own, so the figures say where the time goes:
+ * reading the .pt files, the trace writer on the same documents (on this
+ * thread, and with one encoding worker), parquet-wasm alone on the same
+ * shard tables, and Arrow IPC shards for comparison. CPU seconds (all
+ * threads) are printed too: on a loaded machine they move less than wall time.
  *
  * The recording is made here, not by PyTorch: a small writer emits the same
  * pickle opcodes `torch.save` does (protocol 2, `_rebuild_tensor_v2` over
  * `torch.IntStorage`) into a zip of stored entries, as torch does.
  */
+import process from "node:process";
+import type * as arrow from "apache-arrow";
 import { zipSync } from "fflate";
 import type { BenchOptions } from "./measure.ts";
-import { type Figure, printFigures, rssMiB } from "./measure.ts";
+import { type Figure, medianSeconds, printFigures, rssMiB } from "./measure.ts";
 import { importFiles } from "../trace/import/command.ts";
+import { openTorchFile, storedEntries } from "../trace/import/torch_zip.ts";
+import { parquetToTable, tableToParquet } from "../trace/parquet.ts";
 import { type ShardFormat, type TraceDoc, TraceReader, TraceWriter } from "../trace/mod.ts";
 import { Rng } from "../common/random.ts";
 
@@ -41,56 +52,97 @@ export async function benchImport(options: BenchOptions): Promise<void> {
       await Deno.writeFile(files[rank]!, bytes);
       tokens += n;
     }
+    const rows = tokens * MOE_LAYERS;
     const seconds: number[] = [];
+    const cpu: number[] = [];
     let peak = 0;
     for (let r = 0; r < REPEATS; r++) {
       const out = `${dir}/trace${r}`;
+      const before = process.cpuUsage();
       const start = performance.now();
       const summary = await importFiles(files, out, "sglang-pt");
       seconds.push((performance.now() - start) / 1000);
+      const used = process.cpuUsage(before);
+      cpu.push((used.user + used.system) / 1e6);
       peak = Math.max(peak, rssMiB());
       if (summary.tokens !== tokens) {
         throw new Error(`bench import: imported ${summary.tokens} tokens, made ${tokens}`);
       }
       if (r < REPEATS - 1) await Deno.remove(out, { recursive: true });
     }
-    // The trace writer alone on the same documents: the part of the import that is not the importer's.
-    const writerSeconds = await rewrite(`${dir}/trace${REPEATS - 1}`, `${dir}/rewritten`);
+    const trace = `${dir}/trace${REPEATS - 1}`;
+    // The stages one by one, each on its own: reading the .pt files (unzip,
+    // pickle, tensors), the trace writer on the same documents, and
+    // parquet-wasm alone on the same shard tables.
+    const parseSeconds = await medianSeconds(REPEATS, async () => {
+      for (const file of files) openTorchFile(file, await Deno.readFile(file));
+    });
+    const writerSeconds = await rewrite(trace, `${dir}/rewritten`);
+    const workerSeconds = await rewrite(trace, `${dir}/rewritten-worker`, "parquet", 1);
     // The same with Arrow IPC shards, the format before Parquet, for the side-by-side figure.
-    const ipcSeconds = await rewrite(`${dir}/trace${REPEATS - 1}`, `${dir}/rewritten-ipc`, "arrow");
-    seconds.sort((a, b) => a - b);
-    const median = seconds[Math.floor(seconds.length / 2)]!;
+    const ipcSeconds = await rewrite(trace, `${dir}/rewritten-ipc`, "arrow");
+    const encodeSeconds = await parquetEncodeSeconds(trace);
+    const median = (values: number[]) => [...values].sort((a, b) => a - b)[values.length >> 1]!;
+    const importSeconds = median(seconds);
     const fileMiB = files.reduce((n, f) => n + Deno.statSync(f).size, 0) / 2 ** 20;
     const figures: Figure[] = [
       {
-        name: `tokens/s, SGLang .pt → trace (median of ${REPEATS})`,
-        value: tokens / median,
+        name:
+          `tokens/s, SGLang .pt → trace (median of ${REPEATS}; a token = 1 position × 16 layers)`,
+        value: tokens / importSeconds,
         unit: "tokens/s",
         target: 1_000_000,
         direction: "min",
       },
       {
-        name: "token-layer rows/s",
-        value: (tokens * MOE_LAYERS) / median,
+        name: "token-layer rows/s (tokens × 16 MoE layers)",
+        value: rows / importSeconds,
         unit: "rows/s",
       },
       {
-        name: "the trace writer alone, same documents (Parquet zstd)",
+        name: "tokens per CPU second (all threads) of the import",
+        value: tokens / median(cpu),
+        unit: "tokens/s",
+      },
+      {
+        name: "stage: read + unzip + unpickle the .pt files",
+        value: tokens / parseSeconds,
+        unit: "tokens/s",
+      },
+      {
+        name: "stage: the trace writer alone, same documents (Parquet zstd)",
         value: tokens / writerSeconds,
         unit: "tokens/s",
       },
       {
-        name: "the trace writer alone, Arrow IPC shards (before Parquet)",
+        name: "stage: the same writer with 1 encoding worker",
+        value: tokens / workerSeconds,
+        unit: "tokens/s",
+      },
+      {
+        name: "stage: parquet-wasm alone on the same shard tables",
+        value: tokens / encodeSeconds,
+        unit: "tokens/s",
+      },
+      {
+        name: "stage: the trace writer alone, Arrow IPC shards (before Parquet)",
         value: tokens / ipcSeconds,
         unit: "tokens/s",
       },
       { name: "tokens", value: tokens, unit: "tokens" },
-      { name: "token-layer rows (MoE layers)", value: tokens * MOE_LAYERS, unit: "rows" },
+      { name: "token-layer rows (MoE layers)", value: rows, unit: "rows" },
       { name: ".pt input", value: fileMiB, unit: "MiB" },
       {
-        name: "import seconds (min / median / max)",
-        value: median,
+        name: "import seconds (median; each run)",
+        value: importSeconds,
         unit: `s (${seconds.map((s) => s.toFixed(2)).join(" / ")})`,
+      },
+      {
+        name: "seconds: parse / writer / parquet-wasm / the rest of the import",
+        value: importSeconds,
+        unit: `s = ${parseSeconds.toFixed(2)} / ${writerSeconds.toFixed(2)} (of which ${
+          encodeSeconds.toFixed(2)
+        }) / ${Math.max(0, importSeconds - parseSeconds - writerSeconds).toFixed(2)}`,
       },
       { name: "peak RSS", value: peak, unit: "MiB" },
       { name: "load average (1 min) at the end", value: Deno.loadavg()[0]!, unit: "" },
@@ -101,8 +153,25 @@ export async function benchImport(options: BenchOptions): Promise<void> {
   }
 }
 
+/** Seconds parquet-wasm takes to encode the shard tables of trace `dir` once more. */
+async function parquetEncodeSeconds(dir: string): Promise<number> {
+  const reader = await TraceReader.open(dir);
+  const tables: arrow.Table[] = [];
+  for (const shard of reader.manifest.shards) {
+    tables.push(parquetToTable(await Deno.readFile(`${dir}/${shard.file}`), { rows: shard.rows }));
+  }
+  const start = performance.now();
+  for (const table of tables) tableToParquet(table);
+  return (performance.now() - start) / 1000;
+}
+
 /** Writes the documents of trace `from` again into `to`; returns the writer's seconds. */
-async function rewrite(from: string, to: string, format: ShardFormat = "parquet"): Promise<number> {
+async function rewrite(
+  from: string,
+  to: string,
+  format: ShardFormat = "parquet",
+  encoders = 0,
+): Promise<number> {
   const reader = await TraceReader.open(from);
   const docs: TraceDoc[] = [];
   for await (const d of reader.documents()) {
@@ -119,7 +188,7 @@ async function rewrite(from: string, to: string, format: ShardFormat = "parquet"
   const writer = await TraceWriter.open(to, {
     model: reader.manifest.model,
     capture: { ...reader.manifest.capture, domains: [] },
-  }, { format });
+  }, { format, encoders });
   const start = performance.now();
   for (const doc of docs) await writer.add(doc);
   await writer.close();
@@ -240,7 +309,22 @@ function torchSave(rank: number, passes: Pass[], map: Int32Array): Uint8Array {
     "archive/version": new TextEncoder().encode("3\n"),
   };
   for (const [key, data] of Object.entries(storages)) entries[`archive/data/${key}`] = data;
-  return zipSync(entries as Parameters<typeof zipSync>[0], { level: 0 });
+  // torch.save pads each local header with an "FB" extra field so that the
+  // entry's data starts at a multiple of 64 bytes; the same here, so that the
+  // importer reads int32 storages in place as it does torch's files.
+  const zippable: Record<string, [Uint8Array, { extra: Record<number, Uint8Array> }]> = {};
+  let offset = 0;
+  for (const [name, data] of Object.entries(entries)) {
+    const header = 30 + new TextEncoder().encode(name).length + 4;
+    const pad = (64 - ((offset + header) % 64)) % 64;
+    zippable[name] = [data, { extra: { 0x4246: new Uint8Array(pad) } }];
+    offset += header + pad + data.length;
+  }
+  const bytes = zipSync(zippable, { level: 0 });
+  for (const [name, data] of Object.entries(storedEntries(bytes) ?? {})) {
+    if (data.byteOffset % 64 !== 0) throw new Error(`bench import: ${name} is not 64-byte aligned`);
+  }
+  return bytes;
 }
 
 /** Just enough of a protocol-2 pickler for the structure above. */

@@ -1,8 +1,9 @@
 /**
  * Reading a `torch.save` file (the zip container of PyTorch ≥ 1.6) without
- * PyTorch: fflate opens the zip, the restricted reader in pickle.ts reads
- * `<archive>/data.pkl`, and tensors are read from `<archive>/data/<key>` as
- * typed arrays, honouring offset and strides.
+ * PyTorch: the zip is opened in place (`storedEntries`) or by fflate, the
+ * restricted reader in pickle.ts reads `<archive>/data.pkl`, and tensors are
+ * read from `<archive>/data/<key>` as typed arrays, honouring offset and
+ * strides.
  */
 import { unzipSync } from "fflate";
 import { DataError, messageOf } from "../../common/errors.ts";
@@ -39,7 +40,7 @@ export function openTorchFile(file: string, bytes: Uint8Array): TorchFile {
   }
   let entries: Record<string, Uint8Array>;
   try {
-    entries = unzipSync(bytes);
+    entries = storedEntries(bytes) ?? unzipSync(bytes);
   } catch (error) {
     throw new DataError(
       `${file} is not a readable zip archive (${messageOf(error)}); it is truncated or damaged.`,
@@ -65,6 +66,60 @@ export function openTorchFile(file: string, bytes: Uint8Array): TorchFile {
     if (name.startsWith(storagePrefix)) storages.set(name.slice(storagePrefix.length), data);
   }
   return { file, root, storages };
+}
+
+/**
+ * The entries of a zip whose entries are all stored (torch.save never
+ * compresses), as views of `bytes` rather than copies: a recording of
+ * hundreds of MiB is then not copied once more, and storages stay where
+ * torch aligned them (64 bytes). Null for anything else (compressed or
+ * encrypted entries, ZIP64 records, non-ASCII names, a layout that does not
+ * add up): fflate then reads it and reports what is wrong.
+ */
+export function storedEntries(bytes: Uint8Array): Record<string, Uint8Array> | null {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const u16 = (at: number) => view.getUint16(at, true);
+  const u32 = (at: number) => view.getUint32(at, true);
+  // The end-of-central-directory record: 22 bytes and a comment of up to 65535.
+  let end = -1;
+  for (let at = bytes.length - 22; at >= Math.max(0, bytes.length - 22 - 0xffff); at--) {
+    if (u32(at) === 0x06054b50 && at + 22 + u16(at + 20) === bytes.length) {
+      end = at;
+      break;
+    }
+  }
+  if (end < 0 || u16(end + 4) !== 0 || u16(end + 6) !== 0) return null;
+  const count = u16(end + 10);
+  const size = u32(end + 12);
+  const start = u32(end + 16);
+  if (count === 0xffff || size === 0xffffffff || start === 0xffffffff) return null; // ZIP64
+  if (u16(end + 8) !== count || start + size > end) return null;
+  const entries: Record<string, Uint8Array> = {};
+  let at = start;
+  for (let i = 0; i < count; i++) {
+    if (at + 46 > start + size || u32(at) !== 0x02014b50) return null;
+    const flags = u16(at + 8);
+    const method = u16(at + 10);
+    const compressed = u32(at + 20);
+    const length = u32(at + 24);
+    const nameLength = u16(at + 28);
+    const next = at + 46 + nameLength + u16(at + 30) + u16(at + 32);
+    const local = u32(at + 42);
+    if (
+      (flags & 1) !== 0 || method !== 0 || compressed !== length || length === 0xffffffff ||
+      next > start + size
+    ) {
+      return null;
+    }
+    const name = bytes.subarray(at + 46, at + 46 + nameLength);
+    if (name.some((b) => b >= 0x80)) return null;
+    if (local + 30 > start || u32(local) !== 0x04034b50) return null;
+    const data = local + 30 + u16(local + 26) + u16(local + 28);
+    if (data + length > start) return null;
+    entries[String.fromCharCode(...name)] = bytes.subarray(data, data + length);
+    at = next;
+  }
+  return entries;
 }
 
 /**
