@@ -14,6 +14,7 @@ import {
   TraceWriter,
 } from "./mod.ts";
 import { parquetToTable, tableToParquet } from "./parquet.ts";
+import { shardTable } from "./schema.ts";
 import { DataError } from "../common/errors.ts";
 import * as arrow from "apache-arrow";
 
@@ -322,4 +323,25 @@ Deno.test("shards read by worker threads come back in order, equal to reading th
   );
   assert.equal(seen, 3);
   await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("token pieces in any script come back from a shard's dictionary as written", () => {
+  // ASCII, two- and three-byte UTF-8, a surrogate pair, an empty piece: the
+  // dictionary's bytes are encoded in one go when all are ASCII, else one by one.
+  const cases = [["12", "7", "12", "300"], ["a", "é→", "", "日本", "🙂x", "a"]];
+  for (const pieces of cases) {
+    const t = pieces.length;
+    const shape = { layers: 1, topK: 1, experts: 2, lookahead: 0, probs: false };
+    const table = shardTable([{
+      doc: 0,
+      domain: "d",
+      tokens: new Uint32Array(t),
+      pieces,
+      experts: new Uint16Array(t),
+      weights: new Float32Array(t).fill(1),
+    }], shape);
+    assert.deepEqual(table.getChild("piece")!.toArray(), pieces);
+    const back = parquetToTable(tableToParquet(table));
+    assert.deepEqual([...back.getChild("piece")!], pieces);
+  }
 });
