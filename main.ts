@@ -700,6 +700,10 @@ export function parseCommand(
   } else if (positionals.length > 0) {
     throw new UsageError(`${name} takes no positional arguments, got "${positionals[0]}".`);
   }
+  // An empty path would reach the file system as "", which Deno refuses with a stack trace.
+  if (spec.positional?.path && positionals.some((p) => p === "")) {
+    throw new UsageError(`${name} was given an empty ${spec.positional.name} path.`);
+  }
   const flags: ParsedFlags = {};
   for (const [flag, f] of Object.entries(spec.flags)) {
     const raw = values[flag] ?? (f.default !== undefined ? String(f.default) : undefined);
@@ -708,6 +712,10 @@ export function parseCommand(
       continue;
     }
     flags[flag] = convertFlag(name, flag, f, raw);
+    const value = flags[flag];
+    if (f.path && (value === "" || (Array.isArray(value) && value.includes("")))) {
+      throw new UsageError(`--${flag} of ${name} needs a path, got an empty one.`);
+    }
   }
   return { positional: positionals[0], positionals, flags, help: false };
 }

@@ -175,3 +175,15 @@ Deno.test("a seed beyond 2^32 − 1 is refused instead of being taken modulo 2^3
   );
   await Deno.remove(dir, { recursive: true });
 });
+
+Deno.test("an empty path is a usage error, not a stack trace from the file system", async () => {
+  const merge = await runCli(["merge", "a", "b", "--out", ""]);
+  assert.equal(merge.code, 2);
+  assert.equal(
+    merge.stderr.trim().replace(/^moetrace: /, ""),
+    "--out of merge needs a path, got an empty one.",
+  );
+  const inspect = await runCli(["inspect", ""]);
+  assert.equal(inspect.code, 2);
+  assert.match(inspect.stderr, /inspect was given an empty TRACE\|MODEL path\.$/);
+});
