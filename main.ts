@@ -25,8 +25,6 @@ interface FlagSpec {
   required?: boolean;
   /** Smallest accepted value for int/number flags. */
   min?: number;
-  /** Largest accepted value for int/number flags (seeds: 2^32 − 1, the PRNG's state). */
-  max?: number;
   /** Accepted values for string flags. */
   choices?: readonly string[];
   /** Placeholder shown in help. */
@@ -44,9 +42,6 @@ interface FlagSpec {
    */
   native?: string;
 }
-
-/** Seeds seed a 32-bit PRNG: a larger one would silently be taken modulo 2^32. */
-const SEED_MAX = 2 ** 32 - 1;
 
 export type PathAccess = "read" | "write" | "write-staged" | "write-file";
 
@@ -162,7 +157,6 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
       seed: {
         kind: "int",
         min: 0,
-        max: SEED_MAX,
         default: 0,
         value: "S",
         help: "Seed for document sampling.",
@@ -236,7 +230,7 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
         value: "T",
         help: "Sampling temperature; 0 is greedy.",
       },
-      seed: { kind: "int", min: 0, max: SEED_MAX, default: 0, value: "S", help: "Sampling seed." },
+      seed: { kind: "int", min: 0, default: 0, value: "S", help: "Sampling seed." },
       offload: {
         kind: "string",
         value: "POLICY:CAPACITY",
@@ -372,7 +366,6 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
       seed: {
         kind: "int",
         min: 0,
-        max: SEED_MAX,
         default: 0,
         value: "S",
         help: "Permutation seed.",
@@ -440,7 +433,7 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
         value: "N",
         help: "As analyze's, for a trace given as A or B.",
       },
-      seed: { kind: "int", min: 0, max: SEED_MAX, default: 0, value: "S", help: "As analyze's." },
+      seed: { kind: "int", min: 0, default: 0, value: "S", help: "As analyze's." },
       pairing: {
         kind: "string",
         default: "auto",
@@ -506,7 +499,7 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
       },
       batch: { kind: "int", min: 1, default: 1, value: "N", help: BATCH_HELP },
       bootstrap: { kind: "int", min: 0, default: 20, value: "B", help: RESAMPLES_HELP },
-      seed: { kind: "int", min: 0, max: SEED_MAX, default: 0, value: "S", help: SIM_SEED_HELP },
+      seed: { kind: "int", min: 0, default: 0, value: "S", help: SIM_SEED_HELP },
       "on-miss": {
         kind: "string",
         default: "transfer",
@@ -700,8 +693,7 @@ export function parseCommand(
   } else if (positionals.length > 0) {
     throw new UsageError(`${name} takes no positional arguments, got "${positionals[0]}".`);
   }
-  // An empty path would reach the file system as "", which Deno refuses with a stack trace.
-  if (spec.positional?.path && positionals.some((p) => p === "")) {
+  if (spec.positional?.path && positionals.includes("")) {
     throw new UsageError(`${name} was given an empty ${spec.positional.name} path.`);
   }
   const flags: ParsedFlags = {};
@@ -712,8 +704,8 @@ export function parseCommand(
       continue;
     }
     flags[flag] = convertFlag(name, flag, f, raw);
-    const value = flags[flag];
-    if (f.path && (value === "" || (Array.isArray(value) && value.includes("")))) {
+    // An empty path would reach Deno's file system as "", refused there with a stack trace.
+    if (f.path && [flags[flag]].flat().includes("")) {
       throw new UsageError(`--${flag} of ${name} needs a path, got an empty one.`);
     }
   }
@@ -733,8 +725,9 @@ function convertFlag(command: string, flag: string, f: FlagSpec, raw: string | b
     if (f.min !== undefined && value < f.min) {
       throw new UsageError(`--${flag} of ${command} must be at least ${f.min}, got ${value}.`);
     }
-    if (f.max !== undefined && value > f.max) {
-      throw new UsageError(`--${flag} of ${command} must be at most ${f.max}, got ${part}.`);
+    // Seeds seed a 32-bit PRNG: a larger one would silently be taken modulo 2^32.
+    if (flag === "seed" && value > 0xffffffff) {
+      throw new UsageError(`--seed of ${command} must be at most 4294967295, got ${part}.`);
     }
     return value;
   };
