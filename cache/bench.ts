@@ -5,7 +5,16 @@
  * trace decoding (`bench trace` measures that).
  *
  * MOETRACE_BENCH_CACHE_TOKENS changes the length, MOETRACE_BENCH_CACHE_SWEEP=0
- * skips the sweep (quick runs).
+ * skips the sweep (quick runs), MOETRACE_BENCH_CACHE_PROCESS=0 the whole-process
+ * runs.
+ *
+ * Whole process (issue 19): the real CLI (`deno task moetrace simulate`, a
+ * child process) replays LRU at 64 and 128 of 256 experts under a global
+ * budget on 1,000,000 tokens × 32 layers × top-2 of E = 256 written to disk
+ * as Parquet and as Arrow IPC: wall and CPU seconds from start to exit, and
+ * the share of the wall spent reading the trace. libCacheSim (C, one thread)
+ * took 4.6 s for the same replay on the issue's machine; it cannot be
+ * installed here (no network), so that figure is quoted, not measured.
  *
  * Targets (issue 6): ≥ 20,000,000 expert accesses/s for one LRU replay; a
  * sweep of 8 policies × 7 capacities × 3 prefetchers (none, speculative,
@@ -28,7 +37,10 @@ import { syntheticAccessTrace } from "./synthetic.ts";
 import { stepCosts } from "./costs.ts";
 import { DTYPES } from "./dtypes.ts";
 import { HARDWARE_PRESETS } from "./hardware.ts";
+import { TraceWriter } from "../trace/mod.ts";
+import { syntheticCapture } from "../trace/synthetic.ts";
 import process from "node:process";
+import { fileURLToPath } from "node:url";
 
 /** CPU seconds of this process (all threads, workers included) spent in `fn`. */
 async function cpuSeconds(fn: () => Promise<void> | void): Promise<number> {
@@ -136,6 +148,10 @@ export async function benchCache(options: BenchOptions): Promise<void> {
     },
   ];
 
+  if (Deno.env.get("MOETRACE_BENCH_CACHE_PROCESS") !== "0") {
+    passFigures.push(...await wholeProcessFigures());
+  }
+
   if (Deno.env.get("MOETRACE_BENCH_CACHE_SWEEP") === "0") {
     printFigures("bench cache (sweep skipped)", [
       {
@@ -233,4 +249,109 @@ export async function benchCache(options: BenchOptions): Promise<void> {
     figures,
     options.json,
   );
+}
+
+/** libCacheSim's LRU at both sizes, whole process, on issue 19's machine (s). */
+const LIBCACHESIM_SECONDS = 4.6;
+
+/**
+ * `simulate --policy lru --capacity 64,128 --budget global` through the CLI
+ * launcher on TOKENS × 32 layers × top-2 of 256 experts, once per shard
+ * format; the trace is generated and written first (not timed).
+ */
+async function wholeProcessFigures(): Promise<Figure[]> {
+  const experts = 256;
+  const perDoc = 1000;
+  const root = await Deno.makeTempDir({ prefix: "moetrace-bench-cache-" });
+  const figures: Figure[] = [];
+  try {
+    // [T, M, k] sticky routing with memory, as the in-memory trace above.
+    const trace = syntheticAccessTrace({
+      tokens: TOKENS,
+      layers: LAYERS,
+      experts,
+      topK: TOP_K,
+      stickiness: 0.5,
+      memory: "geometric",
+      tokensPerDoc: perDoc,
+      seed: 1,
+    });
+    const shape = { numLayers: LAYERS, numExperts: experts, topK: TOP_K };
+    const width = LAYERS * TOP_K;
+    for (const format of ["parquet", "arrow"] as const) {
+      const dir = `${root}/${format}`;
+      const writer = await TraceWriter.open(dir, {
+        model: syntheticModel(shape),
+        capture: syntheticCapture(shape),
+      }, { format });
+      for (let d = 0, t = 0; t < trace.tokens; d++, t += perDoc) {
+        const T = Math.min(perDoc, trace.tokens - t);
+        await writer.add({
+          doc: d,
+          domain: "A",
+          tokens: Uint32Array.from({ length: T }, (_, i) => i),
+          pieces: Array.from({ length: T }, (_, i) => `p${i}`),
+          experts: trace.chosen.slice(t * width, (t + T) * width),
+          weights: new Float32Array(T * width).fill(1 / TOP_K),
+        });
+      }
+      await writer.close();
+      const run = await timedSimulate(dir, `${root}/${format}-out`);
+      const name = `whole process: simulate LRU at 64 and 128 of 256, global, ${
+        format === "parquet" ? "Parquet" : "Arrow IPC"
+      }`;
+      figures.push(
+        {
+          name: `${name}, wall (libCacheSim ${LIBCACHESIM_SECONDS} s on issue 19's machine)`,
+          value: run.wall,
+          unit: "s",
+          target: LIBCACHESIM_SECONDS,
+          direction: "max",
+        },
+        { name: `${name}, CPU (all threads)`, value: run.cpu, unit: "s" },
+        {
+          name: `${name}, reading the trace`,
+          value: (100 * run.read) / run.wall,
+          unit: "% of wall",
+        },
+        { name: `${name}, tokens read/s`, value: TOKENS / run.read / 1e6, unit: "M tokens/s" },
+      );
+    }
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+  return figures;
+}
+
+/** Runs `deno task moetrace simulate` on `trace`; its wall time and what its --json reports. */
+async function timedSimulate(
+  trace: string,
+  out: string,
+): Promise<{ wall: number; cpu: number; read: number }> {
+  const root = fileURLToPath(new URL("..", import.meta.url));
+  const start = performance.now();
+  const child = await new Deno.Command(Deno.execPath(), {
+    cwd: root,
+    args: [
+      "run",
+      "--allow-run",
+      "--allow-read",
+      "--allow-env=TMPDIR,INIT_CWD,XDG_RUNTIME_DIR",
+      "moetrace.ts",
+      "simulate",
+      trace,
+      "--out",
+      out,
+      ...["--policy", "lru", "--capacity", "64,128", "--budget", "global"],
+      ...["--prefetch", "none", "--bootstrap", "0", "--json"],
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const wall = (performance.now() - start) / 1000;
+  if (!child.success) {
+    throw new Error(`simulate failed: ${new TextDecoder().decode(child.stderr)}`);
+  }
+  const seconds = JSON.parse(new TextDecoder().decode(child.stdout)).seconds;
+  return { wall, cpu: seconds.cpu, read: seconds.read };
 }

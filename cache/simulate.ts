@@ -4,6 +4,7 @@
  * simulation.csv, miss_ratio_curve.csv, prefetch_accuracy.csv, SVG plots with
  * figures.json, simulation.json and a README.md that documents all of them.
  */
+import process from "node:process";
 import { writeFileAtomic } from "../common/atomic_write.ts";
 import { type CsvRow, writeCsv } from "../common/csv.ts";
 import { UsageError } from "../common/errors.ts";
@@ -402,6 +403,8 @@ export async function simulateCommand(
     simulate: (simulated - loaded) / 1000,
     read: (loaded - started) / 1000,
     bootstrap: (resampled - simulated) / 1000,
+    // This process's CPU so far, all threads (`bench cache` reads it).
+    cpu: (process.cpuUsage().user + process.cpuUsage().system) / 1e6,
   };
   if (flags.json === true) {
     console.log(JSON.stringify({ ...summary, cache_runs: runs, replays: result.replays, seconds }));
