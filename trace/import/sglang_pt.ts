@@ -454,31 +454,33 @@ function documentOf(
     phase.fill(segment.phase, row, row + segment.length);
     for (let m = 0; m < M; m++) {
       const l = keep[m]!;
-      const logical = l * P;
-      let source = (l * pass.tokens + segment.start) * K;
-      let target = row * stride + m * k;
-      for (let i = 0; i < segment.length; i++, source += K, target += stride) {
-        stamp++;
-        for (let j = 0; j < k; j++) {
-          const physical = topk[source + j]!;
-          if (physical < 0) {
-            throw new DataError(
-              `${pass.where} field "topk_ids_of_layer" layer ${l} token ${
-                segment.start + i
-              } routes to ${j} experts, expected ${k}.`,
-            );
-          }
-          const e = map[logical + physical]!;
-          if (seen[e] === stamp) {
-            throw new DataError(
-              `${pass.where} layer ${l} token ${
-                segment.start + i
-              } maps two chosen physical experts to logical expert ${e}; the physical-to-logical map changed while recording.`,
-            );
-          }
-          seen[e] = stamp;
-          experts[target + j] = e;
-        }
+      const source = (l * pass.tokens + segment.start) * K;
+      const bad = gatherLayer(
+        topk,
+        source,
+        K,
+        map,
+        l * P,
+        experts,
+        row * stride + m * k,
+        stride,
+        k,
+        segment.length,
+        seen,
+        stamp,
+      );
+      stamp += segment.length;
+      if (bad >= 0) {
+        const t = segment.start + Math.floor(bad / k);
+        const j = bad % k;
+        const physical = topk[source + (t - segment.start) * K + j]!;
+        throw new DataError(
+          physical < 0
+            ? `${pass.where} field "topk_ids_of_layer" layer ${l} token ${t} routes to ${j} experts, expected ${k}.`
+            : `${pass.where} layer ${l} token ${t} maps two chosen physical experts to logical expert ${
+              map[l * P + physical]
+            }; the physical-to-logical map changed while recording.`,
+        );
       }
     }
     row += segment.length;
@@ -495,20 +497,63 @@ function documentOf(
 }
 
 /**
+ * Copies `rows` rows of one layer: physical ids from `topk` (rows K apart from
+ * `source`) through `map` (this layer's [P] logical ids from `logical` on) into `experts` (rows
+ * `stride` apart from `target`, k each). Row i uses stamp + 1 + i in `seen`
+ * to catch two choices of one logical expert. Returns −1, or i·k + j of the
+ * first id that is padding (−1) or a repeated logical expert. A small leaf
+ * of typed arrays and numbers, which the JIT compiles to a tight loop.
+ */
+function gatherLayer(
+  topk: Int32Array,
+  source: number,
+  K: number,
+  map: Int32Array,
+  logical: number,
+  experts: Uint16Array,
+  target: number,
+  stride: number,
+  k: number,
+  rows: number,
+  seen: Uint32Array,
+  stamp: number,
+): number {
+  for (let i = 0; i < rows; i++, source += K, target += stride) {
+    stamp++;
+    for (let j = 0; j < k; j++) {
+      const physical = topk[source + j]!;
+      if (physical < 0) return i * k + j;
+      const e = map[logical + physical]!;
+      if (seen[e] === stamp) return i * k + j;
+      seen[e] = stamp;
+      experts[target + j] = e;
+    }
+  }
+  return -1;
+}
+
+/**
  * A token's piece is its id as text (SGLang records no text). One string per
  * distinct id, shared by every document: the writer's dictionary of pieces
  * then looks up strings whose hash is already computed.
  */
 class PieceStrings {
-  #strings = new Map<number, string>();
+  /** By id below 2^20 (every vocabulary in use); larger ids in a map. */
+  #small: (string | undefined)[] = [];
+  #large = new Map<number, string>();
 
   all(tokens: Uint32Array): string[] {
     const out = new Array<string>(tokens.length);
     for (let i = 0; i < tokens.length; i++) {
       const id = tokens[i]!;
-      let s = this.#strings.get(id);
-      if (s === undefined) this.#strings.set(id, s = String(id));
-      out[i] = s;
+      if (id < 1 << 20) {
+        while (this.#small.length <= id) this.#small.push(undefined);
+        out[i] = this.#small[id] ??= String(id);
+      } else {
+        let s = this.#large.get(id);
+        if (s === undefined) this.#large.set(id, s = String(id));
+        out[i] = s;
+      }
     }
     return out;
   }

@@ -169,6 +169,27 @@ Deno.test("unreadable .pt files are refused with one sentence and leave no trace
       /in\.pt records\[\d+\] \(forward_pass_id \d+\) layer \d+ token \d+ maps two chosen physical experts to logical expert 0; the physical-to-logical map changed while recording\.$/,
     ],
     [
+      "a token routed to fewer experts than the others",
+      (() => {
+        const entries = unzipSync(original);
+        const pickle = Object.keys(entries).find((n) => n.endsWith("/data.pkl"))!;
+        const records = field(readPickle(entries[pickle]!, "data.pkl"), "records");
+        assert.ok(Array.isArray(records));
+        const topk = field(records[0]!, "topk_ids_of_layer");
+        assert.ok(isTensorRef(topk));
+        const name = Object.keys(entries).find((n) => n.endsWith(`/data/${topk.storageKey}`))!;
+        const ids = new Int32Array(entries[name]!.slice().buffer);
+        // The first row with two ids keeps only its first: −1 padding, one expert.
+        const width = topk.shape[2]!;
+        let row = 0;
+        while (ids[row * width + 1]! < 0) row++;
+        ids[row * width + 1] = -1;
+        entries[name] = new Uint8Array(ids.buffer);
+        return zipSync(entries, { level: 0 });
+      })(),
+      /in\.pt records\[0\] \(forward_pass_id \d+\) field "topk_ids_of_layer" layer \d+ token \d+ routes to 1 experts, expected 2\.$/,
+    ],
+    [
       "torch.save's legacy format",
       Uint8Array.of(0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8),
       /in\.pt is in torch\.save's legacy \(pre-1\.6\) format; re-save it with a current PyTorch/,

@@ -79,10 +79,13 @@ export class StagedImport {
 
   async add(doc: ImportedDoc): Promise<void> {
     if (!this.#writer) throw new Error("StagedImport.add before open");
-    const experts = doc.experts;
-    let max = this.#maxExpert;
-    for (let i = 0; i < experts.length; i++) if (experts[i]! > max) max = experts[i]!;
-    this.#maxExpert = max;
+    if (this.#expertsInferred) {
+      // Only an inferred expert count needs the largest id (a pass over T·M·k ids).
+      const experts = doc.experts;
+      let max = this.#maxExpert;
+      for (let i = 0; i < experts.length; i++) if (experts[i]! > max) max = experts[i]!;
+      this.#maxExpert = max;
+    }
     await this.#writer.add({ ...doc, doc: this.#docs });
     this.#docs++;
     this.#tokens += doc.tokens.length;
