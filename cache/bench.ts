@@ -9,9 +9,9 @@
  * runs.
  *
  * Whole process (issue 19): the real CLI (`deno task moetrace simulate`, a
- * child process) replays LRU at 64 and 128 of 256 experts under a global
- * budget on 1,000,000 tokens × 32 layers × top-2 of E = 256 written to disk
- * as Parquet and as Arrow IPC: wall and CPU seconds from start to exit, and
+ * child process) replays LRU at 64 and 128 of the 256 experts (32 layers ×
+ * E = 8) under a global budget on 1,000,000 tokens × 32 layers × top-2
+ * written to disk as Parquet and as Arrow IPC: wall and CPU seconds from start to exit, and
  * the share of the wall spent reading the trace. libCacheSim (C, one thread)
  * took 4.6 s for the same replay on the issue's machine; it cannot be
  * installed here (no network), so that figure is quoted, not measured.
@@ -256,11 +256,11 @@ const LIBCACHESIM_SECONDS = 4.6;
 
 /**
  * `simulate --policy lru --capacity 64,128 --budget global` through the CLI
- * launcher on TOKENS × 32 layers × top-2 of 256 experts, once per shard
- * format; the trace is generated and written first (not timed).
+ * launcher on a trace of the benchmark's shape and generator (sticky, with
+ * geometric memory) in documents of 1,000 tokens, without speculative picks,
+ * written once per shard format first (not timed).
  */
 async function wholeProcessFigures(): Promise<Figure[]> {
-  const experts = 256;
   const perDoc = 1000;
   const root = await Deno.makeTempDir({ prefix: "moetrace-bench-cache-" });
   const figures: Figure[] = [];
@@ -269,14 +269,14 @@ async function wholeProcessFigures(): Promise<Figure[]> {
     const trace = syntheticAccessTrace({
       tokens: TOKENS,
       layers: LAYERS,
-      experts,
+      experts: EXPERTS,
       topK: TOP_K,
       stickiness: 0.5,
       memory: "geometric",
       tokensPerDoc: perDoc,
       seed: 1,
     });
-    const shape = { numLayers: LAYERS, numExperts: experts, topK: TOP_K };
+    const shape = { numLayers: LAYERS, numExperts: EXPERTS, topK: TOP_K };
     const width = LAYERS * TOP_K;
     for (const format of ["parquet", "arrow"] as const) {
       const dir = `${root}/${format}`;
@@ -297,7 +297,7 @@ async function wholeProcessFigures(): Promise<Figure[]> {
       }
       await writer.close();
       const run = await timedSimulate(dir, `${root}/${format}-out`);
-      const name = `whole process: simulate LRU at 64 and 128 of 256, global, ${
+      const name = `whole process: simulate LRU at 64 and 128 of ${LAYERS * EXPERTS}, global, ${
         format === "parquet" ? "Parquet" : "Arrow IPC"
       }`;
       figures.push(
