@@ -44,9 +44,14 @@ export async function analyzeCommand(
     );
   }
   const fromCounts = flags["from-counts"];
-  if ((fromCounts === undefined) === (trace === undefined)) {
+  if (fromCounts === undefined && trace === undefined) {
     throw new UsageError(
-      "analyze needs either a TRACE argument or --from-counts DIR (count tables of analysis/sql/), not both.",
+      "analyze needs a TRACE argument or --from-counts DIR (count tables of analysis/sql/); run `moetrace analyze --help`.",
+    );
+  }
+  if (fromCounts !== undefined && trace !== undefined) {
+    throw new UsageError(
+      "analyze takes a TRACE argument or --from-counts DIR, not both.",
     );
   }
   await checkOutputFolder(

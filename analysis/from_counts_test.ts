@@ -217,9 +217,14 @@ Deno.test("analyze --from-counts refuses bad input in one sentence", async () =>
   assert.equal(neither.code, 2);
   assert.match(
     neither.stderr,
-    /^moetrace: analyze needs either a TRACE argument or --from-counts DIR/,
+    /^moetrace: analyze needs a TRACE argument or --from-counts DIR/,
   );
-  assert.equal((await run([`${dir}/trace`, "--from-counts", counts])).code, 2);
+  const both = await run([`${dir}/trace`, "--from-counts", counts]);
+  assert.equal(both.code, 2);
+  assert.match(
+    both.stderr,
+    /^moetrace: analyze takes a TRACE argument or --from-counts DIR, not both\.$/,
+  );
   // A cell that is not a count names its file and column.
   const repetition = `${counts}/repetition/part-00000.csv`;
   const text = await Deno.readTextFile(repetition);

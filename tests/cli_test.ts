@@ -48,7 +48,7 @@ Deno.test("usage mistakes are one sentence and exit 2", async () => {
     [["analyze", "t"], /^moetrace: analyze needs --out DIR\.$/],
     [
       ["analyze", "--out", "o"],
-      /^moetrace: analyze needs a TRACE argument; run `moetrace analyze --help`\.$/,
+      /^moetrace: analyze needs a TRACE argument or --from-counts DIR \(count tables of analysis\/sql\/\); run `moetrace analyze --help`\.$/,
     ],
     [
       ["analyze", "t", "--out", "o", "--bootstrap", "ten"],
