@@ -17,6 +17,7 @@
  * NVMe Gen4 over PCIe 4.0).
  */
 import { UsageError } from "../common/errors.ts";
+import { parseByteSize } from "../common/bytes.ts";
 import { policyOptions } from "./expert_cache.ts";
 import type { Budget } from "./expert_cache.ts";
 import { Guard } from "./policy.ts";
@@ -81,18 +82,6 @@ export interface TierSpec {
   ssd: Ssd;
 }
 
-const BYTE_UNITS: Record<string, number> = {
-  b: 1,
-  kb: 1e3,
-  mb: 1e6,
-  gb: 1e9,
-  tb: 1e12,
-  kib: 2 ** 10,
-  mib: 2 ** 20,
-  gib: 2 ** 30,
-  tib: 2 ** 40,
-};
-
 const TIER_USAGE =
   `--tier takes ram=CAPACITY[:POLICY],ssd=DEVICE, with CAPACITY an expert count or bytes such as 64GiB, POLICY one of ${
     RAM_POLICIES.join(", ")
@@ -134,14 +123,13 @@ export function parseTier(text: string): TierSpec {
 
 function parseRamCapacity(value: string, text: string): RamCapacity {
   if (/^\d+$/.test(value)) return { kind: "experts", experts: Number(value) };
-  const m = /^(\d+(?:\.\d+)?)\s*([a-z]+)$/i.exec(value);
-  const unit = m ? BYTE_UNITS[m[2]!.toLowerCase()] : undefined;
-  if (!m || unit === undefined) {
+  const bytes = parseByteSize(value);
+  if (bytes === undefined) {
     throw new UsageError(
       `--tier "${text}": the RAM capacity must be an expert count or bytes such as 64GiB, got "${value}".`,
     );
   }
-  return { kind: "bytes", bytes: Math.floor(Number(m[1]) * unit) };
+  return { kind: "bytes", bytes };
 }
 
 function parseSsd(value: string, text: string): Ssd {

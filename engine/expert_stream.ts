@@ -24,6 +24,7 @@
  * naming the sizes.
  */
 import { DataError, UsageError } from "../common/errors.ts";
+import { parseByteSize } from "../common/bytes.ts";
 import type { ExpertSource } from "./forward.ts";
 import type { GpuContext } from "./gpu.ts";
 import { createSlotMatrix, type SlotMatrix, writeSlot } from "./expert_slots.ts";
@@ -49,24 +50,9 @@ export interface ExpertStream extends ExpertSource {
   readonly bytesStreamed: number;
 }
 
-const SIZE_UNITS: Record<string, number> = {
-  "": 1,
-  b: 1,
-  kb: 1e3,
-  mb: 1e6,
-  gb: 1e9,
-  tb: 1e12,
-  kib: 2 ** 10,
-  mib: 2 ** 20,
-  gib: 2 ** 30,
-  tib: 2 ** 40,
-};
-
 /** Parses `--gpu-memory SIZE`: a byte count or a number with a unit (24GiB, 512MB, 1.5GB). */
 export function parseGpuMemory(text: string): number {
-  const m = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(text);
-  const unit = m ? SIZE_UNITS[m[2]!.toLowerCase()] : undefined;
-  const bytes = m && unit !== undefined ? Math.floor(Number(m[1]) * unit) : 0;
+  const bytes = parseByteSize(text, { bareIsBytes: true }) ?? 0;
   if (bytes < 1) {
     throw new UsageError(
       `--gpu-memory takes a positive size such as 24GiB, 512MB or a byte count, got "${text}".`,
