@@ -7,6 +7,7 @@
 import process from "node:process";
 import { writeFileAtomic } from "../common/atomic_write.ts";
 import { type CsvRow, writeCsv } from "../common/csv.ts";
+import { parseByteSize } from "../common/bytes.ts";
 import { UsageError } from "../common/errors.ts";
 import { writingOutputs } from "../common/interrupt.ts";
 import { checkOutputFolder, tablesOutput } from "../common/output_folder.ts";
@@ -104,18 +105,6 @@ export const ACCURACY_COLUMNS = [
   "recall",
 ] as const;
 
-const BYTE_UNITS: Record<string, number> = {
-  b: 1,
-  kb: 1e3,
-  mb: 1e6,
-  gb: 1e9,
-  tb: 1e12,
-  kib: 2 ** 10,
-  mib: 2 ** 20,
-  gib: 2 ** 30,
-  tib: 2 ** 40,
-};
-
 /** Parses `--capacity` values (validated against the model later). */
 export function parseCapacities(values: string[]): CapacitySpec[] | "auto" {
   if (values.length === 1 && values[0] === "auto") return "auto";
@@ -125,14 +114,13 @@ export function parseCapacities(values: string[]): CapacitySpec[] | "auto" {
       if (experts < 1) throw new UsageError(`--capacity values must be at least 1, got "${text}".`);
       return { kind: "experts", experts, text };
     }
-    const m = /^(\d+(?:\.\d+)?)\s*([a-z]+)$/i.exec(text);
-    const unit = m ? BYTE_UNITS[m[2]!.toLowerCase()] : undefined;
-    if (!m || unit === undefined) {
+    const bytes = parseByteSize(text);
+    if (bytes === undefined) {
       throw new UsageError(
         `--capacity takes auto, expert counts or byte budgets such as 24GiB, got "${text}".`,
       );
     }
-    return { kind: "bytes", bytes: Math.floor(Number(m[1]) * unit), text };
+    return { kind: "bytes", bytes, text };
   });
 }
 
