@@ -62,14 +62,14 @@ Deno.test("a domain named all, empty or with control characters is refused by wr
       ["all", 'is "all", which names the rows of every domain together'],
       ["", "is empty"],
       ["x\u001b[31m", "holds control characters"],
-    ]
+    ] as [string, string][]
   ) {
     const writer = await TraceWriter.open(`${dir}/${name.length}${problem.length}`, {
       model: syntheticModel(options),
       capture: syntheticCapture(options),
     });
     await assert.rejects(
-      writer.add({ ...doc!, domain: name! }),
+      writer.add({ ...doc!, domain: name }),
       (e: Error) =>
         e instanceof DataError &&
         e.message === `Document 0's domain ${JSON.stringify(name)} ${problem}; rename the domain.`,
