@@ -26,8 +26,8 @@ import { DataError, messageOf } from "../common/errors.ts";
 import { type Manifest, readManifest, rowShape } from "../trace/manifest.ts";
 import { parquetWasmToTable } from "../trace/parquet.ts";
 import { Accumulator } from "./accumulate.ts";
-import type { Dims, DocLayout } from "./layout.ts";
-import { SHUFFLE_PAIRS_PER_PAIR } from "./shuffle.ts";
+import type { Dims } from "./layout.ts";
+import { addShuffleBaselines, SHUFFLE_PAIRS_PER_PAIR } from "./shuffle.ts";
 import { analyseAccumulator, type AnalysisOptions, type AnalysisResult } from "./run.ts";
 
 /** The tables read, with their columns (`domain` and `shard_file` text, the rest integers ≥ 0). */
@@ -414,67 +414,26 @@ export async function accumulatorFromCounts(
       }
     });
   }
+  const overlapScratch = new Float64Array(k + 1);
   order.forEach((doc, d) => {
     const v = vectors[d]!;
     v[L.tokens] = doc.tokens;
     v[L.pairs] = doc.tokens - 1;
-    addShuffleBaselines(v, L, doc.tokens, k === 2 ? pairs[d]! : null, sets[d] ?? null);
+    // The shuffle baselines of shuffle.ts from the document's counts: k = 2
+    // reads its own pair counts, [M, E(E−1)/2]; k ≥ 3 is exact from its top-k
+    // sets per layer, or NaN without them.
+    const docSets = sets[d];
+    addShuffleBaselines(
+      v,
+      L,
+      doc.tokens,
+      overlapScratch,
+      k === 2 ? { counts: pairs[d]!, at: 0, less: null } : null,
+      docSets ? (l, W) => exactOverlaps(docSets[l]!, doc.tokens, W) : null,
+    );
     acc.domain(doc.domain).appendDoc(doc.doc, v);
   });
   return acc;
-}
-
-/**
- * The within-document shuffle baselines of shuffle.ts from a document's
- * counts, with its arithmetic in its order (so the values are the pass's to
- * the bit): same first choice for any k; |S_t ∩ S_u| = j for k ≤ 2 (k = 2
- * reads the document's own pair counts, [M, E(E−1)/2]); for k ≥ 3 exact from
- * the document's top-k sets per layer (`sets`), or NaN without them.
- */
-function addShuffleBaselines(
-  v: Float64Array,
-  L: DocLayout,
-  T: number,
-  pairs: Float64Array | null,
-  sets: { experts: number[]; tokens: number }[][] | null,
-): void {
-  const { layers: M, experts: E, topK: k } = L.dims;
-  if (T < 2) return;
-  const all = T * (T - 1);
-  const W = new Float64Array(k + 1);
-  const pairCount = (E * (E - 1)) / 2;
-  for (let l = 0; l < M; l++) {
-    const le = l * E;
-    let sameFirst = 0;
-    let sharedExperts = 0;
-    for (let e = 0; e < E; e++) {
-      const f = v[L.first + le + e]!;
-      sameFirst += f * (f - 1);
-      const c = v[L.any + le + e]!;
-      sharedExperts += c * (c - 1);
-    }
-    v[L.shuffleSameFirst + l]! += sameFirst / T;
-    W.fill(0);
-    if (k === 1) {
-      W[1] = sharedExperts;
-      W[0] = all - sharedExperts;
-    } else if (k === 2) {
-      let W2 = 0;
-      for (let p = l * pairCount; p < (l + 1) * pairCount; p++) {
-        const n = pairs![p]!;
-        W2 += n * (n - 1);
-      }
-      W[2] = W2;
-      W[1] = sharedExperts - 2 * W2;
-      W[0] = all - W[1]! - W2;
-    } else if (sets) {
-      exactOverlaps(sets[l]!, T, W);
-    } else {
-      W.fill(NaN);
-    }
-    const at = L.shuffleOverlap + l * (k + 1);
-    for (let j = 0; j <= k; j++) v[at + j]! += W[j]! / T;
-  }
 }
 
 /**

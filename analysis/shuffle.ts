@@ -65,11 +65,48 @@ export function addShuffleExpectations(
   bucket: Float64Array,
   coact: number,
 ): void {
+  const { layers: M, topK: k } = L.dims;
+  addShuffleBaselines(
+    v,
+    L,
+    end - start,
+    scratch.pairsByOverlap,
+    { counts: bucket, at: coact, less: scratch.pairsBefore },
+    (l) => sampledOverlaps(experts, start, end, l, M, k, scratch, docId),
+  );
+}
+
+/**
+ * A document's token count of each distinct k = 2 set, [M, E(E−1)/2] from
+ * `counts[at]`, less `less` (same shape) when given: the streaming pass reads
+ * its bucket after the document less the bucket before it, the counts path
+ * the document's own pair table.
+ */
+export interface DocPairCounts {
+  readonly counts: Float64Array;
+  readonly at: number;
+  readonly less: Float64Array | null;
+}
+
+/**
+ * The shuffle baselines' arithmetic, shared by the streaming pass and the
+ * counts path so the two agree to the bit: adds sameFirst / T and W_j / T per
+ * layer to `v` (whose first-choice and any-choice expert counts already hold
+ * the document's T tokens). `W` is [k + 1] scratch; k = 2 reads `pairs`; k ≥ 3
+ * calls `largeK` to fill W (zeroed) for layer l, or sets W to NaN without it.
+ */
+export function addShuffleBaselines(
+  v: Float64Array,
+  L: DocLayout,
+  T: number,
+  W: Float64Array,
+  pairs: DocPairCounts | null,
+  largeK: ((l: number, W: Float64Array) => void) | null,
+): void {
   const { layers: M, experts: E, topK: k } = L.dims;
-  const T = end - start;
   if (T < 2) return;
   const all = T * (T - 1);
-  const W = scratch.pairsByOverlap;
+  const pairCount = (E * (E - 1)) / 2;
   for (let l = 0; l < M; l++) {
     const le = l * E;
     let sameFirst = 0;
@@ -86,17 +123,19 @@ export function addShuffleExpectations(
       W[1] = sharedExperts;
       W[0] = all - sharedExperts;
     } else if (k === 2) {
-      const pairs = (E * (E - 1)) / 2;
+      const { counts, at, less } = pairs!;
       let W2 = 0;
-      for (let p = l * pairs; p < (l + 1) * pairs; p++) {
-        const n = bucket[coact + p]! - scratch.pairsBefore[p]!;
+      for (let p = l * pairCount; p < (l + 1) * pairCount; p++) {
+        const n = less ? counts[at + p]! - less[p]! : counts[at + p]!;
         W2 += n * (n - 1);
       }
       W[2] = W2;
       W[1] = sharedExperts - 2 * W2;
       W[0] = all - W[1]! - W2;
+    } else if (largeK) {
+      largeK(l, W);
     } else {
-      sampledOverlaps(experts, start, end, l, M, k, scratch, docId);
+      W.fill(NaN);
     }
     const at = L.shuffleOverlap + l * (k + 1);
     for (let j = 0; j <= k; j++) v[at + j]! += W[j]! / T;
