@@ -42,6 +42,59 @@ function domainRows(rows: readonly CsvRow[], result: AnalysisResult): CsvRow[] {
   return rows.filter((r) => many ? r.domain !== ALL : r.domain === ALL);
 }
 
+/** What the expert-shares figure's two drawings (analyze's, report --layers') differ in. */
+export interface ExpertSharesOptions {
+  /** Rows of expert_shares.csv: layer, expert, domain, share, ci_low, ci_high. */
+  values: readonly Record<string, unknown>[];
+  experts: number;
+  /** Pixels per layer facet. */
+  width: number;
+  layerTitle: string;
+  expertAxis: Record<string, unknown>;
+  /** The uniform-baseline rule's dash pattern, as the rest of its document draws baselines. */
+  uniformDash: readonly number[];
+}
+
+/**
+ * The expert-shares figure, faceted by layer: each domain's share of top-k
+ * assignments per expert as bars, their intervals as rules, and the uniform
+ * baseline 1/E as a dashed black rule.
+ */
+export function expertSharesSpec(o: ExpertSharesOptions): VegaLiteSpec {
+  return {
+    data: { values: o.values },
+    facet: { column: { field: "layer", type: "ordinal", title: o.layerTitle } },
+    spec: {
+      width: o.width,
+      height: 180,
+      layer: [
+        {
+          mark: "bar",
+          encoding: {
+            x: { field: "expert", type: "ordinal", title: "expert", axis: o.expertAxis },
+            xOffset: { field: "domain" },
+            y: { field: "share", type: "quantitative", title: "share of assignments" },
+            color: { field: "domain", type: "nominal", title: "domain" },
+          },
+        },
+        {
+          mark: { type: "rule", color: "#444" },
+          encoding: {
+            x: { field: "expert", type: "ordinal" },
+            xOffset: { field: "domain" },
+            y: { field: "ci_low", type: "quantitative" },
+            y2: { field: "ci_high" },
+          },
+        },
+        {
+          mark: { type: "rule", strokeDash: o.uniformDash, color: "black" },
+          encoding: { y: { datum: 1 / o.experts } },
+        },
+      ],
+    },
+  };
+}
+
 export function buildFigures(result: AnalysisResult): Figure[] {
   const { experts: E, topK: k } = result.dims;
   const moe = result.manifest.model.moe_layers;
@@ -64,36 +117,14 @@ export function buildFigures(result: AnalysisResult): Figure[] {
     section: "shares",
     spec: {
       title: "Expert shares per domain (top-k assignments)",
-      data: { values: shares },
-      facet: { column: { field: "layer", type: "ordinal", title: "MoE layer" } },
-      spec: {
+      ...expertSharesSpec({
+        values: shares,
+        experts: E,
         width: shareWidth,
-        height: 180,
-        layer: [
-          {
-            mark: "bar",
-            encoding: {
-              x: { field: "expert", type: "ordinal", title: "expert", axis: expertAxis(E) },
-              xOffset: { field: "domain" },
-              y: { field: "share", type: "quantitative", title: "share of assignments" },
-              color: { field: "domain", type: "nominal", title: "domain" },
-            },
-          },
-          {
-            mark: { type: "rule", color: "#444" },
-            encoding: {
-              x: { field: "expert", type: "ordinal" },
-              xOffset: { field: "domain" },
-              y: { field: "ci_low", type: "quantitative" },
-              y2: { field: "ci_high" },
-            },
-          },
-          {
-            mark: { type: "rule", strokeDash: [4, 3], color: "black" },
-            encoding: { y: { datum: 1 / E } },
-          },
-        ],
-      },
+        layerTitle: "MoE layer",
+        expertAxis: expertAxis(E),
+        uniformDash: [4, 3],
+      }),
     },
   });
 

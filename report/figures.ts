@@ -8,6 +8,7 @@
  */
 import { UsageError } from "../common/errors.ts";
 import type { VegaLiteSpec } from "../common/plot.ts";
+import { expertSharesSpec } from "../analysis/plots.ts";
 import { numberIn, type Row, type Table } from "./inputs.ts";
 
 export interface ReportFigure {
@@ -22,6 +23,21 @@ export interface ReportFigure {
 /** Integer ticks for a quantitative layer axis. */
 const LAYER_AXIS = { tickMinStep: 1, format: "d" };
 const UNIFORM = "Dashed black line: the uniform baseline";
+/** The dash of the report's uniform-baseline rules. */
+const UNIFORM_DASH = [6, 4];
+
+/** The uniform-baseline rule at `chance` as a layer, or no layer when there is none. */
+function uniformRule(chance: number | null): VegaLiteSpec[] {
+  return chance === null ? [] : [{
+    mark: { type: "rule", strokeDash: UNIFORM_DASH, color: "black" },
+    encoding: { y: { datum: chance } },
+  }];
+}
+
+/** The caption's sentence for uniformRule: "Dashed black line: …, NAME = value: MEANING. ", or "". */
+function uniformSentence(chance: number | null, name: string, meaning: string): string {
+  return chance === null ? "" : `${UNIFORM}, ${name} = ${chance.toFixed(3)}: ${meaning}. `;
+}
 
 /** `rows` with `columns` as numbers (NaN → null, so Vega sees a missing value) and the rest as text. */
 function values(table: Table, rows: Row[], columns: readonly string[]): Record<string, unknown>[] {
@@ -200,11 +216,7 @@ function prefetchFigure(accuracy: Table, k: number, E: number): ReportFigure[] {
     title: "Prefetch accuracy per layer",
     caption:
       `Left: precision, the fraction of experts a prefetcher predicted that the target layer then chose; right: recall, the fraction of chosen experts it had predicted; per target layer, one line per prefetcher and lookahead. ${
-        chance === null
-          ? ""
-          : `${UNIFORM}, k/E = ${
-            chance.toFixed(3)
-          }: a prefetcher guessing k experts uniformly at random. `
+        uniformSentence(chance, "k/E", "a prefetcher guessing k experts uniformly at random")
       }The oracle, which reads the trace, is the bound at 1.`,
     section: "cache",
     spec: {
@@ -232,10 +244,7 @@ function prefetchFigure(accuracy: Table, k: number, E: number): ReportFigure[] {
               },
             },
           },
-          ...(chance === null ? [] : [{
-            mark: { type: "rule", strokeDash: [6, 4], color: "black" },
-            encoding: { y: { datum: chance } },
-          }]),
+          ...uniformRule(chance),
         ],
       },
     },
@@ -277,38 +286,14 @@ function layerFigures(
       caption:
         `Share of top-k assignments going to each expert, per domain, at the layers chosen with --layers, with 95% intervals (document jackknife). ${UNIFORM}, the share 1/E that uniform random routing gives; bars far from it mark experts a domain prefers or avoids.`,
       section: "shares",
-      spec: {
-        data: { values: values(shares, rows, ["expert", "share", "ci_low", "ci_high"]) },
-        facet: { column: { field: "layer", type: "ordinal", title: "layer" } },
-        spec: {
-          width: Math.max(160, Math.min(520, E * 5 * new Set(rows.map((r) => r.domain)).size)),
-          height: 180,
-          layer: [
-            {
-              mark: "bar",
-              encoding: {
-                x: { field: "expert", type: "ordinal", title: "expert", axis: { labelAngle: 0 } },
-                xOffset: { field: "domain" },
-                y: { field: "share", type: "quantitative", title: "share of assignments" },
-                color: { field: "domain", type: "nominal", title: "domain" },
-              },
-            },
-            {
-              mark: { type: "rule", color: "#444" },
-              encoding: {
-                x: { field: "expert", type: "ordinal" },
-                xOffset: { field: "domain" },
-                y: { field: "ci_low", type: "quantitative" },
-                y2: { field: "ci_high" },
-              },
-            },
-            {
-              mark: { type: "rule", strokeDash: [6, 4], color: "black" },
-              encoding: { y: { datum: 1 / E } },
-            },
-          ],
-        },
-      },
+      spec: expertSharesSpec({
+        values: values(shares, rows, ["expert", "share", "ci_low", "ci_high"]),
+        experts: E,
+        width: Math.max(160, Math.min(520, E * 5 * new Set(rows.map((r) => r.domain)).size)),
+        layerTitle: "layer",
+        expertAxis: { labelAngle: 0 },
+        uniformDash: UNIFORM_DASH,
+      }),
     });
   }
   if (coactivation && coactivation.rows.length > 0) {
@@ -369,11 +354,11 @@ function capacityFigure(simulation: Table, capacity: string, E: number): ReportF
     title: `Hit rate per layer at capacity ${capacity}`,
     caption:
       `One line per policy across the layers at capacity ${capacity} (${first.budget} budget, no prefetch); Belady, the offline optimum, is the bound. ${
-        chance === null
-          ? ""
-          : `${UNIFORM}, C/E = ${
-            chance.toFixed(3)
-          }: the hit rate a cache of C experts gets when routing is uniformly random. `
+        uniformSentence(
+          chance,
+          "C/E",
+          "the hit rate a cache of C experts gets when routing is uniformly random",
+        )
       }A layer far below the others is where extra cache space pays most.`,
     section: "cache",
     spec: {
@@ -394,10 +379,7 @@ function capacityFigure(simulation: Table, capacity: string, E: number): ReportF
             color: { field: "policy", type: "nominal", title: "policy" },
           },
         },
-        ...(chance === null ? [] : [{
-          mark: { type: "rule", strokeDash: [6, 4], color: "black" },
-          encoding: { y: { datum: chance } },
-        }]),
+        ...uniformRule(chance),
       ],
     },
   };
