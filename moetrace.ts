@@ -12,6 +12,7 @@ import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { COMMANDS, parseCommand, type PathAccess } from "./main.ts";
 import { isUserError, UsageError } from "./common/errors.ts";
+import { huggingFaceBlobs } from "./common/fs.ts";
 
 export interface Permissions {
   read: string[];
@@ -82,6 +83,7 @@ export function permissionsFor(
         read.add(full);
         for (const folder of outsideShardFolders(full)) read.add(folder);
         for (const file of simulatedMeasurements(full, base)) read.add(file);
+        for (const folder of snapshotBlobs(full)) read.add(folder);
         break;
       case "write":
         read.add(full);
@@ -167,6 +169,35 @@ export function outsideShardFolders(dir: string): string[] {
     }
   }
   return [...folders];
+}
+
+/**
+ * The `blobs` folder of a Hugging Face cache snapshot's `models--ORG--NAME`
+ * entry (the snapshot's files are links to `../../blobs/HASH`, and Deno
+ * checks a link's target against the grant), as named and as it really is;
+ * nothing for any other folder.
+ * The engine refuses a snapshot file whose target leaves both folders.
+ */
+export function snapshotBlobs(dir: string): string[] {
+  const folders = new Set<string>();
+  let real = dir;
+  try {
+    real = Deno.realPathSync(dir);
+  } catch {
+    // A missing folder is named by the command.
+  }
+  for (const candidate of new Set([dir, real])) {
+    const blobs = huggingFaceBlobs(candidate);
+    if (blobs === null) continue;
+    folders.add(blobs);
+    try {
+      folders.add(Deno.realPathSync(blobs));
+    } catch {
+      // No blobs folder: nothing more to read.
+    }
+  }
+  // A comma would split Deno's permission list; such a folder is left to fail with a sentence.
+  return [...folders].filter((folder) => !folder.includes(","));
 }
 
 /**

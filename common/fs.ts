@@ -65,6 +65,52 @@ export async function realPathWithin(
   );
 }
 
+/**
+ * The `blobs` folder of the Hugging Face cache entry whose snapshot `dir` is
+ * (`.../models--ORG--NAME/snapshots/REV` gives `.../models--ORG--NAME/blobs`),
+ * or null when `dir` is not such a snapshot: the cache stores every file of a
+ * snapshot once under `blobs` and links it in as `../../blobs/HASH`.
+ */
+export function huggingFaceBlobs(dir: string): string | null {
+  const parts = dir.replace(/\/+$/, "").split("/");
+  if (parts.length < 3) return null;
+  const [entry, snapshots, revision] = parts.slice(-3);
+  if (snapshots !== "snapshots" || !entry!.startsWith("models--") || revision === "") return null;
+  return [...parts.slice(0, -2), "blobs"].join("/");
+}
+
+/**
+ * The path of `name` in the model folder `dir`, refused with one sentence
+ * (see realPathWithin) when it is a symbolic link whose real path leaves the
+ * model folder, or, for a Hugging Face cache snapshot, leaves both the
+ * snapshot and its entry's `blobs` folder: a checkpoint from a stranger must
+ * not read a file the user never named. A file that does not exist is
+ * returned as is, for its reader to name as missing (or to skip when it is
+ * optional).
+ */
+export async function modelFileWithin(dir: string, name: string): Promise<string> {
+  const path = `${dir}/${name}`;
+  try {
+    await Deno.lstat(path);
+  } catch {
+    return path;
+  }
+  const roots = [dir];
+  // The snapshot as named and as it really is (a link to a snapshot, or a cache under a link).
+  let realDir = dir;
+  try {
+    realDir = await Deno.realPath(dir);
+  } catch {
+    // Named by its readers.
+  }
+  for (const candidate of new Set([dir, realDir])) {
+    const blobs = huggingFaceBlobs(candidate);
+    if (blobs !== null) roots.push(blobs);
+  }
+  await realPathWithin(path, roots, path);
+  return path;
+}
+
 /** A folder lock held by this process (see lockFolder). */
 export interface FolderLock {
   release(): void;
@@ -144,6 +190,25 @@ export async function requireFolderOrAbsent(path: string, flag: string): Promise
   }
   if (!info.isDirectory) {
     throw new DataError(`${flag} ${path} is a file; it must name a folder (new or existing).`);
+  }
+}
+
+/**
+ * Removes everything in the folder `dir` but `keep` (a stale staging folder
+ * whose lock this run holds); a file or link named `dir` is removed itself.
+ */
+export async function clearFolderBut(dir: string, keep: string): Promise<void> {
+  const info = await Deno.lstat(dir).catch(() => null);
+  if (info === null) return;
+  if (!info.isDirectory) return await Deno.remove(dir);
+  let entries: string[];
+  try {
+    entries = (await Array.fromAsync(Deno.readDir(dir))).map((entry) => entry.name);
+  } catch {
+    return; // Nothing to clear.
+  }
+  for (const name of entries) {
+    if (name !== keep) await Deno.remove(`${dir}/${name}`, { recursive: true });
   }
 }
 

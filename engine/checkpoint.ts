@@ -11,7 +11,7 @@
 import { DataError, messageOf } from "../common/errors.ts";
 import { type ModelConfig, parseConfig } from "./config.ts";
 import { readHeader, readTensorBytes, type TensorInfo, toFloat32 } from "./safetensors.ts";
-import { pathExists } from "../common/fs.ts";
+import { modelFileWithin, pathExists } from "../common/fs.ts";
 
 export interface Checkpoint {
   readonly dir: string;
@@ -222,9 +222,9 @@ async function readJson(path: string): Promise<unknown> {
 
 /** Weight file paths of a checkpoint directory (single file or index shards). */
 async function weightFiles(dir: string): Promise<string[]> {
-  const single = `${dir}/model.safetensors`;
+  const single = await modelFileWithin(dir, "model.safetensors");
   if (await pathExists(single)) return [single];
-  const indexPath = `${dir}/model.safetensors.index.json`;
+  const indexPath = await modelFileWithin(dir, "model.safetensors.index.json");
   if (!(await pathExists(indexPath))) {
     throw new DataError(
       `Checkpoint directory ${dir} has neither model.safetensors nor model.safetensors.index.json.`,
@@ -245,6 +245,7 @@ async function weightFiles(dir: string): Promise<string[]> {
       );
     }
     // A missing shard is named when it is opened; a folder would fail there as a stack trace.
+    await modelFileWithin(dir, s);
     const info = await Deno.stat(`${dir}/${s}`).catch(() => null);
     if (info && !info.isFile) {
       throw new DataError(`${indexPath} lists shard ${JSON.stringify(s)}, which is not a file.`);
@@ -255,7 +256,7 @@ async function weightFiles(dir: string): Promise<string[]> {
 
 /** Reads config and headers and checks every expected tensor; reads no weights. */
 export async function openCheckpoint(dir: string): Promise<Checkpoint> {
-  const configPath = `${dir}/config.json`;
+  const configPath = await modelFileWithin(dir, "config.json");
   const config = parseConfig(await readJson(configPath), configPath);
   const paths = await weightFiles(dir);
   const tensors = new Map<string, TensorInfo>();

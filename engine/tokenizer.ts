@@ -9,6 +9,7 @@
 import { Tokenizer } from "@huggingface/tokenizers";
 import { DataError, messageOf } from "../common/errors.ts";
 import { MAX_DOCUMENT_CHARS } from "../common/lines.ts";
+import { modelFileWithin } from "../common/fs.ts";
 
 export interface ChatMessage {
   role: "system" | "user" | "assistant";
@@ -34,8 +35,9 @@ export class TextTokenizer {
 
   /** Reads DIR/tokenizer.json and DIR/tokenizer_config.json (optional). */
   static async load(dir: string): Promise<TextTokenizer> {
-    const json = await readJson(`${dir}/tokenizer.json`, true);
-    const config = (await readJson(`${dir}/tokenizer_config.json`, false)) ?? {};
+    const json = await readJson(await modelFileWithin(dir, "tokenizer.json"), true);
+    const config = (await readJson(await modelFileWithin(dir, "tokenizer_config.json"), false)) ??
+      {};
     checkModel(json.model, `${dir}/tokenizer.json`);
     let tokenizer: TextTokenizer;
     try {
