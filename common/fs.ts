@@ -222,3 +222,13 @@ export async function removeIfOnly(dir: string, name: string): Promise<void> {
     // Nothing to tidy.
   }
 }
+
+/** removeIfOnly, synchronously: for an "unload" listener, which runs as Ctrl-C exits the process. */
+export function removeIfOnlySync(dir: string, name: string): void {
+  try {
+    const entries = [...Deno.readDirSync(dir)].map((entry) => entry.name);
+    if (entries.length === 1 && entries[0] === name) Deno.removeSync(dir, { recursive: true });
+  } catch {
+    // Nothing to tidy.
+  }
+}

@@ -4,8 +4,15 @@
  * told from each file's first bytes (a zip is a torch.save file) or its
  * first JSON line's fields.
  */
-import { DataError, UsageError } from "../../common/errors.ts";
-import { pathExists } from "../../common/fs.ts";
+import { DataError, messageOf, UsageError } from "../../common/errors.ts";
+import {
+  type FolderLock,
+  LOCK_FILE,
+  lockFolder,
+  pathExists,
+  removeIfOnly,
+  removeIfOnlySync,
+} from "../../common/fs.ts";
 import { importJsonl } from "./interchange.ts";
 import { firstJsonLine } from "./json_lines.ts";
 import { type ConfigFacts, readModelConfig } from "./model_config.ts";
@@ -33,8 +40,22 @@ export async function importCommand(
     ? await readModelConfig(flags["model-config"])
     : null;
   const format = (flags.from as ImportFormat | undefined) ?? await detectFormats(files);
-  await clearOutput(out, flags.force === true);
-  const summary = await importFiles(files, out, format, config);
+  const lock = await lockStaging(out);
+  // Ctrl-C exits at once (see common/interrupt.ts): the staging folder made for the lock goes too.
+  const tidy = () => removeIfOnlySync(`${out}.partial`, LOCK_FILE);
+  globalThis.addEventListener("unload", tidy);
+  let summary: ImportSummary;
+  try {
+    await clearOutput(out, flags.force === true);
+    summary = await importFiles(files, out, format, config);
+    // The lock file travelled into the trace with the staging folder's rename; it is no part of it.
+    await Deno.remove(`${out}/${LOCK_FILE}`).catch(() => {});
+  } finally {
+    globalThis.removeEventListener("unload", tidy);
+    lock.release();
+    // A run that stopped before the trace was staged leaves no folder holding only its lock.
+    await removeIfOnly(`${out}.partial`, LOCK_FILE);
+  }
   if (flags.json === true) {
     console.log(JSON.stringify({ out, format, files, docs: summary.docs, tokens: summary.tokens }));
     return;
@@ -42,6 +63,24 @@ export async function importCommand(
   console.error(
     `Imported ${summary.docs} documents, ${summary.tokens} tokens (${format}) into ${out}.`,
   );
+}
+
+/**
+ * Takes the lock of the staging folder `<out>.partial` (see lockFolder): two
+ * imports into one --out would clear and fill the same staging folder. A
+ * lock left by a killed import is taken over; a staging name that is a file
+ * or a link is removed first (the lock must be in the folder itself).
+ */
+async function lockStaging(out: string): Promise<FolderLock> {
+  const staging = `${out}.partial`;
+  const info = await Deno.lstat(staging).catch(() => null);
+  try {
+    if (info !== null && !info.isDirectory) await Deno.remove(staging);
+    await Deno.mkdir(staging, { recursive: true });
+  } catch (error) {
+    throw new DataError(`Cannot create the staging folder ${staging}: ${messageOf(error)}.`);
+  }
+  return await lockFolder(staging, "import");
 }
 
 /**

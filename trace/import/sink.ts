@@ -5,7 +5,7 @@
  * `--model-config` adds.
  */
 import { DataError } from "../../common/errors.ts";
-import { pathExists } from "../../common/fs.ts";
+import { clearFolderBut, LOCK_FILE, pathExists } from "../../common/fs.ts";
 import {
   type CaptureFacts,
   type Manifest,
@@ -49,7 +49,8 @@ export class StagedImport {
       throw new DataError(`${out} already exists; choose another --out or remove it first.`);
     }
     const staged = new StagedImport(out);
-    await Deno.remove(staged.staging, { recursive: true }).catch(() => {});
+    // All but the lock `moetrace import` holds in it (see command.ts).
+    await clearFolderBut(staged.staging, LOCK_FILE);
     return staged;
   }
 
