@@ -34,3 +34,39 @@ export async function runCliProcess(permissions: string[], args: string[]): Prom
   const decoder = new TextDecoder();
   return { code, stdout: decoder.decode(stdout), stderr: decoder.decode(stderr) };
 }
+
+/**
+ * A child Deno that takes the lock of `dir` (made if missing) as `command` would, writes the file
+ * `marker` beside it when one is named (a stand-in for work in progress), and waits a minute;
+ * resolves once it holds the lock. Kill it to leave a stale lock behind.
+ */
+export async function holdFolderLock(
+  dir: string,
+  command: string,
+  marker?: string,
+): Promise<Deno.ChildProcess> {
+  const writeMarker = marker === undefined
+    ? ""
+    : `await Deno.writeTextFile(${JSON.stringify(`${dir}/${marker}`)}, "first");`;
+  const fsModule = new URL("../common/fs.ts", import.meta.url).href;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "eval",
+      `import { lockFolder } from ${JSON.stringify(fsModule)};
+       await Deno.mkdir(${JSON.stringify(dir)}, { recursive: true });
+       await lockFolder(${JSON.stringify(dir)}, ${JSON.stringify(command)});
+       ${writeMarker}
+       console.log("locked");
+       await new Promise((r) => setTimeout(r, 60000));`,
+    ],
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const reader = child.stdout.getReader();
+  const { value } = await reader.read();
+  if (new TextDecoder().decode(value).trim() !== "locked") {
+    throw new Error(`the lock holder for ${dir} did not report holding it`);
+  }
+  reader.releaseLock();
+  return child;
+}

@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { LOCK_FILE, lockFolder } from "../common/fs.ts";
-import { runCli } from "./cli_helpers.ts";
+import { holdFolderLock, runCli } from "./cli_helpers.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const MODEL = `${ROOT}fixtures/models/tiny-moe`;
@@ -19,32 +19,12 @@ async function corpus(dir: string): Promise<string> {
   return `${dir}/corpus.jsonl`;
 }
 
-/** A child Deno that takes the lock of `dir` and waits; resolves once it holds it. */
-async function holdLock(dir: string): Promise<Deno.ChildProcess> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "eval",
-      `import { lockFolder } from "${ROOT}common/fs.ts";
-       await lockFolder(${JSON.stringify(dir)}, "capture");
-       console.log("locked");
-       await new Promise((r) => setTimeout(r, 60000));`,
-    ],
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  const reader = child.stdout.getReader();
-  const { value } = await reader.read();
-  assert.equal(new TextDecoder().decode(value).trim(), "locked");
-  reader.releaseLock();
-  return child;
-}
-
 Deno.test("a second capture into the same --out is refused while the first runs; a dead one's lock is taken over", async () => {
   const dir = await Deno.makeTempDir({ prefix: "moetrace-lock-" });
   const out = `${dir}/trace`;
   await Deno.mkdir(out);
   const args = ["capture", "--model", MODEL, "--corpus", await corpus(dir), "--out", out];
-  const holder = await holdLock(out);
+  const holder = await holdFolderLock(out, "capture");
   try {
     const second = await runCli(args);
     assert.equal(second.code, 1);

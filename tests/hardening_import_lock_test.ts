@@ -7,6 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { LOCK_FILE, lockFolder } from "../common/fs.ts";
+import { holdFolderLock } from "./cli_helpers.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 
@@ -16,28 +17,6 @@ const LOG = [
   { domain: "A", tokens: [1, 2], experts: [[[0, 1]], [[2, 3]]] },
   { domain: "B", tokens: [5, 6, 7], experts: [[[1, 2]], [[0, 3]], [[3, 1]]] },
 ].map((line) => JSON.stringify(line)).join("\n") + "\n";
-
-/** A child Deno that takes the lock of `dir` as an import would, and waits. */
-async function holdLock(dir: string): Promise<Deno.ChildProcess> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "eval",
-      `import { lockFolder } from "${ROOT}/common/fs.ts";
-       await Deno.mkdir(${JSON.stringify(dir)}, { recursive: true });
-       await lockFolder(${JSON.stringify(dir)}, "import");
-       await Deno.writeTextFile(${JSON.stringify(`${dir}/in-progress`)}, "first");
-       console.log("locked");
-       await new Promise((r) => setTimeout(r, 60000));`,
-    ],
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  const reader = child.stdout.getReader();
-  const { value } = await reader.read();
-  assert.equal(new TextDecoder().decode(value).trim(), "locked");
-  reader.releaseLock();
-  return child;
-}
 
 async function importThroughLauncher(log: string, out: string) {
   const { code, stderr } = await new Deno.Command(Deno.execPath(), {
@@ -64,7 +43,7 @@ Deno.test("a second import into the same --out is refused while the first runs; 
   const out = `${dir}/trace`;
   const staging = `${out}.partial`;
   await Deno.writeTextFile(`${dir}/log.jsonl`, LOG);
-  const holder = await holdLock(staging);
+  const holder = await holdFolderLock(staging, "import", "in-progress");
   try {
     const second = await importThroughLauncher(`${dir}/log.jsonl`, out);
     assert.equal(second.code, 1);
