@@ -1,30 +1,30 @@
 /**
  * Parquet shards (DESIGN.md "Trace format"): the same Arrow table as an IPC
- * shard, written by parquet-wasm (the Rust `parquet` crate compiled to
- * WebAssembly) with zstd, so DuckDB, polars, pyarrow and Spark read a trace's
- * shards with no options.
+ * shard, so DuckDB, polars, pyarrow and Spark read a trace's shards with no
+ * options. One row group per shard: a shard is the unit the manifest indexes.
  *
- * The file embeds its Arrow schema (the `ARROW:schema` key every Arrow-based
- * reader honours), so pyarrow, polars and this reader get back
- * fixed_size_list<u16>[M·k] and dictionary<utf8> columns; DuckDB and Spark,
- * which do not use it, see plain Parquet LIST and UTF8 columns.
+ * Shards are written by moetrace's own encoder (parquet_encode.ts:
+ * dictionary-encoded, bit-packed expert ids), 5× faster than parquet-wasm
+ * (the Rust `parquet` crate in WebAssembly), which writes any table the
+ * encoder does not take. Files embed their Arrow schema (the `ARROW:schema`
+ * key every Arrow-based reader honours), so pyarrow, polars and this reader
+ * get back fixed_size_list<u16>[M·k] and dictionary<utf8> columns; DuckDB
+ * and Spark, which do not use it, see plain Parquet LIST and UTF8 columns.
  *
- * Writer settings, measured on 66,000 rows × 32 layers × top-2 (one shard
- * of `deno task bench trace`) and on 66,000 rows × 16 layers × top-8 (one of
- * `bench import`): version 2 data pages, whose repetition and definition
- * levels stay outside the compressed block (encode about 1.5× and decode up
- * to 2× faster than version 1 pages; DuckDB, pyarrow, polars and Spark 3.3+
- * read them); dictionary encoding only for the string columns (on the list
- * columns it tripled their encode time and saved under 10%); statistics only
- * on the flat columns: min/max over millions of list values is time no
- * reader needs (0.54× the encode time of the import's shard without them).
- * parquet-wasm's per-column settings name a column by one path segment, so
- * they reach only the flat columns: statistics are off by default and turned
- * on per flat column. One row group per shard.
+ * parquet-wasm's settings, measured on 66,000 rows × 32 layers × top-2 (one
+ * shard of `deno task bench trace`) and on 66,000 rows × 16 layers × top-8
+ * (one of `bench import`): version 2 data pages, whose repetition and
+ * definition levels stay outside the compressed block (encode about 1.5× and
+ * decode up to 2× faster than version 1 pages); dictionary encoding only for
+ * the string columns (on the list columns parquet-wasm's tripled their encode
+ * time); statistics only on the flat columns. Its per-column settings name a
+ * column by one path segment, so they reach only the flat columns:
+ * statistics are off by default and turned on per flat column.
  */
 import * as arrow from "apache-arrow";
 import * as parquet from "parquet-wasm";
 import { fastParquetToTable } from "./parquet_decode.ts";
+import { encodeShardParquet } from "./parquet_encode.ts";
 
 /** Columns whose values repeat (strings): dictionary-encoded. */
 const DICTIONARY_COLUMNS = ["domain", "piece", "request"];
@@ -62,14 +62,28 @@ export function tableInfo(table: arrow.Table): ParquetTableInfo {
   return { rows: table.numRows, columns: table.schema.fields.map((f) => f.name) };
 }
 
-/** Encodes a shard's Arrow table as one zstd Parquet file with one row group. */
+/**
+ * Encodes a shard's Arrow table as one Parquet file with one row group:
+ * moetrace's own encoder (parquet_encode.ts) for the column types a shard
+ * has, parquet-wasm for any other table.
+ */
 export function tableToParquet(table: arrow.Table): Uint8Array {
-  return ipcStreamToParquet(arrow.tableToIPC(table, "stream"), tableInfo(table));
+  return encodeShardParquet(table) ?? tableToParquetWasm(table);
 }
 
 /** The same from the table's Arrow IPC stream (what a worker thread is sent). */
-export function ipcStreamToParquet(stream: Uint8Array, info: ParquetTableInfo): Uint8Array {
-  return parquet.writeParquet(parquet.Table.fromIPCStream(stream), writerProperties(info));
+export function ipcStreamToParquet(stream: Uint8Array): Uint8Array {
+  return tableToParquet(arrow.tableFromIPC(stream));
+}
+
+/**
+ * A table through parquet-wasm's writer (delta-encoded integers, zstd): the
+ * format of traces written before parquet_encode.ts, which readers must go on
+ * reading, and the fallback for tables outside the encoder's subset.
+ */
+export function tableToParquetWasm(table: arrow.Table): Uint8Array {
+  const wasmTable = parquet.Table.fromIPCStream(arrow.tableToIPC(table, "stream"));
+  return parquet.writeParquet(wasmTable, writerProperties(tableInfo(table)));
 }
 
 export interface ParquetReadOptions {

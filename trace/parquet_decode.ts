@@ -522,12 +522,28 @@ function primitiveColumn(
     if (chunk.physicalType !== physical) refuse("physical type");
     if (chunk.numValues !== rows * width) refuse("value count");
     const groupEnd = filled + rows * width;
+    /** The chunk's dictionary (INT32 columns), each entry checked to fit the column's type. */
+    let dictionary: Int32Array | null = null;
     // A page holds at most the values left (4 bytes each) and their levels (2 bits each at most).
     for (const page of pages(bytes, chunk, (groupEnd - filled) * 5 + 4096)) {
+      if (page.type === DICTIONARY_PAGE) {
+        if (dictionary || physical !== INT32 || page.encoding !== PLAIN) refuse("dictionary page");
+        dictionary = plainInt32Dictionary(page, out);
+        continue;
+      }
       if (page.type !== DATA_PAGE_V2) refuse("not a v2 data page");
       checkLevels(page, maxDef, maxRep, width);
       if (filled + page.numValues > groupEnd) refuse("more values than rows");
-      if (page.encoding === DELTA_BINARY_PACKED && physical === INT32) {
+      if (page.encoding === RLE_DICTIONARY || page.encoding === PLAIN_DICTIONARY) {
+        if (!dictionary) refuse("dictionary indices before a dictionary");
+        if (scratch.length < page.numValues) scratch = new Int32Array(page.numValues);
+        dictionaryIndices(page.values, page.numValues, dictionary, scratch);
+        const ints = scratch.subarray(0, page.numValues);
+        // Entries were checked to fit the column's type: set() converts each exactly.
+        if (out instanceof Uint32Array) {
+          out.set(new Uint32Array(ints.buffer, 0, ints.length), filled);
+        } else out.set(ints, filled);
+      } else if (page.encoding === DELTA_BINARY_PACKED && physical === INT32) {
         if (out instanceof Float32Array) refuse("delta-encoded floats");
         // Decoded into one Int32Array (monomorphic stores), then copied into the column's type.
         if (scratch.length < page.numValues) scratch = new Int32Array(page.numValues);
@@ -640,6 +656,102 @@ function deltaBinaryPacked(data: Uint8Array, count: number, out: Int32Array): nu
   }
   return seen;
 }
+
+/** A dictionary page of PLAIN INT32 values, refused unless every one fits `out`'s type. */
+function plainInt32Dictionary(page: Page, out: Primitive): Int32Array {
+  if (page.values.length !== page.numValues * 4) refuse("dictionary bytes");
+  const aligned = page.values.byteOffset % 4 === 0 ? page.values : page.values.slice();
+  const values = new Int32Array(aligned.buffer, aligned.byteOffset, page.numValues).slice();
+  const [low, high] = out instanceof Uint8Array
+    ? [0, 0xff]
+    : out instanceof Uint16Array
+    ? [0, 0xffff]
+    : out instanceof Int32Array
+    ? [-(2 ** 31), 2 ** 31 - 1]
+    : [-(2 ** 31), 2 ** 31 - 1]; // u32 stored as i32 bits: any value
+  for (const v of values) if (v < low || v > high) refuse("a dictionary value out of range");
+  return values;
+}
+
+/**
+ * A page of dictionary indices (bit width byte, then RLE / bit-packed runs)
+ * into `out` as dictionary values. A page of one bit-packed run, as
+ * moetrace's encoder writes, is unpacked in one tight loop through a table of
+ * 2^width entries whose entries past the dictionary are −1 (an index out of
+ * range is then caught by one OR per value); other pages go run by run.
+ */
+function dictionaryIndices(
+  data: Uint8Array,
+  count: number,
+  dictionary: Int32Array,
+  out: Int32Array,
+): void {
+  const bitWidth = data[0] ?? refuse("empty page");
+  if (bitWidth > 24) refuse("bit width");
+  const size = dictionary.length;
+  let at = 1;
+  let header = 0;
+  for (let shift = 0;; shift += 7) {
+    const b = data[at++] ?? refuse("page ends early");
+    header += (b & 0x7f) * 2 ** shift;
+    if ((b & 0x80) === 0) break;
+    if (shift > 28) refuse("run header");
+  }
+  if (bitWidth > 0 && header % 2 === 1 && (header - 1) / 2 * 8 >= count) {
+    if (at + Math.ceil((count * bitWidth) / 8) > data.length) refuse("indices past the page");
+    if (lookup.length < 1 << bitWidth) lookup = new Int32Array(1 << bitWidth);
+    const table = lookup;
+    table.fill(-1, 0, 1 << bitWidth);
+    // Sign bits mark entries past the dictionary; a value of −1 itself is
+    // told apart by `valid` (a dictionary of i32 values may hold it).
+    table.set(dictionary.subarray(0, Math.min(size, 1 << bitWidth)));
+    const valid = size >= 1 << bitWidth;
+    const mask = (1 << bitWidth) - 1;
+    const last = data.length - 4;
+    let bad = 0;
+    let i = 0;
+    let bit = at * 8;
+    for (; i < count; i++, bit += bitWidth) {
+      const b = bit >>> 3;
+      if (b > last) break;
+      const word = data[b]! | (data[b + 1]! << 8) | (data[b + 2]! << 16) | (data[b + 3]! << 24);
+      const index = (word >>> (bit & 7)) & mask;
+      if (!valid) bad |= size - 1 - index;
+      out[i] = table[index]!;
+    }
+    for (; i < count; i++, bit += bitWidth) {
+      const b = bit >>> 3;
+      const word = (data[b] ?? 0) | ((data[b + 1] ?? 0) << 8) | ((data[b + 2] ?? 0) << 16) |
+        ((data[b + 3] ?? 0) << 24);
+      const index = (word >>> (bit & 7)) & mask;
+      if (!valid) bad |= size - 1 - index;
+      out[i] = table[index]!;
+    }
+    if (bad < 0) refuse("dictionary index out of range");
+    return;
+  }
+  let filled = 0;
+  const rest = data.subarray(1);
+  if (bitWidth === 0) {
+    if (size === 0) refuse("index into an empty dictionary");
+    out.fill(dictionary[0]!, 0, count);
+    return;
+  }
+  hybridRuns(rest, bitWidth, count, (value, length) => {
+    if (value >= size) refuse("dictionary index out of range");
+    out.fill(dictionary[value]!, filled, filled + length);
+    filled += length;
+  }, (values, length) => {
+    for (let i = 0; i < length; i++) {
+      const v = values[i]!;
+      if (v >= size) refuse("dictionary index out of range");
+      out[filled++] = dictionary[v]!;
+    }
+  });
+}
+
+/** Index → value table of `dictionaryIndices`, grown to the widest page seen. */
+let lookup = new Int32Array(0);
 
 /** INT32 values that hold u8 or u16: copied into the narrow array, refusing any out of range. */
 function narrow(

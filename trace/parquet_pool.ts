@@ -2,11 +2,10 @@
  * Worker threads that encode Parquet shards, so that a trace writer's caller
  * (a capture on the GPU, an importer parsing logs) builds the next shard
  * while earlier ones are compressed, and several shards compress at once on
- * several cores. parquet-wasm is single-threaded WebAssembly: each worker
- * holds its own instance.
+ * several cores. Each worker holds its own encoder (and, for the tables the
+ * encoder leaves to it, its own single-threaded parquet-wasm instance).
  */
 import * as arrow from "apache-arrow";
-import { type ParquetTableInfo, tableInfo } from "./parquet.ts";
 
 /**
  * Workers a writer uses by default: one per core but two (the producer's and
@@ -37,7 +36,6 @@ export class ParquetPool {
   /** Encodes a table as Parquet in a worker (started on first use). */
   encode(table: arrow.Table): Promise<Uint8Array> {
     const stream = arrow.tableToIPC(table, "stream");
-    const info: ParquetTableInfo = tableInfo(table);
     const slot = this.#leastBusy();
     const id = this.#nextId++;
     slot.busy++;
@@ -52,7 +50,7 @@ export class ParquetPool {
           reject(error);
         },
       });
-      slot.worker.postMessage({ id, stream, info }, [stream.buffer as ArrayBuffer]);
+      slot.worker.postMessage({ id, stream }, [stream.buffer as ArrayBuffer]);
     });
   }
 

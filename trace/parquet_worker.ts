@@ -2,17 +2,17 @@
 /// <reference lib="deno.worker" />
 /**
  * Encodes shards as Parquet off the writer's thread (see parquet_pool.ts).
- * Message: {id, stream, info} (an Arrow IPC stream, its buffer transferred);
+ * Message: {id, stream} (an Arrow IPC stream, its buffer transferred);
  * reply: {id, bytes} (transferred) or {id, error}.
  */
-import { ipcStreamToParquet, type ParquetTableInfo } from "./parquet.ts";
+import { ipcStreamToParquet } from "./parquet.ts";
 
 self.onmessage = (
-  event: MessageEvent<{ id: number; stream: Uint8Array; info: ParquetTableInfo }>,
+  event: MessageEvent<{ id: number; stream: Uint8Array }>,
 ) => {
-  const { id, stream, info } = event.data;
+  const { id, stream } = event.data;
   try {
-    const bytes = ipcStreamToParquet(stream, info);
+    const bytes = ipcStreamToParquet(stream);
     self.postMessage({ id, bytes }, [bytes.buffer as ArrayBuffer]);
   } catch (error) {
     self.postMessage({ id, error: error instanceof Error ? error.message : String(error) });
