@@ -10,7 +10,13 @@ import * as assert from "node:assert/strict";
 import * as arrow from "apache-arrow";
 import * as parquet from "parquet-wasm";
 import { fastParquetToTable } from "./parquet_decode.ts";
-import { parquetToTable, parquetWasmToTable, tableToParquet } from "./parquet.ts";
+import {
+  parquetToTable,
+  parquetWasmToTable,
+  tableToParquet,
+  tableToParquetWasm,
+} from "./parquet.ts";
+import { encodeShardParquet } from "./parquet_encode.ts";
 import { shardTable, type TraceDoc } from "./schema.ts";
 import type { RowShape } from "./manifest.ts";
 import { Rng } from "../common/random.ts";
@@ -78,35 +84,43 @@ const SHAPE: RowShape = {
   arrivalSteps: true,
 };
 
-Deno.test("the fast path reads every column of a shard as parquet-wasm does", () => {
-  const table = shardTable(docs(SHAPE, 30, 40, 1), SHAPE);
-  const bytes = tableToParquet(table);
-  const fast = fastParquetToTable(bytes);
-  assert.ok(fast, "the fast path refused a shard moetrace wrote");
-  assertSameTable(fast, parquetWasmToTable(bytes));
-  assertSameTable(fast, table);
-  // Only the columns asked for.
-  const docOnly = fastParquetToTable(bytes, ["doc"])!;
-  assert.deepEqual(docOnly.schema.fields.map((f) => f.name), ["doc"]);
-  assert.deepEqual(docOnly.getChild("doc")!.toArray(), table.getChild("doc")!.toArray());
-});
+/** Shards as moetrace writes them now, and as parquet-wasm wrote them (traces made before). */
+const WRITERS: [string, (table: arrow.Table) => Uint8Array][] = [
+  ["moetrace's encoder", (table) => encodeShardParquet(table) ?? assert.fail("encoder refused")],
+  ["parquet-wasm", tableToParquetWasm],
+];
 
-Deno.test("the fast path reads columns spread over many pages, with large and negative-delta values", () => {
-  // 3,000 rows × 3 layers × 64 experts of probs: 2.3 MB of floats, several 1 MB pages.
-  const shape: RowShape = {
-    ...SHAPE,
-    experts: 64,
-    lookahead: 0,
-    requests: false,
-    arrivalSteps: false,
-  };
-  const table = shardTable(docs(shape, 60, 50, 2), shape);
-  const bytes = tableToParquet(table);
-  const fast = fastParquetToTable(bytes);
-  assert.ok(fast);
-  assertSameTable(fast, parquetWasmToTable(bytes));
-  assertSameTable(fast, table);
-});
+for (const [writer, write] of WRITERS) {
+  Deno.test(`the fast path reads every column of a shard as parquet-wasm does (${writer})`, () => {
+    const table = shardTable(docs(SHAPE, 30, 40, 1), SHAPE);
+    const bytes = write(table);
+    const fast = fastParquetToTable(bytes);
+    assert.ok(fast, "the fast path refused a shard moetrace wrote");
+    assertSameTable(fast, parquetWasmToTable(bytes));
+    assertSameTable(fast, table);
+    // Only the columns asked for.
+    const docOnly = fastParquetToTable(bytes, ["doc"])!;
+    assert.deepEqual(docOnly.schema.fields.map((f) => f.name), ["doc"]);
+    assert.deepEqual(docOnly.getChild("doc")!.toArray(), table.getChild("doc")!.toArray());
+  });
+
+  Deno.test(`the fast path reads columns over many pages, with large and negative-delta values (${writer})`, () => {
+    // 3,000 rows × 3 layers × 64 experts of probs: 2.3 MB of floats, several 1 MB pages.
+    const shape: RowShape = {
+      ...SHAPE,
+      experts: 64,
+      lookahead: 0,
+      requests: false,
+      arrivalSteps: false,
+    };
+    const table = shardTable(docs(shape, 60, 50, 2), shape);
+    const bytes = write(table);
+    const fast = fastParquetToTable(bytes);
+    assert.ok(fast);
+    assertSameTable(fast, parquetWasmToTable(bytes));
+    assertSameTable(fast, table);
+  });
+}
 
 Deno.test("files outside the fast path's subset fall back to parquet-wasm and read the same", async (t) => {
   const table = shardTable(docs(SHAPE, 12, 30, 3), SHAPE);
@@ -177,29 +191,31 @@ Deno.test("files outside the fast path's subset fall back to parquet-wasm and re
   });
 });
 
-Deno.test("damaged bytes are refused by the fast path or decoded as parquet-wasm decodes them", () => {
-  const table = shardTable(docs(SHAPE, 8, 20, 4), SHAPE);
-  const bytes = tableToParquet(table);
-  const rng = new Rng(9);
-  for (let trial = 0; trial < 150; trial++) {
-    const damaged = bytes.slice();
-    const at = rng.int(damaged.length);
-    damaged[at] = damaged[at]! ^ (1 + rng.int(255));
-    let fast: arrow.Table | null;
-    try {
-      fast = fastParquetToTable(damaged);
-    } catch (error) {
-      assert.fail(`the fast path threw on a flipped byte at ${at}: ${error}`);
+for (const [writer, write] of WRITERS) {
+  Deno.test(`damaged bytes are refused by the fast path or decoded as parquet-wasm decodes them (${writer})`, () => {
+    const table = shardTable(docs(SHAPE, 8, 20, 4), SHAPE);
+    const bytes = write(table);
+    const rng = new Rng(9);
+    for (let trial = 0; trial < 150; trial++) {
+      const damaged = bytes.slice();
+      const at = rng.int(damaged.length);
+      damaged[at] = damaged[at]! ^ (1 + rng.int(255));
+      let fast: arrow.Table | null;
+      try {
+        fast = fastParquetToTable(damaged);
+      } catch (error) {
+        assert.fail(`the fast path threw on a flipped byte at ${at}: ${error}`);
+      }
+      if (fast === null) continue;
+      let reference: arrow.Table;
+      try {
+        reference = parquetWasmToTable(damaged);
+      } catch {
+        // parquet-wasm refuses a file the fast path read: only where the damage
+        // is in a part the fast path does not read (a checksum, statistics).
+        continue;
+      }
+      assertSameTable(fast, reference);
     }
-    if (fast === null) continue;
-    let reference: arrow.Table;
-    try {
-      reference = parquetWasmToTable(damaged);
-    } catch {
-      // parquet-wasm refuses a file the fast path read: only where the damage
-      // is in a part the fast path does not read (a checksum, statistics).
-      continue;
-    }
-    assertSameTable(fast, reference);
-  }
-});
+  });
+}

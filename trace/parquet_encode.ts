@@ -232,7 +232,7 @@ let packWords = new Uint32Array(0);
  * time on 8.4 M ids); a value crossing a word boundary leaves its high bits
  * as the next word's start.
  */
-function bitPack(
+export function bitPack(
   out: Uint8Array,
   at: number,
   values: Uint16Array,
