@@ -12,14 +12,17 @@
  * What is written (every reader of Parquet 2 reads it: DuckDB, pyarrow,
  * polars, Spark 3.3+, arrow-rs; the tests read the files back with
  * parquet-wasm and DuckDB):
- * - one row group; version 2 data pages of at most PAGE_VALUES values, each
- *   starting at a row (a list never spans pages);
+ * - one row group, no compression; version 2 data pages, each starting at a
+ *   row (a list never spans pages): PAGE_VALUES dictionary indices at most,
+ *   or for PLAIN columns one page of up to PLAIN_PAGE_BYTES whose values
+ *   start 4-byte aligned, so a reader can view them in place;
  * - u8/u16 columns and lists of them (phase, experts, spec): RLE_DICTIONARY,
  *   the dictionary the distinct values present, uncompressed;
  * - u32/i32 columns (doc, pos, token, arrival_step): PLAIN, uncompressed,
  *   with min/max statistics (engines skip shards by `doc`);
- * - f32 lists (weights, probs): PLAIN, zstd level 1 (native `node:zlib`;
- *   router weights shrink ~10%, at ~400 MB/s);
+ * - f32 lists (weights, probs): PLAIN, uncompressed: zstd shrank router
+ *   weights by only ~10%, and its ~400 MB/s to write and ~600 MB/s to read
+ *   made the weights most of a shard's encode and decode time;
  * - dictionary<utf8> columns (domain, piece, request): RLE_DICTIONARY over
  *   the Arrow dictionary;
  * - the table's Arrow schema, base64 in `ARROW:schema`, as arrow-rs and
@@ -30,10 +33,11 @@
  * record batches, nulls, another type); the caller then uses parquet-wasm.
  */
 import * as arrow from "apache-arrow";
-import { constants, zstdCompressSync } from "node:zlib";
 
 /** Values per data page: 1 MiB of PLAIN int32, the page size Parquet writers default to. */
 export const PAGE_VALUES = 1 << 18;
+/** Largest PLAIN page (f32, u32 columns) before a column is split into pages. */
+export const PLAIN_PAGE_BYTES = 64 << 20;
 
 // Parquet enums (parquet.thrift).
 const INT32 = 1;
@@ -43,7 +47,6 @@ const PLAIN = 0;
 const RLE = 3;
 const RLE_DICTIONARY = 8;
 const UNCOMPRESSED = 0;
-const ZSTD = 6;
 const DICTIONARY_PAGE = 2;
 const DATA_PAGE_V2 = 3;
 const REQUIRED = 0;
@@ -315,12 +318,13 @@ interface ColumnPlan {
 interface EncodedChunk {
   pages: Uint8Array[];
   physicalType: number;
-  codec: number;
   encodings: number[];
   numValues: number;
   /** Byte offsets within `pages` (concatenated) of the dictionary page (or −1) and first data page. */
   dictionaryAt: number;
   dataAt: number;
+  /** Offset within the chunk of the first page's values, to be aligned to 4 bytes (PLAIN), or −1. */
+  valuesAt: number;
   uncompressedSize: number;
   compressedSize: number;
   statistics: { min: Uint8Array; max: Uint8Array } | null;
@@ -356,13 +360,11 @@ function dataPage(
   numValues: number,
   rows: number,
   levels: { rep: Uint8Array; def: Uint8Array },
-  codec: number,
 ) {
-  const body = codec === ZSTD ? zstd(values) : values;
   return page(
     DATA_PAGE_V2,
     levels.rep.length + levels.def.length + values.length,
-    [levels.rep, levels.def, body],
+    [levels.rep, levels.def, values],
     (w) =>
       w.struct(8, () => {
         w.i32(1, numValues);
@@ -371,14 +373,9 @@ function dataPage(
         w.i32(4, encoding);
         w.i32(5, levels.def.length);
         w.i32(6, levels.rep.length);
-        if (codec === UNCOMPRESSED) w.bool(7, false);
+        w.bool(7, false); // is_compressed: no page is
       }),
   );
-}
-
-function zstd(bytes: Uint8Array): Uint8Array {
-  const out = zstdCompressSync(bytes, { params: { [constants.ZSTD_c_compressionLevel]: 1 } });
-  return new Uint8Array(out.buffer, out.byteOffset, out.length);
 }
 
 /** Level bytes for one page of `rows` rows × `width` values: lists have both, flat columns none. */
@@ -412,13 +409,17 @@ function smallIntDictionary(values: Uint8Array | Uint16Array): {
   return { map, dictionary: Int32Array.from(dictionary), identity };
 }
 
-function encodeChunk(plan: ColumnPlan, rows: number, listed: boolean): EncodedChunk {
+function encodeChunk(
+  plan: ColumnPlan,
+  rows: number,
+  listed: boolean,
+  plainPageBytes: number,
+): EncodedChunk {
   const { column, width } = plan;
   const total = rows * width;
   const rowsPerPage = Math.max(1, Math.floor(PAGE_VALUES / width));
   const pages: { bytes: Uint8Array[]; uncompressed: number; compressed: number }[] = [];
   let physicalType = INT32;
-  let codec = UNCOMPRESSED;
   let encodings = [PLAIN, RLE];
   let statistics: EncodedChunk["statistics"] = null;
   let hasDictionary = false;
@@ -453,7 +454,7 @@ function encodeChunk(plan: ColumnPlan, rows: number, listed: boolean): EncodedCh
       out[0] = bitWidth;
       const end = bitPack(out, 1, values, row * width, n, bitWidth, map);
       pages.push(
-        dataPage(out.subarray(0, end), RLE_DICTIONARY, n, pageRows, levels(pageRows), codec),
+        dataPage(out.subarray(0, end), RLE_DICTIONARY, n, pageRows, levels(pageRows)),
       );
     }
   };
@@ -486,12 +487,16 @@ function encodeChunk(plan: ColumnPlan, rows: number, listed: boolean): EncodedCh
   } else {
     const values = column.values;
     physicalType = column.kind === "float" ? FLOAT : INT32;
-    if (column.kind === "float") codec = ZSTD;
     const bytes = new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
-    for (let row = 0; row < rows; row += rowsPerPage) {
-      const pageRows = Math.min(rowsPerPage, rows - row);
+    // One page when it fits PLAIN_PAGE_BYTES: its values, placed 4-byte
+    // aligned in the file, are then read as a view with no copy.
+    const plainRows = total * 4 <= plainPageBytes
+      ? rows
+      : Math.max(1, Math.floor(plainPageBytes / 4 / width));
+    for (let row = 0; row < rows; row += plainRows) {
+      const pageRows = Math.min(plainRows, rows - row);
       const body = bytes.subarray(row * width * 4, (row + pageRows) * width * 4);
-      pages.push(dataPage(body, PLAIN, pageRows * width, pageRows, levels(pageRows), codec));
+      pages.push(dataPage(body, PLAIN, pageRows * width, pageRows, levels(pageRows)));
     }
     if (column.kind === "int32" && !listed && values.length > 0) {
       let min = values[0]!;
@@ -513,11 +518,12 @@ function encodeChunk(plan: ColumnPlan, rows: number, listed: boolean): EncodedCh
   return {
     pages: pages.flatMap((p) => p.bytes),
     physicalType,
-    codec,
     encodings,
     numValues: total,
     dictionaryAt: hasDictionary ? 0 : -1,
     dataAt: hasDictionary ? sizes[0]! : 0,
+    // The first page's parts are its header, repetition and definition levels, values.
+    valuesAt: hasDictionary ? -1 : pages[0]!.bytes.slice(0, 3).reduce((n, b) => n + b.length, 0),
     uncompressedSize: pages.reduce((n, p) => n + p.uncompressed, 0),
     compressedSize: sizes.reduce((n, s) => n + s, 0),
     statistics,
@@ -666,8 +672,12 @@ function schemaElements(w: CompactWriter, plans: ColumnPlan[], fields: arrow.Fie
 /**
  * A table of one record batch as a Parquet file of one row group, or null
  * when a column is outside what this encoder writes (see the file comment).
+ * `plainPageBytes` (default PLAIN_PAGE_BYTES) lets tests split PLAIN columns.
  */
-export function encodeShardParquet(table: arrow.Table): Uint8Array | null {
+export function encodeShardParquet(
+  table: arrow.Table,
+  options: { plainPageBytes?: number } = {},
+): Uint8Array | null {
   if (table.batches.length !== 1 || table.numRows === 0) return null;
   const batch = table.batches[0]!;
   const fields = table.schema.fields;
@@ -679,13 +689,24 @@ export function encodeShardParquet(table: arrow.Table): Uint8Array | null {
   }
   const rows = batch.numRows;
   const chunks = plans.map((plan, i) =>
-    encodeChunk(plan, rows, arrow.DataType.isFixedSizeList(fields[i]!.type))
+    encodeChunk(
+      plan,
+      rows,
+      arrow.DataType.isFixedSizeList(fields[i]!.type),
+      options.plainPageBytes ?? PLAIN_PAGE_BYTES,
+    )
   );
 
   const parts: Uint8Array[] = [Uint8Array.from([0x50, 0x41, 0x52, 0x31])];
   let at = 4;
   const offsets: { dictionary: number; data: number }[] = [];
   for (const chunk of chunks) {
+    // Zeros before the chunk (readers seek to each chunk's offsets) align its values.
+    const pad = chunk.valuesAt < 0 ? 0 : (4 - ((at + chunk.valuesAt) % 4)) % 4;
+    if (pad > 0) {
+      parts.push(new Uint8Array(pad));
+      at += pad;
+    }
     offsets.push({
       dictionary: chunk.dictionaryAt < 0 ? -1 : at + chunk.dictionaryAt,
       data: at + chunk.dataAt,
@@ -708,7 +729,7 @@ export function encodeShardParquet(table: arrow.Table): Uint8Array | null {
           w.i32(1, chunk.physicalType);
           w.i32s(2, chunk.encodings);
           w.strings(3, chunk.path);
-          w.i32(4, chunk.codec);
+          w.i32(4, UNCOMPRESSED);
           w.i64(5, chunk.numValues);
           w.i64(6, chunk.uncompressedSize);
           w.i64(7, chunk.compressedSize);

@@ -113,7 +113,10 @@ export function shardTable(docs: readonly TraceDoc[], shape: RowShape): arrow.Ta
   const pos = new Uint32Array(rows);
   const token = new Uint32Array(rows);
   const phase = new Uint8Array(rows);
-  const experts = new Uint16Array(rows * mk);
+  // The documents' own buffer when they lie end to end in one (as
+  // `TraceWriter.expertsFor` cuts them), else a copy.
+  const adjacent = adjacentViews(docs.map((d) => d.experts));
+  const experts = adjacent ?? new Uint16Array(rows * mk);
   // Left out when the log recorded no weights and every value is the 1/k
   // placeholder (readers give it back): the column would be most of the
   // bytes to encode. A trace that says not recorded but holds some real
@@ -142,7 +145,7 @@ export function shardTable(docs: readonly TraceDoc[], shape: RowShape): arrow.Ta
     }
     token.set(d.tokens, r);
     if (d.phase) phase.set(d.phase, r);
-    experts.set(d.experts, r * mk);
+    if (!adjacent) experts.set(d.experts, r * mk);
     if (weights) weights.set(d.weights, r * mk);
     if (probs && d.probs) probs.set(d.probs, r * shape.layers * shape.experts);
     if (spec && d.spec) spec.set(d.spec, r * mk * shape.lookahead);
@@ -184,6 +187,19 @@ export function shardTable(docs: readonly TraceDoc[], shape: RowShape): arrow.Ta
     children,
   });
   return new arrow.Table([new arrow.RecordBatch(schema, struct)]);
+}
+
+/** One view over `views` when each starts where the one before ends in the same buffer, else null. */
+function adjacentViews(views: readonly Uint16Array[]): Uint16Array | null {
+  const first = views[0];
+  if (!first) return null;
+  let end = first.byteOffset + first.byteLength;
+  for (let i = 1; i < views.length; i++) {
+    const v = views[i]!;
+    if (v.buffer !== first.buffer || v.byteOffset !== end) return null;
+    end += v.byteLength;
+  }
+  return new Uint16Array(first.buffer, first.byteOffset, (end - first.byteOffset) / 2);
 }
 
 let placeholderBuffer = new Float32Array(0);

@@ -200,8 +200,10 @@ export async function importSglangPt(
     // Every logical id is below mapped, the largest id of the maps + 1.
     const seen = new Uint32Array(mapped);
     for (const { sequence, passes: stream } of sequences) {
+      const tokens = sequence.segments.reduce((n, s) => n + s.length, 0);
+      const experts = sink.expertsFor(tokens);
       await sink.add(
-        documentOf(sequence, stream, ranks, plan.keep, topK, firstId, pieceOf, seen),
+        documentOf(sequence, stream, ranks, plan.keep, topK, firstId, pieceOf, seen, experts),
       );
     }
     return await sink.finish({
@@ -408,7 +410,8 @@ function layerPlan(routed: number[], layers: number, config: ConfigFacts | null,
 }
 
 /**
- * One rebuilt sequence as a document. Each segment is copied layer by layer:
+ * One rebuilt sequence as a document, its [T, M, k] expert ids written into
+ * `experts` (every entry). Each segment is copied layer by layer:
  * `topk` is [L, T, K], so a layer's rows of one segment lie end to end and
  * are read in order, and written at a stride of M·k into `experts`.
  */
@@ -421,13 +424,13 @@ function documentOf(
   firstId: number,
   pieceOf: PieceStrings,
   seen: Uint32Array,
+  experts: Uint16Array,
 ): ImportedDoc {
   const T = sequence.segments.reduce((n, s) => n + s.length, 0);
   const M = keep.length;
   const stride = M * k;
   const tokens = new Uint32Array(T);
   const phase = new Uint8Array(T);
-  const experts = new Uint16Array(T * stride);
   // seen[e] === stamp: logical expert e was already chosen for this token and
   // layer. `seen` has one slot per logical expert (a few hundred bytes).
   seen.fill(0);
