@@ -546,6 +546,13 @@ function primitiveColumn(
       if (filled + page.numValues > groupEnd) refuse("more values than rows");
       if (page.encoding === RLE_DICTIONARY || page.encoding === PLAIN_DICTIONARY) {
         if (!dictionary) refuse("dictionary indices before a dictionary");
+        if (
+          (out instanceof Uint16Array || out instanceof Uint8Array) &&
+          bytePacked(page, dictionary, out, filled)
+        ) {
+          filled += page.numValues;
+          continue;
+        }
         if (out instanceof Uint16Array && packedGroups16(page, dictionary, out, filled)) {
           filled += page.numValues;
           continue;
@@ -792,6 +799,89 @@ function dictionaryIndices(
       out[filled++] = dictionary[v]!;
     }
   });
+}
+
+/**
+ * Expert ids as moetrace's encoder writes them: one bit-packed run of whole
+ * bytes (width 8, or 16 past 256 entries) whose dictionary is 0..m, perhaps
+ * then 65535. Indices below the dictionary's identity part are the values:
+ * one native copy, a scan for the largest, and a lookup only for the
+ * indices past it. Returns false (nothing written) for any other page.
+ */
+function bytePacked(
+  page: Page,
+  dictionary: Int32Array,
+  out: Uint16Array | Uint8Array,
+  at: number,
+): boolean {
+  const data = page.values;
+  const count = page.numValues;
+  const w = data[0];
+  if (w !== 8 && w !== 16) return false;
+  let header = 0;
+  let p = 1;
+  for (let shift = 0; shift <= 28; shift += 7) {
+    const b = data[p++] ?? 0;
+    header += (b & 0x7f) * 2 ** shift;
+    if ((b & 0x80) === 0) break;
+  }
+  if (header % 2 === 0 || Math.floor(header / 2) * 8 < count) return false;
+  const bytes = count * (w / 8);
+  if (p + bytes > data.length) refuse("indices past the page");
+  // The identity part: entries 0..identity − 1 equal their index.
+  let identity = 0;
+  while (identity < dictionary.length && dictionary[identity] === identity) identity++;
+  const limit = out instanceof Uint8Array ? 0xff : 0xffff;
+  if (w === 16 && (!LITTLE_ENDIAN || (data.byteOffset + p) % 2 !== 0)) return false;
+  const indices = w === 8
+    ? data.subarray(p, p + bytes)
+    : new Uint16Array(data.buffer, data.byteOffset + p, count);
+  // Every index is below `identity` when it is a power of two and no index has
+  // a bit above it: an OR over the page as 32-bit words settles it in ~1/4
+  // of a scan for the maximum.
+  if (
+    identity > 0 && (identity & (identity - 1)) === 0 && identity - 1 <= limit &&
+    (orOfBytes(data, p, bytes) &
+        ~(w === 8 ? (identity - 1) * 0x01010101 : (identity - 1) * 0x10001)) === 0
+  ) {
+    out.set(indices, at);
+    return true;
+  }
+  let max = 0;
+  for (let i = 0; i < count; i++) if (indices[i]! > max) max = indices[i]!;
+  if (max >= dictionary.length) refuse("dictionary index out of range");
+  if (max < identity) {
+    if (max > limit) refuse("a value out of the column's range");
+    out.set(indices, at);
+    return true;
+  }
+  for (let i = 0; i < count; i++) {
+    const e = dictionary[indices[i]!]!;
+    if (e > limit || e < 0) refuse("a value out of the column's range");
+    out[at + i] = e;
+  }
+  return true;
+}
+
+const LITTLE_ENDIAN = new Uint8Array(Uint16Array.of(1).buffer)[0] === 1;
+
+/** The OR of `length` bytes from `data[start]`, folded into 32 bits (byte i into bits 8·(i mod 4)…, from aligned words). */
+function orOfBytes(data: Uint8Array, start: number, length: number): number {
+  let at = data.byteOffset + start;
+  const end = at + length;
+  const bytes = new Uint8Array(data.buffer, 0, end);
+  let or = 0;
+  // Head bytes up to a 4-byte boundary, words, tail bytes: each byte lands on
+  // the lane of its address mod 4, as in the words.
+  for (; at < end && at % 4 !== 0; at++) or |= bytes[at]! << (8 * (at % 4));
+  const wordEnd = end - (end % 4);
+  if (at < wordEnd) {
+    const words = new Uint32Array(data.buffer, at, (wordEnd - at) / 4);
+    for (let i = 0; i < words.length; i++) or |= words[i]!;
+    at = wordEnd;
+  }
+  for (; at < end; at++) or |= bytes[at]! << (8 * (at % 4));
+  return or;
 }
 
 /**

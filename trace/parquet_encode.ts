@@ -4,10 +4,11 @@
  *
  * Why: parquet-wasm took 1.6 of the 3.1 s of `bench import` (10.24 M
  * token-layer rows) and ran on one core at ~400k tokens/s, below the import's
- * 1 M tokens/s target by itself. Most of a shard is the expert-id lists, whose
- * values are small integers (< E): dictionary-encoded, bit-packed at
- * ⌈log2 E⌉ bits, they need no general-purpose compressor and encode many
- * times faster than parquet-wasm's delta encoding plus zstd, in fewer bytes.
+ * 1 M tokens/s target by itself; and reading its delta-encoded, zstd pages
+ * made Parquet 3× slower to read than Arrow IPC. Most of a shard is the
+ * expert-id lists: small integers (< E), which as dictionary indices of one
+ * byte each (E ≤ 256) need no compressor, encode and decode by plain byte
+ * copies, and take half the bytes of Arrow IPC's u16.
  *
  * What is written (every reader of Parquet 2 reads it: DuckDB, pyarrow,
  * polars, Spark 3.3+, arrow-rs; the tests read the files back with
@@ -17,7 +18,7 @@
  *   or for PLAIN columns one page of up to PLAIN_PAGE_BYTES whose values
  *   start 4-byte aligned, so a reader can view them in place;
  * - u8/u16 columns and lists of them (phase, experts, spec): RLE_DICTIONARY,
- *   the dictionary the distinct values present, uncompressed;
+ *   indices 8 bits wide (16 past 256 values), the values their own indices;
  * - u32/i32 columns (doc, pos, token, arrival_step): PLAIN, uncompressed,
  *   with min/max statistics (engines skip shards by `doc`);
  * - f32 lists (weights, probs): PLAIN, uncompressed: zstd shrank router
@@ -227,13 +228,13 @@ function rleRun(count: number, value: number): number[] {
 let packWords = new Uint32Array(0);
 
 /**
- * `count` values from `values[start]` (through `map` when given) as one
- * bit-packed run of `bitWidth` ≤ 16 bits each, LSB first, the last group of
- * 8 padded with zeros, written at `out[at]`. Returns the end offset.
+ * `count` values from `values[start]` as one bit-packed run of `bitWidth`
+ * bits each (< 32), LSB first, the last group of 8 padded with zeros,
+ * written at `out[at]` (string dictionary indices). Returns the end offset.
  *
  * Bits gather in a 32-bit word stored whole (2.4× faster than a byte at a
- * time on 8.4 M ids); a value crossing a word boundary leaves its high bits
- * as the next word's start.
+ * time); a value crossing a word boundary leaves its high bits as the next
+ * word's start.
  */
 export function bitPack(
   out: Uint8Array,
@@ -242,7 +243,6 @@ export function bitPack(
   start: number,
   count: number,
   bitWidth: number,
-  map: Int32Array | null,
 ): number {
   const groups = Math.ceil(count / 8);
   for (const b of varintBytes(groups * 2 + 1)) out[at++] = b;
@@ -254,28 +254,14 @@ export function bitPack(
   let bits = 0;
   let w = 0;
   const stop = start + count;
-  // Two loops, so that each reads one kind of array (monomorphic, the fast case).
-  if (map) {
-    for (let i = start; i < stop; i++) {
-      const x = map[values[i]!]!;
-      acc |= x << bits;
-      bits += bitWidth;
-      if (bits >= 32) {
-        packed[w++] = acc;
-        bits -= 32;
-        acc = bits > 0 ? x >>> (bitWidth - bits) : 0;
-      }
-    }
-  } else {
-    for (let i = start; i < stop; i++) {
-      const x = values[i]!;
-      acc |= x << bits;
-      bits += bitWidth;
-      if (bits >= 32) {
-        packed[w++] = acc;
-        bits -= 32;
-        acc = bits > 0 ? x >>> (bitWidth - bits) : 0;
-      }
+  for (let i = start; i < stop; i++) {
+    const x = values[i]!;
+    acc |= x << bits;
+    bits += bitWidth;
+    if (bits >= 32) {
+      packed[w++] = acc;
+      bits -= 32;
+      acc = bits > 0 ? x >>> (bitWidth - bits) : 0;
     }
   }
   if (w < words) packed.fill(0, w, words);
@@ -388,26 +374,68 @@ function pageLevels(rows: number, plan: ColumnPlan, listed: boolean) {
   };
 }
 
-/** Lookup from each value present to its dictionary index, and the dictionary (sorted). */
+/**
+ * The dictionary of a u8/u16 column: 0..m, m its largest value below the
+ * no-expert marker 65535, then 65535 when present. Values below 65535 are
+ * then their own indices (no lookup to encode or decode them; values absent
+ * from the shard cost a dictionary entry each, 4 bytes), and `map` sends
+ * 65535 to the last index. `map` is null when no value needs it.
+ */
 function smallIntDictionary(values: Uint8Array | Uint16Array): {
-  map: Int32Array;
+  map: Int32Array | null;
   dictionary: Int32Array;
-  identity: boolean;
 } {
-  const present = new Uint8Array(values instanceof Uint8Array ? 256 : 65536);
-  for (let i = 0; i < values.length; i++) present[values[i]!] = 1;
-  const map = new Int32Array(present.length);
-  const dictionary: number[] = [];
-  for (let v = 0; v < present.length; v++) {
-    if (present[v]) {
-      map[v] = dictionary.length;
-      dictionary.push(v);
+  let max = 0;
+  let marker = false;
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i]!;
+    if (v === 65535) marker = true;
+    else if (v > max) max = v;
+  }
+  const dictionary = new Int32Array(max + 1 + (marker ? 1 : 0));
+  for (let v = 0; v <= max; v++) dictionary[v] = v;
+  if (!marker) return { map: null, dictionary };
+  dictionary[max + 1] = 65535;
+  const map = new Int32Array(65536);
+  for (let v = 0; v <= max; v++) map[v] = v;
+  map[65535] = max + 1;
+  return { map, dictionary };
+}
+
+/**
+ * Indices of ≤ 256 or ≤ 65536 entries as one bit-packed run of width 8 or
+ * 16 at `out[at]`: whole bytes, so a reader takes them without bit
+ * arithmetic (at 3–7 bits wide, unpacking was most of a shard's read time).
+ * Returns the end offset.
+ */
+function bytePack(
+  out: Uint8Array,
+  at: number,
+  values: Uint8Array | Uint16Array,
+  count: number,
+  bitWidth: 8 | 16,
+  map: Int32Array | null,
+): number {
+  const groups = Math.ceil(count / 8);
+  for (const b of varintBytes(groups * 2 + 1)) out[at++] = b;
+  const end = at + groups * bitWidth;
+  if (bitWidth === 8) {
+    if (!map) out.set(values, at); // each value < 256: the conversion keeps it
+    else for (let i = 0; i < count; i++) out[at + i] = map[values[i]!]!;
+  } else if (!map && values instanceof Uint16Array && LITTLE_ENDIAN) {
+    out.set(new Uint8Array(values.buffer, values.byteOffset, count * 2), at);
+  } else {
+    for (let i = 0; i < count; i++) {
+      const index = map ? map[values[i]!]! : values[i]!;
+      out[at + 2 * i] = index & 0xff;
+      out[at + 2 * i + 1] = index >>> 8;
     }
   }
-  if (dictionary.length === 0) dictionary.push(0);
-  const identity = dictionary[dictionary.length - 1] === dictionary.length - 1;
-  return { map, dictionary: Int32Array.from(dictionary), identity };
+  out.fill(0, at + count * (bitWidth / 8), end);
+  return end;
 }
+
+const LITTLE_ENDIAN = new Uint8Array(Uint16Array.of(1).buffer)[0] === 1;
 
 function encodeChunk(
   plan: ColumnPlan,
@@ -443,7 +471,6 @@ function encodeChunk(
   /** Data pages of dictionary indices, `index(values, i)` read through `map` when given. */
   const indexPages = (
     values: Uint16Array,
-    map: Int32Array | null,
     dictionarySize: number,
   ) => {
     const bitWidth = bitWidthOf(dictionarySize - 1);
@@ -452,7 +479,7 @@ function encodeChunk(
       const n = pageRows * width;
       const out = new Uint8Array(1 + 10 + Math.ceil(n / 8) * bitWidth);
       out[0] = bitWidth;
-      const end = bitPack(out, 1, values, row * width, n, bitWidth, map);
+      const end = bitPack(out, 1, values, row * width, n, bitWidth);
       pages.push(
         dataPage(out.subarray(0, end), RLE_DICTIONARY, n, pageRows, levels(pageRows)),
       );
@@ -460,13 +487,20 @@ function encodeChunk(
   };
 
   if (column.kind === "small-int") {
-    const { map, dictionary, identity } = smallIntDictionary(column.values);
+    const { map, dictionary } = smallIntDictionary(column.values);
     dictionaryPage(new Uint8Array(dictionary.buffer), dictionary.length);
-    // Phase's u8 values widened: the packer reads one array type only.
-    const values = column.values instanceof Uint16Array
-      ? column.values
-      : Uint16Array.from(column.values);
-    indexPages(values, identity ? null : map, dictionary.length);
+    const bitWidth = dictionary.length <= 256 ? 8 : 16;
+    for (let row = 0; row < rows; row += rowsPerPage) {
+      const pageRows = Math.min(rowsPerPage, rows - row);
+      const n = pageRows * width;
+      const out = new Uint8Array(1 + 10 + Math.ceil(n / 8) * bitWidth);
+      out[0] = bitWidth;
+      const values = column.values.subarray(row * width, row * width + n);
+      const end = bytePack(out, 1, values, n, bitWidth, map);
+      pages.push(
+        dataPage(out.subarray(0, end), RLE_DICTIONARY, n, pageRows, levels(pageRows)),
+      );
+    }
   } else if (column.kind === "strings") {
     physicalType = BYTE_ARRAY;
     const data = column.dictionary.data[0]!;
@@ -483,7 +517,7 @@ function encodeChunk(
       at += 4 + length;
     }
     dictionaryPage(plain, count);
-    indexPages(column.codes, null, Math.max(1, count));
+    indexPages(column.codes, Math.max(1, count));
   } else {
     const values = column.values;
     physicalType = column.kind === "float" ? FLOAT : INT32;

@@ -17,12 +17,12 @@ import { Rng } from "../common/random.ts";
 Deno.test("bit packing gives the bytes of the Parquet specification's example", () => {
   // Encodings.md, "Bit-packed": 0..7 at bit width 3 are 10001000 11000110 11111010.
   const out = new Uint8Array(8);
-  const end = bitPack(out, 0, Uint16Array.from([0, 1, 2, 3, 4, 5, 6, 7]), 0, 8, 3, null);
+  const end = bitPack(out, 0, Uint16Array.from([0, 1, 2, 3, 4, 5, 6, 7]), 0, 8, 3);
   // Run header varint((1 group << 1) | 1) = 3, then the three bytes.
   assert.deepEqual([...out.subarray(0, end)], [0x03, 0b10001000, 0b11000110, 0b11111010]);
   // 9 values at width 4: two groups, the second padded with seven zero values.
   const wide = new Uint8Array(16);
-  const wideEnd = bitPack(wide, 0, Uint16Array.from([1, 2, 3, 4, 5, 6, 7, 8, 15]), 0, 9, 4, null);
+  const wideEnd = bitPack(wide, 0, Uint16Array.from([1, 2, 3, 4, 5, 6, 7, 8, 15]), 0, 9, 4);
   // Header 2 groups → 5; pairs low nibble first: 0x21 0x43 0x65 0x87, then 15 and seven zeros.
   assert.deepEqual([...wide.subarray(0, wideEnd)], [5, 0x21, 0x43, 0x65, 0x87, 0x0f, 0, 0, 0]);
 });
