@@ -1,19 +1,22 @@
 /**
  * A fast path for reading the Parquet shards moetrace writes: their column
- * chunks decoded straight into typed arrays, with zstd undone by the runtime's
- * native zstd (`node:zlib`), instead of through parquet-wasm.
+ * chunks decoded straight into typed arrays (PLAIN f32/u32 columns viewed in
+ * place, whole-byte dictionary indices copied natively), instead of through
+ * parquet-wasm.
  *
  * Why: parquet-wasm spends 130–230 ms on one 66,000-row shard of 32 layers ×
  * top-2 (its `columns` option is ignored, so every column is decoded even to
  * read `doc`), about ten times an Arrow IPC read; that bounded every pass over
  * a trace. The files moetrace writes use a small part of the format (version 2
- * data pages, PLAIN values, dictionary-encoded strings, zstd or no
- * compression, fixed-size lists whose levels mark exactly W values per row),
- * and this reader decodes only that part. Anything else, or anything that does
- * not check out (a level pattern, a page size, a value out of its type's
- * range), returns null and the caller decodes the file with parquet-wasm,
- * which then reports any fault in its own words: the fast path never decides
- * that a file is bad.
+ * data pages, PLAIN or dictionary-encoded values, no compression, fixed-size
+ * lists whose levels mark exactly W values per row); traces written before
+ * parquet_encode.ts (parquet-wasm's delta-encoded integers, zstd pages undone
+ * by the runtime's native zstd, `node:zlib`) are in that part too. This
+ * reader decodes only that part. Anything else, or anything that does not
+ * check out (a level pattern, a page size, a value out of its type's range),
+ * returns null and the caller decodes the file with parquet-wasm, which then
+ * reports any fault in its own words: the fast path never decides that a file
+ * is bad.
  *
  * The result is the same Arrow table parquet-wasm gives: the file's embedded
  * Arrow schema (`ARROW:schema`) decides each column's Arrow type.

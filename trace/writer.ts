@@ -1,6 +1,6 @@
 /**
  * Writing a trace: documents are buffered and written as whole-document
- * shards (zstd Parquet `shards/part-NNNNN.parquet` by default, Arrow IPC
+ * shards (Parquet `shards/part-NNNNN.parquet` by default, Arrow IPC
  * `shards/NNNNN.arrow` on request), each to a temporary name then renamed, and the manifest is
  * rewritten the same way after every shard. A killed writer therefore leaves
  * a valid trace of whole documents, and `TraceWriter.open(..., { resume: true })`
@@ -34,7 +34,7 @@ import { shardTable, type TraceDoc } from "./schema.ts";
 /** Shards with fewer rows are encoded on the writer's thread: a worker would cost more than it saves. */
 const MIN_WORKER_ROWS = 8192;
 
-/** How shards are stored: zstd Parquet (the default) or Arrow IPC files. */
+/** How shards are stored: Parquet (the default) or Arrow IPC files. */
 export type ShardFormat = "parquet" | "arrow";
 
 export interface TraceWriterOptions {
