@@ -43,7 +43,8 @@ function table(rows: number, width: number, seed: number): arrow.Table {
     (_, i) => i % 11 === 0 ? 65535 : 3 * rng.int(40),
   );
   const weights = Float32Array.from({ length: rows * width }, () => rng.next());
-  const single = Uint16Array.from({ length: rows }, () => rng.int(200));
+  // Up to 999: a dictionary past 256 entries, indices 16 bits wide.
+  const single = Uint16Array.from({ length: rows }, () => rng.int(1000));
   const pieces = ["", "é→", "token", "日本語", "🙂"];
   const columns = {
     doc: arrow.makeData({
