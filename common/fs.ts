@@ -232,3 +232,25 @@ export function removeIfOnlySync(dir: string, name: string): void {
     // Nothing to tidy.
   }
 }
+
+/**
+ * A file's bytes in a buffer this isolate allocates: V8 counts it towards
+ * the heap limits that start a garbage collection, so shards read one after
+ * another are freed as they go. (Deno.readFile's buffers, made outside the
+ * heap, were not: handed from read workers, reading 2M tokens held twice
+ * the memory of 1M.) Also 1.3–1.7× faster than Deno.readFile here (353 MiB
+ * of SGLang recordings; 16 shards of 22 MB).
+ */
+export async function readWhole(path: string): Promise<Uint8Array> {
+  using file = await Deno.open(path);
+  const size = (await file.stat()).size;
+  const bytes = new Uint8Array(size);
+  let at = 0;
+  while (at < size) {
+    const n = await file.read(bytes.subarray(at));
+    if (n === null) break;
+    at += n;
+  }
+  // A file that shrank while read: its real length (the size check then reports it).
+  return at === size ? bytes : bytes.subarray(0, at);
+}

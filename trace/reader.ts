@@ -6,6 +6,7 @@
  */
 import * as arrow from "apache-arrow";
 import { DataError, messageOf } from "../common/errors.ts";
+import { readWhole } from "../common/fs.ts";
 import {
   checkShardFiles,
   domainNameProblem,
@@ -158,27 +159,6 @@ export async function loadShard(
   columns: ShardColumns,
 ): Promise<TraceBatch> {
   return decodeShardBytes(await readShardBytes(dir, shard), dir, shard, shape, columns);
-}
-
-/**
- * A file's bytes in a buffer this isolate allocates: V8 counts it towards
- * the heap limits that start a garbage collection, so shards read one after
- * another are freed as they go. (Deno.readFile's buffers, made outside the
- * heap, were not: handed from read workers, reading 2M tokens held twice
- * the memory of 1M.)
- */
-async function readWhole(path: string): Promise<Uint8Array> {
-  using file = await Deno.open(path);
-  const size = (await file.stat()).size;
-  const bytes = new Uint8Array(size);
-  let at = 0;
-  while (at < size) {
-    const n = await file.read(bytes.subarray(at));
-    if (n === null) break;
-    at += n;
-  }
-  // A file that shrank while read: its real length (the size check then reports it).
-  return at === size ? bytes : bytes.subarray(0, at);
 }
 
 /** A shard's bytes, checked against the manifest's size and fingerprint. */

@@ -83,7 +83,7 @@ export class TraceWriter {
   #pendingRows = 0;
   #completed: Set<number>;
   #closed = false;
-  /** The buffer `expertsFor` cuts documents' expert arrays from; a new one per shard. */
+  /** The buffer `expertsFor` cuts documents' expert arrays from, reused shard after shard. */
   #arena: Uint16Array | null = null;
   #arenaUsed = 0;
   #largestDoc = 0;
@@ -181,7 +181,8 @@ export class TraceWriter {
    * shard's column instead of copying them into a new one (a copy and its
    * fresh pages cost about as much as encoding the shard). Optional: `add`
    * takes any array. Call it once per document, just before filling and
-   * adding that document.
+   * adding that document; the array is the writer's again once the document
+   * is added (the next shard's documents reuse the buffer).
    */
   expertsFor(tokens: number): Uint16Array {
     const length = tokens * this.shape.layers * this.shape.topK;
@@ -258,9 +259,10 @@ export class TraceWriter {
     bytes.catch(() => {});
     this.#pending = [];
     this.#pendingRows = 0;
-    // The next shard's documents start a buffer of their own: this one's
-    // table (encoding, perhaps on a worker) holds the old one.
-    this.#arena = null;
+    // The next shard's documents reuse the buffer (its pages already
+    // mapped): this shard's table was serialised above, by the encoder or
+    // into the stream sent to a worker, and is not read again.
+    this.#arenaUsed = 0;
     if (!workers) await this.#commitOldest();
   }
 

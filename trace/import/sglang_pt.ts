@@ -22,6 +22,7 @@
  * are skipped and counted.
  */
 import { DataError, messageOf } from "../../common/errors.ts";
+import { readWhole } from "../../common/fs.ts";
 import { NO_EXPERT } from "../mod.ts";
 import type { ConfigFacts } from "./model_config.ts";
 import type { PyValue } from "./pickle.ts";
@@ -77,7 +78,7 @@ export async function importSglangPt(
   let layers = -1;
   // Every file is read at once (the reads overlap); each is parsed when it has arrived.
   const reads = files.map((file) =>
-    Deno.readFile(file).catch((error) => {
+    readWhole(file).catch((error) => {
       throw new DataError(`Cannot read ${file}: ${messageOf(error)}.`);
     })
   );
@@ -354,6 +355,15 @@ function routedLayers(
     const physical = ranks[pass.file]!.physical;
     for (let l = 0; l < layers; l++) {
       const base = l * pass.tokens * K;
+      // Most layers are all ids (every row full) or all −1 (a dense layer):
+      // the block's least and largest values settle those in one tight scan.
+      const [least, largest] = extremes(pass.topk, base, base + pass.tokens * K);
+      if (pass.tokens * K === 0 || (least === -1 && largest === -1)) continue;
+      if (least >= 0 && largest < physical) {
+        routed[l] = true;
+        if (K > topK) topK = K;
+        continue;
+      }
       for (let t = 0; t < pass.tokens; t++) {
         const row = base + t * K;
         let n = 0;
@@ -388,6 +398,18 @@ function routedLayers(
     );
   }
   return { routed: list, topK };
+}
+
+/** The least and largest of values[start..end). */
+function extremes(values: Int32Array, start: number, end: number): [number, number] {
+  let least = 0x7fffffff;
+  let largest = -0x80000000;
+  for (let i = start; i < end; i++) {
+    const v = values[i]!;
+    if (v < least) least = v;
+    if (v > largest) largest = v;
+  }
+  return [least, largest];
 }
 
 function layerPlan(routed: number[], layers: number, config: ConfigFacts | null, file: string) {
