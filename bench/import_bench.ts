@@ -7,11 +7,14 @@
  * tokens/s (a token is one sequence position with all its 16 MoE layers;
  * the token-layer rows/s printed beside it are 16× that).
  *
- * Then each stage on its own, so the figures say where the time goes:
- * reading the .pt files, the trace writer on the same documents (on this
- * thread, and with one encoding worker), parquet-wasm alone on the same
- * shard tables, and Arrow IPC shards for comparison. CPU seconds (all
- * threads) are printed too: on a loaded machine they move less than wall time.
+ * The import reads and converts the two ranks' files in parallel (a lane
+ * per file, up to one per core). Then each stage on its own, on one thread,
+ * so the figures say where the time goes: reading the .pt files, the trace
+ * writer on the same documents (on this thread, and with one encoding
+ * worker), moetrace's Parquet encoder and parquet-wasm (the encoder before)
+ * alone on the same shard tables, and Arrow IPC shards for comparison. CPU
+ * seconds (all threads) are printed too: on a loaded machine they move less
+ * than wall time.
  *
  * The recording is made here, not by PyTorch: a small writer emits the same
  * pickle opcodes `torch.save` does (protocol 2, `_rebuild_tensor_v2` over
@@ -24,7 +27,7 @@ import type { BenchOptions } from "./measure.ts";
 import { type Figure, medianSeconds, printFigures, rssMiB } from "./measure.ts";
 import { importFiles } from "../trace/import/command.ts";
 import { openTorchFile, storedEntries } from "../trace/import/torch_zip.ts";
-import { parquetToTable, tableToParquet } from "../trace/parquet.ts";
+import { parquetToTable, tableToParquet, tableToParquetWasm } from "../trace/parquet.ts";
 import { type ShardFormat, type TraceDoc, TraceReader, TraceWriter } from "../trace/mod.ts";
 import { Rng } from "../common/random.ts";
 
@@ -81,7 +84,8 @@ export async function benchImport(options: BenchOptions): Promise<void> {
     const workerSeconds = await rewrite(trace, `${dir}/rewritten-worker`, "parquet", 1);
     // The same with Arrow IPC shards, the format before Parquet, for the side-by-side figure.
     const ipcSeconds = await rewrite(trace, `${dir}/rewritten-ipc`, "arrow");
-    const encodeSeconds = await parquetEncodeSeconds(trace);
+    const encodeSeconds = await parquetEncodeSeconds(trace, tableToParquet);
+    const wasmSeconds = await parquetEncodeSeconds(trace, tableToParquetWasm);
     const median = (values: number[]) => [...values].sort((a, b) => a - b)[values.length >> 1]!;
     const importSeconds = median(seconds);
     const fileMiB = files.reduce((n, f) => n + Deno.statSync(f).size, 0) / 2 ** 20;
@@ -110,7 +114,7 @@ export async function benchImport(options: BenchOptions): Promise<void> {
         unit: "tokens/s",
       },
       {
-        name: "stage: the trace writer alone, same documents (Parquet zstd)",
+        name: "stage: the trace writer alone, same documents (Parquet)",
         value: tokens / writerSeconds,
         unit: "tokens/s",
       },
@@ -120,8 +124,13 @@ export async function benchImport(options: BenchOptions): Promise<void> {
         unit: "tokens/s",
       },
       {
-        name: "stage: parquet-wasm alone on the same shard tables",
+        name: "stage: moetrace's Parquet encoder alone on the same shard tables",
         value: tokens / encodeSeconds,
+        unit: "tokens/s",
+      },
+      {
+        name: "stage: parquet-wasm alone on the same tables (the encoder before)",
+        value: tokens / wasmSeconds,
         unit: "tokens/s",
       },
       {
@@ -138,7 +147,7 @@ export async function benchImport(options: BenchOptions): Promise<void> {
         unit: `s (${seconds.map((s) => s.toFixed(2)).join(" / ")})`,
       },
       {
-        name: "seconds: parse / writer / parquet-wasm / the rest of the import",
+        name: "seconds: parse / writer / Parquet encoder / the rest of the import",
         value: importSeconds,
         unit: `s = ${parseSeconds.toFixed(2)} / ${writerSeconds.toFixed(2)} (of which ${
           encodeSeconds.toFixed(2)
@@ -153,15 +162,18 @@ export async function benchImport(options: BenchOptions): Promise<void> {
   }
 }
 
-/** Seconds parquet-wasm takes to encode the shard tables of trace `dir` once more. */
-async function parquetEncodeSeconds(dir: string): Promise<number> {
+/** Seconds `encode` takes to encode the shard tables of trace `dir` once more. */
+async function parquetEncodeSeconds(
+  dir: string,
+  encode: (table: arrow.Table) => Uint8Array,
+): Promise<number> {
   const reader = await TraceReader.open(dir);
   const tables: arrow.Table[] = [];
   for (const shard of reader.manifest.shards) {
     tables.push(parquetToTable(await Deno.readFile(`${dir}/${shard.file}`), { rows: shard.rows }));
   }
   const start = performance.now();
-  for (const table of tables) tableToParquet(table);
+  for (const table of tables) encode(table);
   return (performance.now() - start) / 1000;
 }
 
@@ -196,7 +208,7 @@ async function rewrite(
 }
 
 /** One rank's recording: prefill passes of one sequence each, then decode passes of BATCH. */
-export function recording(rank: number): { bytes: Uint8Array; tokens: number } {
+function recording(rank: number): { bytes: Uint8Array; tokens: number } {
   const rng = new Rng(17 + rank);
   // Physical experts 64..71 replicate logical 0..7; the rest are a fixed permutation.
   const map = new Int32Array(LAYERS * PHYSICAL);

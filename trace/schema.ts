@@ -113,8 +113,8 @@ export function shardTable(docs: readonly TraceDoc[], shape: RowShape): arrow.Ta
   const pos = new Uint32Array(rows);
   const token = new Uint32Array(rows);
   const phase = new Uint8Array(rows);
-  // The documents' own buffer when they lie end to end in one (as
-  // `TraceWriter.expertsFor` cuts them), else a copy.
+  // The documents' own buffer when they lie end to end in one (as the
+  // SGLang importer's documents do, views of one buffer), else a copy.
   const adjacent = adjacentViews(docs.map((d) => d.experts));
   const experts = adjacent ?? new Uint16Array(rows * mk);
   // Left out when the log recorded no weights and every value is the 1/k

@@ -83,10 +83,6 @@ export class TraceWriter {
   #pendingRows = 0;
   #completed: Set<number>;
   #closed = false;
-  /** The buffer `expertsFor` cuts documents' expert arrays from, reused shard after shard. */
-  #arena: Uint16Array | null = null;
-  #arenaUsed = 0;
-  #largestDoc = 0;
 
   private constructor(
     dir: string,
@@ -174,32 +170,6 @@ export class TraceWriter {
     return this.#completed;
   }
 
-  /**
-   * A [tokens, M, k] expert-id array for the next document to be added, cut
-   * from the buffer of the shard that document will join: the documents of a
-   * shard then lie end to end in one buffer, which `shardTable` uses as the
-   * shard's column instead of copying them into a new one (a copy and its
-   * fresh pages cost about as much as encoding the shard). Optional: `add`
-   * takes any array. Call it once per document, just before filling and
-   * adding that document; the array is the writer's again once the document
-   * is added (the next shard's documents reuse the buffer).
-   */
-  expertsFor(tokens: number): Uint16Array {
-    const length = tokens * this.shape.layers * this.shape.topK;
-    if (!this.#arena || this.#arenaUsed + length > this.#arena.length) {
-      // Room for a shard's rows and a document past them (the document that
-      // fills a shard goes in it); a larger document gets a buffer of its own.
-      this.#largestDoc = Math.max(this.#largestDoc, tokens);
-      const rows = Math.max(this.#rowsPerShard - this.#pendingRows, 0) + 2 * this.#largestDoc;
-      this.#arena = new Uint16Array(Math.max(rows * this.shape.layers * this.shape.topK, length));
-      this.#arenaUsed = 0;
-    }
-    this.#largestDoc = Math.max(this.#largestDoc, tokens);
-    const view = this.#arena.subarray(this.#arenaUsed, this.#arenaUsed + length);
-    this.#arenaUsed += length;
-    return view;
-  }
-
   /** Queues a document; writes a shard once enough rows are waiting. */
   async add(doc: TraceDoc): Promise<void> {
     if (this.#closed) throw new Error("TraceWriter.add after close");
@@ -259,10 +229,6 @@ export class TraceWriter {
     bytes.catch(() => {});
     this.#pending = [];
     this.#pendingRows = 0;
-    // The next shard's documents reuse the buffer (its pages already
-    // mapped): this shard's table was serialised above, by the encoder or
-    // into the stream sent to a worker, and is not read again.
-    this.#arenaUsed = 0;
     if (!workers) await this.#commitOldest();
   }
 

@@ -20,13 +20,25 @@
  * (chunked prefill with decodes: a one-token segment continuing a sequence
  * is a decode); passes of other modes (idle, speculative verify and draft)
  * are skipped and counted.
+ *
+ * Each file is a lane (sglang_rank.ts): files are read, checked and
+ * converted in parallel, one per core (the first on this thread, the others
+ * in workers), straight into one shared buffer of every document's expert
+ * ids in trace order, which the trace writer takes without a copy.
  */
-import { DataError, messageOf } from "../../common/errors.ts";
-import { readWhole } from "../../common/fs.ts";
-import { NO_EXPERT } from "../mod.ts";
+import { DataError } from "../../common/errors.ts";
 import type { ConfigFacts } from "./model_config.ts";
-import type { PyValue } from "./pickle.ts";
-import { type PassMode, type Sequence, SequenceRebuilder } from "./sequences.ts";
+import { type Sequence, SequenceRebuilder } from "./sequences.ts";
+import {
+  type ConvertJob,
+  convertRank,
+  type ConvertSegment,
+  passDigests,
+  type PassInfo,
+  type RankSummary,
+  readRank,
+  releaseRank,
+} from "./sglang_rank.ts";
 import {
   type ImportedDoc,
   type ImportSummary,
@@ -34,90 +46,62 @@ import {
   placeholderWeights,
   stagedImport,
 } from "./sink.ts";
-import { field, isTensorRef, openTorchFile, tensorInt32, type TorchFile } from "./torch_zip.ts";
-
-const MODES: Readonly<Record<number, PassMode>> = { 1: "extend", 2: "decode", 3: "mixed" };
-const MODE_NAMES: Readonly<Record<number, string>> = {
-  4: "idle",
-  5: "target_verify",
-  6: "draft_extend",
-};
-
-/** One forward pass, checked. */
-interface Pass {
-  file: number;
-  rank: number;
-  id: number;
-  mode: PassMode;
-  inputIds: Int32Array;
-  positions: Int32Array;
-  segments: number[] | null;
-  /** [L, T, K] physical ids, row-major. */
-  topk: Int32Array;
-  /** K: ids per row of topk (SGLang pads to 8). */
-  width: number;
-  tokens: number;
-  where: string;
-}
-
-interface RankFile {
-  torch: TorchFile;
-  /** [L, P] logical id of each physical expert. */
-  physicalToLogical: Int32Array;
-  physical: number;
-}
 
 export async function importSglangPt(
   files: string[],
   out: string,
   config: ConfigFacts | null,
 ): Promise<ImportSummary> {
-  const ranks: RankFile[] = [];
-  const passes: Pass[] = [];
-  const skipped: Record<string, number> = {};
-  let layers = -1;
-  // Every file is read at once (the reads overlap); each is parsed when it has arrived.
-  const reads = files.map((file) =>
-    readWhole(file).catch((error) => {
-      throw new DataError(`Cannot read ${file}: ${messageOf(error)}.`);
-    })
-  );
-  reads.forEach((read) => read.catch(() => {})); // a later file's failure waits its turn
-  for (const [index, file] of files.entries()) {
-    const torch = openTorchFile(file, await reads[index]!);
-    const map = field(torch.root, "last_physical_to_logical_map");
-    const records = field(torch.root, "records");
-    if (!Array.isArray(records) || !isTensorRef(map)) {
+  const lanes = openLanes(files.length);
+  try {
+    return await importWithLanes(files, out, config, lanes);
+  } finally {
+    for (const lane of lanes) lane.close();
+  }
+}
+
+async function importWithLanes(
+  files: string[],
+  out: string,
+  config: ConfigFacts | null,
+  lanes: Lane[],
+): Promise<ImportSummary> {
+  const laneOf = (file: number) => lanes[file % lanes.length]!;
+  // Every file read at once, one per lane; a fault is reported for the first file that has one.
+  const reads = files.map((path, file) => laneOf(file).read(path, file));
+  const settled = await Promise.allSettled(reads);
+  const failed = settled.find((r) => r.status === "rejected");
+  if (failed) throw (failed as PromiseRejectedResult).reason;
+  const ranks = settled.map((r) => (r as PromiseFulfilledResult<RankSummary>).value);
+  const layers = ranks[0]!.layers;
+  for (const [file, rank] of ranks.entries()) {
+    if (rank.layers !== layers) {
       throw new DataError(
-        `${file} is not an SGLang per_token recording: it needs "records" (a list) and "last_physical_to_logical_map" (a tensor).`,
-      );
-    }
-    if (map.shape.length !== 2) {
-      throw new DataError(
-        `${file} field "last_physical_to_logical_map" must be [num_layers, num_physical_experts], got shape [${
-          map.shape.join(", ")
-        }].`,
-      );
-    }
-    if (layers < 0) layers = map.shape[0]!;
-    if (map.shape[0] !== layers) {
-      throw new DataError(
-        `${file} has ${map.shape[0]} layers in its physical-to-logical map, but ${
+        `${files[file]} has ${rank.layers} layers in its physical-to-logical map, but ${
           files[0]
         } has ${layers}; files imported together must come from one model.`,
       );
     }
-    const physicalToLogical = tensorInt32(torch, map, `field "last_physical_to_logical_map"`);
-    ranks.push({ torch, physicalToLogical, physical: map.shape[1]! });
-    for (const [r, record] of records.entries()) {
-      const pass = readPass(torch, index, r, record, layers, skipped);
-      if (pass) passes.push(pass);
-    }
   }
-  const replicas = dropReplicas(passes);
+  const passes = ranks.flatMap((rank) => rank.passes);
+  const index = new Map<PassInfo, number>();
+  for (const rank of ranks) rank.passes.forEach((pass, i) => index.set(pass, i));
+  const replicas = await dropReplicas(passes, index, laneOf);
   const kept = passes.filter((p) => !replicas.has(p));
-  const { routed, topK } = routedLayers(kept, layers, ranks);
-  const plan = layerPlan(routed, layers, config, files[0]!);
+  const routed = new Array<boolean>(layers).fill(false);
+  let topK = 0;
+  for (const rank of ranks) {
+    if (!rank.passes.some((p) => !replicas.has(p))) continue;
+    rank.routed.forEach((r, l) => routed[l] ||= r);
+    topK = Math.max(topK, rank.topK);
+  }
+  const routedList = routed.flatMap((r, l) => (r ? [l] : []));
+  if (routedList.length === 0) {
+    throw new DataError(
+      `The recording holds no routed tokens (every topk_ids_of_layer entry is −1).`,
+    );
+  }
+  const plan = layerPlan(routedList, layers, config, files[0]!);
   if (config?.topK !== undefined && config.topK !== topK) {
     throw new DataError(
       `${
@@ -127,18 +111,8 @@ export async function importSglangPt(
   }
   let numExperts = 0;
   for (const rank of ranks) {
-    for (const id of rank.physicalToLogical) {
-      if (id < 0 || id >= NO_EXPERT) {
-        throw new DataError(
-          `${rank.torch.file} field "last_physical_to_logical_map" holds ${id}; logical expert ids are in 0..${
-            NO_EXPERT - 1
-          }.`,
-        );
-      }
-      numExperts = Math.max(numExperts, id + 1);
-    }
+    for (const id of rank.physicalToLogical) numExperts = Math.max(numExperts, id + 1);
   }
-  const mapped = numExperts;
   if (config?.numExperts !== undefined) {
     if (numExperts > config.numExperts) {
       throw new DataError(
@@ -151,14 +125,14 @@ export async function importSglangPt(
   }
 
   // Rebuild sequences per rank, then order all of them by the pass that started them.
-  const byRank = new Map<number, { rebuilder: SequenceRebuilder; passes: Pass[] }>();
+  const byRank = new Map<number, { rebuilder: SequenceRebuilder; passes: PassInfo[] }>();
   for (const pass of kept) {
     let stream = byRank.get(pass.rank);
     if (!stream) byRank.set(pass.rank, stream = { rebuilder: new SequenceRebuilder(), passes: [] });
     stream.passes.push(pass);
   }
   const firstId = Math.min(...kept.map((p) => p.id));
-  const sequences: { rank: number; sequence: Sequence; passes: Pass[] }[] = [];
+  const sequences: { rank: number; sequence: Sequence; passes: PassInfo[] }[] = [];
   for (const [rank, stream] of [...byRank.entries()].sort((a, b) => a[0] - b[0])) {
     stream.passes.sort((a, b) => a.id - b.id);
     stream.passes.forEach((pass, i) => {
@@ -180,6 +154,34 @@ export async function importSglangPt(
     a.sequence.firstOrder - b.sequence.firstOrder
   );
 
+  // Every document's rows, in trace order, in one buffer the lanes fill in parallel.
+  const stride = plan.keep.length * topK;
+  const jobs: ConvertJob[] = files.map(() => ({ keep: plan.keep, k: topK, segments: [] }));
+  let rows = 0;
+  for (const { sequence, passes: stream } of sequences) {
+    for (const segment of sequence.segments) {
+      const pass = stream[segment.pass]!;
+      const job: ConvertSegment = {
+        pass: index.get(pass)!,
+        start: segment.start,
+        length: segment.length,
+        row: rows,
+      };
+      jobs[pass.file]!.segments.push(job);
+      rows += segment.length;
+    }
+  }
+  const buffer = new SharedArrayBuffer(rows * stride * 2);
+  const conversions = jobs.map((job, file) =>
+    replicasOnly(ranks[file]!, replicas)
+      ? laneOf(file).release(file)
+      : laneOf(file).convert(file, job, buffer)
+  );
+  const converted = await Promise.allSettled(conversions);
+  const fault = converted.find((r) => r.status === "rejected");
+  if (fault) throw (fault as PromiseRejectedResult).reason;
+  const experts = new Uint16Array(buffer);
+
   const generated = kept.some((p) => p.mode !== "extend");
   const midStream = sequences.filter((s) => s.sequence.midStream).length;
   return await stagedImport(out, async (sink) => {
@@ -198,14 +200,20 @@ export async function importSglangPt(
         "rebuilt from extend_seq_lens and positions per rank (SGLang records no request ids): a segment at position 0 starts a document; one at position p continues the document of length p last extended in the most recent earlier pass, first in that pass's order",
     });
     const pieceOf = new PieceStrings();
-    // Every logical id is below mapped, the largest id of the maps + 1.
-    const seen = new Uint32Array(mapped);
+    let row = 0;
     for (const { sequence, passes: stream } of sequences) {
-      const tokens = sequence.segments.reduce((n, s) => n + s.length, 0);
-      const experts = sink.expertsFor(tokens);
-      await sink.add(
-        documentOf(sequence, stream, ranks, plan.keep, topK, firstId, pieceOf, seen, experts),
-      );
+      const doc = documentOf(sequence, stream, stride, topK, firstId, pieceOf);
+      const T = doc.tokens.length;
+      // A view: consecutive documents are adjacent, so the writer's shards take them uncopied.
+      doc.experts = experts.subarray(row * stride, (row + T) * stride);
+      row += T;
+      await sink.add(doc);
+    }
+    const skipped: Record<string, number> = {};
+    for (const rank of ranks) {
+      for (const [mode, n] of Object.entries(rank.skipped)) {
+        skipped[mode] = (skipped[mode] ?? 0) + n;
+      }
     }
     return await sink.finish({
       import_format: "sglang-pt",
@@ -220,196 +228,62 @@ export async function importSglangPt(
   });
 }
 
-function baseNameOf(path: string): string {
-  return path.replace(/^.*\//, "").replace(/\.pt$/, "");
+/** True when every pass of the file is a replica (its routing is not needed). */
+function replicasOnly(rank: RankSummary, replicas: Set<PassInfo>): boolean {
+  return rank.passes.every((p) => replicas.has(p));
 }
 
-function readPass(
-  torch: TorchFile,
-  fileIndex: number,
-  index: number,
-  record: PyValue,
-  layers: number,
-  skipped: Record<string, number>,
-): Pass | null {
-  let where = `${torch.file} records[${index}]`;
-  if (!(record instanceof Map)) throw new DataError(`${where} must be a dict.`);
-  const int = (key: string) => {
-    const v = record.get(key);
-    if (typeof v !== "number" || !Number.isInteger(v)) {
-      throw new DataError(`${where} field "${key}" must be an integer, got ${describe(v)}.`);
-    }
-    return v;
-  };
-  const id = int("forward_pass_id");
-  where = `${torch.file} records[${index}] (forward_pass_id ${id})`;
-  const rank = int("rank");
-  const modeValue = int("forward_mode");
-  const ints = (key: string): Int32Array => {
-    const v = record.get(key);
-    if (isTensorRef(v)) return tensorInt32(torch, v, `records[${index}] field "${key}"`);
-    if (Array.isArray(v) && v.every((x) => typeof x === "number" && Number.isInteger(x))) {
-      return Int32Array.from(v as number[]);
-    }
-    throw new DataError(`${where} field "${key}" must be a list of integers, got ${describe(v)}.`);
-  };
-  const inputIds = ints("input_ids");
-  const tokens = inputIds.length;
-  const mode = MODES[modeValue];
-  if (tokens === 0) return null;
-  if (!mode) {
-    const name = MODE_NAMES[modeValue] ?? `mode ${modeValue}`;
-    skipped[name] = (skipped[name] ?? 0) + 1;
-    return null;
-  }
-  const positions = ints("positions");
-  if (positions.length !== tokens) {
-    throw new DataError(
-      `${where} has ${tokens} input_ids but ${positions.length} positions; expected one position per token.`,
-    );
-  }
-  const lens = record.get("extend_seq_lens");
-  let segments: number[] | null = null;
-  if (lens !== null && lens !== undefined && mode !== "decode") {
-    if (
-      !Array.isArray(lens) ||
-      !lens.every((x) => typeof x === "number" && Number.isInteger(x) && x >= 0)
-    ) {
-      throw new DataError(`${where} field "extend_seq_lens" must be a list of counts or None.`);
-    }
-    segments = lens as number[];
-  } else if (mode !== "decode") {
-    throw new DataError(
-      `${where} is an extend pass without "extend_seq_lens"; its sequences cannot be told apart.`,
-    );
-  }
-  const topkRef = record.get("topk_ids_of_layer");
-  if (!isTensorRef(topkRef) || topkRef.shape.length !== 3) {
-    throw new DataError(
-      `${where} field "topk_ids_of_layer" must be a tensor [num_layers, num_tokens, top_k], got ${
-        isTensorRef(topkRef) ? `shape [${topkRef.shape.join(", ")}]` : describe(topkRef)
-      }.`,
-    );
-  }
-  if (topkRef.shape[0] !== layers || topkRef.shape[1] !== tokens) {
-    throw new DataError(
-      `${where} field "topk_ids_of_layer" has shape [${
-        topkRef.shape.join(", ")
-      }], expected [${layers}, ${tokens}, top_k] (layers of the map, tokens of input_ids).`,
-    );
-  }
-  const topk = tensorInt32(torch, topkRef, `records[${index}] field "topk_ids_of_layer"`);
-  return {
-    file: fileIndex,
-    rank,
-    id,
-    mode,
-    inputIds,
-    positions,
-    segments,
-    topk,
-    width: topkRef.shape[2]!,
-    tokens,
-    where,
-  };
+function baseNameOf(path: string): string {
+  return path.replace(/^.*\//, "").replace(/\.pt$/, "");
 }
 
 /**
  * Under tensor parallelism every rank records the same passes: a pass equal
  * (same forward_pass_id, tokens, positions and routing) to one already read
- * from another rank is a replica and is dropped.
+ * from another rank is a replica and is dropped. Routing is compared by
+ * SHA-256 digests the lanes compute, only for passes whose other fields match.
  */
-function dropReplicas(passes: Pass[]): Set<Pass> {
-  const seen = new Map<number, Pass[]>();
-  const replicas = new Set<Pass>();
+async function dropReplicas(
+  passes: PassInfo[],
+  index: Map<PassInfo, number>,
+  laneOf: (file: number) => Lane,
+): Promise<Set<PassInfo>> {
+  const candidates: [PassInfo, PassInfo][] = [];
+  const seen = new Map<number, PassInfo[]>();
   for (const pass of passes) {
     const earlier = seen.get(pass.id) ?? [];
-    if (earlier.some((p) => p.rank !== pass.rank && samePass(p, pass))) replicas.add(pass);
+    const twin = earlier.find((p) => p.rank !== pass.rank && sameLayout(p, pass));
+    if (twin) candidates.push([twin, pass]);
     else earlier.push(pass);
     seen.set(pass.id, earlier);
   }
+  const replicas = new Set<PassInfo>();
+  if (candidates.length === 0) return replicas;
+  const digestsOf = new Map<PassInfo, string>();
+  const wanted = new Map<number, PassInfo[]>();
+  for (const pass of candidates.flat()) {
+    if (!wanted.has(pass.file)) wanted.set(pass.file, []);
+    if (!wanted.get(pass.file)!.includes(pass)) wanted.get(pass.file)!.push(pass);
+  }
+  await Promise.all(
+    [...wanted].map(async ([file, list]) => {
+      const digests = await laneOf(file).digests(file, list.map((p) => index.get(p)!));
+      list.forEach((p, i) => digestsOf.set(p, digests[i]!));
+    }),
+  );
+  for (const [a, b] of candidates) if (digestsOf.get(a) === digestsOf.get(b)) replicas.add(b);
   return replicas;
 }
 
-function samePass(a: Pass, b: Pass): boolean {
-  return a.tokens === b.tokens && a.mode === b.mode && equal(a.inputIds, b.inputIds) &&
-    equal(a.positions, b.positions) && a.topk.length === b.topk.length && equal(a.topk, b.topk);
+function sameLayout(a: PassInfo, b: PassInfo): boolean {
+  return a.tokens === b.tokens && a.mode === b.mode && a.width === b.width &&
+    equal(a.inputIds, b.inputIds) && equal(a.positions, b.positions);
 }
 
 function equal(a: Int32Array, b: Int32Array): boolean {
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
   return true;
-}
-
-/** Layers with any routing, and the top-k: the most valid ids any of their rows holds. */
-function routedLayers(
-  passes: Pass[],
-  layers: number,
-  ranks: RankFile[],
-): { routed: number[]; topK: number } {
-  const routed = new Array<boolean>(layers).fill(false);
-  let topK = 0;
-  for (const pass of passes) {
-    const K = pass.width;
-    const physical = ranks[pass.file]!.physical;
-    for (let l = 0; l < layers; l++) {
-      const base = l * pass.tokens * K;
-      // Most layers are all ids (every row full) or all −1 (a dense layer):
-      // the block's least and largest values settle those in one tight scan.
-      const [least, largest] = extremes(pass.topk, base, base + pass.tokens * K);
-      if (pass.tokens * K === 0 || (least === -1 && largest === -1)) continue;
-      if (least >= 0 && largest < physical) {
-        routed[l] = true;
-        if (K > topK) topK = K;
-        continue;
-      }
-      for (let t = 0; t < pass.tokens; t++) {
-        const row = base + t * K;
-        let n = 0;
-        while (n < K && pass.topk[row + n]! >= 0) n++;
-        for (let j = n; j < K; j++) {
-          if (pass.topk[row + j] !== -1) {
-            throw new DataError(
-              `${pass.where} field "topk_ids_of_layer" layer ${l} token ${t} has ${
-                pass.topk[row + j]
-              } after −1 padding; ids must come first, −1 after.`,
-            );
-          }
-        }
-        for (let j = 0; j < n; j++) {
-          if (pass.topk[row + j]! >= physical) {
-            throw new DataError(
-              `${pass.where} field "topk_ids_of_layer" layer ${l} token ${t} names physical expert ${
-                pass.topk[row + j]
-              }, but the physical-to-logical map has ${physical}.`,
-            );
-          }
-        }
-        if (n > 0) routed[l] = true;
-        if (n > topK) topK = n;
-      }
-    }
-  }
-  const list = routed.flatMap((r, l) => (r ? [l] : []));
-  if (list.length === 0) {
-    throw new DataError(
-      `The recording holds no routed tokens (every topk_ids_of_layer entry is −1).`,
-    );
-  }
-  return { routed: list, topK };
-}
-
-/** The least and largest of values[start..end). */
-function extremes(values: Int32Array, start: number, end: number): [number, number] {
-  let least = 0x7fffffff;
-  let largest = -0x80000000;
-  for (let i = start; i < end; i++) {
-    const v = values[i]!;
-    if (v < least) least = v;
-    if (v > largest) largest = v;
-  }
-  return [least, largest];
 }
 
 function layerPlan(routed: number[], layers: number, config: ConfigFacts | null, file: string) {
@@ -431,39 +305,21 @@ function layerPlan(routed: number[], layers: number, config: ConfigFacts | null,
   return { keep: moe, moeLayers: moe, numLayers: layers };
 }
 
-/**
- * One rebuilt sequence as a document, its [T, M, k] expert ids written into
- * `experts` (every entry). Each segment is copied layer by layer:
- * `topk` is [L, T, K], so a layer's rows of one segment lie end to end and
- * are read in order, and written at a stride of M·k into `experts`.
- */
+/** One rebuilt sequence as a document, its expert ids left to the caller (the lanes wrote them). */
 function documentOf(
   sequence: Sequence,
-  passes: Pass[],
-  ranks: RankFile[],
-  keep: number[],
+  passes: PassInfo[],
+  stride: number,
   k: number,
   firstId: number,
   pieceOf: PieceStrings,
-  seen: Uint32Array,
-  experts: Uint16Array,
 ): ImportedDoc {
   const T = sequence.segments.reduce((n, s) => n + s.length, 0);
-  const M = keep.length;
-  const stride = M * k;
   const tokens = new Uint32Array(T);
   const phase = new Uint8Array(T);
-  // seen[e] === stamp: logical expert e was already chosen for this token and
-  // layer. `seen` has one slot per logical expert (a few hundred bytes).
-  seen.fill(0);
-  let stamp = 0;
   let row = 0;
   for (const segment of sequence.segments) {
     const pass = passes[segment.pass]!;
-    const map = ranks[pass.file]!.physicalToLogical;
-    const P = ranks[pass.file]!.physical;
-    const K = pass.width;
-    const topk = pass.topk;
     const inputIds = pass.inputIds;
     for (let i = 0; i < segment.length; i++) {
       const id = inputIds[segment.start + i]!;
@@ -477,37 +333,6 @@ function documentOf(
       tokens[row + i] = id;
     }
     phase.fill(segment.phase, row, row + segment.length);
-    for (let m = 0; m < M; m++) {
-      const l = keep[m]!;
-      const source = (l * pass.tokens + segment.start) * K;
-      const bad = gatherLayer(
-        topk,
-        source,
-        K,
-        map,
-        l * P,
-        experts,
-        row * stride + m * k,
-        stride,
-        k,
-        segment.length,
-        seen,
-        stamp,
-      );
-      stamp += segment.length;
-      if (bad >= 0) {
-        const t = segment.start + Math.floor(bad / k);
-        const j = bad % k;
-        const physical = topk[source + (t - segment.start) * K + j]!;
-        throw new DataError(
-          physical < 0
-            ? `${pass.where} field "topk_ids_of_layer" layer ${l} token ${t} routes to ${j} experts, expected ${k}.`
-            : `${pass.where} layer ${l} token ${t} maps two chosen physical experts to logical expert ${
-              map[l * P + physical]
-            }; the physical-to-logical map changed while recording.`,
-        );
-      }
-    }
     row += segment.length;
   }
   return {
@@ -515,46 +340,10 @@ function documentOf(
     tokens,
     pieces: pieceOf.all(tokens),
     phase,
-    experts,
+    experts: new Uint16Array(0),
     weights: placeholderWeights(T * stride, k),
     arrivalStep: passes[sequence.firstPass]!.id - firstId,
   };
-}
-
-/**
- * Copies `rows` rows of one layer: physical ids from `topk` (rows K apart from
- * `source`) through `map` (this layer's [P] logical ids from `logical` on) into `experts` (rows
- * `stride` apart from `target`, k each). Row i uses stamp + 1 + i in `seen`
- * to catch two choices of one logical expert. Returns −1, or i·k + j of the
- * first id that is padding (−1) or a repeated logical expert. A small leaf
- * of typed arrays and numbers, which the JIT compiles to a tight loop.
- */
-function gatherLayer(
-  topk: Int32Array,
-  source: number,
-  K: number,
-  map: Int32Array,
-  logical: number,
-  experts: Uint16Array,
-  target: number,
-  stride: number,
-  k: number,
-  rows: number,
-  seen: Uint32Array,
-  stamp: number,
-): number {
-  for (let i = 0; i < rows; i++, source += K, target += stride) {
-    stamp++;
-    for (let j = 0; j < k; j++) {
-      const physical = topk[source + j]!;
-      if (physical < 0) return i * k + j;
-      const e = map[logical + physical]!;
-      if (seen[e] === stamp) return i * k + j;
-      seen[e] = stamp;
-      experts[target + j] = e;
-    }
-  }
-  return -1;
 }
 
 /**
@@ -584,11 +373,94 @@ class PieceStrings {
   }
 }
 
-function describe(value: PyValue | undefined): string {
-  if (value === undefined) return "nothing";
-  if (value === null) return "None";
-  if (Array.isArray(value)) return "a list";
-  if (value instanceof Map) return "a dict";
-  if (isTensorRef(value)) return `a ${value.dtype} tensor`;
-  return JSON.stringify(typeof value === "bigint" ? String(value) : value) ?? String(value);
+// ---------------------------------------------------------------- lanes
+
+/** Where a file's lane runs: this thread, or a worker (sglang_lane.ts). */
+interface Lane {
+  read(path: string, file: number): Promise<RankSummary>;
+  digests(file: number, passes: number[]): Promise<string[]>;
+  convert(file: number, job: ConvertJob, buffer: SharedArrayBuffer): Promise<void>;
+  release(file: number): Promise<void>;
+  close(): void;
+}
+
+/**
+ * One lane per file up to one per core: the first on this thread (which
+ * would otherwise wait), the rest in workers. A single file stays on this
+ * thread.
+ */
+function openLanes(files: number): Lane[] {
+  const count = Math.max(1, Math.min(files, navigator.hardwareConcurrency || 1));
+  const lanes: Lane[] = [threadLane()];
+  for (let i = 1; i < count; i++) lanes.push(new WorkerLane());
+  return lanes;
+}
+
+function threadLane(): Lane {
+  // Files read on this thread, forgotten when the import ends however it ends.
+  const files = new Set<number>();
+  return {
+    read: (path, file) => {
+      files.add(file);
+      return readRank(path, file);
+    },
+    digests: passDigests,
+    // Async, so that a fault is a rejection, as a worker's is.
+    convert: (file, job, buffer) =>
+      Promise.resolve().then(() => convertRank(file, job, new Uint16Array(buffer))),
+    release: (file) => Promise.resolve().then(() => releaseRank(file)),
+    close: () => files.forEach(releaseRank),
+  };
+}
+
+class WorkerLane implements Lane {
+  #worker = new Worker(new URL("./sglang_lane.ts", import.meta.url).href, { type: "module" });
+  #pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  #next = 0;
+
+  constructor() {
+    this.#worker.onmessage = (event: MessageEvent) => {
+      const { id, value, error, data } = event.data;
+      const pending = this.#pending.get(id);
+      if (!pending) return;
+      this.#pending.delete(id);
+      if (error === undefined) pending.resolve(value);
+      else pending.reject(data ? new DataError(error) : new Error(error));
+    };
+    this.#worker.onerror = (event) => {
+      event.preventDefault();
+      for (const pending of this.#pending.values()) {
+        pending.reject(new Error(`an import worker failed: ${event.message}`));
+      }
+      this.#pending.clear();
+    };
+  }
+
+  #call<T>(message: Record<string, unknown>): Promise<T> {
+    const id = this.#next++;
+    return new Promise<T>((resolve, reject) => {
+      this.#pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
+      this.#worker.postMessage({ id, ...message });
+    });
+  }
+
+  read(path: string, file: number): Promise<RankSummary> {
+    return this.#call({ op: "read", path, file });
+  }
+
+  digests(file: number, passes: number[]): Promise<string[]> {
+    return this.#call({ op: "digests", file, passes });
+  }
+
+  convert(file: number, job: ConvertJob, buffer: SharedArrayBuffer): Promise<void> {
+    return this.#call({ op: "convert", file, job, buffer });
+  }
+
+  release(file: number): Promise<void> {
+    return this.#call({ op: "release", file });
+  }
+
+  close(): void {
+    this.#worker.terminate();
+  }
 }

@@ -78,12 +78,6 @@ export class StagedImport {
     this.#writer = await TraceWriter.open(this.staging, { model: facts, capture });
   }
 
-  /** Where the next document's [T, M, k] expert ids go: see `TraceWriter.expertsFor`. */
-  expertsFor(tokens: number): Uint16Array {
-    if (!this.#writer) throw new Error("StagedImport.expertsFor before open");
-    return this.#writer.expertsFor(tokens);
-  }
-
   async add(doc: ImportedDoc): Promise<void> {
     if (!this.#writer) throw new Error("StagedImport.add before open");
     if (this.#expertsInferred) {
