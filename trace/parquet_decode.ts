@@ -23,6 +23,15 @@
  */
 import * as arrow from "apache-arrow";
 import { zstdDecompressSync } from "node:zlib";
+import { CompactReader, list, num, refuse, str, sub, type ThriftStruct } from "./parquet_thrift.ts";
+import {
+  bitWidthOf,
+  bytePacked,
+  deltaBinaryPacked,
+  dictionaryIndices,
+  hybridRuns,
+  packedGroups16,
+} from "./parquet_runs.ts";
 
 /** Decodes a Parquet file into an Arrow table, or null when the fast path does not apply. */
 export function fastParquetToTable(bytes: Uint8Array, columns?: string[]): arrow.Table | null {
@@ -37,132 +46,6 @@ export function fastParquetToTable(bytes: Uint8Array, columns?: string[]): arrow
 
 /** Scratch space for delta-encoded pages, grown to the largest page seen. */
 let scratch = new Int32Array(0);
-
-/** Thrown wherever the file leaves the subset this reader handles. */
-class FastPathRefused extends Error {}
-
-function refuse(why: string): never {
-  throw new FastPathRefused(why);
-}
-
-// ---------------------------------------------------------------- Thrift compact protocol
-
-/** A decoded Thrift struct: field id → value (structs nested, lists as arrays). */
-type ThriftStruct = Map<number, unknown>;
-
-class CompactReader {
-  at: number;
-  constructor(readonly bytes: Uint8Array, at: number) {
-    this.at = at;
-  }
-
-  byte(): number {
-    if (this.at >= this.bytes.length) refuse("thrift past the end");
-    return this.bytes[this.at++]!;
-  }
-
-  varint(): number {
-    let result = 0;
-    let scale = 1;
-    for (let i = 0; i < 10; i++) {
-      const b = this.byte();
-      result += (b & 0x7f) * scale;
-      if ((b & 0x80) === 0) return result;
-      scale *= 128;
-    }
-    return refuse("varint too long");
-  }
-
-  zigzag(): number {
-    const v = this.varint();
-    return v % 2 === 0 ? v / 2 : -(v + 1) / 2;
-  }
-
-  struct(depth = 0): ThriftStruct {
-    if (depth > 16) refuse("thrift nested too deep");
-    const out: ThriftStruct = new Map();
-    let field = 0;
-    for (;;) {
-      const header = this.byte();
-      if (header === 0) return out;
-      const type = header & 0x0f;
-      const delta = header >> 4;
-      field = delta === 0 ? this.zigzag() : field + delta;
-      out.set(field, this.value(type, depth));
-    }
-  }
-
-  value(type: number, depth: number): unknown {
-    switch (type) {
-      case 1:
-        return true;
-      case 2:
-        return false;
-      case 3:
-        return (this.byte() << 24) >> 24;
-      case 4:
-      case 5:
-      case 6:
-        return this.zigzag();
-      case 7:
-        this.at += 8;
-        return 0;
-      case 8: {
-        const length = this.varint();
-        if (this.at + length > this.bytes.length) refuse("thrift binary past the end");
-        const value = this.bytes.subarray(this.at, this.at + length);
-        this.at += length;
-        return value;
-      }
-      case 9:
-      case 10: {
-        const header = this.byte();
-        let size = header >> 4;
-        if (size === 15) size = this.varint();
-        const elementType = header & 0x0f;
-        if (size > this.bytes.length - this.at) refuse("thrift list longer than the file");
-        const list: unknown[] = [];
-        for (let i = 0; i < size; i++) {
-          list.push(
-            elementType === 1 || elementType === 2
-              ? this.byte() === 1
-              : this.value(elementType, depth + 1),
-          );
-        }
-        return list;
-      }
-      case 11: {
-        const size = this.varint();
-        if (size === 0) return new Map();
-        const types = this.byte();
-        const map = new Map<unknown, unknown>();
-        for (let i = 0; i < size; i++) {
-          map.set(this.value(types >> 4, depth + 1), this.value(types & 0x0f, depth + 1));
-        }
-        return map;
-      }
-      case 12:
-        return this.struct(depth + 1);
-      default:
-        return refuse(`thrift type ${type}`);
-    }
-  }
-}
-
-const num = (s: ThriftStruct, field: number): number => {
-  const v = s.get(field);
-  return typeof v === "number" ? v : refuse(`field ${field} is not a number`);
-};
-const str = (v: unknown): string =>
-  v instanceof Uint8Array ? new TextDecoder().decode(v) : refuse("not a string");
-const sub = (s: ThriftStruct, field: number): ThriftStruct => {
-  const v = s.get(field);
-  return v instanceof Map ? v as ThriftStruct : refuse(`field ${field} is not a struct`);
-};
-const list = (s: ThriftStruct, field: number): unknown[] => {
-  const v = s.get(field);
-  return Array.isArray(v) ? v : refuse(`field ${field} is not a list`);
-};
 
 // ---------------------------------------------------------------- file layout
 
@@ -357,73 +240,6 @@ function decompress(body: Uint8Array, codec: number, size: number): Uint8Array {
 }
 
 /**
- * The RLE / bit-packed hybrid runs of `data` (levels, dictionary indices),
- * `count` values of `bitWidth` bits: calls `run(value, length)` for each RLE
- * run and `packed(values)` for each bit-packed one.
- */
-function hybridRuns(
-  data: Uint8Array,
-  bitWidth: number,
-  count: number,
-  run: (value: number, length: number) => void,
-  packed: (values: ArrayLike<number>, length: number) => void,
-): void {
-  if (bitWidth > 24) refuse("bit width");
-  const mask = (1 << bitWidth) - 1;
-  const byteWidth = (bitWidth + 7) >> 3;
-  const scratch = new Int32Array(8 * 64);
-  let at = 0;
-  let done = 0;
-  while (done < count) {
-    let header = 0;
-    let shift = 0;
-    for (;;) {
-      if (at >= data.length) refuse("levels end early");
-      const b = data[at++]!;
-      header |= (b & 0x7f) << shift;
-      if ((b & 0x80) === 0) break;
-      shift += 7;
-      if (shift > 28) refuse("level header");
-    }
-    if ((header & 1) === 0) {
-      const length = Math.min(header >>> 1, count - done);
-      let value = 0;
-      for (let i = 0; i < byteWidth; i++) {
-        value |= (data[at++] ?? refuse("levels end early")) << (8 * i);
-      }
-      run(value, length);
-      done += length;
-    } else {
-      let groups = header >>> 1;
-      while (groups > 0) {
-        const take = Math.min(groups, 64);
-        const values = take * 8;
-        const bytesNeeded = take * bitWidth;
-        if (at + bytesNeeded > data.length) refuse("levels end early");
-        let bit = 0;
-        for (let i = 0; i < values; i++) {
-          const byte = at + (bit >> 3);
-          const word = data[byte]! | (data[byte + 1] ?? 0) << 8 | (data[byte + 2] ?? 0) << 16 |
-            (data[byte + 3] ?? 0) << 24;
-          scratch[i] = (word >>> (bit & 7)) & mask;
-          bit += bitWidth;
-        }
-        at += bytesNeeded;
-        const length = Math.min(values, count - done);
-        packed(scratch, length);
-        done += length;
-        groups -= take;
-        if (done >= count) break;
-      }
-    }
-  }
-}
-
-function bitWidthOf(max: number): number {
-  return max === 0 ? 0 : 32 - Math.clz32(max);
-}
-
-/**
  * Checks a page's levels describe `rows` lists of exactly `width` present
  * values each (`maxRep` 1) or `rows` present values (`maxRep` 0).
  */
@@ -551,12 +367,15 @@ function primitiveColumn(
         if (!dictionary) refuse("dictionary indices before a dictionary");
         if (
           (out instanceof Uint16Array || out instanceof Uint8Array) &&
-          bytePacked(page, dictionary, out, filled)
+          bytePacked(page.values, page.numValues, dictionary, out, filled)
         ) {
           filled += page.numValues;
           continue;
         }
-        if (out instanceof Uint16Array && packedGroups16(page, dictionary, out, filled)) {
+        if (
+          out instanceof Uint16Array &&
+          packedGroups16(page.values, page.numValues, dictionary, out, filled)
+        ) {
           filled += page.numValues;
           continue;
         }
@@ -630,87 +449,6 @@ function plainView(
   return new ctor(page.values.buffer as ArrayBuffer, page.values.byteOffset, total);
 }
 
-/**
- * DELTA_BINARY_PACKED INT32 values into `out` from index `at`: a header
- * (block size, miniblocks per block, value count, first value), then per
- * block the minimum delta, one bit width per miniblock and the miniblocks'
- * deltas − minimum, bit-packed LSB first. Sums wrap at 32 bits, as the
- * writer's do. Returns the OR of all values (for a narrow output, its range
- * check).
- */
-function deltaBinaryPacked(data: Uint8Array, count: number, out: Int32Array): number {
-  const reader = new CompactReader(data, 0);
-  const blockSize = reader.varint();
-  const miniblocks = reader.varint();
-  const total = reader.varint();
-  let value = reader.zigzag() | 0;
-  if (total !== count || miniblocks === 0 || blockSize % miniblocks !== 0) refuse("delta header");
-  const perMiniblock = blockSize / miniblocks;
-  if (perMiniblock % 32 !== 0) refuse("delta miniblock size");
-  if (count === 0) return 0;
-  let seen = value;
-  let o = 0;
-  const end = count;
-  out[o++] = value;
-  while (o < end) {
-    const minDelta = reader.zigzag() | 0;
-    const widthsAt = reader.at;
-    let p = widthsAt + miniblocks;
-    for (let m = 0; m < miniblocks && o < end; m++) {
-      const bitWidth = data[widthsAt + m] ?? refuse("delta widths past the page");
-      if (bitWidth > 32) refuse("delta bit width");
-      const take = Math.min(perMiniblock, end - o);
-      const next = p + (perMiniblock * bitWidth) / 8;
-      if (p + Math.ceil((take * bitWidth) / 8) > data.length) refuse("delta values past the page");
-      if (bitWidth === 0) {
-        for (let i = 0; i < take; i++) {
-          value = (value + minDelta) | 0;
-          seen |= value;
-          out[o++] = value;
-        }
-      } else if (bitWidth <= 25) {
-        // A 32-bit window at the value's first byte holds it (shift ≤ 7, width ≤ 25):
-        // 2–3× faster than feeding a bit buffer a byte at a time. The last values of
-        // a page, whose window would pass its end, read zeros there instead.
-        const mask = (1 << bitWidth) - 1;
-        const last = data.length - 4;
-        let i = 0;
-        let bit = 0;
-        for (; i < take; i++, bit += bitWidth) {
-          const b = p + (bit >>> 3);
-          if (b > last) break;
-          const word = data[b]! | (data[b + 1]! << 8) | (data[b + 2]! << 16) | (data[b + 3]! << 24);
-          value = (value + minDelta + ((word >>> (bit & 7)) & mask)) | 0;
-          seen |= value;
-          out[o++] = value;
-        }
-        for (; i < take; i++, bit += bitWidth) {
-          const b = p + (bit >>> 3);
-          const word = (data[b] ?? 0) | ((data[b + 1] ?? 0) << 8) | ((data[b + 2] ?? 0) << 16) |
-            ((data[b + 3] ?? 0) << 24);
-          value = (value + minDelta + ((word >>> (bit & 7)) & mask)) | 0;
-          seen |= value;
-          out[o++] = value;
-        }
-      } else {
-        for (let i = 0, bit = 0; i < take; i++, bit += bitWidth) {
-          let delta = 0;
-          for (let k = 0; k < bitWidth; k++) {
-            const b = bit + k;
-            delta += ((data[p + (b >>> 3)]! >>> (b & 7)) & 1) * 2 ** k;
-          }
-          value = (value + minDelta + delta) | 0;
-          seen |= value;
-          out[o++] = value;
-        }
-      }
-      p = next;
-    }
-    reader.at = p;
-  }
-  return seen;
-}
-
 /** A dictionary page of PLAIN INT32 values, refused unless every one fits `out`'s type. */
 function plainInt32Dictionary(page: Page, out: Primitive): Int32Array {
   if (page.values.length !== page.numValues * 4) refuse("dictionary bytes");
@@ -726,232 +464,6 @@ function plainInt32Dictionary(page: Page, out: Primitive): Int32Array {
   for (const v of values) if (v < low || v > high) refuse("a dictionary value out of range");
   return values;
 }
-
-/**
- * A page of dictionary indices (bit width byte, then RLE / bit-packed runs)
- * into `out` as dictionary values. A page of one bit-packed run, as
- * moetrace's encoder writes, is unpacked in one tight loop through a table of
- * 2^width entries whose entries past the dictionary are −1 (an index out of
- * range is then caught by one OR per value); other pages go run by run.
- */
-function dictionaryIndices(
-  data: Uint8Array,
-  count: number,
-  dictionary: Int32Array,
-  out: Int32Array,
-): void {
-  const bitWidth = data[0] ?? refuse("empty page");
-  if (bitWidth > 24) refuse("bit width");
-  const size = dictionary.length;
-  let at = 1;
-  let header = 0;
-  for (let shift = 0;; shift += 7) {
-    const b = data[at++] ?? refuse("page ends early");
-    header += (b & 0x7f) * 2 ** shift;
-    if ((b & 0x80) === 0) break;
-    if (shift > 28) refuse("run header");
-  }
-  if (bitWidth > 0 && header % 2 === 1 && (header - 1) / 2 * 8 >= count) {
-    if (at + Math.ceil((count * bitWidth) / 8) > data.length) refuse("indices past the page");
-    if (lookup.length < 1 << bitWidth) lookup = new Int32Array(1 << bitWidth);
-    const table = lookup;
-    table.fill(-1, 0, 1 << bitWidth);
-    // Sign bits mark entries past the dictionary; a value of −1 itself is
-    // told apart by `valid` (a dictionary of i32 values may hold it).
-    table.set(dictionary.subarray(0, Math.min(size, 1 << bitWidth)));
-    const valid = size >= 1 << bitWidth;
-    const mask = (1 << bitWidth) - 1;
-    const last = data.length - 4;
-    let bad = 0;
-    let i = 0;
-    let bit = at * 8;
-    for (; i < count; i++, bit += bitWidth) {
-      const b = bit >>> 3;
-      if (b > last) break;
-      const word = data[b]! | (data[b + 1]! << 8) | (data[b + 2]! << 16) | (data[b + 3]! << 24);
-      const index = (word >>> (bit & 7)) & mask;
-      if (!valid) bad |= size - 1 - index;
-      out[i] = table[index]!;
-    }
-    for (; i < count; i++, bit += bitWidth) {
-      const b = bit >>> 3;
-      const word = (data[b] ?? 0) | ((data[b + 1] ?? 0) << 8) | ((data[b + 2] ?? 0) << 16) |
-        ((data[b + 3] ?? 0) << 24);
-      const index = (word >>> (bit & 7)) & mask;
-      if (!valid) bad |= size - 1 - index;
-      out[i] = table[index]!;
-    }
-    if (bad < 0) refuse("dictionary index out of range");
-    return;
-  }
-  let filled = 0;
-  const rest = data.subarray(1);
-  if (bitWidth === 0) {
-    if (size === 0) refuse("index into an empty dictionary");
-    out.fill(dictionary[0]!, 0, count);
-    return;
-  }
-  hybridRuns(rest, bitWidth, count, (value, length) => {
-    if (value >= size) refuse("dictionary index out of range");
-    out.fill(dictionary[value]!, filled, filled + length);
-    filled += length;
-  }, (values, length) => {
-    for (let i = 0; i < length; i++) {
-      const v = values[i]!;
-      if (v >= size) refuse("dictionary index out of range");
-      out[filled++] = dictionary[v]!;
-    }
-  });
-}
-
-/**
- * Expert ids as moetrace's encoder writes them: one bit-packed run of whole
- * bytes (width 8, or 16 past 256 entries) whose dictionary is 0..m, perhaps
- * then 65535. Indices below the dictionary's identity part are the values:
- * one native copy, a scan for the largest, and a lookup only for the
- * indices past it. Returns false (nothing written) for any other page.
- */
-function bytePacked(
-  page: Page,
-  dictionary: Int32Array,
-  out: Uint16Array | Uint8Array,
-  at: number,
-): boolean {
-  const data = page.values;
-  const count = page.numValues;
-  const w = data[0];
-  if (w !== 8 && w !== 16) return false;
-  let header = 0;
-  let p = 1;
-  for (let shift = 0; shift <= 28; shift += 7) {
-    const b = data[p++] ?? 0;
-    header += (b & 0x7f) * 2 ** shift;
-    if ((b & 0x80) === 0) break;
-  }
-  if (header % 2 === 0 || Math.floor(header / 2) * 8 < count) return false;
-  const bytes = count * (w / 8);
-  if (p + bytes > data.length) refuse("indices past the page");
-  // The identity part: entries 0..identity − 1 equal their index.
-  let identity = 0;
-  while (identity < dictionary.length && dictionary[identity] === identity) identity++;
-  const limit = out instanceof Uint8Array ? 0xff : 0xffff;
-  if (w === 16 && (!LITTLE_ENDIAN || (data.byteOffset + p) % 2 !== 0)) return false;
-  const indices = w === 8
-    ? data.subarray(p, p + bytes)
-    : new Uint16Array(data.buffer, data.byteOffset + p, count);
-  // Every index is below `identity` when it is a power of two and no index has
-  // a bit above it: an OR over the page as 32-bit words settles it in ~1/4
-  // of a scan for the maximum.
-  if (
-    identity > 0 && (identity & (identity - 1)) === 0 && identity - 1 <= limit &&
-    (orOfBytes(data, p, bytes) &
-        ~(w === 8 ? (identity - 1) * 0x01010101 : (identity - 1) * 0x10001)) === 0
-  ) {
-    out.set(indices, at);
-    return true;
-  }
-  let max = 0;
-  for (let i = 0; i < count; i++) if (indices[i]! > max) max = indices[i]!;
-  if (max >= dictionary.length) refuse("dictionary index out of range");
-  if (max < identity) {
-    if (max > limit) refuse("a value out of the column's range");
-    out.set(indices, at);
-    return true;
-  }
-  for (let i = 0; i < count; i++) {
-    const e = dictionary[indices[i]!]!;
-    if (e > limit || e < 0) refuse("a value out of the column's range");
-    out[at + i] = e;
-  }
-  return true;
-}
-
-const LITTLE_ENDIAN = new Uint8Array(Uint16Array.of(1).buffer)[0] === 1;
-
-/** The OR of `length` bytes from `data[start]`, folded into 32 bits (byte i into bits 8·(i mod 4)…, from aligned words). */
-function orOfBytes(data: Uint8Array, start: number, length: number): number {
-  let at = data.byteOffset + start;
-  const end = at + length;
-  const bytes = new Uint8Array(data.buffer, 0, end);
-  let or = 0;
-  // Head bytes up to a 4-byte boundary, words, tail bytes: each byte lands on
-  // the lane of its address mod 4, as in the words.
-  for (; at < end && at % 4 !== 0; at++) or |= bytes[at]! << (8 * (at % 4));
-  const wordEnd = end - (end % 4);
-  if (at < wordEnd) {
-    const words = new Uint32Array(data.buffer, at, (wordEnd - at) / 4);
-    for (let i = 0; i < words.length; i++) or |= words[i]!;
-    at = wordEnd;
-  }
-  for (; at < end; at++) or |= bytes[at]! << (8 * (at % 4));
-  return or;
-}
-
-/**
- * The common case of expert ids, decoded straight into the u16 column: a page
- * of dictionary indices ≤ 8 bits wide in one bit-packed run (what moetrace's
- * encoder writes for ≤ 256 distinct values). Each group of 8 indices is w
- * bytes, read as two 32-bit words and split with shifts: 1.5–2 ns a value,
- * against 2.5–3 ns for a 4-byte window per value into a scratch array.
- * Returns false (nothing written) for any other page.
- */
-function packedGroups16(
-  page: Page,
-  dictionary: Int32Array,
-  out: Uint16Array,
-  at: number,
-): boolean {
-  const data = page.values;
-  const count = page.numValues;
-  const w = data[0] ?? 0;
-  // The run header: a varint, (groups << 1) | 1 for a bit-packed run.
-  let header = 0;
-  let p = 1;
-  for (let shift = 0; shift <= 28; shift += 7) {
-    const b = data[p++] ?? 0;
-    header += (b & 0x7f) * 2 ** shift;
-    if ((b & 0x80) === 0) break;
-  }
-  const groups = Math.floor(header / 2);
-  if (w < 1 || w > 8 || header % 2 === 0 || groups * 8 < count) return false;
-  if (p + Math.ceil((count * w) / 8) > data.length) refuse("indices past the page");
-  if (lookup.length < 256) lookup = new Int32Array(256);
-  const table = lookup;
-  // Entries past the dictionary are −1: one OR per value then catches an index out of range.
-  table.fill(-1);
-  table.set(dictionary.subarray(0, Math.min(dictionary.length, 256)));
-  const mask = (1 << w) - 1;
-  let o = at;
-  let bad = 0;
-  // Whole groups whose two words lie inside the page; the rest value by value.
-  const safeGroups = Math.min(count >>> 3, Math.max(0, Math.floor((data.length - p - 8) / w) + 1));
-  for (let g = 0; g < safeGroups; g++, p += w) {
-    const lo = data[p]! | (data[p + 1]! << 8) | (data[p + 2]! << 16) | (data[p + 3]! << 24);
-    const hi = data[p + 4]! | (data[p + 5]! << 8) | (data[p + 6]! << 16) | (data[p + 7]! << 24);
-    for (let j = 0, bit = 0; j < 8; j++, bit += w) {
-      const v = bit >= 32
-        ? hi >>> (bit - 32)
-        : bit + w > 32
-        ? (lo >>> bit) | (hi << (32 - bit))
-        : lo >>> bit;
-      const e = table[v & mask]!;
-      bad |= e;
-      out[o++] = e;
-    }
-  }
-  for (let i = safeGroups * 8, bit = 0; i < count; i++, bit += w) {
-    const b = p + (bit >>> 3);
-    const word = (data[b] ?? 0) | ((data[b + 1] ?? 0) << 8);
-    const e = table[(word >>> (bit & 7)) & mask]!;
-    bad |= e;
-    out[o++] = e;
-  }
-  if (bad < 0) refuse("dictionary index out of range");
-  return true;
-}
-
-/** Index → value table of `dictionaryIndices`, grown to the widest page seen. */
-let lookup = new Int32Array(0);
 
 /** INT32 values that hold u8 or u16: copied into the narrow array, refusing any out of range. */
 function narrow(

@@ -34,6 +34,8 @@
  * record batches, nulls, another type); the caller then uses parquet-wasm.
  */
 import * as arrow from "apache-arrow";
+import { CompactWriter } from "./parquet_thrift.ts";
+import { bitPack, bytePack, indexBitWidth, listRepetitionLevels, rleRun } from "./parquet_runs.ts";
 
 /** Values per data page: 1 MiB of PLAIN int32, the page size Parquet writers default to. */
 export const PAGE_VALUES = 1 << 18;
@@ -56,232 +58,6 @@ const CONVERTED_UTF8 = 0;
 const CONVERTED_LIST = 3;
 const CONVERTED_UINT = { 8: 11, 16: 12, 32: 13 } as Record<number, number>;
 const CONVERTED_INT_32 = 17;
-
-// ---------------------------------------------------------------- Thrift compact protocol
-
-const T_TRUE = 1;
-const T_FALSE = 2;
-const T_BYTE = 3;
-const T_I16 = 4;
-const T_I32 = 5;
-const T_I64 = 6;
-const T_BINARY = 8;
-const T_LIST = 9;
-const T_STRUCT = 12;
-
-/** Writes Thrift compact-protocol structs into a growing buffer. */
-class CompactWriter {
-  bytes = new Uint8Array(256);
-  length = 0;
-  #lastField: number[] = [0];
-
-  #reserve(n: number): void {
-    if (this.length + n <= this.bytes.length) return;
-    const grown = new Uint8Array(Math.max(this.bytes.length * 2, this.length + n));
-    grown.set(this.bytes.subarray(0, this.length));
-    this.bytes = grown;
-  }
-
-  byte(b: number): void {
-    this.#reserve(1);
-    this.bytes[this.length++] = b;
-  }
-
-  /** Unsigned varint of a non-negative integer up to 2^53 (arithmetic, not 32-bit shifts). */
-  varint(n: number): void {
-    while (n >= 0x80) {
-      this.byte((n % 0x80) | 0x80);
-      n = Math.floor(n / 0x80);
-    }
-    this.byte(n);
-  }
-
-  zigzag(n: number): void {
-    this.varint(n >= 0 ? 2 * n : -2 * n - 1);
-  }
-
-  #field(id: number, type: number): void {
-    const last = this.#lastField[this.#lastField.length - 1]!;
-    const delta = id - last;
-    if (delta > 0 && delta <= 15) this.byte((delta << 4) | type);
-    else {
-      this.byte(type);
-      this.zigzag(id);
-    }
-    this.#lastField[this.#lastField.length - 1] = id;
-  }
-
-  i32(id: number, value: number): void {
-    this.#field(id, T_I32);
-    this.zigzag(value);
-  }
-
-  i64(id: number, value: number): void {
-    this.#field(id, T_I64);
-    this.zigzag(value);
-  }
-
-  i16(id: number, value: number): void {
-    this.#field(id, T_I16);
-    this.zigzag(value);
-  }
-
-  i8(id: number, value: number): void {
-    this.#field(id, T_BYTE);
-    this.byte(value & 0xff);
-  }
-
-  bool(id: number, value: boolean): void {
-    this.#field(id, value ? T_TRUE : T_FALSE);
-  }
-
-  binary(id: number, value: Uint8Array | string): void {
-    const bytes = typeof value === "string" ? UTF8.encode(value) : value;
-    this.#field(id, T_BINARY);
-    this.varint(bytes.length);
-    this.#reserve(bytes.length);
-    this.bytes.set(bytes, this.length);
-    this.length += bytes.length;
-  }
-
-  /** A struct field: `body` writes its fields. */
-  struct(id: number, body: () => void): void {
-    this.#field(id, T_STRUCT);
-    this.#structBody(body);
-  }
-
-  /** A list field of structs, each written by `body`. */
-  structs<T>(id: number, items: readonly T[], body: (item: T) => void): void {
-    this.#field(id, T_LIST);
-    this.#listHeader(items.length, T_STRUCT);
-    for (const item of items) this.#structBody(() => body(item));
-  }
-
-  /** A list field of i32 values. */
-  i32s(id: number, values: readonly number[]): void {
-    this.#field(id, T_LIST);
-    this.#listHeader(values.length, T_I32);
-    for (const v of values) this.zigzag(v);
-  }
-
-  /** A list field of strings. */
-  strings(id: number, values: readonly string[]): void {
-    this.#field(id, T_LIST);
-    this.#listHeader(values.length, T_BINARY);
-    for (const v of values) {
-      const bytes = UTF8.encode(v);
-      this.varint(bytes.length);
-      this.#reserve(bytes.length);
-      this.bytes.set(bytes, this.length);
-      this.length += bytes.length;
-    }
-  }
-
-  /** A top-level struct (a page header, the file metadata). */
-  topStruct(body: () => void): Uint8Array {
-    this.#structBody(body);
-    return this.bytes.subarray(0, this.length);
-  }
-
-  #structBody(body: () => void): void {
-    this.#lastField.push(0);
-    body();
-    this.byte(0); // stop
-    this.#lastField.pop();
-  }
-
-  #listHeader(size: number, type: number): void {
-    if (size < 15) this.byte((size << 4) | type);
-    else {
-      this.byte(0xf0 | type);
-      this.varint(size);
-    }
-  }
-}
-
-const UTF8 = new TextEncoder();
-
-// ---------------------------------------------------------------- RLE / bit-packed hybrid
-
-/** Bits needed for values 0..max (at least 1: some readers refuse width 0). */
-function bitWidthOf(max: number): number {
-  return Math.max(1, 32 - Math.clz32(max));
-}
-
-/** Bytes of an unsigned varint. */
-function varintBytes(n: number): number[] {
-  const out: number[] = [];
-  while (n >= 0x80) {
-    out.push((n & 0x7f) | 0x80);
-    n >>>= 7;
-  }
-  out.push(n);
-  return out;
-}
-
-/** One RLE run of `count` copies of `value` (`bitWidth` ≤ 8 bits). */
-function rleRun(count: number, value: number): number[] {
-  return [...varintBytes(count * 2), value];
-}
-
-/** Scratch words for `bitPack`, grown to the largest page. */
-let packWords = new Uint32Array(0);
-
-/**
- * `count` values from `values[start]` as one bit-packed run of `bitWidth`
- * bits each (< 32), LSB first, the last group of 8 padded with zeros,
- * written at `out[at]` (string dictionary indices). Returns the end offset.
- *
- * Bits gather in a 32-bit word stored whole (2.4× faster than a byte at a
- * time); a value crossing a word boundary leaves its high bits as the next
- * word's start.
- */
-export function bitPack(
-  out: Uint8Array,
-  at: number,
-  values: Uint16Array,
-  start: number,
-  count: number,
-  bitWidth: number,
-): number {
-  const groups = Math.ceil(count / 8);
-  for (const b of varintBytes(groups * 2 + 1)) out[at++] = b;
-  const bytes = groups * bitWidth;
-  const words = Math.ceil(bytes / 4);
-  if (packWords.length < words) packWords = new Uint32Array(words);
-  const packed = packWords;
-  let acc = 0;
-  let bits = 0;
-  let w = 0;
-  const stop = start + count;
-  for (let i = start; i < stop; i++) {
-    const x = values[i]!;
-    acc |= x << bits;
-    bits += bitWidth;
-    if (bits >= 32) {
-      packed[w++] = acc;
-      bits -= 32;
-      acc = bits > 0 ? x >>> (bitWidth - bits) : 0;
-    }
-  }
-  if (w < words) packed.fill(0, w, words);
-  if (bits > 0) packed[w] = acc;
-  out.set(new Uint8Array(packed.buffer, 0, bytes), at);
-  return at + bytes;
-}
-
-/** Repetition levels of `rows` lists of `width` values: per row one 0 then width − 1 ones. */
-function listRepetitionLevels(rows: number, width: number): Uint8Array {
-  if (width === 1) return Uint8Array.from(rleRun(rows, 0));
-  const row = [...rleRun(1, 0), ...rleRun(width - 1, 1)];
-  const out = new Uint8Array(row.length * rows);
-  out.set(row);
-  // Doubling copies: log2(rows) set() calls instead of one per row.
-  for (let filled = row.length; filled < out.length; filled *= 2) {
-    out.copyWithin(filled, 0, Math.min(filled, out.length - filled));
-  }
-  return out;
-}
 
 // ---------------------------------------------------------------- column chunks
 
@@ -417,41 +193,6 @@ function smallIntDictionary(values: Uint8Array | Uint16Array): {
   return { map, dictionary };
 }
 
-/**
- * Indices of ≤ 256 or ≤ 65536 entries as one bit-packed run of width 8 or
- * 16 at `out[at]`: whole bytes, so a reader takes them without bit
- * arithmetic (at 3–7 bits wide, unpacking was most of a shard's read time).
- * Returns the end offset.
- */
-function bytePack(
-  out: Uint8Array,
-  at: number,
-  values: Uint8Array | Uint16Array,
-  count: number,
-  bitWidth: 8 | 16,
-  map: Int32Array | null,
-): number {
-  const groups = Math.ceil(count / 8);
-  for (const b of varintBytes(groups * 2 + 1)) out[at++] = b;
-  const end = at + groups * bitWidth;
-  if (bitWidth === 8) {
-    if (!map) out.set(values, at); // each value < 256: the conversion keeps it
-    else for (let i = 0; i < count; i++) out[at + i] = map[values[i]!]!;
-  } else if (!map && values instanceof Uint16Array && LITTLE_ENDIAN) {
-    out.set(new Uint8Array(values.buffer, values.byteOffset, count * 2), at);
-  } else {
-    for (let i = 0; i < count; i++) {
-      const index = map ? map[values[i]!]! : values[i]!;
-      out[at + 2 * i] = index & 0xff;
-      out[at + 2 * i + 1] = index >>> 8;
-    }
-  }
-  out.fill(0, at + count * (bitWidth / 8), end);
-  return end;
-}
-
-const LITTLE_ENDIAN = new Uint8Array(Uint16Array.of(1).buffer)[0] === 1;
-
 function encodeChunk(
   plan: ColumnPlan,
   rows: number,
@@ -488,7 +229,7 @@ function encodeChunk(
     values: Uint16Array,
     dictionarySize: number,
   ) => {
-    const bitWidth = bitWidthOf(dictionarySize - 1);
+    const bitWidth = indexBitWidth(dictionarySize - 1);
     for (let row = 0; row < rows; row += rowsPerPage) {
       const pageRows = Math.min(rowsPerPage, rows - row);
       const n = pageRows * width;

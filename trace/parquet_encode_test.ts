@@ -9,7 +9,8 @@
 import * as assert from "node:assert/strict";
 import * as arrow from "apache-arrow";
 import { DuckDBInstance } from "@duckdb/node-api";
-import { bitPack, encodeShardParquet, PAGE_VALUES } from "./parquet_encode.ts";
+import { encodeShardParquet, PAGE_VALUES } from "./parquet_encode.ts";
+import { bitPack } from "./parquet_runs.ts";
 import { fastParquetToTable } from "./parquet_decode.ts";
 import { parquetToTable, parquetWasmToTable, tableToParquet } from "./parquet.ts";
 import { Rng } from "../common/random.ts";
