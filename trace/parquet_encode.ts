@@ -22,7 +22,7 @@
  * - u32/i32 columns (doc, pos, token, arrival_step): PLAIN, uncompressed,
  *   with min/max statistics (engines skip shards by `doc`);
  * - f32 lists (weights, probs): PLAIN, uncompressed: zstd shrank router
- *   weights by only ~10%, and its ~400 MB/s to write and ~600 MB/s to read
+ *   weights by only ~10%, and its ~400 MB/s to write and ~400–600 MB/s to read
  *   made the weights most of a shard's encode and decode time;
  * - dictionary<utf8> columns (domain, piece, request): RLE_DICTIONARY over
  *   the Arrow dictionary;
