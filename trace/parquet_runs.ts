@@ -235,6 +235,25 @@ export function dictionaryIndices(
 }
 
 /**
+ * A page of dictionary indices (bit width byte, then runs) that is one
+ * bit-packed run covering all `count` values: its width and where its packed
+ * bytes start. Null for any other page.
+ */
+function singlePackedRun(data: Uint8Array, count: number): { width: number; start: number } | null {
+  const width = data[0] ?? 0;
+  // The run header: a varint, (groups << 1) | 1 for a bit-packed run.
+  let header = 0;
+  let p = 1;
+  for (let shift = 0; shift <= 28; shift += 7) {
+    const b = data[p++] ?? 0;
+    header += (b & 0x7f) * 2 ** shift;
+    if ((b & 0x80) === 0) break;
+  }
+  if (header % 2 === 0 || Math.floor(header / 2) * 8 < count) return null;
+  return { width, start: p };
+}
+
+/**
  * Expert ids as moetrace's encoder writes them: one bit-packed run of whole
  * bytes (width 8, or 16 past 256 entries) whose dictionary is 0..m, perhaps
  * then 65535. Indices below the dictionary's identity part are the values:
@@ -248,16 +267,9 @@ export function bytePacked(
   out: Uint16Array | Uint8Array,
   at: number,
 ): boolean {
-  const w = data[0];
-  if (w !== 8 && w !== 16) return false;
-  let header = 0;
-  let p = 1;
-  for (let shift = 0; shift <= 28; shift += 7) {
-    const b = data[p++] ?? 0;
-    header += (b & 0x7f) * 2 ** shift;
-    if ((b & 0x80) === 0) break;
-  }
-  if (header % 2 === 0 || Math.floor(header / 2) * 8 < count) return false;
+  const run = singlePackedRun(data, count);
+  if (!run || (run.width !== 8 && run.width !== 16)) return false;
+  const { width: w, start: p } = run;
   const bytes = count * (w / 8);
   if (p + bytes > data.length) refuse("indices past the page");
   // The identity part: entries 0..identity − 1 equal their index.
@@ -331,17 +343,10 @@ export function packedGroups16(
   out: Uint16Array,
   at: number,
 ): boolean {
-  const w = data[0] ?? 0;
-  // The run header: a varint, (groups << 1) | 1 for a bit-packed run.
-  let header = 0;
-  let p = 1;
-  for (let shift = 0; shift <= 28; shift += 7) {
-    const b = data[p++] ?? 0;
-    header += (b & 0x7f) * 2 ** shift;
-    if ((b & 0x80) === 0) break;
-  }
-  const groups = Math.floor(header / 2);
-  if (w < 1 || w > 8 || header % 2 === 0 || groups * 8 < count) return false;
+  const run = singlePackedRun(data, count);
+  if (!run || run.width < 1 || run.width > 8) return false;
+  const w = run.width;
+  let p = run.start;
   if (p + Math.ceil((count * w) / 8) > data.length) refuse("indices past the page");
   if (lookup.length < 256) lookup = new Int32Array(256);
   const table = lookup;
