@@ -51,8 +51,9 @@ export async function importSglangPt(
   files: string[],
   out: string,
   config: ConfigFacts | null,
+  options: { lanes?: number } = {},
 ): Promise<ImportSummary> {
-  const lanes = openLanes(files.length);
+  const lanes = openLanes(files.length, options.lanes);
   try {
     return await importWithLanes(files, out, config, lanes);
   } finally {
@@ -385,12 +386,12 @@ interface Lane {
 }
 
 /**
- * One lane per file up to one per core: the first on this thread (which
- * would otherwise wait), the rest in workers. A single file stays on this
- * thread.
+ * One lane per file up to one per core (or `lanes`, for tests): the first on
+ * this thread (which would otherwise wait), the rest in workers. A single
+ * file stays on this thread.
  */
-function openLanes(files: number): Lane[] {
-  const count = Math.max(1, Math.min(files, navigator.hardwareConcurrency || 1));
+function openLanes(files: number, most = navigator.hardwareConcurrency || 1): Lane[] {
+  const count = Math.max(1, Math.min(files, most));
   const lanes: Lane[] = [threadLane()];
   for (let i = 1; i < count; i++) lanes.push(new WorkerLane());
   return lanes;

@@ -9,6 +9,8 @@ import {
   runImport,
 } from "./fixtures_test_helpers.ts";
 import { isTensorRef, readPickle } from "./pickle.ts";
+import { DataError } from "../../common/errors.ts";
+import { importSglangPt } from "./sglang_pt.ts";
 import { field } from "./torch_zip.ts";
 
 const RANK0 = `${FIXTURES}sglang_rank0.pt`;
@@ -69,6 +71,38 @@ Deno.test("a tensor-parallel replica of a rank's recording is dropped, not impor
   assert.deepEqual(docs.map((d) => d.tokens), expectedDocs().map((d) => d.tokens));
   // Rank 0 recorded 5 passes with routed tokens; the replica repeats all of them.
   assert.equal(manifest.capture.settings!.tensor_parallel_replicas_skipped, 5);
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("the import gives the same trace with every file on this thread, in workers, or mixed", async () => {
+  // Three files over 1 lane (all on this thread), 2 (rank 1 in a worker) and 3 (two workers).
+  for (const lanes of [1, 2, 3]) {
+    const dir = await Deno.makeTempDir();
+    const out = `${dir}/trace`;
+    await importSglangPt([RANK0, RANK1, REPLICA], out, null, { lanes });
+    const { manifest, docs } = await readBack(out);
+    assert.deepEqual(
+      docs.map(({ tokens, phase, experts, arrival_step }) => ({
+        tokens,
+        phase,
+        experts,
+        arrival_step,
+      })),
+      expectedDocs(),
+      `${lanes} lane(s)`,
+    );
+    assert.equal(manifest.capture.settings!.tensor_parallel_replicas_skipped, 5);
+    await Deno.remove(dir, { recursive: true });
+  }
+  // A fault found in a worker's lane is the same one-sentence data error, and leaves no trace.
+  const dir = await Deno.makeTempDir();
+  await assert.rejects(
+    importSglangPt([RANK0, `${FIXTURES}sglang_evil.pt`], `${dir}/trace`, null, { lanes: 2 }),
+    (error: Error) =>
+      error instanceof DataError &&
+      /sglang_evil\.pt \(data\.pkl\) asks for the Python global posix\.system;/.test(error.message),
+  );
+  assert.deepEqual(listDir(dir), []);
   await Deno.remove(dir, { recursive: true });
 });
 
