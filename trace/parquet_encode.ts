@@ -537,7 +537,8 @@ export function encodeShardParquet(
       });
       w.i64(2, chunks.reduce((n, c) => n + c.uncompressedSize, 0));
       w.i64(3, rows);
-      w.i64(5, 4);
+      // The row group starts where its first column chunk does (after any alignment zeros).
+      w.i64(5, Math.min(...offsets.map((o) => (o.dictionary >= 0 ? o.dictionary : o.data))));
       w.i64(6, chunks.reduce((n, c) => n + c.compressedSize, 0));
       w.i16(7, 0); // ordinal
     });
