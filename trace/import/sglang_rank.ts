@@ -3,9 +3,15 @@
  * import: read and checked, its routing scanned, then its passes converted
  * into logical expert ids. A lane runs on the main thread or in a worker
  * (sglang_lane.ts), one file per lane, so the files of a multi-rank
- * recording are read and converted in parallel; the lane keeps each file's
- * `topk_ids_of_layer` tensors (most of its bytes) until they are converted,
- * and hands the importer only what it needs to rebuild sequences.
+ * recording are read and converted in parallel; the lane hands the importer
+ * only what it needs to rebuild sequences.
+ *
+ * Each pass's `topk_ids_of_layer` tensor (most of a file's bytes) is read
+ * from disk when it is scanned and again when it is converted, into one
+ * reused buffer (`openTorchArchive`), so a lane never holds its file whole:
+ * importing 353 MiB of recordings peaked at 495 MiB of memory, against 805
+ * MiB with the files read whole (which remains the way for zips whose
+ * entries are compressed).
  *
  * Why lanes: reading 353 MiB of recordings and gathering 82 M ids were
  * three quarters of `bench import`'s time on one thread.
@@ -14,9 +20,17 @@ import { DataError, messageOf } from "../../common/errors.ts";
 import { readWhole } from "../../common/fs.ts";
 // From manifest.ts, not mod.ts: a worker running this lane then loads no Arrow or Parquet code.
 import { NO_EXPERT } from "../manifest.ts";
-import type { PyValue } from "./pickle.ts";
+import type { PyValue, TensorRef } from "./pickle.ts";
 import type { PassMode } from "./sequences.ts";
-import { field, isTensorRef, openTorchFile, tensorInt32, type TorchFile } from "./torch_zip.ts";
+import {
+  field,
+  isTensorRef,
+  openTorchArchive,
+  openTorchFile,
+  tensorInt32,
+  type TorchArchive,
+  type TorchFile,
+} from "./torch_zip.ts";
 
 const MODES: Readonly<Record<number, PassMode>> = { 1: "extend", 2: "decode", 3: "mixed" };
 const MODE_NAMES: Readonly<Record<number, string>> = {
@@ -78,18 +92,46 @@ export interface ConvertJob {
   segments: ConvertSegment[];
 }
 
-/** Files this thread has read, by index: their passes' [L, T, K] physical ids. */
-const held = new Map<number, { topk: Int32Array[]; summary: RankSummary }>();
+/**
+ * Files this thread has read, by index: how to get each pass's [L, T, K]
+ * physical ids again (from disk into a reused buffer, valid until the next
+ * call; or a view of the file held whole), and how to let the file go.
+ */
+const held = new Map<
+  number,
+  { idsOf: (pass: number) => Int32Array; close: () => void; summary: RankSummary }
+>();
 
 /** Reads and checks file `path` (index `file` of the import) and scans its routing. */
 export async function readRank(path: string, file: number): Promise<RankSummary> {
-  let bytes: Uint8Array;
-  try {
-    bytes = await readWhole(path);
-  } catch (error) {
-    throw new DataError(`Cannot read ${path}: ${messageOf(error)}.`);
+  // Entry by entry from disk where the zip allows (most of the file is then
+  // never held at once); else whole, as openTorchFile reads anything.
+  let torch: TorchFile;
+  const archive = openTorchArchive(path);
+  if (archive) torch = archive;
+  else {
+    let bytes: Uint8Array;
+    try {
+      bytes = await readWhole(path);
+    } catch (error) {
+      throw new DataError(`Cannot read ${path}: ${messageOf(error)}.`);
+    }
+    torch = openTorchFile(path, bytes);
   }
-  const torch = openTorchFile(path, bytes);
+  try {
+    return readRecords(torch, archive, path, file);
+  } catch (error) {
+    archive?.close();
+    throw error;
+  }
+}
+
+function readRecords(
+  torch: TorchFile,
+  archive: TorchArchive | null,
+  path: string,
+  file: number,
+): RankSummary {
   const map = field(torch.root, "last_physical_to_logical_map");
   const records = field(torch.root, "records");
   if (!Array.isArray(records) || !isTensorRef(map)) {
@@ -120,26 +162,32 @@ export async function readRank(path: string, file: number): Promise<RankSummary>
   }
   const skipped: Record<string, number> = {};
   const passes: PassInfo[] = [];
-  const topk: Int32Array[] = [];
+  const refs: { ref: TensorRef; what: string }[] = [];
+  const idsOf = (p: number) => {
+    const { ref, what } = refs[p]!;
+    return tensorInt32(archive ? archive.readInto(ref.storageKey) : torch, ref, what);
+  };
+  const routed = new Array<boolean>(layers).fill(false);
+  let topK = 0;
   for (const [r, record] of records.entries()) {
     const pass = readPass(torch, file, r, record, layers, skipped);
-    if (pass) {
-      passes.push(pass.info);
-      topk.push(pass.topk);
-    }
+    if (!pass) continue;
+    passes.push(pass.info);
+    refs.push({ ref: pass.topk, what: `records[${r}] field "topk_ids_of_layer"` });
+    // Scanned as it is read, so a fault is reported in record order.
+    topK = Math.max(topK, scanPass(pass.info, idsOf(passes.length - 1), routed, physical));
   }
-  const { routed, topK } = scanRouting(passes, topk, layers, physical);
   const summary = { layers, physical, physicalToLogical, passes, routed, topK, skipped };
-  held.set(file, { topk, summary });
+  held.set(file, { idsOf, close: () => archive?.close(), summary });
   return summary;
 }
 
 /** SHA-256 of the [L, T, K] ids of some passes of a file read here (to find tensor-parallel replicas). */
 export async function passDigests(file: number, passes: number[]): Promise<string[]> {
-  const { topk } = heldFile(file);
+  const { idsOf } = heldFile(file);
   const out: string[] = [];
   for (const p of passes) {
-    const ids = topk[p]!;
+    const ids = idsOf(p);
     const bytes = new Uint8Array(ids.buffer, ids.byteOffset, ids.byteLength);
     const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes.slice()));
     out.push(Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join(""));
@@ -153,7 +201,7 @@ export async function passDigests(file: number, passes: number[]): Promise<strin
  * logical experts; then lets the file go.
  */
 export function convertRank(file: number, job: ConvertJob, target: Uint16Array): void {
-  const { topk, summary } = heldFile(file);
+  const { idsOf, close, summary } = heldFile(file);
   const { keep, k } = job;
   const M = keep.length;
   const stride = M * k;
@@ -163,10 +211,17 @@ export function convertRank(file: number, job: ConvertJob, target: Uint16Array):
   // layer. `seen` has one slot per logical expert id.
   const seen = new Uint32Array(NO_EXPERT);
   let stamp = 0;
-  for (const segment of job.segments) {
+  // By pass, in file order: each pass's ids are read once, for all its segments.
+  const segments = [...job.segments].sort((a, b) => a.pass - b.pass || a.start - b.start);
+  let ids: Int32Array = new Int32Array(0);
+  let current = -1;
+  for (const segment of segments) {
     const pass = summary.passes[segment.pass]!;
     const K = pass.width;
-    const ids = topk[segment.pass]!;
+    if (segment.pass !== current) {
+      ids = idsOf(segment.pass);
+      current = segment.pass;
+    }
     for (let m = 0; m < M; m++) {
       const l = keep[m]!;
       const source = (l * pass.tokens + segment.start) * K;
@@ -203,11 +258,13 @@ export function convertRank(file: number, job: ConvertJob, target: Uint16Array):
       }
     }
   }
+  close();
   held.delete(file);
 }
 
 /** Forgets a file read here (after a failure elsewhere). */
 export function releaseRank(file: number): void {
+  held.get(file)?.close();
   held.delete(file);
 }
 
@@ -224,7 +281,7 @@ function readPass(
   record: PyValue,
   layers: number,
   skipped: Record<string, number>,
-): { info: PassInfo; topk: Int32Array } | null {
+): { info: PassInfo; topk: TensorRef } | null {
   let where = `${torch.file} records[${index}]`;
   if (!(record instanceof Map)) throw new DataError(`${where} must be a dict.`);
   const int = (key: string) => {
@@ -292,7 +349,6 @@ function readPass(
       }], expected [${layers}, ${tokens}, top_k] (layers of the map, tokens of input_ids).`,
     );
   }
-  const topk = tensorInt32(torch, topkRef, `records[${index}] field "topk_ids_of_layer"`);
   return {
     info: {
       file: fileIndex,
@@ -306,64 +362,56 @@ function readPass(
       tokens,
       where,
     },
-    topk,
+    topk: topkRef,
   };
 }
 
 /**
- * Layers with any routing, and the top-k (the most valid ids any row holds),
- * checking that ids come before the −1 padding and name a physical expert.
+ * Marks the layers in which `pass` routes any token (in `routed`) and
+ * returns its top-k (the most valid ids any row holds), checking that ids
+ * come before the −1 padding and name a physical expert.
  */
-function scanRouting(
-  passes: PassInfo[],
-  topk: Int32Array[],
-  layers: number,
-  physical: number,
-): { routed: boolean[]; topK: number } {
-  const routed = new Array<boolean>(layers).fill(false);
+function scanPass(pass: PassInfo, ids: Int32Array, routed: boolean[], physical: number): number {
+  const K = pass.width;
   let topK = 0;
-  for (const [p, pass] of passes.entries()) {
-    const K = pass.width;
-    const ids = topk[p]!;
-    for (let l = 0; l < layers; l++) {
-      const base = l * pass.tokens * K;
-      // Most layers are all ids (every row full) or all −1 (a dense layer):
-      // the block's least and largest values settle those in one tight scan.
-      const [least, largest] = extremes(ids, base, base + pass.tokens * K);
-      if (pass.tokens * K === 0 || (least === -1 && largest === -1)) continue;
-      if (least >= 0 && largest < physical) {
-        routed[l] = true;
-        if (K > topK) topK = K;
-        continue;
-      }
-      for (let t = 0; t < pass.tokens; t++) {
-        const row = base + t * K;
-        let n = 0;
-        while (n < K && ids[row + n]! >= 0) n++;
-        for (let j = n; j < K; j++) {
-          if (ids[row + j] !== -1) {
-            throw new DataError(
-              `${pass.where} field "topk_ids_of_layer" layer ${l} token ${t} has ${
-                ids[row + j]
-              } after −1 padding; ids must come first, −1 after.`,
-            );
-          }
+  for (let l = 0; l < routed.length; l++) {
+    const base = l * pass.tokens * K;
+    // Most layers are all ids (every row full) or all −1 (a dense layer):
+    // the block's least and largest values settle those in one tight scan.
+    const [least, largest] = extremes(ids, base, base + pass.tokens * K);
+    if (pass.tokens * K === 0 || (least === -1 && largest === -1)) continue;
+    if (least >= 0 && largest < physical) {
+      routed[l] = true;
+      if (K > topK) topK = K;
+      continue;
+    }
+    for (let t = 0; t < pass.tokens; t++) {
+      const row = base + t * K;
+      let n = 0;
+      while (n < K && ids[row + n]! >= 0) n++;
+      for (let j = n; j < K; j++) {
+        if (ids[row + j] !== -1) {
+          throw new DataError(
+            `${pass.where} field "topk_ids_of_layer" layer ${l} token ${t} has ${
+              ids[row + j]
+            } after −1 padding; ids must come first, −1 after.`,
+          );
         }
-        for (let j = 0; j < n; j++) {
-          if (ids[row + j]! >= physical) {
-            throw new DataError(
-              `${pass.where} field "topk_ids_of_layer" layer ${l} token ${t} names physical expert ${
-                ids[row + j]
-              }, but the physical-to-logical map has ${physical}.`,
-            );
-          }
-        }
-        if (n > 0) routed[l] = true;
-        if (n > topK) topK = n;
       }
+      for (let j = 0; j < n; j++) {
+        if (ids[row + j]! >= physical) {
+          throw new DataError(
+            `${pass.where} field "topk_ids_of_layer" layer ${l} token ${t} names physical expert ${
+              ids[row + j]
+            }, but the physical-to-logical map has ${physical}.`,
+          );
+        }
+      }
+      if (n > 0) routed[l] = true;
+      if (n > topK) topK = n;
     }
   }
-  return { routed, topK };
+  return topK;
 }
 
 /** The least and largest of values[start..end). */

@@ -13,8 +13,8 @@ import { DTYPE_BYTES, isTensorRef, type PyValue, readPickle, type TensorRef } fr
 export interface TorchFile {
   file: string;
   root: PyValue;
-  /** Raw bytes of each storage, by key. */
-  storages: Map<string, Uint8Array>;
+  /** Raw bytes of each storage, by key (read on demand from disk by `openTorchArchive`). */
+  storages: { get(key: string): Uint8Array | undefined };
 }
 
 /** True when `bytes` start like a zip archive (a local file header). */
@@ -46,26 +46,150 @@ export function openTorchFile(file: string, bytes: Uint8Array): TorchFile {
       `${file} is not a readable zip archive (${messageOf(error)}); it is truncated or damaged.`,
     );
   }
-  const pickles = Object.keys(entries).filter((name) => /^[^/]+\/data\.pkl$/.test(name));
+  const storages = new Map<string, Uint8Array>();
+  const root = torchRoot(
+    file,
+    Object.keys(entries),
+    (name) => entries[name]!,
+    (key, name) => storages.set(key, entries[name]!),
+  );
+  return { file, root, storages };
+}
+
+/**
+ * Checks an archive's names (one `<archive>/data.pkl`, little-endian), reads
+ * its pickle through `read`, and hands each storage entry to `storage(key,
+ * name)`.
+ */
+function torchRoot(
+  file: string,
+  names: string[],
+  read: (name: string) => Uint8Array,
+  storage: (key: string, name: string) => void,
+): PyValue {
+  const pickles = names.filter((name) => /^[^/]+\/data\.pkl$/.test(name));
   if (pickles.length !== 1) {
     throw new DataError(
       `${file} holds ${pickles.length} data.pkl entries, expected one; it is not a torch.save file.`,
     );
   }
   const prefix = pickles[0]!.slice(0, -"data.pkl".length);
-  const byteorder = entries[`${prefix}byteorder`];
-  if (byteorder && new TextDecoder().decode(byteorder).trim() !== "little") {
-    throw new DataError(
-      `${file} was saved on a big-endian machine; only little-endian torch.save files are read.`,
-    );
+  if (names.includes(`${prefix}byteorder`)) {
+    if (new TextDecoder().decode(read(`${prefix}byteorder`)).trim() !== "little") {
+      throw new DataError(
+        `${file} was saved on a big-endian machine; only little-endian torch.save files are read.`,
+      );
+    }
   }
-  const root = readPickle(entries[pickles[0]!]!, `${file} (data.pkl)`);
-  const storages = new Map<string, Uint8Array>();
+  const root = readPickle(read(pickles[0]!), `${file} (data.pkl)`);
   const storagePrefix = `${prefix}data/`;
-  for (const [name, data] of Object.entries(entries)) {
-    if (name.startsWith(storagePrefix)) storages.set(name.slice(storagePrefix.length), data);
+  for (const name of names) {
+    if (name.startsWith(storagePrefix)) storage(name.slice(storagePrefix.length), name);
   }
-  return { file, root, storages };
+  return root;
+}
+
+/**
+ * A torch.save file read entry by entry from disk rather than whole: its zip
+ * directory first, then each entry with one positioned read when asked for.
+ * Reading a 176 MiB recording whole costs ~0.2 s, mostly the first touch of
+ * fresh memory; its entries read one by one into a reused buffer (`readInto`)
+ * take ~30 ms. Null when the file is not a zip of stored entries that
+ * `storedLayout` vouches for: the caller then reads it whole with
+ * `openTorchFile`, which reports what is wrong.
+ */
+export function openTorchArchive(file: string): TorchArchive | null {
+  let handle: Deno.FsFile;
+  try {
+    handle = Deno.openSync(file);
+  } catch {
+    return null;
+  }
+  try {
+    const size = handle.statSync().size;
+    const read = (at: number, length: number) =>
+      preadExact(handle, at, length, new Uint8Array(length));
+    const head = read(0, Math.min(4, size));
+    if (!looksLikeZip(head)) throw new Error("not a zip");
+    const layout = storedLayout(size, read);
+    if (!layout) throw new Error("not a zip of stored entries");
+    const entries = new Map(layout.map((e) => [e.name, e]));
+    const storageNames = new Map<string, string>();
+    const root = torchRoot(file, [...entries.keys()], (name) => {
+      const e = entries.get(name)!;
+      return read(e.start, e.length);
+    }, (key, name) => storageNames.set(key, name));
+    return new TorchArchive(file, root, handle, entries, storageNames);
+  } catch (error) {
+    handle.close();
+    // A fault in the pickle or names is the file's, said the same way as a whole read would.
+    if (error instanceof DataError) throw error;
+    return null;
+  }
+}
+
+/** The open file behind `openTorchArchive`. */
+export class TorchArchive implements TorchFile {
+  readonly storages: { get(key: string): Uint8Array | undefined };
+  #scratch = new Uint8Array(0);
+
+  constructor(
+    readonly file: string,
+    readonly root: PyValue,
+    readonly handle: Deno.FsFile,
+    readonly entries: Map<string, { start: number; length: number }>,
+    readonly storageNames: Map<string, string>,
+  ) {
+    // Small tensors (input ids, positions, the map): each read into its own buffer.
+    this.storages = { get: (key) => this.#read(key, null) };
+  }
+
+  /**
+   * The storage `key` read into a buffer reused from call to call: valid
+   * until the next `readInto`. A torch-shaped file over this buffer, for
+   * `tensorInt32`.
+   */
+  readInto(key: string): TorchFile {
+    const bytes = this.#read(key, "scratch");
+    return {
+      file: this.file,
+      root: this.root,
+      storages: { get: (k) => (k === key ? bytes : this.#read(k, null)) },
+    };
+  }
+
+  close(): void {
+    this.handle.close();
+  }
+
+  #read(key: string, into: "scratch" | null): Uint8Array | undefined {
+    const name = this.storageNames.get(key);
+    const entry = name === undefined ? undefined : this.entries.get(name);
+    if (!entry) return undefined;
+    let buffer: Uint8Array;
+    if (into === "scratch") {
+      // Grown to a multiple of 64 KiB, and 8-byte aligned at 0 for int64 and int32 views.
+      if (this.#scratch.length < entry.length) {
+        this.#scratch = new Uint8Array(Math.ceil(entry.length / 65536) * 65536);
+      }
+      buffer = this.#scratch.subarray(0, entry.length);
+    } else {
+      buffer = new Uint8Array(entry.length);
+    }
+    return preadExact(this.handle, entry.start, entry.length, buffer);
+  }
+}
+
+/** `length` bytes of `handle` from `at` into `into` (fewer at the end of a file that shrank). */
+function preadExact(handle: Deno.FsFile, at: number, length: number, into: Uint8Array): Uint8Array {
+  handle.seekSync(at, Deno.SeekMode.Start);
+  let done = 0;
+  while (done < length) {
+    const n = handle.readSync(into.subarray(done, length));
+    if (n === null || n === 0) break;
+    done += n;
+  }
+  return into.subarray(0, done);
 }
 
 /**
@@ -77,46 +201,79 @@ export function openTorchFile(file: string, bytes: Uint8Array): TorchFile {
  * add up): fflate then reads it and reports what is wrong.
  */
 export function storedEntries(bytes: Uint8Array): Record<string, Uint8Array> | null {
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const u16 = (at: number) => view.getUint16(at, true);
-  const u32 = (at: number) => view.getUint32(at, true);
+  const layout = storedLayout(bytes.length, (at, length) => bytes.subarray(at, at + length));
+  if (!layout) return null;
+  const entries: Record<string, Uint8Array> = {};
+  for (const { name, start, length } of layout) {
+    entries[name] = bytes.subarray(start, start + length);
+  }
+  return entries;
+}
+
+/**
+ * Where each entry's data lies in a zip of `size` bytes whose entries are all
+ * stored, reading the file through `read(at, length)` (a view of bytes in
+ * memory, or a positioned read from disk): the end record, the central
+ * directory, and each entry's local header. Null for anything else, as
+ * `storedEntries` says.
+ */
+export function storedLayout(
+  size: number,
+  read: (at: number, length: number) => Uint8Array,
+): { name: string; start: number; length: number }[] | null {
+  const viewOf = (bytes: Uint8Array) =>
+    new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   // The end-of-central-directory record: 22 bytes and a comment of up to 65535.
+  const tailLength = Math.min(size, 22 + 0xffff);
+  const tail = read(size - tailLength, tailLength);
+  if (tail.length !== tailLength || tailLength < 22) return null;
+  const t = viewOf(tail);
   let end = -1;
-  for (let at = bytes.length - 22; at >= Math.max(0, bytes.length - 22 - 0xffff); at--) {
-    if (u32(at) === 0x06054b50 && at + 22 + u16(at + 20) === bytes.length) {
+  for (let at = tail.length - 22; at >= 0; at--) {
+    if (
+      t.getUint32(at, true) === 0x06054b50 && at + 22 + t.getUint16(at + 20, true) === tail.length
+    ) {
       end = at;
       break;
     }
   }
-  if (end < 0 || u16(end + 4) !== 0 || u16(end + 6) !== 0) return null;
-  const count = u16(end + 10);
-  const size = u32(end + 12);
-  const start = u32(end + 16);
-  if (count === 0xffff || size === 0xffffffff || start === 0xffffffff) return null; // ZIP64
-  if (u16(end + 8) !== count || start + size > end) return null;
-  const entries: Record<string, Uint8Array> = {};
-  let at = start;
+  if (end < 0 || t.getUint16(end + 4, true) !== 0 || t.getUint16(end + 6, true) !== 0) return null;
+  const count = t.getUint16(end + 10, true);
+  const directorySize = t.getUint32(end + 12, true);
+  const start = t.getUint32(end + 16, true);
+  if (count === 0xffff || directorySize === 0xffffffff || start === 0xffffffff) return null; // ZIP64
+  const endAt = size - tailLength + end;
+  if (t.getUint16(end + 8, true) !== count || start + directorySize > endAt) return null;
+  const directory = read(start, directorySize);
+  if (directory.length !== directorySize) return null;
+  const d = viewOf(directory);
+  const entries: { name: string; start: number; length: number }[] = [];
+  let at = 0;
   for (let i = 0; i < count; i++) {
-    if (at + 46 > start + size || u32(at) !== 0x02014b50) return null;
-    const flags = u16(at + 8);
-    const method = u16(at + 10);
-    const compressed = u32(at + 20);
-    const length = u32(at + 24);
-    const nameLength = u16(at + 28);
-    const next = at + 46 + nameLength + u16(at + 30) + u16(at + 32);
-    const local = u32(at + 42);
+    if (at + 46 > directorySize || d.getUint32(at, true) !== 0x02014b50) return null;
+    const flags = d.getUint16(at + 8, true);
+    const method = d.getUint16(at + 10, true);
+    const compressed = d.getUint32(at + 20, true);
+    const length = d.getUint32(at + 24, true);
+    const nameLength = d.getUint16(at + 28, true);
+    const next = at + 46 + nameLength + d.getUint16(at + 30, true) + d.getUint16(at + 32, true);
+    const local = d.getUint32(at + 42, true);
     if (
       (flags & 1) !== 0 || method !== 0 || compressed !== length || length === 0xffffffff ||
-      next > start + size
+      next > directorySize
     ) {
       return null;
     }
-    const name = bytes.subarray(at + 46, at + 46 + nameLength);
+    const name = directory.subarray(at + 46, at + 46 + nameLength);
     if (name.some((b) => b >= 0x80)) return null;
-    if (local + 30 > start || u32(local) !== 0x04034b50) return null;
-    const data = local + 30 + u16(local + 26) + u16(local + 28);
+    if (local + 30 > start) return null;
+    const header = read(local, 30);
+    if (header.length !== 30) return null;
+    const h = viewOf(header);
+    if (h.getUint32(0, true) !== 0x04034b50) return null;
+    const data = local + 30 + h.getUint16(26, true) + h.getUint16(28, true);
     if (data + length > start) return null;
-    entries[String.fromCharCode(...name)] = bytes.subarray(data, data + length);
+    entries.push({ name: String.fromCharCode(...name), start: data, length });
     at = next;
   }
   return entries;
