@@ -28,6 +28,16 @@ function expectedDocs() {
   }));
 }
 
+/** What the ground truth fixes of each imported document. */
+function routingOf(docs: Awaited<ReturnType<typeof readBack>>["docs"]) {
+  return docs.map(({ tokens, phase, experts, arrival_step }) => ({
+    tokens,
+    phase,
+    experts,
+    arrival_step,
+  }));
+}
+
 Deno.test("SGLang per_token files from two ranks import with logical ids, rebuilt sequences, phases and arrival steps", async () => {
   const dir = await Deno.makeTempDir();
   const { code, stderr, out } = await runImport(dir, [RANK0, RANK1]);
@@ -37,12 +47,7 @@ Deno.test("SGLang per_token files from two ranks import with logical ids, rebuil
   // The ground truth was laid out in physical ids over 2 ranks, 7 passes of 4 modes; the
   // trace must give back each document whole, in logical ids, layer 0 (dense) dropped.
   assert.deepEqual(
-    docs.map(({ tokens, phase, experts, arrival_step }) => ({
-      tokens,
-      phase,
-      experts,
-      arrival_step,
-    })),
+    routingOf(docs),
     expectedDocs(),
   );
   assert.ok(docs.every((d) => d.domain === "sglang" && d.weights.every((w) => w === 0.5)));
@@ -82,12 +87,7 @@ Deno.test("the import gives the same trace with every file on this thread, in wo
     await importSglangPt([RANK0, RANK1, REPLICA], out, null, { lanes });
     const { manifest, docs } = await readBack(out);
     assert.deepEqual(
-      docs.map(({ tokens, phase, experts, arrival_step }) => ({
-        tokens,
-        phase,
-        experts,
-        arrival_step,
-      })),
+      routingOf(docs),
       expectedDocs(),
       `${lanes} lane(s)`,
     );
@@ -102,12 +102,7 @@ Deno.test("the import gives the same trace with every file on this thread, in wo
   await importSglangPt([RANK0, deflated], `${dir}/deflated`, null, { lanes: 2 });
   const { docs } = await readBack(`${dir}/deflated`);
   assert.deepEqual(
-    docs.map(({ tokens, phase, experts, arrival_step }) => ({
-      tokens,
-      phase,
-      experts,
-      arrival_step,
-    })),
+    routingOf(docs),
     expectedDocs(),
   );
   await Deno.remove(dir, { recursive: true });
