@@ -404,6 +404,11 @@ function varintBytes(n: number): number[] {
   return out;
 }
 
+/** The header of one bit-packed run of `count` values (groups of 8, the last padded). */
+export function packedRunHeader(count: number): number[] {
+  return varintBytes(Math.ceil(count / 8) * 2 + 1);
+}
+
 /** One RLE run of `count` copies of `value` (`bitWidth` ≤ 8 bits). */
 export function rleRun(count: number, value: number): number[] {
   return [...varintBytes(count * 2), value];
@@ -483,7 +488,7 @@ export function bytePack(
   map: Int32Array | null,
 ): number {
   const groups = Math.ceil(count / 8);
-  for (const b of varintBytes(groups * 2 + 1)) out[at++] = b;
+  for (const b of packedRunHeader(count)) out[at++] = b;
   const end = at + groups * bitWidth;
   if (bitWidth === 8) {
     if (!map) out.set(values, at); // each value < 256: the conversion keeps it
