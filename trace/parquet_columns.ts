@@ -59,7 +59,7 @@ export type ColumnValues =
   | {
     kind: "strings";
     /** [rows] index of each row's string. */
-    codes: Uint16Array;
+    codes: Uint32Array;
     /** The dictionary's UTF-8 bytes end to end, string i at [offsets[i], offsets[i + 1]). */
     offsets: Int32Array;
     chars: Uint8Array;
@@ -223,7 +223,7 @@ function encodeChunk(plan: ColumnPlan, rows: number, plainPageBytes: number): En
   };
   /** Data pages of dictionary indices, `index(values, i)` read through `map` when given. */
   const indexPages = (
-    values: Uint16Array,
+    values: Uint32Array,
     dictionarySize: number,
   ) => {
     const bitWidth = indexBitWidth(dictionarySize - 1);

@@ -83,19 +83,18 @@ function planColumn(field: arrow.Field, data: arrow.Data): ColumnPlan | null {
     if (!arrow.DataType.isUtf8(type.dictionary) || type.indices.bitWidth !== 32) return null;
     const dictionary = data.dictionary as arrow.Vector<arrow.Utf8> | undefined;
     if (!dictionary || dictionary.data.length !== 1 || dictionary.nullCount > 0) return null;
-    // Codes as u16 (what the packer reads): a dictionary of more than 65,536
-    // strings, or a code outside it, is left to parquet-wasm.
+    // A code outside the dictionary is left to parquet-wasm to refuse, and
+    // a dictionary past 2^24 strings (wider indices than readers take) to it.
     const size = dictionary.length;
-    if (size > 65536) return null;
+    if (size > 1 << 24) return null;
     const int32 = (data.values as Int32Array).subarray(0, data.length);
-    const codes = new Uint16Array(int32.length);
     let outside = 0;
     for (let i = 0; i < int32.length; i++) {
       const code = int32[i]!;
       if (code < 0 || code >= size) outside++;
-      codes[i] = code;
     }
     if (outside > 0) return null;
+    const codes = new Uint32Array(int32.buffer, int32.byteOffset, int32.length);
     const utf8 = dictionary.data[0]!;
     return {
       name: field.name,

@@ -11,6 +11,7 @@ import * as arrow from "apache-arrow";
 import { DuckDBInstance } from "@duckdb/node-api";
 import { encodeShardParquet, PAGE_VALUES } from "./parquet_encode.ts";
 import { bitPack } from "./parquet_runs.ts";
+import { type ColumnPlan, encodeColumns, joinParts } from "./parquet_columns.ts";
 import { fastParquetToTable } from "./parquet_decode.ts";
 import { parquetToTable, parquetWasmToTable, tableToParquet } from "./parquet.ts";
 import { Rng } from "../common/random.ts";
@@ -180,4 +181,65 @@ Deno.test("tables outside the encoder's subset are written by parquet-wasm and r
     const back = parquetToTable(tableToParquet(t));
     assert.deepEqual(values(back), values(t), name);
   }
+});
+
+Deno.test("a dictionary of more than 65,536 strings is written by the encoder (17-bit indices)", async () => {
+  const rows = 70_001;
+  const pieces = arrow.vectorFromArray(
+    Array.from({ length: rows }, (_, i) => `p${(i * 7919) % rows}`),
+    new arrow.Dictionary(new arrow.Utf8(), new arrow.Int32()),
+  );
+  const field = new arrow.Field("piece", pieces.type, false);
+  const struct = arrow.makeData({
+    type: new arrow.Struct([field]),
+    length: rows,
+    nullCount: 0,
+    children: [pieces.data[0]!],
+  });
+  const original = new arrow.Table([new arrow.RecordBatch(new arrow.Schema([field]), struct)]);
+  const bytes = encodeShardParquet(original);
+  assert.ok(bytes, "the encoder refused a large dictionary");
+  const expected = values(original).piece;
+  assert.deepEqual(values(parquetWasmToTable(bytes)).piece, expected);
+  assert.deepEqual(values(fastParquetToTable(bytes)!).piece, expected);
+  const dir = await Deno.makeTempDir({ prefix: "moetrace-encode-" });
+  const instance = await DuckDBInstance.create(":memory:");
+  const connection = await instance.connect();
+  try {
+    await Deno.writeFile(`${dir}/part.parquet`, bytes);
+    const back = (await connection.runAndReadAll(
+      `SELECT piece FROM read_parquet('${dir}/part.parquet')`,
+    )).getRows().map((r) => r[0]);
+    assert.deepEqual(back, expected);
+  } finally {
+    connection.closeSync();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a u16 list column given as bytes gives the same file, its pages views of those bytes", () => {
+  const rows = 5000;
+  const width = 12; // 60,000 values: one page, a last group of 8 that is whole
+  const rng = new Rng(3);
+  const wide = Uint16Array.from({ length: rows * width + 4 }, () => rng.int(64)).subarray(4);
+  const bytes = Uint8Array.from(wide);
+  const plan = (values: Uint8Array | Uint16Array): ColumnPlan => ({
+    name: "experts",
+    list: { item: "item", width },
+    int: { bits: 16, signed: false },
+    column: { kind: "small-int", values },
+  });
+  const fromWide = encodeColumns([plan(wide)], rows, "");
+  const fromBytes = encodeColumns([plan(bytes)], rows, "");
+  assert.deepEqual(joinParts(fromBytes), joinParts(fromWide));
+  assert.ok(fromBytes.some((part) => part.buffer === bytes.buffer), "the ids were copied");
+  // An odd count of values: the last group of 8 is padded with zeros after the view.
+  const flat = (values: Uint8Array | Uint16Array): ColumnPlan => ({
+    name: "phase",
+    int: { bits: 16, signed: false },
+    column: { kind: "small-int", values },
+  });
+  const odd = encodeColumns([flat(bytes.subarray(0, 14997))], 14997, "");
+  const oddWide = encodeColumns([flat(wide.subarray(0, 14997))], 14997, "");
+  assert.deepEqual(joinParts(odd), joinParts(oddWide));
 });

@@ -419,7 +419,7 @@ let packWords = new Uint32Array(0);
 
 /**
  * `count` values from `values[start]` as one bit-packed run of `bitWidth`
- * bits each (< 32), LSB first, the last group of 8 padded with zeros,
+ * bits each (≤ 24, what readers take), LSB first, the last group of 8 padded with zeros,
  * written at `out[at]` (string dictionary indices). Returns the end offset.
  *
  * Bits gather in a 32-bit word stored whole (2.4× faster than a byte at a
@@ -429,7 +429,7 @@ let packWords = new Uint32Array(0);
 export function bitPack(
   out: Uint8Array,
   at: number,
-  values: Uint16Array,
+  values: Uint16Array | Uint32Array,
   start: number,
   count: number,
   bitWidth: number,
