@@ -208,7 +208,7 @@ async function rewrite(
 }
 
 /** One rank's recording: prefill passes of one sequence each, then decode passes of BATCH. */
-function recording(rank: number): { bytes: Uint8Array; tokens: number } {
+export function recording(rank: number): { bytes: Uint8Array; tokens: number } {
   const rng = new Rng(17 + rank);
   // Physical experts 64..71 replicate logical 0..7; the rest are a fixed permutation.
   const map = new Int32Array(LAYERS * PHYSICAL);

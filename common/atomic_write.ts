@@ -25,6 +25,41 @@ export async function writeFileAtomic(path: string, data: Uint8Array | string): 
 }
 
 /**
+ * Writes byte ranges end to end to `path` through a temporary name, as
+ * `writeFileAtomic` does one buffer: a shard encoded as parts (some of them
+ * views of its columns) is written without being joined into a fresh buffer.
+ */
+export async function writePartsAtomic(path: string, parts: readonly Uint8Array[]): Promise<void> {
+  const tmp = `${path}.tmp-${Deno.pid}`;
+  await Deno.remove(tmp).catch(() => {});
+  try {
+    using file = Deno.openSync(tmp, { write: true, createNew: true });
+    // Small parts (page headers, levels) gathered into one write; large ones written as they are.
+    const staged = new Uint8Array(1 << 16);
+    let held = 0;
+    const put = (bytes: Uint8Array) => {
+      for (let done = 0; done < bytes.length;) done += file.writeSync(bytes.subarray(done));
+    };
+    for (const part of parts) {
+      if (part.length > staged.length - held) {
+        put(staged.subarray(0, held));
+        held = 0;
+      }
+      if (part.length >= staged.length >> 2) put(part);
+      else {
+        staged.set(part, held);
+        held += part.length;
+      }
+    }
+    put(staged.subarray(0, held));
+    await Deno.rename(tmp, path);
+  } catch (error) {
+    await Deno.remove(tmp).catch(() => {});
+    throw writeError(path, error);
+  }
+}
+
+/**
  * A write failure as a user error: a full disk or quota, a read-only file
  * system, a missing folder or a missing permission is something the user can
  * fix, named with the path; anything else is kept as it is (a bug).

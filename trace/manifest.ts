@@ -108,12 +108,31 @@ export const FINGERPRINT_HEAD = 2 * 2 ** 20;
 export const FINGERPRINT_TAIL = 64 * 2 ** 10;
 
 /** The fingerprint of a shard's bytes (see ShardEntry.fingerprint). */
-export async function shardFingerprint(bytes: Uint8Array): Promise<string> {
-  const head = bytes.subarray(0, Math.min(bytes.length, FINGERPRINT_HEAD));
-  const tail = bytes.subarray(Math.max(head.length, bytes.length - FINGERPRINT_TAIL));
-  const joined = new Uint8Array(head.length + tail.length);
-  joined.set(head);
-  joined.set(tail, head.length);
+export function shardFingerprint(bytes: Uint8Array): Promise<string> {
+  return partsFingerprint([bytes]);
+}
+
+/** `shardFingerprint` of the file that `parts` make end to end. */
+export async function partsFingerprint(parts: readonly Uint8Array[]): Promise<string> {
+  const size = parts.reduce((n, p) => n + p.length, 0);
+  const headLength = Math.min(size, FINGERPRINT_HEAD);
+  const tailFrom = Math.max(headLength, size - FINGERPRINT_TAIL);
+  const joined = new Uint8Array(headLength + size - tailFrom);
+  // Bytes [0, headLength) and [tailFrom, size) of the file, from the parts they lie in.
+  let at = 0;
+  let filled = 0;
+  for (const part of parts) {
+    const end = at + part.length;
+    for (const [from, to] of [[0, headLength], [tailFrom, size]] as const) {
+      const a = Math.max(from, at);
+      const b = Math.min(to, end);
+      if (a < b) {
+        joined.set(part.subarray(a - at, b - at), filled);
+        filled += b - a;
+      }
+    }
+    at = end;
+  }
   const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", joined));
   return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
 }

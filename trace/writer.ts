@@ -263,14 +263,55 @@ export class TraceWriter {
     }
   }
 
+  /**
+   * Records shards written into this trace's folder by other threads (an
+   * import's shard makers), in order, as if this writer had written them:
+   * their documents count as done, and the manifest is rewritten once.
+   * Nothing may be queued or in flight.
+   */
+  async adoptShards(
+    shards: { file: string; rows: number; docs: number[]; bytes: number; fingerprint: string }[],
+    domains: readonly string[],
+  ): Promise<void> {
+    if (this.#closed || this.#pending.length > 0 || this.#inFlight.length > 0) {
+      throw new Error("TraceWriter.adoptShards with documents of its own queued, or after close");
+    }
+    const taken = new Set(this.#manifest.shards.map((s) => s.file));
+    for (const shard of shards) {
+      if (taken.has(shard.file) || !/^shards\/part-\d{5,}\.parquet$/.test(shard.file)) {
+        throw new Error(`TraceWriter.adoptShards: ${shard.file} is taken or not a shard name`);
+      }
+      for (const doc of shard.docs) {
+        if (this.#completed.has(doc)) {
+          throw new DataError(`Document ${doc} is already in the trace in ${this.dir}.`);
+        }
+        this.#completed.add(doc);
+      }
+      taken.add(shard.file);
+      this.#manifest.shards.push({
+        file: shard.file,
+        rows: shard.rows,
+        docs: shard.docs.length,
+        bytes: shard.bytes,
+        fingerprint: shard.fingerprint,
+      });
+    }
+    for (const domain of domains) {
+      if (!this.#manifest.capture.domains.includes(domain)) {
+        this.#manifest.capture.domains.push(domain);
+      }
+    }
+    this.#manifest.capture.updated = new Date().toISOString();
+    await writeManifest(this.dir, this.#manifest);
+  }
+
   /** A shard name neither the manifest nor a shard in flight uses (a merged trace lists other traces' shards too). */
   #nextFile(): string {
     const taken = new Set([...this.#manifest.shards, ...this.#inFlight].map((s) => s.file));
     for (let index = this.#manifest.shards.length + this.#inFlight.length;; index++) {
-      const number = String(index).padStart(5, "0");
       const file = this.#format === "parquet"
-        ? `shards/part-${number}.parquet`
-        : `shards/${number}.arrow`;
+        ? parquetShardFile(index)
+        : `shards/${String(index).padStart(5, "0")}.arrow`;
       if (!taken.has(file)) return file;
     }
   }
@@ -290,6 +331,11 @@ export class TraceWriter {
     await writeManifest(this.dir, this.#manifest);
     this.#closed = true;
   }
+}
+
+/** The name of a trace's `index`th Parquet shard. */
+export function parquetShardFile(index: number): string {
+  return `shards/part-${String(index).padStart(5, "0")}.parquet`;
 }
 
 /** The shards folder of a trace must be a real folder inside it, not a link elsewhere. */

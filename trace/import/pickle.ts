@@ -286,9 +286,21 @@ export function readPickle(bytes: Uint8Array, where: string): PyValue {
           );
         }
         return value(stack[0]!, "the result");
-      case 0x28: // MARK
+      case 0x28: { // MARK
+        // A list of ints is pickled as EMPTY_LIST, then MARK, up to 1000
+        // BININT* and APPENDS per batch (SGLang's input_ids and positions,
+        // 10^5–10^6 each): such a batch goes straight onto the list, with
+        // no stack traffic per item, as APPENDS would put it.
+        const list = stack[stack.length - 1];
+        const end = Array.isArray(list) && !raw.has(list) ? intRunEnd(bytes, p) : -1;
+        if (end > p && bytes[end] === 0x65) {
+          appendIntRun(bytes, view, p, end, list as PyValue[]);
+          p = end + 1;
+          break;
+        }
         stack.push(MARK);
         break;
+      }
       case 0x7d: // EMPTY_DICT
         stack.push(new Map());
         break;
@@ -450,6 +462,41 @@ export function readPickle(bytes: Uint8Array, where: string): PyValue {
             } at ${at}, which is not a pickle opcode this reader takes; the file is damaged or not a torch.save file.`,
         );
       }
+    }
+  }
+}
+
+/** Where a run of BININT, BININT1 and BININT2 opcodes from `from` ends (the next opcode), or −1 past the end. */
+function intRunEnd(bytes: Uint8Array, from: number): number {
+  let q = from;
+  for (;;) {
+    const op = bytes[q];
+    if (op === 0x4a) q += 5;
+    else if (op === 0x4b) q += 2;
+    else if (op === 0x4d) q += 3;
+    else return q < bytes.length ? q : -1;
+  }
+}
+
+/** Appends the ints of the opcodes in bytes[from, end) (a run `intRunEnd` found) to `list`. */
+function appendIntRun(
+  bytes: Uint8Array,
+  view: DataView,
+  from: number,
+  end: number,
+  list: PyValue[],
+): void {
+  for (let q = from; q < end;) {
+    const op = bytes[q];
+    if (op === 0x4a) {
+      list.push(view.getInt32(q + 1, true));
+      q += 5;
+    } else if (op === 0x4b) {
+      list.push(bytes[q + 1]!);
+      q += 2;
+    } else {
+      list.push(view.getUint16(q + 1, true));
+      q += 3;
     }
   }
 }

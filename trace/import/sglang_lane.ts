@@ -1,38 +1,42 @@
 /// <reference no-default-lib="true" />
 /// <reference lib="deno.worker" />
 /**
- * A worker running lanes of an SGLang import (sglang_rank.ts) for the files
- * the importer gives it. Messages, each answered {id, value} or
- * {id, error, data} (data: the error is bad data, a DataError):
- *   {id, op: "read", path, file}             → the file's RankSummary
- *   {id, op: "digests", file, passes}        → SHA-256 of those passes' ids
- *   {id, op: "convert", file, job, buffer}   → (ids written into the shared buffer)
- *   {id, op: "release", file}                → (the file forgotten)
+ * A worker making shards of an SGLang import (sglang_shard.ts) beside the
+ * importer's thread. One message starts it:
+ *   {plan, jobs, claims}
+ * `claims` is a shared Int32Array: [0] the next job to claim, [1] set to 1
+ * when any thread met a fault (no more jobs are claimed). Every thread
+ * claims jobs by an atomic add, so work spreads by itself however long each
+ * shard takes. The worker answers, as it goes:
+ *   {written: ShardWritten}              a shard is in the staging trace
+ *   {failed: index, error, data}         a shard's fault (data: a DataError)
+ *   {done: true}                         no more jobs to claim
  */
 import { DataError, messageOf } from "../../common/errors.ts";
-import { type ConvertJob, convertRank, passDigests, readRank, releaseRank } from "./sglang_rank.ts";
+import { claimJobs, type ShardJob, ShardMaker, type ShardPlan } from "./sglang_shard.ts";
 
-type Request =
-  | { id: number; op: "read"; path: string; file: number }
-  | { id: number; op: "digests"; file: number; passes: number[] }
-  | { id: number; op: "convert"; file: number; job: ConvertJob; buffer: SharedArrayBuffer }
-  | { id: number; op: "release"; file: number };
-
-self.onmessage = async (event: MessageEvent<Request>) => {
-  const request = event.data;
+self.onmessage = async (
+  event: MessageEvent<{ plan: ShardPlan; jobs: ShardJob[]; claims: Int32Array }>,
+) => {
+  const { plan, jobs, claims } = event.data;
+  const maker = new ShardMaker(plan);
   try {
-    let value: unknown = null;
-    if (request.op === "read") value = await readRank(request.path, request.file);
-    else if (request.op === "digests") value = await passDigests(request.file, request.passes);
-    else if (request.op === "convert") {
-      convertRank(request.file, request.job, new Uint16Array(request.buffer));
-    } else releaseRank(request.file);
-    self.postMessage({ id: request.id, value });
-  } catch (error) {
-    self.postMessage({
-      id: request.id,
-      error: messageOf(error),
-      data: error instanceof DataError,
+    await claimJobs(jobs, claims, async (job) => {
+      try {
+        self.postMessage({ written: await maker.make(job) });
+      } catch (error) {
+        self.postMessage({
+          failed: job.index,
+          error: messageOf(error),
+          data: error instanceof DataError,
+        });
+        throw error;
+      }
     });
+  } catch {
+    // Reported above; the importer stops the other threads through `claims`.
+  } finally {
+    maker.close();
+    self.postMessage({ done: true });
   }
 };

@@ -21,31 +21,34 @@
  * is a decode); passes of other modes (idle, speculative verify and draft)
  * are skipped and counted.
  *
- * Each file is a lane (sglang_rank.ts): files are read, checked and
- * converted in parallel, one per core (the first on this thread, the others
- * in workers), straight into one shared buffer of every document's expert
- * ids in trace order, which the trace writer takes without a copy.
+ * This thread reads each file's pickle (sglang_rank.ts), rebuilds the
+ * sequences and plans the shards; the shards are then made whole, each by
+ * whichever thread claims it next, this one or a worker (sglang_shard.ts,
+ * sglang_lane.ts), which reads the routing the shard needs from the files,
+ * checks it, encodes and writes the shard into the staging trace.
  */
+import * as arrow from "apache-arrow";
 import { DataError } from "../../common/errors.ts";
+import { DEFAULT_ROWS_PER_SHARD, rowShape, TRACE_ID_KEY } from "../manifest.ts";
+import { arrowSchemaBase64 } from "../parquet_encode.ts";
+import { shardSchema } from "../schema.ts";
+import { parquetShardFile } from "../writer.ts";
 import type { ConfigFacts } from "./model_config.ts";
 import { type Sequence, SequenceRebuilder } from "./sequences.ts";
+import { openRank, type PassInfo, type RankFile, routingPlan } from "./sglang_rank.ts";
 import {
-  type ConvertJob,
-  convertRank,
-  type ConvertSegment,
-  passDigests,
-  type PassInfo,
-  type RankSummary,
-  readRank,
-  releaseRank,
-} from "./sglang_rank.ts";
-import {
-  type ImportedDoc,
-  type ImportSummary,
-  modelFacts,
-  placeholderWeights,
-  stagedImport,
-} from "./sink.ts";
+  claimJobs,
+  RoutingReader,
+  SHARD_COLUMNS,
+  type ShardJob,
+  ShardMaker,
+  type ShardPlan,
+  type ShardWritten,
+} from "./sglang_shard.ts";
+import { type ImportSummary, modelFacts, type StagedImport, stagedImport } from "./sink.ts";
+
+/** Recordings smaller than this are imported on this thread alone: a worker takes longer to start. */
+const WORKER_BYTES = 32 << 20;
 
 export async function importSglangPt(
   files: string[],
@@ -53,27 +56,23 @@ export async function importSglangPt(
   config: ConfigFacts | null,
   options: { lanes?: number } = {},
 ): Promise<ImportSummary> {
-  const lanes = openLanes(files.length, options.lanes);
+  // Started first, so that their code loads while this thread reads the pickles.
+  const workers = startWorkers(files, options.lanes);
   try {
-    return await importWithLanes(files, out, config, lanes);
+    return await importWithWorkers(files, out, config, workers);
   } finally {
-    for (const lane of lanes) lane.close();
+    for (const worker of workers) worker.close();
   }
 }
 
-async function importWithLanes(
+async function importWithWorkers(
   files: string[],
   out: string,
   config: ConfigFacts | null,
-  lanes: Lane[],
+  workers: ShardWorker[],
 ): Promise<ImportSummary> {
-  const laneOf = (file: number) => lanes[file % lanes.length]!;
-  // Every file read at once, one per lane; a fault is reported for the first file that has one.
-  const reads = files.map((path, file) => laneOf(file).read(path, file));
-  const settled = await Promise.allSettled(reads);
-  const failed = settled.find((r) => r.status === "rejected");
-  if (failed) throw (failed as PromiseRejectedResult).reason;
-  const ranks = settled.map((r) => (r as PromiseFulfilledResult<RankSummary>).value);
+  const ranks: RankFile[] = [];
+  for (const [file, path] of files.entries()) ranks.push(await openRank(path, file));
   const layers = ranks[0]!.layers;
   for (const [file, rank] of ranks.entries()) {
     if (rank.layers !== layers) {
@@ -87,22 +86,32 @@ async function importWithLanes(
   const passes = ranks.flatMap((rank) => rank.passes);
   const index = new Map<PassInfo, number>();
   for (const rank of ranks) rank.passes.forEach((pass, i) => index.set(pass, i));
-  const replicas = await dropReplicas(passes, index, laneOf);
-  const kept = passes.filter((p) => !replicas.has(p));
-  const routed = new Array<boolean>(layers).fill(false);
-  let topK = 0;
-  for (const rank of ranks) {
-    if (!rank.passes.some((p) => !replicas.has(p))) continue;
-    rank.routed.forEach((r, l) => routed[l] ||= r);
-    topK = Math.max(topK, rank.topK);
+  const reader = new RoutingReader(
+    ranks.map((r) => r.routing),
+    ranks.map((r) => r.whole),
+  );
+  const idsOf = (pass: PassInfo) => reader.ids(pass.file, index.get(pass)!);
+  let replicas: Set<PassInfo>;
+  let planned: ReturnType<typeof routingPlan>;
+  try {
+    replicas = await dropReplicas(passes, idsOf);
+    planned = routingPlan(
+      passes.filter((p) => !replicas.has(p)),
+      idsOf,
+      layers,
+      (pass) => ranks[pass.file]!.physical,
+    );
+  } finally {
+    reader.close();
   }
-  const routedList = routed.flatMap((r, l) => (r ? [l] : []));
-  if (routedList.length === 0) {
+  const kept = passes.filter((p) => !replicas.has(p));
+  if (!planned) {
     throw new DataError(
       `The recording holds no routed tokens (every topk_ids_of_layer entry is −1).`,
     );
   }
-  const plan = layerPlan(routedList, layers, config, files[0]!);
+  const topK = planned.topK;
+  const plan = layerPlan(planned.routed, layers, config, files[0]!);
   if (config?.topK !== undefined && config.topK !== topK) {
     throw new DataError(
       `${
@@ -155,34 +164,6 @@ async function importWithLanes(
     a.sequence.firstOrder - b.sequence.firstOrder
   );
 
-  // Every document's rows, in trace order, in one buffer the lanes fill in parallel.
-  const stride = plan.keep.length * topK;
-  const jobs: ConvertJob[] = files.map(() => ({ keep: plan.keep, k: topK, segments: [] }));
-  let rows = 0;
-  for (const { sequence, passes: stream } of sequences) {
-    for (const segment of sequence.segments) {
-      const pass = stream[segment.pass]!;
-      const job: ConvertSegment = {
-        pass: index.get(pass)!,
-        start: segment.start,
-        length: segment.length,
-        row: rows,
-      };
-      jobs[pass.file]!.segments.push(job);
-      rows += segment.length;
-    }
-  }
-  const buffer = new SharedArrayBuffer(rows * stride * 2);
-  const conversions = jobs.map((job, file) =>
-    replicasOnly(ranks[file]!, replicas)
-      ? laneOf(file).release(file)
-      : laneOf(file).convert(file, job, buffer)
-  );
-  const converted = await Promise.allSettled(conversions);
-  const fault = converted.find((r) => r.status === "rejected");
-  if (fault) throw (fault as PromiseRejectedResult).reason;
-  const experts = new Uint16Array(buffer);
-
   const generated = kept.some((p) => p.mode !== "extend");
   const midStream = sequences.filter((s) => s.sequence.midStream).length;
   return await stagedImport(out, async (sink) => {
@@ -200,16 +181,36 @@ async function importWithLanes(
       documents:
         "rebuilt from extend_seq_lens and positions per rank (SGLang records no request ids): a segment at position 0 starts a document; one at position p continues the document of length p last extended in the most recent earlier pass, first in that pass's order",
     });
-    const pieceOf = new PieceStrings();
-    let row = 0;
-    for (const { sequence, passes: stream } of sequences) {
-      const doc = documentOf(sequence, stream, stride, topK, firstId, pieceOf);
-      const T = doc.tokens.length;
-      // A view: consecutive documents are adjacent, so the writer's shards take them uncopied.
-      doc.experts = experts.subarray(row * stride, (row + T) * stride);
-      row += T;
-      await sink.add(doc);
-    }
+    const shardPlan: ShardPlan = {
+      files: ranks.map((r) => r.routing),
+      layers,
+      keep: plan.keep,
+      k: topK,
+      experts: sink.manifest.model.num_experts,
+      plannedFrom: planned.from.where,
+      domain: DOMAIN,
+      arrowSchema: shardArrowSchema(sink),
+      dir: sink.staging,
+    };
+    const jobs = shardJobs(sequences, index, firstId, sink.nextDoc);
+    // A file held whole (a compressed zip) is read on this thread only.
+    const whole = ranks.map((r) => r.whole);
+    const written = await makeShards(
+      shardPlan,
+      jobs,
+      whole.some((w) => w) ? [] : workers,
+      whole,
+    );
+    await sink.addShards(
+      jobs.map((job, i) => ({
+        file: job.file,
+        rows: job.rows,
+        docs: job.docs,
+        bytes: written[i]!.bytes,
+        fingerprint: written[i]!.fingerprint,
+      })),
+      [DOMAIN],
+    );
     const skipped: Record<string, number> = {};
     for (const rank of ranks) {
       for (const [mode, n] of Object.entries(rank.skipped)) {
@@ -229,9 +230,146 @@ async function importWithLanes(
   });
 }
 
-/** True when every pass of the file is a replica (its routing is not needed). */
-function replicasOnly(rank: RankSummary, replicas: Set<PassInfo>): boolean {
-  return rank.passes.every((p) => replicas.has(p));
+const DOMAIN = "sglang";
+
+/** The Arrow schema every shard of the trace embeds, as the trace writer's shards do. */
+function shardArrowSchema(sink: StagedImport): string {
+  const manifest = sink.manifest;
+  const fields = shardSchema(rowShape(manifest), false).fields;
+  const names = fields.map((f) => f.name);
+  if (names.join() !== SHARD_COLUMNS.join()) {
+    throw new Error(`sglang import: shard columns ${names} are not ${SHARD_COLUMNS}`);
+  }
+  const metadata = new Map<string, string>();
+  if (manifest.trace_id !== undefined) metadata.set(TRACE_ID_KEY, manifest.trace_id);
+  return arrowSchemaBase64(new arrow.Schema(fields, metadata));
+}
+
+/**
+ * The trace's documents cut into shards as the trace writer cuts them (a
+ * shard ends with the document that brings it to DEFAULT_ROWS_PER_SHARD
+ * rows), each with its columns filled here, in buffers shared with the
+ * workers (no copy is sent).
+ */
+function shardJobs(
+  sequences: { sequence: Sequence; passes: PassInfo[] }[],
+  index: Map<PassInfo, number>,
+  firstId: number,
+  firstDoc: number,
+): (ShardJob & { docs: number })[] {
+  const lengths = sequences.map(({ sequence }) =>
+    sequence.segments.reduce((n, s) => n + s.length, 0)
+  );
+  const rows = lengths.reduce((a, b) => a + b, 0);
+  const segmentCount = sequences.reduce((n, s) => n + s.sequence.segments.length, 0);
+  const shared = <T>(make: (b: SharedArrayBuffer) => T, bytes: number) =>
+    make(new SharedArrayBuffer(bytes));
+  const doc = shared((b) => new Uint32Array(b), rows * 4);
+  const pos = shared((b) => new Uint32Array(b), rows * 4);
+  const token = shared((b) => new Uint32Array(b), rows * 4);
+  const arrival = shared((b) => new Uint32Array(b), rows * 4);
+  const phase = shared((b) => new Uint8Array(b), rows);
+  const segments = shared((b) => new Int32Array(b), segmentCount * 5 * 4);
+  const jobs: (ShardJob & { docs: number })[] = [];
+  let first = 0; // the shard's first row
+  let firstSegment = 0;
+  let row = 0;
+  let s = 0;
+  let docs = 0;
+  for (const [d, { sequence, passes }] of sequences.entries()) {
+    const arrivalStep = passes[sequence.firstPass]!.id - firstId;
+    const T = lengths[d]!;
+    doc.fill(firstDoc + d, row, row + T);
+    arrival.fill(arrivalStep, row, row + T);
+    for (let i = 0; i < T; i++) pos[row + i] = i;
+    let r = row;
+    for (const segment of sequence.segments) {
+      const pass = passes[segment.pass]!;
+      const inputIds = pass.inputIds;
+      for (let i = 0; i < segment.length; i++) {
+        const id = inputIds[segment.start + i]!;
+        if (id < 0) {
+          throw new DataError(
+            `${pass.where} field "input_ids" holds ${id} at token ${
+              segment.start + i
+            }; token ids are ≥ 0.`,
+          );
+        }
+        token[r + i] = id;
+      }
+      phase.fill(segment.phase, r, r + segment.length);
+      segments.set([pass.file, index.get(pass)!, segment.start, segment.length, r - first], s * 5);
+      s++;
+      r += segment.length;
+    }
+    row += T;
+    docs++;
+    if (row - first >= DEFAULT_ROWS_PER_SHARD || d === sequences.length - 1) {
+      jobs.push({
+        index: jobs.length,
+        file: parquetShardFile(jobs.length),
+        rows: row - first,
+        docs,
+        doc: doc.subarray(first, row),
+        pos: pos.subarray(first, row),
+        token: token.subarray(first, row),
+        phase: phase.subarray(first, row),
+        arrival: arrival.subarray(first, row),
+        segments: segments.subarray(firstSegment * 5, s * 5),
+      });
+      first = row;
+      firstSegment = s;
+      docs = 0;
+    }
+  }
+  return jobs;
+}
+
+/**
+ * Makes every shard, on this thread and on `workers`, each taking the next
+ * job when it is free; returns what each wrote, by job. A fault stops all
+ * threads from claiming more, and the fault of the earliest shard is thrown
+ * (jobs are claimed in order, so no earlier shard went unmade).
+ */
+async function makeShards(
+  plan: ShardPlan,
+  jobs: ShardJob[],
+  workers: ShardWorker[],
+  whole: RankFile["whole"][],
+): Promise<ShardWritten[]> {
+  const claims = new Int32Array(new SharedArrayBuffer(8));
+  const written: ShardWritten[] = [];
+  const faults: { index: number; error: unknown }[] = [];
+  const onWritten = (w: ShardWritten) => written[w.index] = w;
+  const running = workers.map((worker) =>
+    worker.run({ plan, jobs, claims }, onWritten).then((fault) => {
+      if (fault) {
+        Atomics.store(claims, 1, 1);
+        faults.push(fault);
+      }
+    })
+  );
+  const maker = new ShardMaker(plan, whole);
+  try {
+    await claimJobs(jobs, claims, async (job) => {
+      try {
+        onWritten(await maker.make(job));
+      } catch (error) {
+        faults.push({ index: job.index, error });
+        throw error;
+      }
+    });
+  } catch {
+    // Kept in `faults`.
+  } finally {
+    maker.close();
+  }
+  await Promise.all(running);
+  if (faults.length > 0) throw faults.sort((a, b) => a.index - b.index)[0]!.error;
+  if (written.filter(Boolean).length !== jobs.length) {
+    throw new Error(`sglang import: ${written.length} of ${jobs.length} shards were made`);
+  }
+  return written;
 }
 
 function baseNameOf(path: string): string {
@@ -242,37 +380,33 @@ function baseNameOf(path: string): string {
  * Under tensor parallelism every rank records the same passes: a pass equal
  * (same forward_pass_id, tokens, positions and routing) to one already read
  * from another rank is a replica and is dropped. Routing is compared by
- * SHA-256 digests the lanes compute, only for passes whose other fields match.
+ * SHA-256 digests, only for passes whose other fields match.
  */
 async function dropReplicas(
   passes: PassInfo[],
-  index: Map<PassInfo, number>,
-  laneOf: (file: number) => Lane,
+  idsOf: (pass: PassInfo) => Int32Array,
 ): Promise<Set<PassInfo>> {
-  const candidates: [PassInfo, PassInfo][] = [];
+  const replicas = new Set<PassInfo>();
   const seen = new Map<number, PassInfo[]>();
+  const digests = new Map<PassInfo, string>();
+  const digest = async (pass: PassInfo) => {
+    let hex = digests.get(pass);
+    if (hex === undefined) {
+      const ids = idsOf(pass);
+      const bytes = new Uint8Array(ids.buffer, ids.byteOffset, ids.byteLength).slice();
+      const sum = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+      hex = Array.from(sum, (b) => b.toString(16).padStart(2, "0")).join("");
+      digests.set(pass, hex);
+    }
+    return hex;
+  };
   for (const pass of passes) {
     const earlier = seen.get(pass.id) ?? [];
     const twin = earlier.find((p) => p.rank !== pass.rank && sameLayout(p, pass));
-    if (twin) candidates.push([twin, pass]);
+    if (twin && await digest(twin) === await digest(pass)) replicas.add(pass);
     else earlier.push(pass);
     seen.set(pass.id, earlier);
   }
-  const replicas = new Set<PassInfo>();
-  if (candidates.length === 0) return replicas;
-  const digestsOf = new Map<PassInfo, string>();
-  const wanted = new Map<number, PassInfo[]>();
-  for (const pass of candidates.flat()) {
-    if (!wanted.has(pass.file)) wanted.set(pass.file, []);
-    if (!wanted.get(pass.file)!.includes(pass)) wanted.get(pass.file)!.push(pass);
-  }
-  await Promise.all(
-    [...wanted].map(async ([file, list]) => {
-      const digests = await laneOf(file).digests(file, list.map((p) => index.get(p)!));
-      list.forEach((p, i) => digestsOf.set(p, digests[i]!));
-    }),
-  );
-  for (const [a, b] of candidates) if (digestsOf.get(a) === digestsOf.get(b)) replicas.add(b);
   return replicas;
 }
 
@@ -306,159 +440,61 @@ function layerPlan(routed: number[], layers: number, config: ConfigFacts | null,
   return { keep: moe, moeLayers: moe, numLayers: layers };
 }
 
-/** One rebuilt sequence as a document, its expert ids left to the caller (the lanes wrote them). */
-function documentOf(
-  sequence: Sequence,
-  passes: PassInfo[],
-  stride: number,
-  k: number,
-  firstId: number,
-  pieceOf: PieceStrings,
-): ImportedDoc {
-  const T = sequence.segments.reduce((n, s) => n + s.length, 0);
-  const tokens = new Uint32Array(T);
-  const phase = new Uint8Array(T);
-  let row = 0;
-  for (const segment of sequence.segments) {
-    const pass = passes[segment.pass]!;
-    const inputIds = pass.inputIds;
-    for (let i = 0; i < segment.length; i++) {
-      const id = inputIds[segment.start + i]!;
-      if (id < 0) {
-        throw new DataError(
-          `${pass.where} field "input_ids" holds ${id} at token ${
-            segment.start + i
-          }; token ids are ≥ 0.`,
-        );
-      }
-      tokens[row + i] = id;
-    }
-    phase.fill(segment.phase, row, row + segment.length);
-    row += segment.length;
-  }
-  return {
-    domain: "sglang",
-    tokens,
-    pieces: pieceOf.all(tokens),
-    phase,
-    experts: new Uint16Array(0),
-    weights: placeholderWeights(T * stride, k),
-    arrivalStep: passes[sequence.firstPass]!.id - firstId,
-  };
-}
+// ---------------------------------------------------------------- workers
 
 /**
- * A token's piece is its id as text (SGLang records no text). One string per
- * distinct id, shared by every document: the writer's dictionary of pieces
- * then looks up strings whose hash is already computed.
+ * Workers making shards beside this thread: `lanes` − 1 of them (tests), or
+ * one per core but this one (at most 3) when the recording is large enough
+ * to repay starting them.
  */
-class PieceStrings {
-  /** By id below 2^20 (every vocabulary in use); larger ids in a map. */
-  #small: (string | undefined)[] = [];
-  #large = new Map<number, string>();
-
-  all(tokens: Uint32Array): string[] {
-    const out = new Array<string>(tokens.length);
-    for (let i = 0; i < tokens.length; i++) {
-      const id = tokens[i]!;
-      if (id < 1 << 20) {
-        while (this.#small.length <= id) this.#small.push(undefined);
-        out[i] = this.#small[id] ??= String(id);
-      } else {
-        let s = this.#large.get(id);
-        if (s === undefined) this.#large.set(id, s = String(id));
-        out[i] = s;
+function startWorkers(files: string[], lanes?: number): ShardWorker[] {
+  let count = (lanes ?? 1) - 1;
+  if (lanes === undefined) {
+    let bytes = 0;
+    for (const file of files) {
+      try {
+        bytes += Deno.statSync(file).size;
+      } catch {
+        // Reported when the file is read.
       }
     }
-    return out;
+    const cores = navigator.hardwareConcurrency || 1;
+    count = bytes >= WORKER_BYTES ? Math.min(cores, 4) - 1 : 0;
   }
+  return Array.from({ length: Math.max(0, count) }, () => new ShardWorker());
 }
 
-// ---------------------------------------------------------------- lanes
-
-/** Where a file's lane runs: this thread, or a worker (sglang_lane.ts). */
-interface Lane {
-  read(path: string, file: number): Promise<RankSummary>;
-  digests(file: number, passes: number[]): Promise<string[]>;
-  convert(file: number, job: ConvertJob, buffer: SharedArrayBuffer): Promise<void>;
-  release(file: number): Promise<void>;
-  close(): void;
-}
-
-/**
- * One lane per file up to one per core (or `lanes`, for tests): the first on
- * this thread (which would otherwise wait), the rest in workers. A single
- * file stays on this thread.
- */
-function openLanes(files: number, most = navigator.hardwareConcurrency || 1): Lane[] {
-  const count = Math.max(1, Math.min(files, most));
-  const lanes: Lane[] = [threadLane()];
-  for (let i = 1; i < count; i++) lanes.push(new WorkerLane());
-  return lanes;
-}
-
-function threadLane(): Lane {
-  // Files read on this thread, forgotten when the import ends however it ends.
-  const files = new Set<number>();
-  return {
-    read: (path, file) => {
-      files.add(file);
-      return readRank(path, file);
-    },
-    digests: passDigests,
-    // Async, so that a fault is a rejection, as a worker's is.
-    convert: (file, job, buffer) =>
-      Promise.resolve().then(() => convertRank(file, job, new Uint16Array(buffer))),
-    release: (file) => Promise.resolve().then(() => releaseRank(file)),
-    close: () => files.forEach(releaseRank),
-  };
-}
-
-class WorkerLane implements Lane {
+/** A worker running sglang_lane.ts, for one import. */
+class ShardWorker {
   #worker = new Worker(new URL("./sglang_lane.ts", import.meta.url).href, { type: "module" });
-  #pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
-  #next = 0;
 
-  constructor() {
-    this.#worker.onmessage = (event: MessageEvent) => {
-      const { id, value, error, data } = event.data;
-      const pending = this.#pending.get(id);
-      if (!pending) return;
-      this.#pending.delete(id);
-      if (error === undefined) pending.resolve(value);
-      else pending.reject(data ? new DataError(error) : new Error(error));
-    };
-    this.#worker.onerror = (event) => {
-      event.preventDefault();
-      for (const pending of this.#pending.values()) {
-        pending.reject(new Error(`an import worker failed: ${event.message}`));
-      }
-      this.#pending.clear();
-    };
-  }
-
-  #call<T>(message: Record<string, unknown>): Promise<T> {
-    const id = this.#next++;
-    return new Promise<T>((resolve, reject) => {
-      this.#pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
-      this.#worker.postMessage({ id, ...message });
+  /**
+   * Starts the worker claiming `jobs`; `written` hears of each shard it
+   * makes. Resolves when it stops, with its fault if it had one.
+   */
+  run(
+    message: { plan: ShardPlan; jobs: ShardJob[]; claims: Int32Array },
+    written: (w: ShardWritten) => void,
+  ): Promise<{ index: number; error: Error } | null> {
+    return new Promise((resolve) => {
+      let fault: { index: number; error: Error } | null = null;
+      this.#worker.onmessage = (event: MessageEvent) => {
+        const data = event.data;
+        if (data.written) written(data.written);
+        else if (data.failed !== undefined) {
+          fault = {
+            index: data.failed,
+            error: data.data ? new DataError(data.error) : new Error(data.error),
+          };
+        } else if (data.done) resolve(fault);
+      };
+      this.#worker.onerror = (event) => {
+        event.preventDefault();
+        // A job it claimed is lost: reported before any shard's fault.
+        resolve({ index: -1, error: new Error(`an import worker failed: ${event.message}`) });
+      };
+      this.#worker.postMessage(message);
     });
-  }
-
-  read(path: string, file: number): Promise<RankSummary> {
-    return this.#call({ op: "read", path, file });
-  }
-
-  digests(file: number, passes: number[]): Promise<string[]> {
-    return this.#call({ op: "digests", file, passes });
-  }
-
-  convert(file: number, job: ConvertJob, buffer: SharedArrayBuffer): Promise<void> {
-    return this.#call({ op: "convert", file, job, buffer });
-  }
-
-  release(file: number): Promise<void> {
-    return this.#call({ op: "release", file });
   }
 
   close(): void {

@@ -1,20 +1,11 @@
 /**
- * One SGLang per_token recording (one rank's `.pt` file) as a lane of an
- * import: read and checked, its routing scanned, then its passes converted
- * into logical expert ids. A lane runs on the main thread or in a worker
- * (sglang_lane.ts), one file per lane, so the files of a multi-rank
- * recording are read and converted in parallel; the lane hands the importer
- * only what it needs to rebuild sequences.
- *
- * Each pass's `topk_ids_of_layer` tensor (most of a file's bytes) is read
- * from disk when it is scanned and again when it is converted, into one
- * reused buffer (`openTorchArchive`), so a lane never holds its file whole:
- * importing 353 MiB of recordings peaked at 495 MiB of memory, against 805
- * MiB with the files read whole (which remains the way for zips whose
- * entries are compressed).
- *
- * Why lanes: reading 353 MiB of recordings and gathering 82 M ids were
- * three quarters of `bench import`'s time on one thread.
+ * One SGLang per_token recording (one rank's `.pt` file) opened by the
+ * importer: its pickle read and checked, each pass's facts (ids, positions,
+ * segments) kept, and where each pass's `topk_ids_of_layer` tensor lies, so
+ * that the threads making shards (sglang_shard.ts) read only the routing
+ * they need, from disk, into reused buffers. A zip whose entries are
+ * compressed is read whole instead (`whole`), and its shards are made on
+ * the importer's thread.
  */
 import { DataError, messageOf } from "../../common/errors.ts";
 import { readWhole } from "../../common/fs.ts";
@@ -22,6 +13,7 @@ import { readWhole } from "../../common/fs.ts";
 import { NO_EXPERT } from "../manifest.ts";
 import type { PyValue, TensorRef } from "./pickle.ts";
 import type { PassMode } from "./sequences.ts";
+import type { RoutingFile } from "./sglang_shard.ts";
 import {
   field,
   isTensorRef,
@@ -57,8 +49,8 @@ export interface PassInfo {
   where: string;
 }
 
-/** A file as its lane read it. */
-export interface RankSummary {
+/** A file as the importer opened it. */
+export interface RankFile {
   /** Layers of its physical-to-logical map. */
   layers: number;
   /** P: physical experts per layer. */
@@ -66,48 +58,20 @@ export interface RankSummary {
   /** [L, P] logical id of each physical expert. */
   physicalToLogical: Int32Array;
   passes: PassInfo[];
-  /** [L] whether any token of the file is routed in that layer. */
-  routed: boolean[];
-  /** The most valid ids any row holds. */
-  topK: number;
   /** Passes skipped, by mode name. */
   skipped: Record<string, number>;
+  /** Where each pass's routing lies, for the shard makers. */
+  routing: RoutingFile;
+  /** The file held whole (a compressed zip), or null when its entries are read from disk. */
+  whole: TorchFile | null;
 }
 
-/** Where a run of one pass's tokens goes in the import's expert-id buffer. */
-export interface ConvertSegment {
-  /** Index of the pass in its file's `passes`. */
-  pass: number;
-  /** First token within the pass. */
-  start: number;
-  length: number;
-  /** Row of the buffer its first token fills. */
-  row: number;
-}
-
-export interface ConvertJob {
-  /** The layers of the log's layer axis kept as MoE layers, in order (M of them). */
-  keep: number[];
-  k: number;
-  segments: ConvertSegment[];
-}
-
-/**
- * Files this thread has read, by index: how to get each pass's [L, T, K]
- * physical ids again (from disk into a reused buffer, valid until the next
- * call; or a view of the file held whole), and how to let the file go.
- */
-const held = new Map<
-  number,
-  { idsOf: (pass: number) => Int32Array; close: () => void; summary: RankSummary }
->();
-
-/** Reads and checks file `path` (index `file` of the import) and scans its routing. */
-export async function readRank(path: string, file: number): Promise<RankSummary> {
+/** Opens and checks file `path` (index `file` of the import): its pickle and every pass's facts. */
+export async function openRank(path: string, file: number): Promise<RankFile> {
   // Entry by entry from disk where the zip allows (most of the file is then
-  // never held at once); else whole, as openTorchFile reads anything.
-  let torch: TorchFile;
+  // never held); else whole, as openTorchFile reads anything.
   const archive = openTorchArchive(path);
+  let torch: TorchFile;
   if (archive) torch = archive;
   else {
     let bytes: Uint8Array;
@@ -119,159 +83,95 @@ export async function readRank(path: string, file: number): Promise<RankSummary>
     torch = openTorchFile(path, bytes);
   }
   try {
-    return readRecords(torch, archive, path, file);
-  } catch (error) {
-    archive?.close();
-    throw error;
-  }
-}
-
-function readRecords(
-  torch: TorchFile,
-  archive: TorchArchive | null,
-  path: string,
-  file: number,
-): RankSummary {
-  const map = field(torch.root, "last_physical_to_logical_map");
-  const records = field(torch.root, "records");
-  if (!Array.isArray(records) || !isTensorRef(map)) {
-    throw new DataError(
-      `${path} is not an SGLang per_token recording: it needs "records" (a list) and "last_physical_to_logical_map" (a tensor).`,
-    );
-  }
-  if (map.shape.length !== 2) {
-    throw new DataError(
-      `${path} field "last_physical_to_logical_map" must be [num_layers, num_physical_experts], got shape [${
-        map.shape.join(", ")
-      }].`,
-    );
-  }
-  const layers = map.shape[0]!;
-  const physical = map.shape[1]!;
-  // A copy: a view would keep (and, sent from a worker, clone) the whole file.
-  const physicalToLogical = tensorInt32(torch, map, `field "last_physical_to_logical_map"`)
-    .slice();
-  for (const id of physicalToLogical) {
-    if (id < 0 || id >= NO_EXPERT) {
+    const map = field(torch.root, "last_physical_to_logical_map");
+    const records = field(torch.root, "records");
+    if (!Array.isArray(records) || !isTensorRef(map)) {
       throw new DataError(
-        `${path} field "last_physical_to_logical_map" holds ${id}; logical expert ids are in 0..${
-          NO_EXPERT - 1
-        }.`,
+        `${path} is not an SGLang per_token recording: it needs "records" (a list) and "last_physical_to_logical_map" (a tensor).`,
       );
     }
+    if (map.shape.length !== 2) {
+      throw new DataError(
+        `${path} field "last_physical_to_logical_map" must be [num_layers, num_physical_experts], got shape [${
+          map.shape.join(", ")
+        }].`,
+      );
+    }
+    const layers = map.shape[0]!;
+    const physical = map.shape[1]!;
+    // A copy: a view would keep a file held whole.
+    const physicalToLogical = tensorInt32(torch, map, `field "last_physical_to_logical_map"`)
+      .slice();
+    for (const id of physicalToLogical) {
+      if (id < 0 || id >= NO_EXPERT) {
+        throw new DataError(
+          `${path} field "last_physical_to_logical_map" holds ${id}; logical expert ids are in 0..${
+            NO_EXPERT - 1
+          }.`,
+        );
+      }
+    }
+    const skipped: Record<string, number> = {};
+    const passes: PassInfo[] = [];
+    const routing: RoutingFile = {
+      path,
+      physical,
+      map: physicalToLogical,
+      storages: archive ? storageRanges(archive) : null,
+      passes: [],
+    };
+    for (const [r, record] of records.entries()) {
+      const pass = readPass(torch, file, r, record, layers, skipped);
+      if (!pass) continue;
+      passes.push(pass.info);
+      routing.passes.push({
+        ref: pass.topk,
+        where: pass.info.where,
+        what: `records[${r}] field "topk_ids_of_layer"`,
+      });
+    }
+    return {
+      layers,
+      physical,
+      physicalToLogical,
+      passes,
+      skipped,
+      routing,
+      whole: archive ? null : torch,
+    };
+  } finally {
+    // Only the zip's layout is kept: the shard makers open the file themselves.
+    archive?.close();
   }
-  const skipped: Record<string, number> = {};
-  const passes: PassInfo[] = [];
-  const refs: { ref: TensorRef; what: string }[] = [];
-  const idsOf = (p: number) => {
-    const { ref, what } = refs[p]!;
-    return tensorInt32(archive ? archive.readInto(ref.storageKey) : torch, ref, what);
-  };
-  const routed = new Array<boolean>(layers).fill(false);
-  let topK = 0;
-  for (const [r, record] of records.entries()) {
-    const pass = readPass(torch, file, r, record, layers, skipped);
-    if (!pass) continue;
-    passes.push(pass.info);
-    refs.push({ ref: pass.topk, what: `records[${r}] field "topk_ids_of_layer"` });
-    // Scanned as it is read, so a fault is reported in record order.
-    topK = Math.max(topK, scanPass(pass.info, idsOf(passes.length - 1), routed, physical));
-  }
-  const summary = { layers, physical, physicalToLogical, passes, routed, topK, skipped };
-  held.set(file, { idsOf, close: () => archive?.close(), summary });
-  return summary;
 }
 
-/** SHA-256 of the [L, T, K] ids of some passes of a file read here (to find tensor-parallel replicas). */
-export async function passDigests(file: number, passes: number[]): Promise<string[]> {
-  const { idsOf } = heldFile(file);
-  const out: string[] = [];
-  for (const p of passes) {
-    const ids = idsOf(p);
-    const bytes = new Uint8Array(ids.buffer, ids.byteOffset, ids.byteLength);
-    const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes.slice()));
-    out.push(Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join(""));
+function storageRanges(archive: TorchArchive): Record<string, [number, number]> {
+  const ranges: Record<string, [number, number]> = {};
+  for (const [key, name] of archive.storageNames) {
+    const entry = archive.entries.get(name)!;
+    ranges[key] = [entry.start, entry.length];
   }
-  return out;
+  return ranges;
 }
 
 /**
- * Writes the logical ids of `job`'s segments into `target` ([rows, M, k]),
- * checking that every kept layer of every token routes to k different
- * logical experts; then lets the file go.
+ * The MoE layers and top-k a recording routes with, from the first pass
+ * that routes any token (`ids(pass)` gives a pass's [L, T, K] ids): the
+ * layers where some row holds ids, and the most ids a row holds. The shard
+ * makers then hold every other pass to it. Null when no pass routes a token.
  */
-export function convertRank(file: number, job: ConvertJob, target: Uint16Array): void {
-  const { idsOf, close, summary } = heldFile(file);
-  const { keep, k } = job;
-  const M = keep.length;
-  const stride = M * k;
-  const P = summary.physical;
-  const map = summary.physicalToLogical;
-  // seen[e] === stamp: logical expert e was already chosen for this token and
-  // layer. `seen` has one slot per logical expert id.
-  const seen = new Uint32Array(NO_EXPERT);
-  let stamp = 0;
-  // By pass, in file order: each pass's ids are read once, for all its segments.
-  const segments = [...job.segments].sort((a, b) => a.pass - b.pass || a.start - b.start);
-  let ids: Int32Array = new Int32Array(0);
-  let current = -1;
-  for (const segment of segments) {
-    const pass = summary.passes[segment.pass]!;
-    const K = pass.width;
-    if (segment.pass !== current) {
-      ids = idsOf(segment.pass);
-      current = segment.pass;
-    }
-    for (let m = 0; m < M; m++) {
-      const l = keep[m]!;
-      const source = (l * pass.tokens + segment.start) * K;
-      const bad = gatherLayer(
-        ids,
-        source,
-        K,
-        map,
-        l * P,
-        target,
-        segment.row * stride + m * k,
-        stride,
-        k,
-        segment.length,
-        seen,
-        stamp,
-      );
-      stamp += segment.length;
-      if (bad >= 0) {
-        const t = segment.start + Math.floor(bad / k);
-        const j = bad % k;
-        const physical = ids[source + (t - segment.start) * K + j]!;
-        throw new DataError(
-          physical < 0
-            ? `${pass.where} field "topk_ids_of_layer" layer ${l} token ${t} routes to ${j} experts, expected ${k}.`
-            : `${pass.where} layer ${l} token ${t} maps two chosen physical experts to logical expert ${
-              map[l * P + physical]
-            }; the physical-to-logical map changed while recording.`,
-        );
-      }
-      if (stamp > 0xf0000000) {
-        seen.fill(0);
-        stamp = 0;
-      }
-    }
+export function routingPlan(
+  passes: PassInfo[],
+  ids: (pass: PassInfo) => Int32Array,
+  layers: number,
+  physical: (pass: PassInfo) => number,
+): { routed: number[]; topK: number; from: PassInfo } | null {
+  for (const pass of passes) {
+    const routed = new Array<boolean>(layers).fill(false);
+    const topK = scanPass(pass, ids(pass), routed, physical(pass));
+    if (topK > 0) return { routed: routed.flatMap((r, l) => (r ? [l] : [])), topK, from: pass };
   }
-  close();
-  held.delete(file);
-}
-
-/** Forgets a file read here (after a failure elsewhere). */
-export function releaseRank(file: number): void {
-  held.get(file)?.close();
-  held.delete(file);
-}
-
-function heldFile(file: number) {
-  const entry = held.get(file);
-  if (!entry) throw new Error(`sglang lane: file ${file} was not read on this thread`);
-  return entry;
+  return null;
 }
 
 function readPass(
@@ -299,9 +199,7 @@ function readPass(
   const ints = (key: string): Int32Array => {
     const v = record.get(key);
     if (isTensorRef(v)) return tensorInt32(torch, v, `records[${index}] field "${key}"`).slice();
-    if (Array.isArray(v) && v.every((x) => typeof x === "number" && Number.isInteger(x))) {
-      return Int32Array.from(v as number[]);
-    }
+    if (Array.isArray(v) && isIntList(v)) return new Int32Array(v as number[]);
     throw new DataError(`${where} field "${key}" must be a list of integers, got ${describe(v)}.`);
   };
   const inputIds = ints("input_ids");
@@ -426,40 +324,13 @@ function extremes(values: Int32Array, start: number, end: number): [number, numb
   return [least, largest];
 }
 
-/**
- * Copies `rows` rows of one layer: physical ids from `topk` (rows K apart from
- * `source`) through `map` (this layer's [P] logical ids from `logical` on) into `experts` (rows
- * `stride` apart from `target`, k each). Row i uses stamp + 1 + i in `seen`
- * to catch two choices of one logical expert. Returns −1, or i·k + j of the
- * first id that is padding (−1) or a repeated logical expert. A small leaf
- * of typed arrays and numbers, which the JIT compiles to a tight loop.
- */
-function gatherLayer(
-  topk: Int32Array,
-  source: number,
-  K: number,
-  map: Int32Array,
-  logical: number,
-  experts: Uint16Array,
-  target: number,
-  stride: number,
-  k: number,
-  rows: number,
-  seen: Uint32Array,
-  stamp: number,
-): number {
-  for (let i = 0; i < rows; i++, source += K, target += stride) {
-    stamp++;
-    for (let j = 0; j < k; j++) {
-      const physical = topk[source + j]!;
-      if (physical < 0) return i * k + j;
-      const e = map[logical + physical]!;
-      if (seen[e] === stamp) return i * k + j;
-      seen[e] = stamp;
-      experts[target + j] = e;
-    }
+/** True when every item is an integer in the int32 range (a loop: lists of 10^5–10^6 items). */
+function isIntList(values: PyValue[]): boolean {
+  for (let i = 0; i < values.length; i++) {
+    const x = values[i];
+    if (typeof x !== "number" || (x | 0) !== x) return false;
   }
-  return -1;
+  return true;
 }
 
 function describe(value: PyValue | undefined): string {

@@ -93,6 +93,30 @@ export class StagedImport {
   }
 
   /**
+   * Records shards written straight into the staging trace (an SGLang
+   * import's shard makers), whose documents are numbered in order from this
+   * import's next one: `shards[i].docs` documents, `tokens` rows in all.
+   */
+  async addShards(
+    shards: { file: string; rows: number; docs: number; bytes: number; fingerprint: string }[],
+    domains: readonly string[],
+  ): Promise<void> {
+    if (!this.#writer) throw new Error("StagedImport.addShards before open");
+    const numbered = shards.map((shard) => {
+      const docs = Array.from({ length: shard.docs }, (_, i) => this.#docs + i);
+      this.#docs += shard.docs;
+      this.#tokens += shard.rows;
+      return { ...shard, docs };
+    });
+    await this.#writer.adoptShards(numbered, domains);
+  }
+
+  /** The next document's number: documents are numbered 0, 1, … in the order they are added. */
+  get nextDoc(): number {
+    return this.#docs;
+  }
+
+  /**
    * Closes the trace, settles inferred facts, adds `settings` (to
    * capture.settings) and `capture` facts learnt while reading, and renames
    * the trace into place.

@@ -1,0 +1,464 @@
+/**
+ * One shard of an SGLang import, made from start to end on whichever thread
+ * claims it (the importer's or a worker's, sglang_lane.ts): the routing of
+ * its documents' passes read from the `.pt` files, checked and mapped to
+ * logical experts, its columns encoded as Parquet (parquet_columns.ts, no
+ * Arrow) and written into the staging trace. The importer (sglang_pt.ts)
+ * only plans the shards and records them in the manifest.
+ *
+ * Why whole shards per thread: the import's time went to memory first
+ * touched (on the development machine ~3 ms per fresh MiB, against ~0.05 ms
+ * to write it again), to the writer running alone after the lanes, and to
+ * copies between them. A thread here reuses its buffers shard after shard
+ * (the ids, the pieces, the pass being read), and the expert ids it gathers
+ * are written to the file from where they lie.
+ *
+ * Every id of every recorded pass is checked here, once, as it is gathered:
+ * a MoE layer's row holds k distinct logical experts then −1 padding, any
+ * other layer's row is all −1.
+ */
+import { DataError } from "../../common/errors.ts";
+import { writePartsAtomic } from "../../common/atomic_write.ts";
+import { partsFingerprint } from "../manifest.ts";
+import { type ColumnPlan, encodeColumns } from "../parquet_columns.ts";
+import type { TensorRef } from "./pickle.ts";
+import { tensorInt32, type TorchFile } from "./torch_zip.ts";
+
+/** A recorded pass's routing: its [L, T, K] tensor and how errors name it. */
+export interface PassRouting {
+  ref: TensorRef;
+  /** "<file> records[i] (forward_pass_id n)" */
+  where: string;
+  /** `records[i] field "topk_ids_of_layer"`, for faults in the tensor itself. */
+  what: string;
+}
+
+/** One `.pt` file as the shard makers read it. */
+export interface RoutingFile {
+  path: string;
+  /** P: physical experts per layer. */
+  physical: number;
+  /** [L, P] logical id of each physical expert. */
+  map: Int32Array;
+  /** Byte range [start, length] of each storage entry, by key; null for a file held whole. */
+  storages: Record<string, [number, number]> | null;
+  /** The file's passes, in the order the importer numbers them. */
+  passes: PassRouting[];
+}
+
+/** What every shard of one import shares; sent to each worker once. */
+export interface ShardPlan {
+  files: RoutingFile[];
+  /** L: layers of the log's layer axis. */
+  layers: number;
+  /** The M layers of that axis kept as MoE layers, in order. */
+  keep: number[];
+  k: number;
+  /** Largest logical expert id + 1: ids fit a byte below 257, and are gathered as bytes. */
+  experts: number;
+  /** The pass the MoE layers and k were learnt from (named when another pass differs). */
+  plannedFrom: string;
+  domain: string;
+  /** The shard's Arrow schema message, base64 (ARROW:schema). */
+  arrowSchema: string;
+  /** The staging trace the shards are written into. */
+  dir: string;
+}
+
+/** One shard: its documents' columns (made by the importer) and where its routing is. */
+export interface ShardJob {
+  index: number;
+  /** Path within the trace: shards/part-NNNNN.parquet */
+  file: string;
+  rows: number;
+  /** [rows] each */
+  doc: Uint32Array;
+  pos: Uint32Array;
+  token: Uint32Array;
+  phase: Uint8Array;
+  arrival: Uint32Array;
+  /** [n, 5]: file, pass, first token in the pass, tokens, first row in the shard. */
+  segments: Int32Array;
+}
+
+export interface ShardWritten {
+  index: number;
+  bytes: number;
+  fingerprint: string;
+}
+
+/** The columns of a shard of an SGLang import, in `shardSchema` order (the importer checks). */
+export const SHARD_COLUMNS = [
+  "doc",
+  "domain",
+  "pos",
+  "token",
+  "piece",
+  "phase",
+  "experts",
+  "arrival_step",
+] as const;
+
+/**
+ * Reads passes' [L, T, K] ids: a file given by storage ranges is opened on
+ * first use and each tensor read into one reused buffer (valid until the
+ * next read); a file held whole (a compressed zip, only on the importer's
+ * thread) is viewed in place.
+ */
+export class RoutingReader {
+  #files: RoutingFile[];
+  #whole: (TorchFile | null)[];
+  #handles: (Deno.FsFile | null)[];
+  #scratch = new Uint8Array(0);
+
+  constructor(files: RoutingFile[], whole: (TorchFile | null)[] = []) {
+    this.#files = files;
+    this.#whole = whole;
+    this.#handles = files.map(() => null);
+  }
+
+  ids(file: number, pass: number): Int32Array {
+    const routing = this.#files[file]!;
+    const { ref, what } = routing.passes[pass]!;
+    const whole = this.#whole[file];
+    if (whole) return tensorInt32(whole, ref, what);
+    const range = routing.storages?.[ref.storageKey];
+    let bytes: Uint8Array | undefined;
+    if (range) {
+      const [start, length] = range;
+      // Grown to a multiple of 64 KiB, 8-byte aligned at 0 for int32 and int64 views.
+      if (this.#scratch.length < length) {
+        this.#scratch = new Uint8Array(Math.ceil(length / 65536) * 65536);
+      }
+      this.#handles[file] ??= Deno.openSync(routing.path);
+      bytes = readAt(this.#handles[file]!, start, this.#scratch.subarray(0, length));
+    }
+    const torch = {
+      file: routing.path,
+      root: null,
+      storages: { get: (key: string) => (key === ref.storageKey ? bytes : undefined) },
+    };
+    return tensorInt32(torch, ref, what);
+  }
+
+  close(): void {
+    for (const handle of this.#handles) handle?.close();
+    this.#handles = this.#files.map(() => null);
+  }
+}
+
+/** `into.length` bytes of `handle` from `at` (fewer when the file is shorter). */
+function readAt(handle: Deno.FsFile, at: number, into: Uint8Array): Uint8Array {
+  handle.seekSync(at, Deno.SeekMode.Start);
+  let done = 0;
+  while (done < into.length) {
+    const n = handle.readSync(into.subarray(done));
+    if (n === null || n === 0) break;
+    done += n;
+  }
+  return into.subarray(0, done);
+}
+
+/** Makes shards of one import, reusing its buffers from shard to shard. */
+export class ShardMaker {
+  readonly plan: ShardPlan;
+  readonly reader: RoutingReader;
+  /** [rows, M, k] logical ids of the shard being made. */
+  #experts: Uint8Array | Uint16Array = new Uint8Array(0);
+  /** seen[e] === stamp: logical expert e is already chosen in this row. */
+  #seen = new Uint32Array(65536);
+  #stamp = 0;
+  #pieces = new PieceDictionary();
+  /** [L] index among the kept layers, or −1. */
+  #keptAt: Int32Array;
+
+  constructor(plan: ShardPlan, whole: (TorchFile | null)[] = []) {
+    this.plan = plan;
+    this.reader = new RoutingReader(plan.files, whole);
+    this.#keptAt = new Int32Array(plan.layers).fill(-1);
+    plan.keep.forEach((l, m) => this.#keptAt[l] = m);
+  }
+
+  async make(job: ShardJob): Promise<ShardWritten> {
+    const { plan } = this;
+    const stride = plan.keep.length * plan.k;
+    const size = job.rows * stride;
+    if (this.#experts.length < size) {
+      this.#experts = plan.experts <= 256 ? new Uint8Array(size) : new Uint16Array(size);
+    }
+    const experts = this.#experts.subarray(0, size);
+    this.#gather(job, experts, stride);
+    const pieces = this.#pieces.of(job.token);
+    const domain = new TextEncoder().encode(plan.domain);
+    const u32 = (name: string, values: Uint32Array): ColumnPlan => ({
+      name,
+      int: { bits: 32, signed: false },
+      column: { kind: "int32", values },
+    });
+    const columns: Record<(typeof SHARD_COLUMNS)[number], ColumnPlan> = {
+      doc: u32("doc", job.doc),
+      domain: {
+        name: "domain",
+        column: {
+          kind: "strings",
+          codes: new Uint32Array(job.rows),
+          offsets: Int32Array.of(0, domain.length),
+          chars: domain,
+          count: 1,
+        },
+      },
+      pos: u32("pos", job.pos),
+      token: u32("token", job.token),
+      piece: { name: "piece", column: { kind: "strings", ...pieces } },
+      phase: {
+        name: "phase",
+        int: { bits: 8, signed: false },
+        column: { kind: "small-int", values: job.phase },
+      },
+      experts: {
+        name: "experts",
+        list: { item: "item", width: stride },
+        int: { bits: 16, signed: false },
+        column: { kind: "small-int", values: experts },
+      },
+      arrival_step: u32("arrival_step", job.arrival),
+    };
+    const parts = encodeColumns(SHARD_COLUMNS.map((c) => columns[c]), job.rows, plan.arrowSchema);
+    await writePartsAtomic(`${plan.dir}/${job.file}`, parts);
+    return {
+      index: job.index,
+      bytes: parts.reduce((n, p) => n + p.length, 0),
+      fingerprint: await partsFingerprint(parts),
+    };
+  }
+
+  close(): void {
+    this.reader.close();
+  }
+
+  /** Fills `experts` ([rows, M, k]) from the job's segments, a pass read once for all its segments. */
+  #gather(job: ShardJob, experts: Uint8Array | Uint16Array, stride: number): void {
+    const { plan } = this;
+    const { k, layers } = plan;
+    const s = job.segments;
+    const order = Array.from({ length: s.length / 5 }, (_, i) => i);
+    order.sort((a, b) => s[a * 5]! - s[b * 5]! || s[a * 5 + 1]! - s[b * 5 + 1]!);
+    let ids: Int32Array = new Int32Array(0);
+    let current = -1;
+    for (const i of order) {
+      const file = s[i * 5]!;
+      const pass = s[i * 5 + 1]!;
+      const start = s[i * 5 + 2]!;
+      const length = s[i * 5 + 3]!;
+      const row = s[i * 5 + 4]!;
+      const key = file * 2 ** 26 + pass;
+      if (key !== current) {
+        ids = this.reader.ids(file, pass);
+        current = key;
+      }
+      const routing = plan.files[file]!;
+      const { ref, where } = routing.passes[pass]!;
+      const [, T, K] = ref.shape as [number, number, number];
+      const P = routing.physical;
+      for (let l = 0; l < layers; l++) {
+        const source = (l * T + start) * K;
+        const m = this.#keptAt[l]!;
+        let bad: number;
+        if (m < 0) bad = firstNotPadding(ids, source, K, length);
+        else {
+          if (this.#stamp > 0xf0000000) {
+            this.#seen.fill(0);
+            this.#stamp = 0;
+          }
+          bad = gatherLayer(
+            ids,
+            source,
+            K,
+            routing.map,
+            l * P,
+            P,
+            experts,
+            row * stride + m * k,
+            stride,
+            k,
+            length,
+            this.#seen,
+            this.#stamp,
+          );
+          this.#stamp += length;
+        }
+        if (bad >= 0) {
+          const faulty = ids.subarray(source + bad * K, source + (bad + 1) * K);
+          throw new DataError(fault(faulty, { where, l, t: start + bad, m, k, P, routing, plan }));
+        }
+      }
+    }
+  }
+}
+
+/**
+ * Copies `rows` rows of one MoE layer: physical ids from `topk` (rows K apart
+ * from `source`) through this layer's map (`map` from `logical`, P entries)
+ * into `experts` (rows `stride` apart from `target`, k each). Row i uses
+ * stamp + 1 + i in `seen` to catch two choices of one logical expert.
+ * Returns −1, or the first row that is not k distinct valid ids then −1
+ * padding. A small leaf of typed arrays and numbers, which the JIT compiles
+ * to a tight loop.
+ */
+function gatherLayer(
+  topk: Int32Array,
+  source: number,
+  K: number,
+  map: Int32Array,
+  logical: number,
+  P: number,
+  experts: Uint8Array | Uint16Array,
+  target: number,
+  stride: number,
+  k: number,
+  rows: number,
+  seen: Uint32Array,
+  stamp: number,
+): number {
+  for (let i = 0; i < rows; i++, source += K, target += stride) {
+    stamp++;
+    for (let j = 0; j < k; j++) {
+      const physical = topk[source + j]!;
+      // −1 and ids past the map both fail the unsigned compare.
+      if (physical >>> 0 >= P) return i;
+      const e = map[logical + physical]!;
+      if (seen[e] === stamp) return i;
+      seen[e] = stamp;
+      experts[target + j] = e;
+    }
+    for (let j = k; j < K; j++) if (topk[source + j] !== -1) return i;
+  }
+  return -1;
+}
+
+/** The first of `rows` rows (K ids each, from `source`) of a layer without routing that is not all −1, or −1. */
+function firstNotPadding(ids: Int32Array, source: number, K: number, rows: number): number {
+  const end = source + rows * K;
+  for (let i = source; i < end; i++) {
+    if (ids[i] !== -1) return Math.floor((i - source) / K);
+  }
+  return -1;
+}
+
+/** The one sentence for a row `gatherLayer` or `firstNotPadding` stopped at. */
+function fault(
+  row: Int32Array,
+  at: {
+    where: string;
+    l: number;
+    t: number;
+    m: number;
+    k: number;
+    P: number;
+    routing: RoutingFile;
+    plan: ShardPlan;
+  },
+): string {
+  const { where, l, t, m, k, P } = at;
+  const field = `${where} field "topk_ids_of_layer" layer ${l} token ${t}`;
+  let n = 0;
+  while (n < row.length && row[n]! >= 0) n++;
+  for (let j = n; j < row.length; j++) {
+    if (row[j] !== -1) {
+      return `${field} has ${row[j]} after −1 padding; ids must come first, −1 after.`;
+    }
+  }
+  for (let j = 0; j < n; j++) {
+    if (row[j]! >= P) {
+      return `${field} names physical expert ${row[j]}, but the physical-to-logical map has ${P}.`;
+    }
+  }
+  if (m < 0) {
+    return `${field} routes to ${n} experts, but ${at.plan.plannedFrom} routes no token in layer ${l}; a layer is routed in every pass or in none.`;
+  }
+  if (n !== k) return `${field} routes to ${n} experts, expected ${k}.`;
+  const logical = Array.from(row.subarray(0, k), (p) => at.routing.map[l * P + p]!);
+  const twice = logical.find((e, i) => logical.indexOf(e) !== i);
+  return `${where} layer ${l} token ${t} maps two chosen physical experts to logical expert ${twice}; the physical-to-logical map changed while recording.`;
+}
+
+/**
+ * A shard's `piece` column: each token's id as text (SGLang records no
+ * text), as dictionary codes in order of first appearance, the order the
+ * trace writer's dictionary gives.
+ */
+class PieceDictionary {
+  /** code + 1 of each token id below 2^22 in the shard being made, else 0. */
+  #codeOf = new Int32Array(0);
+  #large = new Map<number, number>();
+  #codes = new Uint32Array(0);
+
+  of(
+    tokens: Uint32Array,
+  ): { codes: Uint32Array; offsets: Int32Array; chars: Uint8Array; count: number } {
+    if (this.#codes.length < tokens.length) this.#codes = new Uint32Array(tokens.length);
+    const codes = this.#codes.subarray(0, tokens.length);
+    const distinct: number[] = [];
+    for (let i = 0; i < tokens.length; i++) {
+      const id = tokens[i]!;
+      let code: number;
+      if (id < 1 << 22) {
+        if (id >= this.#codeOf.length) this.#grow(id);
+        code = this.#codeOf[id]! - 1;
+        if (code < 0) {
+          code = distinct.push(id) - 1;
+          this.#codeOf[id] = code + 1;
+        }
+      } else {
+        code = this.#large.get(id) ?? -1;
+        if (code < 0) {
+          code = distinct.push(id) - 1;
+          this.#large.set(id, code);
+        }
+      }
+      codes[i] = code;
+    }
+    // Decimal digits, ASCII: the UTF-8 of String(id).
+    const offsets = new Int32Array(distinct.length + 1);
+    const chars = new Uint8Array(distinct.length * 10);
+    let at = 0;
+    for (let d = 0; d < distinct.length; d++) {
+      const id = distinct[d]!;
+      if (id < 1 << 22) this.#codeOf[id] = 0;
+      const digits = String(id);
+      for (let c = 0; c < digits.length; c++) chars[at++] = digits.charCodeAt(c);
+      offsets[d + 1] = at;
+    }
+    this.#large.clear();
+    return { codes, offsets, chars: chars.subarray(0, at), count: distinct.length };
+  }
+
+  #grow(id: number): void {
+    const grown = new Int32Array(Math.min(1 << 22, Math.max(id + 1, this.#codeOf.length * 2)));
+    grown.set(this.#codeOf);
+    this.#codeOf = grown;
+  }
+}
+
+/**
+ * Claims jobs from `claims` (shared by every thread making this import's
+ * shards: [0] the next job, [1] 1 once any thread failed) and runs `make` on
+ * each until none is left or one fails; a failure marks [1] and is thrown.
+ */
+export async function claimJobs(
+  jobs: ShardJob[],
+  claims: Int32Array,
+  make: (job: ShardJob) => Promise<void>,
+): Promise<void> {
+  for (;;) {
+    if (Atomics.load(claims, 1) !== 0) return;
+    const index = Atomics.add(claims, 0, 1);
+    if (index >= jobs.length) return;
+    try {
+      await make(jobs[index]!);
+    } catch (error) {
+      Atomics.store(claims, 1, 1);
+      throw error;
+    }
+  }
+}
