@@ -165,7 +165,10 @@ function smallIntDictionary(values: Uint8Array | Uint16Array): {
 } {
   let or = 0;
   const whole = values.byteOffset % 4 === 0 ? values.byteLength >> 2 : 0;
-  const words = new Uint32Array(values.buffer, values.byteOffset, whole);
+  // A column that does not start 4-byte aligned (a view into a larger buffer) is scanned value by value.
+  const words = whole > 0
+    ? new Uint32Array(values.buffer, values.byteOffset, whole)
+    : new Uint32Array(0);
   for (let i = 0; i < words.length; i++) or |= words[i]!;
   const lanes = values instanceof Uint8Array ? [0, 8, 16, 24] : [0, 16];
   let folded = 0;

@@ -54,12 +54,18 @@ export async function importSglangPt(
   files: string[],
   out: string,
   config: ConfigFacts | null,
-  options: { lanes?: number } = {},
+  options: { lanes?: number; rowsPerShard?: number } = {},
 ): Promise<ImportSummary> {
   // Started first, so that their code loads while this thread reads the pickles.
   const workers = startWorkers(files, options.lanes);
   try {
-    return await importWithWorkers(files, out, config, workers);
+    return await importWithWorkers(
+      files,
+      out,
+      config,
+      workers,
+      options.rowsPerShard ?? DEFAULT_ROWS_PER_SHARD,
+    );
   } finally {
     for (const worker of workers) worker.close();
   }
@@ -70,9 +76,12 @@ async function importWithWorkers(
   out: string,
   config: ConfigFacts | null,
   workers: ShardWorker[],
+  rowsPerShard: number,
 ): Promise<ImportSummary> {
-  const ranks: RankFile[] = [];
-  for (const [file, path] of files.entries()) ranks.push(await openRank(path, file));
+  // Workers open files too only when there are more files than threads: a
+  // worker starts (~0.1 s) and first reads a pickle (~0.2 s) slower than this
+  // thread reads one, so for a file each they only delay the opening.
+  const ranks = await openFiles(files, files.length > workers.length + 1 ? workers : []);
   const layers = ranks[0]!.layers;
   for (const [file, rank] of ranks.entries()) {
     if (rank.layers !== layers) {
@@ -192,7 +201,7 @@ async function importWithWorkers(
       arrowSchema: shardArrowSchema(sink),
       dir: sink.staging,
     };
-    const jobs = shardJobs(sequences, index, firstId, sink.nextDoc);
+    const jobs = shardJobs(sequences, index, firstId, sink.nextDoc, rowsPerShard);
     // A file held whole (a compressed zip) is read on this thread only.
     const whole = ranks.map((r) => r.whole);
     const written = await makeShards(
@@ -247,8 +256,7 @@ function shardArrowSchema(sink: StagedImport): string {
 
 /**
  * The trace's documents cut into shards as the trace writer cuts them (a
- * shard ends with the document that brings it to DEFAULT_ROWS_PER_SHARD
- * rows), each with its columns filled here, in buffers shared with the
+ * shard ends with the document that brings it to `rowsPerShard` rows), each with its columns filled here, in buffers shared with the
  * workers (no copy is sent).
  */
 function shardJobs(
@@ -256,6 +264,7 @@ function shardJobs(
   index: Map<PassInfo, number>,
   firstId: number,
   firstDoc: number,
+  rowsPerShard: number,
 ): (ShardJob & { docs: number })[] {
   const lengths = sequences.map(({ sequence }) =>
     sequence.segments.reduce((n, s) => n + s.length, 0)
@@ -304,7 +313,7 @@ function shardJobs(
     }
     row += T;
     docs++;
-    if (row - first >= DEFAULT_ROWS_PER_SHARD || d === sequences.length - 1) {
+    if (row - first >= rowsPerShard || d === sequences.length - 1) {
       jobs.push({
         index: jobs.length,
         file: parquetShardFile(jobs.length),
@@ -326,6 +335,48 @@ function shardJobs(
 }
 
 /**
+ * Opens every file, on this thread and on `workers`, each taking the next
+ * file when it is free (a file a worker cannot hold, a compressed zip, is
+ * opened here after). A fault stops all threads from claiming more; the
+ * fault of the earliest file is thrown.
+ */
+async function openFiles(files: string[], workers: ShardWorker[]): Promise<RankFile[]> {
+  const claims = new Int32Array(new SharedArrayBuffer(8));
+  const ranks: RankFile[] = [];
+  const whole: number[] = [];
+  const faults: { index: number; error: unknown }[] = [];
+  const running = workers.map((worker) =>
+    worker.run({ op: "open", files, claims }, (data) => {
+      if (data.opened !== undefined) ranks[data.opened as number] = data.rank as RankFile;
+      else if (data.whole !== undefined) whole.push(data.whole as number);
+    }).then((fault) => {
+      if (fault) {
+        Atomics.store(claims, 1, 1);
+        faults.push(fault);
+      }
+    })
+  );
+  const open = async (file: number) => {
+    try {
+      ranks[file] = (await openRank(files[file]!, file))!;
+    } catch (error) {
+      faults.push({ index: file, error });
+      throw error;
+    }
+  };
+  try {
+    await claimJobs(files.map((_, i) => i), claims, open);
+    await Promise.all(running);
+    for (const file of whole) await open(file);
+  } catch {
+    // Kept in `faults`.
+  }
+  await Promise.all(running);
+  if (faults.length > 0) throw faults.sort((a, b) => a.index - b.index)[0]!.error;
+  return ranks;
+}
+
+/**
  * Makes every shard, on this thread and on `workers`, each taking the next
  * job when it is free; returns what each wrote, by job. A fault stops all
  * threads from claiming more, and the fault of the earliest shard is thrown
@@ -342,7 +393,9 @@ async function makeShards(
   const faults: { index: number; error: unknown }[] = [];
   const onWritten = (w: ShardWritten) => written[w.index] = w;
   const running = workers.map((worker) =>
-    worker.run({ plan, jobs, claims }, onWritten).then((fault) => {
+    worker.run({ op: "shards", plan, jobs, claims }, (data) => {
+      if (data.written) onWritten(data.written as ShardWritten);
+    }).then((fault) => {
       if (fault) {
         Atomics.store(claims, 1, 1);
         faults.push(fault);
@@ -469,31 +522,33 @@ class ShardWorker {
   #worker = new Worker(new URL("./sglang_lane.ts", import.meta.url).href, { type: "module" });
 
   /**
-   * Starts the worker claiming `jobs`; `written` hears of each shard it
-   * makes. Resolves when it stops, with its fault if it had one.
+   * Gives the worker a task (see sglang_lane.ts); `answer` hears each of its
+   * answers. Resolves when it has done the task, with its fault if it had one.
    */
   run(
-    message: { plan: ShardPlan; jobs: ShardJob[]; claims: Int32Array },
-    written: (w: ShardWritten) => void,
+    task:
+      | { op: "open"; files: string[]; claims: Int32Array }
+      | { op: "shards"; plan: ShardPlan; jobs: ShardJob[]; claims: Int32Array },
+    answer: (data: Record<string, unknown>) => void,
   ): Promise<{ index: number; error: Error } | null> {
     return new Promise((resolve) => {
       let fault: { index: number; error: Error } | null = null;
       this.#worker.onmessage = (event: MessageEvent) => {
         const data = event.data;
-        if (data.written) written(data.written);
-        else if (data.failed !== undefined) {
+        if (data.failed !== undefined) {
           fault = {
             index: data.failed,
             error: data.data ? new DataError(data.error) : new Error(data.error),
           };
         } else if (data.done) resolve(fault);
+        else answer(data);
       };
       this.#worker.onerror = (event) => {
         event.preventDefault();
-        // A job it claimed is lost: reported before any shard's fault.
+        // An item it claimed is lost: reported before any item's fault.
         resolve({ index: -1, error: new Error(`an import worker failed: ${event.message}`) });
       };
-      this.#worker.postMessage(message);
+      this.#worker.postMessage(task);
     });
   }
 

@@ -12,6 +12,7 @@ import { isTensorRef, readPickle } from "./pickle.ts";
 import { DataError } from "../../common/errors.ts";
 import { importSglangPt } from "./sglang_pt.ts";
 import { field } from "./torch_zip.ts";
+import { readManifest, TraceReader, TraceWriter } from "../mod.ts";
 
 const RANK0 = `${FIXTURES}sglang_rank0.pt`;
 const RANK1 = `${FIXTURES}sglang_rank1.pt`;
@@ -80,11 +81,12 @@ Deno.test("a tensor-parallel replica of a rank's recording is dropped, not impor
 });
 
 Deno.test("the import gives the same trace with every file on this thread, in workers, or mixed", async () => {
-  // Three files over 1 lane (all on this thread), 2 (rank 1 in a worker) and 3 (two workers).
+  // Three files over 1 thread, 2 and 3 (files opened and shards made by
+  // whichever thread claims them), one shard per 5 rows: 7 documents in 4 shards.
   for (const lanes of [1, 2, 3]) {
     const dir = await Deno.makeTempDir();
     const out = `${dir}/trace`;
-    await importSglangPt([RANK0, RANK1, REPLICA], out, null, { lanes });
+    await importSglangPt([RANK0, RANK1, REPLICA], out, null, { lanes, rowsPerShard: 5 });
     const { manifest, docs } = await readBack(out);
     assert.deepEqual(
       routingOf(docs),
@@ -92,6 +94,25 @@ Deno.test("the import gives the same trace with every file on this thread, in wo
       `${lanes} lane(s)`,
     );
     assert.equal(manifest.capture.settings!.tensor_parallel_replicas_skipped, 5);
+    assert.ok(manifest.shards.length > 1, "several shards");
+    // Each shard is byte for byte the shard the trace writer makes of the same documents.
+    const reader = await TraceReader.open(out);
+    const rewritten = `${dir}/rewritten`;
+    const writer = await TraceWriter.open(rewritten, {
+      model: manifest.model,
+      capture: { ...manifest.capture, domains: [] },
+    }, { rowsPerShard: 5, encoders: 0, traceId: manifest.trace_id! });
+    for await (const doc of reader.documents()) await writer.add(doc);
+    await writer.close();
+    const again = await readManifest(rewritten);
+    assert.deepEqual(again.shards, manifest.shards, `${lanes} lane(s): shard entries`);
+    for (const shard of manifest.shards) {
+      assert.deepEqual(
+        Deno.readFileSync(`${rewritten}/${shard.file}`),
+        Deno.readFileSync(`${out}/${shard.file}`),
+        `${lanes} lane(s): ${shard.file}`,
+      );
+    }
     await Deno.remove(dir, { recursive: true });
   }
   // A file whose zip entries are compressed cannot be read entry by entry from
@@ -106,17 +127,58 @@ Deno.test("the import gives the same trace with every file on this thread, in wo
     expectedDocs(),
   );
   await Deno.remove(dir, { recursive: true });
-  // A fault found in a worker's lane is the same one-sentence data error, and leaves no trace.
+  // A fault found by a worker is the same one-sentence data error, and leaves no trace:
+  // a file refused when opened (four files over three threads: workers open files too)...
   await Deno.mkdir(dir);
   await assert.rejects(
-    importSglangPt([RANK0, `${FIXTURES}sglang_evil.pt`], `${dir}/trace`, null, { lanes: 2 }),
+    importSglangPt([RANK0, RANK1, REPLICA, `${FIXTURES}sglang_evil.pt`], `${dir}/trace`, null, {
+      lanes: 3,
+    }),
     (error: Error) =>
       error instanceof DataError &&
       /sglang_evil\.pt \(data\.pkl\) asks for the Python global posix\.system;/.test(error.message),
   );
   assert.deepEqual(listDir(dir), []);
+  // ... and routing refused while a shard is made (one shard per row: the
+  // faulty row's shard is made by whichever thread claims it).
+  const bad = `${dir}/bad.pt`;
+  await Deno.writeFile(bad, withTopk(-1, (ids, width) => ids[ids.length - 2 * width] = 99));
+  const messages = new Set<string>();
+  for (const lanes of [1, 3, 3, 3]) {
+    await assert.rejects(
+      importSglangPt([RANK1, bad], `${dir}/trace`, null, { lanes, rowsPerShard: 1 }),
+      (error: Error) => {
+        messages.add(error.message);
+        return error instanceof DataError;
+      },
+    );
+    assert.deepEqual(listDir(dir), ["bad.pt"]);
+  }
+  assert.equal(messages.size, 1, [...messages].join("\n"));
+  assert.match(
+    [...messages][0]!,
+    /bad\.pt records\[\d+\] \(forward_pass_id \d+\) field "topk_ids_of_layer" layer \d+ token \d+ names physical expert 99, but the physical-to-logical map has \d+\.$/,
+  );
   await Deno.remove(dir, { recursive: true });
 });
+
+/**
+ * A copy of the rank-0 file with the `topk_ids_of_layer` ids of record
+ * `index` (from the end when negative) edited; `edit` gets them and K.
+ */
+function withTopk(index: number, edit: (ids: Int32Array, width: number) => void): Uint8Array {
+  const entries = unzipSync(Deno.readFileSync(RANK0));
+  const pickle = Object.keys(entries).find((n) => n.endsWith("/data.pkl"))!;
+  const records = field(readPickle(entries[pickle]!, "data.pkl"), "records");
+  assert.ok(Array.isArray(records));
+  const topk = field(records.at(index)!, "topk_ids_of_layer");
+  assert.ok(isTensorRef(topk));
+  const name = Object.keys(entries).find((n) => n.endsWith(`/data/${topk.storageKey}`))!;
+  const ids = new Int32Array(entries[name]!.slice().buffer);
+  edit(ids, topk.shape[2]!);
+  entries[name] = new Uint8Array(ids.buffer);
+  return zipSync(entries, { level: 0 });
+}
 
 Deno.test("--model-config fills the facts the recorder lacks", async () => {
   const dir = await Deno.makeTempDir();
@@ -234,6 +296,12 @@ Deno.test("unreadable .pt files are refused with one sentence and leave no trace
         return zipSync(entries, { level: 0 });
       })(),
       /in\.pt records\[0\] \(forward_pass_id \d+\) field "topk_ids_of_layer" layer \d+ token \d+ routes to 1 experts, expected 2\.$/,
+    ],
+    [
+      "a layer without routing in the first pass routed in a later one",
+      // The last record's layer 0 (dense: all −1 in every pass) names an expert.
+      withTopk(-1, (ids) => ids[0] = 0),
+      /in\.pt records\[\d+\] \(forward_pass_id \d+\) field "topk_ids_of_layer" layer 0 token 0 routes to 1 experts, but .*in\.pt records\[0\] \(forward_pass_id \d+\) routes no token in layer 0; a layer is routed in every pass or in none\.$/,
     ],
     [
       "torch.save's legacy format",

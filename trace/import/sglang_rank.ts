@@ -66,13 +66,18 @@ export interface RankFile {
   whole: TorchFile | null;
 }
 
-/** Opens and checks file `path` (index `file` of the import): its pickle and every pass's facts. */
-export async function openRank(path: string, file: number): Promise<RankFile> {
+/**
+ * Opens and checks file `path` (index `file` of the import): its pickle and
+ * every pass's facts. With `whole` false a file that must be read whole (a
+ * compressed zip, which only the importer's thread can hold) gives null.
+ */
+export async function openRank(path: string, file: number, whole = true): Promise<RankFile | null> {
   // Entry by entry from disk where the zip allows (most of the file is then
   // never held); else whole, as openTorchFile reads anything.
   const archive = openTorchArchive(path);
   let torch: TorchFile;
   if (archive) torch = archive;
+  else if (!whole) return null;
   else {
     let bytes: Uint8Array;
     try {

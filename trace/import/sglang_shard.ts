@@ -99,17 +99,25 @@ export const SHARD_COLUMNS = [
   "arrival_step",
 ] as const;
 
+/** Bytes read from a file at once: a shard's passes lie close together, so one read serves many. */
+const READ_WINDOW = 4 << 20;
+
 /**
  * Reads passes' [L, T, K] ids: a file given by storage ranges is opened on
- * first use and each tensor read into one reused buffer (valid until the
- * next read); a file held whole (a compressed zip, only on the importer's
- * thread) is viewed in place.
+ * first use and read a window of READ_WINDOW bytes (or one tensor, if
+ * larger) at a time into one reused buffer, which serves every tensor that
+ * lies in it (valid until the next read; asked for in file order, a shard's
+ * passes then take a few reads instead of two system calls each); a file
+ * held whole (a compressed zip, only on the importer's thread) is viewed in
+ * place.
  */
 export class RoutingReader {
   #files: RoutingFile[];
   #whole: (TorchFile | null)[];
   #handles: (Deno.FsFile | null)[];
   #scratch = new Uint8Array(0);
+  /** What the buffer holds: bytes [start, start + length) of file `file`. */
+  #window = { file: -1, start: 0, length: 0 };
 
   constructor(files: RoutingFile[], whole: (TorchFile | null)[] = []) {
     this.#files = files;
@@ -126,12 +134,21 @@ export class RoutingReader {
     let bytes: Uint8Array | undefined;
     if (range) {
       const [start, length] = range;
-      // Grown to a multiple of 64 KiB, 8-byte aligned at 0 for int32 and int64 views.
-      if (this.#scratch.length < length) {
-        this.#scratch = new Uint8Array(Math.ceil(length / 65536) * 65536);
+      const w = this.#window;
+      if (w.file !== file || start < w.start || start + length > w.start + w.length) {
+        const size = Math.max(length, READ_WINDOW);
+        // Grown to a multiple of 64 KiB, 8-byte aligned at 0 for int32 and int64 views.
+        if (this.#scratch.length < size) {
+          this.#scratch = new Uint8Array(Math.ceil(size / 65536) * 65536);
+        }
+        this.#handles[file] ??= Deno.openSync(routing.path);
+        const read = readAt(this.#handles[file]!, start, this.#scratch.subarray(0, size));
+        this.#window = { file, start, length: read.length };
       }
-      this.#handles[file] ??= Deno.openSync(routing.path);
-      bytes = readAt(this.#handles[file]!, start, this.#scratch.subarray(0, length));
+      // Storages start 64-byte aligned in torch's files; a view at an odd
+      // offset is copied by tensorInt32.
+      const at = start - this.#window.start;
+      bytes = this.#scratch.subarray(at, Math.min(at + length, this.#window.length));
     }
     const torch = {
       file: routing.path,
@@ -144,6 +161,7 @@ export class RoutingReader {
   close(): void {
     for (const handle of this.#handles) handle?.close();
     this.#handles = this.#files.map(() => null);
+    this.#window = { file: -1, start: 0, length: 0 };
   }
 }
 
@@ -389,7 +407,7 @@ function fault(
  */
 class PieceDictionary {
   /** code + 1 of each token id below 2^22 in the shard being made, else 0. */
-  #codeOf = new Int32Array(0);
+  #codeOf: Int32Array = new Int32Array(0);
   #large = new Map<number, number>();
   #codes = new Uint32Array(0);
 
@@ -399,15 +417,16 @@ class PieceDictionary {
     if (this.#codes.length < tokens.length) this.#codes = new Uint32Array(tokens.length);
     const codes = this.#codes.subarray(0, tokens.length);
     const distinct: number[] = [];
+    let codeOf: Int32Array = this.#codeOf;
     for (let i = 0; i < tokens.length; i++) {
       const id = tokens[i]!;
       let code: number;
       if (id < 1 << 22) {
-        if (id >= this.#codeOf.length) this.#grow(id);
-        code = this.#codeOf[id]! - 1;
+        if (id >= codeOf.length) codeOf = this.#grow(id);
+        code = codeOf[id]! - 1;
         if (code < 0) {
           code = distinct.push(id) - 1;
-          this.#codeOf[id] = code + 1;
+          codeOf[id] = code + 1;
         }
       } else {
         code = this.#large.get(id) ?? -1;
@@ -433,22 +452,23 @@ class PieceDictionary {
     return { codes, offsets, chars: chars.subarray(0, at), count: distinct.length };
   }
 
-  #grow(id: number): void {
+  #grow(id: number): Int32Array {
     const grown = new Int32Array(Math.min(1 << 22, Math.max(id + 1, this.#codeOf.length * 2)));
     grown.set(this.#codeOf);
-    this.#codeOf = grown;
+    return this.#codeOf = grown;
   }
 }
 
 /**
- * Claims jobs from `claims` (shared by every thread making this import's
- * shards: [0] the next job, [1] 1 once any thread failed) and runs `make` on
- * each until none is left or one fails; a failure marks [1] and is thrown.
+ * Claims jobs from `claims` (shared by every thread working on this import's
+ * files or shards: [0] the next job, [1] 1 once any thread failed) and runs
+ * `make` on each until none is left or one fails; a failure marks [1] and is
+ * thrown.
  */
-export async function claimJobs(
-  jobs: ShardJob[],
+export async function claimJobs<T>(
+  jobs: T[],
   claims: Int32Array,
-  make: (job: ShardJob) => Promise<void>,
+  make: (job: T) => Promise<void>,
 ): Promise<void> {
   for (;;) {
     if (Atomics.load(claims, 1) !== 0) return;
