@@ -7,14 +7,16 @@
  * tokens/s (a token is one sequence position with all its 16 MoE layers;
  * the token-layer rows/s printed beside it are 16× that).
  *
- * The import reads and converts the two ranks' files in parallel (a lane
- * per file, up to one per core). Then each stage on its own, on one thread,
- * so the figures say where the time goes: reading the .pt files, the trace
- * writer on the same documents (on this thread, and with one encoding
- * worker), moetrace's Parquet encoder and parquet-wasm (the encoder before)
- * alone on the same shard tables, and Arrow IPC shards for comparison. CPU
- * seconds (all threads) are printed too: on a loaded machine they move less
- * than wall time.
+ * The import reads the files' pickles on this thread, then makes the
+ * shards whole, each on whichever thread claims it next (this one or a
+ * worker, one per core but this one): the routing read from the files,
+ * checked, gathered into reused buffers, encoded and written as it lies
+ * (trace/import/sglang_shard.ts). Then each stage on its own, on one thread,
+ * as comparisons: reading the .pt files whole, the generic trace writer on
+ * the same documents (on this thread, and with one encoding worker),
+ * moetrace's Parquet encoder and parquet-wasm (the encoder before) alone on
+ * the same shard tables, and Arrow IPC shards. CPU seconds (all threads) are
+ * printed too: on a loaded machine they move less than wall time.
  *
  * The recording is made here, not by PyTorch: a small writer emits the same
  * pickle opcodes `torch.save` does (protocol 2, `_rebuild_tensor_v2` over
@@ -74,9 +76,9 @@ export async function benchImport(options: BenchOptions): Promise<void> {
       if (r < REPEATS - 1) await Deno.remove(out, { recursive: true });
     }
     const trace = `${dir}/trace${REPEATS - 1}`;
-    // The stages one by one, each on its own: reading the .pt files (unzip,
-    // pickle, tensors), the trace writer on the same documents, and
-    // parquet-wasm alone on the same shard tables.
+    // The stages one by one, each on its own, for comparison: reading the
+    // .pt files whole (unzip, pickle, tensors), the generic trace writer on
+    // the same documents, and the encoders alone on the same shard tables.
     const parseSeconds = await medianSeconds(REPEATS, async () => {
       for (const file of files) openTorchFile(file, await Deno.readFile(file));
     });
@@ -147,11 +149,11 @@ export async function benchImport(options: BenchOptions): Promise<void> {
         unit: `s (${seconds.map((s) => s.toFixed(2)).join(" / ")})`,
       },
       {
-        name: "seconds: parse / writer / Parquet encoder / the rest of the import",
-        value: importSeconds,
-        unit: `s = ${parseSeconds.toFixed(2)} / ${writerSeconds.toFixed(2)} (of which ${
+        name: "stage seconds: read whole / generic writer (of which the encoder)",
+        value: parseSeconds + writerSeconds,
+        unit: `s = ${parseSeconds.toFixed(2)} / ${writerSeconds.toFixed(2)} (${
           encodeSeconds.toFixed(2)
-        }) / ${Math.max(0, importSeconds - parseSeconds - writerSeconds).toFixed(2)}`,
+        })`,
       },
       { name: "peak RSS", value: peak, unit: "MiB" },
       { name: "load average (1 min) at the end", value: Deno.loadavg()[0]!, unit: "" },
@@ -208,7 +210,7 @@ async function rewrite(
 }
 
 /** One rank's recording: prefill passes of one sequence each, then decode passes of BATCH. */
-export function recording(rank: number): { bytes: Uint8Array; tokens: number } {
+function recording(rank: number): { bytes: Uint8Array; tokens: number } {
   const rng = new Rng(17 + rank);
   // Physical experts 64..71 replicate logical 0..7; the rest are a fixed permutation.
   const map = new Int32Array(LAYERS * PHYSICAL);
