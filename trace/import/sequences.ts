@@ -4,12 +4,20 @@
  * with their positions, grouped into segments (`extend_seq_lens`; a decode
  * pass has one token per sequence). A segment whose first position is 0
  * starts a sequence. A segment starting at position p > 0 continues an open
- * sequence whose length is p: among those, one extended in the most recent
- * earlier pass, and among those the one that came first in that pass (so a
- * decode batch whose order is stable maps onto itself step after step). A
- * segment no sequence fits starts a sequence of its own, counted as started
- * mid-stream (recording began after its prefix, or its prefix came from a
- * prefix cache of a finished request).
+ * sequence whose length is p, chosen as SGLang's scheduler would have run
+ * them: it appends each prefilled batch to its running batch, filters
+ * finished requests out in place and decodes every running request in each
+ * decode or mixed pass. So the live sequences (extended in or after the most
+ * recent decode or mixed pass) of length p are taken in the order they
+ * reached it, by pass then order in the pass. When a pass continues fewer of
+ * them than are live, some finished unseen: those prefilled since the last
+ * decode pass are kept first (a request just prefilled has made one token and
+ * almost always asks for more), then the earliest of the rest. Segments
+ * beyond the live ones continue the stale sequence (one a decode pass went
+ * without) extended most recently, first in that pass's order. A segment no
+ * sequence fits starts a sequence of its own, counted as started mid-stream
+ * (recording began after its prefix, or its prefix came from a prefix cache
+ * of a finished request).
  */
 import { DataError } from "../../common/errors.ts";
 
@@ -54,6 +62,10 @@ export class SequenceRebuilder {
   /** Open sequences by length, in the order they reached it. */
   #byLength = new Map<number, Sequence[]>();
   #lastPass = -1;
+  /** The most recent decode or mixed pass added, or −1. */
+  #lastDecode = -1;
+  /** This pass's choice among the live sequences of each length (see #take). */
+  #chosen = new Map<number, Sequence[]>();
 
   /** Adds the next pass; `where` names it in errors. */
   add(pass: number, layout: PassLayout, where: string): void {
@@ -68,6 +80,13 @@ export class SequenceRebuilder {
         `${where} has ${T} tokens but its extend_seq_lens add up to ${total}.`,
       );
     }
+    // How many segments of this pass continue a sequence of each length.
+    const wanted = new Map<number, number>();
+    for (let i = 0, at = 0; i < segments.length; at += segments[i++]!) {
+      const first = segments[i]! > 0 ? positions[at]! : 0;
+      if (first > 0) wanted.set(first, (wanted.get(first) ?? 0) + 1);
+    }
+    this.#chosen.clear();
     let start = 0;
     let order = 0;
     for (const length of segments) {
@@ -82,7 +101,7 @@ export class SequenceRebuilder {
           );
         }
       }
-      let sequence = first > 0 ? this.#take(first, pass) : null;
+      let sequence = first > 0 ? this.#take(first, pass, wanted.get(first)!) : null;
       const continuing = sequence !== null;
       if (!sequence) {
         sequence = {
@@ -104,23 +123,44 @@ export class SequenceRebuilder {
       bucket.push(sequence);
       start += length;
     }
+    if (mode !== "extend") this.#lastDecode = pass;
   }
 
-  /** Removes and returns the open sequence of length `length` that this pass continues. */
-  #take(length: number, pass: number): Sequence | null {
+  /**
+   * Removes and returns the open sequence of length `length` that this pass
+   * continues next, `wanted` of its segments continuing that length.
+   */
+  #take(length: number, pass: number, wanted: number): Sequence | null {
     const bucket = this.#byLength.get(length);
     if (!bucket) return null;
-    // The bucket is in the order sequences reached this length, so lastPass never
-    // decreases along it: skip those extended in this very pass, then take the
-    // first of the run with the latest earlier pass.
-    let end = bucket.length;
-    while (end > 0 && bucket[end - 1]!.lastPass === pass) end--;
-    if (end === 0) return null;
-    const latest = bucket[end - 1]!.lastPass;
-    let at = end - 1;
-    while (at > 0 && bucket[at - 1]!.lastPass === latest) at--;
-    const [sequence] = bucket.splice(at, 1);
+    // The bucket is in the order sequences reached this length, so lastPass never decreases along it.
+    let chosen = this.#chosen.get(length);
+    if (!chosen) {
+      const live = bucket.filter((s) => s.lastPass >= this.#lastDecode && s.lastPass < pass);
+      chosen = live;
+      if (wanted < live.length) {
+        // Those prefilled since the last decode pass (the run at the end) first, then the earliest.
+        const fresh = live.filter((s) => s.lastPass > this.#lastDecode).length;
+        const old = live.length - fresh;
+        const kept = Math.min(fresh, wanted);
+        chosen = [...live.slice(0, wanted - kept), ...live.slice(old, old + kept)];
+      }
+      this.#chosen.set(length, chosen);
+    }
+    let sequence = chosen.shift();
+    let at = sequence ? bucket.indexOf(sequence) : -1;
+    if (!sequence) {
+      // No live one left: the first of the run with the latest earlier pass.
+      let end = bucket.length;
+      while (end > 0 && bucket[end - 1]!.lastPass === pass) end--;
+      if (end === 0) return null;
+      const latest = bucket[end - 1]!.lastPass;
+      at = end - 1;
+      while (at > 0 && bucket[at - 1]!.lastPass === latest) at--;
+      sequence = bucket[at]!;
+    }
+    bucket.splice(at, 1);
     if (bucket.length === 0) this.#byLength.delete(length);
-    return sequence!;
+    return sequence;
   }
 }

@@ -188,7 +188,7 @@ async function importWithWorkers(
       weights_recorded: false,
       arrival_steps: true,
       documents:
-        "rebuilt from extend_seq_lens and positions per rank (SGLang records no request ids): a segment at position 0 starts a document; one at position p continues the document of length p last extended in the most recent earlier pass, first in that pass's order",
+        "rebuilt from extend_seq_lens and positions per rank (SGLang records no request ids): a segment at position 0 starts a document; one at position p continues a live document of length p (extended in or after the last decode pass) in running-batch order (the order they reached p), those prefilled since the last decode pass first when fewer continue than are live, else the stale one extended most recently",
     });
     const shardPlan: ShardPlan = {
       files: ranks.map((r) => r.routing),
