@@ -41,11 +41,13 @@ export async function writePartsAtomic(path: string, parts: readonly Uint8Array[
       for (let done = 0; done < bytes.length;) done += file.writeSync(bytes.subarray(done));
     };
     for (const part of parts) {
-      if (part.length > staged.length - held) {
+      const direct = part.length >= staged.length >> 2;
+      // What is staged goes first, before a part written directly or one that does not fit.
+      if (direct || part.length > staged.length - held) {
         put(staged.subarray(0, held));
         held = 0;
       }
-      if (part.length >= staged.length >> 2) put(part);
+      if (direct) put(part);
       else {
         staged.set(part, held);
         held += part.length;

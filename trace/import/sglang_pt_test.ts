@@ -12,6 +12,7 @@ import { isTensorRef, readPickle } from "./pickle.ts";
 import { DataError } from "../../common/errors.ts";
 import { importSglangPt } from "./sglang_pt.ts";
 import { field } from "./torch_zip.ts";
+import { type RecordedSequence, sglangRecording } from "./sglang_synthetic.ts";
 import { readManifest, TraceReader, TraceWriter } from "../mod.ts";
 
 const RANK0 = `${FIXTURES}sglang_rank0.pt`;
@@ -78,6 +79,43 @@ Deno.test("a tensor-parallel replica of a rank's recording is dropped, not impor
   // Rank 0 recorded 5 passes with routed tokens; the replica repeats all of them.
   assert.equal(manifest.capture.settings!.tensor_parallel_replicas_skipped, 5);
   await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("a larger recording (shards of many pages, written in parts) imports to its known routing", async () => {
+  // 2 ranks × 32 sequences of 300 prompt + 40 generated tokens: 21,760
+  // tokens in shards of 4,000 rows, each shard's expert ids (128 per row)
+  // spanning several data pages and written from where they were gathered.
+  const shape = { sequencesPerRank: 32, prompt: 300, generated: 40, batch: 16 };
+  const dir = await Deno.makeTempDir();
+  try {
+    const files: string[] = [];
+    const truth = new Map<string, RecordedSequence>();
+    for (const rank of [0, 1]) {
+      const made = sglangRecording(rank, shape, true);
+      files.push(`${dir}/expert_distribution_recorder_0_${rank}.pt`);
+      await Deno.writeFile(files[rank]!, made.bytes);
+      for (const s of made.sequences) truth.set(s.tokens.join(","), s);
+    }
+    for (const lanes of [1, 2]) {
+      const out = `${dir}/trace${lanes}`;
+      await importSglangPt(files, out, null, { lanes, rowsPerShard: 4000 });
+      const reader = await TraceReader.open(out);
+      assert.ok(reader.manifest.shards.length >= 5, "several shards");
+      let seen = 0;
+      for await (const doc of reader.documents()) {
+        const expected = truth.get(Array.from(doc.tokens).join(","));
+        assert.ok(expected, `${lanes} lane(s): document ${doc.doc} is a recorded sequence`);
+        assert.deepEqual(Array.from(doc.phase!), expected.tokens.map((_, i) => i < 300 ? 0 : 1));
+        const differ = doc.experts.findIndex((e, i) => e !== expected.experts[i]);
+        assert.equal(differ, -1, `${lanes} lane(s): document ${doc.doc} experts`);
+        assert.equal(doc.experts.length, expected.experts.length);
+        seen++;
+      }
+      assert.equal(seen, truth.size);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 Deno.test("the import gives the same trace with every file on this thread, in workers, or mixed", async () => {
