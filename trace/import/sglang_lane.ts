@@ -15,11 +15,15 @@
  */
 import { DataError, messageOf } from "../../common/errors.ts";
 import { openRank } from "./sglang_rank.ts";
-import { claimJobs, type ShardJob, ShardMaker, type ShardPlan } from "./sglang_shard.ts";
+import { claimJobs, rehearse, type ShardJob, ShardMaker, type ShardPlan } from "./sglang_shard.ts";
+import { Scratch } from "../../common/scratch.ts";
 
 type Task =
   | { op: "open"; files: string[]; claims: Int32Array }
   | { op: "shards"; plan: ShardPlan; jobs: ShardJob[]; claims: Int32Array };
+
+const scratch = new Scratch();
+rehearse(scratch);
 
 self.onmessage = async (event: MessageEvent<Task>) => {
   const task = event.data;
@@ -37,7 +41,7 @@ self.onmessage = async (event: MessageEvent<Task>) => {
         }
       });
     } else {
-      const maker = new ShardMaker(task.plan);
+      const maker = new ShardMaker(task.plan, [], scratch);
       try {
         await claimJobs(task.jobs, task.claims, async (job) => {
           try {

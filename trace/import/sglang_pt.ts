@@ -28,6 +28,7 @@
  * checks it, encodes and writes the shard into the staging trace.
  */
 import * as arrow from "apache-arrow";
+import { Scratch } from "../../common/scratch.ts";
 import { DataError } from "../../common/errors.ts";
 import { DEFAULT_ROWS_PER_SHARD, rowShape, TRACE_ID_KEY } from "../manifest.ts";
 import { arrowSchemaBase64 } from "../parquet_encode.ts";
@@ -81,7 +82,9 @@ async function importWithWorkers(
   // Workers open files too only when there are more files than threads: a
   // worker starts (~0.1 s) and first reads a pickle (~0.2 s) slower than this
   // thread reads one, so for a file each they only delay the opening.
-  const ranks = await openFiles(files, files.length > workers.length + 1 ? workers : []);
+  // One buffer on this thread for each pickle in turn, then the routing read to plan and to make shards.
+  const scratch = new Scratch();
+  const ranks = await openFiles(files, files.length > workers.length + 1 ? workers : [], scratch);
   const layers = ranks[0]!.layers;
   for (const [file, rank] of ranks.entries()) {
     if (rank.layers !== layers) {
@@ -98,6 +101,7 @@ async function importWithWorkers(
   const reader = new RoutingReader(
     ranks.map((r) => r.routing),
     ranks.map((r) => r.whole),
+    scratch,
   );
   const idsOf = (pass: PassInfo) => reader.ids(pass.file, index.get(pass)!);
   let replicas: Set<PassInfo>;
@@ -209,6 +213,7 @@ async function importWithWorkers(
       jobs,
       whole.some((w) => w) ? [] : workers,
       whole,
+      scratch,
     );
     await sink.addShards(
       jobs.map((job, i) => ({
@@ -340,7 +345,11 @@ function shardJobs(
  * opened here after). A fault stops all threads from claiming more; the
  * fault of the earliest file is thrown.
  */
-async function openFiles(files: string[], workers: ShardWorker[]): Promise<RankFile[]> {
+async function openFiles(
+  files: string[],
+  workers: ShardWorker[],
+  scratch: Scratch,
+): Promise<RankFile[]> {
   const claims = new Int32Array(new SharedArrayBuffer(8));
   const ranks: RankFile[] = [];
   const whole: number[] = [];
@@ -358,7 +367,7 @@ async function openFiles(files: string[], workers: ShardWorker[]): Promise<RankF
   );
   const open = async (file: number) => {
     try {
-      ranks[file] = (await openRank(files[file]!, file))!;
+      ranks[file] = (await openRank(files[file]!, file, true, scratch))!;
     } catch (error) {
       faults.push({ index: file, error });
       throw error;
@@ -387,6 +396,7 @@ async function makeShards(
   jobs: ShardJob[],
   workers: ShardWorker[],
   whole: RankFile["whole"][],
+  scratch: Scratch,
 ): Promise<ShardWritten[]> {
   const claims = new Int32Array(new SharedArrayBuffer(8));
   const written: ShardWritten[] = [];
@@ -402,7 +412,7 @@ async function makeShards(
       }
     })
   );
-  const maker = new ShardMaker(plan, whole);
+  const maker = new ShardMaker(plan, whole, scratch);
   try {
     await claimJobs(jobs, claims, async (job) => {
       try {

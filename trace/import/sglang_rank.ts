@@ -7,6 +7,7 @@
  * compressed is read whole instead (`whole`), and its shards are made on
  * the importer's thread.
  */
+import type { Scratch } from "../../common/scratch.ts";
 import { DataError, messageOf } from "../../common/errors.ts";
 import { readWhole } from "../../common/fs.ts";
 // From manifest.ts, not mod.ts: a worker running this lane then loads no Arrow or Parquet code.
@@ -71,10 +72,15 @@ export interface RankFile {
  * every pass's facts. With `whole` false a file that must be read whole (a
  * compressed zip, which only the importer's thread can hold) gives null.
  */
-export async function openRank(path: string, file: number, whole = true): Promise<RankFile | null> {
+export async function openRank(
+  path: string,
+  file: number,
+  whole = true,
+  scratch?: Scratch,
+): Promise<RankFile | null> {
   // Entry by entry from disk where the zip allows (most of the file is then
-  // never held); else whole, as openTorchFile reads anything.
-  const archive = openTorchArchive(path);
+  // never held; its pickle read into `scratch`); else whole, as openTorchFile reads anything.
+  const archive = openTorchArchive(path, scratch);
   let torch: TorchFile;
   if (archive) torch = archive;
   else if (!whole) return null;

@@ -19,6 +19,7 @@
  */
 import { DataError } from "../../common/errors.ts";
 import { writePartsAtomic } from "../../common/atomic_write.ts";
+import { Scratch } from "../../common/scratch.ts";
 import { partsFingerprint } from "../manifest.ts";
 import { type ColumnPlan, encodeColumns } from "../parquet_columns.ts";
 import type { TensorRef } from "./pickle.ts";
@@ -105,7 +106,8 @@ const READ_WINDOW = 4 << 20;
 /**
  * Reads passes' [L, T, K] ids: a file given by storage ranges is opened on
  * first use and read a window of READ_WINDOW bytes (or one tensor, if
- * larger) at a time into one reused buffer, which serves every tensor that
+ * larger) at a time into one reused buffer (`scratch`, which the importer's
+ * thread also read the pickles into), which serves every tensor that
  * lies in it (valid until the next read; asked for in file order, a shard's
  * passes then take a few reads instead of two system calls each); a file
  * held whole (a compressed zip, only on the importer's thread) is viewed in
@@ -115,14 +117,20 @@ export class RoutingReader {
   #files: RoutingFile[];
   #whole: (TorchFile | null)[];
   #handles: (Deno.FsFile | null)[];
-  #scratch = new Uint8Array(0);
+  #scratch: Scratch;
   /** What the buffer holds: bytes [start, start + length) of file `file`. */
-  #window = { file: -1, start: 0, length: 0 };
+  #window: { file: number; start: number; length: number; bytes: Uint8Array } = {
+    file: -1,
+    start: 0,
+    length: 0,
+    bytes: new Uint8Array(0),
+  };
 
-  constructor(files: RoutingFile[], whole: (TorchFile | null)[] = []) {
+  constructor(files: RoutingFile[], whole: (TorchFile | null)[] = [], scratch = new Scratch()) {
     this.#files = files;
     this.#whole = whole;
     this.#handles = files.map(() => null);
+    this.#scratch = scratch;
   }
 
   ids(file: number, pass: number): Int32Array {
@@ -137,18 +145,14 @@ export class RoutingReader {
       const w = this.#window;
       if (w.file !== file || start < w.start || start + length > w.start + w.length) {
         const size = Math.max(length, READ_WINDOW);
-        // Grown to a multiple of 64 KiB, 8-byte aligned at 0 for int32 and int64 views.
-        if (this.#scratch.length < size) {
-          this.#scratch = new Uint8Array(Math.ceil(size / 65536) * 65536);
-        }
         this.#handles[file] ??= Deno.openSync(routing.path);
-        const read = readAt(this.#handles[file]!, start, this.#scratch.subarray(0, size));
-        this.#window = { file, start, length: read.length };
+        const read = readAt(this.#handles[file]!, start, this.#scratch.bytes(size));
+        this.#window = { file, start, length: read.length, bytes: read };
       }
       // Storages start 64-byte aligned in torch's files; a view at an odd
       // offset is copied by tensorInt32.
       const at = start - this.#window.start;
-      bytes = this.#scratch.subarray(at, Math.min(at + length, this.#window.length));
+      bytes = this.#window.bytes.subarray(at, Math.min(at + length, this.#window.length));
     }
     const torch = {
       file: routing.path,
@@ -161,7 +165,7 @@ export class RoutingReader {
   close(): void {
     for (const handle of this.#handles) handle?.close();
     this.#handles = this.#files.map(() => null);
-    this.#window = { file: -1, start: 0, length: 0 };
+    this.#window = { file: -1, start: 0, length: 0, bytes: new Uint8Array(0) };
   }
 }
 
@@ -190,9 +194,9 @@ export class ShardMaker {
   /** [L] index among the kept layers, or −1. */
   #keptAt: Int32Array;
 
-  constructor(plan: ShardPlan, whole: (TorchFile | null)[] = []) {
+  constructor(plan: ShardPlan, whole: (TorchFile | null)[] = [], scratch?: Scratch) {
     this.plan = plan;
-    this.reader = new RoutingReader(plan.files, whole);
+    this.reader = new RoutingReader(plan.files, whole, scratch);
     this.#keptAt = new Int32Array(plan.layers).fill(-1);
     plan.keep.forEach((l, m) => this.#keptAt[l] = m);
   }
@@ -312,6 +316,52 @@ export class ShardMaker {
       }
     }
   }
+}
+
+/**
+ * Readies a worker for making shards while the importer's thread is still
+ * reading the pickles (the worker is otherwise idle then): its read window
+ * touched once, and the gather, piece and encoding code run on a small made-up
+ * shard so that the JIT has compiled them before the first real one. A
+ * worker's first shard took ~3× a later one on the development machine.
+ */
+export function rehearse(scratch: Scratch): void {
+  scratch.bytes(READ_WINDOW).fill(0);
+  const rows = 2048;
+  const M = 4;
+  const k = 8;
+  const stride = M * k;
+  const topk = new Int32Array(rows * k);
+  for (let i = 0; i < topk.length; i++) topk[i] = i % k;
+  const map = Int32Array.from({ length: 16 }, (_, i) => i);
+  const experts = new Uint8Array(rows * stride);
+  const seen = new Uint32Array(65536);
+  for (let round = 0, stamp = 0; round < 8; round++) {
+    for (let m = 0; m < M; m++, stamp += rows) {
+      gatherLayer(topk, 0, k, map, 0, 16, experts, m * k, stride, k, rows, seen, stamp);
+    }
+  }
+  const tokens = Uint32Array.from({ length: rows }, (_, i) => i % 100);
+  const pieces = new PieceDictionary().of(tokens);
+  const u32 = (name: string, values: Uint32Array): ColumnPlan => ({
+    name,
+    int: { bits: 32, signed: false },
+    column: { kind: "int32", values },
+  });
+  encodeColumns(
+    [
+      u32("token", tokens),
+      { name: "piece", column: { kind: "strings", ...pieces } },
+      {
+        name: "experts",
+        list: { item: "item", width: stride },
+        int: { bits: 16, signed: false },
+        column: { kind: "small-int", values: experts },
+      },
+    ],
+    rows,
+    "",
+  );
 }
 
 /**

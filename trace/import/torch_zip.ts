@@ -6,6 +6,7 @@
  * strides.
  */
 import { unzipSync } from "fflate";
+import type { Scratch } from "../../common/scratch.ts";
 import { DataError, messageOf } from "../../common/errors.ts";
 import { DTYPE_BYTES, isTensorRef, type PyValue, readPickle, type TensorRef } from "./pickle.ts";
 
@@ -98,7 +99,7 @@ function torchRoot(
  * `storedLayout` vouches for: the caller then reads it whole with
  * `openTorchFile`, which reports what is wrong.
  */
-export function openTorchArchive(file: string): TorchArchive | null {
+export function openTorchArchive(file: string, scratch?: Scratch): TorchArchive | null {
   let handle: Deno.FsFile;
   try {
     handle = Deno.openSync(file);
@@ -111,13 +112,16 @@ export function openTorchArchive(file: string): TorchArchive | null {
       preadExact(handle, at, length, new Uint8Array(length));
     const head = read(0, Math.min(4, size));
     if (!looksLikeZip(head)) throw new Error("not a zip");
-    const layout = storedLayout(size, read);
+    const layout = storedLayout(size, windowed(handle, size));
     if (!layout) throw new Error("not a zip of stored entries");
     const entries = new Map(layout.map((e) => [e.name, e]));
     const storageNames = new Map<string, string>();
+    // The pickle goes into `scratch` when given: nothing read from it keeps a view of its bytes.
     const root = torchRoot(file, [...entries.keys()], (name) => {
       const e = entries.get(name)!;
-      return read(e.start, e.length);
+      return scratch
+        ? preadExact(handle, e.start, e.length, scratch.bytes(e.length))
+        : read(e.start, e.length);
     }, (key, name) => storageNames.set(key, name));
     return new TorchArchive(file, root, handle, entries, storageNames);
   } catch (error) {
@@ -126,6 +130,29 @@ export function openTorchArchive(file: string): TorchArchive | null {
     if (error instanceof DataError) throw error;
     return null;
   }
+}
+
+/**
+ * Reads of `handle` with small ones served from a 16 KiB window read ahead
+ * into one reused buffer: the local headers `storedLayout` checks (thousands
+ * in a long recording) lie in file order, several to a window where entries
+ * are small, instead of one seek and read each.
+ */
+function windowed(
+  handle: Deno.FsFile,
+  size: number,
+): (at: number, length: number) => Uint8Array {
+  const window = new Uint8Array(1 << 14);
+  let start = 0;
+  let bytes: Uint8Array = window.subarray(0, 0);
+  return (at, length) => {
+    if (length > window.length >> 4) return preadExact(handle, at, length, new Uint8Array(length));
+    if (at < start || at + length > start + bytes.length) {
+      start = at;
+      bytes = preadExact(handle, at, Math.min(window.length, size - at), window);
+    }
+    return bytes.subarray(at - start, at - start + length);
+  };
 }
 
 /** The open file behind `openTorchArchive`. */
