@@ -11,7 +11,11 @@
  * Python values become: int → number (bigint past 2^53), float → number,
  * str → string, bytes → Uint8Array, None → null, bool → boolean,
  * list and tuple → array, dict → Map (never a plain object, so a key such as
- * "__proto__" is only a key), tensor → TensorRef.
+ * "__proto__" is only a key), tensor → TensorRef. A list of two or more ints
+ * pickled the way Python's pickler writes one (batches of MARK, BININT*,
+ * APPENDS) becomes an Int32Array: SGLang's input_ids and positions hold
+ * 10^5–10^6 ints per file, which as arrays of numbers cost memory, garbage
+ * collection and a copy.
  */
 import { DataError } from "../../common/errors.ts";
 
@@ -78,6 +82,7 @@ export type PyValue =
   | string
   | Uint8Array
   | PyValue[]
+  | Int32Array
   | Map<PyValue, PyValue>
   | TensorRef;
 
@@ -183,8 +188,16 @@ export function readPickle(bytes: Uint8Array, where: string): PyValue {
   };
   const take = (n: number) => (need(n), p += n, bytes.subarray(p - n, p));
   const str = (n: number) => {
+    const raw = take(n);
+    // Short ASCII (dict keys, globals' names: tens of thousands in a long
+    // recording) is built directly; a TextDecoder call costs more than the text.
+    if (n <= 32) {
+      let ascii = true;
+      for (let i = 0; i < n; i++) if (raw[i]! >= 0x80) ascii = false;
+      if (ascii) return String.fromCharCode.apply(null, raw as unknown as number[]);
+    }
     try {
-      return text.decode(take(n));
+      return text.decode(raw);
     } catch {
       throw new DataError(`${where} holds a string that is not valid UTF-8 at byte ${p - n}.`);
     }
@@ -304,9 +317,17 @@ export function readPickle(bytes: Uint8Array, where: string): PyValue {
       case 0x7d: // EMPTY_DICT
         stack.push(new Map());
         break;
-      case 0x5d: // EMPTY_LIST
-        stack.push([]);
+      case 0x5d: { // EMPTY_LIST
+        const ints = intList(bytes, view, p);
+        if (!ints) {
+          stack.push([]);
+          break;
+        }
+        stack.push(ints.values);
+        if (ints.memo !== undefined) put(ints.memo === -1 ? memo.size : ints.memo);
+        p = ints.end;
         break;
+      }
       case 0x29: // EMPTY_TUPLE
         stack.push([]);
         break;
@@ -478,6 +499,82 @@ function intRunEnd(bytes: Uint8Array, from: number): number {
   }
 }
 
+/** Items per APPENDS batch in Python's pickler (pickle._BATCHSIZE): every batch but the last is full. */
+const BATCH = 1000;
+
+/**
+ * The list an EMPTY_LIST at `from` starts, as an Int32Array, when what
+ * follows is an optional memo op, then MARK, ints, APPENDS batches of which
+ * only the last holds fewer than BATCH items, then anything but MARK: a
+ * list that certainly ends there. Else null, and the list is read op by op
+ * (a list of exactly n × BATCH ints, or one whose end is not certain).
+ * `memo`: the BINPUT/LONG_BINPUT index to store it under (−1: MEMOIZE);
+ * `end`: where reading goes on.
+ */
+function intList(
+  bytes: Uint8Array,
+  view: DataView,
+  from: number,
+): { values: Int32Array; memo: number | undefined; end: number } | null {
+  let q = from;
+  let memo: number | undefined;
+  if (bytes[q] === 0x71) [memo, q] = [bytes[q + 1], q + 2]; // BINPUT
+  else if (bytes[q] === 0x72) [memo, q] = [view.getUint32(q + 1, true), q + 5]; // LONG_BINPUT
+  else if (bytes[q] === 0x94) [memo, q] = [-1, q + 1]; // MEMOIZE
+  if (q + 5 > bytes.length) return null;
+  const batches: [number, number][] = [];
+  let count = 0;
+  for (;;) {
+    if (bytes[q] !== 0x28) break;
+    const end = intRunEnd(bytes, q + 1);
+    if (end <= q + 1 || bytes[end] !== 0x65) return null;
+    const n = runLength(bytes, q + 1, end);
+    batches.push([q + 1, end]);
+    count += n;
+    q = end + 1;
+    if (n < BATCH) break;
+    if (q >= bytes.length) return null;
+  }
+  if (batches.length === 0 || q >= bytes.length || bytes[q] === 0x28) return null;
+  if (runLength(bytes, ...batches[batches.length - 1]!) >= BATCH) return null;
+  const values = new Int32Array(count);
+  let at = 0;
+  for (const [start, end] of batches) at = readIntRun(bytes, view, start, end, values, at);
+  return { values, memo, end: q };
+}
+
+/** Items in the run of int opcodes bytes[from, end). */
+function runLength(bytes: Uint8Array, from: number, end: number): number {
+  let n = 0;
+  for (let q = from; q < end; n++) q += bytes[q] === 0x4a ? 5 : bytes[q] === 0x4b ? 2 : 3;
+  return n;
+}
+
+/** Writes the ints of the run bytes[from, end) into `into` from `at`; returns the next index. */
+function readIntRun(
+  bytes: Uint8Array,
+  view: DataView,
+  from: number,
+  end: number,
+  into: Int32Array,
+  at: number,
+): number {
+  for (let q = from; q < end;) {
+    const op = bytes[q];
+    if (op === 0x4a) {
+      into[at++] = view.getInt32(q + 1, true);
+      q += 5;
+    } else if (op === 0x4b) {
+      into[at++] = bytes[q + 1]!;
+      q += 2;
+    } else {
+      into[at++] = view.getUint16(q + 1, true);
+      q += 3;
+    }
+  }
+  return at;
+}
+
 /** Appends the ints of the opcodes in bytes[from, end) (a run `intRunEnd` found) to `list`. */
 function appendIntRun(
   bytes: Uint8Array,
@@ -607,7 +704,7 @@ function describe(item: StackItem): string {
   if (isGlobal(item)) return `global (${item.kind})`;
   if (isStorage(item)) return "storage";
   if (item === null) return "None";
-  if (Array.isArray(item)) return "list";
+  if (Array.isArray(item) || item instanceof Int32Array) return "list";
   if (item instanceof Map) return "dict";
   if (item instanceof Uint8Array) return "bytes";
   if (isTensorRef(item)) return "tensor";

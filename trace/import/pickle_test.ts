@@ -85,6 +85,38 @@ Deno.test("memo references share one value", () => {
   assert.deepEqual(readPickle(pickle, "t.pkl"), [[7], [7]]);
 });
 
+Deno.test("int lists pickled by Python come back as Int32Arrays where their end is certain, else as arrays", () => {
+  const FIXTURES = new URL("../../fixtures/import/", import.meta.url).pathname;
+  const truth = JSON.parse(Deno.readTextFileSync(`${FIXTURES}pickle_int_lists.json`));
+  for (const protocol of [2, 4]) {
+    const file = `pickle_int_lists_p${protocol}.pkl`;
+    const value = readPickle(Deno.readFileSync(`${FIXTURES}${file}`), file) as Map<string, unknown>;
+    // Int32Arrays compared as arrays: the values must equal Python's, whatever the type.
+    const plain = (v: unknown): unknown =>
+      v instanceof Int32Array ? Array.from(v) : Array.isArray(v) ? v.map(plain) : v;
+    for (const key of Object.keys(truth)) {
+      const got = plain(value.get(key));
+      const expected = key === "big" ? [1, 2 ** 40] : truth[key];
+      assert.deepEqual(got, expected, `${file} ${key}`);
+    }
+    // 2,500 ints in three batches, the last short: one Int32Array.
+    assert.ok(value.get("long") instanceof Int32Array, `${file} long`);
+    assert.ok(value.get("extremes") instanceof Int32Array, `${file} extremes`);
+    // Two full batches (more could follow), a batch with a string, one item, a long int:
+    // read op by op.
+    for (const key of ["exact", "mixed", "one", "big"]) {
+      assert.ok(Array.isArray(value.get(key)), `${file} ${key}`);
+    }
+    // A list followed by a MARK that opens a tuple: read op by op, and the tuple intact.
+    const [list, tuple] = value.get("then_tuple") as unknown[];
+    assert.ok(Array.isArray(list), `${file} then_tuple`);
+    assert.deepEqual(tuple, [4, 5, 6, 7]);
+    // The memo gives back the one Int32Array.
+    const [a, b] = value.get("shared") as unknown[];
+    assert.ok(a instanceof Int32Array && a === b, `${file} shared`);
+  }
+});
+
 Deno.test("anything that would build or call an arbitrary object is refused with one sentence", () => {
   const cases: [Uint8Array, RegExp][] = [
     [

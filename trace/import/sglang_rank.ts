@@ -210,6 +210,8 @@ function readPass(
   const ints = (key: string): Int32Array => {
     const v = record.get(key);
     if (isTensorRef(v)) return tensorInt32(torch, v, `records[${index}] field "${key}"`).slice();
+    // The pickle reader's own array: pickled int lists of two or more items.
+    if (v instanceof Int32Array) return v;
     if (Array.isArray(v) && isIntList(v)) return new Int32Array(v as number[]);
     throw new DataError(`${where} field "${key}" must be a list of integers, got ${describe(v)}.`);
   };
@@ -231,13 +233,14 @@ function readPass(
   const lens = record.get("extend_seq_lens");
   let segments: number[] | null = null;
   if (lens !== null && lens !== undefined && mode !== "decode") {
+    const counts = lens instanceof Int32Array ? Array.from(lens) : lens;
     if (
-      !Array.isArray(lens) ||
-      !lens.every((x) => typeof x === "number" && Number.isInteger(x) && x >= 0)
+      !Array.isArray(counts) ||
+      !counts.every((x) => typeof x === "number" && Number.isInteger(x) && x >= 0)
     ) {
       throw new DataError(`${where} field "extend_seq_lens" must be a list of counts or None.`);
     }
-    segments = lens as number[];
+    segments = counts as number[];
   } else if (mode !== "decode") {
     throw new DataError(
       `${where} is an extend pass without "extend_seq_lens"; its sequences cannot be told apart.`,
@@ -347,7 +350,7 @@ function isIntList(values: PyValue[]): boolean {
 function describe(value: PyValue | undefined): string {
   if (value === undefined) return "nothing";
   if (value === null) return "None";
-  if (Array.isArray(value)) return "a list";
+  if (Array.isArray(value) || value instanceof Int32Array) return "a list";
   if (value instanceof Map) return "a dict";
   if (isTensorRef(value)) return `a ${value.dtype} tensor`;
   return JSON.stringify(typeof value === "bigint" ? String(value) : value) ?? String(value);
