@@ -261,8 +261,10 @@ function shardArrowSchema(sink: StagedImport): string {
 
 /**
  * The trace's documents cut into shards as the trace writer cuts them (a
- * shard ends with the document that brings it to `rowsPerShard` rows), each with its columns filled here, in buffers shared with the
- * workers (no copy is sent).
+ * shard ends with the document that brings it to `rowsPerShard` rows): each
+ * job's token and phase columns and its documents' numbers, lengths and
+ * arrival steps, filled here in buffers shared with the workers (no copy is
+ * sent), and where its routing lies.
  */
 function shardJobs(
   sequences: { sequence: Sequence; passes: PassInfo[] }[],
@@ -278,14 +280,15 @@ function shardJobs(
   const segmentCount = sequences.reduce((n, s) => n + s.sequence.segments.length, 0);
   const shared = <T>(make: (b: SharedArrayBuffer) => T, bytes: number) =>
     make(new SharedArrayBuffer(bytes));
-  const doc = shared((b) => new Uint32Array(b), rows * 4);
-  const pos = shared((b) => new Uint32Array(b), rows * 4);
+  // Per row only what varies within a document; its doc, pos and
+  // arrival_step are spelled out by the shard maker (less memory touched here).
+  const documents = shared((b) => new Uint32Array(b), sequences.length * 3 * 4);
   const token = shared((b) => new Uint32Array(b), rows * 4);
-  const arrival = shared((b) => new Uint32Array(b), rows * 4);
   const phase = shared((b) => new Uint8Array(b), rows);
   const segments = shared((b) => new Int32Array(b), segmentCount * 5 * 4);
   const jobs: (ShardJob & { docs: number })[] = [];
   let first = 0; // the shard's first row
+  let firstDocument = 0;
   let firstSegment = 0;
   let row = 0;
   let s = 0;
@@ -293,9 +296,7 @@ function shardJobs(
   for (const [d, { sequence, passes }] of sequences.entries()) {
     const arrivalStep = passes[sequence.firstPass]!.id - firstId;
     const T = lengths[d]!;
-    doc.fill(firstDoc + d, row, row + T);
-    arrival.fill(arrivalStep, row, row + T);
-    for (let i = 0; i < T; i++) pos[row + i] = i;
+    documents.set([firstDoc + d, T, arrivalStep], d * 3);
     let r = row;
     for (const segment of sequence.segments) {
       const pass = passes[segment.pass]!;
@@ -324,14 +325,13 @@ function shardJobs(
         file: parquetShardFile(jobs.length),
         rows: row - first,
         docs,
-        doc: doc.subarray(first, row),
-        pos: pos.subarray(first, row),
+        documents: documents.subarray(firstDocument * 3, (d + 1) * 3),
         token: token.subarray(first, row),
         phase: phase.subarray(first, row),
-        arrival: arrival.subarray(first, row),
         segments: segments.subarray(firstSegment * 5, s * 5),
       });
       first = row;
+      firstDocument = d + 1;
       firstSegment = s;
       docs = 0;
     }

@@ -72,12 +72,11 @@ export interface ShardJob {
   /** Path within the trace: shards/part-NNNNN.parquet */
   file: string;
   rows: number;
+  /** [n, 3]: each document's number, rows and arrival step, in order (its doc, pos and arrival_step columns). */
+  documents: Uint32Array;
   /** [rows] each */
-  doc: Uint32Array;
-  pos: Uint32Array;
   token: Uint32Array;
   phase: Uint8Array;
-  arrival: Uint32Array;
   /** [n, 5]: file, pass, first token in the pass, tokens, first row in the shard. */
   segments: Int32Array;
 }
@@ -191,6 +190,8 @@ export class ShardMaker {
   #seen = new Uint32Array(65536);
   #stamp = 0;
   #pieces = new PieceDictionary();
+  /** [rows] the doc, pos and arrival_step columns of the shard being made, spelled out. */
+  #perRow = { doc: new Uint32Array(0), pos: new Uint32Array(0), arrival: new Uint32Array(0) };
   /** [L] index among the kept layers, or −1. */
   #keptAt: Int32Array;
 
@@ -210,6 +211,7 @@ export class ShardMaker {
     }
     const experts = this.#experts.subarray(0, size);
     this.#gather(job, experts, stride);
+    const { doc, pos, arrival } = this.#spellDocuments(job);
     const pieces = this.#pieces.of(job.token);
     const domain = new TextEncoder().encode(plan.domain);
     const u32 = (name: string, values: Uint32Array): ColumnPlan => ({
@@ -218,7 +220,7 @@ export class ShardMaker {
       column: { kind: "int32", values },
     });
     const columns: Record<(typeof SHARD_COLUMNS)[number], ColumnPlan> = {
-      doc: u32("doc", job.doc),
+      doc: u32("doc", doc),
       domain: {
         name: "domain",
         column: {
@@ -229,7 +231,7 @@ export class ShardMaker {
           count: 1,
         },
       },
-      pos: u32("pos", job.pos),
+      pos: u32("pos", pos),
       token: u32("token", job.token),
       piece: { name: "piece", column: { kind: "strings", ...pieces } },
       phase: {
@@ -243,7 +245,7 @@ export class ShardMaker {
         int: { bits: 16, signed: false },
         column: { kind: "small-int", values: experts },
       },
-      arrival_step: u32("arrival_step", job.arrival),
+      arrival_step: u32("arrival_step", arrival),
     };
     const parts = encodeColumns(SHARD_COLUMNS.map((c) => columns[c]), job.rows, plan.arrowSchema);
     await writePartsAtomic(`${plan.dir}/${job.file}`, parts);
@@ -256,6 +258,29 @@ export class ShardMaker {
 
   close(): void {
     this.reader.close();
+  }
+
+  /** The job's doc, pos and arrival_step columns, in buffers reused from shard to shard. */
+  #spellDocuments(job: ShardJob): { doc: Uint32Array; pos: Uint32Array; arrival: Uint32Array } {
+    if (this.#perRow.doc.length < job.rows) {
+      this.#perRow = {
+        doc: new Uint32Array(job.rows),
+        pos: new Uint32Array(job.rows),
+        arrival: new Uint32Array(job.rows),
+      };
+    }
+    const doc = this.#perRow.doc.subarray(0, job.rows);
+    const pos = this.#perRow.pos.subarray(0, job.rows);
+    const arrival = this.#perRow.arrival.subarray(0, job.rows);
+    const d = job.documents;
+    for (let i = 0, row = 0; i < d.length; i += 3) {
+      const rows = d[i + 1]!;
+      doc.fill(d[i]!, row, row + rows);
+      arrival.fill(d[i + 2]!, row, row + rows);
+      for (let p = 0; p < rows; p++) pos[row + p] = p;
+      row += rows;
+    }
+    return { doc, pos, arrival };
   }
 
   /** Fills `experts` ([rows, M, k]) from the job's segments, a pass read once for all its segments. */
