@@ -307,7 +307,7 @@ export function readPickle(bytes: Uint8Array, where: string): PyValue {
         const list = stack[stack.length - 1];
         const end = Array.isArray(list) && !raw.has(list) ? intRunEnd(bytes, p) : -1;
         if (end > p && bytes[end] === 0x65) {
-          appendIntRun(bytes, view, p, end, list as PyValue[]);
+          readIntRun(bytes, view, p, end, list as PyValue[], (list as PyValue[]).length);
           p = end + 1;
           break;
         }
@@ -524,19 +524,17 @@ function intList(
   if (q + 5 > bytes.length) return null;
   const batches: [number, number][] = [];
   let count = 0;
-  for (;;) {
-    if (bytes[q] !== 0x28) break;
+  let last = BATCH; // items in the last batch read
+  while (last >= BATCH && bytes[q] === 0x28) {
     const end = intRunEnd(bytes, q + 1);
     if (end <= q + 1 || bytes[end] !== 0x65) return null;
-    const n = runLength(bytes, q + 1, end);
+    last = runLength(bytes, q + 1, end);
     batches.push([q + 1, end]);
-    count += n;
+    count += last;
     q = end + 1;
-    if (n < BATCH) break;
     if (q >= bytes.length) return null;
   }
-  if (batches.length === 0 || q >= bytes.length || bytes[q] === 0x28) return null;
-  if (runLength(bytes, ...batches[batches.length - 1]!) >= BATCH) return null;
+  if (last >= BATCH || bytes[q] === 0x28) return null;
   const values = new Int32Array(count);
   let at = 0;
   for (const [start, end] of batches) at = readIntRun(bytes, view, start, end, values, at);
@@ -550,13 +548,17 @@ function runLength(bytes: Uint8Array, from: number, end: number): number {
   return n;
 }
 
-/** Writes the ints of the run bytes[from, end) into `into` from `at`; returns the next index. */
+/**
+ * Writes the ints of the run bytes[from, end) (one `intRunEnd` found) into
+ * `into` from `at` (a list grows as it is written past its end); returns the
+ * next index.
+ */
 function readIntRun(
   bytes: Uint8Array,
   view: DataView,
   from: number,
   end: number,
-  into: Int32Array,
+  into: Int32Array | PyValue[],
   at: number,
 ): number {
   for (let q = from; q < end;) {
@@ -573,29 +575,6 @@ function readIntRun(
     }
   }
   return at;
-}
-
-/** Appends the ints of the opcodes in bytes[from, end) (a run `intRunEnd` found) to `list`. */
-function appendIntRun(
-  bytes: Uint8Array,
-  view: DataView,
-  from: number,
-  end: number,
-  list: PyValue[],
-): void {
-  for (let q = from; q < end;) {
-    const op = bytes[q];
-    if (op === 0x4a) {
-      list.push(view.getInt32(q + 1, true));
-      q += 5;
-    } else if (op === 0x4b) {
-      list.push(bytes[q + 1]!);
-      q += 2;
-    } else {
-      list.push(view.getUint16(q + 1, true));
-      q += 3;
-    }
-  }
 }
 
 function resolveGlobal(module: string, name: string, where: string): Global {

@@ -23,7 +23,7 @@ import { Scratch } from "../../common/scratch.ts";
 import { partsFingerprint } from "../manifest.ts";
 import { type ColumnPlan, encodeColumns } from "../parquet_columns.ts";
 import type { TensorRef } from "./pickle.ts";
-import { tensorInt32, type TorchFile } from "./torch_zip.ts";
+import { preadExact, tensorInt32, type TorchFile } from "./torch_zip.ts";
 
 /** A recorded pass's routing: its [L, T, K] tensor and how errors name it. */
 export interface PassRouting {
@@ -117,11 +117,10 @@ export class RoutingReader {
   #whole: (TorchFile | null)[];
   #handles: (Deno.FsFile | null)[];
   #scratch: Scratch;
-  /** What the buffer holds: bytes [start, start + length) of file `file`. */
-  #window: { file: number; start: number; length: number; bytes: Uint8Array } = {
+  /** What the buffer holds: `bytes` of file `file` from `start`. */
+  #window: { file: number; start: number; bytes: Uint8Array } = {
     file: -1,
     start: 0,
-    length: 0,
     bytes: new Uint8Array(0),
   };
 
@@ -142,16 +141,16 @@ export class RoutingReader {
     if (range) {
       const [start, length] = range;
       const w = this.#window;
-      if (w.file !== file || start < w.start || start + length > w.start + w.length) {
+      if (w.file !== file || start < w.start || start + length > w.start + w.bytes.length) {
         const size = Math.max(length, READ_WINDOW);
         this.#handles[file] ??= Deno.openSync(routing.path);
-        const read = readAt(this.#handles[file]!, start, this.#scratch.bytes(size));
-        this.#window = { file, start, length: read.length, bytes: read };
+        const into = this.#scratch.bytes(size);
+        this.#window = { file, start, bytes: preadExact(this.#handles[file]!, start, size, into) };
       }
       // Storages start 64-byte aligned in torch's files; a view at an odd
       // offset is copied by tensorInt32.
       const at = start - this.#window.start;
-      bytes = this.#window.bytes.subarray(at, Math.min(at + length, this.#window.length));
+      bytes = this.#window.bytes.subarray(at, at + length);
     }
     const torch = {
       file: routing.path,
@@ -164,20 +163,8 @@ export class RoutingReader {
   close(): void {
     for (const handle of this.#handles) handle?.close();
     this.#handles = this.#files.map(() => null);
-    this.#window = { file: -1, start: 0, length: 0, bytes: new Uint8Array(0) };
+    this.#window = { file: -1, start: 0, bytes: new Uint8Array(0) };
   }
-}
-
-/** `into.length` bytes of `handle` from `at` (fewer when the file is shorter). */
-function readAt(handle: Deno.FsFile, at: number, into: Uint8Array): Uint8Array {
-  handle.seekSync(at, Deno.SeekMode.Start);
-  let done = 0;
-  while (done < into.length) {
-    const n = handle.readSync(into.subarray(done));
-    if (n === null || n === 0) break;
-    done += n;
-  }
-  return into.subarray(0, done);
 }
 
 /** Makes shards of one import, reusing its buffers from shard to shard. */
@@ -212,42 +199,14 @@ export class ShardMaker {
     const experts = this.#experts.subarray(0, size);
     this.#gather(job, experts, stride);
     const { doc, pos, arrival } = this.#spellDocuments(job);
-    const pieces = this.#pieces.of(job.token);
-    const domain = new TextEncoder().encode(plan.domain);
-    const u32 = (name: string, values: Uint32Array): ColumnPlan => ({
-      name,
-      int: { bits: 32, signed: false },
-      column: { kind: "int32", values },
-    });
-    const columns: Record<(typeof SHARD_COLUMNS)[number], ColumnPlan> = {
-      doc: u32("doc", doc),
-      domain: {
-        name: "domain",
-        column: {
-          kind: "strings",
-          codes: new Uint32Array(job.rows),
-          offsets: Int32Array.of(0, domain.length),
-          chars: domain,
-          count: 1,
-        },
-      },
-      pos: u32("pos", pos),
-      token: u32("token", job.token),
-      piece: { name: "piece", column: { kind: "strings", ...pieces } },
-      phase: {
-        name: "phase",
-        int: { bits: 8, signed: false },
-        column: { kind: "small-int", values: job.phase },
-      },
-      experts: {
-        name: "experts",
-        list: { item: "item", width: stride },
-        int: { bits: 16, signed: false },
-        column: { kind: "small-int", values: experts },
-      },
-      arrival_step: u32("arrival_step", arrival),
-    };
-    const parts = encodeColumns(SHARD_COLUMNS.map((c) => columns[c]), job.rows, plan.arrowSchema);
+    const columns = shardColumns(
+      { rows: job.rows, doc, pos, token: job.token, phase: job.phase, arrival },
+      experts,
+      stride,
+      this.#pieces.of(job.token),
+      plan.domain,
+    );
+    const parts = encodeColumns(columns, job.rows, plan.arrowSchema);
     await writePartsAtomic(`${plan.dir}/${job.file}`, parts);
     return {
       index: job.index,
@@ -343,6 +302,58 @@ export class ShardMaker {
   }
 }
 
+/** A shard's columns in `SHARD_COLUMNS` order: [rows] each, `experts` [rows, M, k] (`stride` = M × k). */
+function shardColumns(
+  rows: {
+    rows: number;
+    doc: Uint32Array;
+    pos: Uint32Array;
+    token: Uint32Array;
+    phase: Uint8Array;
+    arrival: Uint32Array;
+  },
+  experts: Uint8Array | Uint16Array,
+  stride: number,
+  pieces: ReturnType<PieceDictionary["of"]>,
+  domainName: string,
+): ColumnPlan[] {
+  const domain = new TextEncoder().encode(domainName);
+  const u32 = (name: string, values: Uint32Array): ColumnPlan => ({
+    name,
+    int: { bits: 32, signed: false },
+    column: { kind: "int32", values },
+  });
+  const columns: Record<(typeof SHARD_COLUMNS)[number], ColumnPlan> = {
+    doc: u32("doc", rows.doc),
+    domain: {
+      name: "domain",
+      column: {
+        kind: "strings",
+        codes: new Uint32Array(rows.rows),
+        offsets: Int32Array.of(0, domain.length),
+        chars: domain,
+        count: 1,
+      },
+    },
+    pos: u32("pos", rows.pos),
+    token: u32("token", rows.token),
+    piece: { name: "piece", column: { kind: "strings", ...pieces } },
+    phase: {
+      name: "phase",
+      int: { bits: 8, signed: false },
+      column: { kind: "small-int", values: rows.phase },
+    },
+    experts: {
+      name: "experts",
+      list: { item: "item", width: stride },
+      int: { bits: 16, signed: false },
+      column: { kind: "small-int", values: experts },
+    },
+    arrival_step: u32("arrival_step", rows.arrival),
+  };
+  return SHARD_COLUMNS.map((c) => columns[c]);
+}
+
 /**
  * Readies a worker for making shards while the importer's thread is still
  * reading the pickles (the worker is otherwise idle then): its read window
@@ -367,26 +378,15 @@ export function rehearse(scratch: Scratch): void {
     }
   }
   const tokens = Uint32Array.from({ length: rows }, (_, i) => i % 100);
-  const pieces = new PieceDictionary().of(tokens);
-  const u32 = (name: string, values: Uint32Array): ColumnPlan => ({
-    name,
-    int: { bits: 32, signed: false },
-    column: { kind: "int32", values },
-  });
-  encodeColumns(
-    [
-      u32("token", tokens),
-      { name: "piece", column: { kind: "strings", ...pieces } },
-      {
-        name: "experts",
-        list: { item: "item", width: stride },
-        int: { bits: 16, signed: false },
-        column: { kind: "small-int", values: experts },
-      },
-    ],
-    rows,
-    "",
+  const zeros = new Uint32Array(rows);
+  const columns = shardColumns(
+    { rows, doc: zeros, pos: zeros, token: tokens, phase: new Uint8Array(rows), arrival: zeros },
+    experts,
+    stride,
+    new PieceDictionary().of(tokens),
+    "rehearsal",
   );
+  encodeColumns(columns, rows, "");
 }
 
 /**

@@ -208,7 +208,13 @@ export class TorchArchive implements TorchFile {
 }
 
 /** `length` bytes of `handle` from `at` into `into` (fewer at the end of a file that shrank). */
-function preadExact(handle: Deno.FsFile, at: number, length: number, into: Uint8Array): Uint8Array {
+/** `length` bytes of `handle` from `at` into `into` (fewer when the file is shorter). */
+export function preadExact(
+  handle: Deno.FsFile,
+  at: number,
+  length: number,
+  into: Uint8Array,
+): Uint8Array {
   handle.seekSync(at, Deno.SeekMode.Start);
   let done = 0;
   while (done < length) {
