@@ -68,7 +68,7 @@ export async function benchImport(options: BenchOptions): Promise<void> {
     // .pt files whole (unzip, pickle, tensors), the generic trace writer on
     // the same documents, and the encoders alone on the same shard tables.
     const parseSeconds = await medianSeconds(REPEATS, async () => {
-      for (const file of files) openTorchFile(file, await Deno.readFile(file));
+      for (const file of files) await openTorchFile(file, await Deno.readFile(file));
     });
     const writerSeconds = await rewrite(trace, `${dir}/rewritten`);
     const workerSeconds = await rewrite(trace, `${dir}/rewritten-worker`, "parquet", 1);

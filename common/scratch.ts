@@ -6,14 +6,25 @@
  */
 export class Scratch {
   #bytes = new Uint8Array(0);
+  #least: number;
+
+  /**
+   * `least`: the size it grows to at the least, for a user who knows its
+   * largest need (a pickle a little smaller than the routing window read
+   * after it would otherwise make it grow twice, and touch both).
+   */
+  constructor(least = 0) {
+    this.#least = least;
+  }
 
   /**
    * `length` bytes, 8-byte aligned at 0 (for int32 and int64 views), valid
-   * until the next call; grown to a multiple of 64 KiB when too small.
+   * until the next call; grown to a multiple of 64 KiB (and to `least`)
+   * when too small.
    */
   bytes(length: number): Uint8Array {
     if (this.#bytes.length < length) {
-      this.#bytes = new Uint8Array(Math.ceil(length / 65536) * 65536);
+      this.#bytes = new Uint8Array(Math.max(this.#least, Math.ceil(length / 65536) * 65536));
     }
     return this.#bytes.subarray(0, length);
   }

@@ -143,6 +143,8 @@ export function readPickle(bytes: Uint8Array, where: string): PyValue {
   const text = new TextDecoder("utf-8", { fatal: true });
   const stack: StackItem[] = [];
   const memo = new Map<number, StackItem>();
+  const arena = new IntArena();
+  const short = new ShortStrings();
   // Tuples may hold a storage type or a storage (the persistent id and the
   // tensor rebuild arguments); such a tuple is never a value in the result.
   const raw = new WeakSet<object>();
@@ -188,14 +190,12 @@ export function readPickle(bytes: Uint8Array, where: string): PyValue {
   };
   const take = (n: number) => (need(n), p += n, bytes.subarray(p - n, p));
   const str = (n: number) => {
-    const raw = take(n);
-    // Short ASCII (dict keys, globals' names: tens of thousands in a long
-    // recording) is built directly; a TextDecoder call costs more than the text.
-    if (n <= 32) {
-      let ascii = true;
-      for (let i = 0; i < n; i++) if (raw[i]! >= 0x80) ascii = false;
-      if (ascii) return String.fromCharCode.apply(null, raw as unknown as number[]);
+    if (n <= SHORT) {
+      need(n);
+      const known = short.get(bytes, p, n);
+      if (known !== null) return (p += n, known);
     }
+    const raw = take(n);
     try {
       return text.decode(raw);
     } catch {
@@ -318,7 +318,7 @@ export function readPickle(bytes: Uint8Array, where: string): PyValue {
         stack.push(new Map());
         break;
       case 0x5d: { // EMPTY_LIST
-        const ints = intList(bytes, view, p);
+        const ints = intList(bytes, view, p, arena);
         if (!ints) {
           stack.push([]);
           break;
@@ -515,6 +515,7 @@ function intList(
   bytes: Uint8Array,
   view: DataView,
   from: number,
+  arena: IntArena,
 ): { values: Int32Array; memo: number | undefined; end: number } | null {
   let q = from;
   let memo: number | undefined;
@@ -535,10 +536,69 @@ function intList(
     if (q >= bytes.length) return null;
   }
   if (last >= BATCH || bytes[q] === 0x28) return null;
-  const values = new Int32Array(count);
+  const values = arena.take(count);
   let at = 0;
   for (const [start, end] of batches) at = readIntRun(bytes, view, start, end, values, at);
   return { values, memo, end: q };
+}
+
+/**
+ * Int32Arrays for the int lists of one pickle, cut from shared chunks: a
+ * recording has thousands of lists (two per forward pass), and an
+ * ArrayBuffer of its own for each took more time than reading their ints.
+ * A list is a view, and its `buffer` holds other lists too.
+ */
+class IntArena {
+  static readonly CHUNK = 1 << 16;
+  #chunk = new Int32Array(0);
+  #used = 0;
+
+  take(count: number): Int32Array {
+    if (count > IntArena.CHUNK >> 2) return new Int32Array(count);
+    if (this.#used + count > this.#chunk.length) {
+      this.#chunk = new Int32Array(IntArena.CHUNK);
+      this.#used = 0;
+    }
+    this.#used += count;
+    return this.#chunk.subarray(this.#used - count, this.#used);
+  }
+}
+
+/** Strings up to this many bytes are looked up in ShortStrings. */
+const SHORT = 32;
+
+/**
+ * Short ASCII strings of one pickle, each built once: dict keys, globals'
+ * names and storage locations repeat in every record of a recording (tens of
+ * thousands of times), and finding one again costs less than building it
+ * (a TextDecoder call costs more than the text).
+ */
+class ShortStrings {
+  #slots: string[] = new Array<string>(4096).fill("");
+
+  /** bytes[from, from + n) as a string, or null when they are not ASCII. */
+  get(bytes: Uint8Array, from: number, n: number): string | null {
+    let hash = n;
+    let high = 0;
+    for (let i = from; i < from + n; i++) {
+      const b = bytes[i]!;
+      high |= b;
+      hash = (Math.imul(hash, 31) + b) | 0;
+    }
+    if (high >= 0x80) return null;
+    const slot = hash & 4095;
+    const known = this.#slots[slot]!;
+    if (known.length === n) {
+      let same = true;
+      for (let i = 0; i < n && same; i++) same = known.charCodeAt(i) === bytes[from + i];
+      if (same) return known;
+    }
+    const made = String.fromCharCode.apply(
+      null,
+      bytes.subarray(from, from + n) as unknown as number[],
+    );
+    return this.#slots[slot] = made;
+  }
 }
 
 /** Items in the run of int opcodes bytes[from, end). */

@@ -209,3 +209,34 @@ Deno.test("a tensor is read as a reference to its storage, with offset, shape an
     /uses a global \(storage_type\) as a list item/,
   );
 });
+
+Deno.test("thousands of short strings and int lists each come back as written", () => {
+  // ["k0", ..., "k4999", "é0", ...] then 3000 int lists of 1..40 ints: the
+  // strings outnumber the reader's table of short strings (same-length ones
+  // share its slots), and the lists its chunks of ints.
+  const utf8 = new TextEncoder();
+  const strings = Array.from({ length: 5000 }, (_, i) => (i % 7 === 0 ? `é${i}` : `k${i}`));
+  const lists = Array.from(
+    { length: 3000 },
+    (_, i) => Array.from({ length: 2 + (i % 39) }, (_, j) => (i * 7919 + j * 104729) % 70000 - 300),
+  );
+  const out: number[] = [0x80, 2, 0x5d, 0x28]; // PROTO 2, EMPTY_LIST, MARK
+  for (const s of strings) {
+    const b = utf8.encode(s);
+    out.push(0x8c, b.length); // SHORT_BINUNICODE
+    for (const c of b) out.push(c);
+  }
+  for (const list of lists) {
+    out.push(0x5d, 0x28);
+    for (const v of list) {
+      if (v >= 0 && v < 256) out.push(0x4b, v); // BININT1
+      else if (v >= 0 && v < 65536) out.push(0x4d, v & 0xff, v >> 8); // BININT2
+      else out.push(0x4a, v & 0xff, (v >> 8) & 0xff, (v >> 16) & 0xff, (v >>> 24) & 0xff);
+    }
+    out.push(0x65); // APPENDS
+  }
+  out.push(0x65, 0x2e); // APPENDS, STOP
+  const value = readPickle(Uint8Array.from(out), "test.pkl") as unknown[];
+  assert.deepEqual(value.slice(0, strings.length), strings);
+  assert.deepEqual(value.slice(strings.length).map((l) => Array.from(l as Int32Array)), lists);
+});

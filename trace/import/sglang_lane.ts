@@ -15,14 +15,21 @@
  */
 import { DataError, messageOf } from "../../common/errors.ts";
 import { openRank } from "./sglang_rank.ts";
-import { claimJobs, rehearse, type ShardJob, ShardMaker, type ShardPlan } from "./sglang_shard.ts";
+import {
+  claimJobs,
+  READ_WINDOW,
+  rehearse,
+  type ShardJob,
+  ShardMaker,
+  type ShardPlan,
+} from "./sglang_shard.ts";
 import { Scratch } from "../../common/scratch.ts";
 
 type Task =
   | { op: "open"; files: string[]; claims: Int32Array }
   | { op: "shards"; plan: ShardPlan; jobs: ShardJob[]; claims: Int32Array };
 
-const scratch = new Scratch();
+const scratch = new Scratch(READ_WINDOW);
 rehearse(scratch);
 
 self.onmessage = async (event: MessageEvent<Task>) => {

@@ -39,6 +39,7 @@ import { type Sequence, SequenceRebuilder } from "./sequences.ts";
 import { openRank, type PassInfo, type RankFile, routingPlan } from "./sglang_rank.ts";
 import {
   claimJobs,
+  READ_WINDOW,
   RoutingReader,
   SHARD_COLUMNS,
   type ShardJob,
@@ -83,7 +84,7 @@ async function importWithWorkers(
   // worker starts (~0.1 s) and first reads a pickle (~0.2 s) slower than this
   // thread reads one, so for a file each they only delay the opening.
   // One buffer on this thread for each pickle in turn, then the routing read to plan and to make shards.
-  const scratch = new Scratch();
+  const scratch = new Scratch(READ_WINDOW);
   const ranks = await openFiles(files, files.length > workers.length + 1 ? workers : [], scratch);
   const layers = ranks[0]!.layers;
   for (const [file, rank] of ranks.entries()) {

@@ -11,7 +11,7 @@ import {
 import { isTensorRef, readPickle } from "./pickle.ts";
 import { DataError } from "../../common/errors.ts";
 import { importSglangPt } from "./sglang_pt.ts";
-import { field } from "./torch_zip.ts";
+import { field, storedDirectory } from "./torch_zip.ts";
 import { type RecordedSequence, sglangRecording } from "./sglang_synthetic.ts";
 import { readManifest, TraceReader, TraceWriter } from "../mod.ts";
 
@@ -295,6 +295,24 @@ Deno.test("unreadable .pt files are refused with one sentence and leave no trace
         return zipSync(entries, { level: 0 });
       })(),
       /in\.pt records\[0\] field "topk_ids_of_layer" needs \d+ elements but its storage holds 2; the file is truncated or damaged\.$/,
+    ],
+    [
+      "a storage entry whose local header is damaged",
+      // Local headers are read with their data, when a shard needs it: the fault is said then.
+      (() => {
+        const bytes = original.slice();
+        const entries = unzipSync(original);
+        const pickle = Object.keys(entries).find((n) => n.endsWith("/data.pkl"))!;
+        const records = field(readPickle(entries[pickle]!, "data.pkl"), "records");
+        assert.ok(Array.isArray(records));
+        const topk = field(records.at(-1)!, "topk_ids_of_layer");
+        assert.ok(isTensorRef(topk));
+        const directory = storedDirectory(bytes.length, (at, n) => bytes.subarray(at, at + n))!;
+        const entry = directory.entries.find((e) => e.name.endsWith(`/data/${topk.storageKey}`))!;
+        bytes[entry.local] = 0; // its signature
+        return bytes;
+      })(),
+      /in\.pt entry [^ ]+\/data\/\d+ has a damaged local header \(or runs past the zip's directory\); the file is truncated or damaged\.$/,
     ],
     [
       "a map that sends two chosen physical experts to one logical expert",

@@ -91,7 +91,7 @@ export async function openRank(
     } catch (error) {
       throw new DataError(`Cannot read ${path}: ${messageOf(error)}.`);
     }
-    torch = openTorchFile(path, bytes);
+    torch = await openTorchFile(path, bytes);
   }
   try {
     const map = field(torch.root, "last_physical_to_logical_map");
@@ -156,13 +156,13 @@ export async function openRank(
   }
 }
 
-function storageRanges(archive: TorchArchive): Record<string, [number, number]> {
-  const ranges: Record<string, [number, number]> = {};
+function storageRanges(archive: TorchArchive): RoutingFile["storages"] {
+  const ranges: Record<string, [number, number, string]> = {};
   for (const [key, name] of archive.storageNames) {
     const entry = archive.entries.get(name)!;
-    ranges[key] = [entry.start, entry.length];
+    ranges[key] = [entry.local, entry.length, name];
   }
-  return ranges;
+  return { ranges, end: archive.end };
 }
 
 /**

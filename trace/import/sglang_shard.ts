@@ -23,7 +23,14 @@ import { Scratch } from "../../common/scratch.ts";
 import { partsFingerprint } from "../manifest.ts";
 import { type ColumnPlan, encodeColumns } from "../parquet_columns.ts";
 import type { TensorRef } from "./pickle.ts";
-import { preadExact, tensorInt32, type TorchFile } from "./torch_zip.ts";
+import {
+  damagedEntry,
+  LOCAL_HEADER,
+  localDataStart,
+  preadExact,
+  tensorInt32,
+  type TorchFile,
+} from "./torch_zip.ts";
 
 /** A recorded pass's routing: its [L, T, K] tensor and how errors name it. */
 export interface PassRouting {
@@ -41,8 +48,13 @@ export interface RoutingFile {
   physical: number;
   /** [L, P] logical id of each physical expert. */
   map: Int32Array;
-  /** Byte range [start, length] of each storage entry, by key; null for a file held whole. */
-  storages: Record<string, [number, number]> | null;
+  /**
+   * Where each storage entry lies, by key: its local header's offset, its
+   * data's length and its name (the data's start is read from the header
+   * with the data), and where the zip's directory starts (`end`, which every
+   * entry's data must end by); null for a file held whole.
+   */
+  storages: { ranges: Record<string, [number, number, string]>; end: number } | null;
   /** The file's passes, in the order the importer numbers them. */
   passes: PassRouting[];
 }
@@ -100,7 +112,7 @@ export const SHARD_COLUMNS = [
 ] as const;
 
 /** Bytes read from a file at once: a shard's passes lie close together, so one read serves many. */
-const READ_WINDOW = 4 << 20;
+export const READ_WINDOW = 4 << 20;
 
 /**
  * Reads passes' [L, T, K] ids: a file given by storage ranges is opened on
@@ -136,21 +148,21 @@ export class RoutingReader {
     const { ref, what } = routing.passes[pass]!;
     const whole = this.#whole[file];
     if (whole) return tensorInt32(whole, ref, what);
-    const range = routing.storages?.[ref.storageKey];
+    const range = routing.storages?.ranges[ref.storageKey];
     let bytes: Uint8Array | undefined;
     if (range) {
-      const [start, length] = range;
-      const w = this.#window;
-      if (w.file !== file || start < w.start || start + length > w.start + w.bytes.length) {
-        const size = Math.max(length, READ_WINDOW);
-        this.#handles[file] ??= Deno.openSync(routing.path);
-        const into = this.#scratch.bytes(size);
-        this.#window = { file, start, bytes: preadExact(this.#handles[file]!, start, size, into) };
-      }
+      const [local, length, name] = range;
+      // The local header lies just before the data: one read serves both.
+      if (!this.#holds(file, local, LOCAL_HEADER)) this.#readWindow(file, local, length + 4096);
+      let w = this.#window;
+      const header = w.bytes.subarray(local - w.start, local - w.start + LOCAL_HEADER);
+      const start = localDataStart(header, { name, local, length }, routing.storages!.end);
+      if (start < 0) throw damagedEntry(routing.path, name);
+      if (!this.#holds(file, start, length)) this.#readWindow(file, start, length);
+      w = this.#window;
       // Storages start 64-byte aligned in torch's files; a view at an odd
       // offset is copied by tensorInt32.
-      const at = start - this.#window.start;
-      bytes = this.#window.bytes.subarray(at, at + length);
+      bytes = w.bytes.subarray(start - w.start, start - w.start + length);
     }
     const torch = {
       file: routing.path,
@@ -158,6 +170,20 @@ export class RoutingReader {
       storages: { get: (key: string) => (key === ref.storageKey ? bytes : undefined) },
     };
     return tensorInt32(torch, ref, what);
+  }
+
+  /** Whether the window holds bytes [at, at + length) of file `file`. */
+  #holds(file: number, at: number, length: number): boolean {
+    const w = this.#window;
+    return w.file === file && at >= w.start && at + length <= w.start + w.bytes.length;
+  }
+
+  /** Reads file `file` from `at` into the window: READ_WINDOW bytes, or `least` if more. */
+  #readWindow(file: number, at: number, least: number): void {
+    const size = Math.max(least, READ_WINDOW);
+    this.#handles[file] ??= Deno.openSync(this.#files[file]!.path);
+    const into = this.#scratch.bytes(size);
+    this.#window = { file, start: at, bytes: preadExact(this.#handles[file]!, at, size, into) };
   }
 
   close(): void {

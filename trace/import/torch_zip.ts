@@ -5,7 +5,6 @@
  * read from `<archive>/data/<key>` as typed arrays, honouring offset and
  * strides.
  */
-import { unzipSync } from "fflate";
 import type { Scratch } from "../../common/scratch.ts";
 import { DataError, messageOf } from "../../common/errors.ts";
 import { DTYPE_BYTES, isTensorRef, type PyValue, readPickle, type TensorRef } from "./pickle.ts";
@@ -29,8 +28,13 @@ export function looksLikeLegacyTorch(bytes: Uint8Array): boolean {
   return bytes.length >= 2 && bytes[0] === 0x80 && bytes[1]! >= 2 && bytes[1]! <= 5;
 }
 
-/** Opens a torch.save zip. Every failure is one sentence naming `file`. */
-export function openTorchFile(file: string, bytes: Uint8Array): TorchFile {
+/**
+ * Opens a torch.save zip. Every failure is one sentence naming `file`.
+ * fflate is loaded only for a zip whose entries are compressed: the import's
+ * workers, which never read one, then start without it (~15–45 ms a worker on
+ * the development machine).
+ */
+export async function openTorchFile(file: string, bytes: Uint8Array): Promise<TorchFile> {
   if (!looksLikeZip(bytes)) {
     if (looksLikeLegacyTorch(bytes)) {
       throw new DataError(
@@ -41,7 +45,7 @@ export function openTorchFile(file: string, bytes: Uint8Array): TorchFile {
   }
   let entries: Record<string, Uint8Array>;
   try {
-    entries = storedEntries(bytes) ?? unzipSync(bytes);
+    entries = storedEntries(bytes) ?? (await import("fflate")).unzipSync(bytes);
   } catch (error) {
     throw new DataError(
       `${file} is not a readable zip archive (${messageOf(error)}); it is truncated or damaged.`,
@@ -94,10 +98,13 @@ function torchRoot(
  * A torch.save file read entry by entry from disk rather than whole: its zip
  * directory first, then each entry with one positioned read when asked for.
  * Reading a 176 MiB recording whole costs ~0.2 s, mostly the first touch of
- * fresh memory; its entries read one by one into a reused buffer (`readInto`)
- * take ~30 ms. Null when the file is not a zip of stored entries that
- * `storedLayout` vouches for: the caller then reads it whole with
- * `openTorchFile`, which reports what is wrong.
+ * fresh memory. Each entry's local header is read with its data, not
+ * up front: a recording has thousands of entries, and a read of each header
+ * took 20–40 ms per file on the development machine before anything else
+ * could start. Null when the file is not a zip of stored entries that
+ * `storedDirectory` vouches for, or its pickle's header is not sound: the
+ * caller then reads it whole with `openTorchFile`, which reports what is
+ * wrong.
  */
 export function openTorchArchive(file: string, scratch?: Scratch): TorchArchive | null {
   let handle: Deno.FsFile;
@@ -112,18 +119,20 @@ export function openTorchArchive(file: string, scratch?: Scratch): TorchArchive 
       preadExact(handle, at, length, new Uint8Array(length));
     const head = read(0, Math.min(4, size));
     if (!looksLikeZip(head)) throw new Error("not a zip");
-    const layout = storedLayout(size, windowed(handle, size));
-    if (!layout) throw new Error("not a zip of stored entries");
-    const entries = new Map(layout.map((e) => [e.name, e]));
-    const storageNames = new Map<string, string>();
+    const directory = storedDirectory(size, read);
+    if (!directory) throw new Error("not a zip of stored entries");
+    const entries = new Map(directory.entries.map((e) => [e.name, e]));
+    const archive = new TorchArchive(file, handle, entries, directory.end);
     // The pickle goes into `scratch` when given: nothing read from it keeps a view of its bytes.
-    const root = torchRoot(file, [...entries.keys()], (name) => {
+    archive.root = torchRoot(file, [...entries.keys()], (name) => {
       const e = entries.get(name)!;
+      const start = archive.dataStart(name, false);
+      if (start < 0) throw new Error("a damaged local header");
       return scratch
-        ? preadExact(handle, e.start, e.length, scratch.bytes(e.length))
-        : read(e.start, e.length);
-    }, (key, name) => storageNames.set(key, name));
-    return new TorchArchive(file, root, handle, entries, storageNames);
+        ? preadExact(handle, start, e.length, scratch.bytes(e.length))
+        : read(start, e.length);
+    }, (key, name) => archive.storageNames.set(key, name));
+    return archive;
   } catch (error) {
     handle.close();
     // A fault in the pickle or names is the file's, said the same way as a whole read would.
@@ -132,82 +141,56 @@ export function openTorchArchive(file: string, scratch?: Scratch): TorchArchive 
   }
 }
 
-/**
- * Reads of `handle` with small ones served from a 16 KiB window read ahead
- * into one reused buffer: the local headers `storedLayout` checks (thousands
- * in a long recording) lie in file order, several to a window where entries
- * are small, instead of one seek and read each.
- */
-function windowed(
-  handle: Deno.FsFile,
-  size: number,
-): (at: number, length: number) => Uint8Array {
-  const window = new Uint8Array(1 << 14);
-  let start = 0;
-  let bytes: Uint8Array = window.subarray(0, 0);
-  return (at, length) => {
-    if (length > window.length >> 4) return preadExact(handle, at, length, new Uint8Array(length));
-    if (at < start || at + length > start + bytes.length) {
-      start = at;
-      bytes = preadExact(handle, at, Math.min(window.length, size - at), window);
-    }
-    return bytes.subarray(at - start, at - start + length);
-  };
-}
-
 /** The open file behind `openTorchArchive`. */
 export class TorchArchive implements TorchFile {
+  root: PyValue = null;
   readonly storages: { get(key: string): Uint8Array | undefined };
-  #scratch = new Uint8Array(0);
+  /** Storage key → entry name. */
+  readonly storageNames = new Map<string, string>();
 
   constructor(
     readonly file: string,
-    readonly root: PyValue,
     readonly handle: Deno.FsFile,
-    readonly entries: Map<string, { start: number; length: number }>,
-    readonly storageNames: Map<string, string>,
+    readonly entries: Map<string, DirectoryEntry>,
+    /** Where the central directory starts: every entry's data ends by it. */
+    readonly end: number,
   ) {
     // Small tensors (input ids, positions, the map): each read into its own buffer.
-    this.storages = { get: (key) => this.#read(key, null) };
+    this.storages = { get: (key) => this.#read(key) };
   }
 
   /**
-   * The storage `key` read into a buffer reused from call to call: valid
-   * until the next `readInto`. A torch-shaped file over this buffer, for
-   * `tensorInt32`.
+   * Where entry `name`'s data starts, from its local header; a damaged
+   * header is a DataError naming the entry (or −1 with `strict` false).
    */
-  readInto(key: string): TorchFile {
-    const bytes = this.#read(key, "scratch");
-    return {
-      file: this.file,
-      root: this.root,
-      storages: { get: (k) => (k === key ? bytes : this.#read(k, null)) },
-    };
+  dataStart(name: string, strict = true): number {
+    const entry = this.entries.get(name)!;
+    const header = preadExact(this.handle, entry.local, LOCAL_HEADER, new Uint8Array(LOCAL_HEADER));
+    const start = localDataStart(header, entry, this.end);
+    if (start < 0 && strict) throw damagedEntry(this.file, name);
+    return start;
   }
 
   close(): void {
     this.handle.close();
   }
 
-  #read(key: string, into: "scratch" | null): Uint8Array | undefined {
+  #read(key: string): Uint8Array | undefined {
     const name = this.storageNames.get(key);
     const entry = name === undefined ? undefined : this.entries.get(name);
     if (!entry) return undefined;
-    let buffer: Uint8Array;
-    if (into === "scratch") {
-      // Grown to a multiple of 64 KiB, and 8-byte aligned at 0 for int64 and int32 views.
-      if (this.#scratch.length < entry.length) {
-        this.#scratch = new Uint8Array(Math.ceil(entry.length / 65536) * 65536);
-      }
-      buffer = this.#scratch.subarray(0, entry.length);
-    } else {
-      buffer = new Uint8Array(entry.length);
-    }
-    return preadExact(this.handle, entry.start, entry.length, buffer);
+    const start = this.dataStart(name!);
+    return preadExact(this.handle, start, entry.length, new Uint8Array(entry.length));
   }
 }
 
-/** `length` bytes of `handle` from `at` into `into` (fewer at the end of a file that shrank). */
+/** The one sentence for an entry whose local header is not sound. */
+export function damagedEntry(file: string, name: string): DataError {
+  return new DataError(
+    `${file} entry ${name} has a damaged local header (or runs past the zip's directory); the file is truncated or damaged.`,
+  );
+}
+
 /** `length` bytes of `handle` from `at` into `into` (fewer when the file is shorter). */
 export function preadExact(
   handle: Deno.FsFile,
@@ -243,19 +226,26 @@ export function storedEntries(bytes: Uint8Array): Record<string, Uint8Array> | n
   return entries;
 }
 
+/** A stored entry as the zip's central directory gives it. */
+export interface DirectoryEntry {
+  name: string;
+  /** Offset of its local header, which its data follows. */
+  local: number;
+  length: number;
+}
+
 /**
- * Where each entry's data lies in a zip of `size` bytes whose entries are all
- * stored, reading the file through `read(at, length)` (a view of bytes in
- * memory, or a positioned read from disk): the end record, the central
- * directory, and each entry's local header. Null for anything else, as
+ * The entries of a zip of `size` bytes whose entries are all stored, from
+ * its end record and central directory, read through `read(at, length)` (a
+ * view of bytes in memory, or a positioned read from disk), and `end`, where
+ * the directory starts: every entry's data must end by it. Each entry's
+ * local header is left to `localDataStart`. Null for anything else, as
  * `storedEntries` says.
  */
-export function storedLayout(
+export function storedDirectory(
   size: number,
   read: (at: number, length: number) => Uint8Array,
-): { name: string; start: number; length: number }[] | null {
-  const viewOf = (bytes: Uint8Array) =>
-    new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+): { entries: DirectoryEntry[]; end: number } | null {
   // The end-of-central-directory record: 22 bytes and a comment of up to 65535.
   const tailLength = Math.min(size, 22 + 0xffff);
   const tail = read(size - tailLength, tailLength);
@@ -280,7 +270,7 @@ export function storedLayout(
   const directory = read(start, directorySize);
   if (directory.length !== directorySize) return null;
   const d = viewOf(directory);
-  const entries: { name: string; start: number; length: number }[] = [];
+  const entries: DirectoryEntry[] = [];
   let at = 0;
   for (let i = 0; i < count; i++) {
     if (at + 46 > directorySize || d.getUint32(at, true) !== 0x02014b50) return null;
@@ -293,23 +283,56 @@ export function storedLayout(
     const local = d.getUint32(at + 42, true);
     if (
       (flags & 1) !== 0 || method !== 0 || compressed !== length || length === 0xffffffff ||
-      next > directorySize
+      next > directorySize || local + LOCAL_HEADER > start
     ) {
       return null;
     }
     const name = directory.subarray(at + 46, at + 46 + nameLength);
     if (name.some((b) => b >= 0x80)) return null;
-    if (local + 30 > start) return null;
-    const header = read(local, 30);
-    if (header.length !== 30) return null;
-    const h = viewOf(header);
-    if (h.getUint32(0, true) !== 0x04034b50) return null;
-    const data = local + 30 + h.getUint16(26, true) + h.getUint16(28, true);
-    if (data + length > start) return null;
-    entries.push({ name: String.fromCharCode(...name), start: data, length });
+    entries.push({ name: String.fromCharCode(...name), local, length });
     at = next;
   }
-  return entries;
+  return { entries, end: start };
+}
+
+/** Bytes of a local header before its name and extra field. */
+export const LOCAL_HEADER = 30;
+
+/**
+ * Where `entry`'s data starts, from the first LOCAL_HEADER bytes of its local
+ * header (`header`), or −1 when they are not a local header or its data would
+ * run past `end` (storedDirectory's).
+ */
+export function localDataStart(header: Uint8Array, entry: DirectoryEntry, end: number): number {
+  if (header.length < LOCAL_HEADER) return -1;
+  const h = viewOf(header);
+  if (h.getUint32(0, true) !== 0x04034b50) return -1;
+  const data = entry.local + LOCAL_HEADER + h.getUint16(26, true) + h.getUint16(28, true);
+  return data + entry.length > end ? -1 : data;
+}
+
+/**
+ * Where each entry's data lies in a zip of `size` bytes whose entries are all
+ * stored: `storedDirectory`, then each entry's local header. Null for
+ * anything else, as `storedEntries` says.
+ */
+export function storedLayout(
+  size: number,
+  read: (at: number, length: number) => Uint8Array,
+): { name: string; start: number; length: number }[] | null {
+  const directory = storedDirectory(size, read);
+  if (!directory) return null;
+  const layout: { name: string; start: number; length: number }[] = [];
+  for (const entry of directory.entries) {
+    const start = localDataStart(read(entry.local, LOCAL_HEADER), entry, directory.end);
+    if (start < 0) return null;
+    layout.push({ name: entry.name, start, length: entry.length });
+  }
+  return layout;
+}
+
+function viewOf(bytes: Uint8Array): DataView {
+  return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
 /**
