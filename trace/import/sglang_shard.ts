@@ -153,7 +153,12 @@ export class RoutingReader {
     if (range) {
       const [local, length, name] = range;
       // The local header lies just before the data: one read serves both.
-      if (!this.#holds(file, local, LOCAL_HEADER)) this.#readWindow(file, local, length + 4096);
+      // The window starts 64-byte aligned in the file, as torch aligns
+      // storages, so that their int32 views need no copy.
+      if (!this.#holds(file, local, LOCAL_HEADER)) {
+        const at = local - (local % 64);
+        this.#readWindow(file, at, local - at + length + 4096);
+      }
       let w = this.#window;
       const header = w.bytes.subarray(local - w.start, local - w.start + LOCAL_HEADER);
       const start = localDataStart(header, { name, local, length }, routing.storages!.end);
