@@ -238,7 +238,7 @@ export class ShardMaker {
       plan.domain,
     );
     const parts = encodeColumns(columns, job.rows, plan.arrowSchema);
-    await writePartsAtomic(`${plan.dir}/${job.file}`, parts);
+    writePartsAtomic(`${plan.dir}/${job.file}`, parts);
     return {
       index: job.index,
       bytes: parts.reduce((n, p) => n + p.length, 0),
@@ -543,15 +543,20 @@ class PieceDictionary {
       }
       codes[i] = code;
     }
-    // Decimal digits, ASCII: the UTF-8 of String(id).
+    // Decimal digits, ASCII: the UTF-8 of String(id), written without making the string.
     const offsets = new Int32Array(distinct.length + 1);
     const chars = new Uint8Array(distinct.length * 10);
     let at = 0;
     for (let d = 0; d < distinct.length; d++) {
-      const id = distinct[d]!;
+      let id = distinct[d]!;
       if (id < 1 << 22) this.#codeOf[id] = 0;
-      const digits = String(id);
-      for (let c = 0; c < digits.length; c++) chars[at++] = digits.charCodeAt(c);
+      let width = 1;
+      for (let bound = 10; id >= bound && width < 10; bound *= 10) width++;
+      at += width;
+      for (let c = at - 1; c >= at - width; c--) {
+        chars[c] = 0x30 + (id % 10);
+        id = Math.floor(id / 10);
+      }
       offsets[d + 1] = at;
     }
     this.#large.clear();
