@@ -32,19 +32,18 @@ export interface PassLayout {
   mode: PassMode;
 }
 
-/** A run of one pass's tokens that belongs to one sequence. */
-export interface Segment {
-  /** Index of the pass (in the order passes were added). */
-  pass: number;
-  /** First token of the run within the pass. */
-  start: number;
-  length: number;
-  /** 0 prompt (prefill), 1 generated (decode). */
-  phase: 0 | 1;
-}
+/** Numbers per run in `Sequence.segments`. */
+export const SEGMENT = 4;
 
 export interface Sequence {
-  segments: Segment[];
+  /**
+   * [n × SEGMENT] the runs of passes' tokens that make it, in order, each
+   * as: the pass's index (in the order passes were added), the run's first
+   * token within the pass, its length, and its phase (0 prompt, 1
+   * generated). Numbers end to end, not an object per run: a long recording
+   * has one run per generated token.
+   */
+  segments: number[];
   /** Tokens so far (= the position of its next token). */
   length: number;
   /** Pass that started it, and its order among the sequences started in that pass. */
@@ -115,7 +114,7 @@ export class SequenceRebuilder {
         this.sequences.push(sequence);
       }
       const phase = mode === "decode" || (mode === "mixed" && length === 1 && continuing) ? 1 : 0;
-      sequence.segments.push({ pass, start, length, phase });
+      sequence.segments.push(pass, start, length, phase);
       sequence.length = first + length;
       sequence.lastPass = pass;
       let bucket = this.#byLength.get(sequence.length);

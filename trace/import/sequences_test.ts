@@ -1,10 +1,13 @@
 import assert from "node:assert/strict";
-import { SequenceRebuilder } from "./sequences.ts";
+import { SEGMENT, SequenceRebuilder } from "./sequences.ts";
 
 /** Each sequence as [pass, start, length, phase] runs. */
 function runs(rebuilder: SequenceRebuilder) {
   return rebuilder.sequences.map((s) =>
-    s.segments.map((g) => [g.pass, g.start, g.length, g.phase])
+    Array.from(
+      { length: s.segments.length / SEGMENT },
+      (_, i) => s.segments.slice(i * SEGMENT, (i + 1) * SEGMENT),
+    )
   );
 }
 

@@ -35,7 +35,7 @@ import { arrowSchemaBase64 } from "../parquet_encode.ts";
 import { shardSchema } from "../schema.ts";
 import { parquetShardFile } from "../writer.ts";
 import type { ConfigFacts } from "./model_config.ts";
-import { type Sequence, SequenceRebuilder } from "./sequences.ts";
+import { SEGMENT, type Sequence, SequenceRebuilder } from "./sequences.ts";
 import { openRank, type PassInfo, type RankFile, routingPlan } from "./sglang_rank.ts";
 import {
   claimJobs,
@@ -97,14 +97,12 @@ async function importWithWorkers(
     }
   }
   const passes = ranks.flatMap((rank) => rank.passes);
-  const index = new Map<PassInfo, number>();
-  for (const rank of ranks) rank.passes.forEach((pass, i) => index.set(pass, i));
   const reader = new RoutingReader(
     ranks.map((r) => r.routing),
     ranks.map((r) => r.whole),
     scratch,
   );
-  const idsOf = (pass: PassInfo) => reader.ids(pass.file, index.get(pass)!);
+  const idsOf = (pass: PassInfo) => reader.ids(pass.file, pass.order);
   let replicas: Set<PassInfo>;
   let planned: ReturnType<typeof routingPlan>;
   try {
@@ -206,7 +204,7 @@ async function importWithWorkers(
       arrowSchema: shardArrowSchema(sink),
       dir: sink.staging,
     };
-    const jobs = shardJobs(sequences, index, firstId, sink.nextDoc, rowsPerShard);
+    const jobs = shardJobs(sequences, firstId, sink.nextDoc, rowsPerShard);
     // A file held whole (a compressed zip) is read on this thread only.
     const whole = ranks.map((r) => r.whole);
     const written = await makeShards(
@@ -269,16 +267,17 @@ function shardArrowSchema(sink: StagedImport): string {
  */
 function shardJobs(
   sequences: { sequence: Sequence; passes: PassInfo[] }[],
-  index: Map<PassInfo, number>,
   firstId: number,
   firstDoc: number,
   rowsPerShard: number,
 ): (ShardJob & { docs: number })[] {
-  const lengths = sequences.map(({ sequence }) =>
-    sequence.segments.reduce((n, s) => n + s.length, 0)
-  );
+  const lengths = sequences.map(({ sequence }) => {
+    let n = 0;
+    for (let g = 2; g < sequence.segments.length; g += SEGMENT) n += sequence.segments[g]!;
+    return n;
+  });
   const rows = lengths.reduce((a, b) => a + b, 0);
-  const segmentCount = sequences.reduce((n, s) => n + s.sequence.segments.length, 0);
+  const segmentCount = sequences.reduce((n, s) => n + s.sequence.segments.length / SEGMENT, 0);
   const shared = <T>(make: (b: SharedArrayBuffer) => T, bytes: number) =>
     make(new SharedArrayBuffer(bytes));
   // Per row only what varies within a document; its doc, pos and
@@ -297,26 +296,33 @@ function shardJobs(
   for (const [d, { sequence, passes }] of sequences.entries()) {
     const arrivalStep = passes[sequence.firstPass]!.id - firstId;
     const T = lengths[d]!;
-    documents.set([firstDoc + d, T, arrivalStep], d * 3);
+    documents[d * 3] = firstDoc + d;
+    documents[d * 3 + 1] = T;
+    documents[d * 3 + 2] = arrivalStep;
     let r = row;
-    for (const segment of sequence.segments) {
-      const pass = passes[segment.pass]!;
+    const runs = sequence.segments;
+    for (let g = 0; g < runs.length; g += SEGMENT) {
+      const pass = passes[runs[g]!]!;
+      const start = runs[g + 1]!;
+      const length = runs[g + 2]!;
       const inputIds = pass.inputIds;
-      for (let i = 0; i < segment.length; i++) {
-        const id = inputIds[segment.start + i]!;
+      for (let i = 0; i < length; i++) {
+        const id = inputIds[start + i]!;
         if (id < 0) {
           throw new DataError(
-            `${pass.where} field "input_ids" holds ${id} at token ${
-              segment.start + i
-            }; token ids are ≥ 0.`,
+            `${pass.where} field "input_ids" holds ${id} at token ${start + i}; token ids are ≥ 0.`,
           );
         }
         token[r + i] = id;
       }
-      phase.fill(segment.phase, r, r + segment.length);
-      segments.set([pass.file, index.get(pass)!, segment.start, segment.length, r - first], s * 5);
+      phase.fill(runs[g + 3]!, r, r + length);
+      segments[s * 5] = pass.file;
+      segments[s * 5 + 1] = pass.order;
+      segments[s * 5 + 2] = start;
+      segments[s * 5 + 3] = length;
+      segments[s * 5 + 4] = r - first;
       s++;
-      r += segment.length;
+      r += length;
     }
     row += T;
     docs++;

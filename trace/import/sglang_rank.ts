@@ -36,6 +36,8 @@ const MODE_NAMES: Readonly<Record<number, string>> = {
 export interface PassInfo {
   /** Index of its file among the files imported. */
   file: number;
+  /** Its index among its file's passes (`RankFile.passes`, `RoutingFile.passes`). */
+  order: number;
   rank: number;
   id: number;
   mode: PassMode;
@@ -134,6 +136,7 @@ export async function openRank(
     for (const [r, record] of records.entries()) {
       const pass = readPass(torch, file, r, record, layers, skipped);
       if (!pass) continue;
+      pass.info.order = passes.length;
       passes.push(pass.info);
       routing.passes.push({
         ref: pass.topk,
@@ -264,6 +267,7 @@ function readPass(
   return {
     info: {
       file: fileIndex,
+      order: -1, // set by openRank
       rank,
       id,
       mode,
