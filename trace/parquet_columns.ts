@@ -271,10 +271,15 @@ function encodeChunk(plan: ColumnPlan, rows: number, plainPageBytes: number): En
     const view = new DataView(plain.buffer);
     let at = 0;
     for (let i = 0; i < count; i++) {
-      const length = offsets[i + 1]! - offsets[i]!;
+      const from = offsets[i]!;
+      const length = offsets[i + 1]! - from;
       view.setUint32(at, length, true);
-      plain.set(chars.subarray(offsets[i]!, offsets[i + 1]!), at + 4);
-      at += 4 + length;
+      at += 4;
+      // Byte by byte: most strings are a few bytes (a shard's token pieces,
+      // tens of thousands), for which a view to copy from costs more than the copy.
+      if (length > 64) plain.set(chars.subarray(from, from + length), at);
+      else for (let c = 0; c < length; c++) plain[at + c] = chars[from + c]!;
+      at += length;
     }
     dictionaryPage(plain, count);
     indexPages(column.codes, Math.max(1, count));

@@ -516,13 +516,17 @@ class PieceDictionary {
   #codeOf: Int32Array = new Int32Array(0);
   #large = new Map<number, number>();
   #codes = new Uint32Array(0);
+  /** The shard's distinct token ids, in order of first appearance. */
+  #distinct = new Uint32Array(0);
 
   of(
     tokens: Uint32Array,
   ): { codes: Uint32Array; offsets: Int32Array; chars: Uint8Array; count: number } {
     if (this.#codes.length < tokens.length) this.#codes = new Uint32Array(tokens.length);
     const codes = this.#codes.subarray(0, tokens.length);
-    const distinct: number[] = [];
+    if (this.#distinct.length < tokens.length) this.#distinct = new Uint32Array(tokens.length);
+    const distinct = this.#distinct;
+    let count = 0;
     let codeOf: Int32Array = this.#codeOf;
     for (let i = 0; i < tokens.length; i++) {
       const id = tokens[i]!;
@@ -531,23 +535,23 @@ class PieceDictionary {
         if (id >= codeOf.length) codeOf = this.#grow(id);
         code = codeOf[id]! - 1;
         if (code < 0) {
-          code = distinct.push(id) - 1;
+          distinct[code = count++] = id;
           codeOf[id] = code + 1;
         }
       } else {
         code = this.#large.get(id) ?? -1;
         if (code < 0) {
-          code = distinct.push(id) - 1;
+          distinct[code = count++] = id;
           this.#large.set(id, code);
         }
       }
       codes[i] = code;
     }
     // Decimal digits, ASCII: the UTF-8 of String(id), written without making the string.
-    const offsets = new Int32Array(distinct.length + 1);
-    const chars = new Uint8Array(distinct.length * 10);
+    const offsets = new Int32Array(count + 1);
+    const chars = new Uint8Array(count * 10);
     let at = 0;
-    for (let d = 0; d < distinct.length; d++) {
+    for (let d = 0; d < count; d++) {
       let id = distinct[d]!;
       if (id < 1 << 22) this.#codeOf[id] = 0;
       let width = 1;
@@ -560,7 +564,7 @@ class PieceDictionary {
       offsets[d + 1] = at;
     }
     this.#large.clear();
-    return { codes, offsets, chars: chars.subarray(0, at), count: distinct.length };
+    return { codes, offsets, chars: chars.subarray(0, at), count };
   }
 
   #grow(id: number): Int32Array {
