@@ -204,8 +204,12 @@ export class ShardMaker {
   readonly reader: RoutingReader;
   /** [rows, M, k] logical ids of the shard being made. */
   #experts: Uint8Array | Uint16Array = new Uint8Array(0);
-  /** seen[e] === stamp: logical expert e is already chosen in this row. */
-  #seen = new Uint32Array(65536);
+  /**
+   * seen[e] === stamp: logical expert e is already chosen in this row.
+   * Int32 stamps kept below 2^30, V8's small integers: compared with a
+   * Uint32Array's elements, the gather ran ~30% slower.
+   */
+  #seen = new Int32Array(65536);
   #stamp = 0;
   #pieces = new PieceDictionary();
   /** [rows] the doc, pos and arrival_step columns of the shard being made, spelled out. */
@@ -303,7 +307,7 @@ export class ShardMaker {
         let bad: number;
         if (m < 0) bad = firstNotPadding(ids, source, K, length);
         else {
-          if (this.#stamp > 0xf0000000) {
+          if (this.#stamp + length >= 0x3fffffff) {
             this.#seen.fill(0);
             this.#stamp = 0;
           }
@@ -402,7 +406,7 @@ export function rehearse(scratch: Scratch): void {
   for (let i = 0; i < topk.length; i++) topk[i] = i % k;
   const map = Int32Array.from({ length: 16 }, (_, i) => i);
   const experts = new Uint8Array(rows * stride);
-  const seen = new Uint32Array(65536);
+  const seen = new Int32Array(65536);
   for (let round = 0, stamp = 0; round < 8; round++) {
     for (let m = 0; m < M; m++, stamp += rows) {
       gatherLayer(topk, 0, k, map, 0, 16, experts, m * k, stride, k, rows, seen, stamp);
@@ -441,7 +445,7 @@ function gatherLayer(
   stride: number,
   k: number,
   rows: number,
-  seen: Uint32Array,
+  seen: Int32Array,
   stamp: number,
 ): number {
   for (let i = 0; i < rows; i++, source += K, target += stride) {
