@@ -60,6 +60,10 @@ export async function importSglangPt(
 ): Promise<ImportSummary> {
   // Started first, so that their code loads while this thread reads the pickles.
   const workers = startWorkers(files, options.lanes);
+  // One buffer on this thread for each pickle in turn, then the routing read
+  // to plan and to make shards; kept for the next import in this process.
+  const scratch = spareScratch ?? new Scratch(READ_WINDOW);
+  spareScratch = null;
   try {
     return await importWithWorkers(
       files,
@@ -67,11 +71,16 @@ export async function importSglangPt(
       config,
       workers,
       options.rowsPerShard ?? DEFAULT_ROWS_PER_SHARD,
+      scratch,
     );
   } finally {
     for (const worker of workers) worker.close();
+    spareScratch = scratch;
   }
 }
+
+/** This thread's scratch buffer between imports (null while one has it). */
+let spareScratch: Scratch | null = null;
 
 async function importWithWorkers(
   files: string[],
@@ -79,12 +88,11 @@ async function importWithWorkers(
   config: ConfigFacts | null,
   workers: ShardWorker[],
   rowsPerShard: number,
+  scratch: Scratch,
 ): Promise<ImportSummary> {
   // Workers open files too only when there are more files than threads: a
   // worker starts (~0.1 s) and first reads a pickle (~0.2 s) slower than this
   // thread reads one, so for a file each they only delay the opening.
-  // One buffer on this thread for each pickle in turn, then the routing read to plan and to make shards.
-  const scratch = new Scratch(READ_WINDOW);
   const ranks = await openFiles(files, files.length > workers.length + 1 ? workers : [], scratch);
   const layers = ranks[0]!.layers;
   for (const [file, rank] of ranks.entries()) {

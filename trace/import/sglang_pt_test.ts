@@ -96,23 +96,35 @@ Deno.test("a larger recording (shards of many pages, written in parts) imports t
       await Deno.writeFile(files[rank]!, made.bytes);
       for (const s of made.sequences) truth.set(s.tokens.join(","), s);
     }
-    for (const lanes of [1, 2]) {
-      const out = `${dir}/trace${lanes}`;
-      await importSglangPt(files, out, null, { lanes, rowsPerShard: 4000 });
+    const check = async (out: string, label: string) => {
       const reader = await TraceReader.open(out);
       assert.ok(reader.manifest.shards.length >= 5, "several shards");
       let seen = 0;
       for await (const doc of reader.documents()) {
         const expected = truth.get(Array.from(doc.tokens).join(","));
-        assert.ok(expected, `${lanes} lane(s): document ${doc.doc} is a recorded sequence`);
+        assert.ok(expected, `${label}: document ${doc.doc} is a recorded sequence`);
         assert.deepEqual(Array.from(doc.phase!), expected.tokens.map((_, i) => i < 300 ? 0 : 1));
         const differ = doc.experts.findIndex((e, i) => e !== expected.experts[i]);
-        assert.equal(differ, -1, `${lanes} lane(s): document ${doc.doc} experts`);
+        assert.equal(differ, -1, `${label}: document ${doc.doc} experts`);
         assert.equal(doc.experts.length, expected.experts.length);
         seen++;
       }
       assert.equal(seen, truth.size);
+    };
+    // One after the other (the second takes over the first's buffers on this thread)...
+    for (const lanes of [1, 2]) {
+      await importSglangPt(files, `${dir}/trace${lanes}`, null, { lanes, rowsPerShard: 4000 });
+      await check(`${dir}/trace${lanes}`, `${lanes} lane(s)`);
     }
+    // ... and two at once on this thread (shards of different sizes), each
+    // giving its own trace whole.
+    const rowsPerShard = [4000, 2500];
+    await Promise.all(
+      rowsPerShard.map((rows) =>
+        importSglangPt(files, `${dir}/both${rows}`, null, { lanes: 1, rowsPerShard: rows })
+      ),
+    );
+    for (const rows of rowsPerShard) await check(`${dir}/both${rows}`, `${rows} rows a shard`);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -198,32 +198,48 @@ export class RoutingReader {
   }
 }
 
-/** Makes shards of one import, reusing its buffers from shard to shard. */
-export class ShardMaker {
-  readonly plan: ShardPlan;
-  readonly reader: RoutingReader;
-  /** [rows, M, k] logical ids of the shard being made. */
-  #experts: Uint8Array | Uint16Array = new Uint8Array(0);
+/**
+ * What a ShardMaker reuses from shard to shard, and which the next
+ * ShardMaker on the same thread takes over (a later import in one process):
+ * ~10 MiB first touched for the benchmark's shards, which costs ~30–40 ms
+ * (see the file's comment).
+ */
+class MakerBuffers {
+  /** The expert ids of the shard being made, [rows, M, k] u8 or u16. */
+  experts = new ArrayBuffer(0);
   /**
    * seen[e] === stamp: logical expert e is already chosen in this row.
    * Int32 stamps kept below 2^30, V8's small integers: compared with a
    * Uint32Array's elements, the gather ran ~30% slower.
    */
-  #seen = new Int32Array(65536);
-  #stamp = 0;
-  #pieces = new PieceDictionary();
+  seen = new Int32Array(65536);
+  stamp = 0;
+  pieces = new PieceDictionary();
   /** [rows] the doc, pos and arrival_step columns of the shard being made, spelled out. */
-  #perRow = { doc: new Uint32Array(0), pos: new Uint32Array(0), arrival: new Uint32Array(0) };
+  perRow = { doc: new Uint32Array(0), pos: new Uint32Array(0), arrival: new Uint32Array(0) };
+  /** [segments] #byPass's result. */
+  order = new Int32Array(0);
+}
+
+/** This thread's MakerBuffers between ShardMakers (null while one has them). */
+let spareBuffers: MakerBuffers | null = null;
+
+/** Makes shards of one import, reusing its buffers from shard to shard. */
+export class ShardMaker {
+  readonly plan: ShardPlan;
+  readonly reader: RoutingReader;
+  #buffers: MakerBuffers;
   /** [L] index among the kept layers, or −1. */
   #keptAt: Int32Array;
   /** [files + 1] the index among all files' passes of each file's first. */
   #firstPass: Int32Array;
-  /** [passes + 1] and [segments]: #byPass's counts and result, reused. */
+  /** [passes + 1] #byPass's counts. */
   #passStarts: Int32Array;
-  #order = new Int32Array(0);
 
   constructor(plan: ShardPlan, whole: (TorchFile | null)[] = [], scratch?: Scratch) {
     this.plan = plan;
+    this.#buffers = spareBuffers ?? new MakerBuffers();
+    spareBuffers = null;
     this.reader = new RoutingReader(plan.files, whole, scratch);
     this.#keptAt = new Int32Array(plan.layers).fill(-1);
     this.#firstPass = new Int32Array(plan.files.length + 1);
@@ -236,17 +252,19 @@ export class ShardMaker {
     const { plan } = this;
     const stride = plan.keep.length * plan.k;
     const size = job.rows * stride;
-    if (this.#experts.length < size) {
-      this.#experts = plan.experts <= 256 ? new Uint8Array(size) : new Uint16Array(size);
+    const b = this.#buffers;
+    const wide = plan.experts > 256;
+    if (b.experts.byteLength < size * (wide ? 2 : 1)) {
+      b.experts = new ArrayBuffer(size * (wide ? 2 : 1));
     }
-    const experts = this.#experts.subarray(0, size);
+    const experts = wide ? new Uint16Array(b.experts, 0, size) : new Uint8Array(b.experts, 0, size);
     this.#gather(job, experts, stride);
     const { doc, pos, arrival } = this.#spellDocuments(job);
     const columns = shardColumns(
       { rows: job.rows, doc, pos, token: job.token, phase: job.phase, arrival },
       experts,
       stride,
-      this.#pieces.of(job.token),
+      b.pieces.of(job.token),
       plan.domain,
     );
     const parts = encodeColumns(columns, job.rows, plan.arrowSchema);
@@ -260,20 +278,22 @@ export class ShardMaker {
 
   close(): void {
     this.reader.close();
+    spareBuffers = this.#buffers;
   }
 
   /** The job's doc, pos and arrival_step columns, in buffers reused from shard to shard. */
   #spellDocuments(job: ShardJob): { doc: Uint32Array; pos: Uint32Array; arrival: Uint32Array } {
-    if (this.#perRow.doc.length < job.rows) {
-      this.#perRow = {
+    const b = this.#buffers;
+    if (b.perRow.doc.length < job.rows) {
+      b.perRow = {
         doc: new Uint32Array(job.rows),
         pos: new Uint32Array(job.rows),
         arrival: new Uint32Array(job.rows),
       };
     }
-    const doc = this.#perRow.doc.subarray(0, job.rows);
-    const pos = this.#perRow.pos.subarray(0, job.rows);
-    const arrival = this.#perRow.arrival.subarray(0, job.rows);
+    const doc = b.perRow.doc.subarray(0, job.rows);
+    const pos = b.perRow.pos.subarray(0, job.rows);
+    const arrival = b.perRow.arrival.subarray(0, job.rows);
     const d = job.documents;
     for (let i = 0, row = 0; i < d.length; i += 3) {
       const rows = d[i + 1]!;
@@ -297,8 +317,9 @@ export class ShardMaker {
     const starts = this.#passStarts.fill(0);
     for (let i = 0; i < n; i++) starts[first[s[i * 5]!]! + s[i * 5 + 1]! + 1]!++;
     for (let key = 1; key < starts.length; key++) starts[key]! += starts[key - 1]!;
-    if (this.#order.length < n) this.#order = new Int32Array(n);
-    const order = this.#order.subarray(0, n);
+    const b = this.#buffers;
+    if (b.order.length < n) b.order = new Int32Array(n);
+    const order = b.order.subarray(0, n);
     for (let i = 0; i < n; i++) order[starts[first[s[i * 5]!]! + s[i * 5 + 1]!]!++] = i;
     return order;
   }
@@ -308,6 +329,7 @@ export class ShardMaker {
     const { plan } = this;
     const { k, layers } = plan;
     const s = job.segments;
+    const b = this.#buffers;
     const order = this.#byPass(s);
     let ids: Int32Array = new Int32Array(0);
     let current = -1;
@@ -332,9 +354,9 @@ export class ShardMaker {
         let bad: number;
         if (m < 0) bad = firstNotPadding(ids, source, K, length);
         else {
-          if (this.#stamp + length >= 0x3fffffff) {
-            this.#seen.fill(0);
-            this.#stamp = 0;
+          if (b.stamp + length >= 0x3fffffff) {
+            b.seen.fill(0);
+            b.stamp = 0;
           }
           bad = gatherLayer(
             ids,
@@ -348,10 +370,10 @@ export class ShardMaker {
             stride,
             k,
             length,
-            this.#seen,
-            this.#stamp,
+            b.seen,
+            b.stamp,
           );
-          this.#stamp += length;
+          b.stamp += length;
         }
         if (bad >= 0) {
           const faulty = ids.subarray(source + bad * K, source + (bad + 1) * K);
