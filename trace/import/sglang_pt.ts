@@ -212,7 +212,7 @@ async function importWithWorkers(
       arrowSchema: shardArrowSchema(sink),
       dir: sink.staging,
     };
-    const jobs = shardJobs(sequences, firstId, sink.nextDoc, rowsPerShard);
+    const { jobs, memory } = shardJobs(sequences, firstId, sink.nextDoc, rowsPerShard);
     // A file held whole (a compressed zip) is read on this thread only.
     const whole = ranks.map((r) => r.whole);
     const written = await makeShards(
@@ -222,6 +222,8 @@ async function importWithWorkers(
       whole,
       scratch,
     );
+    // Every thread is done with the jobs' columns.
+    spareJobMemory = memory;
     await sink.addShards(
       jobs.map((job, i) => ({
         file: job.file,
@@ -266,6 +268,9 @@ function shardArrowSchema(sink: StagedImport): string {
   return arrowSchemaBase64(new arrow.Schema(fields, metadata));
 }
 
+/** The shard jobs' shared memory between imports in this process (null while one has it). */
+let spareJobMemory: SharedArrayBuffer | null = null;
+
 /**
  * The trace's documents cut into shards as the trace writer cuts them (a
  * shard ends with the document that brings it to `rowsPerShard` rows): each
@@ -278,7 +283,7 @@ function shardJobs(
   firstId: number,
   firstDoc: number,
   rowsPerShard: number,
-): (ShardJob & { docs: number })[] {
+): { jobs: (ShardJob & { docs: number })[]; memory: SharedArrayBuffer } {
   const lengths = sequences.map(({ sequence }) => {
     let n = 0;
     for (let g = 2; g < sequence.segments.length; g += SEGMENT) n += sequence.segments[g]!;
@@ -286,14 +291,29 @@ function shardJobs(
   });
   const rows = lengths.reduce((a, b) => a + b, 0);
   const segmentCount = sequences.reduce((n, s) => n + s.sequence.segments.length / SEGMENT, 0);
-  const shared = <T>(make: (b: SharedArrayBuffer) => T, bytes: number) =>
-    make(new SharedArrayBuffer(bytes));
   // Per row only what varies within a document; its doc, pos and
-  // arrival_step are spelled out by the shard maker (less memory touched here).
-  const documents = shared((b) => new Uint32Array(b), sequences.length * 3 * 4);
-  const token = shared((b) => new Uint32Array(b), rows * 4);
-  const phase = shared((b) => new Uint8Array(b), rows);
-  const segments = shared((b) => new Int32Array(b), segmentCount * 5 * 4);
+  // arrival_step are spelled out by the shard maker (less memory touched
+  // here). All four in one shared buffer, the last import's when it is large
+  // enough (every element used is written below).
+  const bytes = (sequences.length * 3 + rows + segmentCount * 5) * 4 + rows;
+  const memory = spareJobMemory && spareJobMemory.byteLength >= bytes
+    ? spareJobMemory
+    : new SharedArrayBuffer(bytes);
+  spareJobMemory = null;
+  let at = 0;
+  const cut = <T>(
+    make: (b: SharedArrayBuffer, at: number, n: number) => T,
+    n: number,
+    size: number,
+  ) => {
+    const view = make(memory, at, n);
+    at += n * size;
+    return view;
+  };
+  const documents = cut((b, at, n) => new Uint32Array(b, at, n), sequences.length * 3, 4);
+  const token = cut((b, at, n) => new Uint32Array(b, at, n), rows, 4);
+  const segments = cut((b, at, n) => new Int32Array(b, at, n), segmentCount * 5, 4);
+  const phase = cut((b, at, n) => new Uint8Array(b, at, n), rows, 1);
   const jobs: (ShardJob & { docs: number })[] = [];
   let first = 0; // the shard's first row
   let firstDocument = 0;
@@ -351,7 +371,7 @@ function shardJobs(
       docs = 0;
     }
   }
-  return jobs;
+  return { jobs, memory };
 }
 
 /**
