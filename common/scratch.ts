@@ -17,6 +17,11 @@ export class Scratch {
     this.#least = least;
   }
 
+  /** Bytes held now. */
+  get size(): number {
+    return this.#bytes.length;
+  }
+
   /**
    * `length` bytes, 8-byte aligned at 0 (for int32 and int64 views), valid
    * until the next call; grown to a multiple of 64 KiB (and to `least`)

@@ -39,6 +39,7 @@ import { SEGMENT, type Sequence, SequenceRebuilder } from "./sequences.ts";
 import { openRank, type PassInfo, type RankFile, routingPlan } from "./sglang_rank.ts";
 import {
   claimJobs,
+  KEEP_BYTES,
   READ_WINDOW,
   RoutingReader,
   SHARD_COLUMNS,
@@ -75,7 +76,7 @@ export async function importSglangPt(
     );
   } finally {
     for (const worker of workers) worker.close();
-    spareScratch = scratch;
+    if (scratch.size <= KEEP_BYTES) spareScratch = scratch;
   }
 }
 
@@ -223,7 +224,7 @@ async function importWithWorkers(
       scratch,
     );
     // Every thread is done with the jobs' columns.
-    spareJobMemory = memory;
+    if (memory.byteLength <= KEEP_BYTES) spareJobMemory = memory;
     await sink.addShards(
       jobs.map((job, i) => ({
         file: job.file,

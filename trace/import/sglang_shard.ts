@@ -224,6 +224,9 @@ class MakerBuffers {
 /** This thread's MakerBuffers between ShardMakers (null while one has them). */
 let spareBuffers: MakerBuffers | null = null;
 
+/** Buffers larger than this (a very long recording's, or huge shards') are not kept between imports. */
+export const KEEP_BYTES = 64 << 20;
+
 /** Makes shards of one import, reusing its buffers from shard to shard. */
 export class ShardMaker {
   readonly plan: ShardPlan;
@@ -278,7 +281,7 @@ export class ShardMaker {
 
   close(): void {
     this.reader.close();
-    spareBuffers = this.#buffers;
+    if (this.#buffers.experts.byteLength <= KEEP_BYTES) spareBuffers = this.#buffers;
   }
 
   /** The job's doc, pos and arrival_step columns, in buffers reused from shard to shard. */
