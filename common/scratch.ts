@@ -34,3 +34,27 @@ export class Scratch {
     return this.#bytes.subarray(0, length);
   }
 }
+
+/**
+ * One value (a buffer, or a set of them) kept on a thread between uses that
+ * each need it whole, such as imports one after another in a process, so
+ * that the memory it holds is touched once: `take` hands it to one user at a
+ * time (null when none is kept or another user holds it), and `keep` takes it
+ * back unless it holds more than `maxBytes` (a very large input's buffers are
+ * not held after it).
+ */
+export class Spare<T> {
+  #value: T | null = null;
+
+  constructor(readonly maxBytes = 64 << 20) {}
+
+  take(): T | null {
+    const value = this.#value;
+    this.#value = null;
+    return value;
+  }
+
+  keep(value: T, bytes: number): void {
+    if (bytes <= this.maxBytes) this.#value = value;
+  }
+}

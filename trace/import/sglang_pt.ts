@@ -28,7 +28,7 @@
  * checks it, encodes and writes the shard into the staging trace.
  */
 import * as arrow from "apache-arrow";
-import { Scratch } from "../../common/scratch.ts";
+import { Scratch, Spare } from "../../common/scratch.ts";
 import { DataError } from "../../common/errors.ts";
 import { DEFAULT_ROWS_PER_SHARD, rowShape, TRACE_ID_KEY } from "../manifest.ts";
 import { arrowSchemaBase64 } from "../parquet_encode.ts";
@@ -39,7 +39,6 @@ import { SEGMENT, type Sequence, SequenceRebuilder } from "./sequences.ts";
 import { openRank, type PassInfo, type RankFile, routingPlan } from "./sglang_rank.ts";
 import {
   claimJobs,
-  KEEP_BYTES,
   READ_WINDOW,
   RoutingReader,
   SHARD_COLUMNS,
@@ -63,8 +62,7 @@ export async function importSglangPt(
   const workers = startWorkers(files, options.lanes);
   // One buffer on this thread for each pickle in turn, then the routing read
   // to plan and to make shards; kept for the next import in this process.
-  const scratch = spareScratch ?? new Scratch(READ_WINDOW);
-  spareScratch = null;
+  const scratch = spareScratch.take() ?? new Scratch(READ_WINDOW);
   try {
     return await importWithWorkers(
       files,
@@ -76,12 +74,12 @@ export async function importSglangPt(
     );
   } finally {
     for (const worker of workers) worker.close();
-    if (scratch.size <= KEEP_BYTES) spareScratch = scratch;
+    spareScratch.keep(scratch, scratch.size);
   }
 }
 
-/** This thread's scratch buffer between imports (null while one has it). */
-let spareScratch: Scratch | null = null;
+/** This thread's scratch buffer between imports. */
+const spareScratch = new Spare<Scratch>();
 
 async function importWithWorkers(
   files: string[],
@@ -224,7 +222,7 @@ async function importWithWorkers(
       scratch,
     );
     // Every thread is done with the jobs' columns.
-    if (memory.byteLength <= KEEP_BYTES) spareJobMemory = memory;
+    spareJobMemory.keep(memory, memory.byteLength);
     await sink.addShards(
       jobs.map((job, i) => ({
         file: job.file,
@@ -269,8 +267,8 @@ function shardArrowSchema(sink: StagedImport): string {
   return arrowSchemaBase64(new arrow.Schema(fields, metadata));
 }
 
-/** The shard jobs' shared memory between imports in this process (null while one has it). */
-let spareJobMemory: SharedArrayBuffer | null = null;
+/** The shard jobs' shared memory between imports in this process. */
+const spareJobMemory = new Spare<SharedArrayBuffer>();
 
 /**
  * The trace's documents cut into shards as the trace writer cuts them (a
@@ -297,24 +295,13 @@ function shardJobs(
   // here). All four in one shared buffer, the last import's when it is large
   // enough (every element used is written below).
   const bytes = (sequences.length * 3 + rows + segmentCount * 5) * 4 + rows;
-  const memory = spareJobMemory && spareJobMemory.byteLength >= bytes
-    ? spareJobMemory
-    : new SharedArrayBuffer(bytes);
-  spareJobMemory = null;
-  let at = 0;
-  const cut = <T>(
-    make: (b: SharedArrayBuffer, at: number, n: number) => T,
-    n: number,
-    size: number,
-  ) => {
-    const view = make(memory, at, n);
-    at += n * size;
-    return view;
-  };
-  const documents = cut((b, at, n) => new Uint32Array(b, at, n), sequences.length * 3, 4);
-  const token = cut((b, at, n) => new Uint32Array(b, at, n), rows, 4);
-  const segments = cut((b, at, n) => new Int32Array(b, at, n), segmentCount * 5, 4);
-  const phase = cut((b, at, n) => new Uint8Array(b, at, n), rows, 1);
+  const kept = spareJobMemory.take();
+  const memory = kept && kept.byteLength >= bytes ? kept : new SharedArrayBuffer(bytes);
+  const end = (view: ArrayBufferView) => view.byteOffset + view.byteLength;
+  const documents = new Uint32Array(memory, 0, sequences.length * 3);
+  const token = new Uint32Array(memory, end(documents), rows);
+  const segments = new Int32Array(memory, end(token), segmentCount * 5);
+  const phase = new Uint8Array(memory, end(segments), rows);
   const jobs: (ShardJob & { docs: number })[] = [];
   let first = 0; // the shard's first row
   let firstDocument = 0;

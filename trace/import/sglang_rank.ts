@@ -16,6 +16,7 @@ import type { PyValue, TensorRef } from "./pickle.ts";
 import type { PassMode } from "./sequences.ts";
 import type { RoutingFile } from "./sglang_shard.ts";
 import {
+  type DirectoryEntry,
   field,
   isTensorRef,
   openTorchArchive,
@@ -160,12 +161,9 @@ export async function openRank(
 }
 
 function storageRanges(archive: TorchArchive): RoutingFile["storages"] {
-  const ranges: Record<string, [number, number, string]> = {};
-  for (const [key, name] of archive.storageNames) {
-    const entry = archive.entries.get(name)!;
-    ranges[key] = [entry.local, entry.length, name];
-  }
-  return { ranges, end: archive.end };
+  const entries: Record<string, DirectoryEntry> = {};
+  for (const [key, name] of archive.storageNames) entries[key] = archive.entries.get(name)!;
+  return { entries, end: archive.end };
 }
 
 /**

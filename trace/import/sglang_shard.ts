@@ -19,12 +19,13 @@
  */
 import { DataError } from "../../common/errors.ts";
 import { writePartsAtomic } from "../../common/atomic_write.ts";
-import { Scratch } from "../../common/scratch.ts";
+import { Scratch, Spare } from "../../common/scratch.ts";
 import { partsFingerprint } from "../manifest.ts";
 import { type ColumnPlan, encodeColumns } from "../parquet_columns.ts";
 import type { TensorRef } from "./pickle.ts";
 import {
   damagedEntry,
+  type DirectoryEntry,
   LOCAL_HEADER,
   localDataStart,
   preadExact,
@@ -49,12 +50,11 @@ export interface RoutingFile {
   /** [L, P] logical id of each physical expert. */
   map: Int32Array;
   /**
-   * Where each storage entry lies, by key: its local header's offset, its
-   * data's length and its name (the data's start is read from the header
-   * with the data), and where the zip's directory starts (`end`, which every
-   * entry's data must end by); null for a file held whole.
+   * Each storage's zip entry, by key (the data's start is read from its
+   * local header with the data), and where the zip's directory starts
+   * (`end`, which every entry's data must end by); null for a file held whole.
    */
-  storages: { ranges: Record<string, [number, number, string]>; end: number } | null;
+  storages: { entries: Record<string, DirectoryEntry>; end: number } | null;
   /** The file's passes, in the order the importer numbers them. */
   passes: PassRouting[];
 }
@@ -148,10 +148,10 @@ export class RoutingReader {
     const { ref, what } = routing.passes[pass]!;
     const whole = this.#whole[file];
     if (whole) return tensorInt32(whole, ref, what);
-    const range = routing.storages?.ranges[ref.storageKey];
+    const entry = routing.storages?.entries[ref.storageKey];
     let bytes: Uint8Array | undefined;
-    if (range) {
-      const [local, length, name] = range;
+    if (entry) {
+      const { local, length } = entry;
       // The local header lies just before the data: one read serves both.
       // The window starts 64-byte aligned in the file, as torch aligns
       // storages, so that their int32 views need no copy.
@@ -161,8 +161,8 @@ export class RoutingReader {
       }
       let w = this.#window;
       const header = w.bytes.subarray(local - w.start, local - w.start + LOCAL_HEADER);
-      const start = localDataStart(header, { name, local, length }, routing.storages!.end);
-      if (start < 0) throw damagedEntry(routing.path, name);
+      const start = localDataStart(header, entry, routing.storages!.end);
+      if (start < 0) throw damagedEntry(routing.path, entry.name);
       if (!this.#holds(file, start, length)) this.#readWindow(file, start, length);
       w = this.#window;
       // Storages start 64-byte aligned in torch's files; a view at an odd
@@ -221,11 +221,8 @@ class MakerBuffers {
   order = new Int32Array(0);
 }
 
-/** This thread's MakerBuffers between ShardMakers (null while one has them). */
-let spareBuffers: MakerBuffers | null = null;
-
-/** Buffers larger than this (a very long recording's, or huge shards') are not kept between imports. */
-export const KEEP_BYTES = 64 << 20;
+/** This thread's MakerBuffers between ShardMakers. */
+const spareBuffers = new Spare<MakerBuffers>();
 
 /** Makes shards of one import, reusing its buffers from shard to shard. */
 export class ShardMaker {
@@ -241,8 +238,7 @@ export class ShardMaker {
 
   constructor(plan: ShardPlan, whole: (TorchFile | null)[] = [], scratch?: Scratch) {
     this.plan = plan;
-    this.#buffers = spareBuffers ?? new MakerBuffers();
-    spareBuffers = null;
+    this.#buffers = spareBuffers.take() ?? new MakerBuffers();
     this.reader = new RoutingReader(plan.files, whole, scratch);
     this.#keptAt = new Int32Array(plan.layers).fill(-1);
     this.#firstPass = new Int32Array(plan.files.length + 1);
@@ -281,7 +277,7 @@ export class ShardMaker {
 
   close(): void {
     this.reader.close();
-    if (this.#buffers.experts.byteLength <= KEEP_BYTES) spareBuffers = this.#buffers;
+    spareBuffers.keep(this.#buffers, this.#buffers.experts.byteLength);
   }
 
   /** The job's doc, pos and arrival_step columns, in buffers reused from shard to shard. */
